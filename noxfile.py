@@ -1,0 +1,50 @@
+"""nox sessions: ``nox -l`` lists them. Logic lives in releng; this file only wires it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "src"))
+from releng.distro import read_targets  # noqa: E402  (stdlib-only module)
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_venv = "yes"
+nox.options.default_venv_backend = "venv"
+
+TARGETS = read_targets(ROOT)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the whole test suite, real engines included (Docker, gpg, apt, moto)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format check) and mypy --strict."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session
+@nox.parametrize("distro", [nox.param(d, id=d) for d in TARGETS])
+def packages(session: nox.Session, distro: str) -> None:
+    """Build the product's packages for one target distro in a throwaway container."""
+    session.install("-e", ".")
+    session.run("invoke", "make-package", distro, *session.posargs)
+
+
+@nox.session(default=False)
+def benchmarks(session: nox.Session) -> None:
+    """Run the side-by-side benchmarks against peer tools and print ratios."""
+    session.install("-e", ".")
+    for script in session.posargs or sorted(str(p) for p in (ROOT / "benchmarks").glob("bench_*.py")):
+        session.run("python", script)

@@ -1,0 +1,230 @@
+"""Distro directories: ``distros/<DISTRO>-<NUMERIC_VERSION>[-<NAME>]/``.
+
+A distro directory is data: ``DOCKER_BASE`` (the image to build in), and for
+Debian-like distros ``DISTRIBUTION`` (codename), ``PKGVER`` (Debian revision
+such as ``1~bookworm``) and ``debian/`` (often a symlink to a shared tree).
+Optional: an executable ``make-package`` that replaces the default builder, a
+``make-package.prebuild`` hook and ``APT_SOURCES`` for archived releases.
+``distros/TARGETS`` lists the distros built by default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from releng.errors import DistroError
+
+DISTROS_DIR = "distros"
+TARGETS_FILE = "TARGETS"
+DEBIANISH_FAMILIES = frozenset({"debian", "ubuntu"})
+
+# Debian suites that mmdebstrap can bootstrap from the live Debian mirror.
+BOOTSTRAPPABLE_SUITES = frozenset({"bullseye", "bookworm", "trixie", "forky", "sid"})
+
+_DIR_RE = re.compile(
+    r"^(?P<family>[a-z][a-z0-9]*)-(?P<number>[0-9]+(?:\.[0-9]+)*)(?:-(?P<name>[a-z][a-z0-9]*))?$"
+)
+# The grammar of docker/distribution's reference package, without digests' algorithm variety.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?)"
+_REFERENCE_RE = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?$"
+)
+_CODENAME_RE = re.compile(r"^[a-z][a-z0-9.-]*$")
+_PKGVER_RE = re.compile(r"^[A-Za-z0-9.+~-]+$")
+
+
+def validate_image_reference(ref: str, *, where: str) -> str:
+    if not ref:
+        raise DistroError(f"{where} is empty; put an image reference in it, e.g. debian:bookworm")
+    if any(c.isspace() for c in ref) or not _REFERENCE_RE.match(ref) or len(ref) > 255:
+        raise DistroError(
+            f"{where}: {ref!r} is not a valid image reference; expected e.g. debian:bookworm "
+            "or registry.example.org:5000/debian:bookworm"
+        )
+    return ref
+
+
+def repo_root_of(path: Path) -> Path:
+    """The repository root for a distros/ directory inside it."""
+    return path.resolve().parent
+
+
+@dataclass(frozen=True, kw_only=True)
+class Distro:
+    """One validated distro directory."""
+
+    id: str
+    path: Path
+    family: str
+    number: str
+    docker_base: str
+    distribution: str | None
+    pkgver: str | None
+    debian_dir: Path | None  # resolved, inside the repository
+    make_package: Path | None  # the distro's own builder, if any
+    prebuild_hook: Path | None
+    apt_sources: str | None
+
+    @property
+    def is_debianish(self) -> bool:
+        return self.debian_dir is not None
+
+    @property
+    def codename(self) -> str:
+        if self.distribution is None:
+            raise DistroError(f"{self.path}: has no DISTRIBUTION file (it is not Debian-like)")
+        return self.distribution
+
+    @property
+    def bootstrappable(self) -> bool:
+        """Whether mmdebstrap can make its base image from the live Debian mirror."""
+        return self.family == "debian" and self.distribution in BOOTSTRAPPABLE_SUITES
+
+    def features(self) -> list[str]:
+        out = []
+        if self.debian_dir is not None:
+            out.append("debian/")
+        if self.make_package is not None:
+            out.append("make-package")
+        if self.prebuild_hook is not None:
+            out.append("prebuild hook")
+        if self.apt_sources is not None:
+            out.append("APT_SOURCES")
+        return out
+
+
+def _read_one_line(path: Path, *, what: str) -> str:
+    if not path.is_file():
+        raise DistroError(f"{path} is missing; {what}")
+    text = path.read_text(encoding="utf-8").strip()
+    if not text:
+        raise DistroError(f"{path} is empty; {what}")
+    if "\n" in text:
+        raise DistroError(f"{path}: must hold a single line; {what}")
+    return text
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
+    """Validate one distro directory. ``repo_root`` bounds where symlinks may point."""
+    name = path.name
+    m = _DIR_RE.match(name)
+    if not m:
+        raise DistroError(
+            f"{path}: {name!r} is not a distro directory name; expected "
+            "DISTRO-NUMERIC_VERSION[-NAME], e.g. debian-12-bookworm or ubuntu-16.04-xenial"
+        )
+    if not path.is_dir():
+        raise DistroError(f"{path} is not a directory")
+    root = repo_root.resolve()
+    docker_base = validate_image_reference(
+        _read_one_line(path / "DOCKER_BASE", what="it names the image to build in, e.g. debian:bookworm"),
+        where=str(path / "DOCKER_BASE"),
+    )
+    make_package = path / "make-package"
+    own_builder = make_package.exists() or make_package.is_symlink()
+    if own_builder:
+        real = make_package.resolve()
+        if not _inside(real, root):
+            raise DistroError(f"{make_package} points outside the repository ({real}); link inside it")
+        if not os.access(real, os.X_OK):
+            raise DistroError(f"{make_package} is not executable; run: chmod +x {make_package}")
+    family = m["family"]
+    debian = path / "debian"
+    debianish = family in DEBIANISH_FAMILIES or not own_builder or debian.exists() or debian.is_symlink()
+    distribution = pkgver = None
+    debian_dir = None
+    if debianish:
+        distribution = _read_one_line(
+            path / "DISTRIBUTION", what="it holds the codename, e.g. bookworm"
+        )
+        if not _CODENAME_RE.match(distribution):
+            raise DistroError(f"{path / 'DISTRIBUTION'}: {distribution!r} is not a codename")
+        pkgver = _read_one_line(
+            path / "PKGVER", what=f"it holds the Debian revision, e.g. 1~{distribution}"
+        )
+        if not _PKGVER_RE.match(pkgver) or not pkgver[0].isdigit():
+            raise DistroError(
+                f"{path / 'PKGVER'}: {pkgver!r} is not a Debian revision; expected e.g. 1~{distribution}"
+            )
+        if not (debian.exists() or debian.is_symlink()):
+            raise DistroError(
+                f"{debian} is missing; add a debian/ tree or a symlink to a shared one under packaging/"
+            )
+        real = debian.resolve()
+        if not _inside(real, root):
+            raise DistroError(
+                f"{debian} is a symlink that leaves the repository (to {real}); "
+                "point it at another distro's debian/ or a tree under packaging/"
+            )
+        if not (real / "control").is_file():
+            raise DistroError(f"{debian} has no control file (resolved to {real})")
+        debian_dir = real
+    hook = path / "make-package.prebuild"
+    apt_sources = path / "APT_SOURCES"
+    return Distro(
+        id=name,
+        path=path,
+        family=family,
+        number=m["number"],
+        docker_base=docker_base,
+        distribution=distribution,
+        pkgver=pkgver,
+        debian_dir=debian_dir,
+        make_package=make_package if own_builder else None,
+        prebuild_hook=hook if hook.exists() else None,
+        apt_sources=apt_sources.read_text(encoding="utf-8") if apt_sources.is_file() else None,
+    )
+
+
+def distro_ids(root: Path) -> list[str]:
+    """Every directory under ``distros/`` (valid or not), sorted."""
+    base = root / DISTROS_DIR
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_distro(root: Path, distro_id: str) -> Distro:
+    """The named distro, or a DistroError listing the valid names."""
+    ids = distro_ids(root)
+    if distro_id not in ids:
+        raise DistroError(
+            f"unknown distro {distro_id!r}; valid distros: {', '.join(ids) or '(none)'} "
+            f"(directories under {root / DISTROS_DIR})"
+        )
+    return load_distro_dir(root / DISTROS_DIR / distro_id, repo_root=root)
+
+
+def load_all(root: Path) -> list[Distro]:
+    return [load_distro(root, d) for d in distro_ids(root)]
+
+
+def read_targets(root: Path) -> list[str]:
+    """The distros built by default, from ``distros/TARGETS`` (comments with #)."""
+    path = root / DISTROS_DIR / TARGETS_FILE
+    if not path.is_file():
+        raise DistroError(f"{path} is missing; list the distros to build by default, one per line")
+    ids = distro_ids(root)
+    targets = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        entry = line.split("#", 1)[0].strip()
+        if not entry:
+            continue
+        if entry not in ids:
+            raise DistroError(
+                f"{path}:{lineno}: unknown distro {entry!r}; valid distros: {', '.join(ids)}"
+            )
+        targets.append(entry)
+    return targets

@@ -1,0 +1,199 @@
+"""The gpg seam: signing and verification through python-gnupg, always in batch mode.
+
+gpg never prompts: it runs with ``--batch --pinentry-mode loopback`` and gets
+the passphrase from the configured environment variable or file. Every
+signature is verified right after it is made.
+
+With no key configured, a clearly labelled development key is made once under
+``.releng/dev-gnupg`` so that the quickstart signs; releases refuse it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from releng.errors import SigningError
+
+if TYPE_CHECKING:
+    from releng.project import Project
+
+log = logging.getLogger(__name__)
+
+DEV_KEY_DIR = "dev-gnupg"
+DEV_KEY_UID = "releng DEVELOPMENT key - NOT FOR RELEASES <releng-dev@invalid>"
+_BATCH = ["--pinentry-mode", "loopback", "--no-auto-key-locate", "--no-auto-key-retrieve"]
+
+
+def _gpg(gnupghome: Path | None) -> Any:
+    import gnupg  # noqa: PLC0415  (heavy-ish; keep `invoke --list` instant)
+
+    if gnupghome is not None:
+        gnupghome.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return gnupg.GPG(gnupghome=str(gnupghome) if gnupghome else None, options=list(_BATCH))
+
+
+def _failure(result: Any) -> str:
+    stderr = str(getattr(result, "stderr", "") or "")
+    if "BAD_PASSPHRASE" in stderr or "bad passphrase" in stderr.lower():
+        return "wrong passphrase"
+    if "MISSING_PASSPHRASE" in stderr or "NEED_PASSPHRASE" in stderr:
+        return "no passphrase given, and the key needs one"
+    lines = [ln for ln in stderr.splitlines() if ln and not ln.startswith("[GNUPG:]")]
+    return lines[-1] if lines else (getattr(result, "status", None) or "gpg failed")
+
+
+@dataclass(frozen=True)
+class Verified:
+    fingerprint: str
+    username: str
+
+
+class Signer:
+    """Signs with one secret key from one GNUPGHOME."""
+
+    def __init__(
+        self,
+        *,
+        gnupghome: Path | None,
+        key: str,
+        passphrase: str | None,
+        development: bool = False,
+    ) -> None:
+        self.gnupghome = gnupghome
+        self.development = development
+        self._passphrase = passphrase
+        self._gpg = _gpg(gnupghome)
+        keys = self._gpg.list_keys(secret=True, keys=[key]) if key else []
+        if not keys:
+            home = gnupghome or Path(os.environ.get("GNUPGHOME", "~/.gnupg"))
+            raise SigningError(
+                f"signing key {key!r} is not in the keyring at {home}; import it with "
+                f"`gpg --homedir {home} --import KEYFILE` or set [signing] key/gnupghome in product.toml"
+            )
+        self.fingerprint: str = keys[0]["fingerprint"]
+        self.uid: str = (keys[0].get("uids") or [""])[0]
+
+    def __repr__(self) -> str:  # never shows the passphrase
+        return f"Signer(fingerprint={self.fingerprint!r}, development={self.development})"
+
+    def _sign(self, data: bytes, *, clearsign: bool, detach: bool) -> bytes:
+        result = self._gpg.sign(
+            data,
+            keyid=self.fingerprint,
+            passphrase=self._passphrase,
+            clearsign=clearsign,
+            detach=detach,
+            binary=False,
+            extra_args=["--digest-algo", "SHA512"],
+        )
+        if not result.data:
+            raise SigningError(
+                f"gpg could not sign with key {self.fingerprint}: {_failure(result)}; "
+                "check the passphrase source in [signing] of product.toml"
+            )
+        return bytes(result.data)
+
+    def detached_signature(self, data: bytes) -> bytes:
+        """An ASCII-armored detached signature of ``data``, verified before it is returned."""
+        sig = self._sign(data, clearsign=False, detach=True)
+        self.verify_detached(data, sig)
+        return sig
+
+    def clearsign(self, data: bytes) -> bytes:
+        """``data`` clearsigned (InRelease), verified before it is returned."""
+        signed = self._sign(data, clearsign=True, detach=False)
+        verified = self._gpg.verify(signed)
+        if not verified.valid or verified.pubkey_fingerprint != self.fingerprint:
+            raise SigningError(f"gpg made a clearsigned text that does not verify: {_failure(verified)}")
+        return signed
+
+    def sign_file(self, path: Path) -> Path:
+        """Write ``<path>.asc``, a detached armored signature, and verify it."""
+        sig = self.detached_signature(path.read_bytes())
+        out = path.with_name(path.name + ".asc")
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_bytes(sig)
+        tmp.replace(out)
+        return out
+
+    def verify_detached(self, data: bytes, signature: bytes) -> Verified:
+        import tempfile  # noqa: PLC0415
+
+        with tempfile.NamedTemporaryFile(suffix=".asc") as sig:
+            sig.write(signature)
+            sig.flush()
+            result = self._gpg.verify_data(sig.name, data)
+        if not result.valid or result.pubkey_fingerprint != self.fingerprint:
+            raise SigningError(f"signature does not verify against {self.fingerprint}: {_failure(result)}")
+        return Verified(result.pubkey_fingerprint, result.username or "")
+
+    def export_public(self, *, armor: bool) -> bytes:
+        exported = self._gpg.export_keys([self.fingerprint], armor=armor)
+        data = exported.encode() if isinstance(exported, str) else bytes(exported)
+        if not data:
+            raise SigningError(f"gpg could not export public key {self.fingerprint}")
+        return data
+
+
+def ensure_dev_key(state_dir: Path) -> Path:
+    """Make the development key once under ``state_dir``; return its GNUPGHOME."""
+    home = state_dir / DEV_KEY_DIR
+    gpg = _gpg(home)
+    if gpg.list_keys(secret=True):
+        return home
+    (home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\n")
+    log.warning("making a development signing key under %s (refused for releases)", home)
+    params = gpg.gen_key_input(
+        key_type="EDDSA",
+        key_curve="ed25519",
+        key_usage="sign",
+        name_real="releng DEVELOPMENT key - NOT FOR RELEASES",
+        name_email="releng-dev@invalid",
+        expire_date=0,
+        no_protection=True,
+    )
+    result = gpg.gen_key(params)
+    if not result.fingerprint:
+        raise SigningError(f"could not make the development key under {home}: {_failure(result)}")
+    return home
+
+
+def passphrase_from(signing_env: str, signing_file: str, env: Mapping[str, str], root: Path) -> str | None:
+    """The passphrase from the configured environment variable, else file, else None."""
+    if signing_env and env.get(signing_env):
+        return env[signing_env]
+    if signing_file:
+        path = (root / signing_file).expanduser()
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\n")
+        except OSError as exc:
+            raise SigningError(
+                f"cannot read the signing passphrase file {path}: {exc.strerror}; "
+                "fix [signing] passphrase_file in product.toml"
+            ) from None
+    return None
+
+
+def signer_for(project: Project, env: Mapping[str, str], *, release: bool) -> Signer:
+    """The configured signer; the development key when none is configured (not for releases)."""
+    cfg = project.config.signing
+    if not cfg.key:
+        if release:
+            raise SigningError(
+                "a release cannot be signed with the development key; set [signing] key "
+                "(and gnupghome, passphrase_env or passphrase_file) in product.toml"
+            )
+        home = ensure_dev_key(project.state_dir)
+        gpg = _gpg(home)
+        fpr = gpg.list_keys(secret=True)[0]["fingerprint"]
+        return Signer(gnupghome=home, key=fpr, passphrase=None, development=True)
+    home = (project.root / cfg.gnupghome).expanduser() if cfg.gnupghome else None
+    if home is None and env.get("GNUPGHOME"):
+        home = Path(env["GNUPGHOME"])
+    passphrase = passphrase_from(cfg.passphrase_env, cfg.passphrase_file, env, project.root)
+    return Signer(gnupghome=home, key=cfg.key, passphrase=passphrase)

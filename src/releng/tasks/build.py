@@ -1,0 +1,3 @@
+"""build tasks (see the issue that owns this area)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""publish tasks (see the issue that owns this area)."""
+
+from __future__ import annotations

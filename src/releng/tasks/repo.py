@@ -1,0 +1,3 @@
+"""repo tasks (see the issue that owns this area)."""
+
+from __future__ import annotations

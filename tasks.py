@@ -1,0 +1,13 @@
+"""invoke entry point: every task lives in releng.tasks (``invoke --list``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "src"))  # a fresh checkout works before `pip install -e .`
+
+from releng.tasks import collection  # noqa: E402
+
+ns = collection(str(ROOT))
