@@ -1,0 +1,290 @@
+"""Base images (``DOCKER_BASE``) and builder images (base + tooling + Build-Depends).
+
+A base image is used as the engine has it; else pulled; else, for the Debian
+suites that mmdebstrap can make from the mirror, bootstrapped and
+``docker import``-ed under the ``DOCKER_BASE`` name with labels saying the
+suite, mirror and date.
+
+A builder image is the base image after ``packaging/builder-setup`` ran in it.
+Its tag is a hash of everything that shapes it (base image id, Build-Depends,
+APT_SOURCES, the setup script), so it is reused until one of those changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from releng.distro import Distro
+from releng.engine import ContainerSpec, Engine, Mount, image_ref_parts
+from releng.errors import ImageError
+from releng.project import Project
+
+log = logging.getLogger(__name__)
+
+BUILDER_SETUP = "packaging/builder-setup"
+LABEL_PREFIX = "org.releng"
+BOOTSTRAP_VARIANT = "minbase"
+
+
+def _mirror(project: Project) -> str:
+    images = project.config.images
+    if images.snapshot:
+        return f"{images.snapshot_mirror.rstrip('/')}/{images.snapshot}"
+    return images.debian_mirror
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no details"
+
+
+def bootstrap_command(project: Project, distro: Distro, tarball: Path) -> list[str]:
+    """The mmdebstrap command line that makes ``distro``'s base image as a tarball."""
+    cmd = ["mmdebstrap", f"--variant={BOOTSTRAP_VARIANT}", "--quiet"]
+    if project.config.images.snapshot:
+        cmd.append('--aptopt=Acquire::Check-Valid-Until "false"')
+    return [*cmd, distro.codename, str(tarball), _mirror(project)]
+
+
+def bootstrap_base_image(engine: Engine, project: Project, distro: Distro) -> str:
+    """mmdebstrap ``distro``'s suite and import it under its DOCKER_BASE name; the image id."""
+    if not distro.bootstrappable:
+        raise ImageError(
+            f"{distro.id}: cannot bootstrap {distro.docker_base}: mmdebstrap makes only Debian suites "
+            "from the live mirror (bullseye, bookworm, trixie, forky, sid); "
+            f"load the image with `docker load` or `docker pull {distro.docker_base}`"
+        )
+    mirror = _mirror(project)
+    repository, tag = image_ref_parts(distro.docker_base)
+    date = (
+        project.config.images.snapshot
+        if project.config.images.snapshot
+        else dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
+    labels = {
+        f"{LABEL_PREFIX}.suite": distro.codename,
+        f"{LABEL_PREFIX}.mirror": mirror,
+        f"{LABEL_PREFIX}.date": date,
+        f"{LABEL_PREFIX}.bootstrap": f"mmdebstrap --variant={BOOTSTRAP_VARIANT}",
+    }
+    with tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp:
+        tarball = Path(tmp) / f"{distro.codename}.tar"
+        cmd = bootstrap_command(project, distro, tarball)
+        log.info("bootstrapping %s: %s", distro.docker_base, shlex.join(cmd))
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        except FileNotFoundError:
+            raise ImageError(
+                f"{distro.id}: cannot bootstrap {distro.docker_base}: mmdebstrap is not installed; "
+                "run ./scripts/setup"
+            ) from None
+        if proc.returncode != 0:
+            raise ImageError(
+                f"{distro.id}: mmdebstrap of {distro.codename} from {mirror} failed: "
+                f"{_first_line(proc.stderr)}; check the mirror in [images] of product.toml"
+            )
+        changes = [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
+        changes.append('CMD ["bash"]')
+        log.info("docker import %s as %s:%s", tarball, repository, tag)
+        engine.client.api.import_image_from_file(
+            str(tarball), repository=repository, tag=tag, changes=changes
+        )
+    image_id = engine.image_id(distro.docker_base)
+    if image_id is None:
+        raise ImageError(
+            f"{distro.id}: docker import of {distro.docker_base} left no image; see the engine's log"
+        )
+    return image_id
+
+
+def pull_base_image(engine: Engine, distro: Distro) -> str:
+    """Pull DOCKER_BASE; the image id, or ImageError with the registry's reason."""
+    import docker.errors
+
+    repository, tag = image_ref_parts(distro.docker_base)
+    log.info("pulling %s", distro.docker_base)
+    try:
+        image = engine.client.images.pull(repository, tag=tag or None)
+    except docker.errors.APIError as exc:
+        raise ImageError(_first_line(str(exc.explanation or exc))) from None
+    return str(image.id)
+
+
+def ensure_base_image(
+    engine: Engine, project: Project, distro: Distro, *, bootstrap: bool = False, pull: bool = True
+) -> str:
+    """The id of ``distro``'s base image: the engine's, else pulled, else bootstrapped.
+
+    ``bootstrap`` skips the engine's copy and the pull and bootstraps afresh
+    (``invoke base-image DISTRO --bootstrap``); ``pull=False`` never asks a registry.
+    """
+    tried: list[str] = []
+    if not bootstrap:
+        existing = engine.image_id(distro.docker_base)
+        if existing is not None:
+            return existing
+        tried.append("not in the engine")
+        if pull:
+            try:
+                return pull_base_image(engine, distro)
+            except ImageError as exc:
+                tried.append(f"pull failed ({exc})")
+    if distro.bootstrappable:
+        return bootstrap_base_image(engine, project, distro)
+    tried.append(
+        f"bootstrap not possible ({distro.family} {distro.distribution or ''} is not a Debian suite "
+        "mmdebstrap can make from the mirror)".replace("  ", " ")
+    )
+    raise ImageError(
+        f"no base image {distro.docker_base} for {distro.id}: {'; '.join(tried)}; "
+        f"load it into the engine (`docker load -i FILE` or `docker pull {distro.docker_base}` "
+        "where a registry is reachable), or point DOCKER_BASE at an image the engine has"
+    )
+
+
+# -- builder images -----------------------------------------------------------------------
+
+
+def build_depends(debian_dir: Path) -> str:
+    """Build-Depends, -Arch and -Indep of ``debian/control``'s source stanza, comma-joined."""
+    from debian.deb822 import Deb822
+
+    control = debian_dir / "control"
+    with control.open(encoding="utf-8") as fh:
+        source = next(iter(Deb822.iter_paragraphs(fh)), None)
+    if source is None or "Source" not in source:
+        raise ImageError(f"{control} has no source stanza; it must start with `Source: <name>`")
+    fields = [
+        source.get(name, "")
+        for name in ("Build-Depends", "Build-Depends-Arch", "Build-Depends-Indep")
+    ]
+    relations = [r.strip() for f in fields for r in " ".join(f.split()).split(",") if r.strip()]
+    return ", ".join(relations)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuilderImage:
+    reference: str  # repository:tag
+    id: str
+    base_id: str
+    inputs_hash: str
+    created: bool  # made by this call (False: reused)
+
+
+def builder_inputs(project: Project, distro: Distro, base_id: str) -> dict[str, str]:
+    """Everything that shapes the builder image, as plain data."""
+    if distro.debian_dir is None:
+        raise ImageError(f"{distro.id} has no debian/ directory: the default builder needs one")
+    setup = project.root / BUILDER_SETUP
+    if not setup.is_file():
+        raise ImageError(f"{setup} is missing; it provisions builder images (restore it from git)")
+    return {
+        "base_image": base_id,
+        "build_depends": build_depends(distro.debian_dir),
+        "apt_sources": distro.apt_sources or "",
+        "builder_setup": hashlib.sha256(setup.read_bytes()).hexdigest(),
+    }
+
+
+def builder_reference(project: Project, distro: Distro, inputs: dict[str, str]) -> tuple[str, str]:
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return f"releng-builder-{project.name}:{distro.id}-{digest[:16]}", digest
+
+
+def apt_cache_volume(project: Project, distro: Distro) -> str:
+    """The named volume that keeps apt downloads between rebuilds of one distro's builder."""
+    return f"releng-apt-cache-{project.name}-{distro.id}"
+
+
+def ensure_builder_image(
+    engine: Engine,
+    project: Project,
+    distro: Distro,
+    *,
+    base_id: str | None = None,
+    on_line: Callable[[str], None] | None = None,
+) -> BuilderImage:
+    """The builder image for ``distro``: reused when its inputs match, else made and committed."""
+    if base_id is None:
+        base_id = ensure_base_image(engine, project, distro)
+    inputs = builder_inputs(project, distro, base_id)
+    reference, digest = builder_reference(project, distro, inputs)
+    existing = engine.image_id(reference)
+    if existing is not None:
+        return BuilderImage(
+            reference=reference, id=existing, base_id=base_id, inputs_hash=digest, created=False
+        )
+    log.info("making builder image %s", reference)
+    script = f"{project.packaging_mount}/{BUILDER_SETUP}"
+    spec = ContainerSpec(
+        image=base_id,
+        command=["sh", script],
+        mounts=[_setup_mount(project)],
+        volumes={apt_cache_volume(project, distro): "/var/cache/apt/archives"},
+        environment={
+            "BUILD_DEPENDS": inputs["build_depends"],
+            "APT_SOURCES": inputs["apt_sources"],
+        },
+    )
+    lines: list[str] = []
+
+    def collect(line: str) -> None:
+        lines.append(line)
+        if on_line is not None:
+            on_line(line)
+
+    repository, tag = image_ref_parts(reference)
+    with engine.container(spec) as container:
+        container.start()
+        container.stream(collect)
+        code = container.wait()
+        if code != 0:
+            raise ImageError(_setup_failure(distro, inputs["build_depends"], lines, code))
+        changes = [
+            f"LABEL {LABEL_PREFIX}.builder-for={json.dumps(distro.id)}",
+            f"LABEL {LABEL_PREFIX}.base-image={json.dumps(base_id)}",
+            f"LABEL {LABEL_PREFIX}.inputs={json.dumps(digest)}",
+            "ENV LANG=C.UTF-8",
+            "WORKDIR /build",
+            'CMD ["bash", "-l"]',
+        ]
+        image_id = container.commit(repository, tag, changes=changes)
+    return BuilderImage(
+        reference=reference, id=image_id, base_id=base_id, inputs_hash=digest, created=True
+    )
+
+
+def _setup_mount(project: Project) -> Mount:
+    setup = project.root / BUILDER_SETUP
+    return Mount(setup, f"{project.packaging_mount}/{BUILDER_SETUP}")
+
+
+def _setup_failure(distro: Distro, depends: str, lines: list[str], code: int) -> str:
+    unsatisfiable = [
+        ln.strip()
+        for ln in lines
+        if "Unable to locate package" in ln
+        or "but it is not installable" in ln
+        or "has no installation candidate" in ln
+        or "Unsatisfied dependencies" in ln
+        or ("Depends:" in ln and "but" in ln)
+    ]
+    if unsatisfiable:
+        return (
+            f"{distro.id}: the Build-Depends ({depends}) cannot be installed on {distro.codename}: "
+            f"{unsatisfiable[-1]}; fix Build-Depends in {distro.debian_dir}/control"
+        )
+    tail = next((ln.strip() for ln in reversed(lines) if ln.strip()), "no output")
+    return (
+        f"{distro.id}: making the builder image failed (exit {code}): {tail}; "
+        f"check the distro's apt sources and {BUILDER_SETUP}"
+    )
