@@ -46,5 +46,7 @@ def packages(session: nox.Session, distro: str) -> None:
 def benchmarks(session: nox.Session) -> None:
     """Run the side-by-side benchmarks against peer tools and print ratios."""
     session.install("-e", ".")
-    for script in session.posargs or sorted(str(p) for p in (ROOT / "benchmarks").glob("bench_*.py")):
+    for script in session.posargs or sorted(
+        str(p) for p in (ROOT / "benchmarks").glob("bench_*.py")
+    ):
         session.run("python", script)

@@ -16,12 +16,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import invoke
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import Task
+from invoke.tasks import task as invoke_task
 
 from releng.errors import RelengError
 from releng.project import Project
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+__all__ = ["Context", "out", "project", "setup_logging", "task"]
 _logging_ready = False
 
 
@@ -40,14 +44,14 @@ def setup_logging(*, verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def fail(message: str, code: int = 1) -> invoke.Exit:
-    return invoke.Exit(f"error: {message}", code=code)
+def fail(message: str, code: int = 1) -> Exit:
+    return Exit(f"error: {message}", code=code)
 
 
-def task(*args: Any, **kwargs: Any) -> Callable[[_F], invoke.Task[Any]]:
+def task(*args: Any, **kwargs: Any) -> Callable[[_F], Task[Any]]:
     """``invoke.task`` plus the error boundary. Use exactly like ``@task(help={...})``."""
 
-    def decorate(func: _F) -> invoke.Task[Any]:
+    def decorate(func: _F) -> Task[Any]:
         @functools.wraps(func)
         def wrapper(*a: Any, **kw: Any) -> Any:
             setup_logging()
@@ -56,19 +60,23 @@ def task(*args: Any, **kwargs: Any) -> Callable[[_F], invoke.Task[Any]]:
             except RelengError as exc:
                 raise fail(str(exc)) from None
             except KeyboardInterrupt:
-                raise invoke.Exit("interrupted", code=130) from None
+                raise Exit("interrupted", code=130) from None
 
-        return invoke.task(*args, **kwargs)(wrapper)  # type: ignore[no-any-return]
+        made: Task[Any] = invoke_task(*args, **kwargs)(wrapper)
+        return made
 
+    if len(args) == 1 and callable(args[0]) and not kwargs:  # bare @task
+        func, args = args[0], ()
+        return decorate(func)  # bare use: the Task itself
     return decorate
 
 
-def project(c: invoke.Context) -> Project:
+def project(c: Context) -> Project:
     """The Project for this invocation: ``RELENG_ROOT``, else the directory of tasks.py."""
-    root = os.environ.get("RELENG_ROOT") or c.config.get("releng", {}).get("root") or os.getcwd()
+    root = os.environ.get("RELENG_ROOT") or c.config.get("releng", {}).get("root") or Path.cwd()
     return Project.load(Path(root))
 
 
 def out(line: str = "") -> None:
     """Print for the user (stdout). Library code logs instead."""
-    print(line, flush=True)  # noqa: T201
+    print(line, flush=True)

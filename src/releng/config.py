@@ -38,7 +38,9 @@ class ProductSection:
     maintainer: str = "releng demo <releng-demo@example.org>"
     homepage: str = "https://example.org/tally"
     # Run in a fresh container after `apt-get install` of the built packages.
-    smoke_command: list[str] = field(default_factory=lambda: ["sh", "-c", "echo one two | tally -w"])
+    smoke_command: list[str] = field(
+        default_factory=lambda: ["sh", "-c", "echo one two | tally -w"]
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +64,7 @@ class SourceSection:
 class SigningSection:
     # Key id or fingerprint. Empty: a development key made once under .releng/ (refused for releases).
     key: str = ""
-    passphrase_env: str = "RELENG_SIGNING_PASSPHRASE"
+    passphrase_env: str = "RELENG_SIGNING_PASSPHRASE"  # noqa: S105  (a variable name)
     passphrase_file: str = ""
     # Empty: gpg's default home when `key` is set.
     gnupghome: str = ""
@@ -158,7 +160,7 @@ _SECTIONS: dict[str, type[Any]] = {
 _T = TypeVar("_T")
 
 
-def _type_ok(value: object, hint: Any) -> bool:
+def _type_ok(value: object, hint: Any) -> bool:  # noqa: PLR0911  (one return per type)
     origin = typing.get_origin(hint)
     if hint is bool:
         return isinstance(value, bool)

@@ -129,7 +129,9 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
         raise DistroError(f"{path} is not a directory")
     root = repo_root.resolve()
     docker_base = validate_image_reference(
-        _read_one_line(path / "DOCKER_BASE", what="it names the image to build in, e.g. debian:bookworm"),
+        _read_one_line(
+            path / "DOCKER_BASE", what="it names the image to build in, e.g. debian:bookworm"
+        ),
         where=str(path / "DOCKER_BASE"),
     )
     make_package = path / "make-package"
@@ -137,12 +139,16 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
     if own_builder:
         real = make_package.resolve()
         if not _inside(real, root):
-            raise DistroError(f"{make_package} points outside the repository ({real}); link inside it")
+            raise DistroError(
+                f"{make_package} points outside the repository ({real}); link inside it"
+            )
         if not os.access(real, os.X_OK):
             raise DistroError(f"{make_package} is not executable; run: chmod +x {make_package}")
     family = m["family"]
     debian = path / "debian"
-    debianish = family in DEBIANISH_FAMILIES or not own_builder or debian.exists() or debian.is_symlink()
+    debianish = (
+        family in DEBIANISH_FAMILIES or not own_builder or debian.exists() or debian.is_symlink()
+    )
     distribution = pkgver = None
     debian_dir = None
     if debianish:

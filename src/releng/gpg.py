@@ -10,8 +10,10 @@ With no key configured, a clearly labelled development key is made once under
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +31,31 @@ DEV_KEY_UID = "releng DEVELOPMENT key - NOT FOR RELEASES <releng-dev@invalid>"
 _BATCH = ["--pinentry-mode", "loopback", "--no-auto-key-locate", "--no-auto-key-retrieve"]
 
 
+def _short_home(home: Path) -> Path:
+    """gpg-agent's socket lives in GNUPGHOME, and a Unix socket path must fit in 108 bytes.
+
+    A deep home (a checkout in a long path, a pytest tmp dir) gets a short symlink in the
+    temp directory instead; gpg then talks to an agent it can actually start.
+    """
+    if len(str(home)) + len("/S.gpg-agent.browser") < 100:
+        return home
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
+    link = Path(tempfile.gettempdir()) / f"releng-gnupg-{digest}"
+    if not (link.is_symlink() and link.readlink() == home):
+        tmp = link.with_name(f"{link.name}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(home)
+        tmp.replace(link)
+    return link
+
+
 def _gpg(gnupghome: Path | None) -> Any:
-    import gnupg  # noqa: PLC0415  (heavy-ish; keep `invoke --list` instant)
+    import gnupg
 
     if gnupghome is not None:
         gnupghome.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return gnupg.GPG(gnupghome=str(gnupghome) if gnupghome else None, options=list(_BATCH))
+        return gnupg.GPG(gnupghome=str(_short_home(gnupghome.resolve())), options=list(_BATCH))
+    return gnupg.GPG(options=list(_BATCH))
 
 
 def _failure(result: Any) -> str:
@@ -109,7 +130,9 @@ class Signer:
         signed = self._sign(data, clearsign=True, detach=False)
         verified = self._gpg.verify(signed)
         if not verified.valid or verified.pubkey_fingerprint != self.fingerprint:
-            raise SigningError(f"gpg made a clearsigned text that does not verify: {_failure(verified)}")
+            raise SigningError(
+                f"gpg made a clearsigned text that does not verify: {_failure(verified)}"
+            )
         return signed
 
     def sign_file(self, path: Path) -> Path:
@@ -122,14 +145,14 @@ class Signer:
         return out
 
     def verify_detached(self, data: bytes, signature: bytes) -> Verified:
-        import tempfile  # noqa: PLC0415
-
         with tempfile.NamedTemporaryFile(suffix=".asc") as sig:
             sig.write(signature)
             sig.flush()
             result = self._gpg.verify_data(sig.name, data)
         if not result.valid or result.pubkey_fingerprint != self.fingerprint:
-            raise SigningError(f"signature does not verify against {self.fingerprint}: {_failure(result)}")
+            raise SigningError(
+                f"signature does not verify against {self.fingerprint}: {_failure(result)}"
+            )
         return Verified(result.pubkey_fingerprint, result.username or "")
 
     def export_public(self, *, armor: bool) -> bytes:
@@ -163,7 +186,9 @@ def ensure_dev_key(state_dir: Path) -> Path:
     return home
 
 
-def passphrase_from(signing_env: str, signing_file: str, env: Mapping[str, str], root: Path) -> str | None:
+def passphrase_from(
+    signing_env: str, signing_file: str, env: Mapping[str, str], root: Path
+) -> str | None:
     """The passphrase from the configured environment variable, else file, else None."""
     if signing_env and env.get(signing_env):
         return env[signing_env]
@@ -192,8 +217,10 @@ def signer_for(project: Project, env: Mapping[str, str], *, release: bool) -> Si
         gpg = _gpg(home)
         fpr = gpg.list_keys(secret=True)[0]["fingerprint"]
         return Signer(gnupghome=home, key=fpr, passphrase=None, development=True)
-    home = (project.root / cfg.gnupghome).expanduser() if cfg.gnupghome else None
-    if home is None and env.get("GNUPGHOME"):
-        home = Path(env["GNUPGHOME"])
+    keyring_home: Path | None = None
+    if cfg.gnupghome:
+        keyring_home = (project.root / cfg.gnupghome).expanduser()
+    elif env.get("GNUPGHOME"):
+        keyring_home = Path(env["GNUPGHOME"])
     passphrase = passphrase_from(cfg.passphrase_env, cfg.passphrase_file, env, project.root)
-    return Signer(gnupghome=home, key=cfg.key, passphrase=passphrase)
+    return Signer(gnupghome=keyring_home, key=cfg.key, passphrase=passphrase)

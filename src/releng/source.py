@@ -87,7 +87,9 @@ def _pruned(path: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(p, pat.rstrip("/")) for p in prefixes for pat in patterns)
 
 
-def write_reproducible_tarball(entries: list[_Entry], dest: Path, *, prefix: str, mtime: int) -> None:
+def write_reproducible_tarball(
+    entries: list[_Entry], dest: Path, *, prefix: str, mtime: int
+) -> None:
     """Write ``entries`` under ``prefix/`` as a deterministic .tar.gz at ``dest``."""
     files = {e.path: e for e in entries}
     # Every parent directory gets its own entry, so the archive unpacks the same everywhere.
@@ -153,10 +155,23 @@ def _is_url(repository: str) -> bool:
 def _git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
     """The git directory to read from and the subdirectory of the source inside it."""
     if _is_url(src.repository):
-        mirror = project.state_dir / "cache" / "git" / hashlib.sha256(src.repository.encode()).hexdigest()[:16]
+        mirror = (
+            project.state_dir
+            / "cache"
+            / "git"
+            / hashlib.sha256(src.repository.encode()).hexdigest()[:16]
+        )
         if mirror.is_dir():
             log.info("fetching %s", src.repository)
-            _git(mirror, "fetch", "--quiet", "--prune", "--tags", "origin", "+refs/heads/*:refs/heads/*")
+            _git(
+                mirror,
+                "fetch",
+                "--quiet",
+                "--prune",
+                "--tags",
+                "origin",
+                "+refs/heads/*:refs/heads/*",
+            )
         else:
             mirror.parent.mkdir(parents=True, exist_ok=True)
             log.info("cloning %s", src.repository)
@@ -170,7 +185,9 @@ def _git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
         )
     top = _git(path, "rev-parse", "--show-toplevel", check=False)
     if top.returncode != 0:
-        raise SourceError(f"{path} is not inside a git repository; run `git init` and commit the source")
+        raise SourceError(
+            f"{path} is not inside a git repository; run `git init` and commit the source"
+        )
     toplevel = Path(top.stdout.strip()).resolve()
     return toplevel, path.relative_to(toplevel).as_posix().strip(".")
 
@@ -186,7 +203,9 @@ def _resolve_ref(gitdir: Path, src: SourceSection, version: Version) -> tuple[st
                 f"release tag {ref!r} for version {version} does not exist in {gitdir}; "
                 f"tag the release first ({hint})"
             )
-        raise SourceError(f"nightly ref {ref!r} does not exist in {gitdir}; fix [source] nightly_ref")
+        raise SourceError(
+            f"nightly ref {ref!r} does not exist in {gitdir}; fix [source] nightly_ref"
+        )
     return ref, found.stdout.strip()
 
 
@@ -218,11 +237,13 @@ def _git_entries(work: Path, subdir: str, *, submodules: bool, prune: list[str])
         path = base / rel
         st = path.lstat()
         if stat.S_ISLNK(st.st_mode):
-            entries.append(_Entry(rel, "symlink", target=os.readlink(path)))
+            entries.append(_Entry(rel, "symlink", target=str(path.readlink())))
         elif stat.S_ISREG(st.st_mode):
             entries.append(_Entry(rel, "file", executable=bool(st.st_mode & 0o111), local=path))
     if not entries:
-        raise SourceError(f"the source at {subdir or '.'} has no tracked files; commit the source first")
+        raise SourceError(
+            f"the source at {subdir or '.'} has no tracked files; commit the source first"
+        )
     return entries
 
 
@@ -253,7 +274,9 @@ def download(url: str, *, cache_dir: Path, expected_sha256: str | None) -> Path:
             )
         tmp.replace(cached)
     except (urllib.error.URLError, OSError) as exc:
-        raise SourceError(f"cannot download {url}: {exc}; check [source] url and the network") from None
+        raise SourceError(
+            f"cannot download {url}: {exc}; check [source] url and the network"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return cached
@@ -273,7 +296,7 @@ def _verify_upstream_signature(path: Path, signature: Path, keyring: Path) -> No
 def _url_entries(archive: Path, prune: list[str]) -> tuple[list[_Entry], int]:
     """Members of an upstream tarball with its single top-level directory stripped."""
     try:
-        tar = tarfile.open(archive, "r:*")
+        tar = tarfile.open(archive, "r:*")  # noqa: SIM115  (closed by the `with` below)
     except (tarfile.TarError, OSError) as exc:
         raise SourceError(f"{archive}: not a readable tarball ({exc})") from None
     with tar:
@@ -307,12 +330,16 @@ def _mtime(env: Mapping[str, str], fallback: int) -> int:
     sde = env.get("SOURCE_DATE_EPOCH")
     if sde:
         if not sde.isdigit():
-            raise SourceError(f"SOURCE_DATE_EPOCH={sde!r} is not a number of seconds; unset or fix it")
+            raise SourceError(
+                f"SOURCE_DATE_EPOCH={sde!r} is not a number of seconds; unset or fix it"
+            )
         return int(sde)
     return fallback
 
 
-def _collect(project: Project, version: Version, env: Mapping[str, str]) -> tuple[list[_Entry], int, str, contextlib.ExitStack]:
+def _collect(
+    project: Project, version: Version, env: Mapping[str, str]
+) -> tuple[list[_Entry], int, str, contextlib.ExitStack]:
     src = project.config.source
     stack = contextlib.ExitStack()
     if src.kind == "url":
@@ -321,8 +348,14 @@ def _collect(project: Project, version: Version, env: Mapping[str, str]) -> tupl
         archive = download(url, cache_dir=cache, expected_sha256=src.sha256.get(version.text))
         if src.signature_url:
             if not src.keyring:
-                raise SourceError("[source] signature_url is set but keyring is empty; name the upstream keyring")
-            sig = download(src.signature_url.format(version=version.text), cache_dir=cache, expected_sha256=None)
+                raise SourceError(
+                    "[source] signature_url is set but keyring is empty; name the upstream keyring"
+                )
+            sig = download(
+                src.signature_url.format(version=version.text),
+                cache_dir=cache,
+                expected_sha256=None,
+            )
             _verify_upstream_signature(archive, sig, project.root / src.keyring)
         entries, newest = _url_entries(archive, src.prune)
         return entries, _mtime(env, newest), url, stack
@@ -339,10 +372,17 @@ def _paths(project: Project, version: Version) -> tuple[Path, Path, Path, Path]:
     tarball = project.tarball_path(version)
     stem = f"{project.config.package_name(version)}-{version.text}"
     sums = tarball.with_name(f"{stem}.SHA256SUMS")
-    return tarball, tarball.with_name(tarball.name + ".asc"), sums, sums.with_name(sums.name + ".asc")
+    return (
+        tarball,
+        tarball.with_name(tarball.name + ".asc"),
+        sums,
+        sums.with_name(sums.name + ".asc"),
+    )
 
 
-def make_source_tarball(project: Project, version: Version, *, env: Mapping[str, str]) -> SourceTarball:
+def make_source_tarball(
+    project: Project, version: Version, *, env: Mapping[str, str]
+) -> SourceTarball:
     """Make, sign and verify the source tarball for ``version``; all four files or none."""
     signer = signer_for(project, env, release=version.is_release)  # fail before any work
     tarball, asc, sums, sums_asc = _paths(project, version)
@@ -364,11 +404,18 @@ def make_source_tarball(project: Project, version: Version, *, env: Mapping[str,
     stamp.write_text(json.dumps({"origin": origin, "sha256": digest, "mtime": mtime}))
     log.info("wrote %s (sha256 %s), signed by %s", tarball, digest, signer.fingerprint)
     return SourceTarball(
-        tarball=tarball, sha256=digest, signature=asc, sums=sums, sums_signature=sums_asc, origin=origin
+        tarball=tarball,
+        sha256=digest,
+        signature=asc,
+        sums=sums,
+        sums_signature=sums_asc,
+        origin=origin,
     )
 
 
-def ensure_source_tarball(project: Project, version: Version, *, env: Mapping[str, str]) -> SourceTarball:
+def ensure_source_tarball(
+    project: Project, version: Version, *, env: Mapping[str, str]
+) -> SourceTarball:
     """The existing tarball when it is complete and matches its stamp; else make it.
 
     A release's tag and a url source do not move, so an intact tarball is reused. A
@@ -399,4 +446,6 @@ def remove_source_tarball(project: Project, version: Version) -> None:
     """Forget a made tarball (its four files and its stamp)."""
     for path in _paths(project, version):
         path.unlink(missing_ok=True)
-    shutil.rmtree(project.state_dir / _STAMP_DIR / f"{project.tarball_name(version)}.json", ignore_errors=True)
+    shutil.rmtree(
+        project.state_dir / _STAMP_DIR / f"{project.tarball_name(version)}.json", ignore_errors=True
+    )

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 
-import invoke
-
-from releng.cli import out, project, task
+from releng.cli import Context, out, project, task
 
 
 @task
-def distros(c: invoke.Context) -> None:
+def distros(c: Context) -> None:
     """List every distro directory: image, codename, revision, what it has, whether it is a target."""
     proj = project(c)
     targets = set(proj.targets())
@@ -23,7 +21,8 @@ def distros(c: invoke.Context) -> None:
                 d.distribution or "-",
                 d.pkgver or "-",
                 "yes" if d.id in targets else "no",
-                ", ".join(d.features()) + ("" if d.bootstrappable else " (image must exist or be pullable)"),
+                ", ".join(d.features())
+                + ("" if d.bootstrappable else " (image must exist or be pullable)"),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
@@ -37,10 +36,10 @@ def distros(c: invoke.Context) -> None:
         "default: today's nightly (UTC)",
     }
 )
-def make_source_tarball(c: invoke.Context, version: str = "") -> None:
+def make_source_tarball(c: Context, version: str = "") -> None:
     """Make out/<name>[-nightly]-<version>.tar.gz, reproducibly, with .asc, SHA256SUMS(.asc)."""
-    from releng.source import make_source_tarball as make  # noqa: PLC0415
-    from releng.version import Version  # noqa: PLC0415
+    from releng.source import make_source_tarball as make
+    from releng.version import Version
 
     result = make(project(c), Version.parse_or_nightly(version), env=os.environ)
     out(f"{result.tarball}  sha256 {result.sha256}")

@@ -1,0 +1,128 @@
+"""The CLI boundary: instant task listing, one `error:` line and a non-zero exit on bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from releng.project import Project
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(
+    *args: str, root: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RELENG_ROOT": str(root), **(env or {})},
+        check=False,
+        timeout=300,
+    )
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: "), result.stderr
+    assert expected in last, last
+
+
+def test_listing_tasks_imports_no_heavy_library() -> None:
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); import tasks; "
+        "heavy = [m for m in ('docker', 'boto3', 'botocore', 'gnupg', 'debian') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT
+    )
+    assert result.stdout.strip() == ""
+
+
+def test_every_task_has_a_docstring_and_help_for_each_argument() -> None:
+    sys.path.insert(0, str(REPO_ROOT))
+    import tasks
+
+    for name in tasks.ns.task_names:
+        task = tasks.ns[name]
+        assert task.__doc__, f"task {name} has no docstring"
+        params = [p for p in task.get_arguments() if p.name not in ("c",)]
+        missing = [p.name for p in params if not p.help]
+        assert not missing, f"task {name}: arguments without help: {missing}"
+
+
+def test_distros_lists_every_distro_and_targets(project_copy: Project) -> None:
+    result = invoke("distros", root=project_copy.root)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert len(lines) == 7
+    assert " yes " in lines["debian-12-bookworm"]
+    assert " no " in lines["ubuntu-24.04-noble"]
+    assert "APT_SOURCES" in lines["debian-9-stretch"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["make-source-tarball", "--version", "1.2"], "is neither a nightly YYYY.MM.DD"),
+        (
+            ["make-source-tarball", "--version", "7.7.7"],
+            "cannot be signed with the development key",
+        ),
+    ],
+)
+def test_bad_input_gives_one_error_line_and_writes_nothing(
+    project_copy: Project, args: list[str], expected: str
+) -> None:
+    result = invoke(*args, root=project_copy.root)
+    assert_one_error_line(result, expected)
+    assert not project_copy.out_dir.exists() or not list(project_copy.out_dir.iterdir())
+
+
+def test_unknown_product_key_via_the_cli(project_copy: Project) -> None:
+    (project_copy.root / "product.toml").write_text('[product]\nname = "tally"\ncolour = "blue"\n')
+    result = invoke("make-source-tarball", root=project_copy.root)
+    assert_one_error_line(
+        result, "product.toml: unknown key [product] 'colour'; allowed keys: name,"
+    )
+
+
+def test_malformed_distro_directory_via_the_cli(project_copy: Project) -> None:
+    (project_copy.root / "distros" / "debian_12").mkdir()
+    result = invoke("distros", root=project_copy.root)
+    assert_one_error_line(result, "'debian_12' is not a distro directory name")
+
+
+def test_make_source_tarball_via_the_cli(project_copy: Project) -> None:
+    result = invoke("make-source-tarball", "--version", "2026.01.02", root=project_copy.root)
+    assert result.returncode == 0, result.stderr
+    made = sorted(p.name for p in project_copy.out_dir.iterdir())
+    assert made == [
+        "tally-nightly-2026.01.02.SHA256SUMS",
+        "tally-nightly-2026.01.02.SHA256SUMS.asc",
+        "tally-nightly-2026.01.02.tar.gz",
+        "tally-nightly-2026.01.02.tar.gz.asc",
+    ]
+
+
+def test_missing_release_tag_via_the_cli(make_project, gpg_key) -> None:  # type: ignore[no-untyped-def]
+    project = make_project(
+        f'[signing]\nkey = "{gpg_key.fingerprint}"\ngnupghome = "{gpg_key.home}"\npassphrase_env = "P"\n'
+    )
+    result = invoke(
+        "make-source-tarball",
+        "--version",
+        "7.7.7",
+        root=project.root,
+        env={"P": gpg_key.passphrase},
+    )
+    assert_one_error_line(result, "release tag 'tally-v7.7.7' for version 7.7.7 does not exist")
+    assert not list(project.out_dir.glob("*.tar.gz"))

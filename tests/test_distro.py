@@ -1,0 +1,159 @@
+"""Distro directories: the shipped ones load; every malformed one is refused clearly."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from releng.distro import distro_ids, load_all, load_distro, load_distro_dir, read_targets
+from releng.errors import DistroError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = {
+    "debian-11-bullseye": ("debian:bullseye", "bullseye"),
+    "debian-12-bookworm": ("debian:bookworm", "bookworm"),
+    "debian-13-trixie": ("debian:trixie", "trixie"),
+    "ubuntu-22.04-jammy": ("ubuntu:jammy", "jammy"),
+    "ubuntu-24.04-noble": ("ubuntu:noble", "noble"),
+    "debian-9-stretch": ("debian:stretch", "stretch"),
+    "ubuntu-16.04-xenial": ("ubuntu:xenial", "xenial"),
+}
+
+
+def test_shipped_distros_load() -> None:
+    distros = {d.id: d for d in load_all(REPO_ROOT)}
+    assert set(distros) == set(SHIPPED)
+    for name, (base, codename) in SHIPPED.items():
+        d = distros[name]
+        assert (d.docker_base, d.codename, d.pkgver) == (base, codename, f"1~{codename}")
+        assert d.debian_dir is not None and (d.debian_dir / "control").is_file()
+        assert d.debian_dir.is_relative_to(REPO_ROOT / "packaging")
+    assert distros["debian-9-stretch"].apt_sources is not None
+    assert "archive.debian.org" in (distros["debian-9-stretch"].apt_sources or "")
+    assert "old-releases.ubuntu.com" in (distros["ubuntu-16.04-xenial"].apt_sources or "")
+
+
+def test_targets_are_the_bootstrappable_debian_ones() -> None:
+    targets = read_targets(REPO_ROOT)
+    assert targets == ["debian-11-bullseye", "debian-12-bookworm", "debian-13-trixie"]
+    assert all(load_distro(REPO_ROOT, t).bootstrappable for t in targets)
+    assert not load_distro(REPO_ROOT, "ubuntu-24.04-noble").bootstrappable
+    assert not load_distro(REPO_ROOT, "debian-9-stretch").bootstrappable
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    (tmp_path / "distros").mkdir()
+    shared = tmp_path / "packaging" / "debian"
+    shared.mkdir(parents=True)
+    (shared / "control").write_text("Source: x\n")
+    return tmp_path
+
+
+def make(repo: Path, name: str, **files: str) -> Path:
+    d = repo / "distros" / name
+    d.mkdir()
+    for key, value in files.items():
+        (d / key).write_text(value)
+    if "debian" not in files:
+        os.symlink("../../packaging/debian", d / "debian")
+    return d
+
+
+GOOD = {"DOCKER_BASE": "debian:bookworm\n", "DISTRIBUTION": "bookworm\n", "PKGVER": "1~bookworm\n"}
+
+
+def test_a_good_directory(repo: Path) -> None:
+    d = load_distro_dir(make(repo, "debian-12-bookworm", **GOOD), repo_root=repo)
+    assert (d.family, d.number, d.codename) == ("debian", "12", "bookworm")
+    assert d.debian_dir == (repo / "packaging" / "debian").resolve()
+
+
+def test_unknown_distro_lists_the_valid_ones(repo: Path) -> None:
+    make(repo, "debian-12-bookworm", **GOOD)
+    make(repo, "debian-13-trixie", **{**GOOD, "DISTRIBUTION": "trixie", "PKGVER": "1~trixie"})
+    with pytest.raises(
+        DistroError,
+        match=r"unknown distro 'debian-14'; valid distros: debian-12-bookworm, debian-13-trixie",
+    ):
+        load_distro(repo, "debian-14")
+
+
+@pytest.mark.parametrize(
+    "name", ["debian", "Debian-12", "debian_12_bookworm", "debian-twelve", "debian-12-"]
+)
+def test_malformed_directory_name(repo: Path, name: str) -> None:
+    with pytest.raises(
+        DistroError, match="is not a distro directory name; expected DISTRO-NUMERIC_VERSION"
+    ):
+        load_distro_dir(make(repo, name, **GOOD), repo_root=repo)
+    assert name in distro_ids(repo)
+
+
+@pytest.mark.parametrize(
+    ("docker_base", "message"),
+    [
+        (None, "DOCKER_BASE is missing"),
+        ("", "DOCKER_BASE is empty"),
+        ("  \n", "DOCKER_BASE is empty"),
+        ("debian bookworm", "is not a valid image reference"),
+        ("Debian:Bookworm", "is not a valid image reference"),
+        ("debian:book:worm", "is not a valid image reference"),
+    ],
+)
+def test_bad_docker_base(repo: Path, docker_base: str | None, message: str) -> None:
+    files = dict(GOOD)
+    if docker_base is None:
+        del files["DOCKER_BASE"]
+    else:
+        files["DOCKER_BASE"] = docker_base
+    with pytest.raises(DistroError, match=message):
+        load_distro_dir(make(repo, "debian-12-bookworm", **files), repo_root=repo)
+
+
+@pytest.mark.parametrize("missing", ["PKGVER", "DISTRIBUTION"])
+def test_missing_pkgver_or_distribution(repo: Path, missing: str) -> None:
+    files = {k: v for k, v in GOOD.items() if k != missing}
+    with pytest.raises(DistroError, match=f"{missing} is missing"):
+        load_distro_dir(make(repo, "debian-12-bookworm", **files), repo_root=repo)
+
+
+def test_debian_symlink_leaving_the_repository(
+    repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    outside = tmp_path_factory.mktemp("elsewhere") / "debian"
+    outside.mkdir()
+    (outside / "control").write_text("Source: evil\n")
+    d = repo / "distros" / "debian-12-bookworm"
+    d.mkdir()
+    for k, v in GOOD.items():
+        (d / k).write_text(v)
+    os.symlink(outside, d / "debian")
+    with pytest.raises(DistroError, match="is a symlink that leaves the repository"):
+        load_distro_dir(d, repo_root=repo)
+
+
+def test_registry_references_are_accepted(repo: Path) -> None:
+    files = {**GOOD, "DOCKER_BASE": "127.0.0.1:5000/library/debian:bookworm-slim"}
+    d = load_distro_dir(make(repo, "debian-12-bookworm", **files), repo_root=repo)
+    assert d.docker_base == "127.0.0.1:5000/library/debian:bookworm-slim"
+
+
+def test_non_debian_distro_with_its_own_builder(repo: Path) -> None:
+    d = repo / "distros" / "centos-9"
+    d.mkdir()
+    (d / "DOCKER_BASE").write_text("quay.io/centos/centos:stream9\n")
+    builder = d / "make-package"
+    builder.write_text("#!/bin/sh\nrpmbuild ...\n")
+    builder.chmod(0o755)
+    loaded = load_distro_dir(d, repo_root=repo)
+    assert loaded.make_package == builder and not loaded.is_debianish
+
+
+def test_targets_naming_an_unknown_distro(repo: Path) -> None:
+    make(repo, "debian-12-bookworm", **GOOD)
+    (repo / "distros" / "TARGETS").write_text("# default\ndebian-12-bookworm\ndebian-99-nope\n")
+    with pytest.raises(DistroError, match=r"TARGETS:3: unknown distro 'debian-99-nope'"):
+        read_targets(repo)
