@@ -18,31 +18,36 @@ nox.options.default_venv_backend = "venv"
 TARGETS = read_targets(ROOT)
 
 
-@nox.session
+# The venvs see the packages scripts/setup installed, so a fresh CI checkout does not
+# download the dependency tree again; pip still installs anything missing.
+SITE = ["--system-site-packages"]
+
+
+@nox.session(venv_params=SITE)
 def tests(session: nox.Session) -> None:
     """Run the whole test suite, real engines included (Docker, gpg, apt, moto)."""
     session.install("-e", ".[test]")
-    session.run("pytest", *(session.posargs or ["-q"]))
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
 
 
-@nox.session
+@nox.session(venv_params=SITE)
 def lint(session: nox.Session) -> None:
     """ruff (lint and format check) and mypy --strict."""
     session.install("-e", ".[lint]")
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-    session.run("mypy")
+    session.run("python", "-m", "ruff", "check", ".")
+    session.run("python", "-m", "ruff", "format", "--check", ".")
+    session.run("python", "-m", "mypy")
 
 
-@nox.session
+@nox.session(venv_params=SITE)
 @nox.parametrize("distro", [nox.param(d, id=d) for d in TARGETS])
 def packages(session: nox.Session, distro: str) -> None:
     """Build the product's packages for one target distro in a throwaway container."""
     session.install("-e", ".")
-    session.run("invoke", "make-package", distro, *session.posargs)
+    session.run("python", "-m", "invoke", "make-package", distro, *session.posargs)
 
 
-@nox.session(default=False)
+@nox.session(default=False, venv_params=SITE)
 def benchmarks(session: nox.Session) -> None:
     """Run the side-by-side benchmarks against peer tools and print ratios."""
     session.install("-e", ".")
