@@ -1,3 +1,110 @@
-"""repo tasks (see the issue that owns this area)."""
+"""repo tasks: include packages into signed apt suites, update them from builds, check them."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from releng.cli import Context, out, project, task
+from releng.version import Version
+
+DEFAULT_REPO = "out/repo"
+
+
+def _repo_dir(c: Context, repo: str) -> Path:
+    path = Path(repo or DEFAULT_REPO)
+    return path if path.is_absolute() else project(c).root / path
+
+
+@task(
+    help={
+        "path": "a .deb, .dsc, .changes (with the files it lists) or a directory of them",
+        "also": "another such path (repeatable)",
+        "dist": "the suite to add them to, e.g. bookworm or bookworm-1.2",
+        "repo": f"the repository directory (default {DEFAULT_REPO})",
+        "component": "the component (default: the first in product.toml)",
+        "url": "the URL clients will use, for the printed .sources snippet",
+    },
+    iterable=["also"],
+)
+def repo_include(  # noqa: PLR0917  (invoke passes task arguments positionally)
+    c: Context,
+    path: str,
+    dist: str,
+    repo: str = "",
+    component: str = "",
+    also: list[str] | None = None,
+    url: str = "",
+) -> None:
+    """Add packages to an apt suite and publish it signed."""
+    from releng import apt, gpg
+
+    proj = project(c)
+    root = _repo_dir(c, repo)
+    signer = gpg.signer_for(proj, os.environ, release=False)
+    paths = [Path(p) for p in [path, *(also or [])]]
+    result = apt.include(
+        root,
+        apt.settings_for(proj),
+        signer,
+        suites=[dist],
+        paths=paths,
+        component=component or None,
+    )
+    out(f"{dist}: {len(result.added)} new package file(s); {len(result.written)} file(s) written")
+    _snippet(proj.name, root, url, [dist], list(apt.settings_for(proj).components))
+
+
+@task(
+    help={
+        "version": "the version whose builds to include (default: tonight's nightly)",
+        "repo": f"the repository directory (default {DEFAULT_REPO})",
+        "url": "the URL clients will use, for the printed .sources snippet",
+    }
+)
+def update_repos(c: Context, version: str = "", repo: str = "", url: str = "") -> None:
+    """Include every distro's build output for a version into the suites product.toml names."""
+    from releng import apt, gpg
+
+    proj = project(c)
+    ver = Version.parse_or_nightly(version or None)
+    root = _repo_dir(c, repo)
+    signer = gpg.signer_for(proj, os.environ, release=ver.is_release)
+    results = apt.update_repos(proj, signer, version=ver, repo=root)
+    suites: list[str] = []
+    for distro, result in results.items():
+        out(f"{distro}: {', '.join(result.suites)} ({len(result.added)} new package file(s))")
+        suites += [s for s in result.suites if s not in suites]
+    _snippet(proj.name, root, url, suites, proj.config.repositories.components)
+
+
+@task(
+    help={
+        "repo": f"the repository directory (default {DEFAULT_REPO})",
+        "keyring": "the public keyring to verify with (default: the one in the repository)",
+    }
+)
+def repo_check(c: Context, repo: str = "", keyring: str = "") -> None:
+    """Verify every signature, checksum and referenced file of a repository."""
+    from releng import apt
+    from releng.errors import RepoError
+
+    root = _repo_dir(c, repo)
+    report = apt.check_repository(root, keyring=Path(keyring) if keyring else None)
+    for problem in report.problems:
+        out(f"problem: {problem}")
+    if report.problems:
+        raise RepoError(f"{root}: {len(report.problems)} problem(s) found (listed above)")
+    out(f"{root}: {len(report.suites)} suite(s), {report.files_checked} file(s) verified, all good")
+
+
+def _snippet(name: str, root: Path, url: str, suites: list[str], components: list[str]) -> None:
+    from releng import apt
+
+    out(f"public key: {root / f'{name}-archive-keyring.gpg'} (and .asc)")
+    out(f"clients: /etc/apt/sources.list.d/{name}.sources")
+    out(
+        apt.sources_snippet(
+            name=name, url=url or root.resolve().as_uri(), suites=suites, components=components
+        ).rstrip("\n")
+    )

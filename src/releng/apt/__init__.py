@@ -1,0 +1,179 @@
+"""Signed apt repositories: an incremental indexer with by-hash, retention and atomic publishes.
+
+A repository is a plain directory: ``pool/``, ``dists/<suite>/`` and the public
+keys ``<name>-archive-keyring.gpg`` / ``.asc`` in its root. Stable contract for
+code that mirrors it (e.g. S3 sync):
+
+* ``.releng-repo/`` in the root is private state (lock, pool records, suite
+  members, chunk caches). Never publish it.
+* Indexes live at ``dists/<suite>/<component>/binary-<arch>/Packages{,.gz,.xz}``
+  and ``dists/<suite>/<component>/source/Sources{,.gz,.xz}``; each is also stored,
+  by content, at ``<same dir>/by-hash/SHA256/<sha256 hex>`` (``Acquire-By-Hash:
+  yes``). Locally the last ``byhash_keep`` versions of each index are kept.
+* Pool files are immutable: ``pool/<component>/<prefix>/<source>/<file>``.
+* :meth:`Repository.include` / :meth:`Repository.publish` return a
+  :class:`PublishResult`: ``written`` (in a safe upload order: pool, by-hash,
+  plain indexes, Release, Release.gpg, InRelease last) and ``removed`` (old by-hash
+  and unreferenced pool files, to delete remotely after a grace period). The last
+  result is also kept in ``.releng-repo/last-publish.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from releng.apt.check import CheckReport, check_repository
+from releng.apt.repository import CRASH_POINTS, PublishResult, RepoSettings, Repository
+from releng.apt.state import STATE_DIR, write_atomic
+from releng.errors import RepoError
+from releng.version import Version
+
+if TYPE_CHECKING:
+    from releng.gpg import Signer
+    from releng.project import Project
+
+__all__ = [
+    "CRASH_POINTS",
+    "STATE_DIR",
+    "CheckReport",
+    "PublishResult",
+    "RepoSettings",
+    "Repository",
+    "check_repository",
+    "include",
+    "settings_for",
+    "sources_snippet",
+    "update_repos",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _template_regex(template: str, values: Mapping[str, str]) -> str:
+    out = []
+    for literal, name in re.findall(r"([^{]*)(?:\{(\w*)\})?", template):
+        out.append(re.escape(literal))
+        if name:
+            out.append(values[name])
+    return "".join(out)
+
+
+def _alternatives(values: Iterable[str]) -> str:
+    return "(?:" + "|".join(re.escape(x) for x in sorted(set(values))) + ")"
+
+
+def settings_for(project: Project) -> RepoSettings:
+    """The repository settings product.toml gives, with the suites its templates allow."""
+    repos = project.config.repositories
+    distros = [d for d in project.distros() if d.is_debianish]
+    values = {
+        "codename": _alternatives(d.codename for d in distros) if distros else "[a-z][a-z0-9-]*",
+        "distro": _alternatives(d.id for d in distros) if distros else "[a-z0-9.-]+",
+        "major": r"\d+",
+        "minor": r"\d+",
+        "version": r"\d+\.\d+\.\d+|\d{4}\.\d{2}\.\d{2}",
+    }
+    templates = [*repos.suites, *repos.release_suites, *repos.nightly_suites]
+    name = project.config.name
+    return RepoSettings(
+        name=name,
+        origin=repos.origin or name,
+        label=repos.label or name,
+        components=tuple(repos.components),
+        architectures=tuple(repos.architectures),
+        keep_versions=repos.keep_versions,
+        nightly_max_age_days=repos.nightly_max_age_days,
+        valid_for_days=repos.valid_for_days,
+        byhash_keep=repos.byhash_keep,
+        suite_patterns=tuple(_template_regex(t, values) for t in templates),
+    )
+
+
+def sources_snippet(
+    *, name: str, url: str, suites: Sequence[str], components: Sequence[str]
+) -> str:
+    """A deb822 ``/etc/apt/sources.list.d/<name>.sources`` for clients."""
+    return (
+        "Types: deb\n"
+        f"URIs: {url}\n"
+        f"Suites: {' '.join(suites)}\n"
+        f"Components: {' '.join(components)}\n"
+        f"Signed-By: /usr/share/keyrings/{name}-archive-keyring.gpg\n"
+    )
+
+
+def _remember(repo: Path, result: PublishResult) -> None:
+    data = {
+        "suites": list(result.suites),
+        "added": list(result.added),
+        "written": list(result.written),
+        "removed": list(result.removed),
+    }
+    write_atomic(repo / STATE_DIR / "last-publish.json", json.dumps(data, indent=1).encode())
+
+
+def include(
+    repo: Path,
+    settings: RepoSettings,
+    signer: Signer,
+    *,
+    suites: Sequence[str],
+    paths: Sequence[Path],
+    component: str | None = None,
+    lock_timeout: float = 300.0,
+) -> PublishResult:
+    """Include ``paths`` into ``suites`` of the repository at ``repo``, publish, export the key."""
+    repository = Repository(repo, settings, signer, lock_timeout=lock_timeout)
+    result = repository.include(suites, paths, component=component)
+    repository.export_keys()
+    _remember(repo, result)
+    return result
+
+
+def update_repos(
+    project: Project,
+    signer: Signer,
+    *,
+    version: Version,
+    repo: Path,
+    lock_timeout: float = 300.0,
+) -> dict[str, PublishResult]:
+    """Include every distro's build output for ``version`` into its product.toml suites.
+
+    Returns the result per distro id. A distro with no build output is skipped; none
+    at all is an error.
+    """
+    settings = settings_for(project)
+    repository = Repository(repo, settings, signer, lock_timeout=lock_timeout)
+    results: dict[str, PublishResult] = {}
+    for distro in project.distros():
+        build = project.build_dir(version, distro.id)
+        if not distro.is_debianish or not build.is_dir():
+            continue
+        suites = project.config.suites_for(
+            codename=distro.codename, distro=distro.id, version=version
+        )
+        log.info("including %s into %s", build, ", ".join(suites))
+        results[distro.id] = repository.include(suites, [build])
+    if not results:
+        raise RepoError(
+            f"no build output for version {version} under {project.out_dir / version.text}/; "
+            f"build it first: invoke make-package DISTRO --version {version}"
+        )
+    repository.export_keys()
+    last = list(results.values())
+    _remember(
+        repo,
+        PublishResult(
+            suites=tuple(s for r in last for s in r.suites),
+            added=tuple(p for r in last for p in r.added),
+            written=tuple(p for r in last for p in r.written),
+            removed=tuple(p for r in last for p in r.removed),
+        ),
+    )
+    return results

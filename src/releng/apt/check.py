@@ -1,0 +1,147 @@
+"""repo-check: verify a repository the way a client would, and more thoroughly.
+
+For every suite under ``dists/``: ``InRelease`` and ``Release.gpg`` verify with
+``gpgv`` against the repository's exported keyring, ``InRelease`` carries the
+same text as ``Release``, every file the Release lists exists with its size and
+SHA256 (under its name and under ``by-hash``), and every pool file a Packages
+or Sources index names exists with the size and SHA256 the index gives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shlex
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from releng.apt.debfile import BadPackageError, parse_paragraph, sha256_file
+from releng.apt.index import parse_release_sha256
+from releng.errors import RepoError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CheckReport:
+    suites: list[str] = field(default_factory=list)
+    files_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def find_keyring(root: Path) -> Path:
+    found = sorted(root.glob("*-archive-keyring.gpg"))
+    if len(found) != 1:
+        raise RepoError(
+            f"{root}: expected one *-archive-keyring.gpg beside the repository, found {len(found)}; "
+            "publish the repository (it exports the key) or pass --keyring"
+        )
+    return found[0]
+
+
+def _gpgv(keyring: Path, *args: str) -> tuple[bool, bytes, str]:
+    with tempfile.TemporaryDirectory(prefix="releng-gpgv-") as home:
+        cmd = ["gpgv", "--homedir", home, "--keyring", str(keyring.resolve()), *args]
+        log.debug("%s", shlex.join(cmd))
+        proc = subprocess.run(cmd, capture_output=True, check=False)
+    return proc.returncode == 0, proc.stdout, proc.stderr.decode(errors="replace").strip()
+
+
+def _stanzas(text: str, where: str) -> list[dict[str, str]]:
+    out = []
+    for block in text.split("\n\n"):
+        if block.strip():
+            out.append(parse_paragraph(block, where=where))
+    return out
+
+
+def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:  # noqa: PLR0912, PLR0915
+    """Every signature, checksum and referenced file; problems listed, nothing raised for them."""
+    keyring = keyring or find_keyring(root)
+    report = CheckReport()
+    dists = root / "dists"
+    if not dists.is_dir():
+        raise RepoError(f"{root} has no dists/ directory: it is not a published repository")
+    hashed: dict[Path, tuple[int, str]] = {}
+
+    def problem(msg: str) -> None:
+        report.problems.append(msg)
+
+    def pool_file(path: Path, size: int, sha256: str, *, where: str) -> None:
+        if path not in hashed:
+            if not path.is_file():
+                problem(f"{where} names {path.relative_to(root)}, which is missing")
+                hashed[path] = (-1, "")
+                return
+            hashed[path] = sha256_file(path)
+            report.files_checked += 1
+        got = hashed[path]
+        if got[0] >= 0 and got != (size, sha256):
+            problem(
+                f"{path.relative_to(root)}: size/sha256 {got[0]}/{got[1]} but {where} says {size}/{sha256}"
+            )
+
+    for suite_dir in sorted(p for p in dists.iterdir() if p.is_dir()):
+        suite = suite_dir.name
+        report.suites.append(suite)
+        release_path = suite_dir / "Release"
+        if not release_path.is_file():
+            problem(f"dists/{suite}: no Release file")
+            continue
+        release = release_path.read_bytes()
+        ok, signed, err = _gpgv(keyring, "--output", "-", str(suite_dir / "InRelease"))
+        if not ok:
+            problem(
+                f"dists/{suite}/InRelease does not verify: {err.splitlines()[-1] if err else 'gpgv failed'}"
+            )
+        elif signed.rstrip(b"\n") != release.rstrip(b"\n"):
+            problem(f"dists/{suite}/InRelease does not carry the same text as Release")
+        ok, _, err = _gpgv(keyring, str(suite_dir / "Release.gpg"), str(release_path))
+        if not ok:
+            problem(
+                f"dists/{suite}/Release.gpg does not verify: {err.splitlines()[-1] if err else 'gpgv failed'}"
+            )
+        for entry in parse_release_sha256(release.decode()):
+            path = suite_dir / entry.path
+            byhash = path.parent / "by-hash" / "SHA256" / entry.sha256
+            for candidate in (path, byhash):
+                if not candidate.is_file():
+                    problem(
+                        f"dists/{suite}/Release lists {candidate.relative_to(suite_dir)}, which is missing"
+                    )
+                    continue
+                data = candidate.read_bytes()
+                report.files_checked += 1
+                if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+                    problem(
+                        f"{candidate.relative_to(root)} does not match the size/sha256 in dists/{suite}/Release"
+                    )
+            if not path.is_file() or "." in path.name:
+                continue  # pool references are read from the uncompressed index
+            where = str(path.relative_to(root))
+            try:
+                stanzas = _stanzas(path.read_text(encoding="utf-8"), where)
+            except (BadPackageError, UnicodeDecodeError) as exc:
+                problem(f"{where} cannot be parsed: {exc}")
+                continue
+            for st in stanzas:
+                if path.name == "Packages":
+                    try:
+                        pool_file(root / st["Filename"], int(st["Size"]), st["SHA256"], where=where)
+                    except (KeyError, ValueError):
+                        problem(
+                            f"{where}: stanza {st.get('Package')!r} lacks Filename, Size or SHA256"
+                        )
+                elif path.name == "Sources":
+                    directory = st.get("Directory", "")
+                    for line in st.get("Checksums-Sha256", "").splitlines():
+                        parts = line.split()
+                        if len(parts) == 3:
+                            pool_file(
+                                root / directory / parts[2], int(parts[1]), parts[0], where=where
+                            )
+    if not report.suites:
+        problem(f"{dists} holds no suites")
+    return report

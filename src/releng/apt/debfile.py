@@ -1,0 +1,232 @@
+"""Read what an index needs from a ``.deb``: its control paragraph, size and SHA256.
+
+The file is read once, front to back, in large chunks: every chunk goes through
+SHA256, and the ar archive's ``control.tar.*`` member is picked out of the
+first chunk(s) on the way. Only that member is decompressed (gzip, xz, zstd or
+none); ``data.tar`` is hashed, never unpacked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import re
+import shutil
+import subprocess
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from releng.errors import RepoError
+
+CHUNK = 1 << 20  # 1 MiB reads: few syscalls, and hashlib drops the GIL on each
+_AR_MAGIC = b"!<arch>\n"
+_AR_HEADER = 60
+_FIELD_RE = re.compile(r"^([!-9;-~][!-9;-~]*):[ \t]*(.*)$")  # deb822 field names: no ':' or space
+
+
+class BadPackageError(RepoError):
+    """An input file is not a usable Debian package or source."""
+
+
+@dataclass(frozen=True, slots=True)
+class DebInfo:
+    path: Path
+    control: dict[str, str]  # field -> value (multi-line values keep their "\n " continuations)
+    size: int
+    sha256: str
+
+    @property
+    def package(self) -> str:
+        return self.control["Package"]
+
+    @property
+    def version(self) -> str:
+        return self.control["Version"]
+
+    @property
+    def architecture(self) -> str:
+        return self.control["Architecture"]
+
+    @property
+    def source(self) -> str:
+        """The source package name (``Source`` without a version in parentheses)."""
+        src = self.control.get("Source", "").split("(")[0].strip()
+        return src or self.package
+
+
+def parse_paragraph(text: str, *, where: str) -> dict[str, str]:
+    """One deb822 paragraph as an ordered dict; continuation lines are kept verbatim."""
+    fields: dict[str, str] = {}
+    last: str | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break
+            continue
+        if line[0] in " \t":
+            if last is None:
+                raise BadPackageError(f"{where}: a continuation line comes before any field")
+            fields[last] += "\n" + line.rstrip()
+            continue
+        if line.startswith("#"):
+            continue
+        m = _FIELD_RE.match(line)
+        if not m:
+            raise BadPackageError(f"{where}: malformed control line {line[:60]!r}")
+        last = m.group(1)
+        fields[last] = m.group(2).rstrip()
+    return fields
+
+
+def _decompress(member: str, data: bytes, *, where: str) -> bytes:
+    try:
+        if member.endswith(".gz"):
+            return zlib.decompress(data, wbits=47)  # gzip or zlib header, auto-detected
+        if member.endswith(".xz"):
+            return lzma.decompress(data)
+        if member.endswith(".zst"):
+            return _unzstd(data, where=where)
+        if member == "control.tar":
+            return data
+    except (zlib.error, lzma.LZMAError) as exc:
+        raise BadPackageError(
+            f"{where}: {member} is corrupt ({exc}); rebuild the package"
+        ) from None
+    raise BadPackageError(f"{where}: unsupported control member {member!r}")
+
+
+def _unzstd(data: bytes, *, where: str) -> bytes:
+    exe = shutil.which("zstd")
+    if exe is None:
+        raise BadPackageError(
+            f"{where}: its control.tar is zstd-compressed and no `zstd` program is installed; "
+            "install zstd (apt-get install zstd)"
+        )
+    proc = subprocess.run([exe, "-dc"], input=data, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise BadPackageError(
+            f"{where}: control.tar.zst is corrupt: {proc.stderr.decode().strip()}"
+        )
+    return proc.stdout
+
+
+def control_from_tar(tar: bytes, *, where: str) -> str:
+    """The ``./control`` file of an (uncompressed) control.tar, parsed by hand: no tarfile."""
+    pos = 0
+    long_name: str | None = None
+    while pos + 512 <= len(tar):
+        header = tar[pos : pos + 512]
+        if header == b"\0" * 512:
+            break
+        name = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+        prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
+        if prefix and header[257:262] == b"ustar":
+            name = prefix + "/" + name
+        try:
+            size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        except ValueError:
+            raise BadPackageError(f"{where}: control.tar has a corrupt header") from None
+        kind = header[156:157]
+        body = tar[pos + 512 : pos + 512 + size]
+        if kind == b"L":  # GNU long name for the next entry
+            long_name = body.split(b"\0", 1)[0].decode("utf-8", "replace")
+        else:
+            if long_name is not None:
+                name, long_name = long_name, None
+            if kind in (b"0", b"\0") and name.removeprefix("./") == "control":
+                return body.decode("utf-8", "replace")
+        pos += 512 + (size + 511) // 512 * 512
+    raise BadPackageError(f"{where}: control.tar has no ./control file; rebuild the package")
+
+
+def read_deb(path: Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass over the ar archive)
+    """Control paragraph, size and SHA256 of the .deb at ``path``; BadPackageError if it is not one."""
+    where = str(path)
+    digest = hashlib.sha256()
+    try:
+        f = path.open("rb")
+    except OSError as exc:
+        raise BadPackageError(f"cannot read {where}: {exc.strerror}") from None
+    with f:
+        head = f.read(CHUNK)
+        digest.update(head)
+        buf = bytearray(head)
+        if not head.startswith(_AR_MAGIC):
+            raise BadPackageError(f"{where} is not a Debian package (no ar archive magic)")
+        pos = len(_AR_MAGIC)
+        control: str | None = None
+        eof = len(head) < CHUNK
+        while control is None:
+            while len(buf) < pos + _AR_HEADER and not eof:
+                more = f.read(CHUNK)
+                eof = len(more) < CHUNK
+                digest.update(more)
+                buf += more
+            if len(buf) < pos + _AR_HEADER:
+                break
+            header = bytes(buf[pos : pos + _AR_HEADER])
+            if header[58:60] != b"`\n":
+                raise BadPackageError(f"{where}: corrupt ar member header at byte {pos}")
+            name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+            try:
+                size = int(header[48:58].decode("ascii").strip())
+            except ValueError:
+                raise BadPackageError(f"{where}: corrupt ar member size at byte {pos}") from None
+            start = pos + _AR_HEADER
+            if name.startswith("control.tar"):
+                while len(buf) < start + size and not eof:
+                    more = f.read(max(CHUNK, start + size - len(buf)))
+                    eof = len(more) == 0
+                    digest.update(more)
+                    buf += more
+                if len(buf) < start + size:
+                    raise BadPackageError(f"{where}: truncated ar archive (in {name})")
+                tar = _decompress(name, bytes(buf[start : start + size]), where=where)
+                control = control_from_tar(tar, where=where)
+                break
+            if name.startswith("data.tar"):
+                break  # control comes before data in every valid .deb
+            pos = start + size + (size & 1)
+        if control is None:
+            raise BadPackageError(
+                f"{where}: no control.tar member (truncated or not a binary package)"
+            )
+        size_total = len(buf)
+        del buf
+        while True:
+            more = f.read(CHUNK)
+            if not more:
+                break
+            size_total += len(more)
+            digest.update(more)
+    fields = parse_paragraph(control, where=f"{where}: control")
+    missing = [k for k in ("Package", "Version", "Architecture") if not fields.get(k)]
+    if missing:
+        raise BadPackageError(
+            f"{where}: the control file has no {', '.join(missing)} field; rebuild the package"
+        )
+    return DebInfo(path=path, control=fields, size=size_total, sha256=digest.hexdigest())
+
+
+def hash_file(path: Path) -> tuple[int, str, str]:
+    """``(size, sha256, md5)`` of a file, read in large chunks."""
+    sha = hashlib.sha256()
+    md5 = hashlib.md5()  # noqa: S324  (Sources' Files field is MD5 by format, not for security)
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            size += len(chunk)
+            sha.update(chunk)
+            md5.update(chunk)
+    return size, sha.hexdigest(), md5.hexdigest()
+
+
+def sha256_file(path: Path) -> tuple[int, str]:
+    sha = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            size += len(chunk)
+            sha.update(chunk)
+    return size, sha.hexdigest()

@@ -1,0 +1,78 @@
+"""Small real packages for the apt tests: .debs by dpkg-deb, sources by dpkg-source."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+
+def make_deb(
+    dest: Path,
+    package: str,
+    version: str,
+    *,
+    arch: str = "amd64",
+    source: str = "",
+    extra: str = "",
+    script: str = "",
+    compression: str = "xz",
+) -> Path:
+    """Build ``<package>_<version>_<arch>.deb`` in ``dest`` with dpkg-deb (a real .deb)."""
+    root = dest / f".build-{package}-{version}-{arch}"
+    (root / "DEBIAN").mkdir(parents=True, exist_ok=True)
+    control = (
+        f"Package: {package}\nVersion: {version}\nArchitecture: {arch}\n"
+        f"Maintainer: releng tests <tests@releng.invalid>\n"
+        + (f"Source: {source}\n" if source else "")
+        + extra
+        + f"Description: test package {package}\n a package built by the releng tests\n"
+    )
+    (root / "DEBIAN" / "control").write_text(control)
+    bindir = root / "usr" / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    exe = bindir / package
+    exe.write_text(script or f"#!/bin/sh\necho {package} {version}\n")
+    exe.chmod(0o755)
+    out = dest / f"{package}_{version.rsplit(':', maxsplit=1)[-1]}_{arch}.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(root), str(out)],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+def make_source(dest: Path, name: str, version: str) -> Path:
+    """A format 1.0 native source package (.dsc + .tar.gz), made by hand with real checksums."""
+    tarball = dest / f"{name}_{version}.tar.gz"
+    work = dest / f".src-{name}-{version}"
+    (work / f"{name}-{version}").mkdir(parents=True, exist_ok=True)
+    (work / f"{name}-{version}" / "README").write_text(f"{name} {version}\n")
+    subprocess.run(["tar", "-czf", str(tarball), "-C", str(work), f"{name}-{version}"], check=True)
+    data = tarball.read_bytes()
+    md5 = hashlib.md5(data).hexdigest()
+    sha = hashlib.sha256(data).hexdigest()
+    dsc = dest / f"{name}_{version}.dsc"
+    dsc.write_text(
+        f"Format: 1.0\nSource: {name}\nBinary: {name}\nArchitecture: any\nVersion: {version}\n"
+        "Maintainer: releng tests <tests@releng.invalid>\nStandards-Version: 4.6.2\n"
+        f"Checksums-Sha256:\n {sha} {len(data)} {tarball.name}\n"
+        f"Files:\n {md5} {len(data)} {tarball.name}\n"
+    )
+    return dsc
+
+
+def make_changes(dest: Path, name: str, files: list[Path]) -> Path:
+    """A .changes listing ``files`` (which must be in ``dest``) with their checksums."""
+    sha_lines = md5_lines = ""
+    for f in files:
+        data = f.read_bytes()
+        sha_lines += f" {hashlib.sha256(data).hexdigest()} {len(data)} {f.name}\n"
+        md5_lines += f" {hashlib.md5(data).hexdigest()} {len(data)} misc optional {f.name}\n"
+    changes = dest / f"{name}.changes"
+    changes.write_text(
+        f"Format: 1.8\nSource: {name}\nVersion: 1\nDistribution: unstable\n"
+        f"Checksums-Sha256:\n{sha_lines}Files:\n{md5_lines}"
+    )
+    return changes
