@@ -1,0 +1,278 @@
+"""One publisher per bucket and prefix: a lock object written with an S3 conditional write.
+
+The lock is ``PREFIX/.releng/lock.json``. It is created with ``If-None-Match: *``
+(S3 answers 412 when it already exists), so exactly one of two racing
+publishers gets it. It names its owner (user, host, pid) and an expiry; the
+holder renews it in the background with ``If-Match: <its ETag>``, so a lock
+whose owner died expires, and a later publisher takes it over -- with the same
+``If-Match`` on the ETag it read, so two of them cannot both take it over --
+and logs that it did. A holder whose renewal fails (taken over after a stall)
+learns it at the next :meth:`S3Lock.check` and stops before writing more.
+
+Expiry is wall-clock time of the writer; the default TTL (30 minutes, renewed
+every 10) is far above any plausible clock skew between publishers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from releng.errors import LockError
+from releng.s3 import LOCK, S3Url, error_code, http_status, is_not_found, s3_errors
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TTL = dt.timedelta(minutes=30)
+DEFAULT_TIMEOUT = 600.0  # seconds to wait for another publisher
+_CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
+
+
+def default_owner() -> str:
+    """``user@host pid N``: enough for a human to find the holder."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LockInfo:
+    owner: str
+    token: str
+    acquired: dt.datetime
+    expires: dt.datetime
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "owner": self.owner,
+                "token": self.token,
+                "acquired": self.acquired.isoformat(timespec="seconds"),
+                "expires": self.expires.isoformat(timespec="seconds"),
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LockInfo:
+        try:
+            body = json.loads(data)
+            return cls(
+                owner=str(body["owner"]),
+                token=str(body["token"]),
+                acquired=dt.datetime.fromisoformat(body["acquired"]),
+                expires=dt.datetime.fromisoformat(body["expires"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            # Unreadable: treat as expired long ago, so it can be taken over (and logged).
+            epoch = dt.datetime.fromtimestamp(0, dt.UTC)
+            return cls(owner="<unreadable lock>", token="", acquired=epoch, expires=epoch)
+
+
+def _conflict(exc: BaseException) -> bool:
+    return error_code(exc) in _CONFLICT or http_status(exc) in (409, 412)
+
+
+class S3Lock:
+    """The publisher lock of one destination. Use as a context manager after :meth:`acquire`,
+    or with :func:`locked`."""
+
+    def __init__(
+        self,
+        client: S3Client,
+        dest: S3Url,
+        *,
+        owner: str | None = None,
+        ttl: dt.timedelta = DEFAULT_TTL,
+        poll: float = 5.0,
+        heartbeat: bool = True,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.client = client
+        self.dest = dest
+        self.key = dest.key(LOCK)
+        self.owner = owner or default_owner()
+        self.ttl = ttl
+        self.poll = poll
+        self._heartbeat_enabled = heartbeat
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._token = uuid.uuid4().hex
+        self._etag: str | None = None
+        self._lost: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._mutex = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"S3Lock({self.dest}, owner={self.owner!r}, held={self.held})"
+
+    @property
+    def held(self) -> bool:
+        return self._etag is not None and self._lost is None
+
+    def _info(self) -> LockInfo:
+        now = self._clock()
+        return LockInfo(owner=self.owner, token=self._token, acquired=now, expires=now + self.ttl)
+
+    def _put(self, info: LockInfo, **condition: str) -> str:
+        response = self.client.put_object(
+            Bucket=self.dest.bucket,
+            Key=self.key,
+            Body=info.to_bytes(),
+            ContentType="application/json",
+            CacheControl="private, no-store",
+            **condition,  # type: ignore[arg-type]
+        )
+        return str(response["ETag"])
+
+    def read(self) -> tuple[LockInfo, str] | None:
+        """The current lock and its ETag, or None when nobody holds it."""
+        from botocore.exceptions import ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.dest.bucket, Key=self.key)
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+        return LockInfo.from_bytes(response["Body"].read()), str(response["ETag"])
+
+    def acquire(self, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds for its holder; LockError after that."""
+        from botocore.exceptions import ClientError
+
+        deadline = time.monotonic() + timeout
+        with s3_errors("take the publisher lock", self.dest):
+            while True:
+                try:
+                    self._etag = self._put(self._info(), IfNoneMatch="*")
+                    log.info("took the publisher lock %s/%s as %s", self.dest, LOCK, self.owner)
+                    break
+                except ClientError as exc:
+                    if not _conflict(exc):
+                        raise
+                current = self.read()
+                if current is None:
+                    continue  # released between our two requests: try again at once
+                holder, etag = current
+                if self._clock() >= holder.expires:
+                    try:
+                        self._etag = self._put(self._info(), IfMatch=etag)
+                    except ClientError as exc:
+                        if not _conflict(exc):
+                            raise
+                        continue  # someone else took it over first
+                    log.warning(
+                        "took over the expired publisher lock of %s at %s (held since %s, "
+                        "expired %s)",
+                        holder.owner,
+                        self.dest,
+                        holder.acquired.isoformat(timespec="seconds"),
+                        holder.expires.isoformat(timespec="seconds"),
+                    )
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise LockError(
+                        f"{self.dest} is locked by {holder.owner} since "
+                        f"{holder.acquired.isoformat(timespec='seconds')} (expires "
+                        f"{holder.expires.isoformat(timespec='seconds')}); waited {timeout:g}s. "
+                        "Wait for that publish to finish, or retry after the expiry if it died"
+                    )
+                log.info("%s is locked by %s; waiting", self.dest, holder.owner)
+                time.sleep(min(self.poll, remaining))
+        self._lost = None
+        if self._heartbeat_enabled:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._renew_loop, name="s3lock-heartbeat", daemon=True
+            )
+            self._thread.start()
+
+    def refresh(self) -> None:
+        """Push the expiry forward; marks the lock lost if someone else holds it now."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        with self._mutex:
+            if self._etag is None or self._lost is not None:
+                return
+            try:
+                self._etag = self._put(self._info(), IfMatch=self._etag)
+            except ClientError as exc:
+                if _conflict(exc) or is_not_found(exc):
+                    self._lost = "another publisher took it over"
+                    log.error("lost the publisher lock of %s: %s", self.dest, self._lost)
+                else:
+                    log.warning("could not renew the publisher lock of %s: %s", self.dest, exc)
+            except BotoCoreError as exc:
+                log.warning("could not renew the publisher lock of %s: %s", self.dest, exc)
+
+    def _renew_loop(self) -> None:
+        interval = max(self.ttl.total_seconds() / 3, 0.1)
+        while not self._stop.wait(interval):
+            self.refresh()
+
+    def check(self) -> None:
+        """Raise LockError unless we still hold the lock (call between write phases)."""
+        if self._etag is None:
+            raise LockError(f"the publisher lock of {self.dest} is not held; this is a bug")
+        if self._lost is not None:
+            raise LockError(
+                f"lost the publisher lock of {self.dest} ({self._lost}); stopped before writing "
+                "more. Publish again: the rerun converges"
+            )
+
+    def release(self) -> None:
+        """Stop renewing and delete the lock object if it is still ours."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        with self._mutex:
+            if self._etag is None:
+                return
+            try:
+                current = self.read()
+                if current is not None and current[0].token == self._token:
+                    self.client.delete_object(Bucket=self.dest.bucket, Key=self.key)
+                    log.info("released the publisher lock of %s", self.dest)
+                else:
+                    log.warning("the publisher lock of %s was no longer ours at release", self.dest)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning(
+                    "could not release the publisher lock of %s (%s); it expires at its TTL",
+                    self.dest,
+                    exc,
+                )
+            finally:
+                self._etag = None
+
+    def __enter__(self) -> S3Lock:
+        if self._etag is None:
+            self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
