@@ -1,3 +1,135 @@
-"""build tasks (see the issue that owns this area)."""
+"""Build tasks: base images, one distro's packages, all targets, an interactive shell."""
 
 from __future__ import annotations
+
+import os
+
+from invoke.exceptions import Exit
+
+from releng.cli import Context, fail, out, project, task
+
+
+@task(
+    help={
+        "distro": "a distro directory name, e.g. debian-12-bookworm",
+        "bootstrap": "bootstrap afresh with mmdebstrap (Debian suites), even if the engine has the image",
+    }
+)
+def base_image(c: Context, distro: str, bootstrap: bool = False) -> None:
+    """Make sure DISTRO's DOCKER_BASE image is in the engine: use it, else pull, else bootstrap."""
+    from releng.engine import Engine
+    from releng.images import ensure_base_image
+
+    proj = project(c)
+    d = proj.distro(distro)
+    engine = Engine.from_env(os.environ)
+    image_id = ensure_base_image(engine, proj, d, bootstrap=bootstrap)
+    labels = engine.image_labels(d.docker_base)
+    out(f"{d.docker_base}  {image_id}")
+    for key in sorted(k for k in labels if k.startswith("org.releng.")):
+        out(f"  {key}={labels[key]}")
+
+
+@task(
+    help={
+        "distro": "a distro directory name, e.g. debian-12-bookworm",
+        "version": "YYYY.MM.DD (nightly) or X.Y.Z (release); default: today's nightly (UTC)",
+        "force": "rebuild even when the inputs match the last successful build",
+        "keep": "on failure, commit the container so `invoke interactive DISTRO --from-failed` opens it",
+    }
+)
+def make_package(
+    c: Context, distro: str, version: str = "", force: bool = False, keep: bool = False
+) -> None:
+    """Build DISTRO's .debs in a throwaway container into out/<version>/<DISTRO>/."""
+    from releng.build import make_package as make
+    from releng.build import terminate_as_interrupt
+    from releng.engine import Engine
+    from releng.version import Version
+
+    proj = project(c)
+    v = Version.parse_or_nightly(version)
+    proj.distro(distro)  # an unknown distro fails before the engine is asked
+    with terminate_as_interrupt():
+        engine = Engine.from_env(os.environ)
+        result = make(engine, proj, distro, v, env=os.environ, force=force, keep=keep, on_line=out)
+    if result.up_to_date:
+        out(f"{distro} {v}: up to date in {result.out_dir} (--force rebuilds)")
+        return
+    out(f"{distro} {v}: built in {result.seconds:.0f}s into {result.out_dir}")
+    for name in result.files:
+        out(f"  {name}")
+
+
+@task(
+    help={
+        "version": "YYYY.MM.DD (nightly) or X.Y.Z (release); default: today's nightly (UTC)",
+        "jobs": "how many distros build at once (default 2)",
+        "distros": "comma-separated distros (default: distros/TARGETS)",
+        "force": "rebuild even when up to date",
+        "quiet": "no live build logs, only progress and the summary",
+    }
+)
+def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
+    c: Context,
+    version: str = "",
+    jobs: int = 2,
+    distros: str = "",
+    force: bool = False,
+    quiet: bool = False,
+) -> None:
+    """Build several distros at once (default: the TARGETS): prefixed live logs, a summary table."""
+    from releng.build import terminate_as_interrupt
+    from releng.engine import Engine
+    from releng.matrix import Reporter, Status, build_all, summary_table
+    from releng.version import Version
+
+    proj = project(c)
+    v = Version.parse_or_nightly(version)
+    ids = [d.strip() for d in distros.split(",") if d.strip()] or proj.targets()
+    for d in ids:
+        proj.distro(d)
+    out(f"building {v} for {len(ids)} distro(s), {jobs} at a time: {', '.join(ids)}")
+    with terminate_as_interrupt():
+        engine = Engine.from_env(os.environ)
+        reporter = Reporter(out, total=len(ids), quiet=quiet)
+        outcomes = build_all(
+            engine, proj, ids, v, env=os.environ, jobs=jobs, force=force, reporter=reporter
+        )
+    out()
+    for line in summary_table(outcomes):
+        out(line)
+    failed = [o.distro_id for o in outcomes if o.status is Status.FAILED]
+    if failed:
+        raise fail(f"{len(failed)} of {len(ids)} distro(s) failed: {', '.join(failed)}")
+
+
+@task(
+    help={
+        "distro": "a distro directory name (default: the first of distros/TARGETS)",
+        "version": "the version whose build environment to set up (default: today's nightly)",
+        "from_failed": "open the image `make-package --keep` committed from the last failed build",
+    }
+)
+def interactive(c: Context, distro: str = "", version: str = "", from_failed: bool = False) -> None:
+    """Open a shell in DISTRO's builder image with the build's mounts (seccomp=unconfined for gdb)."""
+    from releng.engine import Engine
+    from releng.interactive import attach, interactive_spec, require_terminal
+    from releng.version import Version
+
+    require_terminal()
+    proj = project(c)
+    distro = distro or proj.targets()[0]
+    engine = Engine.from_env(os.environ)
+    spec = interactive_spec(
+        engine,
+        proj,
+        distro,
+        Version.parse_or_nightly(version),
+        env=os.environ,
+        from_failed=from_failed,
+    )
+    out(f"shell in {distro} ({'failed build' if from_failed else 'builder image'}); exit to leave")
+    code = attach(engine, spec)
+    if code:
+        raise Exit(code=code)

@@ -1,0 +1,141 @@
+"""make-all-packages: several distros at once, live prefixed logs, a summary at the end.
+
+Each distro builds in its own thread through :func:`releng.build.make_package`
+(the engine does the work; the threads only stream logs). One failed distro
+does not stop the others. Output goes through one :class:`Reporter` so lines
+from different builds never interleave mid-line.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from releng.build import BuildFailed, make_package, remove_run_containers
+from releng.engine import Engine
+from releng.errors import RelengError
+from releng.project import Project
+from releng.version import Version
+
+log = logging.getLogger(__name__)
+
+
+class Status(enum.Enum):
+    BUILT = "built"
+    UP_TO_DATE = "up to date"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    distro_id: str
+    status: Status
+    seconds: float
+    detail: str  # the output directory, or the error (with the log path)
+
+
+class Reporter:
+    """Thread-safe user output: prefixed log lines and progress lines."""
+
+    def __init__(self, write: Callable[[str], None], *, total: int, quiet: bool = False) -> None:
+        self._write = write
+        self._lock = threading.Lock()
+        self.total = total
+        self.done = 0
+        self.quiet = quiet
+        self.width = 0
+
+    def line(self, distro_id: str, text: str) -> None:
+        if self.quiet:
+            return
+        with self._lock:
+            self._write(f"{distro_id.ljust(self.width)} | {text}")
+
+    def finished(self, outcome: Outcome) -> None:
+        with self._lock:
+            self.done += 1
+            self._write(
+                f"[{self.done}/{self.total}] {outcome.distro_id}: {outcome.status.value} "
+                f"in {outcome.seconds:.0f}s"
+            )
+
+
+def build_all(
+    engine: Engine,
+    project: Project,
+    distro_ids: Sequence[str],
+    version: Version,
+    *,
+    env: Mapping[str, str],
+    jobs: int = 2,
+    force: bool = False,
+    reporter: Reporter,
+) -> list[Outcome]:
+    """Build every distro, ``jobs`` at a time; one Outcome per distro, in the given order."""
+    reporter.width = max((len(d) for d in distro_ids), default=0)
+    jobs = max(1, min(jobs, len(distro_ids) or 1))
+    # Share the CPUs between the concurrent builds (DEB_BUILD_OPTIONS=parallel=N).
+    import os
+
+    cpus = max(1, (os.cpu_count() or 1) // jobs)
+
+    def one(distro_id: str) -> Outcome:
+        started = time.monotonic()
+        try:
+            result = make_package(
+                engine,
+                project,
+                distro_id,
+                version,
+                env=env,
+                force=force,
+                cpus=cpus,
+                on_line=lambda text: reporter.line(distro_id, text),
+            )
+        except RelengError as exc:
+            outcome = Outcome(
+                distro_id=distro_id,
+                status=Status.FAILED,
+                seconds=time.monotonic() - started,
+                detail=str(exc) if isinstance(exc, BuildFailed) else f"{exc}",
+            )
+        else:
+            outcome = Outcome(
+                distro_id=distro_id,
+                status=Status.UP_TO_DATE if result.up_to_date else Status.BUILT,
+                seconds=time.monotonic() - started,
+                detail=str(result.out_dir),
+            )
+        reporter.finished(outcome)
+        return outcome
+
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build")
+    futures: list[Future[Outcome]] = [pool.submit(one, d) for d in distro_ids]
+    try:
+        outcomes = [f.result() for f in futures]
+    except BaseException:
+        # Ctrl-C / SIGTERM: stop queued builds, remove running containers so the worker
+        # threads fall out of their log streams and clean their temporary directories.
+        for f in futures:
+            f.cancel()
+        removed = remove_run_containers(engine)
+        log.warning("interrupted: removed %d running build container(s)", removed)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return outcomes
+
+
+def summary_table(outcomes: Sequence[Outcome]) -> list[str]:
+    rows = [("DISTRO", "STATUS", "TIME", "OUTPUT / ERROR")]
+    rows += [(o.distro_id, o.status.value, f"{o.seconds:.0f}s", o.detail) for o in outcomes]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return [
+        "  ".join(v.ljust(w) for v, w in zip(r[:3], widths, strict=True)) + "  " + r[3]
+        for r in rows
+    ]
