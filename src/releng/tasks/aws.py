@@ -1,3 +1,153 @@
-"""aws tasks (see the issue that owns this area)."""
+"""AWS tasks: start executions, watch them, deploy the stack (releng.aws does the work)."""
 
 from __future__ import annotations
+
+import os
+import time
+
+import invoke
+
+from releng.cli import out, project, task
+
+_FAKE = "run the handlers and workers on this machine (moto or a dev stack: deploy-aws --dev)"
+_TIMEOUT = "with --fake-ec2: give up waiting after this many seconds"
+
+
+def _split(text: str) -> list[str]:
+    return [p for p in text.replace(",", " ").split() if p]
+
+
+def _build(
+    c: invoke.Context,
+    versions: list[str],
+    distros: str,
+    steps: str,
+    *,
+    fake_ec2: bool,
+    timeout: int,
+) -> None:
+    from releng.aws import run
+
+    proj = project(c)
+    aws = run.connect(proj, os.environ)
+    config = {"fake_ec2": True} if fake_ec2 else {}
+    started = run.start(proj, aws, versions=versions, distros=_split(distros), steps=_split(steps),
+                        config=config)  # fmt: skip
+    for v in started.plan["versions"]:
+        out(
+            f"{v['version']} ({v['kind']}): {', '.join(v['distros'])}; steps: {', '.join(v['steps'])}"
+        )
+    out(f"started {started.arn}")
+    if not fake_ec2:
+        out("follow it with: invoke aws-status --follow")
+        return
+    desc = run.run_fake_ec2(proj, aws, started, env=os.environ, timeout=timeout)
+    _print_status(aws, started.stack.scratch_bucket, desc)
+    if desc["status"] != "SUCCEEDED":
+        raise invoke.Exit(f"error: execution {desc['status']}: {desc.get('cause', '')}", code=1)
+
+
+@task(
+    help={
+        "versions": "versions, comma or space separated (X.Y.Z releases, YYYY.MM.DD nightlies); "
+        "default: tonight's nightly",
+        "distros": "distros to build, comma separated; default: distros/TARGETS",
+        "steps": "steps to run, comma separated (make-source-tarball, make-binary-package, "
+        "publish-binary-packages, publish-source-tarball, update-indices, invalidate-cloudfront); default: all",
+        "fake_ec2": _FAKE,
+        "timeout": _TIMEOUT,
+    }
+)
+def build_on_aws(c: invoke.Context, versions: str = "", distros: str = "", steps: str = "",
+                 fake_ec2: bool = False, timeout: int = 6 * 3600) -> None:  # fmt: skip
+    """Start a Step Functions execution: versions x distros, tarball, packages, publish."""
+    _build(c, _split(versions), distros, steps, fake_ec2=fake_ec2, timeout=timeout)
+
+
+@task(help={"version": "X.Y.Z or YYYY.MM.DD", "distro": "one distro directory name",
+            "fake_ec2": _FAKE, "timeout": _TIMEOUT})  # fmt: skip
+def make_package_on_aws(c: invoke.Context, version: str, distro: str, fake_ec2: bool = False,
+                        timeout: int = 6 * 3600) -> None:  # fmt: skip
+    """Build (and publish) one version for one distro on AWS."""
+    _build(c, [version], distro, "", fake_ec2=fake_ec2, timeout=timeout)
+
+
+@task(help={"versions": "release versions, comma or space separated", "fake_ec2": _FAKE,
+            "timeout": _TIMEOUT})  # fmt: skip
+def make_multiple_releases_on_aws(c: invoke.Context, versions: str, fake_ec2: bool = False,
+                                  timeout: int = 6 * 3600) -> None:  # fmt: skip
+    """Build and publish several releases in one execution (e.g. a security release)."""
+    _build(c, _split(versions), "", "", fake_ec2=fake_ec2, timeout=timeout)
+
+
+def _print_status(aws: object, bucket: str, desc: dict[str, object]) -> None:
+    from releng.aws import status
+
+    client = aws.client  # type: ignore[attr-defined]
+    rows = status.rows(client("s3"), bucket, str(desc["name"]))
+    for line in status.table(desc, rows):
+        out(line)
+
+
+@task(
+    help={
+        "execution": "execution name or ARN; default: the latest",
+        "follow": "refresh until it ends",
+    }
+)
+def aws_status(c: invoke.Context, execution: str = "", follow: bool = False) -> None:
+    """Every version x distro x step: state, duration, instance; failures with their log."""
+    from releng.aws import run
+    from releng.aws.deploy import load_stack
+    from releng.errors import AwsError
+
+    proj = project(c)
+    aws = run.connect(proj, os.environ)
+    stack = load_stack(aws.client("cloudformation"), proj.config.aws.stack_name)
+    sfn = aws.client("stepfunctions")
+    arn = execution
+    if not arn.startswith("arn:"):
+        listed = sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
+        match = [e for e in listed if not execution or e["name"] == execution]
+        if not match:
+            raise AwsError(f"no execution {execution or '(none yet)'} on {stack.state_machine_arn}; "
+                           "start one with `invoke build-on-aws`")  # fmt: skip
+        arn = max(match, key=lambda e: e["startDate"])["executionArn"]
+    while True:
+        desc = sfn.describe_execution(executionArn=arn)
+        _print_status(aws, stack.scratch_bucket, desc)
+        if not follow or desc["status"] != "RUNNING":
+            return
+        time.sleep(10)
+        out()
+
+
+@task(help={"dev": "create queues, buckets and the state machine directly (moto or a sandbox), "
+            "no Lambda or EC2", "stack": "stack name; default: [aws] stack_name"})  # fmt: skip
+def deploy_aws(c: invoke.Context, dev: bool = False, stack: str = "") -> None:
+    """Create or update the CloudFormation stack and the Lambda code."""
+    from releng.aws import deploy, run
+    from releng.aws.catalog import Catalog
+
+    proj = project(c)
+    aws = run.connect(proj, os.environ)
+    name = stack or proj.config.aws.stack_name
+    if dev:
+        result = deploy.deploy_dev(aws.client, proj.root, name)
+    else:
+        cfg = proj.config.aws
+        result = deploy.deploy(aws.client, proj.root, name, catalog=Catalog.from_project(proj),
+                               parameters=deploy.parameters(proj))  # fmt: skip
+        del cfg
+    out(f"stack {result.name}: state machine {result.state_machine_arn}")
+    out(f"scratch s3://{result.scratch_bucket}  downloads s3://{result.downloads_bucket}")
+
+
+@task
+def generate_aws(c: invoke.Context) -> None:
+    """Regenerate aws/state-machine.json and aws/template.yaml from releng.aws (commit both)."""
+    from releng.aws import statemachine, template
+
+    proj = project(c)
+    out(str(statemachine.write(proj.root)))
+    out(str(template.write(proj.root)))

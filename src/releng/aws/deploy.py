@@ -1,0 +1,268 @@
+"""Deploying the stack, and finding it again.
+
+* :func:`deploy` (``invoke deploy-aws``): package the Lambda code (handlers,
+  the few releng modules they import, a catalog.json of the distros) into an
+  artifacts bucket, create or update the CloudFormation stack from
+  ``aws/template.yaml``, then push the code to every function.
+* :func:`deploy_dev` (``invoke deploy-aws --dev``): the same queues, buckets and
+  state machine made by direct API calls, for an endpoint without
+  CloudFormation's full resource set (moto on this machine). The state machine
+  is ``aws/state-machine.json`` rendered with :func:`releng.aws.statemachine.render`,
+  the rule CloudFormation's DefinitionSubstitutions applies. Its description is
+  recorded as the outputs of a small CloudFormation stack of the same name, so
+  :func:`load_stack` finds both kinds the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from releng.aws import handlers, statemachine
+from releng.aws import steps as S
+from releng.aws.catalog import CATALOG_FILE, Catalog
+from releng.errors import AwsError
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_FILE = "aws/template.yaml"
+LAMBDA_ENTRY = "aws/lambda/handlers.py"
+# What the Lambda code needs: the handlers and the stdlib-only modules they import.
+LAMBDA_MODULES = (
+    "releng/__init__.py",
+    "releng/errors.py",
+    "releng/version.py",
+    "releng/aws/__init__.py",
+    "releng/aws/steps.py",
+    "releng/aws/catalog.py",
+    "releng/aws/request.py",
+    "releng/aws/handlers.py",
+    "releng/aws/launch.py",
+    "releng/aws/status.py",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stack:
+    """What a deployed stack provides; stored as its CloudFormation outputs."""
+
+    name: str
+    state_machine_arn: str
+    scratch_bucket: str
+    downloads_bucket: str
+    downloads_prefix: str = ""
+    distribution_id: str = ""
+    queue_urls: dict[str, str] = field(default_factory=dict)  # substitution key -> URL
+
+    def worker_queue_urls(self) -> dict[str, str]:
+        return {q: self.queue_urls[S.queue_key(q)] for q in S.WORKER_QUEUES}
+
+    def handler_queue_urls(self) -> dict[str, str]:
+        return {h: self.queue_urls[S.queue_key(h)] for h in S.HANDLERS}
+
+    def handler_settings(self) -> dict[str, str]:
+        return {
+            handlers.SCRATCH_BUCKET: self.scratch_bucket,
+            handlers.DOWNLOADS_BUCKET: self.downloads_bucket,
+            handlers.DOWNLOADS_PREFIX: self.downloads_prefix,
+            handlers.DISTRIBUTION_ID: self.distribution_id,
+            handlers.QUEUE_URLS: json.dumps(self.worker_queue_urls()),
+        }
+
+    def outputs(self) -> dict[str, str]:
+        data = asdict(self)
+        data.pop("name")
+        queues = data.pop("queue_urls")
+        return {_camel(k): str(v) for k, v in data.items()} | dict(queues)
+
+    @classmethod
+    def from_outputs(cls, name: str, outputs: dict[str, str]) -> Stack:
+        keys = {S.queue_key(q) for q in (*S.WORKER_QUEUES, *S.HANDLERS)}
+        missing = sorted(
+            k
+            for k in ({"StateMachineArn", "ScratchBucket", "DownloadsBucket"} | keys)
+            if k not in outputs
+        )
+        if missing:
+            raise AwsError(
+                f"stack {name} lacks outputs {', '.join(missing)}; it predates this releng: run `invoke deploy-aws`"
+            )
+        return cls(
+            name=name,
+            state_machine_arn=outputs["StateMachineArn"],
+            scratch_bucket=outputs["ScratchBucket"],
+            downloads_bucket=outputs["DownloadsBucket"],
+            downloads_prefix=outputs.get("DownloadsPrefix", ""),
+            distribution_id=outputs.get("DistributionId", ""),
+            queue_urls={k: outputs[k] for k in keys},
+        )
+
+
+def _camel(snake: str) -> str:
+    return "".join(p.capitalize() for p in snake.split("_")).replace("Arn", "Arn")
+
+
+def load_stack(cfn: Any, name: str) -> Stack:
+    """The stack's outputs, or an AwsError saying to deploy it."""
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            raise AwsError(
+                f"stack {name!r} does not exist; create it with `invoke deploy-aws`"
+            ) from None
+        raise AwsError(f"cannot read stack {name!r}: {exc}") from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    return Stack.from_outputs(name, outputs)
+
+
+def _queue(sqs: Any, name: str, *, fifo: bool = False, visibility: int = 120) -> str:
+    suffix = ".fifo" if fifo else ""
+    fifo_attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "true"} if fifo else {}
+    dlq = sqs.create_queue(QueueName=f"{name}-dlq{suffix}", Attributes=fifo_attrs)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    attrs = {
+        **fifo_attrs,
+        "VisibilityTimeout": str(visibility),
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+    }
+    return str(sqs.create_queue(QueueName=f"{name}{suffix}", Attributes=attrs)["QueueUrl"])
+
+
+def deploy_dev(client: Any, root: Path, name: str, *, role_arn: str = "") -> Stack:
+    """Create the stack's queues, buckets and state machine directly (see the module docstring)."""
+    sqs, s3, sfn, cfn = (client(s) for s in ("sqs", "s3", "stepfunctions", "cloudformation"))
+    scratch, downloads = f"{name}-scratch", f"{name}-downloads"
+    for bucket in (scratch, downloads):
+        s3.create_bucket(Bucket=bucket)
+    urls = {
+        S.queue_key(q): _queue(sqs, f"{name}-{q}", fifo=q == S.PUBLISH_QUEUE)
+        for q in S.WORKER_QUEUES
+    }
+    urls |= {
+        S.queue_key(h): _queue(sqs, f"{name}-fn-{h.replace('_', '-')}", visibility=900)
+        for h in S.HANDLERS
+    }
+    text = statemachine.render(
+        (root / statemachine.DEFINITION_FILE).read_text(encoding="utf-8"), urls
+    )
+    role = role_arn or "arn:aws:iam::123456789012:role/releng-state-machine"
+    existing = [m for m in sfn.list_state_machines()["stateMachines"] if m["name"] == name]
+    if existing:
+        arn = existing[0]["stateMachineArn"]
+        sfn.update_state_machine(stateMachineArn=arn, definition=text, roleArn=role)
+    else:
+        arn = sfn.create_state_machine(name=name, definition=text, roleArn=role)["stateMachineArn"]
+    stack = Stack(
+        name=name,
+        state_machine_arn=arn,
+        scratch_bucket=scratch,
+        downloads_bucket=downloads,
+        queue_urls=urls,
+    )
+    template = {
+        "Resources": {
+            "Marker": {
+                "Type": "AWS::SSM::Parameter",
+                "Properties": {
+                    "Name": f"/releng/{name}/dev-stack",
+                    "Type": "String",
+                    "Value": name,
+                },
+            }
+        },
+        "Outputs": {k: {"Value": v} for k, v in stack.outputs().items()},
+    }
+    try:
+        cfn.describe_stacks(StackName=name)
+        cfn.delete_stack(StackName=name)
+    except Exception:  # noqa: S110  (no previous record of this dev stack)
+        pass
+    cfn.create_stack(StackName=name, TemplateBody=json.dumps(template))
+    log.info("dev stack %s: state machine %s", name, arn)
+    return stack
+
+
+def lambda_zip(root: Path, catalog: Catalog) -> bytes:
+    """The Lambda code: the thin entry point, the releng modules it needs, catalog.json."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(root / LAMBDA_ENTRY, "handlers.py")
+        for module in LAMBDA_MODULES:
+            path = root / "src" / module
+            if path.exists():
+                zf.write(path, module)
+        zf.writestr(CATALOG_FILE, catalog.to_json())
+    return buf.getvalue()
+
+
+def deploy(
+    client: Any, root: Path, name: str, *, catalog: Catalog, parameters: dict[str, str]
+) -> Stack:
+    """Create or update the CloudFormation stack and push the Lambda code."""
+    from botocore.exceptions import ClientError
+
+    s3, cfn, lam, sts = (client(s) for s in ("s3", "cloudformation", "lambda", "sts"))
+    account = sts.get_caller_identity()["Account"]
+    artifacts = f"{name}-artifacts-{account}"
+    try:
+        s3.head_bucket(Bucket=artifacts)
+    except ClientError:
+        s3.create_bucket(Bucket=artifacts)
+    code = lambda_zip(root, catalog)
+    key = f"lambda/{__import__('hashlib').sha256(code).hexdigest()}.zip"
+    s3.put_object(Bucket=artifacts, Key=key, Body=code)
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in {**parameters,
+              "CodeBucket": artifacts, "CodeKey": key}.items()]  # fmt: skip
+    body = (root / TEMPLATE_FILE).read_text(encoding="utf-8")
+    caps = ["CAPABILITY_NAMED_IAM"]
+    try:
+        cfn.describe_stacks(StackName=name)
+        exists = True
+    except ClientError:
+        exists = False
+    if exists:
+        try:
+            cfn.update_stack(
+                StackName=name, TemplateBody=body, Parameters=params, Capabilities=caps
+            )
+            cfn.get_waiter("stack_update_complete").wait(StackName=name)
+        except ClientError as exc:
+            if "No updates are to be performed" not in str(exc):
+                raise AwsError(f"updating stack {name} failed: {exc}") from None
+    else:
+        cfn.create_stack(StackName=name, TemplateBody=body, Parameters=params, Capabilities=caps)
+        cfn.get_waiter("stack_create_complete").wait(StackName=name)
+    for handler in S.HANDLERS:
+        lam.update_function_code(
+            FunctionName=f"{name}-{handler.replace('_', '-')}", S3Bucket=artifacts, S3Key=key
+        )
+    return load_stack(cfn, name)
+
+
+def parameters(project: Any) -> dict[str, str]:
+    """The stack's parameters from product.toml's [aws] section."""
+    cfg = project.config.aws
+    if not cfg.repository_url:
+        raise AwsError(
+            "product.toml: [aws] repository_url is empty; workers clone it, e.g. "
+            "repository_url = 'https://github.com/example/packaging.git'"
+        )
+    params = {
+        "RepositoryUrl": cfg.repository_url,
+        "Branch": cfg.branch,
+        "BuilderInstanceType": cfg.builder_instance_type,
+        "SmallInstanceType": cfg.small_instance_type,
+    }
+    if cfg.ami:
+        params["ImageId"] = cfg.ami
+    return params

@@ -1,0 +1,481 @@
+"""The handlers behind the state machine's handler queues.
+
+Each handler takes the task's JSON input and a :class:`Context` (clients,
+catalog, settings, worker launcher) and returns JSON. :func:`dispatch` runs
+one queue message: it calls the named handler and answers the task token
+with SendTaskSuccess, or SendTaskFailure with an error name the state machine
+retries on (``Releng.ServiceError``) or records (anything else).
+
+On AWS, ``aws/lambda/handlers.py`` calls :func:`dispatch` for each SQS record;
+locally :class:`releng.aws.runner.HandlerRunner` long-polls the same queues and
+calls the same function. Import-light on purpose: boto3 is the only
+third-party import, and only through the clients handed in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+import logging
+import re
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from releng.aws import request, status
+from releng.aws import steps as S
+from releng.aws.catalog import Catalog
+from releng.errors import AwsError, RelengError
+from releng.version import Version
+
+log = logging.getLogger(__name__)
+
+# Settings a handler reads (Lambda environment variables set by the stack).
+SCRATCH_BUCKET = "RELENG_SCRATCH_BUCKET"
+DOWNLOADS_BUCKET = "RELENG_DOWNLOADS_BUCKET"
+DOWNLOADS_PREFIX = "RELENG_DOWNLOADS_PREFIX"
+DISTRIBUTION_ID = "RELENG_CLOUDFRONT_DISTRIBUTION"
+QUEUE_URLS = "RELENG_QUEUE_URLS"  # JSON: {"tarball": url, "build": url, "publish": url}
+
+# How many workers health_check may start per queue in one pass.
+MAX_WORKERS = {S.TARBALL_QUEUE: 4, S.BUILD_QUEUE: 32, S.PUBLISH_QUEUE: 1}
+
+
+class Launcher(Protocol):
+    """Starts workers for a queue: EC2 instances on AWS, local processes under --fake-ec2."""
+
+    def live(self, queue: str) -> int: ...
+
+    def launch(self, queue: str, count: int) -> list[str]: ...
+
+
+@dataclass(kw_only=True)
+class Context:
+    client: Callable[[str], Any]  # service name -> boto3 client
+    catalog: Catalog
+    settings: Mapping[str, str]
+    launcher: Launcher
+    today: Callable[[], dt.date] = field(default=lambda: dt.datetime.now(dt.UTC).date())
+
+    def setting(self, key: str) -> str:
+        value = self.settings.get(key, "")
+        if not value:
+            raise AwsError(f"{key} is not set for the handlers; redeploy with `invoke deploy-aws`")
+        return value
+
+
+# ----------------------------------------------------------------- S3 layout
+# scratch (private):  <version>/source/<tarball>[.asc|SHA256SUMS...]
+#                     <version>/<distro>/<.changes, .deb, .dsc, ...>
+#                     logs/<execution>/<version>/<distro or "all">/<step>.log
+# downloads (public): <prefix>/dists/<suite>/..., <prefix>/pool/..., <prefix>/source/<tarball>
+
+
+def tarball_name(catalog: Catalog, version: Version) -> str:
+    return f"{version.package_name(catalog.product)}-{version.text}.tar.gz"
+
+
+def scratch_source_prefix(version: Version) -> str:
+    return f"{version.text}/source/"
+
+
+def scratch_build_prefix(version: Version, distro: str) -> str:
+    return f"{version.text}/{distro}/"
+
+
+def log_key(execution: str, version: str, distro: str, step: str) -> str:
+    return f"logs/{execution}/{version}/{distro or 'all'}/{step}.log"
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix.strip('/')}/{key}" if prefix.strip("/") else key
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def _any_with_suffix(s3: Any, bucket: str, prefix: str, suffix: str) -> bool:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return any(o["Key"].endswith(suffix) for page in pages for o in page.get("Contents", []))
+
+
+def _read(s3: Any, bucket: str, key: str) -> bytes | None:
+    from botocore.exceptions import ClientError
+
+    try:
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def published_versions(ctx: Context, suite: str) -> set[tuple[str, str]]:
+    """(package, version) pairs in the downloads repository's Packages for ``suite``."""
+    s3 = ctx.client("s3")
+    bucket = ctx.setting(DOWNLOADS_BUCKET)
+    prefix = ctx.settings.get(DOWNLOADS_PREFIX, "")
+    found: set[tuple[str, str]] = set()
+    for component in ctx.catalog.components:
+        for arch in ctx.catalog.architectures:
+            base = _join(prefix, f"dists/{suite}/{component}/binary-{arch}/Packages")
+            data = _read(s3, bucket, base + ".gz")
+            text = (
+                gzip.decompress(data).decode()
+                if data
+                else (_read(s3, bucket, base) or b"").decode()
+            )
+            for stanza in text.split("\n\n"):
+                fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", stanza, re.MULTILINE))
+                if "Package" in fields and "Version" in fields:
+                    found.add((fields["Package"], fields["Version"]))
+    return found
+
+
+def _is_published(ctx: Context, version: Version, distro: str) -> bool:
+    info = ctx.catalog.distro(distro)
+    suite = ctx.catalog.suites[0].format(
+        codename=info.codename,
+        distro=distro,
+        version=version.text,
+        major=version.major if version.is_release else "",
+        minor=version.minor if version.is_release else "",
+    )
+    wanted = (version.package_name(ctx.catalog.product), f"{version.text}-{info.pkgver}")
+    return wanted in published_versions(ctx, suite)
+
+
+# ------------------------------------------------------------------ handlers
+
+
+def parse_input(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """Validate the execution input (again: the invoke task did it first) into the plan."""
+    return request.normalise(event, ctx.catalog, today=ctx.today())
+
+
+def get_distros_for_version(event: Mapping[str, Any], ctx: Context) -> list[str]:
+    """The distros built for ``event["version"]``: ``event["distros"]`` or the default targets."""
+    version = Version.parse(str(event.get("version", "")))
+    requested = [str(d) for d in event.get("distros") or []]
+    request.normalise({"versions": [version.text], "distros": requested}, ctx.catalog)
+    return request.distros_for_version(version, requested, ctx.catalog)
+
+
+def _commands(
+    step: str, version: Version, distro: str, built: list[str], ctx: Context
+) -> dict[str, Any]:
+    """What a worker runs for ``step``, and what it fetches and uploads around it."""
+    v = version.text
+    scratch = ctx.setting(SCRATCH_BUCKET)
+    tarball = tarball_name(ctx.catalog, version)
+    source = {"bucket": scratch, "prefix": scratch_source_prefix(version), "dest": "out/"}
+    if step == S.MAKE_SOURCE_TARBALL:
+        return {
+            "commands": [["invoke", "make-source-tarball", "--version", v]],
+            "uploads": [
+                {
+                    "glob": f"out/{tarball.removesuffix('.tar.gz')}*",
+                    "bucket": scratch,
+                    "prefix": scratch_source_prefix(version),
+                }
+            ],
+            "fetch": [],
+        }
+    if step == S.MAKE_BINARY_PACKAGE:
+        return {
+            "commands": [
+                ["invoke", "make-package", distro, "--version", v],
+                ["invoke", "upload-build", "--version", v, distro],
+            ],
+            "uploads": [],
+            "fetch": [source],
+        }
+    downloads = ctx.setting(DOWNLOADS_BUCKET)
+    dest = f"s3://{_join(downloads, ctx.settings.get(DOWNLOADS_PREFIX, ''))}".rstrip("/")
+    if step == S.PUBLISH_BINARY_PACKAGES:
+        return {
+            "commands": [["invoke", "update-repos", "--version", v, "--dest", dest]],
+            "uploads": [],
+            "fetch": [
+                {
+                    "bucket": scratch,
+                    "prefix": scratch_build_prefix(version, d),
+                    "dest": f"out/{v}/{d}/",
+                }
+                for d in built
+            ],
+        }
+    if step == S.PUBLISH_SOURCE_TARBALL:
+        return {
+            "commands": [["invoke", "publish-source", "--version", v]],
+            "uploads": [],
+            "fetch": [source],
+        }
+    raise AwsError(
+        f"prepare_task: unknown step {step!r}; valid steps: {', '.join(S.QUEUE_OF_STEP)}"
+    )
+
+
+def _built_distros(event: Mapping[str, Any]) -> list[str]:
+    """Distros whose MakeBinaryPackage branch ended without a failure record."""
+    builds = event.get("builds")
+    if not isinstance(builds, list):
+        return list(event.get("version", {}).get("distros", []))
+    return [
+        b["distro"]
+        for b in builds
+        if isinstance(b, dict) and not b.get("failed") and b.get("distro")
+    ]
+
+
+def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # noqa: PLR0911  (one return per skip reason)
+    """Decide from S3 whether ``event["step"]`` must run; if so, the worker's task."""
+    step = str(event["step"])
+    plan = event["version"]
+    version = Version.parse(plan["version"])
+    distro = str(event.get("distro") or "")
+    execution = str(event.get("execution") or "local")
+    built = _built_distros(event)
+    task: dict[str, Any] = {
+        "step": step,
+        "version": version.text,
+        "distro": distro,
+        "execution": execution,
+        "log": {
+            "bucket": ctx.setting(SCRATCH_BUCKET),
+            "key": log_key(execution, version.text, distro, step),
+        },
+    }
+
+    def skip(reason: str) -> dict[str, Any]:
+        log.info("skip %s %s %s: %s", step, version.text, distro or "-", reason)
+        status.put_record(
+            ctx.client("s3"), ctx.setting(SCRATCH_BUCKET), task, "skipped", reason=reason
+        )
+        return {**task, "run": False, "reason": reason}
+
+    if step not in plan.get("steps", S.STEPS):
+        return skip("step not selected")
+    s3 = ctx.client("s3")
+    scratch = ctx.setting(SCRATCH_BUCKET)
+    tarball = tarball_name(ctx.catalog, version)
+    if step == S.MAKE_SOURCE_TARBALL:
+        if _exists(s3, scratch, scratch_source_prefix(version) + tarball):
+            return skip(f"s3://{scratch}/{scratch_source_prefix(version)}{tarball} exists")
+    elif step == S.MAKE_BINARY_PACKAGE:
+        if _any_with_suffix(s3, scratch, scratch_build_prefix(version, distro), ".changes"):
+            return skip(
+                f"built: s3://{scratch}/{scratch_build_prefix(version, distro)}*.changes exists"
+            )
+        if _is_published(ctx, version, distro):
+            return skip("already in the downloads repository")
+    elif step == S.PUBLISH_BINARY_PACKAGES:
+        if not built:
+            return skip("no distro was built")
+        if all(_is_published(ctx, version, d) for d in built):
+            return skip("every built distro is already in the downloads repository")
+    elif step == S.PUBLISH_SOURCE_TARBALL:
+        if version.is_nightly:
+            return skip("nightlies publish no source tarball")
+        key = _join(ctx.settings.get(DOWNLOADS_PREFIX, ""), f"source/{tarball}")
+        if _exists(s3, ctx.setting(DOWNLOADS_BUCKET), key):
+            return skip(f"s3://{ctx.setting(DOWNLOADS_BUCKET)}/{key} exists")
+    return {
+        **task,
+        **_commands(step, version, distro, built, ctx),
+        "run": True,
+        "reason": "output missing",
+    }
+
+
+def launch_workers(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """Start ``count`` workers for ``queue`` (publish: never more than one alive)."""
+    queue = str(event["queue"])
+    if queue not in S.WORKER_QUEUES:
+        raise AwsError(
+            f"launch_workers: unknown queue {queue!r}; valid: {', '.join(S.WORKER_QUEUES)}"
+        )
+    count = int(event.get("count", 1))
+    if queue == S.PUBLISH_QUEUE:
+        count = max(0, min(count, MAX_WORKERS[queue] - ctx.launcher.live(queue)))
+    launched = ctx.launcher.launch(queue, count) if count else []
+    return {"queue": queue, "launched": launched}
+
+
+def _walk(node: object) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def check_if_repos_changed(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """Whether any publish step ran to success in this execution."""
+    del ctx
+    publishes = [
+        d
+        for d in _walk(event.get("results"))
+        if d.get("step") in (S.PUBLISH_BINARY_PACKAGES, S.PUBLISH_SOURCE_TARBALL)
+        and d.get("run") is True
+        and "result" in d
+    ]
+    return {
+        "changed": bool(publishes),
+        "published": [f"{d['step']} {d['version']}" for d in publishes],
+    }
+
+
+def _destination(ctx: Context) -> Any:
+    from releng.publish import Destination
+    from releng.s3 import S3Url
+
+    url = S3Url(ctx.setting(DOWNLOADS_BUCKET), ctx.settings.get(DOWNLOADS_PREFIX, "").strip("/"))
+    return Destination(s3=ctx.client("s3"), url=url)
+
+
+def update_indices(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """index.html pages for the directories the publishes changed (releng.publish, under its lock).
+
+    The CloudFront paths those changes need are returned for InvalidateCloudFront, which runs next.
+    """
+    del event
+    from releng import publish
+
+    result = publish.update_indices(_destination(ctx))
+    return {"pages": len(result.pages), "invalidate": list(result.invalidated)}
+
+
+def invalidate_cloudfront(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """Invalidate the metadata paths UpdateIndices listed (never the pool), if there is a distribution."""
+    distribution = ctx.settings.get(DISTRIBUTION_ID, "")
+    paths = [str(p) for p in (event.get("indices") or {}).get("invalidate", [])]
+    if not distribution:
+        return {"invalidation": None, "reason": "no CloudFront distribution configured"}
+    from releng.cloudfront import Invalidator
+
+    return {"invalidation": Invalidator(ctx.client("cloudfront"), distribution).invalidate(paths)}
+
+
+def check_for_failures(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """Every failure record in the execution, and one line listing them all."""
+    scratch = ctx.settings.get(SCRATCH_BUCKET, "")
+    failures = []
+    for d in _walk(event):
+        if d.get("failed") is True:
+            error = d.get("error") or {}
+            failures.append(
+                {
+                    "step": d.get("step", ""),
+                    "version": d.get("version", ""),
+                    "distro": d.get("distro", ""),
+                    "error": error.get("Error", ""),
+                    "cause": error.get("Cause") or "",
+                    "log": f"s3://{scratch}/"
+                    + log_key(
+                        str(event.get("execution", "")),
+                        d.get("version", ""),
+                        d.get("distro", ""),
+                        d.get("step", ""),
+                    ),
+                }
+            )
+    summary = "; ".join(
+        f"{f['step']} {f['version']} {f['distro']}".strip()
+        + f": {f['error']} {f['cause']}".rstrip()
+        for f in failures
+    )
+    return {"count": len(failures), "failures": failures, "summary": summary}
+
+
+def health_check(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """Start workers for queued tasks nobody is working on (a worker died, a launch failed)."""
+    del event
+    sqs = ctx.client("sqs")
+    urls = json.loads(ctx.setting(QUEUE_URLS))
+    launched: dict[str, list[str]] = {}
+    for queue in S.WORKER_QUEUES:
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=urls[queue], AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        waiting = int(attrs.get("ApproximateNumberOfMessages", "0"))
+        if waiting == 0:
+            continue
+        live = ctx.launcher.live(queue)
+        want = min(waiting, MAX_WORKERS[queue]) - live
+        if want > 0:
+            launched[queue] = ctx.launcher.launch(queue, want)
+            log.info(
+                "health check: %d waiting on %s, %d live; launched %s",
+                waiting,
+                queue,
+                live,
+                launched[queue],
+            )
+    return {"launched": launched}
+
+
+HANDLERS: dict[str, Callable[[Any, Context], Any]] = {
+    "parse_input": parse_input,
+    "get_distros_for_version": get_distros_for_version,
+    "prepare_task": prepare_task,
+    "launch_workers": launch_workers,
+    "check_if_repos_changed": check_if_repos_changed,
+    "update_indices": update_indices,
+    "invalidate_cloudfront": invalidate_cloudfront,
+    "check_for_failures": check_for_failures,
+    "health_check": health_check,
+}
+assert tuple(HANDLERS) == S.HANDLERS  # the state machine's queues and this table agree
+
+
+def error_name(exc: BaseException) -> str:
+    """The error a failed handler reports: retried (ServiceError) or recorded (the rest)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, (ClientError, BotoCoreError)):
+        return "Releng.ServiceError"
+    if isinstance(exc, RelengError):
+        return f"Releng.{type(exc).__name__}"
+    return "Releng.Bug"
+
+
+def run_handler(name: str, event: Any, ctx: Context) -> Any:
+    if name not in HANDLERS:
+        raise AwsError(f"unknown handler {name!r}; valid handlers: {', '.join(HANDLERS)}")
+    return HANDLERS[name](event, ctx)
+
+
+def dispatch(message: Mapping[str, Any], ctx: Context) -> bool:
+    """Run one handler-queue message and answer its task token. True when it succeeded."""
+    name = str(message.get("handler", ""))
+    token = str(message["token"])
+    sfn = ctx.client("stepfunctions")
+    event = message.get("input")
+    try:
+        output = run_handler(name, event, ctx)
+    except Exception as exc:
+        error = error_name(exc)
+        cause = str(exc) if isinstance(exc, RelengError) else traceback.format_exc()
+        log.warning("handler %s failed: %s: %s", name, error, cause.strip().splitlines()[-1])
+        sfn.send_task_failure(taskToken=token, error=error, cause=cause[:32000])
+        return False
+    if name == "parse_input":
+        output["execution"] = str(
+            message.get("execution", "")
+        )  # names logs, read by check_for_failures
+    sfn.send_task_success(taskToken=token, output=json.dumps(output))
+    return True

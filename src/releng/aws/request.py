@@ -1,0 +1,116 @@
+"""The execution input: validated once in the invoke task and again in ParseInput.
+
+Pure logic, no AWS calls: :func:`normalise` turns what a user asked for
+(versions, distros, steps, optional timeouts) into the plan the state machine
+maps over, or raises :class:`InputError` with one line naming the bad value
+and the valid ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from releng.aws import steps as S
+from releng.aws.catalog import Catalog
+from releng.errors import AwsError, VersionError
+from releng.version import Version
+
+_CONFIG_KEYS = ("timeouts", "heartbeat_seconds", "fake_ec2")
+
+
+class InputError(AwsError):
+    """The execution input names an unknown version, distro or step."""
+
+
+def _strings(raw: Mapping[str, Any], key: str) -> list[str]:
+    value = raw.get(key) or []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InputError(f"input {key!r} must be a list of strings, not {value!r}")
+    return [v.strip() for v in value if v.strip()]
+
+
+def _positive_int(value: object, *, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InputError(f"{what} must be a positive number of seconds, not {value!r}")
+    return value
+
+
+def normalise(
+    raw: Mapping[str, Any], catalog: Catalog, *, today: dt.date | None = None
+) -> dict[str, Any]:
+    """The plan for ``raw``: ``{"versions": [...], "steps": [...], "config": {...}}``."""
+    if not isinstance(raw, Mapping):
+        raise InputError(f"the execution input must be a JSON object, not {type(raw).__name__}")
+    unknown = sorted(set(raw) - {"versions", "distros", "steps", "config"})
+    if unknown:
+        raise InputError(
+            f"unknown input keys: {', '.join(unknown)}; allowed: versions, distros, steps, config"
+        )
+    try:
+        versions = [Version.parse(v) for v in _strings(raw, "versions")] or [Version.nightly(today)]
+    except VersionError as exc:
+        raise InputError(str(exc)) from None
+    distros = _strings(raw, "distros")
+    bad = [d for d in distros if d not in catalog.distros]
+    if bad:
+        raise InputError(
+            f"unknown distro {', '.join(repr(b) for b in bad)}; valid distros: "
+            + ", ".join(sorted(catalog.distros))
+        )
+    steps = _strings(raw, "steps")
+    bad = [s for s in steps if s not in S.STEPS]
+    if bad:
+        raise InputError(
+            f"unknown step {', '.join(repr(b) for b in bad)}; valid steps: {', '.join(S.STEPS)}"
+        )
+    config = _config(raw.get("config") or {})
+    selected = [s for s in S.STEPS if s in steps] if steps else list(S.STEPS)
+    return {
+        "versions": [
+            {
+                "version": v.text,
+                "kind": v.kind.value,
+                "distros": distros_for_version(v, distros, catalog),
+                "steps": selected,
+            }
+            for v in dict.fromkeys(versions)
+        ],
+        "steps": selected,
+        "config": config,
+    }
+
+
+def distros_for_version(version: Version, requested: Sequence[str], catalog: Catalog) -> list[str]:
+    """The distros built for ``version``: those requested, else the default targets."""
+    del version  # every version builds the same targets today; the hook is here for branches
+    return list(dict.fromkeys(requested)) if requested else list(catalog.targets)
+
+
+def _config(raw: object) -> dict[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise InputError(f"input 'config' must be an object, not {raw!r}")
+    unknown = sorted(set(raw) - set(_CONFIG_KEYS))
+    if unknown:
+        raise InputError(
+            f"unknown config keys: {', '.join(unknown)}; allowed: {', '.join(_CONFIG_KEYS)}"
+        )
+    timeouts = dict(S.DEFAULT_TIMEOUTS)
+    given = raw.get("timeouts") or {}
+    if not isinstance(given, Mapping):
+        raise InputError(f"config 'timeouts' must be an object, not {given!r}")
+    for queue, value in given.items():
+        if queue not in timeouts:
+            raise InputError(f"unknown timeout {queue!r}; allowed: {', '.join(S.WORKER_QUEUES)}")
+        timeouts[queue] = _positive_int(value, what=f"timeout {queue!r}")
+    heartbeat = _positive_int(
+        raw.get("heartbeat_seconds", S.DEFAULT_HEARTBEAT), what="heartbeat_seconds"
+    )
+    return {
+        "timeouts": timeouts,
+        "heartbeat_seconds": heartbeat,
+        "fake_ec2": bool(raw.get("fake_ec2")),
+    }

@@ -1,0 +1,140 @@
+"""Local stand-ins for Lambda's SQS event source mappings and for EC2 (``--fake-ec2``).
+
+:class:`HandlerRunner` long-polls every handler queue and calls
+:func:`releng.aws.handlers.dispatch` (what each handler's Lambda function does
+on AWS), and runs ``health_check`` every few seconds (what the stack's
+EventBridge schedule does on AWS). :class:`LocalLauncher` starts
+``python -m releng.aws.worker`` processes (the code the EC2 user data runs)
+instead of ``ec2.run_instances``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from releng.aws import handlers
+from releng.aws import steps as S
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class LocalLauncher:
+    """Workers as local processes in ``root``, one process group each (killable as a unit)."""
+
+    root: Path
+    queue_urls: Mapping[str, str]
+    env: Mapping[str, str]
+    idle_seconds: float = 30
+    visibility_seconds: int = 120
+    logs_dir: Path | None = None
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def live(self, queue: str) -> int:
+        with self._lock:
+            return sum(1 for q, p in self.processes if q == queue and p.poll() is None)
+
+    def launch(self, queue: str, count: int) -> list[str]:
+        ids = []
+        for _ in range(count):
+            with self._lock:
+                n = len(self.processes)
+                worker_id = f"local-{queue}-{n}"
+                argv = [
+                    sys.executable, "-m", "releng.aws.worker",
+                    "--queue-url", self.queue_urls[queue],
+                    "--root", str(self.root),
+                    "--idle-seconds", str(self.idle_seconds),
+                    "--wait-seconds", "2",
+                    "--visibility-seconds", str(self.visibility_seconds),
+                ]  # fmt: skip
+                logs = self.logs_dir or self.root / ".releng" / "worker-logs"
+                logs.mkdir(parents=True, exist_ok=True)
+                with (logs / f"{worker_id}.log").open("ab") as out:
+                    proc = subprocess.Popen(
+                        argv, cwd=self.root, env={**self.env, "RELENG_INSTANCE_ID": worker_id},
+                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                    )  # fmt: skip
+                self.processes.append((queue, proc))
+            log.info("launched local worker %s (pid %d) for %s", worker_id, proc.pid, queue)
+            ids.append(worker_id)
+        return ids
+
+    def stop(self) -> None:
+        """Terminate every worker still running (what terminating the instances does)."""
+        with self._lock:
+            for _, proc in self.processes:
+                if proc.poll() is None:
+                    proc.terminate()
+            for _, proc in self.processes:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+@dataclass(kw_only=True)
+class HandlerRunner:
+    """Consumes the handler queues in threads until :meth:`stop`."""
+
+    ctx: handlers.Context
+    queue_urls: Mapping[str, str]  # handler name -> queue URL
+    health_every: float = 5.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def __enter__(self) -> HandlerRunner:
+        for name in S.HANDLERS:
+            if name in self.queue_urls:
+                self._spawn(functools.partial(self._poll, self.queue_urls[name]), name)
+        if self.health_every > 0:
+            self._spawn(self._health, "health_check")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=self._guard(target), name=f"handler-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            while not self._stop.is_set():
+                try:
+                    target()
+                except Exception as exc:
+                    log.exception("handler runner")
+                    self.errors.append(repr(exc))
+                    self._stop.wait(1)
+
+        return run
+
+    def _poll(self, url: str) -> None:
+        sqs: Any = self.ctx.client("sqs")
+        reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in reply.get("Messages", []):
+            handlers.dispatch(json.loads(message["Body"]), self.ctx)
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    def _health(self) -> None:
+        if not self._stop.wait(self.health_every):
+            handlers.health_check({}, self.ctx)

@@ -1,0 +1,360 @@
+"""The state machine, as Amazon States Language generated from Python.
+
+``invoke generate-state-machine`` (or :func:`write`) writes ``aws/state-machine.json``;
+a test fails when the committed file differs from :func:`definition`. The JSON
+holds ``${...}`` placeholders for queue URLs, filled by CloudFormation's
+``DefinitionSubstitutions`` on AWS and by :func:`render` (same rule) everywhere
+else, so the definition that runs in the end-to-end test is the deployed one.
+
+Every task is ``arn:aws:states:::sqs:sendMessage.waitForTaskToken``:
+
+* worker steps go to the tarball, build and publish queues, where EC2 workers
+  (:mod:`releng.aws.worker`) take them; timeouts and heartbeats come from
+  ``$.config`` so a test can make them short;
+* handler steps go to one queue per handler, consumed on AWS by that handler's
+  Lambda function through an SQS event source mapping. Both AWS and moto's
+  executor run this pattern; moto cannot run Lambda code here (its runtime
+  images cannot be pulled), and the same definition needs no change when a
+  local runner consumes the handler queues instead.
+
+A failure in one distro or version is caught into a record
+``{"failed": true, "step", "version", "distro", "error"}`` that ends its branch;
+siblings go on, and CheckForFailures fails the execution listing them all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from releng.aws import steps as S
+from releng.errors import AwsError
+
+DEFINITION_FILE = "aws/state-machine.json"
+SQS_WAIT = "arn:aws:states:::sqs:sendMessage.waitForTaskToken"
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9]+)\}")
+
+State = dict[str, Any]
+
+# Service-side errors (throttling, a handler's AWS call failing) retry with backoff:
+# the earlier system's Lambda policy, 5 x (5 s, x2).
+_HANDLER_RETRY = [
+    {
+        "ErrorEquals": ["Releng.ServiceError", "SQS.SdkClientException", "SQS.AmazonSQSException"],
+        "IntervalSeconds": 5,
+        "MaxAttempts": 5,
+        "BackoffRate": 2,
+    }
+]
+# A worker that died without answering (instance lost, spot reclaimed) shows up as a
+# heartbeat timeout; the message is visible again for another worker, so retry twice
+# (the earlier system's worker policy was 2 x (60 s, x5); the wait is the queue's).
+_WORKER_RETRY = [
+    {
+        "ErrorEquals": ["SQS.SdkClientException", "SQS.AmazonSQSException"],
+        "IntervalSeconds": 5,
+        "MaxAttempts": 5,
+        "BackoffRate": 2,
+    },
+]
+
+
+def _handler(
+    handler: str,
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    result_path: str | None,
+    next_state: str | None,
+    result_selector: Mapping[str, Any] | None = None,
+) -> State:
+    """A task answered by ``releng.aws.handlers.<handler>`` through its queue."""
+    body: dict[str, Any] = {
+        "handler": handler,
+        "token.$": "$$.Task.Token",
+        "execution.$": "$$.Execution.Name",
+    }
+    if parameters is None:
+        body["input.$"] = "$"
+    else:
+        body["input"] = dict(parameters)
+    state: State = {
+        "Type": "Task",
+        "Resource": SQS_WAIT,
+        "Parameters": {"QueueUrl": "${" + S.queue_key(handler) + "}", "MessageBody": body},
+        "TimeoutSeconds": S.HANDLER_TIMEOUT,
+        "Retry": _HANDLER_RETRY,
+        "ResultPath": result_path,
+    }
+    if result_selector is not None:
+        state["ResultSelector"] = dict(result_selector)
+    if next_state is None:
+        state["End"] = True
+    else:
+        state["Next"] = next_state
+    return state
+
+
+def _failure_record(step: str, *, distro: bool) -> State:
+    return {
+        "Type": "Pass",
+        "Parameters": {
+            "failed": True,
+            "step": step,
+            "version.$": "$.version.version",
+            "error.$": "$.error",
+            **({"distro.$": "$.distro"} if distro else {"distro": ""}),
+        },
+        "End": True,
+    }
+
+
+def _catch(target: str) -> list[dict[str, Any]]:
+    return [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": target}]
+
+
+def _worker_step(name: str, step: str, *, distro: bool, after: str) -> dict[str, State]:
+    """Prepare (skip when the output exists) -> launch a worker -> the task on its queue."""
+    queue = S.QUEUE_OF_STEP[step]
+    slot = f"$.tasks.{name}"  # each step keeps its own record: check_for_failures reads them all
+    prepare_input: dict[str, Any] = {
+        "step": step,
+        "version.$": "$.version",
+        "config.$": "$.config",
+        "execution.$": "$$.Execution.Name",
+    }
+    if distro:
+        prepare_input["distro.$"] = "$.distro"
+    failed = f"{name}Failed"
+    message: dict[str, Any] = {
+        "token.$": "$$.Task.Token",
+        "task.$": slot,
+        "heartbeat_seconds.$": "$.config.heartbeat_seconds",
+    }
+    parameters: dict[str, Any] = {
+        "QueueUrl": "${" + S.queue_key(queue) + "}",
+        "MessageBody": message,
+    }
+    if queue == S.PUBLISH_QUEUE:
+        # One FIFO message group: SQS hands out one publish task at a time, across versions.
+        parameters["MessageGroupId"] = "publish"
+    prepare = _handler(
+        "prepare_task", parameters=prepare_input, result_path=slot, next_state=f"{name}Needed"
+    )
+    prepare["Catch"] = _catch(failed)
+    launch = _handler(
+        "launch_workers",
+        parameters={"queue": queue, "count": 1, "config.$": "$.config", "task.$": slot},
+        result_path=None,
+        next_state=name,
+    )
+    launch["Catch"] = _catch(failed)
+    return {
+        f"Prepare{name}": prepare,
+        f"{name}Needed": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": f"{slot}.run", "BooleanEquals": True, "Next": f"Launch{name}Worker"}
+            ],
+            "Default": after,
+        },
+        f"Launch{name}Worker": launch,
+        name: {
+            "Type": "Task",
+            "Resource": SQS_WAIT,
+            "Parameters": parameters,
+            "TimeoutSecondsPath": f"$.config.timeouts.{queue}",
+            "HeartbeatSecondsPath": "$.config.heartbeat_seconds",
+            "Retry": _WORKER_RETRY,
+            "ResultPath": f"{slot}.result",
+            "Catch": _catch(failed),
+            "Next": after,
+        },
+        failed: _failure_record(step, distro=distro),
+    }
+
+
+def _distro_branch() -> State:
+    states: dict[str, State] = _worker_step(
+        "MakeBinaryPackage", S.MAKE_BINARY_PACKAGE, distro=True, after="BinaryPackageDone"
+    )
+    states["BinaryPackageDone"] = {
+        "Type": "Pass",
+        "Parameters": {
+            "step": S.MAKE_BINARY_PACKAGE,
+            "version.$": "$.version.version",
+            "distro.$": "$.distro",
+            "task.$": "$.tasks.MakeBinaryPackage",
+        },
+        "End": True,
+    }
+    return {
+        "ProcessorConfig": {"Mode": "INLINE"},
+        "StartAt": "PrepareMakeBinaryPackage",
+        "States": states,
+    }
+
+
+def _version_branch() -> State:
+    states: dict[str, State] = {}
+    states.update(
+        _worker_step("MakeSourceTarball", S.MAKE_SOURCE_TARBALL, distro=False, after="Distros")
+    )
+    states["Distros"] = {
+        "Type": "Map",
+        "ItemsPath": "$.version.distros",
+        "ItemSelector": {
+            "distro.$": "$$.Map.Item.Value",
+            "version.$": "$.version",
+            "config.$": "$.config",
+        },
+        "MaxConcurrency": 0,
+        "ItemProcessor": _distro_branch(),
+        "ResultPath": "$.builds",
+        "Next": "PreparePublishBinaryPackages",
+    }
+    states.update(
+        _worker_step(
+            "PublishBinaryPackages",
+            S.PUBLISH_BINARY_PACKAGES,
+            distro=False,
+            after="PreparePublishSourceTarball",
+        )
+    )
+    states.update(
+        _worker_step(
+            "PublishSourceTarball", S.PUBLISH_SOURCE_TARBALL, distro=False, after="VersionDone"
+        )
+    )
+    states["VersionDone"] = {"Type": "Pass", "End": True}
+    return {
+        "ProcessorConfig": {"Mode": "INLINE"},
+        "StartAt": "PrepareMakeSourceTarball",
+        "States": states,
+    }
+
+
+def _after_all(
+    step: str, handler: str, *, parameters: dict[str, Any], result_path: str, next_state: str
+) -> dict[str, State]:
+    """UpdateIndices / InvalidateCloudFront: a handler whose failure is recorded, not raised."""
+    name = "".join(p.capitalize() for p in handler.split("_"))
+    state = _handler(handler, parameters=parameters, result_path=result_path, next_state=next_state)
+    state["Catch"] = [
+        {
+            "ErrorEquals": ["States.ALL"],
+            "ResultPath": f"{result_path}.error",
+            "Next": f"{name}Failed",
+        }
+    ]
+    return {
+        name: state,
+        f"{name}Failed": {
+            "Type": "Pass",
+            "InputPath": f"{result_path}.error",
+            "Parameters": {
+                "failed": True,
+                "step": step,
+                "version": "",
+                "distro": "",
+                "error.$": "$",
+            },
+            "ResultPath": result_path,
+            "Next": next_state,
+        },
+    }
+
+
+def definition() -> dict[str, Any]:
+    """The whole state machine, as a JSON-able dict."""
+    states: dict[str, State] = {
+        "ParseInput": _handler("parse_input", result_path="$", next_state="Versions"),
+        "Versions": {
+            "Type": "Map",
+            "ItemsPath": "$.versions",
+            "ItemSelector": {"version.$": "$$.Map.Item.Value", "config.$": "$.config"},
+            "MaxConcurrency": 0,
+            "ItemProcessor": _version_branch(),
+            "ResultPath": "$.results",
+            "Next": "CheckIfReposChanged",
+        },
+        "CheckIfReposChanged": _handler(
+            "check_if_repos_changed",
+            parameters={"config.$": "$.config", "results.$": "$.results"},
+            result_path="$.repos",
+            next_state="ReposChanged",
+        ),
+        "ReposChanged": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.repos.changed", "BooleanEquals": True, "Next": "UpdateIndices"}
+            ],
+            "Default": "CheckForFailures",
+        },
+        # Sequential on purpose: pages first, then one invalidation that includes them.
+        **_after_all(
+            S.UPDATE_INDICES,
+            "update_indices",
+            parameters={"config.$": "$.config", "repos.$": "$.repos"},
+            result_path="$.indices",
+            next_state="InvalidateCloudfront",
+        ),
+        **_after_all(
+            S.INVALIDATE_CLOUDFRONT,
+            "invalidate_cloudfront",
+            parameters={"config.$": "$.config", "indices.$": "$.indices"},
+            result_path="$.invalidation",
+            next_state="CheckForFailures",
+        ),
+        "CheckForFailures": _handler(
+            "check_for_failures", result_path="$.failures", next_state="AnyFailures"
+        ),
+        "AnyFailures": {
+            "Type": "Choice",
+            "Choices": [
+                {"Variable": "$.failures.count", "NumericGreaterThan": 0, "Next": "Failed"}
+            ],
+            "Default": "Succeeded",
+        },
+        "Failed": {
+            "Type": "Fail",
+            "Error": "Releng.StepsFailed",
+            "CausePath": "$.failures.summary",
+        },
+        "Succeeded": {"Type": "Succeed"},
+    }
+    return {
+        "Comment": "releng: versions x distros -> source tarball, binary packages, publish "
+        "(generated by releng.aws.statemachine; do not edit by hand)",
+        "StartAt": "ParseInput",
+        "States": states,
+    }
+
+
+def placeholders() -> list[str]:
+    """Every ``${Name}`` the definition needs filled in."""
+    return sorted(set(_PLACEHOLDER.findall(dumps())))
+
+
+def dumps() -> str:
+    return json.dumps(definition(), indent=2, sort_keys=True) + "\n"
+
+
+def write(root: Path) -> Path:
+    path = root / DEFINITION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(), encoding="utf-8")
+    return path
+
+
+def render(text: str, substitutions: Mapping[str, str]) -> str:
+    """Fill ``${Name}`` placeholders the way CloudFormation's DefinitionSubstitutions does."""
+    missing = sorted(set(_PLACEHOLDER.findall(text)) - set(substitutions))
+    if missing:
+        raise AwsError(
+            f"state machine placeholders without a value: {', '.join(missing)}; "
+            "deploy the stack with `invoke deploy-aws` (it provides them)"
+        )
+    return _PLACEHOLDER.sub(lambda m: substitutions[m[1]], text)

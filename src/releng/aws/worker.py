@@ -1,0 +1,254 @@
+"""The worker loop: one EC2 instance (or one local process under --fake-ec2).
+
+Long-poll a task queue; for each message: fetch inputs from S3, run the task's
+invoke commands in the checkout with the output going to a log file, send
+SendTaskHeartbeat (and extend the message's visibility) while they run, then
+SendTaskSuccess with timing or SendTaskFailure naming the step, upload the
+log to S3 and delete the message. A worker that dies leaves its message to
+reappear after the visibility timeout, for another worker.
+
+The loop ends after ``idle_seconds`` without a message; on EC2 the user data
+then shuts the instance down (instances terminate on shutdown).
+
+    python -m releng.aws.worker --queue-url URL [--root DIR] [--idle-seconds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from releng.aws import status
+
+log = logging.getLogger(__name__)
+
+VISIBILITY_SECONDS = 120  # extended while the task runs; short so a dead worker's task returns fast
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    ok: bool
+    seconds: float
+    returncode: int
+    command: str
+    log: str
+
+
+@dataclass(kw_only=True)
+class Worker:
+    """Takes tasks from one queue. Clients come in (a seam: moto in tests, AWS in production)."""
+
+    queue_url: str
+    root: Path
+    sqs: Any
+    sfn: Any
+    s3: Any
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    instance: str = field(
+        default_factory=lambda: os.environ.get("RELENG_INSTANCE_ID") or socket.gethostname()
+    )
+    wait_seconds: int = 20
+    visibility_seconds: int = VISIBILITY_SECONDS
+    done: int = 0
+
+    def run(self, *, idle_seconds: float, max_tasks: int = 0) -> int:
+        """Process messages until idle for ``idle_seconds`` (or ``max_tasks`` done). Returns tasks done."""
+        idle_since = time.monotonic()
+        while time.monotonic() - idle_since < idle_seconds:
+            wait = max(
+                1, min(self.wait_seconds, int(idle_seconds - (time.monotonic() - idle_since)) or 1)
+            )
+            reply = self.sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=1,
+                WaitTimeSeconds=wait,
+                VisibilityTimeout=self.visibility_seconds,
+            )
+            for message in reply.get("Messages", []):
+                self.handle(message)
+                self.done += 1
+                idle_since = time.monotonic()
+                if max_tasks and self.done >= max_tasks:
+                    return self.done
+        log.info(
+            "worker %s: idle for %ss, stopping after %d task(s)",
+            self.instance,
+            idle_seconds,
+            self.done,
+        )
+        return self.done
+
+    def handle(self, message: Mapping[str, Any]) -> Outcome:
+        body = json.loads(message["Body"])
+        token = body["token"]
+        task = body["task"]
+        heartbeat = int(body.get("heartbeat_seconds") or 600)
+        name = f"{task['step']} {task['version']} {task.get('distro') or ''}".strip()
+        log.info("worker %s: starting %s", self.instance, name)
+        logs_dir = self.root / ".releng" / "worker-logs"
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        log_path = logs_dir / (task["log"]["key"].replace("/", "_"))
+        bucket = task["log"]["bucket"]
+        status.put_record(self.s3, bucket, task, "running", instance=self.instance)
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat,
+            args=(token, message["ReceiptHandle"], heartbeat, stop),
+            daemon=True,
+        )
+        beat.start()
+        try:
+            outcome = self._run(task, log_path)
+        finally:
+            stop.set()
+            beat.join()
+        log_url = self._upload_log(task, log_path)
+        status.put_record(
+            self.s3, bucket, task, "succeeded" if outcome.ok else "failed",
+            instance=self.instance, seconds=round(outcome.seconds, 1), log=log_url,
+        )  # fmt: skip
+        if outcome.ok:
+            self.sfn.send_task_success(
+                taskToken=token,
+                output=json.dumps(
+                    {
+                        "status": "done",
+                        "seconds": round(outcome.seconds, 1),
+                        "instance": self.instance,
+                        "log": log_url,
+                    }
+                ),
+            )
+        else:
+            cause = f"{name}: `{outcome.command}` exited {outcome.returncode} on {self.instance}; log: {log_url}"
+            self.sfn.send_task_failure(taskToken=token, error="Releng.StepFailed", cause=cause)
+        self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        log.info(
+            "worker %s: %s %s in %.1fs",
+            self.instance,
+            name,
+            "done" if outcome.ok else "FAILED",
+            outcome.seconds,
+        )
+        return outcome
+
+    def _heartbeat(self, token: str, receipt: str, heartbeat: int, stop: threading.Event) -> None:
+        interval = max(1.0, min(heartbeat, self.visibility_seconds) / 3)
+        while not stop.wait(interval):
+            try:
+                self.sfn.send_task_heartbeat(taskToken=token)
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.queue_url,
+                    ReceiptHandle=receipt,
+                    VisibilityTimeout=self.visibility_seconds,
+                )
+            except Exception as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    def _run(self, task: Mapping[str, Any], log_path: Path) -> Outcome:
+        start = time.monotonic()
+        with log_path.open("w", encoding="utf-8") as logf:
+            for fetch in task.get("fetch", []):
+                self._fetch(fetch, logf)
+            for argv in task.get("commands", []):
+                tasks_root = self.env.get("RELENG_TASKS_ROOT")
+                if argv[:1] == ["invoke"] and tasks_root:  # a checkout without tasks.py (tests)
+                    argv = ["invoke", "--search-root", tasks_root, *argv[1:]]
+                command = shlex.join(argv)
+                log.info("worker %s: %s", self.instance, command)
+                logf.write(f"$ {command}\n")
+                logf.flush()
+                proc = subprocess.run(
+                    argv,
+                    cwd=self.root,
+                    env=dict(self.env),
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                )
+                if proc.returncode != 0:
+                    return Outcome(
+                        ok=False,
+                        seconds=time.monotonic() - start,
+                        returncode=proc.returncode,
+                        command=command,
+                        log=str(log_path),
+                    )
+            for upload in task.get("uploads", []):
+                self._upload(upload, logf)
+        return Outcome(
+            ok=True, seconds=time.monotonic() - start, returncode=0, command="", log=str(log_path)
+        )
+
+    def _fetch(self, spec: Mapping[str, str], logf: Any) -> None:
+        dest = self.root / spec["dest"]
+        dest.mkdir(parents=True, exist_ok=True)
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=spec["bucket"], Prefix=spec["prefix"]
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                name = obj["Key"][len(spec["prefix"]) :]
+                if not name or "/" in name:
+                    continue
+                logf.write(f"fetch s3://{spec['bucket']}/{obj['Key']} -> {dest / name}\n")
+                self.s3.download_file(spec["bucket"], obj["Key"], str(dest / name))
+
+    def _upload(self, spec: Mapping[str, str], logf: Any) -> None:
+        for path in sorted(self.root.glob(spec["glob"])):
+            key = spec["prefix"] + Path(path).name
+            logf.write(f"upload {path} -> s3://{spec['bucket']}/{key}\n")
+            self.s3.upload_file(path, spec["bucket"], key)
+
+    def _upload_log(self, task: Mapping[str, Any], log_path: Path) -> str:
+        bucket, key = task["log"]["bucket"], task["log"]["key"]
+        try:
+            self.s3.upload_file(str(log_path), bucket, key)
+        except Exception as exc:
+            log.warning("could not upload %s to s3://%s/%s: %s", log_path, bucket, key, exc)
+            return str(log_path)
+        return f"s3://{bucket}/{key}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import boto3
+
+    parser = argparse.ArgumentParser(
+        prog="python -m releng.aws.worker", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--queue-url", required=True)
+    parser.add_argument("--root", default=".", type=Path)
+    parser.add_argument("--idle-seconds", type=float, default=300)
+    parser.add_argument("--wait-seconds", type=int, default=20)
+    parser.add_argument("--visibility-seconds", type=int, default=VISIBILITY_SECONDS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    worker = Worker(
+        queue_url=args.queue_url,
+        root=args.root.resolve(),
+        sqs=boto3.client("sqs"),
+        sfn=boto3.client("stepfunctions"),
+        s3=boto3.client("s3"),
+        wait_seconds=args.wait_seconds,
+        visibility_seconds=args.visibility_seconds,
+    )
+    worker.run(idle_seconds=args.idle_seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

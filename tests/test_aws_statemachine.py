@@ -1,0 +1,57 @@
+"""The committed state machine is the generated one, and it is valid where it runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from releng.aws import statemachine
+from releng.aws import steps as S
+from releng.errors import AwsError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_definition_is_the_generated_one() -> None:
+    committed = (ROOT / statemachine.DEFINITION_FILE).read_text(encoding="utf-8")
+    assert committed == statemachine.dumps(), "run `invoke generate-aws` and commit aws/"
+
+
+def test_every_queue_is_a_placeholder_and_render_fills_them() -> None:
+    names = statemachine.placeholders()
+    assert set(names) == {S.queue_key(q) for q in (*S.WORKER_QUEUES, *S.HANDLERS)} - {
+        S.queue_key("get_distros_for_version"),
+        S.queue_key("health_check"),
+    }
+    text = statemachine.render(statemachine.dumps(), {n: f"https://sqs/{n}" for n in names})
+    assert "${" not in text
+    with pytest.raises(AwsError, match="BuildQueueUrl"):
+        statemachine.render(statemachine.dumps(), {})
+
+
+def test_worker_steps_have_timeouts_heartbeats_and_catch() -> None:
+    tasks = {}
+
+    def walk(states: dict) -> None:
+        for name, state in states.items():
+            tasks[name] = state
+            for key in ("ItemProcessor",):
+                if key in state:
+                    walk(state[key]["States"])
+
+    walk(statemachine.definition()["States"])
+    for name in (
+        "MakeSourceTarball",
+        "MakeBinaryPackage",
+        "PublishBinaryPackages",
+        "PublishSourceTarball",
+    ):
+        state = tasks[name]
+        assert state["Resource"] == statemachine.SQS_WAIT
+        assert state["HeartbeatSecondsPath"] == "$.config.heartbeat_seconds"
+        assert state["TimeoutSecondsPath"].startswith("$.config.timeouts.")
+        assert state["Catch"][0]["Next"] == f"{name}Failed"
+    assert tasks["PublishBinaryPackages"]["Parameters"]["MessageGroupId"] == "publish"
+    assert json.loads(statemachine.dumps())["StartAt"] == "ParseInput"
