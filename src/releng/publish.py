@@ -23,7 +23,9 @@ the repository state is read *after* the lock is taken: two concurrent
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,19 +35,35 @@ from releng import cloudfront as cf
 from releng.errors import PublishError
 from releng.index_pages import IndexPages
 from releng.s3 import (
+    LONG_TTL,
+    STATE,
+    STATE_SKIP,
+    Manifest,
+    RepoSyncer,
     S3Url,
     SyncOptions,
     SyncResult,
     clear_changes,
+    content_type,
+    delete_keys,
+    get_bytes,
+    is_not_found,
+    list_keys,
     read_changes,
+    record_changes,
     s3_errors,
+    sha256_file,
     sync_tree,
 )
 from releng.s3lock import DEFAULT_TIMEOUT, DEFAULT_TTL, S3Lock
+from releng.version import Version
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudfront import CloudFrontClient
     from mypy_boto3_s3 import S3Client
+
+    from releng.gpg import Signer
+    from releng.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +92,14 @@ class PublishResult:
     indices: IndicesResult = field(default_factory=IndicesResult)
 
 
-def public_read_policy(bucket: str, prefix: str = "") -> dict[str, object]:
+def public_read_policy(bucket: str, prefix: str = "", *, name: str = "") -> dict[str, object]:
     """The bucket policy of a public destination: anonymous GetObject on the published
-    trees only. The control area (``.releng/``: manifest, lock, repository state) stays
-    private because no statement names it; no ListBucket for anyone anonymous.
+    trees (and, with the product ``name``, its archive keyring files) only. The control
+    area (``.releng/``: manifest, lock, repository state) stays private because no
+    statement names it; no ListBucket for anyone anonymous.
     """
     base = f"arn:aws:s3:::{bucket}/" + (f"{prefix}/" if prefix else "")
+    keyrings = [f"{base}{name}-archive-keyring.gpg", f"{base}{name}-archive-keyring.asc"]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -93,6 +113,7 @@ def public_read_policy(bucket: str, prefix: str = "") -> dict[str, object]:
                     f"{base}dists/*",
                     f"{base}pool/*",
                     f"{base}{SOURCE_DIR}/*",
+                    *(keyrings if name else []),
                 ],
             }
         ],
@@ -226,3 +247,323 @@ def describe(result: PublishResult) -> list[str]:
             f"{len(result.indices.invalidated)} path(s)"
         )
     return lines
+
+
+# --------------------------------------------------------------------------- scratch bucket
+
+SCRATCH_SOURCE = "source"  # s3://<scratch>/<version>/source/: not a distro id
+COMPLETE = ".releng-complete.json"  # written last by upload-build: the build's file list
+
+
+def scratch_url(bucket: str, version: Version, part: str) -> S3Url:
+    """``s3://<scratch>/<version>/<distro or 'source'>``."""
+    return S3Url(bucket, f"{version.text}/{part}")
+
+
+def _source_files(project: Project, version: Version) -> list[Path]:
+    tarball = project.tarball_path(version)
+    sums = tarball.with_name(f"{project.config.package_name(version)}-{version.text}.SHA256SUMS")
+    return [
+        tarball,
+        tarball.with_name(tarball.name + ".asc"),
+        sums,
+        sums.with_name(sums.name + ".asc"),
+    ]
+
+
+def upload_build(
+    client: S3Client,
+    project: Project,
+    version: Version,
+    part: str,
+    *,
+    scratch: str,
+    dry_run: bool = False,
+) -> list[str]:
+    """``upload-build``: put one build's outputs (or, for ``source``, the source tarball and
+    its signature and checksums) into the private scratch bucket.
+
+    The file list with sha256s goes last (``.releng-complete.json``): update-repos takes
+    only complete builds, and checks every file it downloads against that list.
+    """
+    if not scratch:
+        raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
+    if part == SCRATCH_SOURCE:
+        files = {p.name: p for p in _source_files(project, version)}
+        missing = [str(p) for p in files.values() if not p.is_file()]
+        if missing:
+            raise PublishError(
+                f"no complete source tarball for {version}: missing {', '.join(missing)}; "
+                f"run `invoke make-source-tarball --version {version}` first"
+            )
+    else:
+        project.distro(part)  # a DistroError names the known distros
+        build = project.build_dir(version, part)
+        files = (
+            {
+                p.relative_to(build).as_posix(): p
+                for p in sorted(build.rglob("*"))
+                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(build).parts)
+            }
+            if build.is_dir()
+            else {}
+        )
+        if not files:
+            raise PublishError(
+                f"no build output in {build}; run `invoke make-package {part} --version {version}` first"
+            )
+    dest = scratch_url(scratch, version, part)
+    listing = {rel: sha256_file(path) for rel, path in files.items()}
+    if dry_run:
+        return sorted(listing)
+    with s3_errors("upload the build to scratch", dest):
+        client.delete_object(Bucket=dest.bucket, Key=dest.key(COMPLETE))  # incomplete from here on
+        for rel, path in files.items():
+            client.put_object(
+                Bucket=dest.bucket,
+                Key=dest.key(rel),
+                Body=path.read_bytes(),
+                ContentType=content_type(rel, path.read_bytes()[:512]),
+                Metadata={"sha256": listing[rel]},
+            )
+        client.put_object(
+            Bucket=dest.bucket,
+            Key=dest.key(COMPLETE),
+            Body=json.dumps({"files": listing}, indent=1).encode(),
+            ContentType="application/json",
+        )
+    log.info("uploaded %d file(s) to %s", len(files), dest)
+    return sorted(listing)
+
+
+def scratch_builds(client: S3Client, scratch: str, version: Version) -> dict[str, dict[str, str]]:
+    """The complete builds of ``version`` in scratch: distro id -> {file: sha256}."""
+    root = S3Url(scratch, version.text)
+    builds: dict[str, dict[str, str]] = {}
+    with s3_errors("look for builds in scratch", root):
+        for obj in list_keys(client, scratch, root.key_prefix):
+            rel = root.rel(obj["Key"])
+            part, _, name = rel.partition("/")
+            if name != COMPLETE or part == SCRATCH_SOURCE:
+                continue
+            data = get_bytes(client, scratch, obj["Key"]) or b"{}"
+            builds[part] = dict(json.loads(data).get("files", {}))
+    return builds
+
+
+def _download_verified(client: S3Client, src: S3Url, files: dict[str, str], dest_dir: Path) -> None:
+    for rel, sha in files.items():
+        target = dest_dir / rel
+        if not target.resolve().is_relative_to(dest_dir.resolve()):
+            raise PublishError(f"refusing to write {rel!r} outside {dest_dir}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(src.bucket, src.key(rel), str(target))
+        if sha256_file(target) != sha:
+            raise PublishError(
+                f"{src}/{rel} does not match the sha256 its build recorded; upload the build again"
+            )
+
+
+# --------------------------------------------------------------------------- the whole publish
+
+
+def _state_rel(rel: str) -> str:
+    """Bucket path (relative to the prefix) -> path in the local repository directory."""
+    if rel.startswith(f"{STATE}/"):
+        return f"{REPO_STATE_DIR}/{rel[len(STATE) + 1 :]}"
+    return rel
+
+
+def pull_repository(client: S3Client, dest: S3Url, work: Path) -> Manifest:
+    """Make ``work`` hold the published repository's state, ``dists/`` and keys (not the pool).
+
+    Only what the manifest lists; files whose sha256 already matches are kept, so a
+    publisher that keeps its work directory downloads only what changed. Local
+    ``dists/`` and state files the bucket does not have are removed: the bucket is
+    the truth, read after the lock was taken.
+    """
+    manifest, _intent = RepoSyncer(client, dest).read_manifest()
+    wanted: dict[Path, tuple[str, str]] = {}
+    for rel, sha in manifest.files.items():
+        if rel.startswith("pool/"):
+            continue
+        wanted[work / _state_rel(rel)] = (rel, sha)
+    work.mkdir(parents=True, exist_ok=True)
+    for tree in (work / "dists", work / REPO_STATE_DIR):
+        if tree.is_dir():
+            for path in sorted(tree.rglob("*")):
+                if path.is_file() and path not in wanted and path.name not in STATE_SKIP:
+                    path.unlink()
+    fetched = 0
+    for path, (rel, sha) in sorted(wanted.items()):
+        if path.is_file() and sha and sha256_file(path) == sha:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.download")
+        client.download_file(dest.bucket, dest.key(rel), str(tmp))
+        tmp.replace(path)
+        fetched += 1
+    log.info("pulled %d file(s) of %s into %s", fetched, dest, work)
+    return manifest
+
+
+def _remote_only(work: Path) -> dict[str, str]:
+    """Pool files the repository's records name, that the work directory does not hold;
+    and local pool files nobody names any more are removed (a stale cache)."""
+    from releng.apt.state import RepoState
+
+    known: dict[str, str] = {}
+    for rec in RepoState(work).pool().values():
+        known[rec.path] = rec.sha256
+        for path, _size, sha in rec.files:  # a source package's other files
+            known[path] = sha
+    pool = work / "pool"
+    if pool.is_dir():
+        for path in sorted(pool.rglob("*")):
+            if path.is_file() and path.relative_to(work).as_posix() not in known:
+                path.unlink()
+    return {rel: sha for rel, sha in known.items() if not (work / rel).is_file()}
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpdateResult:
+    publish: PublishResult
+    included: dict[str, tuple[str, ...]]  # distro -> suites
+    added: tuple[str, ...]
+    scratch_deleted: int
+
+
+def update_repos(
+    project: Project,
+    signer: Signer,
+    *,
+    version: Version,
+    dest: Destination,
+    scratch: str,
+    work: Path,
+    keep_scratch: bool = False,
+) -> UpdateResult:
+    """``update-repos --dest``: scratch builds of ``version`` -> the public repository.
+
+    1. find the complete builds in ``s3://<scratch>/<version>/<distro>/`` (none: error,
+       nothing changed); 2. take the destination's lock, then pull the repository's
+       state and ``dists/`` (so a publisher with an empty disk works, and a concurrent
+       publisher's packages are never lost); 3. include the builds with the apt
+       library; 4. sync, ordered; index pages and CloudFront; 5. only after all that
+       succeeded, remove those builds from scratch.
+    """
+    from releng import apt
+
+    if not scratch:
+        raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
+    builds = scratch_builds(dest.s3, scratch, version)
+    if not builds:
+        raise PublishError(
+            f"no complete builds of {version} in s3://{scratch}/{version.text}/; "
+            f"upload them first (invoke upload-build --version {version} DISTRO)"
+        )
+    distros = {d: project.distro(d) for d in sorted(builds)}  # unknown ids fail here
+    settings = apt.settings_for(project)
+    if dest.sync.dry_run:
+        raise PublishError("update-repos has no dry run (it must sign); use sync-repos --dry-run")
+    lock = dest.new_lock()
+    lock.acquire(timeout=dest.lock.timeout)
+    try:
+        with s3_errors("pull the published repository", dest.url):
+            pull_repository(dest.s3, dest.url, work)
+        included: dict[str, tuple[str, ...]] = {}
+        added: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="releng-builds-") as tmp:
+            repository = apt.Repository(work, settings, signer)
+            for distro_id, files in builds.items():
+                build_dir = Path(tmp) / distro_id
+                src = scratch_url(scratch, version, distro_id)
+                with s3_errors("download a build from scratch", src):
+                    _download_verified(dest.s3, src, files, build_dir)
+                d = distros[distro_id]
+                suites = project.config.suites_for(
+                    codename=d.codename, distro=d.id, version=version
+                )
+                log.info("including %s of %s into %s", distro_id, version, ", ".join(suites))
+                result = repository.include(suites, [build_dir])
+                included[distro_id] = tuple(suites)
+                added += result.added
+            repository.export_keys()
+        lock.check()
+        remote = _remote_only(work)
+        sync = sync_tree(
+            dest.s3,
+            work,
+            dest.url,
+            state_dir=REPO_STATE_DIR,
+            options=dest.sync,
+            clock=dest.clock,
+            checkpoint=lock.check,
+            remote=remote,
+        )
+        lock.check()
+        publish = PublishResult(sync=sync, indices=_after_sync(dest, indices=True))
+    finally:
+        lock.release()
+    deleted = 0
+    if not keep_scratch:
+        for distro_id in builds:
+            src = scratch_url(scratch, version, distro_id)
+            with s3_errors("remove published builds from scratch", src):
+                keys = [o["Key"] for o in list_keys(dest.s3, scratch, src.key_prefix)]
+                # the completion marker first: a half-deleted build is never taken again
+                keys.sort(key=lambda k: not k.endswith(COMPLETE))
+                delete_keys(dest.s3, scratch, keys)
+                deleted += len(keys)
+    return UpdateResult(
+        publish=publish, included=included, added=tuple(added), scratch_deleted=deleted
+    )
+
+
+def publish_source(
+    client: S3Client,
+    project: Project,
+    version: Version,
+    *,
+    scratch: str,
+    dest: Destination,
+) -> list[str]:
+    """``publish-source``: copy the source tarball, its ``.asc`` and ``SHA256SUMS`` (and its
+    ``.asc``) from ``s3://<scratch>/<version>/source/`` to the public ``source/`` path."""
+    from botocore.exceptions import ClientError
+
+    if not scratch:
+        raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
+    src = scratch_url(scratch, version, SCRATCH_SOURCE)
+    names = [p.name for p in _source_files(project, version)]
+    with s3_errors("look for the source tarball in scratch", src):
+        for name in names:
+            try:
+                client.head_object(Bucket=scratch, Key=src.key(name))
+            except ClientError as exc:
+                if is_not_found(exc):
+                    raise PublishError(
+                        f"{src}/{name} does not exist; upload the source first "
+                        f"(invoke upload-build --version {version} source)"
+                    ) from None
+                raise
+    ttl = LONG_TTL if version.is_release else f"public, max-age={dest.sync.short_ttl}"
+    published: list[str] = []
+    with dest.new_lock() as lock, s3_errors("publish the source tarball", dest.url):
+        for name in names:  # the tarball, then its signature, then the checksums
+            lock.check()
+            rel = f"{SOURCE_DIR}/{name}"
+            client.copy_object(
+                Bucket=dest.url.bucket,
+                Key=dest.url.key(rel),
+                CopySource={"Bucket": scratch, "Key": src.key(name)},
+                MetadataDirective="REPLACE",
+                ContentType=content_type(name),
+                CacheControl=ttl,
+            )
+            published.append(rel)
+        record_changes(client, dest.url, dirs=[SOURCE_DIR, ""], dists=[])
+    log.info(
+        "published %d source file(s) of %s to %s/%s/", len(published), version, dest.url, SOURCE_DIR
+    )
+    return published

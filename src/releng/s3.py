@@ -64,6 +64,10 @@ INTENT = f"{CONTROL_DIR}/intent.json"
 CHANGES = f"{CONTROL_DIR}/changes.json"
 LOCK = f"{CONTROL_DIR}/lock.json"
 STATE = f"{CONTROL_DIR}/state"
+INDEX_PAGE = "index.html"
+STATE_SKIP = ("lock",)  # local-only files of the repository's state directory
+# What a sync owns when there is no manifest yet (source/ and index pages are not its own).
+MANAGED_TREES = ("dists/", "pool/", f"{STATE}/")
 
 LONG_TTL = "public, max-age=31536000, immutable"
 DEFAULT_SHORT_TTL = 60
@@ -443,7 +447,9 @@ def scan_tree(root: Path, *, state_dir: str | None = None) -> dict[str, LocalFil
 
     def add(base: Path, path: Path, rel_prefix: str) -> None:
         for child in sorted(path.iterdir()):
-            if child.name.startswith(".") or child.name == "index.html":
+            if child.name.startswith(".") or child.name == INDEX_PAGE:
+                continue
+            if rel_prefix and path == base and child.name in STATE_SKIP:
                 continue
             if child.is_dir():
                 add(base, child, rel_prefix)
@@ -587,8 +593,25 @@ def plan_sync(
     *,
     now: dt.datetime,
     grace: dt.timedelta,
+    remote: Mapping[str, str] | None = None,
 ) -> SyncPlan:
-    """Pure: compare the tree with the manifest (and a dead run's intent)."""
+    """Pure: compare the tree with the manifest (and a dead run's intent).
+
+    ``remote``: path -> sha256 of files the repository has that are not on the local
+    disk (a publisher that pulled only the state and ``dists/``): they must already be
+    in the bucket with that content, and they are kept.
+    """
+    kept_remote: dict[str, str] = {}
+    for rel, sha in (remote or {}).items():
+        if rel in local:
+            continue
+        have = manifest.files.get(rel)
+        if have is None or have not in ("", sha):
+            raise PublishError(
+                f"the repository names {rel} (sha256 {sha}) but it is neither on the local disk "
+                "nor, with that content, in the bucket; publish from a full copy of the repository"
+            )
+        kept_remote[rel] = have or sha
     uploads = tuple(
         sorted(
             (
@@ -602,7 +625,9 @@ def plan_sync(
     # Objects that may exist: the manifest's, and those a dead run announced.
     maybe: dict[str, str] = dict(intent.files) if intent else {}
     maybe.update(manifest.files)
-    unreferenced = {rel: sha for rel, sha in maybe.items() if rel not in local}
+    unreferenced = {
+        rel: sha for rel, sha in maybe.items() if rel not in local and rel not in kept_remote
+    }
     deletes: list[str] = []
     kept: dict[str, str] = {}
     already: dict[str, str] = {}
@@ -619,7 +644,7 @@ def plan_sync(
         deletes=tuple(deletes),
         kept=kept,
         already_pending=already,
-        desired={rel: f.sha256 for rel, f in local.items()},
+        desired={**kept_remote, **{rel: f.sha256 for rel, f in local.items()}},
         carried={
             r: s for r, s in (intent.files if intent else {}).items() if r not in manifest.files
         },
@@ -725,11 +750,11 @@ class RepoSyncer:
     def _bootstrap(self) -> Manifest:
         """No manifest: list the prefix once; objects found are 'present, content unknown'."""
         files: dict[str, str] = {}
-        for obj in list_keys(self.client, self.dest.bucket, self.dest.key_prefix):
-            rel = self.dest.rel(obj["Key"])
-            if rel in (MANIFEST, INTENT, LOCK, CHANGES) or rel.endswith("index.html"):
-                continue
-            files[rel] = ""
+        for tree in MANAGED_TREES:
+            for obj in list_keys(self.client, self.dest.bucket, self.dest.key(tree)):
+                rel = self.dest.rel(obj["Key"])
+                if not rel.endswith(INDEX_PAGE):
+                    files[rel] = ""
         if files:
             log.info("no manifest in %s: found %d objects by listing once", self.dest, len(files))
         return Manifest(files=files)
@@ -835,11 +860,20 @@ class RepoSyncer:
             changed_dists=changed_dists,
         )
 
-    def sync(self, local: Mapping[str, LocalFile]) -> SyncResult:
+    def sync(
+        self, local: Mapping[str, LocalFile], *, remote: Mapping[str, str] | None = None
+    ) -> SyncResult:
         """Bring the destination to ``local`` (see the module docstring for the order)."""
         with s3_errors("sync", self.dest):
             manifest, intent = self.read_manifest()
-            plan = plan_sync(local, manifest, intent, now=self._clock(), grace=self.options.grace)
+            plan = plan_sync(
+                local,
+                manifest,
+                intent,
+                now=self._clock(),
+                grace=self.options.grace,
+                remote=remote,
+            )
             for line in plan.describe():
                 log.info("%s: %s", self.dest, line)
             if self.options.dry_run:
@@ -869,11 +903,25 @@ class RepoSyncer:
 
     def record_changes(self, result: SyncResult) -> None:
         """Merge this run's dirty directories and dists/ paths into ``.releng/changes.json``."""
-        current = read_changes(self.client, self.dest)
-        dirs = sorted(set(current.get("dirs", [])) | set(result.dirty_dirs))
-        dists = sorted(set(current.get("dists", [])) | set(result.changed_dists))
-        body = json.dumps({"dirs": dirs, "dists": dists}, separators=(",", ":")).encode()
-        self._put_control(CHANGES, body, "application/json")
+        record_changes(self.client, self.dest, dirs=result.dirty_dirs, dists=result.changed_dists)
+
+
+def record_changes(
+    client: S3Client, dest: S3Url, *, dirs: Iterable[str], dists: Iterable[str]
+) -> None:
+    """Merge directories whose page is stale and changed dists/ paths into ``changes.json``."""
+    current = read_changes(client, dest)
+    body = {
+        "dirs": sorted(set(current.get("dirs", [])) | set(dirs)),
+        "dists": sorted(set(current.get("dists", [])) | set(dists)),
+    }
+    client.put_object(
+        Bucket=dest.bucket,
+        Key=dest.key(CHANGES),
+        Body=json.dumps(body, separators=(",", ":")).encode(),
+        ContentType="application/json",
+        CacheControl="private, no-store",
+    )
 
 
 def read_changes(client: S3Client, dest: S3Url) -> dict[str, list[str]]:
@@ -901,11 +949,12 @@ def sync_tree(
     options: SyncOptions | None = None,
     clock: Callable[[], dt.datetime] | None = None,
     checkpoint: Callable[[], None] | None = None,
+    remote: Mapping[str, str] | None = None,
 ) -> SyncResult:
     """Scan ``root`` and bring ``dest`` to it (call with the destination's lock held)."""
     local = scan_tree(root, state_dir=state_dir)
     syncer = RepoSyncer(client, dest, options=options, clock=clock, checkpoint=checkpoint)
-    return syncer.sync(local)
+    return syncer.sync(local, remote=remote)
 
 
 def download_prefix(client: S3Client, src: S3Url, dest_dir: Path) -> list[Path]:
