@@ -415,8 +415,8 @@ def _remote_only(work: Path) -> dict[str, str]:
     known: dict[str, str] = {}
     for rec in RepoState(work).pool().values():
         known[rec.path] = rec.sha256
-        for path, _size, sha in rec.files:  # a source package's other files
-            known[path] = sha
+        for other, _size, sha in rec.files:  # a source package's other files
+            known[other] = sha
     pool = work / "pool"
     if pool.is_dir():
         for path in sorted(pool.rglob("*")):
