@@ -21,6 +21,8 @@ import pytest
 from releng.aws import deploy, run
 from releng.aws.request import InputError
 from releng.errors import AwsError
+from releng.project import Project
+from tests.fixtures.project import git
 
 pytestmark = [pytest.mark.aws, pytest.mark.slow]
 
@@ -28,32 +30,43 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def aws_env(moto_server, monkeypatch):
+def aws_env(moto_server, monkeypatch, gpg_key):
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
     monkeypatch.setenv("AWS_REGION", moto_server.region)
     env = dict(os.environ)
-    env["RELENG_TASKS_ROOT"] = str(REPO)
+    env["RELENG_TASKS_ROOT"] = str(REPO)  # the project copy has no tasks.py
+    env["RELENG_SIGNING_PASSPHRASE"] = gpg_key.passphrase
     return env
 
 
+def signed_project(root: Path, key, stack_name: str) -> Project:
+    """A release needs a real signing key: point product.toml at the test key."""
+    product = root / "product.toml"
+    text = product.read_text()
+    text = text.replace('key = ""', f'key = "{key.fingerprint}"', 1)
+    text = text.replace('gnupghome = ""', f'gnupghome = "{key.home}"', 1)
+    product.write_text(text + f'\n[aws]\nstack_name = "{stack_name}"\n')
+    git(root, "commit", "-q", "-am", "sign with the test key; test stack")
+    return Project.load(root)
+
+
 @pytest.fixture
-def stack(moto_server, project_copy, aws_env):
+def proj(moto_server, project_copy, gpg_key, aws_env):
+    """The project copy, signing with the test key, with its own dev stack deployed on moto."""
     name = f"releng-{uuid.uuid4().hex[:8]}"
-    (project_copy.root / "product.toml").write_text(
-        (project_copy.root / "product.toml").read_text() + f'\n[aws]\nstack_name = "{name}"\n'
+    project = signed_project(project_copy.root, gpg_key, name)
+    deploy.deploy_dev(run.connect(project, aws_env).client, REPO, name)
+    return project
+
+
+@pytest.fixture
+def stack(proj, aws_env):
+    return deploy.load_stack(
+        run.connect(proj, aws_env).client("cloudformation"), proj.config.aws.stack_name
     )
-    aws = run.connect(project_copy, aws_env)
-    return deploy.deploy_dev(aws.client, REPO, name)
 
 
-def _project(project_copy):
-    from releng.project import Project
-
-    return Project.load(project_copy.root)
-
-
-def test_tarball_step_runs_once_then_is_skipped(moto_server, project_copy, stack, aws_env):
-    proj = _project(project_copy)
+def test_tarball_step_runs_once_then_is_skipped(moto_server, proj, stack, aws_env):
     aws = run.connect(proj, aws_env)
     s3 = moto_server.client("s3")
     config = {"timeouts": {"tarball": 120}, "heartbeat_seconds": 60}
@@ -66,6 +79,10 @@ def test_tarball_step_runs_once_then_is_skipped(moto_server, project_copy, stack
     log_keys = [k for k in keys if k.startswith(f"logs/{started.name}/")]
     assert log_keys == [f"logs/{started.name}/1.0.0/all/make-source-tarball.log"]
 
+    # moto cannot start a second execution of a state machine that has run one (it deep-copies
+    # the machine with its executions' locks): redeploy the dev stack, which replaces only the
+    # state machine (same definition); the buckets and queues, where resuming looks, stay.
+    deploy.deploy_dev(aws.client, REPO, proj.config.aws.stack_name)
     again = run.start(proj, aws, versions=["1.0.0"], steps=["make-source-tarball"], config=config)
     desc = run.run_fake_ec2(proj, aws, again, env=aws_env, timeout=300, idle_seconds=5)
     assert desc["status"] == "SUCCEEDED", desc
@@ -79,25 +96,24 @@ def test_tarball_step_runs_once_then_is_skipped(moto_server, project_copy, stack
     assert "exists" in record["reason"]
 
 
-def test_bad_input_starts_nothing(moto_server, project_copy, stack, aws_env):
-    proj = _project(project_copy)
+def test_bad_input_starts_nothing(moto_server, proj, stack, aws_env):
     aws = run.connect(proj, aws_env)
     sfn = moto_server.client("stepfunctions")
     with pytest.raises(
-        InputError, match="unknown distro 'debian-99-nope'; valid distros: .*debian-12-bookworm"
+        InputError, match=r"unknown distro 'debian-99-nope'; valid distros: .*debian-12-bookworm"
     ):
         run.start(proj, aws, versions=["1.0.0"], distros=["debian-99-nope"])
     with pytest.raises(
         InputError, match="unknown step 'compile'; valid steps: make-source-tarball"
     ):
         run.start(proj, aws, versions=["1.0.0"], steps=["compile"])
-    with pytest.raises(InputError, match="version '1.0' is neither"):
+    with pytest.raises(InputError, match=r"version '1\.0' is neither"):
         run.start(proj, aws, versions=["1.0"])
     assert sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"] == []
 
 
 def test_missing_stack_and_region_are_one_line(moto_server, project_copy, aws_env):
-    proj = _project(project_copy)
+    proj = project_copy
     aws = run.connect(proj, aws_env)
     with pytest.raises(
         AwsError, match=r"stack 'releng' does not exist; create it with `invoke deploy-aws`"

@@ -156,12 +156,13 @@ def deploy_dev(client: Any, root: Path, name: str, *, role_arn: str = "") -> Sta
         (root / statemachine.DEFINITION_FILE).read_text(encoding="utf-8"), urls
     )
     role = role_arn or "arn:aws:iam::123456789012:role/releng-state-machine"
-    existing = [m for m in sfn.list_state_machines()["stateMachines"] if m["name"] == name]
-    if existing:
-        arn = existing[0]["stateMachineArn"]
-        sfn.update_state_machine(stateMachineArn=arn, definition=text, roleArn=role)
-    else:
-        arn = sfn.create_state_machine(name=name, definition=text, roleArn=role)["stateMachineArn"]
+    # Replaced rather than updated: moto 5.2 deep-copies a state machine with its past
+    # executions on StartExecution and fails once one has run ("cannot pickle RLock"), so a
+    # dev stack gets a fresh state machine per deploy. Buckets and queues are kept.
+    for machine in sfn.list_state_machines()["stateMachines"]:
+        if machine["name"] == name:
+            sfn.delete_state_machine(stateMachineArn=machine["stateMachineArn"])
+    arn = sfn.create_state_machine(name=name, definition=text, roleArn=role)["stateMachineArn"]
     stack = Stack(
         name=name,
         state_machine_arn=arn,

@@ -193,12 +193,17 @@ def _commands(
             "fetch": [],
         }
     if step == S.MAKE_BINARY_PACKAGE:
+        # The worker uploads out/<version>/<distro>/ itself (after make-package succeeded),
+        # the layout releng.publish reads: s3://<scratch>/<version>/<distro>/.
         return {
-            "commands": [
-                ["invoke", "make-package", distro, "--version", v],
-                ["invoke", "upload-build", "--version", v, distro],
+            "commands": [["invoke", "make-package", distro, "--version", v]],
+            "uploads": [
+                {
+                    "glob": f"out/{v}/{distro}/*",
+                    "bucket": scratch,
+                    "prefix": scratch_build_prefix(version, distro),
+                }
             ],
-            "uploads": [],
             "fetch": [source],
         }
     downloads = ctx.setting(DOWNLOADS_BUCKET)

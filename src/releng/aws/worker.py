@@ -162,7 +162,8 @@ class Worker:
         with log_path.open("w", encoding="utf-8") as logf:
             for fetch in task.get("fetch", []):
                 self._fetch(fetch, logf)
-            for argv in task.get("commands", []):
+            for given in task.get("commands", []):
+                argv = list(given)
                 tasks_root = self.env.get("RELENG_TASKS_ROOT")
                 if argv[:1] == ["invoke"] and tasks_root:  # a checkout without tasks.py (tests)
                     argv = ["invoke", "--search-root", tasks_root, *argv[1:]]
@@ -207,7 +208,7 @@ class Worker:
                 self.s3.download_file(spec["bucket"], obj["Key"], str(dest / name))
 
     def _upload(self, spec: Mapping[str, str], logf: Any) -> None:
-        for path in sorted(self.root.glob(spec["glob"])):
+        for path in sorted(p for p in self.root.glob(spec["glob"]) if p.is_file()):
             key = spec["prefix"] + Path(path).name
             logf.write(f"upload {path} -> s3://{spec['bucket']}/{key}\n")
             self.s3.upload_file(path, spec["bucket"], key)
