@@ -26,7 +26,7 @@ import datetime as dt
 import json
 import logging
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -567,3 +567,70 @@ def publish_source(
         "published %d source file(s) of %s to %s/%s/", len(published), version, dest.url, SOURCE_DIR
     )
     return published
+
+
+# --------------------------------------------------------------------------- for the tasks
+
+
+def destination_for(
+    project: Project,
+    dest: str = "",
+    *,
+    dry_run: bool = False,
+    grace_seconds: float | None = None,
+    lock_timeout: float | None = None,
+) -> Destination:
+    """The Destination that ``--dest`` (else ``[publish] bucket``/``prefix``) names."""
+    from releng.s3 import DEFAULT_GRACE, parse_s3_url, s3_client
+
+    cfg = project.config.publish
+    if not dest:
+        if not cfg.bucket:
+            raise PublishError(
+                "no destination: pass --dest s3://BUCKET/PREFIX or set [publish] bucket in product.toml"
+            )
+        dest = f"s3://{cfg.bucket}/{cfg.prefix}".rstrip("/")
+    url = parse_s3_url(dest)
+    grace = dt.timedelta(seconds=grace_seconds) if grace_seconds is not None else DEFAULT_GRACE
+    return Destination(
+        s3=s3_client(region=cfg.region or None),
+        url=url,
+        distribution_id=cfg.cloudfront_distribution if url.bucket == cfg.bucket else "",
+        sync=SyncOptions(grace=grace, dry_run=dry_run),
+        lock=LockOptions(timeout=lock_timeout if lock_timeout is not None else DEFAULT_TIMEOUT),
+        title=f"{project.name} packages",
+    )
+
+
+def work_dir_for(project: Project, url: S3Url) -> Path:
+    """Where update-repos keeps its copy of a destination's state and ``dists/`` between runs
+    (empty on a fresh worker: everything needed comes from the bucket)."""
+    return project.state_dir / "publish" / url.bucket / (url.prefix or "_root")
+
+
+def update_repos_to(
+    project: Project,
+    env: Mapping[str, str],
+    *,
+    version: Version,
+    dest: str,
+    keep_scratch: bool = False,
+    grace_seconds: float | None = None,
+    lock_timeout: float | None = None,
+) -> UpdateResult:
+    """``invoke update-repos --dest s3://...``: everything from the configuration."""
+    from releng.gpg import signer_for
+
+    destination = destination_for(
+        project, dest, grace_seconds=grace_seconds, lock_timeout=lock_timeout
+    )
+    signer = signer_for(project, env, release=version.is_release)
+    return update_repos(
+        project,
+        signer,
+        version=version,
+        dest=destination,
+        scratch=project.config.publish.scratch_bucket,
+        work=work_dir_for(project, destination.url),
+        keep_scratch=keep_scratch,
+    )

@@ -1,3 +1,123 @@
-"""publish tasks (see the issue that owns this area)."""
+"""publish tasks: repositories and release artifacts to S3 and CloudFront.
+
+``update-repos --dest s3://...`` lives with the repo tasks (releng/tasks/repo.py)
+and calls releng.publish as well.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+from releng.cli import Context, out, project, task
+from releng.version import Version
+
+_DEST = "s3://BUCKET/PREFIX (default: [publish] bucket and prefix in product.toml)"
+
+
+@task(
+    help={
+        "repo": "the repository directory (default out/repo)",
+        "dest": _DEST,
+        "dry_run": "show what would be uploaded and deleted, change nothing",
+        "grace_seconds": "keep unreferenced objects this long after the new Release is live "
+        "(default 3600)",
+        "lock_timeout": "seconds to wait for another publisher (default 600)",
+        "no_indices": "do not update index pages and CloudFront now (update-indices does later)",
+    }
+)
+def sync_repos(  # noqa: PLR0917  (invoke passes task arguments positionally)
+    c: Context,
+    repo: str = "",
+    dest: str = "",
+    dry_run: bool = False,
+    grace_seconds: float = -1,
+    lock_timeout: float = -1,
+    no_indices: bool = False,
+) -> None:
+    """Bring an S3 destination to a local repository's state: ordered, incremental, locked."""
+    from releng import publish
+
+    proj = project(c)
+    root = Path(repo or "out/repo")
+    root = root if root.is_absolute() else proj.root / root
+    destination = publish.destination_for(
+        proj,
+        dest,
+        dry_run=dry_run,
+        grace_seconds=grace_seconds if grace_seconds >= 0 else None,
+        lock_timeout=lock_timeout if lock_timeout >= 0 else None,
+    )
+    result = publish.sync_repo(destination, root, indices=not no_indices)
+    for line in publish.describe(result):
+        out(line)
+
+
+@task(
+    help={
+        "version": "the release or nightly whose source to publish",
+        "dest": _DEST,
+    }
+)
+def publish_source(c: Context, version: str, dest: str = "") -> None:
+    """Copy a version's source tarball, .asc and SHA256SUMS from scratch to the public source/."""
+    from releng import publish
+    from releng.s3 import s3_client
+
+    proj = project(c)
+    destination = publish.destination_for(proj, dest)
+    published = publish.publish_source(
+        s3_client(region=proj.config.publish.region or None),
+        proj,
+        Version.parse(version),
+        scratch=proj.config.publish.scratch_bucket,
+        dest=destination,
+    )
+    for rel in published:
+        out(f"published {destination.url}/{rel}")
+
+
+@task(
+    help={
+        "distro": "the distro id whose build to upload (distros/<id>), or 'source' for the "
+        "source tarball",
+        "version": "the version that was built (default: tonight's nightly)",
+        "dry_run": "list the files, upload nothing",
+    }
+)
+def upload_build(c: Context, distro: str, version: str = "", dry_run: bool = False) -> None:
+    """Put one build's outputs into the private scratch bucket (workers run this)."""
+    from releng import publish
+    from releng.s3 import s3_client
+
+    proj = project(c)
+    ver = Version.parse_or_nightly(version or None)
+    scratch = proj.config.publish.scratch_bucket
+    files = publish.upload_build(
+        s3_client(region=proj.config.publish.region or None),
+        proj,
+        ver,
+        distro,
+        scratch=scratch,
+        dry_run=dry_run,
+    )
+    where = publish.scratch_url(scratch or "SCRATCH", ver, distro)
+    out(f"{'would upload' if dry_run else 'uploaded'} {len(files)} file(s) to {where}/")
+
+
+@task(
+    help={
+        "dest": _DEST,
+        "all": "remake every directory's page (one full listing), not only the changed ones",
+        "dry_run": "show what would be written and invalidated",
+    }
+)
+def update_indices(c: Context, dest: str = "", all: bool = False, dry_run: bool = False) -> None:
+    """Regenerate index.html pages where contents changed and invalidate CloudFront's dists/."""
+    from releng import publish
+
+    proj = project(c)
+    destination = publish.destination_for(proj, dest, dry_run=dry_run)
+    result = publish.update_indices(destination, full=all)
+    out(f"{destination.url}: {len(result.pages)} index page(s) updated")
+    if result.invalidation_id:
+        out(f"CloudFront invalidation {result.invalidation_id}: {len(result.invalidated)} path(s)")

@@ -60,14 +60,28 @@ def repo_include(  # noqa: PLR0917  (invoke passes task arguments positionally)
         "version": "the version whose builds to include (default: tonight's nightly)",
         "repo": f"the repository directory (default {DEFAULT_REPO})",
         "url": "the URL clients will use, for the printed .sources snippet",
+        "dest": "publish to s3://BUCKET/PREFIX instead: builds come from the scratch bucket, "
+        "then ordered sync, index pages, CloudFront (see releng.publish)",
     }
 )
-def update_repos(c: Context, version: str = "", repo: str = "", url: str = "") -> None:
+def update_repos(
+    c: Context, version: str = "", repo: str = "", url: str = "", dest: str = ""
+) -> None:
     """Include every distro's build output for a version into the suites product.toml names."""
     from releng import apt, gpg
 
     proj = project(c)
     ver = Version.parse_or_nightly(version or None)
+    if dest:
+        from releng import publish
+
+        done = publish.update_repos_to(proj, os.environ, version=ver, dest=dest)
+        for distro, suites in done.included.items():
+            out(f"{distro}: {', '.join(suites)}")
+        for line in publish.describe(done.publish):
+            out(line)
+        out(f"removed {done.scratch_deleted} published object(s) from scratch")
+        return
     root = _repo_dir(c, repo)
     signer = gpg.signer_for(proj, os.environ, release=ver.is_release)
     results = apt.update_repos(proj, signer, version=ver, repo=root)
