@@ -267,21 +267,14 @@ class Engine:
         )
         return self.run_spec(spec)
 
-    def run_spec(
-        self, spec: ContainerSpec, on_line: Callable[[str], None] | None = None
-    ) -> RunResult:
-        lines: list[str] = []
-
-        def collect(line: str) -> None:
-            lines.append(line)
-            if on_line is not None:
-                on_line(line)
-
+    def run_spec(self, spec: ContainerSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
+        """Run ``spec`` to its end (``on_line`` sees each line live); the container is removed."""
         with self.container(spec) as c:
             c.start()
-            c.stream(collect)
+            c.stream(on_line or (lambda _line: None))
             code = c.wait()
-        return RunResult(exit_code=code, output="\n".join(lines) + ("\n" if lines else ""))
+            output = c.output()
+        return RunResult(exit_code=code, output=output)
 
     def image_id(self, reference: str) -> str | None:
         """The id of ``reference`` in the engine, or None."""

@@ -1,0 +1,175 @@
+"""Base images (engine, local registry pull, mmdebstrap) and builder images, for real."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from releng.engine import Engine
+from releng.errors import ImageError
+from releng.images import (
+    build_depends,
+    builder_inputs,
+    builder_reference,
+    ensure_base_image,
+    ensure_builder_image,
+)
+from releng.project import Project
+from tests.fixtures.project import REPO_ROOT, git
+
+
+def _add_distro(project: Project, name: str, *, docker_base: str, codename: str) -> Project:
+    d = project.root / "distros" / name
+    d.mkdir()
+    (d / "DOCKER_BASE").write_text(docker_base + "\n")
+    (d / "DISTRIBUTION").write_text(codename + "\n")
+    (d / "PKGVER").write_text(f"1~{codename}\n")
+    (d / "debian").symlink_to("../../packaging/debian")
+    git(project.root, "add", "-A")
+    git(project.root, "commit", "-q", "-m", f"add {name}")
+    return Project.load(project.root)
+
+
+def test_build_depends_joins_all_three_fields(tmp_path: Path) -> None:
+    (tmp_path / "control").write_text(
+        "Source: x\nBuild-Depends: debhelper-compat (= 13),\n libfoo-dev [amd64] | libbar-dev\n"
+        "Build-Depends-Indep: python3\n\nPackage: x\nArchitecture: any\n"
+    )
+    assert (
+        build_depends(tmp_path)
+        == "debhelper-compat (= 13), libfoo-dev [amd64] | libbar-dev, python3"
+    )
+    assert build_depends(REPO_ROOT / "packaging" / "debian") == "debhelper-compat (= 13)"
+
+
+def test_builder_tag_changes_with_each_input() -> None:
+    project = Project.load(REPO_ROOT)
+    distro = project.distro("debian-12-bookworm")
+    inputs = builder_inputs(project, distro, "sha256:base")
+    tag, _ = builder_reference(project, distro, inputs)
+    assert tag.startswith("releng-builder-tally:debian-12-bookworm-")
+    assert builder_reference(project, distro, dict(inputs))[0] == tag
+    for key in ("base_image", "build_depends", "apt_sources", "builder_setup"):
+        changed = {**inputs, key: inputs[key] + "x"}
+        assert builder_reference(project, distro, changed)[0] != tag, key
+
+
+@pytest.mark.docker
+def test_bootstrapped_base_image_records_suite_mirror_and_date(
+    engine: Engine, base_image: Callable[[str], str]
+) -> None:
+    for distro_id, suite in (("debian-12-bookworm", "bookworm"), ("debian-13-trixie", "trixie")):
+        labels = engine.image_labels(base_image(distro_id))
+        assert labels["org.releng.suite"] == suite
+        assert labels["org.releng.mirror"] == "http://deb.debian.org/debian"
+        assert labels["org.releng.date"][:2] == "20"
+        result = engine.run(
+            base_image(distro_id), ["sh", "-c", ". /etc/os-release; echo $VERSION_CODENAME"]
+        )
+        assert result.output.strip() == suite
+
+
+@pytest.mark.docker
+def test_base_image_is_pulled_from_a_registry(
+    engine: Engine, base_image: Callable[[str], str], local_registry: str, project_copy: Project
+) -> None:
+    source = engine.client.images.get(base_image("debian-12-bookworm"))
+    repository = f"{local_registry}/releng-test/debian"
+    tag = f"pull-{uuid.uuid4().hex[:8]}"
+    reference = f"{repository}:{tag}"
+    source.tag(repository, tag)
+    try:
+        for line in engine.client.images.push(repository, tag=tag, stream=True, decode=True):
+            assert "error" not in line, line
+        engine.client.images.remove(reference)
+        assert engine.image_id(reference) is None
+        project = _add_distro(
+            project_copy, "debian-12-pulled", docker_base=reference, codename="bookworm"
+        )
+        image_id = ensure_base_image(engine, project, project.distro("debian-12-pulled"))
+        assert engine.image_id(reference) == image_id
+        # The same filesystem as the pushed image (a bootstrap would make other layers).
+        assert engine.client.images.get(reference).attrs["RootFS"] == source.attrs["RootFS"]
+    finally:
+        if engine.image_id(reference) is not None:
+            engine.client.images.remove(reference)
+
+
+@pytest.mark.docker
+def test_unobtainable_image_says_what_was_tried(engine: Engine, project_copy: Project) -> None:
+    project = _add_distro(
+        project_copy,
+        "ubuntu-16.04-nowhere",
+        docker_base="127.0.0.1:1/ubuntu:xenial",
+        codename="xenial",
+    )
+    with pytest.raises(ImageError) as info:
+        ensure_base_image(engine, project, project.distro("ubuntu-16.04-nowhere"))
+    message = str(info.value)
+    assert "127.0.0.1:1/ubuntu:xenial" in message
+    assert "ubuntu-16.04-nowhere" in message
+    assert "not in the engine" in message
+    assert "pull failed" in message
+    assert "bootstrap not possible" in message
+    assert "\n" not in message
+
+
+@pytest.mark.docker
+def test_archived_and_ubuntu_distros_cannot_be_bootstrapped(engine: Engine) -> None:
+    project = Project.load(REPO_ROOT)
+    for distro_id in ("ubuntu-24.04-noble", "debian-9-stretch"):
+        distro = project.distro(distro_id)
+        if engine.image_id(distro.docker_base) is not None:
+            continue  # this engine has it: nothing to refuse
+        with pytest.raises(ImageError, match="bootstrap not possible"):
+            ensure_base_image(engine, project, distro, pull=False)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_builder_image_is_reused_and_has_the_build_depends(
+    engine: Engine, base_image: Callable[[str], str]
+) -> None:
+    project = Project.load(REPO_ROOT)
+    distro = project.distro("debian-12-bookworm")
+    base_image(distro.id)
+    first = ensure_builder_image(engine, project, distro)
+    again = ensure_builder_image(engine, project, distro)
+    assert again.created is False
+    assert again.id == first.id
+    labels = engine.image_labels(first.reference)
+    assert labels["org.releng.base-image"] == first.base_id
+    result = engine.run(
+        first.reference, ["dpkg-query", "-W", "-f", "${Status}", "debhelper", "fakeroot"]
+    )
+    assert result.output.count("install ok installed") == 2
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_build_depends_missing_from_the_distro_is_one_clear_error(
+    engine: Engine, base_image: Callable[[str], str], project_copy: Project
+) -> None:
+    control = project_copy.root / "packaging" / "debian" / "control"
+    control.write_text(
+        control.read_text().replace(
+            "Build-Depends: debhelper-compat (= 13)",
+            "Build-Depends: debhelper-compat (= 13), releng-no-such-package-xyz",
+        )
+    )
+    distro = project_copy.distro("debian-12-bookworm")
+    base_image(distro.id)
+    with pytest.raises(ImageError) as info:
+        ensure_builder_image(engine, project_copy, distro)
+    message = str(info.value)
+    assert "releng-no-such-package-xyz" in message
+    assert "debian-12-bookworm" in message
+    reference, _ = builder_reference(
+        project_copy,
+        distro,
+        builder_inputs(project_copy, distro, engine.image_id(distro.docker_base) or ""),
+    )
+    assert engine.image_id(reference) is None
