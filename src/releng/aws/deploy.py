@@ -63,7 +63,7 @@ class Stack:
         return {q: self.queue_urls[S.queue_key(q)] for q in S.WORKER_QUEUES}
 
     def handler_queue_urls(self) -> dict[str, str]:
-        return {h: self.queue_urls[S.queue_key(h)] for h in S.HANDLERS}
+        return {h: self.queue_urls[S.queue_key(h)] for h in S.QUEUE_HANDLERS}
 
     def handler_settings(self) -> dict[str, str]:
         return {
@@ -82,7 +82,7 @@ class Stack:
 
     @classmethod
     def from_outputs(cls, name: str, outputs: dict[str, str]) -> Stack:
-        keys = {S.queue_key(q) for q in (*S.WORKER_QUEUES, *S.HANDLERS)}
+        keys = {S.queue_key(q) for q in (*S.WORKER_QUEUES, *S.QUEUE_HANDLERS)}
         missing = sorted(
             k
             for k in ({"StateMachineArn", "ScratchBucket", "DownloadsBucket"} | keys)
@@ -150,7 +150,7 @@ def deploy_dev(client: Any, root: Path, name: str, *, role_arn: str = "") -> Sta
     }
     urls |= {
         S.queue_key(h): _queue(sqs, f"{name}-fn-{h.replace('_', '-')}", visibility=900)
-        for h in S.HANDLERS
+        for h in S.QUEUE_HANDLERS
     }
     text = statemachine.render(
         (root / statemachine.DEFINITION_FILE).read_text(encoding="utf-8"), urls
@@ -243,7 +243,7 @@ def deploy(
     else:
         cfn.create_stack(StackName=name, TemplateBody=body, Parameters=params, Capabilities=caps)
         cfn.get_waiter("stack_create_complete").wait(StackName=name)
-    for handler in S.HANDLERS:
+    for handler in (*S.QUEUE_HANDLERS, "health_check"):
         lam.update_function_code(
             FunctionName=f"{name}-{handler.replace('_', '-')}", S3Bucket=artifacts, S3Key=key
         )

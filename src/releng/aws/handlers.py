@@ -39,6 +39,9 @@ DOWNLOADS_PREFIX = "RELENG_DOWNLOADS_PREFIX"
 DISTRIBUTION_ID = "RELENG_CLOUDFRONT_DISTRIBUTION"
 QUEUE_URLS = "RELENG_QUEUE_URLS"  # JSON: {"tarball": url, "build": url, "publish": url}
 
+# Written last by `invoke upload-build` (releng.publish.COMPLETE): the upload is whole.
+COMPLETE = ".releng-complete.json"
+
 # How many workers health_check may start per queue in one pass.
 MAX_WORKERS = {S.TARBALL_QUEUE: 4, S.BUILD_QUEUE: 32, S.PUBLISH_QUEUE: 1}
 
@@ -103,11 +106,6 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
             return False
         raise
     return True
-
-
-def _any_with_suffix(s3: Any, bucket: str, prefix: str, suffix: str) -> bool:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return any(o["Key"].endswith(suffix) for page in pages for o in page.get("Contents", []))
 
 
 def _read(s3: Any, bucket: str, key: str) -> bytes | None:
@@ -178,32 +176,24 @@ def _commands(
     """What a worker runs for ``step``, and what it fetches and uploads around it."""
     v = version.text
     scratch = ctx.setting(SCRATCH_BUCKET)
-    tarball = tarball_name(ctx.catalog, version)
     source = {"bucket": scratch, "prefix": scratch_source_prefix(version), "dest": "out/"}
     if step == S.MAKE_SOURCE_TARBALL:
         return {
-            "commands": [["invoke", "make-source-tarball", "--version", v]],
-            "uploads": [
-                {
-                    "glob": f"out/{tarball.removesuffix('.tar.gz')}*",
-                    "bucket": scratch,
-                    "prefix": scratch_source_prefix(version),
-                }
+            "commands": [
+                ["invoke", "make-source-tarball", "--version", v],
+                ["invoke", "upload-build", "--version", v, "source"],
             ],
+            "uploads": [],
             "fetch": [],
         }
     if step == S.MAKE_BINARY_PACKAGE:
-        # The worker uploads out/<version>/<distro>/ itself (after make-package succeeded),
-        # the layout releng.publish reads: s3://<scratch>/<version>/<distro>/.
+        # The tarball comes from scratch (an EC2 builder starts with an empty out/).
         return {
-            "commands": [["invoke", "make-package", distro, "--version", v]],
-            "uploads": [
-                {
-                    "glob": f"out/{v}/{distro}/*",
-                    "bucket": scratch,
-                    "prefix": scratch_build_prefix(version, distro),
-                }
+            "commands": [
+                ["invoke", "make-package", distro, "--version", v],
+                ["invoke", "upload-build", "--version", v, distro],
             ],
+            "uploads": [],
             "fetch": [source],
         }
     downloads = ctx.setting(DOWNLOADS_BUCKET)
@@ -276,13 +266,13 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
     scratch = ctx.setting(SCRATCH_BUCKET)
     tarball = tarball_name(ctx.catalog, version)
     if step == S.MAKE_SOURCE_TARBALL:
-        if _exists(s3, scratch, scratch_source_prefix(version) + tarball):
-            return skip(f"s3://{scratch}/{scratch_source_prefix(version)}{tarball} exists")
+        done = scratch_source_prefix(version) + COMPLETE
+        if _exists(s3, scratch, done):
+            return skip(f"s3://{scratch}/{done} exists")
     elif step == S.MAKE_BINARY_PACKAGE:
-        if _any_with_suffix(s3, scratch, scratch_build_prefix(version, distro), ".changes"):
-            return skip(
-                f"built: s3://{scratch}/{scratch_build_prefix(version, distro)}*.changes exists"
-            )
+        done = scratch_build_prefix(version, distro) + COMPLETE
+        if _exists(s3, scratch, done):
+            return skip(f"built: s3://{scratch}/{done} exists")
         if _is_published(ctx, version, distro):
             return skip("already in the downloads repository")
     elif step == S.PUBLISH_BINARY_PACKAGES:

@@ -34,7 +34,7 @@ class Ec2Launcher:
             return []
         reply = self.ec2.run_instances(
             LaunchTemplate={"LaunchTemplateId": self.launch_templates[queue]},
-            MinCount=1,
+            MinCount=count,  # all or none: health_check tries again for what is missing
             MaxCount=count,
             TagSpecifications=[
                 {

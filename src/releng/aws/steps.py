@@ -46,6 +46,12 @@ HANDLERS: Final = (
     "health_check",
 )
 
+# Handlers the state machine reaches through a queue. get_distros_for_version runs inside
+# parse_input; health_check runs on a schedule (EventBridge on AWS, the runner locally).
+QUEUE_HANDLERS: Final = tuple(
+    h for h in HANDLERS if h not in ("get_distros_for_version", "health_check")
+)
+
 # Defaults, in seconds (the earlier system's: tarball 30 min, build 4 h, publish 4 h).
 DEFAULT_TIMEOUTS: Final = {TARBALL_QUEUE: 30 * 60, BUILD_QUEUE: 4 * 3600, PUBLISH_QUEUE: 4 * 3600}
 DEFAULT_HEARTBEAT: Final = 10 * 60  # covers an instance's boot before its first heartbeat

@@ -202,7 +202,7 @@ class Worker:
         for page in pages:
             for obj in page.get("Contents", []):
                 name = obj["Key"][len(spec["prefix"]) :]
-                if not name or "/" in name:
+                if not name or "/" in name or name.startswith("."):
                     continue
                 logf.write(f"fetch s3://{spec['bucket']}/{obj['Key']} -> {dest / name}\n")
                 self.s3.download_file(spec["bucket"], obj["Key"], str(dest / name))

@@ -1,0 +1,203 @@
+"""Each handler called directly, against moto's server over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+
+import pytest
+
+from releng.aws import handlers
+from releng.aws import steps as S
+from releng.aws.catalog import Catalog, DistroInfo
+from releng.aws.launch import Ec2Launcher
+from releng.aws.request import InputError
+
+pytestmark = pytest.mark.aws
+
+CATALOG = Catalog(
+    product="tally",
+    distros={
+        "debian-12-bookworm": DistroInfo(
+            id="debian-12-bookworm", codename="bookworm", pkgver="1~bookworm"
+        ),
+        "debian-13-trixie": DistroInfo(id="debian-13-trixie", codename="trixie", pkgver="1~trixie"),
+    },
+    targets=["debian-12-bookworm", "debian-13-trixie"],
+)
+
+
+@pytest.fixture
+def ctx(moto_server):
+    name = f"h-{uuid.uuid4().hex[:8]}"
+    s3, sqs, ec2 = (moto_server.client(s) for s in ("s3", "sqs", "ec2"))
+    for bucket in (f"{name}-scratch", f"{name}-downloads"):
+        s3.create_bucket(Bucket=bucket)
+    urls = {q: sqs.create_queue(QueueName=f"{name}-{q}")["QueueUrl"] for q in S.WORKER_QUEUES}
+    templates = {
+        q: ec2.create_launch_template(
+            LaunchTemplateName=f"{name}-{q}",
+            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.small"},
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        for q in S.WORKER_QUEUES
+    }
+    return handlers.Context(
+        client=moto_server.client,
+        catalog=CATALOG,
+        settings={
+            handlers.SCRATCH_BUCKET: f"{name}-scratch",
+            handlers.DOWNLOADS_BUCKET: f"{name}-downloads",
+            handlers.QUEUE_URLS: json.dumps(urls),
+        },
+        launcher=Ec2Launcher(ec2=ec2, launch_templates=templates, stack=name),
+        today=lambda: dt.date(2026, 11, 22),
+    )
+
+
+def test_parse_input_defaults_to_tonights_nightly_and_the_targets(ctx):
+    plan = handlers.parse_input({}, ctx)
+    assert [v["version"] for v in plan["versions"]] == ["2026.11.22"]
+    assert plan["versions"][0]["distros"] == CATALOG.targets
+    assert plan["config"]["timeouts"][S.BUILD_QUEUE] == 4 * 3600
+
+
+def test_parse_input_names_the_valid_choices(ctx):
+    with pytest.raises(
+        InputError,
+        match="unknown distro 'nope'; valid distros: debian-12-bookworm, debian-13-trixie",
+    ):
+        handlers.parse_input({"versions": ["1.2.3"], "distros": ["nope"]}, ctx)
+    with pytest.raises(InputError, match="unknown step 'deploy'; valid steps: make-source-tarball"):
+        handlers.parse_input({"steps": ["deploy"]}, ctx)
+    with pytest.raises(
+        InputError, match=r"unknown timeout 'gpu'; allowed: tarball, build, publish"
+    ):
+        handlers.parse_input({"config": {"timeouts": {"gpu": 5}}}, ctx)
+
+
+def test_get_distros_for_version(ctx):
+    assert handlers.get_distros_for_version({"version": "1.2.3"}, ctx) == CATALOG.targets
+    assert handlers.get_distros_for_version(
+        {"version": "1.2.3", "distros": ["debian-13-trixie"]}, ctx
+    ) == ["debian-13-trixie"]
+
+
+def _prepare(ctx, step, distro="", **extra):
+    plan = handlers.parse_input({"versions": ["1.2.3"]}, ctx)["versions"][0]
+    return handlers.prepare_task(
+        {"step": step, "version": plan, "distro": distro, "execution": "ex1", **extra}, ctx
+    )
+
+
+def test_prepare_task_runs_until_the_output_is_in_s3(ctx):
+    s3 = ctx.client("s3")
+    scratch = ctx.settings[handlers.SCRATCH_BUCKET]
+    task = _prepare(ctx, S.MAKE_BINARY_PACKAGE, "debian-12-bookworm")
+    assert task["run"] is True
+    assert task["commands"][0] == [
+        "invoke",
+        "make-package",
+        "debian-12-bookworm",
+        "--version",
+        "1.2.3",
+    ]
+    assert task["log"] == {
+        "bucket": scratch,
+        "key": "logs/ex1/1.2.3/debian-12-bookworm/make-binary-package.log",
+    }
+    s3.put_object(Bucket=scratch, Key="1.2.3/debian-12-bookworm/.releng-complete.json", Body=b"{}")
+    task = _prepare(ctx, S.MAKE_BINARY_PACKAGE, "debian-12-bookworm")
+    assert task["run"] is False
+    assert "built" in task["reason"]
+    # The published repository counts too: a build deleted from scratch is not redone.
+    downloads = ctx.settings[handlers.DOWNLOADS_BUCKET]
+    s3.put_object(
+        Bucket=downloads,
+        Key="dists/trixie/main/binary-amd64/Packages",
+        Body=b"Package: tally\nVersion: 1.2.3-1~trixie\nArchitecture: amd64\n",
+    )
+    assert _prepare(ctx, S.MAKE_BINARY_PACKAGE, "debian-13-trixie")["run"] is False
+    status = json.loads(
+        s3.get_object(
+            Bucket=scratch, Key="status/ex1/1.2.3/debian-13-trixie/make-binary-package.json"
+        )["Body"].read()
+    )
+    assert status["state"] == "skipped"
+
+
+def test_prepare_task_publish_steps(ctx):
+    assert _prepare(ctx, S.PUBLISH_BINARY_PACKAGES, builds=[])["reason"] == "no distro was built"
+    task = _prepare(ctx, S.PUBLISH_BINARY_PACKAGES, builds=[{"distro": "debian-12-bookworm"}])
+    assert task["run"] is True
+    assert task["commands"][0][:4] == ["invoke", "update-repos", "--version", "1.2.3"]
+    plan = handlers.parse_input({"versions": ["2026.11.21"]}, ctx)["versions"][0]
+    nightly = handlers.prepare_task(
+        {"step": S.PUBLISH_SOURCE_TARBALL, "version": plan, "execution": "e"}, ctx
+    )
+    assert nightly["run"] is False
+    assert nightly["reason"] == "nightlies publish no source tarball"
+
+
+def test_launch_workers_starts_tagged_instances_and_one_publisher_at_most(ctx):
+    launched = handlers.launch_workers({"queue": S.BUILD_QUEUE, "count": 2}, ctx)["launched"]
+    assert len(launched) == 2
+    assert ctx.launcher.live(S.BUILD_QUEUE) == 2
+    assert (
+        len(handlers.launch_workers({"queue": S.PUBLISH_QUEUE, "count": 3}, ctx)["launched"]) == 1
+    )
+    assert handlers.launch_workers({"queue": S.PUBLISH_QUEUE, "count": 1}, ctx)["launched"] == []
+
+
+def test_health_check_launches_for_waiting_tasks_only(ctx):
+    sqs = ctx.client("sqs")
+    urls = json.loads(ctx.settings[handlers.QUEUE_URLS])
+    assert handlers.health_check({}, ctx) == {"launched": {}}
+    sqs.send_message(QueueUrl=urls[S.TARBALL_QUEUE], MessageBody="{}")
+    launched = handlers.health_check({}, ctx)["launched"]
+    assert list(launched) == [S.TARBALL_QUEUE]
+    assert len(launched[S.TARBALL_QUEUE]) == 1
+    # A live worker for that queue exists now: no second one for the same message.
+    assert handlers.health_check({}, ctx) == {"launched": {}}
+
+
+def test_check_if_repos_changed_and_check_for_failures(ctx):
+    results = [
+        {"tasks": {"PublishBinaryPackages": {"step": S.PUBLISH_BINARY_PACKAGES, "version": "1.2.3",
+                                             "run": True, "result": {"status": "done"}}}},
+        {"failed": True, "step": S.MAKE_BINARY_PACKAGE, "version": "1.2.4", "distro": "debian-13-trixie",
+         "error": {"Error": "States.Timeout", "Cause": None}},
+    ]  # fmt: skip
+    assert handlers.check_if_repos_changed({"results": results}, ctx)["changed"] is True
+    assert handlers.check_if_repos_changed({"results": results[1:]}, ctx)["changed"] is False
+    report = handlers.check_for_failures({"execution": "ex9", "results": results}, ctx)
+    assert report["count"] == 1
+    assert report["summary"] == "make-binary-package 1.2.4 debian-13-trixie: States.Timeout"
+    scratch = ctx.settings[handlers.SCRATCH_BUCKET]
+    assert report["failures"][0]["log"] == (
+        f"s3://{scratch}/logs/ex9/1.2.4/debian-13-trixie/make-binary-package.log"
+    )
+
+
+def test_update_indices_then_invalidate_cloudfront(ctx, moto_server):
+    cf = moto_server.client("cloudfront")
+    dist = cf.create_distribution(
+        DistributionConfig={
+            "CallerReference": uuid.uuid4().hex,
+            "Comment": "test",
+            "Enabled": True,
+            "Origins": {"Quantity": 1, "Items": [{"Id": "o", "DomainName": "example.s3.amazonaws.com",
+                                                  "S3OriginConfig": {"OriginAccessIdentity": ""}}]},
+            "DefaultCacheBehavior": {"TargetOriginId": "o", "ViewerProtocolPolicy": "allow-all",
+                                     "MinTTL": 0, "ForwardedValues": {"QueryString": False,
+                                                                      "Cookies": {"Forward": "none"}}},
+        }
+    )["Distribution"]["Id"]  # fmt: skip
+    ctx.settings = {**ctx.settings, handlers.DISTRIBUTION_ID: dist}
+    indices = handlers.update_indices({}, ctx)
+    assert indices == {"pages": 0, "invalidate": []}
+    assert handlers.invalidate_cloudfront({"indices": indices}, ctx) == {"invalidation": None}
+    result = handlers.invalidate_cloudfront({"indices": {"invalidate": ["/dists/bookworm/*"]}}, ctx)
+    assert result["invalidation"]
+    listed = cf.list_invalidations(DistributionId=dist)["InvalidationList"]["Items"]
+    assert [i["Id"] for i in listed] == [result["invalidation"]]
