@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-import invoke
-
-from releng.cli import out, project, task
+from releng.cli import Context, out, project, task
 
 _FAKE = "run the handlers and workers on this machine (moto or a dev stack: deploy-aws --dev)"
 _TIMEOUT = "with --fake-ec2: give up waiting after this many seconds"
@@ -18,7 +16,7 @@ def _split(text: str) -> list[str]:
 
 
 def _build(
-    c: invoke.Context,
+    c: Context,
     versions: list[str],
     distros: str,
     steps: str,
@@ -31,8 +29,9 @@ def _build(
     proj = project(c)
     aws = run.connect(proj, os.environ)
     config = {"fake_ec2": True} if fake_ec2 else {}
-    started = run.start(proj, aws, versions=versions, distros=_split(distros), steps=_split(steps),
-                        config=config)  # fmt: skip
+    started = run.start(
+        proj, aws, versions=versions, distros=_split(distros), steps=_split(steps), config=config
+    )
     for v in started.plan["versions"]:
         out(
             f"{v['version']} ({v['kind']}): {', '.join(v['distros'])}; steps: {', '.join(v['steps'])}"
@@ -44,7 +43,9 @@ def _build(
     desc = run.run_fake_ec2(proj, aws, started, env=os.environ, timeout=timeout)
     _print_status(aws, started.stack.scratch_bucket, desc)
     if desc["status"] != "SUCCEEDED":
-        raise invoke.Exit(f"error: execution {desc['status']}: {desc.get('cause', '')}", code=1)
+        from releng.errors import AwsError
+
+        raise AwsError(f"execution {desc['status']}: {desc.get('cause') or desc.get('error', '')}")
 
 
 @task(
@@ -58,24 +59,43 @@ def _build(
         "timeout": _TIMEOUT,
     }
 )
-def build_on_aws(c: invoke.Context, versions: str = "", distros: str = "", steps: str = "",
-                 fake_ec2: bool = False, timeout: int = 6 * 3600) -> None:  # fmt: skip
+def build_on_aws(  # noqa: PLR0917  (invoke maps parameters to options)
+    c: Context,
+    versions: str = "",
+    distros: str = "",
+    steps: str = "",
+    fake_ec2: bool = False,
+    timeout: int = 6 * 3600,
+) -> None:
     """Start a Step Functions execution: versions x distros, tarball, packages, publish."""
     _build(c, _split(versions), distros, steps, fake_ec2=fake_ec2, timeout=timeout)
 
 
-@task(help={"version": "X.Y.Z or YYYY.MM.DD", "distro": "one distro directory name",
-            "fake_ec2": _FAKE, "timeout": _TIMEOUT})  # fmt: skip
-def make_package_on_aws(c: invoke.Context, version: str, distro: str, fake_ec2: bool = False,
-                        timeout: int = 6 * 3600) -> None:  # fmt: skip
+@task(
+    help={
+        "version": "X.Y.Z or YYYY.MM.DD",
+        "distro": "one distro directory name",
+        "fake_ec2": _FAKE,
+        "timeout": _TIMEOUT,
+    }
+)
+def make_package_on_aws(
+    c: Context, version: str, distro: str, fake_ec2: bool = False, timeout: int = 6 * 3600
+) -> None:
     """Build (and publish) one version for one distro on AWS."""
     _build(c, [version], distro, "", fake_ec2=fake_ec2, timeout=timeout)
 
 
-@task(help={"versions": "release versions, comma or space separated", "fake_ec2": _FAKE,
-            "timeout": _TIMEOUT})  # fmt: skip
-def make_multiple_releases_on_aws(c: invoke.Context, versions: str, fake_ec2: bool = False,
-                                  timeout: int = 6 * 3600) -> None:  # fmt: skip
+@task(
+    help={
+        "versions": "release versions, comma or space separated",
+        "fake_ec2": _FAKE,
+        "timeout": _TIMEOUT,
+    }
+)
+def make_multiple_releases_on_aws(
+    c: Context, versions: str, fake_ec2: bool = False, timeout: int = 6 * 3600
+) -> None:
     """Build and publish several releases in one execution (e.g. a security release)."""
     _build(c, _split(versions), "", "", fake_ec2=fake_ec2, timeout=timeout)
 
@@ -95,7 +115,7 @@ def _print_status(aws: object, bucket: str, desc: dict[str, object]) -> None:
         "follow": "refresh until it ends",
     }
 )
-def aws_status(c: invoke.Context, execution: str = "", follow: bool = False) -> None:
+def aws_status(c: Context, execution: str = "", follow: bool = False) -> None:
     """Every version x distro x step: state, duration, instance; failures with their log."""
     from releng.aws import run
     from releng.aws.deploy import load_stack
@@ -110,8 +130,10 @@ def aws_status(c: invoke.Context, execution: str = "", follow: bool = False) -> 
         listed = sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"]
         match = [e for e in listed if not execution or e["name"] == execution]
         if not match:
-            raise AwsError(f"no execution {execution or '(none yet)'} on {stack.state_machine_arn}; "
-                           "start one with `invoke build-on-aws`")  # fmt: skip
+            raise AwsError(
+                f"no execution {execution or '(none yet)'} on {stack.state_machine_arn}; "
+                "start one with `invoke build-on-aws`"
+            )
         arn = max(match, key=lambda e: e["startDate"])["executionArn"]
     while True:
         desc = sfn.describe_execution(executionArn=arn)
@@ -122,9 +144,14 @@ def aws_status(c: invoke.Context, execution: str = "", follow: bool = False) -> 
         out()
 
 
-@task(help={"dev": "create queues, buckets and the state machine directly (moto or a sandbox), "
-            "no Lambda or EC2", "stack": "stack name; default: [aws] stack_name"})  # fmt: skip
-def deploy_aws(c: invoke.Context, dev: bool = False, stack: str = "") -> None:
+@task(
+    help={
+        "dev": "create queues, buckets and the state machine directly (moto or a sandbox), "
+        "no Lambda or EC2",
+        "stack": "stack name; default: [aws] stack_name",
+    }
+)
+def deploy_aws(c: Context, dev: bool = False, stack: str = "") -> None:
     """Create or update the CloudFormation stack and the Lambda code."""
     from releng.aws import deploy, run
     from releng.aws.catalog import Catalog
@@ -136,15 +163,20 @@ def deploy_aws(c: invoke.Context, dev: bool = False, stack: str = "") -> None:
         result = deploy.deploy_dev(aws.client, proj.root, name)
     else:
         cfg = proj.config.aws
-        result = deploy.deploy(aws.client, proj.root, name, catalog=Catalog.from_project(proj),
-                               parameters=deploy.parameters(proj))  # fmt: skip
+        result = deploy.deploy(
+            aws.client,
+            proj.root,
+            name,
+            catalog=Catalog.from_project(proj),
+            parameters=deploy.parameters(proj),
+        )
         del cfg
     out(f"stack {result.name}: state machine {result.state_machine_arn}")
     out(f"scratch s3://{result.scratch_bucket}  downloads s3://{result.downloads_bucket}")
 
 
 @task
-def generate_aws(c: invoke.Context) -> None:
+def generate_aws(c: Context) -> None:
     """Regenerate aws/state-machine.json and aws/template.yaml from releng.aws (commit both)."""
     from releng.aws import statemachine, template
 
