@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def make_deb(
         ["dpkg-deb", "--root-owner-group", f"-Z{compression}", "--build", str(root), str(out)],
         check=True,
         capture_output=True,
+        env={**os.environ, "SOURCE_DATE_EPOCH": "1700000000"},  # same inputs, same bytes
     )
     return out
 
@@ -76,3 +78,31 @@ def make_changes(dest: Path, name: str, files: list[Path]) -> Path:
         f"Checksums-Sha256:\n{sha_lines}Files:\n{md5_lines}"
     )
     return changes
+
+
+def _ar_member(name: str, data: bytes) -> bytes:
+    header = f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode()
+    return header + data + (b"\n" if len(data) % 2 else b"")
+
+
+def raw_deb(
+    dest: Path, filename: str, control: str | None, *, control_member: str = "control.tar.gz"
+) -> Path:
+    """A .deb assembled by hand, so that tests can make ones dpkg-deb refuses to build."""
+    import gzip
+    import io
+    import tarfile
+
+    members = [_ar_member("debian-binary", b"2.0\n")]
+    if control is not None:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            data = control.encode()
+            info = tarfile.TarInfo("./control")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        members.append(_ar_member(control_member, gzip.compress(buf.getvalue())))
+    members.append(_ar_member("data.tar.gz", gzip.compress(b"\0" * 1024)))
+    path = dest / filename
+    path.write_bytes(b"!<arch>\n" + b"".join(members))
+    return path

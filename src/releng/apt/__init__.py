@@ -27,13 +27,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from releng.apt.check import CheckReport, check_repository
 from releng.apt.repository import CRASH_POINTS, PublishResult, RepoSettings, Repository
 from releng.apt.state import STATE_DIR, write_atomic
 from releng.errors import RepoError
 from releng.version import Version
 
 if TYPE_CHECKING:
+    from releng.apt.check import CheckReport
     from releng.gpg import Signer
     from releng.project import Project
 
@@ -52,6 +52,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
+    """See :func:`releng.apt.check.check_repository` (imported on use: it is not on the hot path)."""
+    from releng.apt.check import check_repository as check
+
+    return check(root, keyring=keyring)
 
 
 def _template_regex(template: str, values: Mapping[str, str]) -> str:
@@ -127,10 +134,9 @@ def include(
     component: str | None = None,
     lock_timeout: float = 300.0,
 ) -> PublishResult:
-    """Include ``paths`` into ``suites`` of the repository at ``repo``, publish, export the key."""
+    """Include ``paths`` into ``suites`` of the repository at ``repo`` and publish them."""
     repository = Repository(repo, settings, signer, lock_timeout=lock_timeout)
     result = repository.include(suites, paths, component=component)
-    repository.export_keys()
     _remember(repo, result)
     return result
 
@@ -165,7 +171,6 @@ def update_repos(
             f"no build output for version {version} under {project.out_dir / version.text}/; "
             f"build it first: invoke make-package DISTRO --version {version}"
         )
-    repository.export_keys()
     last = list(results.values())
     _remember(
         repo,

@@ -1,10 +1,13 @@
 """repo-check: verify a repository the way a client would, and more thoroughly.
 
-For every suite under ``dists/``: ``InRelease`` and ``Release.gpg`` verify with
-``gpgv`` against the repository's exported keyring, ``InRelease`` carries the
-same text as ``Release``, every file the Release lists exists with its size and
-SHA256 (under its name and under ``by-hash``), and every pool file a Packages
-or Sources index names exists with the size and SHA256 the index gives.
+For every suite under ``dists/``: ``InRelease`` verifies with ``gpgv`` against
+the repository's exported keyring, every file it lists exists with its size and
+SHA256 (under ``by-hash`` and under its name), and every pool file a Packages or
+Sources index names exists with the size and SHA256 the index gives. Problems
+are what would make apt fail. Warnings are what only older or non-by-hash
+clients could trip on, and what a publish in progress looks like: ``Release`` /
+``Release.gpg`` not matching ``InRelease``, a plain index name not yet (or no
+longer) matching. After a completed publish there are neither.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from releng.apt.debfile import BadPackageError, parse_paragraph, sha256_file
-from releng.apt.index import parse_release_sha256
+from releng.apt.index import IndexEntry, parse_release_sha256
 from releng.errors import RepoError
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,9 @@ class CheckReport:
     suites: list[str] = field(default_factory=list)
     files_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    # Plain index names that differ from the Release while their by-hash copies are right:
+    # what a publish in progress (or killed) looks like; apt reads by-hash and is unaffected.
+    warnings: list[str] = field(default_factory=list)
 
 
 def find_keyring(root: Path) -> Path:
@@ -49,12 +55,51 @@ def _gpgv(keyring: Path, *args: str) -> tuple[bool, bytes, str]:
     return proc.returncode == 0, proc.stdout, proc.stderr.decode(errors="replace").strip()
 
 
+def _last_line(err: str) -> str:
+    return err.splitlines()[-1] if err else "gpgv failed"
+
+
 def _stanzas(text: str, where: str) -> list[dict[str, str]]:
     out = []
     for block in text.split("\n\n"):
         if block.strip():
             out.append(parse_paragraph(block, where=where))
     return out
+
+
+def _verify_index(
+    report: CheckReport,
+    root: Path,
+    *,
+    suite: str,
+    entry: IndexEntry,
+    byhash: Path,
+    path: Path,
+    by_hash: bool,
+) -> bytes | None:
+    """Check one index the Release lists; its verified content, or None.
+
+    With Acquire-By-Hash the by-hash copy is what apt reads: a plain name that differs
+    is only a warning (a publish is in progress, or was killed before its Release).
+    """
+    good: bytes | None = None
+    for candidate in (byhash, path) if by_hash else (path,):
+        out = (
+            report.warnings
+            if (by_hash and candidate == path and good is not None)
+            else report.problems
+        )
+        rel = candidate.relative_to(root)
+        if not candidate.is_file():
+            out.append(f"dists/{suite}/Release lists {rel}, which is missing")
+            continue
+        data = candidate.read_bytes()
+        report.files_checked += 1
+        if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+            out.append(f"{rel} does not match the size/sha256 in dists/{suite}/Release")
+        elif good is None:
+            good = data
+    return good
 
 
 def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:  # noqa: PLR0912, PLR0915
@@ -86,43 +131,40 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
     for suite_dir in sorted(p for p in dists.iterdir() if p.is_dir()):
         suite = suite_dir.name
         report.suites.append(suite)
-        release_path = suite_dir / "Release"
-        if not release_path.is_file():
-            problem(f"dists/{suite}: no Release file")
+        inrelease = suite_dir / "InRelease"
+        if not inrelease.is_file():
+            problem(f"dists/{suite}: no InRelease file")
             continue
-        release = release_path.read_bytes()
-        ok, signed, err = _gpgv(keyring, "--output", "-", str(suite_dir / "InRelease"))
+        ok, signed, err = _gpgv(keyring, "--output", "-", str(inrelease))
         if not ok:
-            problem(
-                f"dists/{suite}/InRelease does not verify: {err.splitlines()[-1] if err else 'gpgv failed'}"
-            )
-        elif signed.rstrip(b"\n") != release.rstrip(b"\n"):
-            problem(f"dists/{suite}/InRelease does not carry the same text as Release")
-        ok, _, err = _gpgv(keyring, str(suite_dir / "Release.gpg"), str(release_path))
-        if not ok:
-            problem(
-                f"dists/{suite}/Release.gpg does not verify: {err.splitlines()[-1] if err else 'gpgv failed'}"
-            )
+            problem(f"dists/{suite}/InRelease does not verify: {_last_line(err)}")
+            continue
+        # InRelease is what apt reads; Release + Release.gpg serve older clients and may
+        # disagree with it for a moment during a publish (or after a killed one).
+        release_path = suite_dir / "Release"
+        if not release_path.is_file() or signed.rstrip(b"\n") != release_path.read_bytes().rstrip(
+            b"\n"
+        ):
+            report.warnings.append(f"dists/{suite}/Release does not carry the text of InRelease")
+        else:
+            ok, _, err = _gpgv(keyring, str(suite_dir / "Release.gpg"), str(release_path))
+            if not ok:
+                report.warnings.append(
+                    f"dists/{suite}/Release.gpg does not verify: {_last_line(err)}"
+                )
+        release = signed
+        by_hash = "\nAcquire-By-Hash: yes\n" in release.decode(errors="replace")
         for entry in parse_release_sha256(release.decode()):
             path = suite_dir / entry.path
             byhash = path.parent / "by-hash" / "SHA256" / entry.sha256
-            for candidate in (path, byhash):
-                if not candidate.is_file():
-                    problem(
-                        f"dists/{suite}/Release lists {candidate.relative_to(suite_dir)}, which is missing"
-                    )
-                    continue
-                data = candidate.read_bytes()
-                report.files_checked += 1
-                if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
-                    problem(
-                        f"{candidate.relative_to(root)} does not match the size/sha256 in dists/{suite}/Release"
-                    )
-            if not path.is_file() or "." in path.name:
+            good = _verify_index(
+                report, root, suite=suite, entry=entry, byhash=byhash, path=path, by_hash=by_hash
+            )
+            if good is None or "." in path.name:
                 continue  # pool references are read from the uncompressed index
             where = str(path.relative_to(root))
             try:
-                stanzas = _stanzas(path.read_text(encoding="utf-8"), where)
+                stanzas = _stanzas(good.decode("utf-8"), where)
             except (BadPackageError, UnicodeDecodeError) as exc:
                 problem(f"{where} cannot be parsed: {exc}")
                 continue

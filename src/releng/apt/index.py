@@ -135,21 +135,21 @@ def pool_prefix(source: str) -> str:
     return source[:4] if source.startswith("lib") and len(source) > 3 else source[:1]
 
 
-def chunk_stanzas(groups: Iterable[tuple[str, Sequence[str]]]) -> list[bytes]:
+def chunk_stanzas(groups: Iterable[tuple[str, Sequence[bytes]]]) -> list[bytes]:
     """Cut ``(name, stanzas)`` groups, in order, into content-defined chunks of index text."""
     chunks: list[bytes] = []
-    current: list[str] = []
+    current: list[bytes] = []
     size = 0
+    crc32 = zlib.crc32
     for name, stanzas in groups:
         for stanza in stanzas:
             current.append(stanza)
-            current.append("\n")
             size += len(stanza) + 1
-        if zlib.crc32(name.encode()) % BOUNDARY_MOD == 0 or size >= MAX_CHUNK:
-            chunks.append("".join(current).encode())
+        if crc32(name.encode()) % BOUNDARY_MOD == 0 or size >= MAX_CHUNK:
+            chunks.append(b"\n".join(current) + b"\n")
             current, size = [], 0
     if current:
-        chunks.append("".join(current).encode())
+        chunks.append(b"\n".join(current) + b"\n")
     return chunks
 
 

@@ -5,7 +5,7 @@ Order of writes in one locked run (each file through a temporary name and a rena
 1. new pool files, then their records appended to ``.releng-repo/pool.jsonl``;
 2. each changed suite's members (retention applied) and a ``pending/<suite>`` marker;
 3. per suite: every index under ``by-hash/SHA256/<sha256>``, then the plain index names
-   (hard links to those), then ``Release``, ``Release.gpg`` and finally ``InRelease``;
+   (hard links to those), then ``InRelease``, ``Release`` and ``Release.gpg``;
 4. the suite's by-hash history; by-hash files beyond the last ``byhash_keep`` removed;
    the pending marker removed;
 5. pool files no suite references, removed (records first, then files).
@@ -21,12 +21,13 @@ import datetime as dt
 import functools
 import hashlib
 import logging
+import operator
 import os
 import re
 import shutil
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,9 +51,9 @@ CRASH_POINTS = (
     "suite-written",
     "byhash-written",
     "indexes-written",
+    "inrelease-written",
     "release-written",
     "release-gpg-written",
-    "inrelease-written",
     "published",
     "gc-records",
 )
@@ -133,6 +134,7 @@ class Repository:
         clock: Callable[[], dt.datetime] | None = None,
         crash_hook: Callable[[str], None] | None = None,
         workers: int | None = None,
+        link_inputs: bool = True,
     ) -> None:
         self.root = root
         self.settings = settings
@@ -142,6 +144,10 @@ class Repository:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._crash = crash_hook or (lambda _point: None)
         self.workers = workers or min(4, os.cpu_count() or 1)
+        # Pool files are hard links to the inputs when they share a filesystem: no copy, so
+        # including is as fast as hashing. Safe as long as inputs are replaced, never rewritten
+        # in place (releng's builds rename a fresh out/<version>/<distro>/ into place).
+        self.link_inputs = link_inputs
 
     def _lock(self) -> RepoLock:
         return RepoLock(self.state.lock_path, timeout=self.lock_timeout)
@@ -173,14 +179,14 @@ class Repository:
             self._write_pool(files, records, run)
             for suite in suites:
                 st = self.state.load_suite(suite)
-                now = self._clock().timestamp()
-                for rec in records:
-                    self._add_member(st, rec, now, run)
+                now = int(self._clock().timestamp())
+                self._add_members(st, records, now, run)
                 self._retain(st)
                 self.state.mark_pending(suite)
-                self.state.save_suite(st)
+                self.state.save_members(st)
                 self._crash("suite-written")
             todo = list(dict.fromkeys([*self.state.pending(), *suites]))
+            self._ensure_keys(signer, run)
             for suite in todo:
                 self._publish_suite(suite, signer, run)
             self._gc(run)
@@ -207,7 +213,8 @@ class Repository:
                 st = self.state.load_suite(suite)
                 if self._retain(st):
                     self.state.mark_pending(suite)
-                    self.state.save_suite(st)
+                    self.state.save_members(st)
+            self._ensure_keys(signer, run)
             for suite in dict.fromkeys([*self.state.pending(), *names]):
                 self._publish_suite(suite, signer, run)
             self._gc(run)
@@ -215,15 +222,30 @@ class Repository:
             suites=tuple(names), written=tuple(run.written), removed=tuple(run.removed)
         )
 
+    @property
+    def keyring_paths(self) -> tuple[Path, Path]:
+        """``<name>-archive-keyring.gpg`` (binary, for Signed-By) and ``.asc``, in the root."""
+        base = self.root / f"{self.settings.name}-archive-keyring"
+        return base.with_name(base.name + ".gpg"), base.with_name(base.name + ".asc")
+
     def export_keys(self) -> tuple[Path, Path]:
-        """``<name>-archive-keyring.gpg`` (binary) and ``.asc`` in the repository root."""
+        """Write the public key files (every publish does this when the key changed)."""
         signer = self._require_signer()
         self.root.mkdir(parents=True, exist_ok=True)
-        binary = self.root / f"{self.settings.name}-archive-keyring.gpg"
-        armored = self.root / f"{self.settings.name}-archive-keyring.asc"
+        binary, armored = self.keyring_paths
         write_atomic(binary, signer.export_public(armor=False))
         write_atomic(armored, signer.export_public(armor=True))
+        self.state.dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.state.dir / "signing-key", signer.fingerprint.encode() + b"\n")
         return binary, armored
+
+    def _ensure_keys(self, signer: Signer, run: _Run) -> None:
+        marker = self.state.dir / "signing-key"
+        current = marker.read_text().strip() if marker.is_file() else ""
+        if current == signer.fingerprint and all(p.is_file() for p in self.keyring_paths):
+            return
+        for path in self.export_keys():
+            run.written.append(path.name)
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -234,6 +256,8 @@ class Repository:
 
     def _read_debs(self, debs: Sequence[Path]) -> list[DebInfo]:
         if len(debs) > 8 and self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(self.workers) as pool:
                 infos = list(pool.map(read_deb, debs))
         else:
@@ -280,7 +304,7 @@ class Repository:
                     source=info.source,
                     size=info.size,
                     sha256=info.sha256,
-                    stanza=_index.deb_stanza(info, path),
+                    stanza=_index.deb_stanza(info, path).encode(),
                 )
             )
         for src in sources:
@@ -303,16 +327,15 @@ class Repository:
                     source=src.name,
                     size=src.dsc_ref.size,
                     sha256=src.dsc_ref.sha256,
-                    stanza=_index.dsc_stanza(src, directory),
+                    stanza=_index.dsc_stanza(src, directory).encode(),
                     files=[(f"{directory}/{r.name}", r.size, r.sha256) for r in src.files],
                 )
             )
         return records, list(files.values())
 
     def _check_conflicts(self, files: Sequence[_PoolFile]) -> None:
-        known = self.state.known_files()
         for f in files:
-            have = known.get(f.path)
+            have = self.state.known_sha256(f.path)
             if have is not None and have != f.sha256:
                 raise RepoError(
                     f"{f.source}: the pool already holds {f.path} with different contents "
@@ -323,85 +346,94 @@ class Repository:
     def _write_pool(
         self, files: Sequence[_PoolFile], records: Sequence[PoolRecord], run: _Run
     ) -> None:
-        known = self.state.known_files()
+        known = [self.state.known_sha256(f.path) is not None for f in files]
+        dirs: set[Path] = set()
         for f in files:
-            dest = self.root / f.path
-            if f.path in known and dest.is_file():
-                continue  # the identical file is already there: nothing to do
-            if dest.is_file() and sha256_file(dest) == (f.size, f.sha256):
-                continue  # left by a run killed before it recorded the file
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-            shutil.copyfile(f.source, tmp)
-            tmp.chmod(0o644)
-            tmp.replace(dest)
-            run.written.append(f.path)
+            d = (self.root / f.path).parent
+            if d not in dirs:
+                d.mkdir(parents=True, exist_ok=True)
+                dirs.add(d)
+        if len(files) > 16 and self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # link(), open() and the page cache release the GIL: place files on every core.
+            with ThreadPoolExecutor(self.workers) as ex:
+                placed = list(ex.map(self._place, files, known))
+        else:
+            placed = [self._place(f, k) for f, k in zip(files, known, strict=True)]
+        run.written += [f.path for f, new in zip(files, placed, strict=True) if new]
         self._crash("pool-written")
         pool = self.state.pool()
-        self.state.append(
-            [
-                r
-                for r in records
-                if pool.get(r.path) is None or pool[r.path].to_json() != r.to_json()
-            ]
-        )
+        self.state.append([r for r in records if pool.get(r.path) != r])
         self._crash("records-written")
+
+    def _place(self, f: _PoolFile, known: bool) -> bool:
+        """Put one file into the pool; False when the identical file is already there."""
+        dest = self.root / f.path
+        if dest.is_file():
+            if known:
+                return False  # recorded with this sha256 (checked): nothing to do
+            if sha256_file(dest) == (f.size, f.sha256):
+                return False  # left by a run killed before it recorded the file
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        linked = False
+        if self.link_inputs:
+            try:
+                os.link(f.source, tmp)
+                linked = True
+            except OSError:
+                pass  # another filesystem, or links not allowed: copy
+        if not linked:
+            shutil.copyfile(f.source, tmp)
+            tmp.chmod(0o644)
+        tmp.replace(dest)
+        return True
 
     # -- suite membership and retention ---------------------------------------------------------
 
-    def _add_member(self, st: SuiteState, rec: PoolRecord, now: float, run: _Run) -> None:
-        if rec.path in st.members:
-            return
+    def _add_members(
+        self, st: SuiteState, records: Sequence[PoolRecord], now: int, run: _Run
+    ) -> None:
         pool = self.state.pool()
+        new = {
+            (r.kind, r.package, r.version, r.arch): r.path
+            for r in records
+            if r.path not in st.members
+        }
+        if not new:
+            return
         for path in list(st.members):
             old = pool.get(path)
-            if old and (old.kind, old.package, old.version, old.arch) == (
-                rec.kind,
-                rec.package,
-                rec.version,
-                rec.arch,
-            ):
-                del st.members[path]  # the same package in another component: replaced
-        st.members[rec.path] = now
-        run.added.append(rec.path)
+            if old and (old.kind, old.package, old.version, old.arch) in new:
+                del st.members[path]  # the same package from another component: replaced
+        for path in new.values():
+            st.members[path] = now
+            run.added.append(path)
 
     def _retain(self, st: SuiteState) -> bool:
         """Apply keep_versions and the nightly age limit; True when members were dropped."""
         pool = self.state.pool()
         groups: dict[tuple[str, str, str], list[PoolRecord]] = defaultdict(list)
-        for path in list(st.members):
+        drop: list[str] = []
+        max_age = self.settings.nightly_max_age_days
+        today = self._clock().date()
+        for path in st.members:
             rec = pool.get(path)
             if rec is None:
                 log.warning(
                     "suite %s names %s, which has no pool record; dropping it", st.name, path
                 )
-                del st.members[path]
+                drop.append(path)
                 continue
             groups[(rec.kind, rec.package, rec.arch)].append(rec)
-        drop: list[str] = []
+            if max_age > 0 and rec.version[:1].isdigit() and _too_old(rec.version, today, max_age):
+                drop.append(path)
         keep = self.settings.keep_versions
         for recs in groups.values():
             if len(recs) > keep:
-                recs.sort(
-                    key=functools.cmp_to_key(
-                        lambda a, b: _index.version_compare(b.version, a.version)
-                    )
-                )
+                recs.sort(key=_newest_first)
                 drop += [r.path for r in recs[keep:]]
-        max_age = self.settings.nightly_max_age_days
-        if max_age > 0:
-            today = self._clock().date()
-            for recs in groups.values():
-                for r in recs:
-                    m = _NIGHTLY_RE.match(r.version)
-                    if not m:
-                        continue
-                    try:
-                        built = dt.date(int(m[1]), int(m[2]), int(m[3]))
-                    except ValueError:
-                        continue
-                    if (today - built).days > max_age:
-                        drop.append(r.path)
         for path in drop:
             if st.members.pop(path, None) is not None:
                 log.info("suite %s: retention drops %s", st.name, path)
@@ -416,12 +448,8 @@ class Repository:
         jobs: list[tuple[str, list[bytes]]] = []
         for comp in self.settings.components:
             mine = [r for r in recs if r.component == comp]
-            debs = sorted(
-                (r for r in mine if r.kind == "deb"), key=lambda r: (r.package, r.version, r.arch)
-            )
-            dscs = sorted(
-                (r for r in mine if r.kind == "dsc"), key=lambda r: (r.package, r.version)
-            )
+            debs = sorted((r for r in mine if r.kind == "deb"), key=_deb_order)
+            dscs = sorted((r for r in mine if r.kind == "dsc"), key=_dsc_order)
             for arch in self.settings.architectures:
                 chosen = [r for r in debs if r.arch in (arch, "all")]
                 jobs.append(
@@ -432,6 +460,8 @@ class Repository:
             cache = _index.ChunkCache(self.state.chunk_cache_path(st.name, name))
             missing = [c for c in chunks if c and hashlib.sha256(c).digest() not in cache.old]
             if len(missing) > 4 and self.workers > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
                 # zlib and liblzma release the GIL: compress new chunks on every core.
                 with ThreadPoolExecutor(self.workers) as ex:
                     done = dict(zip(missing, ex.map(_index.compress_chunk, missing), strict=True))
@@ -481,14 +511,13 @@ class Repository:
             description=f"{self.settings.label} packages for {suite}",
             entries=entries,
         )
-        with ThreadPoolExecutor(2) as ex:  # two gpg processes at once
-            inrelease_f = ex.submit(signer.clearsign, release)
-            detached_f = ex.submit(signer.detached_signature, release)
-            inrelease, detached = inrelease_f.result(), detached_f.result()
+        inrelease, detached = _sign_both(signer, release)
+        # InRelease first: it is what apt reads, and it is one file. Release and Release.gpg
+        # (for older clients) follow back to back; between those two renames the pair disagrees.
         for fname, data, point in (
+            ("InRelease", inrelease, "inrelease-written"),
             ("Release", release, "release-written"),
             ("Release.gpg", detached, "release-gpg-written"),
-            ("InRelease", inrelease, "inrelease-written"),
         ):
             write_atomic(dists / fname, data)
             run.written.append(f"dists/{suite}/{fname}")
@@ -507,7 +536,7 @@ class Repository:
                 if f.name not in keep:
                     f.unlink()
                     run.removed.append(str(f.relative_to(self.root)))
-        self.state.save_suite(st)
+        self.state.save_byhash(st)
         self.state.clear_pending(suite)
         self._crash("published")
         log.info("published %s: %d packages, %d index files", suite, len(st.members), len(entries))
@@ -536,9 +565,54 @@ class Repository:
                 log.info("removed unreferenced %s", path)
 
 
-def _grouped(recs: Sequence[PoolRecord]) -> Iterable[tuple[str, list[str]]]:
+_deb_order = operator.attrgetter("package", "version", "arch")
+_dsc_order = operator.attrgetter("package", "version")
+
+
+def _sign_both(signer: Signer, release: bytes) -> tuple[bytes, bytes]:
+    """InRelease and Release.gpg, made by two gpg processes at once."""
+    results: dict[str, bytes] = {}
+    errors: list[BaseException] = []
+
+    def detached() -> None:
+        try:
+            results["gpg"] = signer.detached_signature(release)
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=detached, name="sign-Release.gpg")
+    thread.start()
+    try:
+        inrelease = signer.clearsign(release)
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return inrelease, results["gpg"]
+
+
+def _newer(a: PoolRecord, b: PoolRecord) -> int:
+    return _index.version_compare(b.version, a.version)
+
+
+_newest_first = functools.cmp_to_key(_newer)
+
+
+def _too_old(version: str, today: dt.date, max_age: int) -> bool:
+    """Whether ``version`` is a nightly (``YYYY.MM.DD...``) more than ``max_age`` days old."""
+    m = _NIGHTLY_RE.match(version)
+    if not m:
+        return False
+    try:
+        built = dt.date(int(m[1]), int(m[2]), int(m[3]))
+    except ValueError:
+        return False
+    return (today - built).days > max_age
+
+
+def _grouped(recs: Sequence[PoolRecord]) -> Iterable[tuple[str, list[bytes]]]:
     current: str | None = None
-    stanzas: list[str] = []
+    stanzas: list[bytes] = []
     for r in recs:
         if r.package != current:
             if current is not None:

@@ -1,0 +1,347 @@
+"""Side by side: releng's apt indexer vs apt-ftparchive, reprepro and aptly; prints ratios.
+
+    python benchmarks/bench_repo.py [--quick]
+
+Everything happens under benchmarks/.work/ (gitignored): generated .debs, a
+passphrase-less throwaway signing key shared by every tool, and one repository
+per tool. Each measured step runs as its own process (the peers are
+processes too), on a warm page cache, best of a few runs where cheap.
+
+Scenarios (the issue's targets in brackets):
+1. 2,000 small .debs into a fresh signed suite
+   [<= 1.0 x apt-ftparchive packages alone; <= 0.5 x reprepro; <= 0.5 x aptly add+publish]
+2. 1 .deb added to a 10,000-package suite, republished signed [<= 0.3 s; <= 1.0 x reprepro]
+3. 1 GB of large .debs [<= 1.3 x SHA256 of the same bytes on all cores]
+4. peak memory including 10,000 packages [< 200 MB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / "benchmarks" / ".work"
+sys.path.insert(0, str(ROOT / "src"))
+
+SUITE = "bench"
+
+
+# -- inputs ----------------------------------------------------------------------------------------
+
+
+def _ar_member(name: str, data: bytes) -> bytes:
+    header = f"{name:<16}{0:<12}{0:<6}{0:<6}{100644:<8}{len(data):<10}`\n".encode()
+    return header + data + (b"\n" if len(data) % 2 else b"")
+
+
+def _tar(files: dict[str, bytes], *, compress: bool) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    return gzip.compress(raw, compresslevel=1, mtime=0) if compress else raw
+
+
+def make_deb(dest: Path, name: str, version: str, *, payload: bytes = b"") -> Path:
+    """A valid .deb written directly (dpkg-deb is ~20 ms per package; this is ~0.2 ms)."""
+    control = (
+        f"Package: {name}\nVersion: {version}\nArchitecture: amd64\n"
+        "Maintainer: Bench <bench@example.org>\nInstalled-Size: 12\n"
+        "Depends: libc6 (>= 2.34)\nSection: misc\nPriority: optional\n"
+        f"Description: benchmark package {name}\n A generated package for the benchmark.\n"
+    ).encode()
+    control_tar = _tar({"./control": control}, compress=True)
+    data = {f"./usr/share/doc/{name}/README": f"{name} {version}\n".encode()}
+    if payload:
+        data[f"./usr/share/{name}/blob"] = payload
+    data_tar = _tar(data, compress=not payload)
+    path = dest / f"{name}_{version}_amd64.deb"
+    path.write_bytes(
+        b"!<arch>\n"
+        + _ar_member("debian-binary", b"2.0\n")
+        + _ar_member("control.tar.gz", control_tar)
+        + _ar_member("data.tar" if payload else "data.tar.gz", data_tar)
+    )
+    return path
+
+
+def make_many(dest: Path, count: int, prefix: str) -> list[Path]:
+    if dest.is_dir() and len(list(dest.glob(f"{prefix}*.deb"))) == count:
+        return sorted(dest.glob("*.deb"))
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    return [make_deb(dest, f"{prefix}{i:05d}", f"1.{i}-1") for i in range(count)]
+
+
+def make_large(dest: Path, total: int, count: int) -> list[Path]:
+    have = sorted(dest.glob("*.deb")) if dest.is_dir() else []
+    if len(have) == count and sum(p.stat().st_size for p in have) >= total:
+        return have
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    out = []
+    for i in range(count):
+        payload = os.urandom(total // count)
+        out.append(make_deb(dest, f"large{i:02d}", "1.0-1", payload=payload))
+    return out
+
+
+def make_key(home: Path) -> str:
+    if (home / "fpr").is_file():
+        return (home / "fpr").read_text().strip()
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(mode=0o700, parents=True)
+    subprocess.run(
+        [
+            "gpg",
+            "--homedir",
+            str(home),
+            "--batch",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--quick-gen-key",
+            "releng benchmark <bench@releng.invalid>",
+            "ed25519",
+            "sign",
+            "never",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        ["gpg", "--homedir", str(home), "--batch", "--with-colons", "--list-secret-keys"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    fpr = next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:"))
+    (home / "fpr").write_text(fpr + "\n")
+    return fpr
+
+
+# -- running and timing ----------------------------------------------------------------------------
+
+
+def timed(
+    cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd[:6])} ...\n{err[-2000:]}")
+    return wall, usage.ru_maxrss
+
+
+RELENG_INCLUDE = """
+import sys, json
+from pathlib import Path
+from releng.apt import Repository, RepoSettings
+from releng.gpg import Signer
+repo, home, fpr, suite = sys.argv[1:5]
+paths = [Path(p) for p in sys.argv[5:]]
+signer = Signer(gnupghome=Path(home), key=fpr, passphrase=None)
+settings = RepoSettings(name="bench", origin="bench", label="bench", keep_versions=5, nightly_max_age_days=0)
+Repository(Path(repo), settings, signer).include([suite], paths)
+"""
+
+
+def releng(repo: Path, home: Path, fpr: str, paths: list[Path]) -> tuple[float, int]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    return timed(
+        [sys.executable, "-c", RELENG_INCLUDE, str(repo), str(home), fpr, SUITE, *map(str, paths)],
+        env=env,
+    )
+
+
+def reprepro_setup(base: Path, fpr: str) -> None:
+    shutil.rmtree(base, ignore_errors=True)
+    (base / "conf").mkdir(parents=True)
+    (base / "conf" / "distributions").write_text(
+        f"Codename: {SUITE}\nSuite: {SUITE}\nArchitectures: amd64 source\nComponents: main\n"
+        f"SignWith: {fpr}\n"
+    )
+    (base / "conf" / "options").write_text("export changed\n")
+
+
+def sha256_all_cores(paths: list[Path]) -> float:
+    def chunks() -> list[Path]:
+        return paths
+
+    start = time.perf_counter()
+    with ProcessPoolExecutor(os.cpu_count() or 1) as ex:
+        list(ex.map(_sha256_file, chunks()))
+    return time.perf_counter() - start
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def best(n: int, fn, *args):  # type: ignore[no-untyped-def]
+    results = [fn(*args) for _ in range(n)]
+    return min(results, key=lambda r: r[0])
+
+
+def line(label: str, ours: float, theirs: float, target: str) -> None:
+    print(
+        f"{label:<58} releng {ours:7.3f} s  vs {theirs:7.3f} s  ratio {ours / theirs:5.2f}  (target {target})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
+    args = parser.parse_args()
+    n_small, n_big, large_total = (200, 1000, 100 << 20) if args.quick else (2000, 10000, 1 << 30)
+    WORK.mkdir(parents=True, exist_ok=True)
+    home = WORK / "gnupg"
+    fpr = make_key(home)
+    env = dict(os.environ, GNUPGHOME=str(home))
+    print(f"inputs under {WORK}; {os.cpu_count()} cores; signing key {fpr[-16:]} (no passphrase)")
+
+    # 1. small debs into a fresh signed suite.
+    small = make_many(WORK / "small", n_small, "small")
+    ftp_pool = WORK / "ftparchive" / "pool"
+    if not ftp_pool.is_dir():
+        ftp_pool.mkdir(parents=True)
+        for p in small:
+            os.link(p, ftp_pool / p.name)
+
+    def ftparchive() -> tuple[float, int]:
+        return timed(
+            ["sh", "-c", "apt-ftparchive packages pool > Packages"], cwd=WORK / "ftparchive"
+        )
+
+    def ours_small() -> tuple[float, int]:
+        shutil.rmtree(WORK / "releng-small", ignore_errors=True)
+        return releng(WORK / "releng-small", home, fpr, [WORK / "small"])
+
+    def reprepro_small() -> tuple[float, int]:
+        base = WORK / "reprepro-small"
+        reprepro_setup(base, fpr)
+        return timed(["reprepro", "-b", str(base), "includedeb", SUITE, *map(str, small)], env=env)
+
+    def aptly_small() -> tuple[float, int]:
+        base = WORK / "aptly-small"
+        shutil.rmtree(base, ignore_errors=True)
+        base.mkdir()
+        conf = base / "aptly.conf"
+        conf.write_text(json.dumps({"rootDir": str(base / "root"), "gpgProvider": "gpg"}))
+        timed(
+            ["aptly", f"-config={conf}", "repo", "create", f"-distribution={SUITE}", "bench"],
+            env=env,
+        )
+        start = time.perf_counter()
+        _, rss1 = timed(
+            ["aptly", f"-config={conf}", "repo", "add", "bench", str(WORK / "small")], env=env
+        )
+        _, rss2 = timed(
+            [
+                "aptly",
+                f"-config={conf}",
+                "publish",
+                "repo",
+                f"-gpg-key={fpr}",
+                "-architectures=amd64",
+                "bench",
+            ],
+            env=env,
+        )
+        return time.perf_counter() - start, max(rss1, rss2)
+
+    ftp = best(3, ftparchive)
+    ours = best(3, ours_small)
+    rep = best(2, reprepro_small)
+    apl = best(2, aptly_small)
+    print(f"\n1. {n_small} small .debs into a fresh signed suite")
+    line("   vs apt-ftparchive packages (index only, unsigned)", ours[0], ftp[0], "<= 1.0")
+    line("   vs reprepro includedeb (exports, signs)", ours[0], rep[0], "<= 0.5")
+    line("   vs aptly repo add + publish repo (signs)", ours[0], apl[0], "<= 0.5")
+
+    # 2. one more .deb into a 10,000-package suite.
+    big = make_many(WORK / "big", n_big, "big")
+    extra_dir = WORK / "extra"
+    shutil.rmtree(extra_dir, ignore_errors=True)
+    extra_dir.mkdir()
+    extras = [make_deb(extra_dir, f"extra{i}", "1.0-1") for i in range(3)]
+    shutil.rmtree(WORK / "releng-big", ignore_errors=True)
+    ours_fill = releng(WORK / "releng-big", home, fpr, [WORK / "big"])
+    ours_add = best(3, lambda: releng(WORK / "releng-big", home, fpr, [extras.pop()]))
+    base = WORK / "reprepro-big"
+    reprepro_setup(base, fpr)
+    rep_fill = timed(["reprepro", "-b", str(base), "includedeb", SUITE, *map(str, big)], env=env)
+    rep_extra = [make_deb(extra_dir, f"rextra{i}", "1.0-1") for i in range(2)]
+    rep_add = best(
+        2,
+        lambda: timed(
+            ["reprepro", "-b", str(base), "includedeb", SUITE, str(rep_extra.pop())], env=env
+        ),
+    )
+    print(f"\n2. {n_big} packages, then 1 more (the whole suite re-exported and signed)")
+    line(
+        f"   filling: {n_big} .debs into a fresh suite vs reprepro",
+        ours_fill[0],
+        rep_fill[0],
+        "(info)",
+    )
+    line("   adding 1 .deb vs reprepro includedeb", ours_add[0], rep_add[0], "<= 1.0, and <= 0.3 s")
+
+    # 3. large packages vs the physical limit.
+    large = make_large(WORK / "large", large_total, 8)
+    size = sum(p.stat().st_size for p in large)
+    for p in large:  # warm the page cache for both sides
+        _sha256_file(p)
+    hashing = min(sha256_all_cores(large) for _ in range(3))
+
+    def ours_large() -> tuple[float, int]:
+        shutil.rmtree(WORK / "releng-large", ignore_errors=True)
+        return releng(WORK / "releng-large", home, fpr, [WORK / "large"])
+
+    ol = best(3, ours_large)
+    print(f"\n3. {size / 1e9:.2f} GB of large .debs ({len(large)} files)")
+    line("   include + publish vs SHA256 of the same bytes on all cores", ol[0], hashing, "<= 1.3")
+
+    # 4. memory.
+    print("\n4. peak memory (max RSS of the process)")
+    print(
+        f"   releng filling {n_big} packages: {ours_fill[1] / 1024:6.1f} MB; adding 1 to it: "
+        f"{ours_add[1] / 1024:6.1f} MB (target < 200 MB); reprepro filling: {rep_fill[1] / 1024:6.1f} MB"
+    )
+    print(
+        f"   releng {n_small} small: {ours[1] / 1024:6.1f} MB; 1 GB large: {ol[1] / 1024:6.1f} MB"
+    )
+    resource.getrusage(resource.RUSAGE_SELF)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,410 @@
+"""Repositories: include, publish, retention, refusals, the lock, and kill -9 at every step.
+
+Every repository is checked with repo-check (gpgv, every checksum, every referenced
+file); apt itself reads them in test_apt_in_container.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import lzma
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from releng.apt import CRASH_POINTS, RepoSettings, Repository, check_repository
+from releng.apt.lock import RepoLock
+from releng.apt.state import STATE_DIR, RepoState
+from releng.errors import LockError, RelengError, RepoError, SigningError
+from releng.gpg import Signer
+from tests.apt_debs import make_changes, make_deb, make_source, raw_deb
+from tests.fixtures.gpg import TestKey
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
+    """A key with no passphrase: each signature costs ~10 ms instead of gpg-agent's ~250 ms
+    passphrase stretching, which matters for tests that publish dozens of times. The
+    passphrase path is covered by the first test, which uses the shared ``gpg_key``."""
+    import gnupg
+
+    home = tmp_path_factory.mktemp("apt-gnupg")
+    gpg = gnupg.GPG(gnupghome=str(home))
+    params = gpg.gen_key_input(
+        key_type="EDDSA",
+        key_curve="ed25519",
+        key_usage="sign",
+        name_real="releng apt test key",
+        name_email="tests@releng.invalid",
+        expire_date=0,
+        no_protection=True,
+    )
+    fpr = str(gpg.gen_key(params).fingerprint)
+    assert fpr
+    return TestKey(home=home, fingerprint=fpr, passphrase="")
+
+
+@pytest.fixture(scope="module")
+def signer(key: TestKey) -> Signer:
+    return Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None)
+
+
+def settings(**kw: object) -> RepoSettings:
+    base: dict[str, object] = {
+        "name": "tally",
+        "origin": "releng tests",
+        "label": "tally",
+        "suite_patterns": (r"bookworm", r"bookworm-\d+\.\d+", r"trixie"),
+    }
+    base.update(kw)
+    return RepoSettings(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def repo(tmp_path: Path, signer: Signer) -> Callable[..., Repository]:
+    def make(**kw: object) -> Repository:
+        return Repository(tmp_path / "repo", settings(**kw), signer, clock=lambda: NOW)
+
+    return make
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file under root with its sha256: what 'the repository unchanged' means."""
+    if not root.exists():
+        return {}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "lock"
+    }
+
+
+def packages(root: Path, suite: str = "bookworm", arch: str = "amd64") -> str:
+    return (root / "dists" / suite / "main" / f"binary-{arch}" / "Packages").read_text()
+
+
+def assert_checks(root: Path) -> None:
+    report = check_repository(root)
+    assert report.problems == []
+    assert report.warnings == []
+    assert report.suites
+
+
+def test_include_changes_publishes_a_signed_by_hash_repository(
+    tmp_path: Path, gpg_key: TestKey
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    debs = [
+        make_deb(inputs, "hello", "1.0-1"),
+        make_deb(inputs, "hello-doc", "1.0-1", arch="all", source="hello"),
+    ]
+    dsc = make_source(inputs, "hello", "1.0-1")
+    changes = make_changes(inputs, "hello_1.0-1_amd64", [*debs, dsc, inputs / "hello_1.0-1.tar.gz"])
+    signer = Signer(gnupghome=gpg_key.home, key=gpg_key.fingerprint, passphrase=gpg_key.passphrase)
+    r = Repository(tmp_path / "repo", settings(), signer, clock=lambda: NOW)
+    result = r.include(["bookworm"], [changes])
+    root = r.root
+    assert sorted(result.added) == [
+        "pool/main/h/hello/hello-doc_1.0-1_all.deb",
+        "pool/main/h/hello/hello_1.0-1.dsc",
+        "pool/main/h/hello/hello_1.0-1_amd64.deb",
+    ]
+    assert list(result.written[-3:]) == [
+        "dists/bookworm/InRelease",
+        "dists/bookworm/Release",
+        "dists/bookworm/Release.gpg",
+    ]
+    release = (root / "dists/bookworm/Release").read_text()
+    for line in (
+        "Origin: releng tests",
+        "Label: tally",
+        "Suite: bookworm",
+        "Codename: bookworm",
+        "Date: Sun, 22 Nov 2026 12:00:00 UTC",
+        "Architectures: amd64",
+        "Components: main",
+        "Acquire-By-Hash: yes",
+    ):
+        assert line + "\n" in release
+    for name in ("Packages", "Packages.gz", "Packages.xz"):
+        assert f" main/binary-amd64/{name}\n" in release
+    for name in ("Sources", "Sources.gz", "Sources.xz"):
+        assert f" main/source/{name}\n" in release
+    text = packages(root)
+    assert "Filename: pool/main/h/hello/hello_1.0-1_amd64.deb\n" in text
+    assert "Package: hello-doc\n" in text  # arch all lands in every binary-<arch>
+    sources = (root / "dists/bookworm/main/source/Sources").read_text()
+    assert "Package: hello\n" in sources
+    assert "Directory: pool/main/h/hello\n" in sources
+    assert "hello_1.0-1.tar.gz" in sources
+    xz = (root / "dists/bookworm/main/binary-amd64/Packages.xz").read_bytes()
+    gz = (root / "dists/bookworm/main/binary-amd64/Packages.gz").read_bytes()
+    assert lzma.decompress(xz).decode() == text == gzip.decompress(gz).decode()
+    byhash = root / "dists/bookworm/main/binary-amd64/by-hash/SHA256"
+    assert (byhash / hashlib.sha256(xz).hexdigest()).read_bytes() == xz
+    assert (root / "tally-archive-keyring.gpg").stat().st_size > 0
+    assert (root / "tally-archive-keyring.asc").read_text().startswith("-----BEGIN PGP PUBLIC KEY")
+    assert_checks(root)
+
+
+def test_identical_file_again_is_a_no_op(tmp_path: Path, repo: Callable[..., Repository]) -> None:
+    deb = make_deb(tmp_path, "hello", "1.0-1")
+    r = repo()
+    r.include(["bookworm"], [deb])
+    before = snapshot(r.root / "pool")
+    packages_before = packages(r.root)
+    again = r.include(["bookworm"], [deb])
+    assert again.added == ()
+    assert not [p for p in again.written if p.startswith("pool/")]
+    assert snapshot(r.root / "pool") == before
+    assert packages(r.root) == packages_before
+
+
+def test_same_pool_name_with_other_content_is_refused(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    r = repo()
+    r.include(["bookworm"], [make_deb(tmp_path / "a", "hello", "1.0-1")])
+    before = snapshot(r.root)
+    other = make_deb(tmp_path / "b", "hello", "1.0-1", script="#!/bin/sh\necho changed\n")
+    with pytest.raises(RepoError, match=r"already holds pool/main/h/hello/hello_1\.0-1_amd64\.deb"):
+        r.include(["bookworm"], [other])
+    assert snapshot(r.root) == before
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[Path], str, str]]:
+    """name -> (paths, suite, what the one error line must say)."""
+    good = make_deb(tmp, "good", "1.0")
+    garbage = tmp / "garbage.deb"
+    garbage.write_bytes(b"garbage\n" * 50)
+    truncated = tmp / "truncated.deb"
+    truncated.write_bytes(good.read_bytes()[:90])
+    changes_dir = tmp / "changes"
+    changes_dir.mkdir()
+    listed = make_deb(changes_dir, "listed", "1.0")
+    changes = make_changes(changes_dir, "listed_1.0_amd64", [listed])
+    listed.write_bytes(listed.read_bytes() + b"tampered")
+    return {
+        "garbage": ([garbage], "bookworm", "garbage.deb is not a Debian package"),
+        "truncated": ([truncated], "bookworm", "truncated.deb"),
+        "no control member": (
+            [raw_deb(tmp, "nocontrol.deb", None)],
+            "bookworm",
+            "nocontrol.deb: no control.tar member",
+        ),
+        "no Version": (
+            [raw_deb(tmp, "nover.deb", "Package: nover\nArchitecture: all\n")],
+            "bookworm",
+            "nover.deb: the control file has no Version",
+        ),
+        "no Package": (
+            [raw_deb(tmp, "nopkg.deb", "Version: 1\nArchitecture: all\n")],
+            "bookworm",
+            "nopkg.deb: the control file has no Package",
+        ),
+        "architecture not carried": (
+            [make_deb(tmp, "armonly", "1.0", arch="arm64")],
+            "bookworm",
+            "architecture 'arm64' is not carried",
+        ),
+        "changes checksum mismatch": ([changes], "bookworm", "checksum mismatch"),
+        "package name escapes the pool": (
+            [raw_deb(tmp, "evil.deb", "Package: ../../etc\nVersion: 1\nArchitecture: all\n")],
+            "bookworm",
+            "'../../etc' is not a valid Debian package name",
+        ),
+        "source name with a slash": (
+            [
+                raw_deb(
+                    tmp,
+                    "evilsrc.deb",
+                    "Package: ok\nSource: a/b\nVersion: 1\nArchitecture: all\n",
+                )
+            ],
+            "bookworm",
+            "source name 'a/b' is not a valid",
+        ),
+        "unknown suite": ([good], "sid-experimental", "unknown suite 'sid-experimental'"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "garbage",
+        "truncated",
+        "no control member",
+        "no Version",
+        "no Package",
+        "architecture not carried",
+        "changes checksum mismatch",
+        "package name escapes the pool",
+        "source name with a slash",
+        "unknown suite",
+    ],
+)
+def test_bad_input_is_one_clear_error_and_changes_nothing(
+    tmp_path: Path, repo: Callable[..., Repository], case: str
+) -> None:
+    r = repo()
+    r.include(["bookworm"], [make_deb(tmp_path, "existing", "1.0")])
+    before = snapshot(r.root)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    paths, suite, message = _bad_inputs(bad)[case]
+    with pytest.raises(RelengError) as err:
+        r.include([suite], [*paths, make_deb(tmp_path / "bad", "fine", "2.0")])
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+    assert snapshot(r.root) == before
+
+
+def test_a_missing_signing_key_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-gnupg"
+    with pytest.raises(SigningError, match="is not in the keyring"):
+        Signer(gnupghome=empty, key="0123456789ABCDEF0123456789ABCDEF01234567", passphrase=None)
+    r = Repository(tmp_path / "repo", settings(), None)
+    with pytest.raises(RepoError, match="no signing key"):
+        r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0")])
+    assert not (tmp_path / "repo").exists()
+
+
+def test_retention_keeps_the_last_n_versions_and_collects_pool_files(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    r = repo(keep_versions=2)
+    r.include(["bookworm", "trixie"], [make_deb(tmp_path, "hello", "1.0-1")])
+    r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.10-1")])
+    result = r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.9-1")])
+    text = packages(r.root)
+    assert "Version: 1.10-1\n" in text
+    assert "Version: 1.9-1\n" in text
+    assert "Version: 1.0-1\n" not in text
+    # 1.0-1 is still in trixie: its pool file stays.
+    assert (r.root / "pool/main/h/hello/hello_1.0-1_amd64.deb").is_file()
+    assert result.removed == () or all("by-hash" in p for p in result.removed)
+    gone = r.include(
+        ["trixie"], [make_deb(tmp_path, "hello", "1.10-1"), make_deb(tmp_path, "hello", "1.9-1")]
+    )
+    assert "Version: 1.0-1\n" not in packages(r.root, "trixie")
+    assert "pool/main/h/hello/hello_1.0-1_amd64.deb" in gone.removed
+    assert not (r.root / "pool/main/h/hello/hello_1.0-1_amd64.deb").exists()
+    assert_checks(r.root)
+
+
+def test_nightlies_older_than_the_limit_are_dropped(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    r = repo(nightly_max_age_days=40)
+    old = make_deb(tmp_path, "tally-nightly", "2026.09.01-1~bookworm")
+    new = make_deb(tmp_path, "tally-nightly", "2026.11.20-1~bookworm")
+    release = make_deb(tmp_path, "tally", "2019.1.0-1~bookworm")  # not a YYYY.MM.DD nightly
+    r.include(["bookworm"], [old, new, release])
+    text = packages(r.root)
+    assert "Version: 2026.11.20-1~bookworm\n" in text
+    assert "Version: 2026.09.01-1~bookworm\n" not in text
+    assert "Version: 2019.1.0-1~bookworm\n" in text
+    assert not (
+        r.root / "pool/main/t/tally-nightly/tally-nightly_2026.09.01-1~bookworm_amd64.deb"
+    ).exists()
+
+
+def test_by_hash_keeps_the_last_few_versions_of_each_index(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    r = repo(byhash_keep=2)
+    byhash = r.root / "dists/bookworm/main/binary-amd64/by-hash/SHA256"
+    removed: list[str] = []
+    for i in range(4):
+        removed += r.include(["bookworm"], [make_deb(tmp_path, f"pkg{i}", "1.0")]).removed
+    assert len(list(byhash.iterdir())) == 2 * 3  # Packages, .gz, .xz: the last 2 of each
+    assert len([p for p in removed if "binary-amd64/by-hash" in p]) == 2 * 3
+    assert_checks(r.root)
+
+
+def test_release_line_suites_and_valid_until(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    r = repo(valid_for_days=7)
+    r.include(["bookworm", "bookworm-1.2"], [make_deb(tmp_path, "tally", "1.2.3-1~bookworm")])
+    release = (r.root / "dists/bookworm-1.2/Release").read_text()
+    assert "Suite: bookworm-1.2\nCodename: bookworm-1.2\n" in release
+    assert "Valid-Until: Sun, 29 Nov 2026 12:00:00 UTC\n" in release
+    assert packages(r.root, "bookworm-1.2") == packages(r.root, "bookworm")
+
+
+def test_a_second_publisher_waits_then_fails_naming_the_holder(
+    tmp_path: Path, signer: Signer
+) -> None:
+    r = Repository(tmp_path / "repo", settings(), signer, lock_timeout=0.3)
+    deb = make_deb(tmp_path, "hello", "1.0")
+    with RepoLock(RepoState(r.root).lock_path, timeout=1), pytest.raises(LockError) as err:
+        r.include(["bookworm"], [deb])
+    assert f"pid {os.getpid()} on host " in str(err.value)
+    assert "waited 0.3 s" in str(err.value)
+    r.include(["bookworm"], [deb])  # free again
+    assert_checks(r.root)
+
+
+CRASHER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from releng.apt import Repository, RepoSettings
+    from releng.gpg import Signer
+    root, home, fpr, passphrase, point, *debs = sys.argv[1:]
+    def hook(name):
+        if name == point:
+            os.kill(os.getpid(), signal.SIGKILL)
+    settings = RepoSettings(name="tally", origin="o", label="l", keep_versions=1, byhash_keep=1)
+    signer = Signer(gnupghome=Path(home), key=fpr, passphrase=passphrase or None)
+    Repository(Path(root), settings, signer, crash_hook=hook).include(
+        ["bookworm", "trixie"], [Path(d) for d in debs]
+    )
+    """
+)
+
+
+@pytest.mark.slow
+def test_kill_9_at_any_point_leaves_a_valid_repository_and_a_rerun_completes(
+    tmp_path: Path, key: TestKey
+) -> None:
+    first = make_deb(tmp_path, "hello", "1.0-1")
+    second = make_deb(tmp_path, "hello", "2.0-1")
+    extra = make_deb(tmp_path, "extra", "1.0")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+
+    def run(root: Path, point: str, *debs: Path) -> int:
+        cmd = [sys.executable, "-c", CRASHER, str(root), str(key.home), key.fingerprint]
+        cmd += ["", point, *map(str, debs)]
+        return subprocess.run(cmd, env=env, capture_output=True, check=False).returncode
+
+    for point in CRASH_POINTS:
+        root = tmp_path / f"repo-{point}"
+        assert run(root, "none", first) == 0
+        assert run(root, point, second, extra) == -signal.SIGKILL, point
+        # apt's view after the kill: a complete, verifiable repository (old or new).
+        report = check_repository(root)
+        assert report.problems == [], (point, report.problems)
+        assert run(root, "none", second, extra) == 0
+        assert_checks(root)
+        for suite in ("bookworm", "trixie"):
+            text = packages(root, suite)
+            assert "Version: 2.0-1\n" in text, point
+            assert "Version: 1.0-1\n" not in text, point  # keep_versions = 1
+            assert "Package: extra\n" in text, point
+        assert not (root / STATE_DIR / "pending").exists() or not any(
+            (root / STATE_DIR / "pending").iterdir()
+        )
