@@ -85,11 +85,11 @@ def update_repos(
     root = _repo_dir(c, repo)
     signer = gpg.signer_for(proj, os.environ, release=ver.is_release)
     results = apt.update_repos(proj, signer, version=ver, repo=root)
-    suites: list[str] = []
+    all_suites: list[str] = []
     for distro, result in results.items():
         out(f"{distro}: {', '.join(result.suites)} ({len(result.added)} new package file(s))")
-        suites += [s for s in result.suites if s not in suites]
-    _snippet(proj.name, root, url, suites, proj.config.repositories.components)
+        all_suites += [s for s in result.suites if s not in all_suites]
+    _snippet(proj.name, root, url, all_suites, proj.config.repositories.components)
 
 
 @task(
@@ -105,6 +105,8 @@ def repo_check(c: Context, repo: str = "", keyring: str = "") -> None:
 
     root = _repo_dir(c, repo)
     report = apt.check_repository(root, keyring=Path(keyring) if keyring else None)
+    for warning in report.warnings:
+        out(f"warning: {warning}")
     for problem in report.problems:
         out(f"problem: {problem}")
     if report.problems:
