@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import pytest
 
 from releng.aws import deploy, run
 from releng.aws.request import InputError
+from releng.aws.runner import LocalLauncher
 from releng.errors import AwsError
 from releng.project import Project
 from tests.fixtures.project import git
@@ -45,6 +49,9 @@ def signed_project(root: Path, key, stack_name: str) -> Project:
     text = product.read_text()
     text = text.replace('key = ""', f'key = "{key.fingerprint}"', 1)
     text = text.replace('gnupghome = ""', f'gnupghome = "{key.home}"', 1)
+    text += (
+        f'\n[publish]\nbucket = "{stack_name}-downloads"\nscratch_bucket = "{stack_name}-scratch"\n'
+    )
     product.write_text(text + f'\n[aws]\nstack_name = "{stack_name}"\n')
     git(root, "commit", "-q", "-am", "sign with the test key; test stack")
     return Project.load(root)
@@ -55,8 +62,19 @@ def proj(moto_server, project_copy, gpg_key, aws_env):
     """The project copy, signing with the test key, with its own dev stack deployed on moto."""
     name = f"releng-{uuid.uuid4().hex[:8]}"
     project = signed_project(project_copy.root, gpg_key, name)
-    deploy.deploy_dev(run.connect(project, aws_env).client, REPO, name)
-    return project
+    client = run.connect(project, aws_env).client
+    deploy.deploy_dev(client, REPO, name)
+    yield project
+    forget_executions(client("stepfunctions"), name)
+
+
+def forget_executions(sfn, name: str) -> None:
+    """Delete the test's state machine: moto deep-copies its whole backend (every machine with
+    its executions) on StartExecution and fails on a finished execution's lock, so a machine
+    that has run must not outlive its test."""
+    for machine in sfn.list_state_machines()["stateMachines"]:
+        if machine["name"] == name:
+            sfn.delete_state_machine(stateMachineArn=machine["stateMachineArn"])
 
 
 @pytest.fixture
@@ -122,3 +140,92 @@ def test_missing_stack_and_region_are_one_line(moto_server, project_copy, aws_en
     env = {k: v for k, v in aws_env.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
     with pytest.raises(AwsError, match="no AWS region"):
         run.connect(proj, env)
+
+
+class HangingFirstWorker(LocalLauncher):
+    """The first worker finds an `invoke` that never returns: a build hung on its instance."""
+
+    def __init__(self, shim_dir: Path, **kw):
+        super().__init__(**kw)
+        self.shim_dir = shim_dir
+
+    def launch(self, queue, count):
+        if self.processes:
+            return super().launch(queue, count)
+        normal = self.env
+        self.env = {**normal, "PATH": f"{self.shim_dir}:{normal['PATH']}"}
+        try:
+            return super().launch(queue, count)
+        finally:
+            self.env = normal
+
+
+def _kill_when_running(
+    s3, bucket: str, execution: str, launcher: LocalLauncher
+) -> threading.Thread:
+    key = f"status/{execution}/1.0.0/all/make-source-tarball.json"
+
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            except s3.exceptions.NoSuchKey:
+                record = {}
+            if record.get("state") == "running":
+                os.killpg(launcher.processes[0][1].pid, signal.SIGKILL)  # the instance dies
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def _hanging_launcher(proj, stack, aws_env, tmp_path) -> HangingFirstWorker:
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "invoke").write_text("#!/bin/sh\nexec sleep 600\n")
+    (shim / "invoke").chmod(0o755)
+    env = {
+        **aws_env,
+        "AWS_ENDPOINT_URL": aws_env["AWS_ENDPOINT_URL"],
+        "RELENG_ROOT": str(proj.root),
+    }
+    return HangingFirstWorker(
+        shim, root=proj.root, queue_urls=stack.worker_queue_urls(), env=env,
+        idle_seconds=5, visibility_seconds=5,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "replacement", [True, False], ids=["another-worker-finishes", "step-fails-named"]
+)
+def test_killed_worker(moto_server, proj, stack, aws_env, tmp_path, replacement):
+    """A worker killed mid-task: its message returns after the visibility timeout and the health
+    check starts another worker that finishes; with no replacement the step fails by name."""
+    aws = run.connect(proj, aws_env)
+    s3 = moto_server.client("s3")
+    launcher = _hanging_launcher(proj, stack, aws_env, tmp_path)
+    config = {"timeouts": {"tarball": 120}, "heartbeat_seconds": 30 if replacement else 6}
+    started = run.start(proj, aws, versions=["1.0.0"], steps=["make-source-tarball"], config=config)
+    watcher = _kill_when_running(s3, stack.scratch_bucket, started.name, launcher)
+    desc = run.run_fake_ec2(
+        proj, aws, started, env=aws_env, timeout=300, launcher=launcher,
+        health_every=2 if replacement else 0,
+    )  # fmt: skip
+    watcher.join()
+    assert launcher.processes[0][1].returncode == -signal.SIGKILL
+    record = json.loads(
+        s3.get_object(
+            Bucket=stack.scratch_bucket,
+            Key=f"status/{started.name}/1.0.0/all/make-source-tarball.json",
+        )["Body"].read()
+    )
+    if replacement:
+        assert desc["status"] == "SUCCEEDED", desc
+        assert record["state"] == "succeeded"
+        assert record["instance"] == "local-tarball-1"
+    else:
+        assert desc["status"] == "FAILED"
+        assert desc["cause"] == "make-source-tarball 1.0.0: States.Timeout"

@@ -123,8 +123,12 @@ def run_fake_ec2(
     idle_seconds: float = 20,
     visibility_seconds: int = 120,
     health_every: float = 5,
+    launcher: Any = None,
 ) -> dict[str, Any]:
-    """Play Lambda and EC2 locally until the execution ends; its final description."""
+    """Play Lambda and EC2 locally until the execution ends; its final description.
+
+    ``launcher``: a :class:`releng.aws.runner.LocalLauncher` to use instead of a fresh one.
+    """
     from releng.aws import handlers
     from releng.aws.runner import HandlerRunner, LocalLauncher
 
@@ -134,7 +138,7 @@ def run_fake_ec2(
         worker_env["AWS_ENDPOINT_URL"] = aws.endpoint_url
     worker_env.setdefault("AWS_DEFAULT_REGION", aws.region)
     worker_env["RELENG_ROOT"] = str(project.root)
-    launcher = LocalLauncher(
+    launcher = launcher or LocalLauncher(
         root=project.root,
         queue_urls=stack.worker_queue_urls(),
         env=worker_env,
