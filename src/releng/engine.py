@@ -203,11 +203,24 @@ class Container:
         assert self._container is not None
         return bytes(self._container.logs(stdout=True, stderr=True)).decode("utf-8", "replace")
 
-    def commit(self, repository: str, tag: str, *, changes: Sequence[str] = ()) -> str:
-        """Commit the container's filesystem to ``repository:tag``; returns the image id."""
+    def commit(
+        self,
+        repository: str,
+        tag: str,
+        *,
+        changes: Sequence[str] = (),
+        conf: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Commit the container's filesystem to ``repository:tag``; returns the image id.
+
+        ``conf`` overrides parts of the container's configuration (e.g. ``Env``).
+        """
         assert self._container is not None
         image = self._container.commit(
-            repository=repository, tag=tag, changes=list(changes) or None
+            repository=repository,
+            tag=tag,
+            changes=list(changes) or None,
+            conf=dict(conf) if conf else None,
         )
         log.info("committed container %s to %s:%s (%s)", self.id[:12], repository, tag, image.id)
         return str(image.id)

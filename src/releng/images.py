@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 BUILDER_SETUP = "packaging/builder-setup"
 LABEL_PREFIX = "org.releng"
+SETUP_PARAMS = "/opt/releng-setup"  # builder-setup's parameters, mounted read-only
 BOOTSTRAP_VARIANT = "minbase"
+BUILDER_FORMAT = "2"  # bump when the way builder images are made changes outside builder-setup
 
 
 def _mirror(project: Project) -> str:
@@ -188,6 +190,7 @@ def builder_inputs(project: Project, distro: Distro, base_id: str) -> dict[str, 
     if not setup.is_file():
         raise ImageError(f"{setup} is missing; it provisions builder images (restore it from git)")
     return {
+        "format": BUILDER_FORMAT,
         "base_image": base_id,
         "build_depends": build_depends(distro.debian_dir),
         "apt_sources": distro.apt_sources or "",
@@ -224,17 +227,34 @@ def ensure_builder_image(
             reference=reference, id=existing, base_id=base_id, inputs_hash=digest, created=False
         )
     log.info("making builder image %s", reference)
-    script = f"{project.packaging_mount}/{BUILDER_SETUP}"
-    spec = ContainerSpec(
-        image=base_id,
-        command=["sh", script],
-        mounts=[_setup_mount(project)],
-        volumes={apt_cache_volume(project, distro): "/var/cache/apt/archives"},
-        environment={
-            "BUILD_DEPENDS": inputs["build_depends"],
-            "APT_SOURCES": inputs["apt_sources"],
-        },
-    )
+    with tempfile.TemporaryDirectory(prefix="releng-setup-") as tmp:
+        # Parameters travel as files, not environment: a commit would keep the variables.
+        params = Path(tmp)
+        params.chmod(0o755)
+        (params / "build-depends").write_text(inputs["build_depends"] + "\n")
+        (params / "apt-sources").write_text(inputs["apt_sources"])
+        spec = ContainerSpec(
+            image=base_id,
+            command=["sh", f"{project.packaging_mount}/{BUILDER_SETUP}", SETUP_PARAMS],
+            mounts=[_setup_mount(project), Mount(params, SETUP_PARAMS)],
+            volumes={apt_cache_volume(project, distro): "/var/cache/apt/archives"},
+        )
+        image_id = _run_setup(
+            engine, spec, distro=distro, inputs=inputs, reference=reference, digest=digest, on_line=on_line
+        )
+    return BuilderImage(reference=reference, id=image_id, base_id=base_id, inputs_hash=digest, created=True)
+
+
+def _run_setup(
+    engine: Engine,
+    spec: ContainerSpec,
+    *,
+    distro: Distro,
+    inputs: dict[str, str],
+    reference: str,
+    digest: str,
+    on_line: Callable[[str], None] | None,
+) -> str:
     lines: list[str] = []
 
     def collect(line: str) -> None:
@@ -251,16 +271,13 @@ def ensure_builder_image(
             raise ImageError(_setup_failure(distro, inputs["build_depends"], lines, code))
         changes = [
             f"LABEL {LABEL_PREFIX}.builder-for={json.dumps(distro.id)}",
-            f"LABEL {LABEL_PREFIX}.base-image={json.dumps(base_id)}",
+            f"LABEL {LABEL_PREFIX}.base-image={json.dumps(inputs['base_image'])}",
             f"LABEL {LABEL_PREFIX}.inputs={json.dumps(digest)}",
-            "ENV LANG=C.UTF-8",
             "WORKDIR /build",
+            "ENV LANG=C.UTF-8",
             'CMD ["bash", "-l"]',
         ]
-        image_id = container.commit(repository, tag, changes=changes)
-    return BuilderImage(
-        reference=reference, id=image_id, base_id=base_id, inputs_hash=digest, created=True
-    )
+        return container.commit(repository, tag, changes=changes)
 
 
 def _setup_mount(project: Project) -> Mount:

@@ -1,0 +1,199 @@
+"""make-package for real: the demo product built, installed and run; stamps; reproducibility."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from releng.build import (
+    BUILD_JSON,
+    Owner,
+    build_spec,
+    make_package,
+    plan_build,
+    tree_hash,
+)
+from releng.engine import Engine, Mount
+from releng.project import Project
+from releng.version import Version
+from tests.fixtures.project import copy_repo, git
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+NIGHTLY = Version.parse("2026.11.20")
+BOOKWORM = "debian-12-bookworm"
+
+
+def deb_field(deb: Path, name: str) -> str:
+    return subprocess.run(
+        ["dpkg-deb", "-f", str(deb), name], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_tree_hash_sees_content_modes_and_links(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("1")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "l").symlink_to("../a")
+    first = tree_hash(tmp_path)
+    assert tree_hash(tmp_path) == first
+    (tmp_path / "a").chmod(0o755)
+    second = tree_hash(tmp_path)
+    assert second != first
+    (tmp_path / "d" / "l").unlink()
+    (tmp_path / "d" / "l").symlink_to("../b")
+    assert tree_hash(tmp_path) != second
+
+
+@pytest.mark.parametrize(("distro_id", "codename"), [(BOOKWORM, "bookworm"), ("debian-13-trixie", "trixie")])
+def test_demo_release_builds_installs_and_runs(
+    demo_build: Callable[..., Path],
+    base_image: Callable[[str], str],
+    engine: Engine,
+    distro_id: str,
+    codename: str,
+) -> None:
+    out = demo_build(distro_id, "1.0.0")
+    assert out.name == distro_id
+    assert out.parent.name == "1.0.0"
+    revision = f"1.0.0-1~{codename}"
+    names = {p.name for p in out.iterdir()}
+    expected = {
+        f"tally_{revision}_amd64.deb",
+        f"tally_{revision}.dsc",
+        f"tally_{revision}_amd64.changes",
+        f"tally_{revision}_amd64.buildinfo",
+        "tally_1.0.0.orig.tar.gz",
+        "build.log",
+        BUILD_JSON,
+    }
+    assert expected <= names
+    assert any(n.startswith(f"tally_{revision}.debian.tar.") for n in names)
+    deb = out / f"tally_{revision}_amd64.deb"
+    assert deb_field(deb, "Package") == "tally"
+    assert deb_field(deb, "Version") == revision
+    assert deb_field(deb, "Conflicts") == "tally-nightly"
+    changes = (out / f"tally_{revision}_amd64.changes").read_text()
+    assert f"Distribution: {codename}" in changes
+    # Every file the .changes lists is there (what the apt repository will include).
+    listed = [ln.split()[-1] for ln in changes.split("Files:")[1].splitlines() if ln.startswith(" ")]
+    assert listed and all((out / name).is_file() for name in listed)
+
+    meta = json.loads((out / BUILD_JSON).read_text())
+    assert meta["base_image"]["id"] == engine.image_id(base_image(distro_id))
+    assert meta["builder_image"]["id"] == engine.image_id(meta["builder_image"]["reference"])
+    assert "releng: smoke command passed" in (out / "build.log").read_text()
+    owner = out.parents[2].stat()  # the repository root
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in out.iterdir()} == {(owner.st_uid, owner.st_gid)}
+
+    # Install it in a fresh base container, with no network, and run it.
+    result = engine.run(
+        base_image(distro_id),
+        [
+            "sh",
+            "-c",
+            f"apt-get install -y -q /debs/tally_{revision}_amd64.deb >/dev/null 2>&1 && "
+            "echo one two three | tally -w && tally --version",
+        ],
+        mounts=[Mount(out, "/debs")],
+        network="none",
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.split()
+    assert lines[0] == "3"
+    assert "1.0.0" in result.output
+
+
+@pytest.fixture(scope="module")
+def nightly_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A repository copy for nightly builds (signed with its development key)."""
+    return Project.load(copy_repo(tmp_path_factory.mktemp("nightly") / "repo"))
+
+
+def _env() -> dict[str, str]:
+    return {"PATH": os.environ["PATH"]}
+
+
+def test_nightly_is_renamed_skipped_when_unchanged_and_reproducible(
+    engine: Engine, base_image: Callable[[str], str], nightly_project: Project
+) -> None:
+    base_image(BOOKWORM)
+    first = make_package(engine, nightly_project, BOOKWORM, NIGHTLY, env=_env())
+    assert not first.up_to_date
+    deb = first.out_dir / "tally-nightly_2026.11.20-1~bookworm_amd64.deb"
+    assert deb_field(deb, "Package") == "tally-nightly"
+    assert deb_field(deb, "Conflicts") == "tally"
+    recorded = json.loads((first.out_dir / BUILD_JSON).read_text())
+
+    again = make_package(engine, nightly_project, BOOKWORM, NIGHTLY, env=_env())
+    assert again.up_to_date
+    assert json.loads((first.out_dir / BUILD_JSON).read_text()) == recorded
+
+    forced = make_package(engine, nightly_project, BOOKWORM, NIGHTLY, env=_env(), force=True)
+    assert not forced.up_to_date
+    rebuilt = json.loads((forced.out_dir / BUILD_JSON).read_text())
+    debs = [f for f in recorded["files"] if f.endswith(".deb")]
+    assert len(debs) >= 1
+    for name in debs:
+        assert rebuilt["sha256"][name] == recorded["sha256"][name], f"{name} is not reproducible"
+
+
+def test_a_changed_source_rebuilds(
+    engine: Engine, base_image: Callable[[str], str], nightly_project: Project
+) -> None:
+    base_image(BOOKWORM)
+    version = Version.parse("2026.11.21")
+    first = make_package(engine, nightly_project, BOOKWORM, version, env=_env())
+    old_sha = json.loads((first.out_dir / BUILD_JSON).read_text())["inputs"]["tarball_sha256"]
+    readme = nightly_project.root / "demo" / "tally" / "README"
+    readme.write_text(readme.read_text() + "\nA changed source.\n")
+    git(nightly_project.root, "commit", "-q", "-am", "change the source", date="2026-01-03T00:00:00Z")
+    second = make_package(engine, nightly_project, BOOKWORM, version, env=_env())
+    assert not second.up_to_date
+    meta = json.loads((second.out_dir / BUILD_JSON).read_text())
+    assert meta["inputs"]["tarball_sha256"] != old_sha
+    orig = second.out_dir / "tally-nightly_2026.11.21.orig.tar.gz"
+    listing = subprocess.run(["tar", "-xzOf", str(orig), "--wildcards", "*/README"], capture_output=True, text=True)
+    assert "A changed source." in listing.stdout
+
+
+def test_secrets_and_network_stay_out_of_the_build_container(
+    engine: Engine, base_image: Callable[[str], str], nightly_project: Project, tmp_path: Path
+) -> None:
+    base_image(BOOKWORM)
+    host_env = {
+        **_env(),
+        "GNUPGHOME": "/root/.gnupg",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+        "RELENG_SIGNING_PASSPHRASE": "pass",
+    }
+    distro = nightly_project.distro(BOOKWORM)
+    plan = plan_build(engine, nightly_project, distro, NIGHTLY, env=host_env)
+    assert any(nightly_project.state_dir.iterdir())  # the development key is in there
+    out = tmp_path / "out"
+    out.mkdir()
+    spec = build_spec(plan, out, owner=Owner.for_project(nightly_project, host_env), cpus=1)
+    probe = dataclasses.replace(
+        spec,
+        command=[
+            "sh",
+            "-c",
+            'echo "releng=[$(ls -A /opt/tally-packaging/.releng)]"; env; ls /sys/class/net; id -u; '
+            "touch /opt/tally-packaging/x 2>/dev/null || echo repo-read-only",
+        ],
+    )
+    result = engine.run_spec(probe)
+    assert "releng=[]" in result.output
+    for secret in ("GNUPGHOME", "AWS_", "s3cr3t", "RELENG_SIGNING_PASSPHRASE"):
+        assert secret not in result.output
+    lines = result.output.splitlines()
+    assert "lo" in lines and "eth0" not in lines
+    assert "0" not in lines  # not root
+    assert "repo-read-only" in lines
+    assert any(ln.startswith("SOURCE_DATE_EPOCH=17") for ln in lines)  # the source's commit time
+    assert not any(ln.startswith(("BUILD_DEPENDS=", "APT_SOURCES=")) for ln in lines)
