@@ -50,7 +50,9 @@ def test_tree_hash_sees_content_modes_and_links(tmp_path: Path) -> None:
     assert tree_hash(tmp_path) != second
 
 
-@pytest.mark.parametrize(("distro_id", "codename"), [(BOOKWORM, "bookworm"), ("debian-13-trixie", "trixie")])
+@pytest.mark.parametrize(
+    ("distro_id", "codename"), [(BOOKWORM, "bookworm"), ("debian-13-trixie", "trixie")]
+)
 def test_demo_release_builds_installs_and_runs(
     demo_build: Callable[..., Path],
     base_image: Callable[[str], str],
@@ -81,7 +83,9 @@ def test_demo_release_builds_installs_and_runs(
     changes = (out / f"tally_{revision}_amd64.changes").read_text()
     assert f"Distribution: {codename}" in changes
     # Every file the .changes lists is there (what the apt repository will include).
-    listed = [ln.split()[-1] for ln in changes.split("Files:")[1].splitlines() if ln.startswith(" ")]
+    listed = [
+        ln.split()[-1] for ln in changes.split("Files:")[1].splitlines() if ln.startswith(" ")
+    ]
     assert listed and all((out / name).is_file() for name in listed)
 
     meta = json.loads((out / BUILD_JSON).read_text())
@@ -89,7 +93,9 @@ def test_demo_release_builds_installs_and_runs(
     assert meta["builder_image"]["id"] == engine.image_id(meta["builder_image"]["reference"])
     assert "releng: smoke command passed" in (out / "build.log").read_text()
     owner = out.parents[2].stat()  # the repository root
-    assert {(p.stat().st_uid, p.stat().st_gid) for p in out.iterdir()} == {(owner.st_uid, owner.st_gid)}
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in out.iterdir()} == {
+        (owner.st_uid, owner.st_gid)
+    }
 
     # Install it in a fresh base container, with no network, and run it.
     result = engine.run(
@@ -152,13 +158,25 @@ def test_a_changed_source_rebuilds(
     old_sha = json.loads((first.out_dir / BUILD_JSON).read_text())["inputs"]["tarball_sha256"]
     readme = nightly_project.root / "demo" / "tally" / "README"
     readme.write_text(readme.read_text() + "\nA changed source.\n")
-    git(nightly_project.root, "commit", "-q", "-am", "change the source", date="2026-01-03T00:00:00Z")
+    git(
+        nightly_project.root,
+        "commit",
+        "-q",
+        "-am",
+        "change the source",
+        date="2026-01-03T00:00:00Z",
+    )
     second = make_package(engine, nightly_project, BOOKWORM, version, env=_env())
     assert not second.up_to_date
     meta = json.loads((second.out_dir / BUILD_JSON).read_text())
     assert meta["inputs"]["tarball_sha256"] != old_sha
     orig = second.out_dir / "tally-nightly_2026.11.21.orig.tar.gz"
-    listing = subprocess.run(["tar", "-xzOf", str(orig), "--wildcards", "*/README"], capture_output=True, text=True)
+    listing = subprocess.run(
+        ["tar", "-xzOf", str(orig), "--wildcards", "*/README"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     assert "A changed source." in listing.stdout
 
 
