@@ -1,0 +1,272 @@
+"""Verified by apt itself: real apt in a container of every Debian target, over HTTP on 127.0.0.1.
+
+One repository is built per session from the demo product's real builds (via
+``update_repos``, as ``invoke update-repos`` does) and served for every test;
+the tampering, wrong-key and concurrent-publish tests use small repositories
+of their own beside it, under the same server.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from releng.apt import RepoSettings, Repository, check_repository, update_repos
+from releng.distro import read_targets
+from releng.engine import Mount
+from releng.gpg import Signer
+from releng.project import Project
+from releng.version import Version
+from tests.apt_debs import make_deb
+from tests.fixtures.gpg import TestKey, make_key
+from tests.fixtures.project import REPO_ROOT
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+TARGETS = read_targets(REPO_ROOT)
+VERSION = "1.0.0"
+
+
+@dataclass(frozen=True)
+class Served:
+    www: Path
+    url: str
+    key: TestKey
+    signer: Signer
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A quiet threaded HTTP server on 127.0.0.1 for the session, serving ``www``."""
+    www = tmp_path_factory.mktemp("apt-www")
+    key = make_key(tmp_path_factory.mktemp("apt-key"), name="releng apt-in-container key")
+    signer = Signer(gnupghome=key.home, key=key.fingerprint, passphrase=key.passphrase)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(www))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Served(www, f"http://127.0.0.1:{server.server_address[1]}", key, signer)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def demo_repo(served: Served, demo_build: Callable[..., Path]) -> Path:
+    """The demo product's release builds for every target, in ``www/demo`` via update_repos."""
+    builds = [demo_build(distro, VERSION) for distro in TARGETS]
+    project = Project.load(builds[0].parents[2])
+    repo = served.www / "demo"
+    results = update_repos(project, served.signer, version=Version.parse(VERSION), repo=repo)
+    assert sorted(results) == sorted(TARGETS)
+    report = check_repository(repo)
+    assert report.problems == [] and report.warnings == []
+    return repo
+
+
+def apt_script(url: str, suite: str, *, then: str = "") -> str:
+    """Only our repository in the container's sources; update; then ``then``."""
+    return f"""
+set -e
+rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*
+cat > /etc/apt/sources.list.d/tally.sources <<EOF
+Types: deb
+URIs: {url}
+Suites: {suite}
+Components: main
+Signed-By: /keys/tally-archive-keyring.gpg
+EOF
+apt-get update 2>&1
+{then}
+"""
+
+
+def run_apt(engine: Any, image: str, keyring: Path, script: str) -> tuple[int, str]:
+    keys = keyring.parent
+    result = engine.run(
+        image,
+        ["sh", "-c", script],
+        mounts=[Mount(source=keys, target="/keys")],
+        network="host",
+    )
+    return result.exit_code, result.output
+
+
+def warnings_and_errors(output: str) -> list[str]:
+    return [ln for ln in output.splitlines() if ln.startswith(("W:", "E:", "Err:"))]
+
+
+def keyring_dir(tmp_path: Path, keyring: Path) -> Path:
+    d = tmp_path / "keys"
+    d.mkdir(exist_ok=True)
+    shutil.copy(keyring, d / "tally-archive-keyring.gpg")
+    return d / "tally-archive-keyring.gpg"
+
+
+@pytest.mark.parametrize("distro_id", TARGETS)
+def test_apt_updates_without_warnings_installs_and_runs_the_demo(  # noqa: PLR0917 (fixtures)
+    distro_id: str,
+    demo_repo: Path,
+    served: Served,
+    engine: Any,
+    base_image: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    project = Project.load(REPO_ROOT)
+    codename = project.distro(distro_id).codename
+    keyring = keyring_dir(tmp_path, demo_repo / "tally-archive-keyring.gpg")
+    for suite in (codename, f"{codename}-1.0"):  # the release line suite too
+        script = apt_script(
+            f"{served.url}/demo",
+            suite,
+            then="apt-get install -y --no-install-recommends tally 2>&1\necho one two | tally -w",
+        )
+        code, output = run_apt(engine, base_image(distro_id), keyring, script)
+        assert code == 0, output
+        assert warnings_and_errors(output) == [], output
+        assert output.rstrip().splitlines()[-1].strip() == "2", output
+
+
+@pytest.fixture
+def small_repo(served: Served, tmp_path: Path) -> Callable[[str, Signer], Path]:
+    """``small_repo(name, signer)``: a one-package repository at www/<name>, signed by signer."""
+
+    def make(name: str, signer: Signer) -> Path:
+        root = served.www / name
+        settings = RepoSettings(name="tally", origin="tests", label="tests")
+        Repository(root, settings, signer).include(
+            ["bookworm"], [make_deb(tmp_path, "hello", "1.0-1")]
+        )
+        return root
+
+    return make
+
+
+BOOKWORM = "debian-12-bookworm"
+
+
+def test_apt_refuses_a_tampered_packages_file(
+    served: Served,
+    small_repo: Callable[[str, Signer], Path],
+    engine: Any,
+    base_image: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    root = small_repo("tampered", served.signer)
+    index_dir = root / "dists/bookworm/main/binary-amd64"
+    for f in [*index_dir.glob("Packages*"), *(index_dir / "by-hash/SHA256").iterdir()]:
+        data = f.read_bytes()
+        f.unlink()  # a new inode: the by-hash file and the plain name are hard links
+        f.write_bytes(
+            data.replace(b"Version: 1.0-1", b"Version: 9.9-9")
+            if f.name == "Packages"
+            else data + b"\0"
+        )
+    keyring = keyring_dir(tmp_path, root / "tally-archive-keyring.gpg")
+    code, output = run_apt(
+        engine, base_image(BOOKWORM), keyring, apt_script(f"{served.url}/tampered", "bookworm")
+    )
+    assert code != 0, output
+    assert "Hash Sum mismatch" in output or "File has unexpected size" in output, output
+
+
+def test_apt_refuses_a_repository_signed_by_another_key(  # noqa: PLR0917 (fixtures)
+    served: Served,
+    small_repo: Callable[[str, Signer], Path],
+    other_gpg_key: TestKey,
+    engine: Any,
+    base_image: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    other = Signer(
+        gnupghome=other_gpg_key.home,
+        key=other_gpg_key.fingerprint,
+        passphrase=other_gpg_key.passphrase,
+    )
+    root = small_repo("otherkey", other)
+    # The client trusts the real key; the repository is signed by another one.
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    keyring = served.key.public_keyring(keys / "tally-archive-keyring.gpg")
+    code, output = run_apt(
+        engine, base_image(BOOKWORM), keyring, apt_script(f"{served.url}/otherkey", "bookworm")
+    )
+    assert code != 0, output
+    assert "NO_PUBKEY" in output or "not signed" in output, output
+    assert any(ln.startswith(("E:", "W:")) for ln in output.splitlines()), output
+    assert (root / "dists/bookworm/InRelease").is_file()
+
+
+def test_apt_update_loop_sees_no_mismatch_while_20_publishes_happen(
+    served: Served, engine: Any, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    root = served.www / "busy"
+    settings = RepoSettings(name="tally", origin="tests", label="tests", byhash_keep=3)
+    repo = Repository(root, settings, served.signer)
+    repo.include(["bookworm"], [make_deb(tmp_path, "busy0", "1.0")])
+    keyring = keyring_dir(tmp_path, root / "tally-archive-keyring.gpg")
+    control = tmp_path / "control"
+    control.mkdir()
+    loop = """
+touch /control/started
+n=0
+while [ ! -e /control/stop ]; do
+  n=$((n+1))
+  apt-get update 2>&1 | sed "s/^/[$n] /"
+done
+echo "updates: $n"
+"""
+    script = apt_script(f"{served.url}/busy", "bookworm", then=loop)
+    outcome: dict[str, Any] = {}
+
+    def client() -> None:
+        outcome["run"] = engine.run(
+            base_image(BOOKWORM),
+            ["sh", "-c", script],
+            mounts=[
+                Mount(source=keyring.parent, target="/keys"),
+                Mount(source=control, target="/control", read_only=False),
+            ],
+            network="host",
+        )
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not (control / "started").exists() and thread.is_alive():
+            assert time.monotonic() < deadline, "the apt container did not start"
+            time.sleep(0.1)
+        for i in range(1, 21):
+            repo.include(["bookworm"], [make_deb(tmp_path, f"busy{i}", "1.0")])
+    finally:
+        (control / "stop").touch()
+        thread.join(timeout=300)
+    result = outcome["run"]
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    bad = [
+        ln
+        for ln in lines
+        if "mismatch" in ln.lower() or "signature" in ln.lower() or "] E:" in ln or "] W:" in ln
+    ]
+    assert bad == [], "\n".join(bad)
+    updates = int(lines[-1].split(":")[1])
+    assert updates >= 2, result.output
+    assert "Package: busy20\n" in (root / "dists/bookworm/main/binary-amd64/Packages").read_text()
