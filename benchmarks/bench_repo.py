@@ -163,11 +163,11 @@ import sys, json
 from pathlib import Path
 from releng.apt import Repository, RepoSettings
 from releng.gpg import Signer
-repo, home, fpr, suite = sys.argv[1:5]
-paths = [Path(p) for p in sys.argv[5:]]
+repo, home, fpr, suite, link = sys.argv[1:6]
+paths = [Path(p) for p in sys.argv[6:]]
 signer = Signer(gnupghome=Path(home), key=fpr, passphrase=None)
 settings = RepoSettings(name="bench", origin="bench", label="bench", keep_versions=5, nightly_max_age_days=0)
-Repository(Path(repo), settings, signer).include([suite], paths)
+Repository(Path(repo), settings, signer, link_inputs=link == "link").include([suite], paths)
 """
 
 
@@ -242,9 +242,9 @@ def main() -> None:
             ["sh", "-c", "apt-ftparchive packages pool > Packages"], cwd=WORK / "ftparchive"
         )
 
-    def ours_small() -> tuple[float, int]:
+    def ours_small(link: bool = True) -> tuple[float, int]:
         shutil.rmtree(WORK / "releng-small", ignore_errors=True)
-        return releng(WORK / "releng-small", home, fpr, [WORK / "small"])
+        return releng(WORK / "releng-small", home, fpr, [WORK / "small"], link=link)
 
     def reprepro_small() -> tuple[float, int]:
         base = WORK / "reprepro-small"
@@ -281,12 +281,19 @@ def main() -> None:
 
     ftp = best(3, ftparchive)
     ours = best(3, ours_small)
+    ours_copy = best(3, ours_small, False)
     rep = best(2, reprepro_small)
     apl = best(2, aptly_small)
     print(f"\n1. {n_small} small .debs into a fresh signed suite")
     line("   vs apt-ftparchive packages (index only, unsigned)", ours[0], ftp[0], "<= 1.0")
     line("   vs reprepro includedeb (exports, signs)", ours[0], rep[0], "<= 0.5")
     line("   vs aptly repo add + publish repo (signs)", ours[0], apl[0], "<= 0.5")
+    line(
+        "   copying instead of linking (repo-include default) vs apt-ftparchive",
+        ours_copy[0],
+        ftp[0],
+        "(info)",
+    )
 
     # 2. one more .deb into a 10,000-package suite.
     big = make_many(WORK / "big", n_big, "big")
@@ -323,13 +330,16 @@ def main() -> None:
         _sha256_file(p)
     hashing = min(sha256_all_cores(large) for _ in range(3))
 
-    def ours_large() -> tuple[float, int]:
+    def ours_large(link: bool = True) -> tuple[float, int]:
         shutil.rmtree(WORK / "releng-large", ignore_errors=True)
-        return releng(WORK / "releng-large", home, fpr, [WORK / "large"])
+        return releng(WORK / "releng-large", home, fpr, [WORK / "large"], link=link)
 
     ol = best(3, ours_large)
+    ol_copy = ours_large(False)
+    shutil.rmtree(WORK / "releng-large", ignore_errors=True)
     print(f"\n3. {size / 1e9:.2f} GB of large .debs ({len(large)} files)")
     line("   include + publish vs SHA256 of the same bytes on all cores", ol[0], hashing, "<= 1.3")
+    line("   copying into the pool instead (repo-include default)", ol_copy[0], hashing, "(info)")
 
     # 4. memory.
     print("\n4. peak memory (max RSS of the process)")

@@ -133,9 +133,14 @@ def include(
     paths: Sequence[Path],
     component: str | None = None,
     lock_timeout: float = 300.0,
+    link: bool = False,
 ) -> PublishResult:
-    """Include ``paths`` into ``suites`` of the repository at ``repo`` and publish them."""
-    repository = Repository(repo, settings, signer, lock_timeout=lock_timeout)
+    """Include ``paths`` into ``suites`` of the repository at ``repo`` and publish them.
+
+    ``link``: hard-link the inputs into the pool instead of copying them (see
+    :class:`Repository`: only for files that are never rewritten in place).
+    """
+    repository = Repository(repo, settings, signer, lock_timeout=lock_timeout, link_inputs=link)
     result = repository.include(suites, paths, component=component)
     _remember(repo, result)
     return result
@@ -155,7 +160,8 @@ def update_repos(
     at all is an error.
     """
     settings = settings_for(project)
-    repository = Repository(repo, settings, signer, lock_timeout=lock_timeout)
+    # Builds are renamed into out/ as a whole and never rewritten in place: link, don't copy.
+    repository = Repository(repo, settings, signer, lock_timeout=lock_timeout, link_inputs=True)
     results: dict[str, PublishResult] = {}
     for distro in project.distros():
         build = project.build_dir(version, distro.id)

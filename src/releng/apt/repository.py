@@ -134,7 +134,7 @@ class Repository:
         clock: Callable[[], dt.datetime] | None = None,
         crash_hook: Callable[[str], None] | None = None,
         workers: int | None = None,
-        link_inputs: bool = True,
+        link_inputs: bool = False,
     ) -> None:
         self.root = root
         self.settings = settings
@@ -144,9 +144,11 @@ class Repository:
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._crash = crash_hook or (lambda _point: None)
         self.workers = workers or min(4, os.cpu_count() or 1)
-        # Pool files are hard links to the inputs when they share a filesystem: no copy, so
-        # including is as fast as hashing. Safe as long as inputs are replaced, never rewritten
-        # in place (releng's builds rename a fresh out/<version>/<distro>/ into place).
+        # link_inputs: pool files become hard links to the inputs when they share a filesystem,
+        # so including costs no more than hashing. Only for inputs that are replaced, never
+        # rewritten in place: releng's builds rename a fresh out/<version>/<distro>/ into place,
+        # but `dpkg-deb --build` truncates and rewrites an existing output file, which would
+        # change a published pool file under its signed checksum. Default: copy.
         self.link_inputs = link_inputs
 
     def _lock(self) -> RepoLock:

@@ -24,6 +24,8 @@ def _repo_dir(c: Context, repo: str) -> Path:
         "repo": f"the repository directory (default {DEFAULT_REPO})",
         "component": "the component (default: the first in product.toml)",
         "url": "the URL clients will use, for the printed .sources snippet",
+        "link": "hard-link the files into the pool instead of copying them (only for files "
+        "that are replaced, never rewritten in place)",
     },
     iterable=["also"],
 )
@@ -35,6 +37,7 @@ def repo_include(  # noqa: PLR0917  (invoke passes task arguments positionally)
     component: str = "",
     also: list[str] | None = None,
     url: str = "",
+    link: bool = False,
 ) -> None:
     """Add packages to an apt suite and publish it signed."""
     from releng import apt, gpg

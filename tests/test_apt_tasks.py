@@ -1,0 +1,91 @@
+"""The repo tasks end to end: repo-include, update-repos and repo-check through invoke."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from releng.project import Project
+from tests.apt_debs import make_deb
+from tests.fixtures.gpg import TestKey
+from tests.test_cli import assert_one_error_line, invoke
+
+
+def signing_toml(key: TestKey) -> str:
+    return (
+        f'[signing]\nkey = "{key.fingerprint}"\ngnupghome = "{key.home}"\n'
+        'passphrase_env = "TEST_PASSPHRASE"\n'
+    )
+
+
+def test_repo_include_publishes_checks_and_prints_a_sources_snippet(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    root = project_copy.root
+    deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
+    result = invoke("repo-include", "--dist", "bookworm", str(deb), root=root)
+    assert result.returncode == 0, result.stderr
+    assert "Types: deb\n" in result.stdout
+    assert "Suites: bookworm\n" in result.stdout
+    assert "Signed-By: /usr/share/keyrings/tally-archive-keyring.gpg\n" in result.stdout
+    repo = root / "out" / "repo"
+    assert (repo / "dists/bookworm/InRelease").is_file()
+    assert (repo / "tally-archive-keyring.gpg").is_file()
+    check = invoke("repo-check", root=root)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "all good" in check.stdout
+    # Tampering is found and reported as one error line.
+    (repo / "pool/main/t/tally/tally_1.0.0-1~bookworm_amd64.deb").write_bytes(b"tampered")
+    broken = invoke("repo-check", root=root)
+    assert "problem: pool/main/t/tally/tally_1.0.0-1~bookworm_amd64.deb" in broken.stdout
+    assert_one_error_line(broken, "1 problem(s) found")
+
+
+def test_repo_include_refuses_an_unknown_suite_and_writes_nothing(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    deb = make_deb(tmp_path, "tally", "1.0.0-1")
+    result = invoke("repo-include", "--dist", "no-such-suite", str(deb), root=project_copy.root)
+    assert_one_error_line(result, "unknown suite 'no-such-suite'")
+    assert not (project_copy.root / "out" / "repo").exists()
+
+
+def test_a_missing_signing_key_is_one_error_and_no_repository(
+    make_project: Callable[[str], Project], tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty-gnupg"
+    empty.mkdir(mode=0o700)
+    project = make_project(
+        f'[signing]\nkey = "0123456789ABCDEF0123456789ABCDEF01234567"\ngnupghome = "{empty}"\n'
+    )
+    deb = make_deb(tmp_path, "tally", "1.0.0-1")
+    result = invoke("repo-include", "--dist", "bookworm", str(deb), root=project.root)
+    assert_one_error_line(result, "is not in the keyring")
+    assert not (project.root / "out" / "repo").exists()
+
+
+def test_update_repos_includes_each_build_into_its_codename_and_release_line(
+    make_project: Callable[[str], Project], gpg_key: TestKey, tmp_path: Path
+) -> None:
+    project = make_project(signing_toml(gpg_key))
+    for distro, codename in (("debian-12-bookworm", "bookworm"), ("debian-13-trixie", "trixie")):
+        out = project.root / "out" / "1.2.3" / distro
+        out.mkdir(parents=True)
+        make_deb(out, "tally", f"1.2.3-1~{codename}")
+    env = {"TEST_PASSPHRASE": gpg_key.passphrase}
+    result = invoke("update-repos", "--version", "1.2.3", root=project.root, env=env)
+    assert result.returncode == 0, result.stderr
+    repo = project.root / "out" / "repo"
+    for suite, version in (
+        ("bookworm", "1.2.3-1~bookworm"),
+        ("bookworm-1.2", "1.2.3-1~bookworm"),
+        ("trixie", "1.2.3-1~trixie"),
+        ("trixie-1.2", "1.2.3-1~trixie"),
+    ):
+        text = (repo / "dists" / suite / "main/binary-amd64/Packages").read_text()
+        assert f"Version: {version}\n" in text, suite
+    assert "debian-12-bookworm: bookworm, bookworm-1.2" in result.stdout
+    assert invoke("repo-check", root=project.root).returncode == 0
+    # A version with no builds is one clear error.
+    missing = invoke("update-repos", "--version", "1.2.4", root=project.root, env=env)
+    assert_one_error_line(missing, "no build output for version 1.2.4")
