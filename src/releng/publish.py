@@ -77,6 +77,7 @@ class LockOptions:
     ttl: dt.timedelta = DEFAULT_TTL
     owner: str | None = None
     poll: float = 5.0
+    heartbeat: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -177,6 +178,7 @@ class Destination:
             owner=self.lock.owner,
             ttl=self.lock.ttl,
             poll=self.lock.poll,
+            heartbeat=self.lock.heartbeat,
             clock=self.clock,
         )
 
