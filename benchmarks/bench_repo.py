@@ -171,12 +171,14 @@ Repository(Path(repo), settings, signer, link_inputs=link == "link").include([su
 """
 
 
-def releng(repo: Path, home: Path, fpr: str, paths: list[Path]) -> tuple[float, int]:
+def releng(
+    repo: Path, home: Path, fpr: str, paths: list[Path], *, link: bool = True
+) -> tuple[float, int]:
+    """One include as its own process, as `invoke update-repos` runs it (inputs hard-linked)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    return timed(
-        [sys.executable, "-c", RELENG_INCLUDE, str(repo), str(home), fpr, SUITE, *map(str, paths)],
-        env=env,
-    )
+    mode = "link" if link else "copy"
+    cmd = [sys.executable, "-c", RELENG_INCLUDE, str(repo), str(home), fpr, SUITE, mode]
+    return timed([*cmd, *map(str, paths)], env=env)
 
 
 def reprepro_setup(base: Path, fpr: str) -> None:

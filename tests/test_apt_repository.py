@@ -408,3 +408,17 @@ def test_kill_9_at_any_point_leaves_a_valid_repository_and_a_rerun_completes(
         assert not (root / STATE_DIR / "pending").exists() or not any(
             (root / STATE_DIR / "pending").iterdir()
         )
+
+
+def test_including_one_package_reads_only_that_package(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    r = repo()
+    r.include(["bookworm"], [make_deb(tmp_path, f"pkg{i}", "1.0") for i in range(5)])
+    stanza_before = packages(r.root).split("\n\n")[0]
+    # Were existing .debs re-read, this one would now fail to parse or change its stanza.
+    (r.root / "pool/main/p/pkg0/pkg0_1.0_amd64.deb").write_bytes(b"not read again")
+    r.include(["bookworm"], [make_deb(tmp_path, "pkg9", "1.0")])
+    text = packages(r.root)
+    assert text.split("\n\n")[0] == stanza_before
+    assert "Package: pkg9\n" in text

@@ -13,7 +13,7 @@ code that mirrors it (e.g. S3 sync):
 * Pool files are immutable: ``pool/<component>/<prefix>/<source>/<file>``.
 * :meth:`Repository.include` / :meth:`Repository.publish` return a
   :class:`PublishResult`: ``written`` (in a safe upload order: pool, by-hash,
-  plain indexes, Release, Release.gpg, InRelease last) and ``removed`` (old by-hash
+  plain indexes, then InRelease, Release, Release.gpg) and ``removed`` (old by-hash
   and unreferenced pool files, to delete remotely after a grace period). The last
   result is also kept in ``.releng-repo/last-publish.json``.
 """

@@ -94,8 +94,9 @@ class PublishResult:
     """What one run changed. Paths are relative to the repository root.
 
     ``written``: files created or replaced, in the order they were written (pool and by-hash
-    files before the indexes, ``InRelease`` last): a mirror that copies them in this order
-    never exposes a Release whose files are missing. ``removed``: files deleted locally
+    files, the public key files, the plain indexes, then ``InRelease``, ``Release``,
+    ``Release.gpg``): a mirror that copies them in this order never exposes a Release whose
+    files are missing. ``removed``: files deleted locally
     (pool files no suite references, by-hash files past ``byhash_keep``); a mirror should
     delete them only after a grace period, since clients may still be reading older indexes.
     """
