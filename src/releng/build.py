@@ -514,15 +514,22 @@ def _replace_dir(new: Path, dest: Path, scratch: Path) -> None:
 
 
 def _last(log_path: Path) -> str:
-    """The most telling line of a failed build's log."""
+    """The most telling line of a failed build's log: the first real error, else the last line."""
     lines = [
         ln.strip() for ln in log_path.read_text(encoding="utf-8", errors="replace").splitlines()
     ]
     lines = [ln for ln in lines if ln and not ln.startswith("releng: docker run")]
-    for marker in ("error:", "Error ", "E: ", "dpkg-buildpackage: error", "releng:"):
-        for ln in reversed(lines):
-            if marker in ln:
-                return ln[:300]
+    wrappers = ("make", "dpkg-buildpackage", "dh ", "dh:", "dh_", "debian/rules")
+    errors = [
+        ln
+        for ln in lines
+        if ("error:" in ln.lower() or ln.startswith("E: ")) and not ln.startswith(wrappers)
+    ]
+    if errors:
+        return errors[0][:300]
+    for ln in reversed(lines):
+        if "error" in ln.lower():
+            return ln[:300]
     return lines[-1][:300] if lines else "no output"
 
 

@@ -10,8 +10,10 @@ the way out.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,8 +146,12 @@ class Container:
         import docker.errors
 
         log.debug("%s", self.spec.describe())
+        # A name known before the request: a Ctrl-C during the create call can still remove it.
+        name = f"releng-{uuid.uuid4().hex[:16]}"
         try:
-            self._container = self.engine.client.containers.create(**self.spec.create_kwargs())
+            self._container = self.engine.client.containers.create(
+                name=name, **self.spec.create_kwargs()
+            )
         except docker.errors.ImageNotFound:
             raise EngineError(
                 f"image {self.spec.image} is not in the engine; run `invoke base-image DISTRO` "
@@ -155,6 +161,10 @@ class Container:
             raise EngineError(
                 f"the engine refused to create a container of {self.spec.image}: {exc.explanation}"
             ) from None
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.engine.client.api.remove_container(name, force=True, v=True)
+            raise
         return self
 
     def __exit__(
@@ -280,7 +290,9 @@ class Engine:
         )
         return self.run_spec(spec)
 
-    def run_spec(self, spec: ContainerSpec, on_line: Callable[[str], None] | None = None) -> RunResult:
+    def run_spec(
+        self, spec: ContainerSpec, on_line: Callable[[str], None] | None = None
+    ) -> RunResult:
         """Run ``spec`` to its end (``on_line`` sees each line live); the container is removed."""
         with self.container(spec) as c:
             c.start()

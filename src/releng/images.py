@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 BUILDER_SETUP = "packaging/builder-setup"
 LABEL_PREFIX = "org.releng"
 SETUP_PARAMS = "/opt/releng-setup"  # builder-setup's parameters, mounted read-only
+APT_CACHE = "/var/cache/releng-apt"  # the download cache volume (builder-setup copies in and out)
 BOOTSTRAP_VARIANT = "minbase"
 BUILDER_FORMAT = "2"  # bump when the way builder images are made changes outside builder-setup
 
@@ -237,12 +238,20 @@ def ensure_builder_image(
             image=base_id,
             command=["sh", f"{project.packaging_mount}/{BUILDER_SETUP}", SETUP_PARAMS],
             mounts=[_setup_mount(project), Mount(params, SETUP_PARAMS)],
-            volumes={apt_cache_volume(project, distro): "/var/cache/apt/archives"},
+            volumes={apt_cache_volume(project, distro): APT_CACHE},
         )
         image_id = _run_setup(
-            engine, spec, distro=distro, inputs=inputs, reference=reference, digest=digest, on_line=on_line
+            engine,
+            spec,
+            distro=distro,
+            inputs=inputs,
+            reference=reference,
+            digest=digest,
+            on_line=on_line,
         )
-    return BuilderImage(reference=reference, id=image_id, base_id=base_id, inputs_hash=digest, created=True)
+    return BuilderImage(
+        reference=reference, id=image_id, base_id=base_id, inputs_hash=digest, created=True
+    )
 
 
 def _run_setup(

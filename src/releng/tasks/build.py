@@ -106,12 +106,17 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
 
 @task(
     help={
-        "distro": "a distro directory name (default: the first of distros/TARGETS)",
+        "distro": 'a distro directory name; "" for the first of distros/TARGETS',
         "version": "the version whose build environment to set up (default: today's nightly)",
         "from_failed": "open the image `make-package --keep` committed from the last failed build",
-    }
+    },
+    # invoke has no optional positionals (it fills one only while its value is None and
+    # requires it at the end), so DISTRO is positional and "" means the first target.
+    positional=["distro"],
 )
-def interactive(c: Context, distro: str = "", version: str = "", from_failed: bool = False) -> None:
+def interactive(
+    c: Context, distro: str | None = None, version: str = "", from_failed: bool = False
+) -> None:
     """Open a shell in DISTRO's builder image with the build's mounts (seccomp=unconfined for gdb)."""
     from releng.engine import Engine
     from releng.interactive import attach, interactive_spec, require_terminal

@@ -1,0 +1,221 @@
+"""Bad input to make-package: one clear error, non-zero exit, nothing half-written in out/."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from releng.build import LABEL_PROJECT, BuildFailed, failed_image, make_package
+from releng.engine import Engine
+from releng.errors import BuildError
+from releng.project import Project
+from releng.version import Version
+from tests.fixtures.project import REPO_ROOT, copy_repo, git
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+BOOKWORM = "debian-12-bookworm"
+
+
+def invoke(
+    root: Path, *args: str, env: dict[str, str] | None = None, **kw: object
+) -> subprocess.Popen[str]:
+    full_env = {**os.environ, "RELENG_ROOT": str(root), **(env or {})}
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-m", "invoke", "-r", str(REPO_ROOT), *args],
+        cwd=root,
+        env=full_env,
+        text=True,
+        **kw,
+    )
+
+
+def leftovers(project: Project, version: str) -> list[str]:
+    """What a failed or interrupted build must not leave: anything under out/<version>/."""
+    directory = project.out_dir / version
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def containers_of(engine: Engine, project: Project) -> list[object]:
+    return engine.client.containers.list(
+        all=True, filters={"label": f"{LABEL_PROJECT}={project.root}"}
+    )
+
+
+@pytest.fixture
+def broken_project(tmp_path: Path) -> Project:
+    """The demo with a compile error committed on its nightly ref."""
+    root = copy_repo(tmp_path / "repo")
+    source = root / "demo" / "tally" / "tally.c"
+    source.write_text("#error releng test: a compile error\n" + source.read_text())
+    git(root, "commit", "-q", "-am", "break the build")
+    return Project.load(root)
+
+
+def test_compile_error_keeps_the_log_leaves_no_output_and_keep_commits_the_container(
+    engine: Engine, base_image: Callable[[str], str], broken_project: Project
+) -> None:
+    base_image(BOOKWORM)
+    image = failed_image(broken_project, BOOKWORM)
+    version = Version.parse("2026.11.19")
+    try:
+        with pytest.raises(BuildFailed) as info:
+            make_package(
+                engine,
+                broken_project,
+                BOOKWORM,
+                version,
+                env={"PATH": os.environ["PATH"]},
+                keep=True,
+            )
+        message = str(info.value)
+        assert "build of debian-12-bookworm 2026.11.19 failed" in message
+        assert "releng test: a compile error" in message
+        assert f"full log: {info.value.log_path}" in message
+        assert "invoke interactive debian-12-bookworm --from-failed" in message
+        assert info.value.log_path is not None
+        assert "#error releng test" in info.value.log_path.read_text()
+        assert leftovers(broken_project, "2026.11.19") == []
+        assert containers_of(engine, broken_project) == []
+        # The kept container holds the failed build's tree.
+        result = engine.run(image, ["ls", "/build"])
+        assert "tally-nightly-2026.11.19" in result.output.split()
+    finally:
+        if engine.image_id(image) is not None:
+            engine.client.images.remove(image, force=True)
+
+
+def test_sigterm_mid_build_removes_the_container_and_leaves_nothing(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    base_image(BOOKWORM)
+    root = copy_repo(tmp_path / "repo")
+    hook = root / "distros" / BOOKWORM / "make-package.prebuild"
+    hook.write_text("#!/bin/sh\necho prebuild hook runs; sleep 120\n")
+    hook.chmod(0o755)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "a slow prebuild hook")
+    project = Project.load(root)
+    proc = invoke(root, "make-package", BOOKWORM, "--version", "2026.11.18", stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:  # the live log: wait until the build runs the hook
+            if "prebuild hook runs" in line:
+                break
+        else:
+            pytest.fail(f"the build ended before the hook ran (exit {proc.wait()})")
+        assert len(containers_of(engine, project)) == 1
+        proc.send_signal(signal.SIGTERM)
+        proc.stdout.read()
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert containers_of(engine, project) == []
+    assert leftovers(project, "2026.11.18") == []
+
+
+def test_unwritable_out_is_one_clear_error(engine: Engine, project_copy: Project) -> None:
+    out = project_copy.out_dir
+    out.mkdir()
+    if os.getuid() == 0:
+        subprocess.run(["chattr", "+i", str(out)], check=True)
+    else:
+        out.chmod(0o555)
+    try:
+        with pytest.raises(BuildError) as info:
+            make_package(
+                engine,
+                project_copy,
+                BOOKWORM,
+                Version.parse("2026.11.17"),
+                env={"PATH": os.environ["PATH"]},
+            )
+    finally:
+        if os.getuid() == 0:
+            subprocess.run(["chattr", "-i", str(out)], check=True)
+        out.chmod(0o755)
+    assert f"cannot write to {out}" in str(info.value)
+    assert list(out.iterdir()) == []
+
+
+def test_no_engine_fails_in_one_line_before_any_work(project_copy: Project) -> None:
+    proc = invoke(
+        project_copy.root,
+        "make-package",
+        BOOKWORM,
+        "--version",
+        "2026.11.17",
+        env={"DOCKER_HOST": "tcp://127.0.0.1:1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1
+    assert "no Docker engine answers at tcp://127.0.0.1:1" in errors[0]
+    assert "./scripts/setup" in errors[0]
+    assert "Traceback" not in stderr
+    assert not project_copy.out_dir.exists()
+
+
+def test_unknown_distro_lists_the_valid_ones(project_copy: Project) -> None:
+    proc = invoke(
+        project_copy.root,
+        "make-package",
+        "debian-99-nope",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "unknown distro 'debian-99-nope'" in stderr
+    assert "debian-12-bookworm" in stderr
+
+
+def test_make_all_packages_goes_on_after_a_failure_and_reports_it(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    base_image(BOOKWORM)
+    root = copy_repo(tmp_path / "repo")
+    (root / "distros" / "ubuntu-16.04-xenial" / "DOCKER_BASE").write_text(
+        "127.0.0.1:1/ubuntu:xenial\n"
+    )
+    git(root, "commit", "-q", "-am", "an image nobody has")
+    project = Project.load(root)
+    proc = invoke(
+        root,
+        "make-all-packages",
+        "--version",
+        "2026.11.16",
+        "--distros",
+        f"ubuntu-16.04-xenial,{BOOKWORM}",
+        "--jobs",
+        "2",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 1, stderr
+    lines = stdout.splitlines()
+    assert any(ln.startswith(f"{BOOKWORM}  | ") and "dpkg-buildpackage" in ln for ln in lines)
+    assert any(ln.startswith("[1/2] ") for ln in lines)
+    assert any(ln.startswith("[2/2] ") for ln in lines)
+    table = lines[lines.index(next(ln for ln in lines if ln.startswith("DISTRO "))) :]
+    assert any(ln.startswith(BOOKWORM) and " built " in ln for ln in table)
+    assert any(
+        ln.startswith("ubuntu-16.04-xenial")
+        and " FAILED " in ln
+        and "127.0.0.1:1/ubuntu:xenial" in ln
+        for ln in table
+    )
+    assert "1 of 2 distro(s) failed: ubuntu-16.04-xenial" in stderr
+    assert (project.build_dir(Version.parse("2026.11.16"), BOOKWORM) / "build.json").is_file()
+    assert not project.build_dir(Version.parse("2026.11.16"), "ubuntu-16.04-xenial").exists()
