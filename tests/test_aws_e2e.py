@@ -34,10 +34,15 @@ SHORT = {"timeouts": {"tarball": 300, "build": 900, "publish": 600}, "heartbeat_
 
 
 @pytest.fixture
-def e2e(moto_server, project_copy, gpg_key, base_image, monkeypatch):
-    """A project copy signing with the test key, its [publish] buckets on a fresh dev stack."""
+def e2e(moto_server, project_copy, gpg_key, demo_build, monkeypatch):
+    """A project copy signing with the test key, its [publish] buckets on a fresh dev stack.
+
+    demo_build (session-wide, shared with the build tests) makes the base and builder images
+    one distro at a time first: two builder images made at once on one engine collide on the
+    shared apt cache lock (on AWS every build has its own instance).
+    """
     for distro in DISTROS:
-        base_image(distro)
+        demo_build(distro)
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
     monkeypatch.setenv("AWS_REGION", moto_server.region)
     env = dict(os.environ)

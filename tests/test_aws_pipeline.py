@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -34,12 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def aws_env(moto_server, monkeypatch, gpg_key):
+def aws_env(moto_server, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
     monkeypatch.setenv("AWS_REGION", moto_server.region)
     env = dict(os.environ)
     env["RELENG_TASKS_ROOT"] = str(REPO)  # the project copy has no tasks.py
-    env["RELENG_SIGNING_PASSPHRASE"] = gpg_key.passphrase
     return env
 
 
@@ -61,6 +61,7 @@ def signed_project(root: Path, key, stack_name: str) -> Project:
 def proj(moto_server, project_copy, gpg_key, aws_env):
     """The project copy, signing with the test key, with its own dev stack deployed on moto."""
     name = f"releng-{uuid.uuid4().hex[:8]}"
+    aws_env["RELENG_SIGNING_PASSPHRASE"] = gpg_key.passphrase  # the workers' environment
     project = signed_project(project_copy.root, gpg_key, name)
     client = run.connect(project, aws_env).client
     deploy.deploy_dev(client, REPO, name)
@@ -201,7 +202,7 @@ def _hanging_launcher(proj, stack, aws_env, tmp_path) -> HangingFirstWorker:
 @pytest.mark.parametrize(
     "replacement", [True, False], ids=["another-worker-finishes", "step-fails-named"]
 )
-def test_killed_worker(moto_server, proj, stack, aws_env, tmp_path, replacement):
+def test_killed_worker(moto_server, proj, stack, aws_env, tmp_path, replacement):  # noqa: PLR0917
     """A worker killed mid-task: its message returns after the visibility timeout and the health
     check starts another worker that finishes; with no replacement the step fails by name."""
     aws = run.connect(proj, aws_env)
@@ -229,3 +230,36 @@ def test_killed_worker(moto_server, proj, stack, aws_env, tmp_path, replacement)
     else:
         assert desc["status"] == "FAILED"
         assert desc["cause"] == "make-source-tarball 1.0.0: States.Timeout"
+
+
+@pytest.mark.parametrize(
+    ("args", "env_drop", "message"),
+    [
+        (
+            ["--distros", "debian-99-nope"],
+            (),
+            "error: unknown distro 'debian-99-nope'; valid distros: ",
+        ),
+        (["--steps", "compile"], (), "error: unknown step 'compile'; valid steps: "),
+        (["--versions", "1.2"], (), "error: version '1.2' is neither a nightly"),
+        ([], ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), "error: no AWS credentials"),
+        ([], ("AWS_REGION", "AWS_DEFAULT_REGION"), "error: no AWS region"),
+        ([], (), "error: stack 'releng' does not exist; create it with `invoke deploy-aws`"),
+    ],
+    ids=["distro", "step", "version", "credentials", "region", "stack"],
+)
+def test_build_on_aws_refuses_bad_input_in_one_line(  # noqa: PLR0917  (pytest parameters)
+    moto_server, aws_env, tmp_path, args, env_drop, message
+):
+    env = {k: v for k, v in aws_env.items() if k not in env_drop}
+    env["AWS_SHARED_CREDENTIALS_FILE"] = env["AWS_CONFIG_FILE"] = str(tmp_path / "none")
+    env["RELENG_ROOT"] = str(REPO)
+    proc = subprocess.run(
+        ["invoke", "--search-root", str(REPO), "build-on-aws", *args],
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "started" not in proc.stdout

@@ -68,3 +68,33 @@ def test_least_privilege_builders_never_write_downloads() -> None:
         res["ScratchBucket"]["Properties"]["PublicAccessBlockConfiguration"]["BlockPublicPolicy"]
         is True
     )
+
+
+def test_lambda_zip_imports_on_its_own(tmp_path) -> None:
+    """The Lambda code is self-contained: the entry point imports from the zip alone."""
+    import io
+    import os
+    import sys
+    import zipfile
+
+    from releng.aws import deploy
+    from releng.aws.catalog import Catalog
+    from releng.project import Project
+
+    data = deploy.lambda_zip(ROOT, Catalog.from_project(Project.load(ROOT)))
+    zipfile.ZipFile(io.BytesIO(data)).extractall(tmp_path)
+    code = (
+        "import handlers, releng, releng.publish; "
+        "print(releng.__file__); print(sorted(handlers._CATALOG.distros))"
+    )
+    env = {"PATH": os.environ["PATH"], "AWS_DEFAULT_REGION": "us-east-1", "RELENG_STACK": "t"}
+    # boto3 from site-packages, releng only from the zip (not this checkout's src/).
+    paths = [p for p in sys.path[1:] if p and not p.startswith(str(ROOT))]
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", f"import sys; sys.path[1:1] = {paths!r}; {code}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    first, distros = proc.stdout.splitlines()
+    assert first.startswith(str(tmp_path))
+    assert "debian-12-bookworm" in distros

@@ -27,6 +27,7 @@ from releng.aws import handlers, statemachine
 from releng.aws import steps as S
 from releng.aws.catalog import CATALOG_FILE, Catalog
 from releng.errors import AwsError
+from releng.publish import public_read_policy
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,12 @@ LAMBDA_MODULES = (
     "releng/aws/handlers.py",
     "releng/aws/launch.py",
     "releng/aws/status.py",
+    # update_indices / invalidate_cloudfront use releng.publish (stdlib + boto3 only).
+    "releng/publish.py",
+    "releng/s3.py",
+    "releng/s3lock.py",
+    "releng/cloudfront.py",
+    "releng/index_pages.py",
 )
 
 
@@ -144,6 +151,8 @@ def deploy_dev(client: Any, root: Path, name: str, *, role_arn: str = "") -> Sta
     scratch, downloads = f"{name}-scratch", f"{name}-downloads"
     for bucket in (scratch, downloads):
         s3.create_bucket(Bucket=bucket)
+    # As the template's DownloadsBucketPolicy: anonymous reads of the published trees only.
+    s3.put_bucket_policy(Bucket=downloads, Policy=json.dumps(public_read_policy(downloads)))
     urls = {
         S.queue_key(q): _queue(sqs, f"{name}-{q}", fifo=q == S.PUBLISH_QUEUE)
         for q in S.WORKER_QUEUES

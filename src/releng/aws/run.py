@@ -64,6 +64,32 @@ def execution_name(versions: Sequence[str], now: dt.datetime | None = None) -> s
     return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:80]
 
 
+def _raw(
+    versions: Sequence[str],
+    distros: Sequence[str],
+    steps: Sequence[str],
+    config: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "versions": list(versions),
+        "distros": list(distros),
+        "steps": list(steps),
+        "config": dict(config or {}),
+    }
+
+
+def check(
+    project: Project,
+    *,
+    versions: Sequence[str],
+    distros: Sequence[str] = (),
+    steps: Sequence[str] = (),
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The plan for this input, or an InputError; no AWS call (the invoke tasks run it first)."""
+    return request.normalise(_raw(versions, distros, steps, config), Catalog.from_project(project))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Started:
     arn: str
@@ -82,13 +108,8 @@ def start(
     config: Mapping[str, Any] | None = None,
 ) -> Started:
     """Validate everything, then start one execution. Nothing starts when anything is wrong."""
-    raw = {
-        "versions": list(versions),
-        "distros": list(distros),
-        "steps": list(steps),
-        "config": dict(config or {}),
-    }
-    plan = request.normalise(raw, Catalog.from_project(project))
+    raw = _raw(versions, distros, steps, config)
+    plan = check(project, versions=versions, distros=distros, steps=steps, config=config)
     stack = load_stack(aws.client("cloudformation"), project.config.aws.stack_name)
     name = execution_name([v["version"] for v in plan["versions"]])
     arn = aws.client("stepfunctions").start_execution(

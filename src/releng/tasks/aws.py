@@ -27,8 +27,9 @@ def _build(
     from releng.aws import run
 
     proj = project(c)
-    aws = run.connect(proj, os.environ)
     config = {"fake_ec2": True} if fake_ec2 else {}
+    run.check(proj, versions=versions, distros=_split(distros), steps=_split(steps), config=config)
+    aws = run.connect(proj, os.environ)
     started = run.start(
         proj, aws, versions=versions, distros=_split(distros), steps=_split(steps), config=config
     )
@@ -57,11 +58,11 @@ def _build(
         "publish-binary-packages, publish-source-tarball, update-indices, invalidate-cloudfront); default: all",
         "fake_ec2": _FAKE,
         "timeout": _TIMEOUT,
-    }
+    },
 )
 def build_on_aws(  # noqa: PLR0917  (invoke maps parameters to options)
     c: Context,
-    versions: str = "",
+    versions: str = "",  # an option: invoke has no optional positional arguments
     distros: str = "",
     steps: str = "",
     fake_ec2: bool = False,
@@ -87,11 +88,12 @@ def make_package_on_aws(
 
 
 @task(
+    positional=["versions"],
     help={
         "versions": "release versions, comma or space separated",
         "fake_ec2": _FAKE,
         "timeout": _TIMEOUT,
-    }
+    },
 )
 def make_multiple_releases_on_aws(
     c: Context, versions: str, fake_ec2: bool = False, timeout: int = 6 * 3600
