@@ -213,7 +213,7 @@ def put_order(client) -> list[str]:
         if request.method == "PUT":
             order.append(request.url.split("?")[0])
 
-    client.meta.events.register("before-send.s3.PutObject", on_send)
+    client.meta.events.register("before-send.s3", on_send)  # PutObject and CopyObject
     return order
 
 
@@ -223,7 +223,10 @@ def test_first_sync_uploads_in_phase_order_and_serves_a_repo(moto_server, dest, 
     write_tree(tree, {f"pkg{i}": "1.0" for i in range(5)})
     client = s3_client()
     order = put_order(client)
+    stats = RequestStats().attach(client)
     result = sync_tree(client, tree, dest, options=SyncOptions(workers=4))
+    # The plain indexes are copies of their by-hash files, made in S3: no bytes sent twice.
+    assert stats.count("CopyObject") == 2
     assert len(result.uploaded) == len(scan_tree(tree))
     classes = [
         classify(dest.rel(u.split(f"/{dest.bucket}/", 1)[1])) for u in order if "/.releng/" not in u

@@ -23,6 +23,8 @@ the repository state is read *after* the lock is taken: two concurrent
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import hashlib
 import json
 import logging
 import tempfile
@@ -376,6 +378,11 @@ def _state_rel(rel: str) -> str:
     return rel
 
 
+def _skipped_state(path: Path, work: Path) -> bool:
+    parts = path.relative_to(work).parts
+    return len(parts) > 1 and parts[0] == REPO_STATE_DIR and parts[1] in STATE_SKIP
+
+
 def pull_repository(client: S3Client, dest: S3Url, work: Path) -> Manifest:
     """Make ``work`` hold the published repository's state, ``dists/`` and keys (not the pool).
 
@@ -394,15 +401,24 @@ def pull_repository(client: S3Client, dest: S3Url, work: Path) -> Manifest:
     for tree in (work / "dists", work / REPO_STATE_DIR):
         if tree.is_dir():
             for path in sorted(tree.rglob("*")):
-                if path.is_file() and path not in wanted and path.name not in STATE_SKIP:
+                if path.is_file() and path not in wanted and not _skipped_state(path, work):
                     path.unlink()
     fetched = 0
     for path, (rel, sha) in sorted(wanted.items()):
         if path.is_file() and sha and sha256_file(path) == sha:
             continue
+        response = client.get_object(Bucket=dest.bucket, Key=dest.key(rel))
+        body = response["Body"].read()
+        if response.get("Metadata", {}).get("encoding") == "gzip":
+            body = gzip.decompress(body)
+        if sha and hashlib.sha256(body).hexdigest() != sha:
+            raise PublishError(
+                f"{dest}/{rel} does not match the manifest's sha256; another tool changed the "
+                "bucket: publish again from a full copy of the repository (sync-repos)"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.download")
-        client.download_file(dest.bucket, dest.key(rel), str(tmp))
+        tmp.write_bytes(body)
         tmp.replace(path)
         fetched += 1
     log.info("pulled %d file(s) of %s into %s", fetched, dest, work)

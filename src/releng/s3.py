@@ -65,7 +65,9 @@ CHANGES = f"{CONTROL_DIR}/changes.json"
 LOCK = f"{CONTROL_DIR}/lock.json"
 STATE = f"{CONTROL_DIR}/state"
 INDEX_PAGE = "index.html"
-STATE_SKIP = ("lock",)  # local-only files of the repository's state directory
+# Local-only parts of the repository's state directory: its flock file, and its cache of
+# compressed index chunks (a publisher without it recompresses; the indexes are the same).
+STATE_SKIP = ("lock", "chunks")
 # What a sync owns when there is no manifest yet (source/ and index pages are not its own).
 MANAGED_TREES = ("dists/", "pool/", f"{STATE}/")
 
@@ -761,7 +763,7 @@ class RepoSyncer:
 
     # -- writing
 
-    def _put_file(self, up: Upload, path: Path) -> None:
+    def _put_file(self, up: Upload, path: Path, copy_from: str | None = None) -> None:
         with path.open("rb") as fh:
             head = fh.read(512)
         extra: dict[str, Any] = {
@@ -770,7 +772,17 @@ class RepoSyncer:
             "Metadata": {"sha256": up.sha256},
         }
         key = self.dest.key(up.rel)
-        if up.size >= self.options.multipart_threshold:
+        if copy_from is not None:
+            # A plain index is its by-hash file under another name: copy it in S3, no bytes sent.
+            self.client.copy_object(
+                Bucket=self.dest.bucket,
+                Key=key,
+                CopySource={"Bucket": self.dest.bucket, "Key": self.dest.key(copy_from)},
+                MetadataDirective="REPLACE",
+                **extra,
+            )
+            return
+        if up.size >= self.options.multipart_threshold and up.cls is not FileClass.STATE:
             from boto3.s3.transfer import TransferConfig
 
             config = TransferConfig(
@@ -781,11 +793,18 @@ class RepoSyncer:
             self.client.upload_file(
                 str(path), self.dest.bucket, key, ExtraArgs=extra, Config=config
             )
-        else:
-            body = path.read_bytes()
-            if hashlib.sha256(body).hexdigest() != up.sha256:
-                raise PublishError(f"{path} changed while it was being published; publish again")
-            self.client.put_object(Bucket=self.dest.bucket, Key=key, Body=body, **extra)
+            return
+        body = path.read_bytes()
+        if hashlib.sha256(body).hexdigest() != up.sha256:
+            raise PublishError(f"{path} changed while it was being published; publish again")
+        if up.cls is FileClass.STATE:
+            # Private, and read back only by releng: stored gzipped when that is smaller.
+            packed = gzip.compress(body, compresslevel=6, mtime=0)
+            if len(packed) < len(body):
+                body = packed
+                extra["Metadata"]["encoding"] = "gzip"
+                extra["ContentType"] = "application/gzip"
+        self.client.put_object(Bucket=self.dest.bucket, Key=key, Body=body, **extra)
 
     def _put_control(self, rel: str, body: bytes, ctype: str) -> None:
         self.client.put_object(
@@ -797,11 +816,19 @@ class RepoSyncer:
         )
 
     def _run_phase(
-        self, pool: ThreadPoolExecutor, ups: list[Upload], local: Mapping[str, LocalFile]
+        self,
+        pool: ThreadPoolExecutor,
+        ups: list[Upload],
+        local: Mapping[str, LocalFile],
+        desired: Mapping[str, str],
     ) -> None:
-        futures: list[Future[None]] = [
-            pool.submit(self._put_file, up, local[up.rel].path) for up in ups
-        ]
+        futures: list[Future[None]] = []
+        for up in ups:
+            source: str | None = None
+            if up.cls is FileClass.INDEX:
+                twin = f"{PurePosixPath(up.rel).parent}/by-hash/SHA256/{up.sha256}"
+                source = twin if desired.get(twin) == up.sha256 else None
+            futures.append(pool.submit(self._put_file, up, local[up.rel].path, source))
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for fut in pending:
             fut.cancel()
@@ -826,7 +853,7 @@ class RepoSyncer:
                 for cls, ups in plan.phases():
                     self._checkpoint()
                     log.info("uploading %d %s file(s) to %s", len(ups), cls.name.lower(), self.dest)
-                    self._run_phase(pool, ups, local)
+                    self._run_phase(pool, ups, local, plan.desired)
                     uploaded.extend(u.rel for u in ups)
         # The new InRelease is live from here on.
         live = _iso(self._clock())
