@@ -30,7 +30,8 @@ pytestmark = [pytest.mark.aws, pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 DISTROS = ["debian-12-bookworm", "debian-13-trixie"]
-SHORT = {"timeouts": {"tarball": 300, "build": 900, "publish": 600}, "heartbeat_seconds": 120}
+# The builds take longer than the heartbeat: they pass only if the workers' heartbeats arrive.
+SHORT = {"timeouts": {"tarball": 300, "build": 900, "publish": 600}, "heartbeat_seconds": 10}
 
 
 @pytest.fixture
@@ -38,8 +39,7 @@ def e2e(moto_server, project_copy, gpg_key, demo_build, monkeypatch):
     """A project copy signing with the test key, its [publish] buckets on a fresh dev stack.
 
     demo_build (session-wide, shared with the build tests) makes the base and builder images
-    one distro at a time first: two builder images made at once on one engine collide on the
-    shared apt cache lock (on AWS every build has its own instance).
+    first, so the workers' container builds reuse them.
     """
     for distro in DISTROS:
         demo_build(distro)
@@ -119,6 +119,17 @@ def test_release_end_to_end_then_rerun_builds_nothing(moto_server, e2e, gpg_key,
     assert "3" in _apt_install(
         moto_server, stack.downloads_bucket, keyring, "debian:bookworm", "bookworm"
     )
+
+    status = subprocess.run(
+        ["invoke", "--search-root", str(REPO), "aws-status"],
+        env={**env, "RELENG_ROOT": str(proj.root)}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert f"{started.name}: SUCCEEDED" in status.stdout
+    rows = [line.split() for line in status.stdout.splitlines()]
+    built = [r for r in rows if r[:3] in (["1.0.0", d, "make-binary-package"] for d in DISTROS)]
+    assert [r[3] for r in built] == ["succeeded", "succeeded"], status.stdout
+    assert all(r[4].endswith("s") and r[5].startswith("local-build-") for r in built), status.stdout
 
     # Resume: the same input again does no build and publishes nothing new.
     deploy.deploy_dev(aws.client, REPO, proj.config.aws.stack_name)  # moto: see test_aws_pipeline
