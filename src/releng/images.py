@@ -12,6 +12,7 @@ APT_SOURCES, the setup script), so it is reused until one of those changes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -19,7 +20,7 @@ import logging
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -227,6 +228,49 @@ def ensure_builder_image(
         return BuilderImage(
             reference=reference, id=existing, base_id=base_id, inputs_hash=digest, created=False
         )
+    with _host_lock(f"releng-builder-{digest[:16]}"):
+        # Another process may have made it while this one waited.
+        existing = engine.image_id(reference)
+        if existing is not None:
+            return BuilderImage(
+                reference=reference, id=existing, base_id=base_id, inputs_hash=digest, created=False
+            )
+        return _make_builder(
+            engine,
+            project,
+            distro,
+            inputs=inputs,
+            reference=reference,
+            digest=digest,
+            on_line=on_line,
+        )
+
+
+@contextlib.contextmanager
+def _host_lock(name: str) -> Iterator[None]:
+    """An exclusive lock shared by every releng process on this host (one engine)."""
+    import fcntl
+
+    path = Path(tempfile.gettempdir()) / f"{name}.lock"
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _make_builder(
+    engine: Engine,
+    project: Project,
+    distro: Distro,
+    *,
+    inputs: dict[str, str],
+    reference: str,
+    digest: str,
+    on_line: Callable[[str], None] | None,
+) -> BuilderImage:
+    base_id = inputs["base_image"]
     log.info("making builder image %s", reference)
     with tempfile.TemporaryDirectory(prefix="releng-setup-") as tmp:
         # Parameters travel as files, not environment: a commit would keep the variables.
