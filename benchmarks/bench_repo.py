@@ -28,8 +28,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,39 +144,54 @@ def make_key(home: Path) -> str:
 # -- running and timing ----------------------------------------------------------------------------
 
 
-def timed(
-    cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
-) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode() if proc.stderr else ""
+@dataclass(frozen=True)
+class Run:
+    wall: float  # seconds
+    cpu: float  # user + system seconds of the process (and its children)
+    rss: int  # peak KiB
+    inner: float = 0.0  # releng only: seconds inside Repository.include (no interpreter start)
+
+    def __add__(self, other: Run) -> Run:
+        return Run(self.wall + other.wall, self.cpu + other.cpu, max(self.rss, other.rss))
+
+
+def timed(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
+    """Wall time, CPU time and peak RSS of one process (and what it waited for)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
     if proc.returncode != 0:
-        raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd[:6])} ...\n{err[-2000:]}")
-    return wall, usage.ru_maxrss
+        raise SystemExit(f"failed: {' '.join(cmd[:6])} ...\n{stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    inner = float(stdout.split("include:", 1)[1].split()[0]) if "include:" in stdout else 0.0
+    return Run(wall, cpu, usage.ru_maxrss, inner)
 
 
 RELENG_INCLUDE = """
-import sys, json
+import sys, time
 from pathlib import Path
 from releng.apt import Repository, RepoSettings
 from releng.gpg import Signer
 repo, home, fpr, suite, link = sys.argv[1:6]
 paths = [Path(p) for p in sys.argv[6:]]
 signer = Signer(gnupghome=Path(home), key=fpr, passphrase=None)
-settings = RepoSettings(name="bench", origin="bench", label="bench", keep_versions=5, nightly_max_age_days=0)
-Repository(Path(repo), settings, signer, link_inputs=link == "link").include([suite], paths)
+settings = RepoSettings(name="bench", origin="bench", label="bench", nightly_max_age_days=0)
+repository = Repository(Path(repo), settings, signer, link_inputs=link == "link")
+start = time.perf_counter()
+repository.include([suite], paths)
+print(f"include: {time.perf_counter() - start:.4f}")
 """
 
 
-def releng(
-    repo: Path, home: Path, fpr: str, paths: list[Path], *, link: bool = True
-) -> tuple[float, int]:
+def releng(repo: Path, home: Path, fpr: str, paths: list[Path], *, link: bool = True) -> Run:
     """One include as its own process, as `invoke update-repos` runs it (inputs hard-linked)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     mode = "link" if link else "copy"
@@ -191,14 +209,15 @@ def reprepro_setup(base: Path, fpr: str) -> None:
     (base / "conf" / "options").write_text("export changed\n")
 
 
-def sha256_all_cores(paths: list[Path]) -> float:
-    def chunks() -> list[Path]:
-        return paths
-
+def sha256_all_cores(paths: list[Path]) -> Run:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with ProcessPoolExecutor(os.cpu_count() or 1) as ex:
-        list(ex.map(_sha256_file, chunks()))
-    return time.perf_counter() - start
+        list(ex.map(_sha256_file, paths))
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Run(wall, cpu, 0)
 
 
 def _sha256_file(path: Path) -> str:
@@ -209,14 +228,15 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def best(n: int, fn, *args):  # type: ignore[no-untyped-def]
-    results = [fn(*args) for _ in range(n)]
-    return min(results, key=lambda r: r[0])
+def best(n: int, fn: Callable[[], Run]) -> Run:
+    return min((fn() for _ in range(n)), key=lambda r: r.wall)
 
 
-def line(label: str, ours: float, theirs: float, target: str) -> None:
+def line(label: str, ours: Run, theirs: Run, target: str) -> None:
     print(
-        f"{label:<58} releng {ours:7.3f} s  vs {theirs:7.3f} s  ratio {ours / theirs:5.2f}  (target {target})"
+        f"{label:<52} releng {ours.wall:6.3f} s vs {theirs.wall:6.3f} s: wall ratio "
+        f"{ours.wall / theirs.wall:5.2f}, cpu ratio {ours.cpu / max(theirs.cpu, 1e-6):5.2f}"
+        f"  (target {target})"
     )
 
 
@@ -229,73 +249,56 @@ def main() -> None:
     home = WORK / "gnupg"
     fpr = make_key(home)
     env = dict(os.environ, GNUPGHOME=str(home))
-    print(f"inputs under {WORK}; {os.cpu_count()} cores; signing key {fpr[-16:]} (no passphrase)")
+    print(
+        f"inputs under {WORK}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}; "
+        f"signing key {fpr[-16:]} (no passphrase); best of a few runs"
+    )
 
     # 1. small debs into a fresh signed suite.
     small = make_many(WORK / "small", n_small, "small")
-    ftp_pool = WORK / "ftparchive" / "pool"
-    if not ftp_pool.is_dir():
-        ftp_pool.mkdir(parents=True)
+    ftp_dir = WORK / "ftparchive"
+    if len(list((ftp_dir / "pool").glob("*.deb"))) != n_small:
+        shutil.rmtree(ftp_dir, ignore_errors=True)
+        (ftp_dir / "pool").mkdir(parents=True)
         for p in small:
-            os.link(p, ftp_pool / p.name)
+            os.link(p, ftp_dir / "pool" / p.name)
 
-    def ftparchive() -> tuple[float, int]:
-        return timed(
-            ["sh", "-c", "apt-ftparchive packages pool > Packages"], cwd=WORK / "ftparchive"
-        )
+    def ftparchive() -> Run:
+        return timed(["sh", "-c", "apt-ftparchive packages pool > Packages"], cwd=ftp_dir)
 
-    def ours_small(link: bool = True) -> tuple[float, int]:
+    def ours_small(*, link: bool = True) -> Run:
         shutil.rmtree(WORK / "releng-small", ignore_errors=True)
         return releng(WORK / "releng-small", home, fpr, [WORK / "small"], link=link)
 
-    def reprepro_small() -> tuple[float, int]:
+    def reprepro_small() -> Run:
         base = WORK / "reprepro-small"
         reprepro_setup(base, fpr)
         return timed(["reprepro", "-b", str(base), "includedeb", SUITE, *map(str, small)], env=env)
 
-    def aptly_small() -> tuple[float, int]:
+    def aptly_small() -> Run:
         base = WORK / "aptly-small"
         shutil.rmtree(base, ignore_errors=True)
         base.mkdir()
         conf = base / "aptly.conf"
         conf.write_text(json.dumps({"rootDir": str(base / "root"), "gpgProvider": "gpg"}))
-        timed(
-            ["aptly", f"-config={conf}", "repo", "create", f"-distribution={SUITE}", "bench"],
-            env=env,
+        aptly = ["aptly", f"-config={conf}"]
+        timed([*aptly, "repo", "create", f"-distribution={SUITE}", "bench"], env=env)
+        add = timed([*aptly, "repo", "add", "bench", str(WORK / "small")], env=env)
+        publish = timed(
+            [*aptly, "publish", "repo", f"-gpg-key={fpr}", "-architectures=amd64", "bench"], env=env
         )
-        start = time.perf_counter()
-        _, rss1 = timed(
-            ["aptly", f"-config={conf}", "repo", "add", "bench", str(WORK / "small")], env=env
-        )
-        _, rss2 = timed(
-            [
-                "aptly",
-                f"-config={conf}",
-                "publish",
-                "repo",
-                f"-gpg-key={fpr}",
-                "-architectures=amd64",
-                "bench",
-            ],
-            env=env,
-        )
-        return time.perf_counter() - start, max(rss1, rss2)
+        return add + publish
 
     ftp = best(3, ftparchive)
     ours = best(3, ours_small)
-    ours_copy = best(3, ours_small, False)
+    ours_copy = best(3, lambda: ours_small(link=False))
     rep = best(2, reprepro_small)
     apl = best(2, aptly_small)
-    print(f"\n1. {n_small} small .debs into a fresh signed suite")
-    line("   vs apt-ftparchive packages (index only, unsigned)", ours[0], ftp[0], "<= 1.0")
-    line("   vs reprepro includedeb (exports, signs)", ours[0], rep[0], "<= 0.5")
-    line("   vs aptly repo add + publish repo (signs)", ours[0], apl[0], "<= 0.5")
-    line(
-        "   copying instead of linking (repo-include default) vs apt-ftparchive",
-        ours_copy[0],
-        ftp[0],
-        "(info)",
-    )
+    print(f"\n1. {n_small} small .debs into a fresh signed suite (pool files hard-linked)")
+    line("   vs apt-ftparchive packages (index only, unsigned)", ours, ftp, "<= 1.0")
+    line("   vs reprepro includedeb (copies, exports, signs)", ours, rep, "<= 0.5")
+    line("   vs aptly repo add + publish repo (copies, signs)", ours, apl, "<= 0.5")
+    line("   copying like the peers, vs reprepro", ours_copy, rep, "(info)")
 
     # 2. one more .deb into a 10,000-package suite.
     big = make_many(WORK / "big", n_big, "big")
@@ -309,50 +312,49 @@ def main() -> None:
     base = WORK / "reprepro-big"
     reprepro_setup(base, fpr)
     rep_fill = timed(["reprepro", "-b", str(base), "includedeb", SUITE, *map(str, big)], env=env)
-    rep_extra = [make_deb(extra_dir, f"rextra{i}", "1.0-1") for i in range(2)]
+    rep_extra = [make_deb(extra_dir, f"rextra{i}", "1.0-1") for i in range(3)]
     rep_add = best(
-        2,
+        3,
         lambda: timed(
             ["reprepro", "-b", str(base), "includedeb", SUITE, str(rep_extra.pop())], env=env
         ),
     )
     print(f"\n2. {n_big} packages, then 1 more (the whole suite re-exported and signed)")
     line(
-        f"   filling: {n_big} .debs into a fresh suite vs reprepro",
-        ours_fill[0],
-        rep_fill[0],
-        "(info)",
+        f"   filling: {n_big} .debs into a fresh suite, vs reprepro", ours_fill, rep_fill, "(info)"
     )
-    line("   adding 1 .deb vs reprepro includedeb", ours_add[0], rep_add[0], "<= 1.0, and <= 0.3 s")
+    line("   adding 1 .deb, vs reprepro includedeb", ours_add, rep_add, "<= 1.0, and <= 0.3 s")
+    print(
+        f"   (of releng's {ours_add.wall:.3f} s, {ours_add.inner:.3f} s are Repository.include; the "
+        "rest is starting Python, imports and reading the signing key)"
+    )
 
     # 3. large packages vs the physical limit.
     large = make_large(WORK / "large", large_total, 8)
     size = sum(p.stat().st_size for p in large)
-    for p in large:  # warm the page cache for both sides
+    for p in large:  # a warm page cache for both sides
         _sha256_file(p)
-    hashing = min(sha256_all_cores(large) for _ in range(3))
+    hashing = best(3, lambda: sha256_all_cores(large))
 
-    def ours_large(link: bool = True) -> tuple[float, int]:
+    def ours_large(*, link: bool = True) -> Run:
         shutil.rmtree(WORK / "releng-large", ignore_errors=True)
         return releng(WORK / "releng-large", home, fpr, [WORK / "large"], link=link)
 
     ol = best(3, ours_large)
-    ol_copy = ours_large(False)
+    ol_copy = ours_large(link=False)
     shutil.rmtree(WORK / "releng-large", ignore_errors=True)
     print(f"\n3. {size / 1e9:.2f} GB of large .debs ({len(large)} files)")
-    line("   include + publish vs SHA256 of the same bytes on all cores", ol[0], hashing, "<= 1.3")
-    line("   copying into the pool instead (repo-include default)", ol_copy[0], hashing, "(info)")
+    line("   include + publish, vs SHA256 of the bytes on all cores", ol, hashing, "<= 1.3")
+    line("   copying into the pool instead (repo-include's default)", ol_copy, hashing, "(info)")
 
     # 4. memory.
     print("\n4. peak memory (max RSS of the process)")
     print(
-        f"   releng filling {n_big} packages: {ours_fill[1] / 1024:6.1f} MB; adding 1 to it: "
-        f"{ours_add[1] / 1024:6.1f} MB (target < 200 MB); reprepro filling: {rep_fill[1] / 1024:6.1f} MB"
+        f"   releng: filling {n_big} packages {ours_fill.rss / 1024:.1f} MB, adding 1 to them "
+        f"{ours_add.rss / 1024:.1f} MB (target < 200 MB); {n_small} small {ours.rss / 1024:.1f} MB; "
+        f"1 GB large {ol.rss / 1024:.1f} MB. reprepro filling: {rep_fill.rss / 1024:.1f} MB"
     )
-    print(
-        f"   releng {n_small} small: {ours[1] / 1024:6.1f} MB; 1 GB large: {ol[1] / 1024:6.1f} MB"
-    )
-    resource.getrusage(resource.RUSAGE_SELF)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from releng.gpg import Signer
 
 log = logging.getLogger(__name__)
 
+PARALLEL_BYTES = 64 << 20  # below this, reading or copying inputs on several threads does not pay
 _SUITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]*$")
 _NIGHTLY_RE = re.compile(r"^(?:\d+:)?(\d{4})\.(\d{2})\.(\d{2})")
 
@@ -258,9 +259,11 @@ class Repository:
         return self.signer
 
     def _read_debs(self, debs: Sequence[Path]) -> list[DebInfo]:
-        if len(debs) > 8 and self.workers > 1:
+        if self.workers > 1 and len(debs) > 1 and _total_size(debs) > PARALLEL_BYTES:
             from concurrent.futures import ThreadPoolExecutor
 
+            # hashlib and file reads release the GIL: big packages hash on every core. Small
+            # ones are dominated by per-file Python work, which threads only slow down.
             with ThreadPoolExecutor(self.workers) as pool:
                 infos = list(pool.map(read_deb, debs))
         else:
@@ -356,10 +359,11 @@ class Repository:
             if d not in dirs:
                 d.mkdir(parents=True, exist_ok=True)
                 dirs.add(d)
-        if len(files) > 16 and self.workers > 1:
+        copying = not self.link_inputs
+        if copying and self.workers > 1 and len(files) > 1 and _total_size(files) > PARALLEL_BYTES:
             from concurrent.futures import ThreadPoolExecutor
 
-            # link(), open() and the page cache release the GIL: place files on every core.
+            # Copies run in the kernel (sendfile) without the GIL: copy on every core.
             with ThreadPoolExecutor(self.workers) as ex:
                 placed = list(ex.map(self._place, files, known))
         else:
@@ -570,6 +574,13 @@ class Repository:
 
 _deb_order = operator.attrgetter("package", "version", "arch")
 _dsc_order = operator.attrgetter("package", "version")
+
+
+def _total_size(items: Sequence[Path] | Sequence[_PoolFile]) -> int:
+    total = 0
+    for item in items:
+        total += item.size if isinstance(item, _PoolFile) else item.stat().st_size
+    return total
 
 
 def _sign_both(signer: Signer, release: bytes) -> tuple[bytes, bytes]:
