@@ -128,7 +128,7 @@ def main() -> None:
 
     from releng.apt import RepoSettings, Repository
     from releng.gpg import Signer
-    from releng.publish import Destination, sync_repo
+    from releng.publish import Destination, sync_repo, update_indices
     from releng.s3 import S3Url, s3_client
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,8 @@ def main() -> None:
     dest = Destination(s3=client, url=S3Url("bench-releng", "apt"))
 
     print(f"publish {count:,} packages, then add 1 package and publish again (moto over HTTP):")
-    first = measure(counter, "releng: first publish", lambda: sync_repo(dest, repo))
+    first = measure(counter, "releng: first publish", lambda: sync_repo(dest, repo, indices=False))
+    measure(counter, "releng: index pages of every directory", lambda: update_indices(dest))
     aws_first = measure(
         counter, "aws s3 sync x2: first publish", lambda: aws_sync(repo, "s3://bench-awscli/apt")
     )
@@ -167,7 +168,8 @@ def main() -> None:
     )
 
     repository.include([SUITE], [extra])
-    ours = measure(counter, "releng: +1 package", lambda: sync_repo(dest, repo))
+    ours = measure(counter, "releng: +1 package", lambda: sync_repo(dest, repo, indices=False))
+    pages = measure(counter, "releng: index pages of changed dirs", lambda: update_indices(dest))
     theirs = measure(
         counter, "aws s3 sync x2: +1 package", lambda: aws_sync(repo, "s3://bench-awscli/apt")
     )
@@ -180,6 +182,7 @@ def main() -> None:
 
     print()
     print(f"releng +1 package: {ours[1]} writes of {ours[0]} requests, {ours[2] / 1e6:.2f} MB")
+    print(f"  then index pages: {pages[0]} requests, {pages[1]} writes")
     print(f"  vs full re-upload: requests x{ours[0] / full[0]:.4f}, bytes x{ours[2] / full[2]:.4f}")
     print(
         f"  vs aws s3 sync x2: requests x{ours[0] / theirs[0]:.3f}, bytes x{ours[2] / theirs[2]:.3f}"
