@@ -92,6 +92,8 @@ def test_update_repos_from_an_empty_disk(
     build(project_copy, "1.0.0", "tally", "tally-doc")
     upload_build(client, project_copy, Version.parse("1.0.0"), DISTRO, scratch=scratch)
     assert set(scratch_builds(client, scratch, Version.parse("1.0.0"))) == {DISTRO}
+    marker = f"{moto_server.endpoint_url}/{scratch}/1.0.0/{DISTRO}/{COMPLETE}"
+    assert status(marker) == 403  # scratch is private: no policy, no anonymous read
 
     result = update_repos(
         project_copy,

@@ -249,13 +249,15 @@ class S3Lock:
             if self._etag is None:
                 return
             try:
-                current = self.read()
-                if current is not None and current[0].token == self._token:
-                    self.client.delete_object(Bucket=self.dest.bucket, Key=self.key)
-                    log.info("released the publisher lock of %s", self.dest)
-                else:
+                # Delete only our version of the lock (If-Match on our ETag)...
+                self.client.delete_object(Bucket=self.dest.bucket, Key=self.key, IfMatch=self._etag)
+                log.info("released the publisher lock of %s", self.dest)
+            except ClientError as exc:
+                if _conflict(exc) or is_not_found(exc):
                     log.warning("the publisher lock of %s was no longer ours at release", self.dest)
-            except (ClientError, BotoCoreError) as exc:
+                else:  # ...or, where conditional deletes are not supported, check then delete
+                    self._release_unconditionally()
+            except BotoCoreError as exc:
                 log.warning(
                     "could not release the publisher lock of %s (%s); it expires at its TTL",
                     self.dest,
@@ -263,6 +265,23 @@ class S3Lock:
                 )
             finally:
                 self._etag = None
+
+    def _release_unconditionally(self) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            current = self.read()
+            if current is not None and current[0].token == self._token:
+                self.client.delete_object(Bucket=self.dest.bucket, Key=self.key)
+                log.info("released the publisher lock of %s", self.dest)
+            else:
+                log.warning("the publisher lock of %s was no longer ours at release", self.dest)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning(
+                "could not release the publisher lock of %s (%s); it expires at its TTL",
+                self.dest,
+                exc,
+            )
 
     def __enter__(self) -> S3Lock:
         if self._etag is None:
