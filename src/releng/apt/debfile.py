@@ -20,6 +20,7 @@ from pathlib import Path
 from releng.errors import RepoError
 
 CHUNK = 1 << 20  # 1 MiB reads: few syscalls, and hashlib drops the GIL on each
+HEAD = 64 << 10
 _AR_MAGIC = b"!<arch>\n"
 _AR_HEADER = 60
 _FIELD_RE = re.compile(r"^([!-9;-~][!-9;-~]*):[ \t]*(.*)$")  # deb822 field names: no ':' or space
@@ -35,6 +36,7 @@ class DebInfo:
     control: dict[str, str]  # field -> value (multi-line values keep their "\n " continuations)
     size: int
     sha256: str
+    source: str  # the source package name (``Source`` without a version in parentheses)
 
     @property
     def package(self) -> str:
@@ -47,12 +49,6 @@ class DebInfo:
     @property
     def architecture(self) -> str:
         return self.control["Architecture"]
-
-    @property
-    def source(self) -> str:
-        """The source package name (``Source`` without a version in parentheses)."""
-        src = self.control.get("Source", "").split("(")[0].strip()
-        return src or self.package
 
 
 def parse_paragraph(text: str, *, where: str) -> dict[str, str]:
@@ -145,18 +141,20 @@ def read_deb(path: Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass over t
     where = str(path)
     digest = hashlib.sha256()
     try:
-        f = path.open("rb")
+        f = open(path, "rb", buffering=0)  # noqa: PTH123, SIM115  (raw reads, closed below)
     except OSError as exc:
         raise BadPackageError(f"cannot read {where}: {exc.strerror}") from None
     with f:
-        head = f.read(CHUNK)
+        # A small first read: most .debs' control member is in their first few KiB, and
+        # asking for 1 MiB would allocate (and fault in) 1 MiB for every small package.
+        head = f.read(HEAD)
         digest.update(head)
         buf = bytearray(head)
         if not head.startswith(_AR_MAGIC):
             raise BadPackageError(f"{where} is not a Debian package (no ar archive magic)")
         pos = len(_AR_MAGIC)
         control: str | None = None
-        eof = len(head) < CHUNK
+        eof = len(head) < HEAD
         while control is None:
             while len(buf) < pos + _AR_HEADER and not eof:
                 more = f.read(CHUNK)
@@ -206,7 +204,10 @@ def read_deb(path: Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass over t
         raise BadPackageError(
             f"{where}: the control file has no {', '.join(missing)} field; rebuild the package"
         )
-    return DebInfo(path=path, control=fields, size=size_total, sha256=digest.hexdigest())
+    source = fields.get("Source", "").split("(")[0].strip() or fields["Package"]
+    return DebInfo(
+        path=path, control=fields, size=size_total, sha256=digest.hexdigest(), source=source
+    )
 
 
 def hash_file(path: Path) -> tuple[int, str, str]:
