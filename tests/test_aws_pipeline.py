@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -263,3 +264,45 @@ def test_build_on_aws_refuses_bad_input_in_one_line(  # noqa: PLR0917  (pytest p
     assert lines[-1].startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr
     assert "started" not in proc.stdout
+
+
+def test_cli_deploy_dev_then_nightly_with_fake_ec2(moto_server, project_copy, aws_env):
+    """`invoke deploy-aws --dev` then `invoke build-on-aws --fake-ec2`, as a developer runs them."""
+    name = f"releng-{uuid.uuid4().hex[:8]}"
+    root = project_copy.root
+    product = root / "product.toml"
+    product.write_text(
+        product.read_text()
+        + f'\n[publish]\nbucket = "{name}-downloads"\nscratch_bucket = "{name}-scratch"\n'
+        + f'\n[aws]\nstack_name = "{name}"\n'
+    )
+    shutil.copytree(REPO / "aws", root / "aws")  # a checkout has aws/; the copy fixture does not
+    git(root, "add", "aws")
+    git(root, "commit", "-q", "-am", "test stack")
+    env = {**aws_env, "RELENG_ROOT": str(root)}
+
+    def invoke(*args):
+        return subprocess.run(
+            ["invoke", "--search-root", str(REPO), *args],
+            env=env, capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+
+    deployed = invoke("deploy-aws", "--dev")
+    assert deployed.returncode == 0, deployed.stderr
+    assert f"stack {name}: state machine arn:aws:states:" in deployed.stdout
+    try:
+        built = invoke(
+            "build-on-aws", "--versions", "2026.11.20", "--steps", "make-source-tarball", "--fake-ec2",
+            "--timeout", "300",
+        )  # fmt: skip
+    finally:
+        forget_executions(moto_server.client("stepfunctions"), name)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert (
+        "2026.11.20 (nightly): debian-11-bullseye, debian-12-bookworm, debian-13-trixie"
+        in built.stdout
+    )
+    rows = [line.split() for line in built.stdout.splitlines()]
+    row = next(r for r in rows if r[2:3] == ["make-source-tarball"])
+    assert row[:4] == ["2026.11.20", "-", "make-source-tarball", "succeeded"], built.stdout
+    assert row[5] == "local-tarball-0"

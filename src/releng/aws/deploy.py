@@ -145,6 +145,13 @@ def _queue(sqs: Any, name: str, *, fifo: bool = False, visibility: int = 120) ->
     return str(sqs.create_queue(QueueName=f"{name}{suffix}", Attributes=attrs)["QueueUrl"])
 
 
+def _read_definition(root: Path) -> str:
+    path = root / statemachine.DEFINITION_FILE
+    if not path.is_file():
+        raise AwsError(f"{path} is missing; run from a releng checkout or `invoke generate-aws`")
+    return path.read_text(encoding="utf-8")
+
+
 def deploy_dev(client: Any, root: Path, name: str, *, role_arn: str = "") -> Stack:
     """Create the stack's queues, buckets and state machine directly (see the module docstring)."""
     sqs, s3, sfn, cfn = (client(s) for s in ("sqs", "s3", "stepfunctions", "cloudformation"))
@@ -161,9 +168,7 @@ def deploy_dev(client: Any, root: Path, name: str, *, role_arn: str = "") -> Sta
         S.queue_key(h): _queue(sqs, f"{name}-fn-{h.replace('_', '-')}", visibility=900)
         for h in S.QUEUE_HANDLERS
     }
-    text = statemachine.render(
-        (root / statemachine.DEFINITION_FILE).read_text(encoding="utf-8"), urls
-    )
+    text = statemachine.render(_read_definition(root), urls)
     role = role_arn or "arn:aws:iam::123456789012:role/releng-state-machine"
     # Replaced rather than updated: moto 5.2 deep-copies a state machine with its past
     # executions on StartExecution and fails once one has run ("cannot pickle RLock"), so a
