@@ -71,6 +71,12 @@ def test_pages_on_s3_only_for_changed_dirs_never_the_control_area(moto_server, m
         "dists",
         "dists/s",
     }
+    # one listing of everything gives every directory the same entries as one listing each
+    full = pages.full_listing(everything)
+    for directory in everything:
+        assert sorted(full[directory], key=lambda e: e.name) == sorted(
+            pages.listing(directory), key=lambda e: e.name
+        ), directory
     assert pages.update(["pool/main/t/tally"]) == ["pool/main/t/tally/index.html"]
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
     assert "apt/pool/main/t/tally/index.html" in keys
@@ -78,6 +84,7 @@ def test_pages_on_s3_only_for_changed_dirs_never_the_control_area(moto_server, m
     page = client.get_object(Bucket=bucket, Key="apt/pool/main/t/tally/index.html")
     assert page["ContentType"] == "text/html; charset=utf-8"
     assert "tally_1_amd64.deb" in page["Body"].read().decode()
+    monkeypatch.setattr("releng.index_pages.FULL_LISTING_ABOVE", 0)  # the one-listing path
     pages.update(everything)
     root = client.get_object(Bucket=bucket, Key="apt/index.html")["Body"].read().decode()
     assert "dists/" in root and "pool/" in root and ".releng" not in root

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INDEX = "index.html"
+# Past this many directories, one listing of everything is cheaper than one listing each.
+FULL_LISTING_ABOVE = 50
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,26 @@ class IndexPages:
                     entries.append(Entry(name, False, obj["Size"], obj["LastModified"]))
         return entries
 
+    def full_listing(self, directories: set[str]) -> dict[str, list[Entry]]:
+        """Entries of many directories from one listing of the whole prefix (1 request per
+        1,000 objects instead of one per directory)."""
+        out: dict[str, list[Entry]] = {d: [] for d in directories}
+        seen: set[tuple[str, str]] = set()
+        for obj in list_keys(self.client, self.dest.bucket, self.dest.key_prefix):
+            rel = self.dest.rel(obj["Key"])
+            if _hidden(rel):
+                continue
+            parts = rel.split("/")
+            parent = "/".join(parts[:-1])
+            if parent in out and parts[-1] != INDEX:
+                out[parent].append(Entry(parts[-1], False, obj["Size"], obj["LastModified"]))
+            for i in range(len(parts) - 1):  # every ancestor lists its sub-directory
+                ancestor, child = "/".join(parts[:i]), parts[i]
+                if ancestor in out and (ancestor, child) not in seen:
+                    seen.add((ancestor, child))
+                    out[ancestor].append(Entry(child, is_dir=True))
+        return out
+
     def update(self, directories: Iterable[str]) -> list[str]:
         """Remake the page of each directory; drop pages of directories now empty.
 
@@ -145,12 +167,12 @@ class IndexPages:
         touched: list[str] = []
         gone: list[str] = []
         now = self._clock()
+        wanted = {d for d in directories if not _hidden(d)}
         with s3_errors("update index pages", self.dest):
-            for directory in sorted(set(directories)):
-                if _hidden(directory):
-                    continue
+            listed = self.full_listing(wanted) if len(wanted) > FULL_LISTING_ABOVE else {}
+            for directory in sorted(wanted):
                 rel = f"{directory}/{INDEX}" if directory else INDEX
-                entries = self.listing(directory)
+                entries = listed[directory] if listed else self.listing(directory)
                 if not entries and directory:
                     gone.append(rel)
                     continue
