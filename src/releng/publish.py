@@ -481,6 +481,12 @@ def update_repos(
             f"upload them first (invoke upload-build --version {version} DISTRO)"
         )
     distros = {d: project.distro(d) for d in sorted(builds)}  # unknown ids fail here
+    for distro_id, distro in list(distros.items()):
+        if not distro.is_debianish:
+            log.warning("%s builds no Debian packages; its scratch build is left alone", distro_id)
+            del distros[distro_id], builds[distro_id]
+    if not builds:
+        raise PublishError(f"no Debian builds of {version} in s3://{scratch}/{version.text}/")
     settings = apt.settings_for(project)
     if dest.sync.dry_run:
         raise PublishError("update-repos has no dry run (it must sign); use sync-repos --dry-run")
