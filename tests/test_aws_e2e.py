@@ -75,6 +75,13 @@ def _records(s3, bucket: str, execution: str) -> dict[tuple[str, str], dict]:
     return out
 
 
+def _states_entered(sfn, arn: str) -> set[str]:
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return {
+        e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+    }
+
+
 def _failed_logs(s3, records: dict) -> str:
     """The tail of every failed step's log, for the assertion message."""
     out = []
@@ -115,6 +122,8 @@ def test_release_end_to_end_then_rerun_builds_nothing(moto_server, e2e, gpg_key,
     assert records[("publish-binary-packages", "")]["state"] == "succeeded"
     assert records[("publish-source-tarball", "")]["state"] == "succeeded"
     s3.head_object(Bucket=stack.downloads_bucket, Key="source/tally-1.0.0.tar.gz")
+    sfn = moto_server.client("stepfunctions")
+    assert {"UpdateIndices", "InvalidateCloudfront"} <= _states_entered(sfn, started.arn)
     keyring = gpg_key.public_keyring(tmp_path / "key.gpg")
     assert "3" in _apt_install(
         moto_server, stack.downloads_bucket, keyring, "debian:bookworm", "bookworm"
@@ -137,6 +146,7 @@ def test_release_end_to_end_then_rerun_builds_nothing(moto_server, e2e, gpg_key,
     desc = run.run_fake_ec2(proj, aws, again, env=env, timeout=600, idle_seconds=10)
     assert desc["status"] == "SUCCEEDED", desc.get("cause")
     records = _records(s3, stack.scratch_bucket, again.name)
+    assert "UpdateIndices" not in _states_entered(sfn, again.arn)  # nothing was published
     assert {k: r["state"] for k, r in records.items()} == {
         ("make-source-tarball", ""): "skipped",
         ("make-binary-package", DISTROS[0]): "skipped",
