@@ -199,8 +199,14 @@ def releng(repo: Path, home: Path, fpr: str, paths: list[Path], *, link: bool = 
     return timed([*cmd, *map(str, paths)], env=env)
 
 
+def fresh(path: Path) -> None:
+    """Remove ``path`` and flush the filesystem, so that no tool pays for the last one's rm."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.sync()
+
+
 def reprepro_setup(base: Path, fpr: str) -> None:
-    shutil.rmtree(base, ignore_errors=True)
+    fresh(base)
     (base / "conf").mkdir(parents=True)
     (base / "conf" / "distributions").write_text(
         f"Codename: {SUITE}\nSuite: {SUITE}\nArchitectures: amd64 source\nComponents: main\n"
@@ -267,7 +273,7 @@ def main() -> None:
         return timed(["sh", "-c", "apt-ftparchive packages pool > Packages"], cwd=ftp_dir)
 
     def ours_small(*, link: bool = True) -> Run:
-        shutil.rmtree(WORK / "releng-small", ignore_errors=True)
+        fresh(WORK / "releng-small")
         return releng(WORK / "releng-small", home, fpr, [WORK / "small"], link=link)
 
     def reprepro_small() -> Run:
@@ -277,7 +283,7 @@ def main() -> None:
 
     def aptly_small() -> Run:
         base = WORK / "aptly-small"
-        shutil.rmtree(base, ignore_errors=True)
+        fresh(base)
         base.mkdir()
         conf = base / "aptly.conf"
         conf.write_text(json.dumps({"rootDir": str(base / "root"), "gpgProvider": "gpg"}))
@@ -306,7 +312,7 @@ def main() -> None:
     shutil.rmtree(extra_dir, ignore_errors=True)
     extra_dir.mkdir()
     extras = [make_deb(extra_dir, f"extra{i}", "1.0-1") for i in range(3)]
-    shutil.rmtree(WORK / "releng-big", ignore_errors=True)
+    fresh(WORK / "releng-big")
     ours_fill = releng(WORK / "releng-big", home, fpr, [WORK / "big"])
     ours_add = best(3, lambda: releng(WORK / "releng-big", home, fpr, [extras.pop()]))
     base = WORK / "reprepro-big"
@@ -337,7 +343,7 @@ def main() -> None:
     hashing = best(3, lambda: sha256_all_cores(large))
 
     def ours_large(*, link: bool = True) -> Run:
-        shutil.rmtree(WORK / "releng-large", ignore_errors=True)
+        fresh(WORK / "releng-large")
         return releng(WORK / "releng-large", home, fpr, [WORK / "large"], link=link)
 
     ol = best(3, ours_large)

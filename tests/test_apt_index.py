@@ -111,7 +111,7 @@ def test_adding_one_package_recompresses_one_chunk(tmp_path: Path) -> None:
     first = index.chunk_stanzas(stanzas)
     index.compress_index(first, cache)
     cache.save()
-    stanzas.insert(1000, ("pkg0999a", [b"Package: pkg0999a\nVersion: 1\nArchitecture: all\n"]))
+    stanzas.insert(1000, ("pkg0999a", [b"Package: pkg0999a\nVersion: 1\nArchitecture: all"]))
     second = index.chunk_stanzas(stanzas)
     assert len(set(second) - set(first)) == 1  # content-defined boundaries: one chunk differs
     reloaded = index.ChunkCache(tmp_path / "cache.pack")

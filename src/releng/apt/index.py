@@ -136,7 +136,10 @@ def pool_prefix(source: str) -> str:
 
 
 def chunk_stanzas(groups: Iterable[tuple[str, Sequence[bytes]]]) -> list[bytes]:
-    """Cut ``(name, stanzas)`` groups, in order, into content-defined chunks of index text."""
+    """Cut ``(name, stanzas)`` groups, in order, into content-defined chunks of index text.
+
+    Stanzas come without their final newline; in the index each ends with a blank line.
+    """
     chunks: list[bytes] = []
     current: list[bytes] = []
     size = 0
@@ -144,12 +147,12 @@ def chunk_stanzas(groups: Iterable[tuple[str, Sequence[bytes]]]) -> list[bytes]:
     for name, stanzas in groups:
         for stanza in stanzas:
             current.append(stanza)
-            size += len(stanza) + 1
+            size += len(stanza) + 2
         if crc32(name.encode()) % BOUNDARY_MOD == 0 or size >= MAX_CHUNK:
-            chunks.append(b"\n".join(current) + b"\n")
+            chunks.append(b"\n\n".join(current) + b"\n\n")
             current, size = [], 0
     if current:
-        chunks.append(b"\n".join(current) + b"\n")
+        chunks.append(b"\n\n".join(current) + b"\n\n")
     return chunks
 
 

@@ -311,7 +311,7 @@ class Repository:
                     source=info.source,
                     size=info.size,
                     sha256=info.sha256,
-                    stanza=_index.deb_stanza(info, path).encode(),
+                    stanza=_index.deb_stanza(info, path).rstrip("\n").encode(),
                 )
             )
         for src in sources:
@@ -334,8 +334,8 @@ class Repository:
                     source=src.name,
                     size=src.dsc_ref.size,
                     sha256=src.dsc_ref.sha256,
-                    stanza=_index.dsc_stanza(src, directory).encode(),
-                    files=[(f"{directory}/{r.name}", r.size, r.sha256) for r in src.files],
+                    stanza=_index.dsc_stanza(src, directory).rstrip("\n").encode(),
+                    files=tuple((f"{directory}/{r.name}", r.size, r.sha256) for r in src.files),
                 )
             )
         return records, list(files.values())
