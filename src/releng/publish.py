@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudfront import CloudFrontClient
     from mypy_boto3_s3 import S3Client
 
+    from releng.distro import Distro
     from releng.gpg import Signer
     from releng.project import Project
 
@@ -443,6 +444,41 @@ def _remote_only(work: Path) -> dict[str, str]:
     return {rel: sha for rel, sha in known.items() if not (work / rel).is_file()}
 
 
+def _builds_to_include(
+    project: Project, client: S3Client, scratch: str, version: Version
+) -> tuple[dict[str, dict[str, str]], dict[str, Distro]]:
+    """The complete Debian builds of ``version`` in scratch; an error when there are none."""
+    if not scratch:
+        raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
+    builds = scratch_builds(client, scratch, version)
+    if not builds:
+        raise PublishError(
+            f"no complete builds of {version} in s3://{scratch}/{version.text}/; "
+            f"upload them first (invoke upload-build --version {version} DISTRO)"
+        )
+    distros = {d: project.distro(d) for d in sorted(builds)}  # unknown ids fail here
+    for distro_id, distro in list(distros.items()):
+        if not distro.is_debianish:
+            log.warning("%s builds no Debian packages; its scratch build is left alone", distro_id)
+            del distros[distro_id], builds[distro_id]
+    if not builds:
+        raise PublishError(f"no Debian builds of {version} in s3://{scratch}/{version.text}/")
+    return builds, distros
+
+
+def _delete_scratch(client: S3Client, scratch: str, version: Version, distro_ids: list[str]) -> int:
+    deleted = 0
+    for distro_id in distro_ids:
+        src = scratch_url(scratch, version, distro_id)
+        with s3_errors("remove published builds from scratch", src):
+            keys = [o["Key"] for o in list_keys(client, scratch, src.key_prefix)]
+            # the completion marker first: a half-deleted build is never taken again
+            keys.sort(key=lambda k: not k.endswith(COMPLETE))
+            delete_keys(client, scratch, keys)
+            deleted += len(keys)
+    return deleted
+
+
 @dataclass(frozen=True, kw_only=True)
 class UpdateResult:
     publish: PublishResult
@@ -472,21 +508,7 @@ def update_repos(
     """
     from releng import apt
 
-    if not scratch:
-        raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
-    builds = scratch_builds(dest.s3, scratch, version)
-    if not builds:
-        raise PublishError(
-            f"no complete builds of {version} in s3://{scratch}/{version.text}/; "
-            f"upload them first (invoke upload-build --version {version} DISTRO)"
-        )
-    distros = {d: project.distro(d) for d in sorted(builds)}  # unknown ids fail here
-    for distro_id, distro in list(distros.items()):
-        if not distro.is_debianish:
-            log.warning("%s builds no Debian packages; its scratch build is left alone", distro_id)
-            del distros[distro_id], builds[distro_id]
-    if not builds:
-        raise PublishError(f"no Debian builds of {version} in s3://{scratch}/{version.text}/")
+    builds, distros = _builds_to_include(project, dest.s3, scratch, version)
     settings = apt.settings_for(project)
     if dest.sync.dry_run:
         raise PublishError("update-repos has no dry run (it must sign); use sync-repos --dry-run")
@@ -529,16 +551,7 @@ def update_repos(
         publish = PublishResult(sync=sync, indices=_after_sync(dest, indices=True))
     finally:
         lock.release()
-    deleted = 0
-    if not keep_scratch:
-        for distro_id in builds:
-            src = scratch_url(scratch, version, distro_id)
-            with s3_errors("remove published builds from scratch", src):
-                keys = [o["Key"] for o in list_keys(dest.s3, scratch, src.key_prefix)]
-                # the completion marker first: a half-deleted build is never taken again
-                keys.sort(key=lambda k: not k.endswith(COMPLETE))
-                delete_keys(dest.s3, scratch, keys)
-                deleted += len(keys)
+    deleted = 0 if keep_scratch else _delete_scratch(dest.s3, scratch, version, list(builds))
     return UpdateResult(
         publish=publish, included=included, added=tuple(added), scratch_deleted=deleted
     )
