@@ -26,6 +26,7 @@ import pytest
 from releng.aws import deploy, run
 from releng.aws.request import InputError
 from releng.aws.runner import LocalLauncher
+from releng.aws.worker import Worker
 from releng.errors import AwsError
 from releng.project import Project
 from tests.fixtures.project import git
@@ -231,6 +232,22 @@ def test_killed_worker(moto_server, proj, stack, aws_env, tmp_path, replacement)
     else:
         assert desc["status"] == "FAILED"
         assert desc["cause"] == "make-source-tarball 1.0.0: States.Timeout"
+        # The dead worker's message comes back; a later worker drops it without doing the work.
+        worker = Worker(
+            queue_url=stack.worker_queue_urls()["tarball"], root=proj.root, sqs=moto_server.client("sqs"),
+            sfn=moto_server.client("stepfunctions"), s3=s3, env=aws_env, wait_seconds=10,
+            visibility_seconds=5,
+        )  # fmt: skip
+        assert worker.run(idle_seconds=15, max_tasks=1) == 1
+        assert not (proj.root / "out" / "tally-1.0.0.tar.gz").exists()
+        attrs = moto_server.client("sqs").get_queue_attributes(
+            QueueUrl=stack.worker_queue_urls()["tarball"], AttributeNames=["All"]
+        )["Attributes"]
+        assert (
+            attrs["ApproximateNumberOfMessages"]
+            == attrs["ApproximateNumberOfMessagesNotVisible"]
+            == "0"
+        )
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,7 @@ from releng.aws import status
 
 log = logging.getLogger(__name__)
 
+_DEAD_TOKEN = ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
 VISIBILITY_SECONDS = 120  # extended while the task runs; short so a dead worker's task returns fast
 
 
@@ -96,6 +97,14 @@ class Worker:
         task = body["task"]
         heartbeat = int(body.get("heartbeat_seconds") or 600)
         name = f"{task['step']} {task['version']} {task.get('distro') or ''}".strip()
+        if not self._token_alive(token):
+            # The execution gave up on this task (timed out, stopped) or it was answered already:
+            # a message that reappeared after its worker died. Nobody waits for it; drop it.
+            log.warning(
+                "worker %s: %s belongs to a finished task; dropping it", self.instance, name
+            )
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return Outcome(ok=False, seconds=0.0, returncode=-1, command="", log="")
         log.info("worker %s: starting %s", self.instance, name)
         logs_dir = self.root / ".releng" / "worker-logs"
         logs_dir.mkdir(parents=True, exist_ok=True)
@@ -119,6 +128,40 @@ class Worker:
             self.s3, bucket, task, "succeeded" if outcome.ok else "failed",
             instance=self.instance, seconds=round(outcome.seconds, 1), log=log_url,
         )  # fmt: skip
+        self._answer(token, name, outcome, log_url)
+        self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+        log.info(
+            "worker %s: %s %s in %.1fs",
+            self.instance,
+            name,
+            "done" if outcome.ok else "FAILED",
+            outcome.seconds,
+        )
+        return outcome
+
+    def _token_alive(self, token: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.sfn.send_task_heartbeat(taskToken=token)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _DEAD_TOKEN:
+                return False
+            raise
+        return True
+
+    def _answer(self, token: str, name: str, outcome: Outcome, log_url: str) -> None:
+        """SendTaskSuccess/Failure; a token the execution no longer waits for is only logged."""
+        from botocore.exceptions import ClientError
+
+        try:
+            self._send(token, name, outcome, log_url)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in _DEAD_TOKEN:
+                raise
+            log.warning("worker %s: nobody waits for %s any more (%s)", self.instance, name, exc)
+
+    def _send(self, token: str, name: str, outcome: Outcome, log_url: str) -> None:
         if outcome.ok:
             self.sfn.send_task_success(
                 taskToken=token,
@@ -134,15 +177,6 @@ class Worker:
         else:
             cause = f"{name}: `{outcome.command}` exited {outcome.returncode} on {self.instance}; log: {log_url}"
             self.sfn.send_task_failure(taskToken=token, error="Releng.StepFailed", cause=cause)
-        self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        log.info(
-            "worker %s: %s %s in %.1fs",
-            self.instance,
-            name,
-            "done" if outcome.ok else "FAILED",
-            outcome.seconds,
-        )
-        return outcome
 
     def _heartbeat(self, token: str, receipt: str, heartbeat: int, stop: threading.Event) -> None:
         interval = max(1.0, min(heartbeat, self.visibility_seconds) / 3)
