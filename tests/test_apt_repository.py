@@ -422,3 +422,25 @@ def test_including_one_package_reads_only_that_package(
     text = packages(r.root)
     assert text.split("\n\n")[0] == stanza_before
     assert "Package: pkg9\n" in text
+
+
+def test_a_record_torn_by_a_killed_writer_is_ignored_and_cut_off(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    r = repo()
+    r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0")])
+    records = r.root / STATE_DIR / "pool.records"
+    whole = records.read_bytes()
+    torn = b'["pool/main/t/torn/torn_1_amd64.deb","deb","torn","1","amd64","torn",12,"ab'
+    records.write_bytes(whole + torn)
+    assert list(RepoState(r.root).pool()) == ["pool/main/h/hello/hello_1.0_amd64.deb"]
+    r2 = repo()
+    r2.include(["bookworm"], [make_deb(tmp_path, "world", "1.0")])
+    data = records.read_bytes()
+    assert torn not in data
+    assert data.startswith(whole)
+    assert sorted(RepoState(r.root).pool()) == [
+        "pool/main/h/hello/hello_1.0_amd64.deb",
+        "pool/main/w/world/world_1.0_amd64.deb",
+    ]
+    assert_checks(r.root)
