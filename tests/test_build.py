@@ -215,3 +215,22 @@ def test_secrets_and_network_stay_out_of_the_build_container(
     assert "repo-read-only" in lines
     assert any(ln.startswith("SOURCE_DATE_EPOCH=17") for ln in lines)  # the source's commit time
     assert not any(ln.startswith(("BUILD_DEPENDS=", "APT_SOURCES=")) for ln in lines)
+
+
+def test_a_distro_with_its_own_make_package_uses_it(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    base_image(BOOKWORM)
+    root = copy_repo(tmp_path / "repo")
+    own = root / "distros" / BOOKWORM / "make-package"
+    own.write_text(
+        "#!/bin/sh\necho own builder for $DISTRIBUTION\n"
+        'exec sh "/opt/tally-packaging/packaging/make-debianish-package"\n'
+    )
+    own.chmod(0o755)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "the distro's own builder")
+    project = Project.load(root)
+    result = make_package(engine, project, BOOKWORM, NIGHTLY, env=_env())
+    assert "own builder for bookworm" in (result.out_dir / "build.log").read_text()
+    assert (result.out_dir / "tally-nightly_2026.11.20-1~bookworm_amd64.deb").is_file()

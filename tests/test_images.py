@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +14,7 @@ import pytest
 from releng.engine import Engine
 from releng.errors import ImageError
 from releng.images import (
+    bootstrap_command,
     build_depends,
     builder_inputs,
     builder_reference,
@@ -173,3 +177,49 @@ def test_a_build_depends_missing_from_the_distro_is_one_clear_error(
         builder_inputs(project_copy, distro, engine.image_id(distro.docker_base) or ""),
     )
     assert engine.image_id(reference) is None
+
+
+def test_snapshot_bootstraps_from_snapshot_urls(make_project: Callable[..., Project]) -> None:
+    project = make_project('[images]\nsnapshot = "20250520T000000Z"\n')
+    cmd = bootstrap_command(project, project.distro("debian-12-bookworm"), Path("/tmp/x.tar"))
+    assert cmd[-1] == "http://snapshot.debian.org/archive/debian/20250520T000000Z"
+    assert '--aptopt=Acquire::Check-Valid-Until "false"' in cmd
+    assert cmd[-3:-1] == ["bookworm", "/tmp/x.tar"]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_base_image_task_bootstraps_with_mmdebstrap(engine: Engine, project_copy: Project) -> None:
+    reference = f"releng-test-bootstrap/debian:bookworm-{uuid.uuid4().hex[:8]}"
+    project = _add_distro(
+        project_copy, "debian-12-fresh", docker_base=reference, codename="bookworm"
+    )
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "invoke",
+                "-r",
+                str(REPO_ROOT),
+                "base-image",
+                "debian-12-fresh",
+                "--bootstrap",
+            ],
+            env={**os.environ, "RELENG_ROOT": str(project.root)},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "mmdebstrap --variant=minbase" in proc.stderr  # the logged command
+        labels = engine.image_labels(reference)
+        assert labels["org.releng.suite"] == "bookworm"
+        assert labels["org.releng.bootstrap"] == "mmdebstrap --variant=minbase"
+        assert f"org.releng.mirror={labels['org.releng.mirror']}" in proc.stdout
+        result = engine.run(reference, ["sh", "-c", "apt-get --version | head -1"], network="none")
+        assert result.output.startswith("apt 2.6")
+    finally:
+        if engine.image_id(reference) is not None:
+            engine.client.images.remove(reference)

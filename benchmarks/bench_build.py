@@ -1,0 +1,306 @@
+"""make-package against the bare dpkg-buildpackage and the classic debuild container.
+
+Two products, built for debian-12-bookworm, side by side in one run:
+
+- the demo product (tally, this repository's demo/);
+- GNU hello 2.10, a real autotools program: its upstream tarball and Debian's own
+  debian/ (hello_2.10-3) are downloaded from deb.debian.org's pool into
+  benchmarks/.work/ (not committed).
+
+For each it prints:
+
+- rebuild after a change, builder image cached: make-package's whole wall time over
+  the bare ``dpkg-buildpackage`` time inside the same builder image (target <= 1.15);
+- rebuild with nothing changed: seconds, in-process and through ``invoke`` (target <= 2 s);
+- the classic approach (a fresh base container that installs devscripts, equivs and the
+  Build-Depends, then runs debuild) over make-package's rebuild (target >= 3).
+
+Run: ``python benchmarks/bench_build.py`` (or ``nox -s benchmarks``); about 6-10 minutes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from tests.fixtures.gpg import make_key  # noqa: E402
+from tests.fixtures.project import copy_repo, git  # noqa: E402
+
+from releng.build import Owner, build_spec, make_package, plan_build  # noqa: E402
+from releng.engine import ContainerSpec, Engine  # noqa: E402
+from releng.images import ensure_base_image  # noqa: E402
+from releng.project import Project  # noqa: E402
+from releng.version import Version  # noqa: E402
+
+WORK = ROOT / "benchmarks" / ".work"
+DISTRO = "debian-12-bookworm"
+POOL = "http://deb.debian.org/debian/pool/main/h/hello"
+HELLO_ORIG = "hello_2.10.orig.tar.gz"
+HELLO_DEBIAN = "hello_2.10-3.debian.tar.xz"
+HELLO_SHA256 = {
+    HELLO_ORIG: "31e066137a962676e89f69d1b65382de95a7ef7d914b8cb956f41ea72e0f516b",
+    HELLO_DEBIAN: "60ee7a466808301fbaa7fea2490b5e7a6d86f598956fb3e79c71b3295dc1f249",
+}
+CPUS = os.cpu_count() or 1
+
+PREPARE = r"""
+set -e
+cd /build
+cp "$TARBALL" "${PACKAGE}_${VERSION}.orig.tar.gz"
+mkdir "$PACKAGE-$VERSION"
+tar -xzf "${PACKAGE}_${VERSION}.orig.tar.gz" -C "$PACKAGE-$VERSION" --strip-components=1
+cp -RL "$DEBIAN_DIR" "$PACKAGE-$VERSION/debian"
+chmod -R u+w "$PACKAGE-$VERSION/debian"
+if [ "$PACKAGE" != "$NAME" ]; then  # a nightly: the same renaming as make-debianish-package
+  sed -i -E -e "/^(Source|Package|Conflicts):/{
+s/\\b$NAME-nightly\\b/@R@/g
+s/\\b$NAME\\b/$PACKAGE/g
+s/@R@/$NAME/g
+}" "$PACKAGE-$VERSION/debian/control"
+fi
+printf '%s (%s-%s) %s; urgency=medium\n\n  * bench\n\n -- %s  %s\n' \
+  "$PACKAGE" "$VERSION" "$PKGVER" "$DISTRIBUTION" "$MAINTAINER" "$CHANGELOG_DATE" \
+  >"$PACKAGE-$VERSION/debian/changelog"
+cd "$PACKAGE-$VERSION"
+"""
+
+BARE = (
+    PREPARE
+    + r"""
+start=$(date +%s.%N)
+dpkg-buildpackage -us -uc -sa >/tmp/build.log 2>&1 || { tail -20 /tmp/build.log; exit 1; }
+end=$(date +%s.%N)
+echo "BARE $start $end"
+"""
+)
+
+CLASSIC = (
+    r"""
+set -e
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+apt-get install -y -q --no-install-recommends devscripts equivs >/dev/null
+mkdir -p /build
+"""
+    + PREPARE.replace("set -e\n", "")
+    + r"""
+mk-build-deps -i -r -t "apt-get -y -q --no-install-recommends" debian/control >/dev/null
+debuild -us -uc >/tmp/build.log 2>&1 || { tail -20 /tmp/build.log; exit 1; }
+ls ../*.deb
+"""
+)
+
+
+def fetch(name: str) -> Path:
+    downloads = WORK / "downloads"
+    downloads.mkdir(parents=True, exist_ok=True)
+    path = downloads / name
+    if not path.exists():
+        print(f"downloading {POOL}/{name}", flush=True)
+        tmp = path.with_suffix(".part")
+        with urllib.request.urlopen(f"{POOL}/{name}", timeout=120) as resp:
+            tmp.write_bytes(resp.read())
+        tmp.replace(path)
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != HELLO_SHA256[name]:
+        path.unlink()
+        raise SystemExit(f"{name}: sha256 {digest} is not the pinned {HELLO_SHA256[name]}")
+    return path
+
+
+def demo_project(base: Path) -> Project:
+    return Project.load(copy_repo(base / "demo"))
+
+
+def hello_project(base: Path) -> tuple[Project, dict[str, str]]:
+    """A releng project that packages GNU hello 2.10 as release 2.10.0 with Debian's debian/."""
+    orig = fetch(HELLO_ORIG)
+    debian_tar = fetch(HELLO_DEBIAN)
+    root = base / "hello"
+    (root / "packaging").mkdir(parents=True)
+    for name in ("builder-setup", "make-debianish-package"):
+        shutil.copy2(ROOT / "packaging" / name, root / "packaging" / name)
+    with tarfile.open(debian_tar) as tf:
+        tf.extractall(root / "packaging", filter="data")
+    distro = root / "distros" / DISTRO
+    distro.mkdir(parents=True)
+    (distro / "DOCKER_BASE").write_text("debian:bookworm\n")
+    (distro / "DISTRIBUTION").write_text("bookworm\n")
+    (distro / "PKGVER").write_text("1~bookworm\n")
+    (distro / "debian").symlink_to("../../packaging/debian")
+    (root / "distros" / "TARGETS").write_text(f"{DISTRO}\n")
+    # A release X.Y.Z: hello's 2.10 is published as 2.10.0 (the tarball is repacked anyway).
+    local = WORK / "downloads" / "hello-2.10.0.tar.gz"
+    shutil.copy2(orig, local)
+    key = make_key(base / "gnupg", name="bench signing key")
+    (root / "product.toml").write_text(
+        f"""
+[product]
+name = "hello"
+maintainer = "bench <bench@example.org>"
+smoke_command = ["hello", "--greeting=bench"]
+
+[source]
+kind = "url"
+url = "file://{WORK}/downloads/hello-{{version}}.tar.gz"
+cache_dir = ".releng/cache/downloads"
+
+[signing]
+key = "{key.fingerprint}"
+gnupghome = "{key.home}"
+"""
+    )
+    env = {"PATH": os.environ["PATH"], "RELENG_SIGNING_PASSPHRASE": key.passphrase}
+    return Project.load(root), env
+
+
+def timed(fn):  # type: ignore[no-untyped-def]
+    start = time.monotonic()
+    result = fn()
+    return result, time.monotonic() - start
+
+
+def bare_build(engine: Engine, project: Project, version: Version, env: dict[str, str]) -> float:
+    """dpkg-buildpackage alone, inside the same builder image, same mounts and environment."""
+    plan = plan_build(engine, project, project.distro(DISTRO), version, env=env, force=True)
+    scratch = WORK / "scratch-out"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    spec = build_spec(plan, scratch, owner=Owner.for_project(project, env), cpus=CPUS)
+    result = engine.run_spec(dataclasses.replace(spec, command=["sh", "-c", BARE], user=None))
+    line = next((ln for ln in result.output.splitlines() if ln.startswith("BARE ")), None)
+    if result.exit_code != 0 or line is None:
+        raise SystemExit(f"bare dpkg-buildpackage failed:\n{result.output}")
+    _, start, end = line.split()
+    return float(end) - float(start)
+
+
+def classic_build(engine: Engine, project: Project, version: Version, env: dict[str, str]) -> float:
+    """A fresh base container: install devscripts + equivs + Build-Depends, then debuild."""
+    distro = project.distro(DISTRO)
+    plan = plan_build(engine, project, distro, version, env=env, force=True)
+    scratch = WORK / "scratch-out"
+    spec = build_spec(plan, scratch, owner=Owner.for_project(project, env), cpus=CPUS)
+    classic = ContainerSpec(
+        image=plan.base_image_id,
+        command=["sh", "-c", CLASSIC],
+        mounts=[m for m in spec.mounts if m.target != "/var/out"],
+        environment=spec.environment,
+    )
+    result, seconds = timed(lambda: engine.run_spec(classic))
+    if result.exit_code != 0:
+        raise SystemExit(f"classic build failed:\n{result.output}")
+    return seconds
+
+
+def noop_cli(project: Project, version: Version, env: dict[str, str]) -> float:
+    _, seconds = timed(
+        lambda: subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "invoke",
+                "-r",
+                str(ROOT),
+                "make-package",
+                DISTRO,
+                "--version",
+                version.text,
+            ],
+            env={**os.environ, **env, "RELENG_ROOT": str(project.root)},
+            check=True,
+            capture_output=True,
+        )
+    )
+    return seconds
+
+
+def bench(
+    name: str, engine: Engine, project: Project, version: Version, env: dict[str, str], change
+) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    print(f"\n== {name}: {DISTRO} {version}", flush=True)
+    first, t_first = timed(
+        lambda: make_package(engine, project, DISTRO, version, env=env, force=True)
+    )
+    print(f"first build (builder image made if missing): {t_first:.1f}s", flush=True)
+    change()
+    rebuilt, t_rebuild = timed(lambda: make_package(engine, project, DISTRO, version, env=env))
+    assert not rebuilt.up_to_date
+    print(f"rebuild after a change (make-package, all in): {t_rebuild:.1f}s", flush=True)
+    t_bare = bare_build(engine, project, version, env)
+    print(f"bare dpkg-buildpackage in the same builder image: {t_bare:.1f}s", flush=True)
+    noop, t_noop = timed(lambda: make_package(engine, project, DISTRO, version, env=env))
+    assert noop.up_to_date
+    t_noop_cli = noop_cli(project, version, env)
+    print(f"nothing changed: {t_noop:.2f}s in-process, {t_noop_cli:.2f}s via invoke", flush=True)
+    t_classic = classic_build(engine, project, version, env)
+    print(
+        f"classic (fresh container, devscripts+equivs+mk-build-deps, debuild): {t_classic:.1f}s",
+        flush=True,
+    )
+    del first
+    return {
+        "rebuild": t_rebuild,
+        "bare": t_bare,
+        "noop": t_noop,
+        "noop_cli": t_noop_cli,
+        "classic": t_classic,
+    }
+
+
+def main() -> None:
+    engine = Engine.from_env()
+    base = WORK / f"run-{int(time.time())}"
+    base.mkdir(parents=True)
+    try:
+        demo = demo_project(base)
+        ensure_base_image(engine, demo, demo.distro(DISTRO), pull=False)
+        nightly = Version.parse("2026.11.20")
+
+        def change_demo() -> None:
+            readme = demo.root / "demo" / "tally" / "README"
+            readme.write_text(readme.read_text() + "\nchanged for the benchmark\n")
+            git(demo.root, "commit", "-q", "-am", "a source change", date="2026-01-03T00:00:00Z")
+
+        results = {
+            "demo (tally)": bench(
+                "demo (tally)", engine, demo, nightly, {"PATH": os.environ["PATH"]}, change_demo
+            )
+        }
+
+        hello, hello_env = hello_project(base)
+        rules = hello.root / "packaging" / "debian" / "rules"
+
+        def change_hello() -> None:
+            rules.write_text(rules.read_text() + "\n# changed for the benchmark\n")
+
+        results["GNU hello 2.10"] = bench(
+            "GNU hello 2.10", engine, hello, Version.parse("2.10.0"), hello_env, change_hello
+        )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(WORK / "scratch-out", ignore_errors=True)
+
+    print("\n== ratios (make-package vs peers; cached builder image)")
+    for name, r in results.items():
+        print(
+            f"{name}: rebuild/bare dpkg-buildpackage = {r['rebuild'] / r['bare']:.2f} (target <= 1.15); "
+            f"no-change = {r['noop']:.2f}s in-process, {r['noop_cli']:.2f}s via invoke (target <= 2 s); "
+            f"classic/make-package = {r['classic'] / r['rebuild']:.1f}x (target >= 3)"
+        )
+
+
+if __name__ == "__main__":
+    main()
