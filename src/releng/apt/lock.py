@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import socket
 import time
 from pathlib import Path
 from types import TracebackType
@@ -60,7 +59,7 @@ class RepoLock:
                 time.sleep(self.poll)
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {since}\n".encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {os.uname().nodename} {since}\n".encode(), 0)
         self._fd = fd
         return self
 
