@@ -13,6 +13,7 @@ moto bucket, publishing with releng.publish.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -154,3 +155,41 @@ def test_release_end_to_end_then_rerun_builds_nothing(moto_server, e2e, gpg_key,
         ("publish-binary-packages", ""): "skipped",
         ("publish-source-tarball", ""): "skipped",
     }
+
+
+def test_two_releases_in_one_execution_publish_one_at_a_time(moto_server, e2e):
+    """make-multiple-releases-on-aws: both lines build at once; the FIFO publish queue hands the
+    two publishes to one publisher in turn, and the repository ends up with both versions."""
+    from releng.aws import handlers
+    from releng.aws.catalog import Catalog
+
+    proj, aws, stack, env = e2e
+    git(proj.root, "tag", "tally-v1.0.1")
+    distro = DISTROS[0]
+    started = run.start(proj, aws, versions=["1.0.0", "1.0.1"], distros=[distro], config=SHORT)
+    desc = run.run_fake_ec2(proj, aws, started, env=env, timeout=1500, idle_seconds=10)
+    s3 = moto_server.client("s3")
+    records = _records(s3, stack.scratch_bucket, started.name)
+    assert desc["status"] == "SUCCEEDED", (desc.get("cause"), _failed_logs(s3, records))
+    ctx = handlers.Context(
+        client=moto_server.client,
+        catalog=Catalog.from_project(proj),
+        settings=stack.handler_settings(),
+        launcher=None,  # type: ignore[arg-type]  (not used by published_versions)
+    )
+    served = handlers.published_versions(ctx, "bookworm")
+    assert {("tally", "1.0.0-1~bookworm"), ("tally", "1.0.1-1~bookworm")} <= served
+    # One at a time: no two publishes overlap, whichever publisher process ran them.
+    spans = []
+    for path in (proj.root / ".releng" / "worker-logs").glob("local-publish-*.log"):
+        start = None
+        for line in path.read_text().splitlines():
+            stamp = line[:23]
+            if ": starting " in line:
+                start = stamp
+            elif start and (" done in " in line or " FAILED in " in line):
+                spans.append((start, stamp))
+                start = None
+    spans.sort()
+    assert len(spans) == 4, spans  # binary packages and source, for both versions
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans

@@ -35,7 +35,10 @@ from releng.aws import status
 log = logging.getLogger(__name__)
 
 _DEAD_TOKEN = ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
-VISIBILITY_SECONDS = 120  # extended while the task runs; short so a dead worker's task returns fast
+VISIBILITY_SECONDS = 120
+TOKEN_GRACE_SECONDS = (
+    10.0  # extended while the task runs; short so a dead worker's task returns fast
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,15 +143,26 @@ class Worker:
         return outcome
 
     def _token_alive(self, token: str) -> bool:
+        """Whether the execution still waits for this task (a heartbeat is accepted).
+
+        InvalidToken is retried for a few seconds: moto registers a task's heartbeat only after
+        its message is sent, so a fast worker can beat it; AWS accepts the token at once.
+        """
         from botocore.exceptions import ClientError
 
-        try:
-            self.sfn.send_task_heartbeat(taskToken=token)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _DEAD_TOKEN:
-                return False
-            raise
-        return True
+        deadline = time.monotonic() + TOKEN_GRACE_SECONDS
+        while True:
+            try:
+                self.sfn.send_task_heartbeat(taskToken=token)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in _DEAD_TOKEN:
+                    raise
+                if code != "InvalidToken" or time.monotonic() > deadline:
+                    return False
+                time.sleep(0.5)
+            else:
+                return True
 
     def _answer(self, token: str, name: str, outcome: Outcome, log_url: str) -> None:
         """SendTaskSuccess/Failure; a token the execution no longer waits for is only logged."""
