@@ -34,6 +34,11 @@ def test_repo_include_publishes_checks_and_prints_a_sources_snippet(
     check = invoke("repo-check", root=root)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "all good" in check.stdout
+    release = (repo / "dists/bookworm/InRelease").read_bytes()
+    again = invoke("repo-publish", root=root)
+    assert "republished bookworm" in again.stdout, again.stderr
+    assert (repo / "dists/bookworm/InRelease").read_bytes() != release  # signed anew
+    assert invoke("repo-check", root=root).returncode == 0
     # Tampering is found and reported as one error line.
     (repo / "pool/main/t/tally/tally_1.0.0-1~bookworm_amd64.deb").write_bytes(b"tampered")
     broken = invoke("repo-check", root=root)

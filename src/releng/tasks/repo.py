@@ -98,6 +98,27 @@ def update_repos(
 @task(
     help={
         "repo": f"the repository directory (default {DEFAULT_REPO})",
+        "dist": "the suite to republish (repeatable; default: every suite)",
+    },
+    iterable=["dist"],
+)
+def repo_publish(c: Context, repo: str = "", dist: list[str] | None = None) -> None:
+    """Republish suites: apply retention, re-sign (a fresh Date and Valid-Until), finish a killed run."""
+    from releng import apt, gpg
+
+    proj = project(c)
+    root = _repo_dir(c, repo)
+    signer = gpg.signer_for(proj, os.environ, release=False)
+    repository = apt.Repository(root, apt.settings_for(proj), signer)
+    result = repository.publish(dist or None)
+    out(
+        f"republished {', '.join(result.suites) or 'nothing'}; {len(result.removed)} file(s) removed"
+    )
+
+
+@task(
+    help={
+        "repo": f"the repository directory (default {DEFAULT_REPO})",
         "keyring": "the public keyring to verify with (default: the one in the repository)",
     }
 )
