@@ -379,6 +379,14 @@ class Repository:
         """Put one file into the pool; False when the identical file is already there."""
         # Plain strings, not pathlib: this runs once per package of a big batch.
         dest = os.path.join(self.root, f.path)  # noqa: PTH118
+        if self.link_inputs:
+            try:
+                os.link(f.source, dest)  # atomic: the name appears with all its content
+                return True
+            except FileExistsError:
+                pass  # handled below, as for a copy
+            except OSError:
+                pass  # another filesystem, or links not allowed: copy
         if os.path.isfile(dest):  # noqa: PTH113
             if known:
                 return False  # recorded with this sha256 (checked): nothing to do
@@ -388,16 +396,8 @@ class Repository:
         tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")  # noqa: PTH118
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)  # noqa: PTH108
-        linked = False
-        if self.link_inputs:
-            try:
-                os.link(f.source, tmp)
-                linked = True
-            except OSError:
-                pass  # another filesystem, or links not allowed: copy
-        if not linked:
-            shutil.copyfile(f.source, tmp)
-            os.chmod(tmp, 0o644)  # noqa: PTH101
+        shutil.copyfile(f.source, tmp)
+        os.chmod(tmp, 0o644)  # noqa: PTH101
         os.replace(tmp, dest)  # noqa: PTH105
         return True
 
