@@ -205,6 +205,10 @@ class Repository:
     def publish(self, suites: Sequence[str] | None = None) -> PublishResult:
         """Republish ``suites`` (default: every suite), with retention; re-signs their Release."""
         signer = self._require_signer()
+        if not self.state.suites():
+            raise RepoError(
+                f"{self.root} holds no suites yet; include packages first (invoke repo-include)"
+            )
         with self._lock():
             names = list(suites) if suites is not None else self.state.suites()
             existing = self.state.suites()
