@@ -444,3 +444,26 @@ def test_a_record_torn_by_a_killed_writer_is_ignored_and_cut_off(
         "pool/main/w/world/world_1.0_amd64.deb",
     ]
     assert_checks(r.root)
+
+
+def test_a_second_publisher_waits_for_the_first(tmp_path: Path, signer: Signer) -> None:
+    import threading
+
+    r = Repository(tmp_path / "repo", settings(), signer, lock_timeout=60)
+    held = threading.Event()
+    release = threading.Event()
+
+    def first_publisher() -> None:
+        with RepoLock(RepoState(r.root).lock_path, timeout=1):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=first_publisher)
+    thread.start()
+    held.wait(10)
+    threading.Timer(0.5, release.set).start()
+    result = r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0")])
+    thread.join()
+    assert release.is_set()  # it could only get the lock after the first publisher let go
+    assert result.added == ("pool/main/h/hello/hello_1.0_amd64.deb",)
+    assert_checks(r.root)
