@@ -467,3 +467,18 @@ def test_a_second_publisher_waits_for_the_first(tmp_path: Path, signer: Signer) 
     assert release.is_set()  # it could only get the lock after the first publisher let go
     assert result.added == ("pool/main/h/hello/hello_1.0_amd64.deb",)
     assert_checks(r.root)
+
+
+def test_one_repository_object_sees_what_another_publisher_did_meanwhile(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    first, other = repo(keep_versions=1), repo(keep_versions=1)
+    first.include(["bookworm"], [make_deb(tmp_path, "one", "1.0")])
+    other.include(["trixie"], [make_deb(tmp_path, "two", "1.0")])
+    # one 1.0 is dropped (keep_versions = 1): the pool records are rewritten without it.
+    gone = first.include(["bookworm"], [make_deb(tmp_path, "one", "2.0")])
+    assert "pool/main/o/one/one_1.0_amd64.deb" in gone.removed
+    # The first object's garbage collection must not drop the other publisher's records.
+    assert "pool/main/t/two/two_1.0_amd64.deb" in RepoState(first.root).pool()
+    assert (first.root / "pool/main/t/two/two_1.0_amd64.deb").is_file()
+    assert_checks(first.root)

@@ -179,6 +179,7 @@ class Repository:
         records, files = self._plan_pool(infos, sources, component)
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock():
+            self.state.forget()
             self._check_conflicts(files)
             run = _Run()
             self._write_pool(files, records, run)
@@ -210,6 +211,7 @@ class Repository:
                 f"{self.root} holds no suites yet; include packages first (invoke repo-include)"
             )
         with self._lock():
+            self.state.forget()
             names = list(suites) if suites is not None else self.state.suites()
             existing = self.state.suites()
             for suite in names:

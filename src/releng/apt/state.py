@@ -99,6 +99,11 @@ class RepoState:
 
     # -- pool records ---------------------------------------------------------------------------
 
+    def forget(self) -> None:
+        """Drop what was read: another publisher may have changed it since (call under the lock)."""
+        self._pool = None
+        self._source_files = None
+
     def pool(self) -> dict[str, PoolRecord]:
         if self._pool is None:
             try:
