@@ -529,6 +529,15 @@ class Repository:
             entries=entries,
         )
         inrelease, detached = _sign_both(signer, release)
+        # The by-hash history, with this publish's files, is saved before the switch: a run
+        # killed right after it must not later delete what the Release it left still names.
+        keep_n = self.settings.byhash_keep
+        keep_by_dir: dict[Path, set[str]] = defaultdict(set)
+        for byhash, _plain, path in placed:
+            older = [h for h in st.byhash.get(path, []) if h != byhash.name]
+            st.byhash[path] = [byhash.name, *older][:keep_n]
+            keep_by_dir[byhash.parent].update(st.byhash[path])
+        self.state.save_byhash(st)
         # InRelease first: it is what apt reads, and it is one file. Release and Release.gpg
         # (for older clients) follow back to back; between those two renames the pair disagrees.
         for fname, data, point in (
@@ -539,21 +548,12 @@ class Repository:
             write_atomic(dists / fname, data)
             run.written.append(f"dists/{suite}/{fname}")
             self._crash(point)
-        # by-hash history: keep the last byhash_keep versions of every index.
-        keep_n = self.settings.byhash_keep
-        keep_by_dir: dict[Path, set[str]] = defaultdict(set)
-        for byhash, _plain, path in placed:
-            history = [byhash.name, *(h for h in st.byhash.get(path, []) if h != byhash.name)][
-                :keep_n
-            ]
-            st.byhash[path] = history
-            keep_by_dir[byhash.parent].update(history)
+        # by-hash files past the last byhash_keep versions of every index.
         for directory, keep in keep_by_dir.items():
             for f in directory.iterdir():
                 if f.name not in keep:
                     f.unlink()
                     run.removed.append(str(f.relative_to(self.root)))
-        self.state.save_byhash(st)
         self.state.clear_pending(suite)
         self._crash("published")
         log.info("published %s: %d packages, %d index files", suite, len(st.members), len(entries))
