@@ -170,9 +170,7 @@ def get_distros_for_version(event: Mapping[str, Any], ctx: Context) -> list[str]
     return request.distros_for_version(version, requested, ctx.catalog)
 
 
-def _commands(
-    step: str, version: Version, distro: str, built: list[str], ctx: Context
-) -> dict[str, Any]:
+def _commands(step: str, version: Version, distro: str, ctx: Context) -> dict[str, Any]:
     """What a worker runs for ``step``, and what it fetches and uploads around it."""
     v = version.text
     scratch = ctx.setting(SCRATCH_BUCKET)
@@ -198,24 +196,19 @@ def _commands(
         }
     downloads = ctx.setting(DOWNLOADS_BUCKET)
     dest = f"s3://{_join(downloads, ctx.settings.get(DOWNLOADS_PREFIX, ''))}".rstrip("/")
+    # releng.publish reads the builds and the tarball from scratch itself (an empty-disk
+    # publisher): nothing to fetch.
     if step == S.PUBLISH_BINARY_PACKAGES:
         return {
             "commands": [["invoke", "update-repos", "--version", v, "--dest", dest]],
             "uploads": [],
-            "fetch": [
-                {
-                    "bucket": scratch,
-                    "prefix": scratch_build_prefix(version, d),
-                    "dest": f"out/{v}/{d}/",
-                }
-                for d in built
-            ],
+            "fetch": [],
         }
     if step == S.PUBLISH_SOURCE_TARBALL:
         return {
-            "commands": [["invoke", "publish-source", "--version", v]],
+            "commands": [["invoke", "publish-source", "--version", v, "--dest", dest]],
             "uploads": [],
-            "fetch": [source],
+            "fetch": [],
         }
     raise AwsError(
         f"prepare_task: unknown step {step!r}; valid steps: {', '.join(S.QUEUE_OF_STEP)}"
@@ -288,7 +281,7 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
             return skip(f"s3://{ctx.setting(DOWNLOADS_BUCKET)}/{key} exists")
     return {
         **task,
-        **_commands(step, version, distro, built, ctx),
+        **_commands(step, version, distro, ctx),
         "run": True,
         "reason": "output missing",
     }
