@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -118,6 +119,13 @@ def test_apt_update_loop_during_20_publishes_sees_no_mismatch(  # noqa: PLR0917 
         sync=SyncOptions(grace=dt.timedelta(minutes=10)),
     )
     sync_repo(dest, repo)
+
+    def slow_publisher(request, **_) -> None:
+        """Every upload but the Release files takes 0.3 s longer: wide windows for a race."""
+        if request.method == "PUT" and "/dists/" in request.url and "Release" not in request.url:
+            time.sleep(0.3)
+
+    dest.s3.meta.events.register("before-send.s3", slow_publisher)
     base_url = f"{moto_server.endpoint_url}/{url.bucket}/{url.prefix}"
     cfg = client_config(tmp_path / "cfg", base_url, fetch(f"{base_url}/tally-archive-keyring.gpg"))
     control = tmp_path / "control"
