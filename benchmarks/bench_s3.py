@@ -90,6 +90,8 @@ def measure(counter: Counter, label: str, fn) -> tuple[int, int, int, float]:
 
 def aws_sync(repo: Path, dest: str) -> None:
     """The earlier system: packages first, then everything, with deletes."""
+    if shutil.which("aws") is None:
+        raise SystemExit("the peer `aws s3 sync` needs the AWS CLI: pip install awscli")
     base = ["aws", "s3", "sync", "--only-show-errors", str(repo), dest]
     subprocess.run([*base, "--exclude", "*", "--include", "*.deb"], check=True)
     subprocess.run([*base, "--delete", "--exclude", ".releng-repo/*"], check=True)
