@@ -90,8 +90,6 @@ def measure(counter: Counter, label: str, fn) -> tuple[int, int, int, float]:
 
 def aws_sync(repo: Path, dest: str) -> None:
     """The earlier system: packages first, then everything, with deletes."""
-    if shutil.which("aws") is None:
-        raise SystemExit("the peer `aws s3 sync` needs the AWS CLI: pip install awscli")
     base = ["aws", "s3", "sync", "--only-show-errors", str(repo), dest]
     subprocess.run([*base, "--exclude", "*", "--include", "*.deb"], check=True)
     subprocess.run([*base, "--delete", "--exclude", ".releng-repo/*"], check=True)
@@ -117,6 +115,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1,000 packages")
     args = parser.parse_args()
     count = 1_000 if args.quick else args.packages
+    if shutil.which("aws") is None:
+        raise SystemExit("the peer `aws s3 sync` needs the AWS CLI: pip install awscli")
 
     os.environ.update(
         {
