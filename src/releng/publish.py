@@ -103,7 +103,8 @@ def public_read_policy(bucket: str, prefix: str = "", *, name: str = "") -> dict
     statement names it; no ListBucket for anyone anonymous.
     """
     base = f"arn:aws:s3:::{bucket}/" + (f"{prefix}/" if prefix else "")
-    keyrings = [f"{base}{name}-archive-keyring.gpg", f"{base}{name}-archive-keyring.asc"]
+    # Without the product name (a stack made before any product is known): any keyring.
+    keyrings = [f"{base}{name or '*'}-archive-keyring.{ext}" for ext in ("gpg", "asc")]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -117,7 +118,7 @@ def public_read_policy(bucket: str, prefix: str = "", *, name: str = "") -> dict
                     f"{base}dists/*",
                     f"{base}pool/*",
                     f"{base}{SOURCE_DIR}/*",
-                    *(keyrings if name else []),
+                    *keyrings,
                 ],
             }
         ],

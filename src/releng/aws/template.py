@@ -168,8 +168,15 @@ def _buckets(res: Json) -> None:
             "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
         },
     }
-    # releng.publish.public_read_policy: GetObject on dists/, pool/, source/, index.html only.
-    published = ["index.html", "dists/*", "pool/*", "source/*"]
+    # releng.publish.public_read_policy: GetObject on the published trees and keyrings only.
+    published = [
+        "index.html",
+        "dists/*",
+        "pool/*",
+        "source/*",
+        "*-archive-keyring.gpg",
+        "*-archive-keyring.asc",
+    ]
     res["DownloadsBucketPolicy"] = {
         "Type": "AWS::S3::BucketPolicy",
         "Properties": {
