@@ -15,7 +15,7 @@ For each it prints:
 - the classic approach (a fresh base container that installs devscripts, equivs and the
   Build-Depends, then runs debuild) over make-package's rebuild (target >= 3).
 
-Run: ``python benchmarks/bench_build.py`` (or ``nox -s benchmarks``); about 6-10 minutes.
+Run: ``python benchmarks/bench_build.py`` (or ``nox -s benchmarks``); about 8-12 minutes.
 """
 
 from __future__ import annotations
@@ -228,18 +228,33 @@ def noop_cli(project: Project, version: Version, env: dict[str, str]) -> float:
 
 
 def bench(
-    name: str, engine: Engine, project: Project, version: Version, env: dict[str, str], change
-) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    name: str, engine: Engine, project: Project, version: Version, *, env: dict[str, str], change
+) -> dict[str, float]:
     print(f"\n== {name}: {DISTRO} {version}", flush=True)
     first, t_first = timed(
         lambda: make_package(engine, project, DISTRO, version, env=env, force=True)
     )
     print(f"first build (builder image made if missing): {t_first:.1f}s", flush=True)
-    change()
-    rebuilt, t_rebuild = timed(lambda: make_package(engine, project, DISTRO, version, env=env))
-    assert not rebuilt.up_to_date
+    # Best of two for the timed pair: the machine may be shared. The streamed log also
+    # times dpkg-buildpackage inside the same run, which no other load can skew apart.
+    t_rebuild = t_bare = t_inner = float("inf")
+    for _ in range(2):
+        change()
+        marks: dict[str, float] = {}
+
+        def mark(line: str, marks: dict[str, float] = marks) -> None:
+            if line.startswith((">>> dpkg-buildpackage", ">>> copying")):
+                marks[line.split()[1]] = time.monotonic()
+
+        rebuilt, seconds = timed(
+            lambda mark=mark: make_package(engine, project, DISTRO, version, env=env, on_line=mark)
+        )
+        assert not rebuilt.up_to_date
+        if seconds < t_rebuild:
+            t_rebuild, t_inner = seconds, marks["copying"] - marks["dpkg-buildpackage"]
+        t_bare = min(t_bare, bare_build(engine, project, version, env))
     print(f"rebuild after a change (make-package, all in): {t_rebuild:.1f}s", flush=True)
-    t_bare = bare_build(engine, project, version, env)
+    print(f"  of which dpkg-buildpackage in that run: {t_inner:.1f}s", flush=True)
     print(f"bare dpkg-buildpackage in the same builder image: {t_bare:.1f}s", flush=True)
     noop, t_noop = timed(lambda: make_package(engine, project, DISTRO, version, env=env))
     assert noop.up_to_date
@@ -252,6 +267,7 @@ def bench(
     )
     del first
     return {
+        "inner": t_inner,
         "rebuild": t_rebuild,
         "bare": t_bare,
         "noop": t_noop,
@@ -276,7 +292,12 @@ def main() -> None:
 
         results = {
             "demo (tally)": bench(
-                "demo (tally)", engine, demo, nightly, {"PATH": os.environ["PATH"]}, change_demo
+                "demo (tally)",
+                engine,
+                demo,
+                nightly,
+                env={"PATH": os.environ["PATH"]},
+                change=change_demo,
             )
         }
 
@@ -287,7 +308,12 @@ def main() -> None:
             rules.write_text(rules.read_text() + "\n# changed for the benchmark\n")
 
         results["GNU hello 2.10"] = bench(
-            "GNU hello 2.10", engine, hello, Version.parse("2.10.0"), hello_env, change_hello
+            "GNU hello 2.10",
+            engine,
+            hello,
+            Version.parse("2.10.0"),
+            env=hello_env,
+            change=change_hello,
         )
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -296,7 +322,8 @@ def main() -> None:
     print("\n== ratios (make-package vs peers; cached builder image)")
     for name, r in results.items():
         print(
-            f"{name}: rebuild/bare dpkg-buildpackage = {r['rebuild'] / r['bare']:.2f} (target <= 1.15); "
+            f"{name}: rebuild/bare dpkg-buildpackage = {r['rebuild'] / r['bare']:.2f} "
+            f"(same run: {r['rebuild'] / r['inner']:.2f}; target <= 1.15); "
             f"no-change = {r['noop']:.2f}s in-process, {r['noop_cli']:.2f}s via invoke (target <= 2 s); "
             f"classic/make-package = {r['classic'] / r['rebuild']:.1f}x (target >= 3)"
         )

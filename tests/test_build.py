@@ -234,3 +234,20 @@ def test_a_distro_with_its_own_make_package_uses_it(
     result = make_package(engine, project, BOOKWORM, NIGHTLY, env=_env())
     assert "own builder for bookworm" in (result.out_dir / "build.log").read_text()
     assert (result.out_dir / "tally-nightly_2026.11.20-1~bookworm_amd64.deb").is_file()
+
+
+def test_output_belongs_to_the_invoking_user_under_sudo(
+    engine: Engine, base_image: Callable[[str], str], nightly_project: Project
+) -> None:
+    if os.getuid() != 0:
+        pytest.skip("only root can hand files to another user; non-root builds own their files")
+    base_image(BOOKWORM)
+    env = {**_env(), "SUDO_UID": "4321", "SUDO_GID": "4322"}
+    result = make_package(engine, nightly_project, BOOKWORM, Version.parse("2026.11.15"), env=env)
+    owners = {
+        (p.stat().st_uid, p.stat().st_gid) for p in [result.out_dir, *result.out_dir.iterdir()]
+    }
+    assert owners == {(4321, 4322)}
+    assert (
+        "--user 4321:4322" in (result.out_dir / "build.log").read_text()
+    )  # built as that user too
