@@ -219,3 +219,46 @@ def test_make_all_packages_goes_on_after_a_failure_and_reports_it(
     assert "1 of 2 distro(s) failed: ubuntu-16.04-xenial" in stderr
     assert (project.build_dir(Version.parse("2026.11.16"), BOOKWORM) / "build.json").is_file()
     assert not project.build_dir(Version.parse("2026.11.16"), "ubuntu-16.04-xenial").exists()
+
+
+def test_sigterm_stops_make_all_packages_and_cleans_every_build(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    distros = [BOOKWORM, "debian-13-trixie"]
+    for d in distros:
+        base_image(d)
+    root = copy_repo(tmp_path / "repo")
+    for d in distros:
+        hook = root / "distros" / d / "make-package.prebuild"
+        hook.write_text("#!/bin/sh\necho prebuild hook runs; sleep 120\n")
+        hook.chmod(0o755)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "slow prebuild hooks")
+    project = Project.load(root)
+    proc = invoke(
+        root,
+        "make-all-packages",
+        "--version",
+        "2026.11.14",
+        "--distros",
+        ",".join(distros),
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        running = 0
+        for line in proc.stdout:
+            running += "prebuild hook runs" in line
+            if running == 2:
+                break
+        else:
+            pytest.fail(f"make-all-packages ended before both builds ran (exit {proc.wait()})")
+        assert len(containers_of(engine, project)) == 2
+        proc.send_signal(signal.SIGTERM)
+        proc.stdout.read()
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert containers_of(engine, project) == []
+    assert leftovers(project, "2026.11.14") == []

@@ -114,6 +114,10 @@ def build_all(
         reporter.finished(outcome)
         return outcome
 
+    # The one source tarball, made (and signed) once before the builds share it.
+    from releng.source import ensure_source_tarball
+
+    ensure_source_tarball(project, version, env=env)
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build")
     futures: list[Future[Outcome]] = [pool.submit(one, d) for d in distro_ids]
     try:
