@@ -395,6 +395,7 @@ def make_package(
     cpus = cpus or os.cpu_count() or 1
     plan.out_dir.parent.mkdir(parents=True, exist_ok=True)
     with (
+        _failed_log_kept(log_path, owner),
         tempfile.TemporaryDirectory(dir=plan.out_dir.parent, prefix=f".tmp-{distro_id}-") as tmp,
         log_path.open("w", encoding="utf-8") as log_file,
     ):
@@ -422,7 +423,7 @@ def make_package(
         (out_tmp / BUILD_JSON).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
         _chown_tree(out_tmp, owner)
         _replace_dir(out_tmp, plan.out_dir, work)
-    _chown_tree(log_path.parent, owner)
+    log_path.unlink()  # it is out/<version>/<distro>/build.log now
     log.info("built %s %s into %s", distro_id, version, plan.out_dir)
     return BuildResult(
         distro_id=distro_id,
@@ -504,6 +505,17 @@ def _metadata(plan: BuildPlan, out_tmp: Path, files: list[str]) -> dict[str, obj
         "sha256": {f: file_sha256(out_tmp / f) for f in files},
         "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+@contextlib.contextmanager
+def _failed_log_kept(log_path: Path, owner: Owner) -> Iterator[None]:
+    """A failed build's log stays under .releng/logs/, owned by the invoking user."""
+    try:
+        yield
+    finally:
+        if log_path.exists() and os.getuid() == 0:
+            os.chown(log_path.parent, owner.uid, owner.gid)
+            os.chown(log_path, owner.uid, owner.gid)
 
 
 def _replace_dir(new: Path, dest: Path, scratch: Path) -> None:
