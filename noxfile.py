@@ -40,7 +40,7 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session(venv_params=SITE)
-@nox.parametrize("distro", [nox.param(d, id=d) for d in TARGETS])
+@nox.parametrize("distro", TARGETS)
 def packages(session: nox.Session, distro: str) -> None:
     """Build the product's packages for one target distro in a throwaway container."""
     session.install("-e", ".")

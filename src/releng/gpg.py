@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,8 @@ def _short_home(home: Path) -> Path:
     digest = hashlib.sha256(str(home).encode()).hexdigest()[:16]
     link = Path(tempfile.gettempdir()) / f"releng-gnupg-{digest}"
     if not (link.is_symlink() and link.readlink() == home):
-        tmp = link.with_name(f"{link.name}.{os.getpid()}")
+        # A name of its own per thread: several threads may make the same link at once.
+        tmp = link.with_name(f"{link.name}.{os.getpid()}.{threading.get_ident()}")
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(home)
         tmp.replace(link)
