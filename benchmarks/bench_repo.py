@@ -194,6 +194,9 @@ print(f"include: {time.perf_counter() - start:.4f}")
 def releng(repo: Path, home: Path, fpr: str, paths: list[Path], *, link: bool = True) -> Run:
     """One include as its own process, as `invoke update-repos` runs it (inputs hard-linked)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    # As an installed package runs: with its bytecode compiled once (kept out of the tree).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(WORK / "pycache")
     mode = "link" if link else "copy"
     cmd = [sys.executable, "-c", RELENG_INCLUDE, str(repo), str(home), fpr, SUITE, mode]
     return timed([*cmd, *map(str, paths)], env=env)

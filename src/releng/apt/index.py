@@ -244,8 +244,9 @@ class ChunkCache:
         except struct.error:
             self.old = {}  # a damaged cache only costs time: everything is recompressed
 
-    def get(self, data: bytes) -> CompressedChunk:
-        key = sha256(data).digest()
+    def get(self, data: bytes, key: bytes | None = None) -> CompressedChunk:
+        """``data`` compressed; ``key``: its SHA256 digest, when the caller has it already."""
+        key = key or sha256(data).digest()
         chunk = self.used.get(key) or self.old.get(key)
         if chunk is None:
             chunk = compress_chunk(data)
@@ -273,8 +274,14 @@ class IndexFiles:
     xz: bytes
 
 
-def compress_index(chunks: Sequence[bytes], cache: ChunkCache) -> IndexFiles:
-    compressed = [cache.get(c) for c in chunks if c]
+def compress_index(
+    chunks: Sequence[bytes], cache: ChunkCache, keys: Sequence[bytes] | None = None
+) -> IndexFiles:
+    """The index from its chunks; ``keys``: their SHA256 digests, when the caller has them."""
+    if keys is None:
+        compressed = [cache.get(c) for c in chunks if c]
+    else:
+        compressed = [cache.get(c, k) for c, k in zip(chunks, keys, strict=True) if c]
     gz = b"".join(c.gz for c in compressed) if compressed else gzip.compress(b"", mtime=0)
     return IndexFiles(raw=b"".join(chunks), gz=gz, xz=assemble_xz(compressed))
 

@@ -82,6 +82,7 @@ class RepoState:
         self.dir = root / STATE_DIR
         self._pool: dict[str, PoolRecord] | None = None
         self._source_files: dict[str, str] | None = None
+        self._suites: dict[str, SuiteState] = {}
 
     @property
     def lock_path(self) -> Path:
@@ -103,6 +104,7 @@ class RepoState:
         """Drop what was read: another publisher may have changed it since (call under the lock)."""
         self._pool = None
         self._source_files = None
+        self._suites = {}
 
     def pool(self) -> dict[str, PoolRecord]:
         if self._pool is None:
@@ -110,39 +112,7 @@ class RepoState:
                 data = self.pool_path.read_bytes()
             except FileNotFoundError:
                 data = b""
-            blocks = [b.partition(b"\n") for b in data.split(b"\n\n") if b]
-            try:  # one JSON parse for every header: much faster than one per record
-                rows = json.loads(b"[" + b",".join(h for h, _, _ in blocks) + b"]")
-            except ValueError:
-                rows = []
-                for h, _, _ in blocks:
-                    try:
-                        rows.append(json.loads(h))
-                    except ValueError:
-                        rows.append(None)  # a torn record from a killed writer
-            pool: dict[str, PoolRecord] = {}
-            make = PoolRecord
-            for row, (_, _, stanza) in zip(rows, blocks, strict=True):
-                try:
-                    if row[8] != len(stanza):
-                        continue  # a torn record from a killed writer
-                    files = tuple((f[0], f[1], f[2]) for f in row[9]) if len(row) > 9 else ()
-                    rec = make(
-                        row[0],
-                        row[1],
-                        row[2],
-                        row[3],
-                        row[4],
-                        row[5],
-                        row[6],
-                        row[7],
-                        stanza,
-                        files,
-                    )
-                except (TypeError, IndexError):
-                    continue
-                pool[rec.path] = rec
-            self._pool = pool
+            self._pool = _parse_pool(data)
         return self._pool
 
     def known_sha256(self, path: str) -> str | None:
@@ -202,14 +172,19 @@ class RepoState:
             ) from None
 
     def load_suite(self, suite: str) -> SuiteState:
-        members = self._load_json(self.suite_path(suite), {})
-        byhash = self._load_json(self.suite_path(suite).with_suffix(".byhash.json"), {})
-        return SuiteState(name=suite, members=members, byhash=byhash)
+        """The suite's state, read once per locked run (``forget`` drops it); callers share it."""
+        st = self._suites.get(suite)
+        if st is None:
+            members = self._load_json(self.suite_path(suite), {})
+            byhash = self._load_json(self.suite_path(suite).with_suffix(".byhash.json"), {})
+            st = self._suites[suite] = SuiteState(name=suite, members=members, byhash=byhash)
+        return st
 
     def save_members(self, state: SuiteState) -> None:
         path = self.suite_path(state.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(state.members, separators=(",", ":")).encode())
+        self._suites[state.name] = state
 
     def save_byhash(self, state: SuiteState) -> None:
         path = self.suite_path(state.name).with_suffix(".byhash.json")
@@ -229,3 +204,38 @@ class RepoState:
     def pending(self) -> list[str]:
         d = self.dir / "pending"
         return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def _parse_pool(data: bytes) -> dict[str, PoolRecord]:
+    """``pool.records`` as a dict by pool path; torn records (a killed writer) are skipped."""
+    heads: list[bytes] = []
+    stanzas: list[bytes] = []
+    for block in data.split(b"\n\n"):
+        if block:
+            head, _, stanza = block.partition(b"\n")
+            heads.append(head)
+            stanzas.append(stanza)
+    try:  # one JSON parse for every header: much faster than one per record
+        rows = json.loads(b"[" + b",".join(heads) + b"]")
+    except ValueError:
+        rows = []
+        for h in heads:
+            try:
+                rows.append(json.loads(h))
+            except ValueError:
+                rows.append(None)  # a torn record from a killed writer
+    pool: dict[str, PoolRecord] = {}
+    make = PoolRecord._make
+    for row, stanza in zip(rows, stanzas, strict=True):
+        try:
+            if row[8] != len(stanza):
+                continue  # a torn record from a killed writer
+            if len(row) > 9:
+                files = tuple((f[0], f[1], f[2]) for f in row[9])
+                rec = make((*row[:8], stanza, files))
+            else:
+                rec = make((*row[:8], stanza, ()))
+        except (TypeError, IndexError):
+            continue
+        pool[rec[0]] = rec
+    return pool
