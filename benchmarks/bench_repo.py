@@ -337,6 +337,12 @@ def main() -> None:
         f"   (of releng's {ours_add.wall:.3f} s, {ours_add.inner:.3f} s are Repository.include; the "
         "rest is starting Python, imports and reading the signing key)"
     )
+    start = best(5, lambda: timed([sys.executable, "-c", "pass"]))
+    bare = best(5, lambda: timed([sys.executable, "-S", "-c", "pass"]))
+    print(
+        f"   (on this machine `python -c pass` alone takes {start.wall:.3f} s, {bare.wall:.3f} s "
+        "without site-packages' .pth hooks; reprepro is a C program)"
+    )
 
     # 3. large packages vs the physical limit.
     large = make_large(WORK / "large", large_total, 8)

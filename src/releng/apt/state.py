@@ -6,6 +6,7 @@ Layout (all of it private: never served, never synced as public files)::
       lock                  the publisher lock (see lock.py)
       pool.records          one record per pool file that an index can name: appended on
                             include, compacted on garbage collection
+      pool.snapshot         the records parsed, for a faster start (a cache: may be deleted)
       suites/<suite>.json   the suite's members: pool path -> time added (epoch seconds)
       suites/<suite>.byhash.json  per index, its recent by-hash SHA256s, newest first
       pending/<suite>       exists while a suite's state is newer than its published Release
@@ -21,6 +22,7 @@ files as ``[path, size, sha256]``. A torn last line
 from __future__ import annotations
 
 import json
+import marshal
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ from typing import Any, NamedTuple
 from releng.errors import RepoError
 
 STATE_DIR = ".releng-repo"
+SNAPSHOT_TAIL = 256  # records appended after the last pool snapshot before a new one is written
+_SNAPSHOT_VERSION = 1
 
 
 class PoolRecord(NamedTuple):
@@ -83,6 +87,8 @@ class RepoState:
         self._pool: dict[str, PoolRecord] | None = None
         self._source_files: dict[str, str] | None = None
         self._suites: dict[str, SuiteState] = {}
+        self._tail = 0  # records in pool.records after the snapshot
+        self._snapshot_count = 0
 
     @property
     def lock_path(self) -> Path:
@@ -106,14 +112,51 @@ class RepoState:
         self._source_files = None
         self._suites = {}
 
+    @property
+    def snapshot_path(self) -> Path:
+        return self.dir / "pool.snapshot"
+
     def pool(self) -> dict[str, PoolRecord]:
         if self._pool is None:
-            try:
-                data = self.pool_path.read_bytes()
-            except FileNotFoundError:
-                data = b""
-            self._pool = _parse_pool(data)
+            pool, tail = self._read_snapshot()
+            pool.update(_parse_pool(tail))
+            self._pool = pool
+            self._tail = len(pool) - self._snapshot_count
         return self._pool
+
+    # A snapshot of the parsed records (marshal: loads 2-3x faster than parsing them), valid for
+    # the first ``covered`` bytes of pool.records, which are only ever appended to; the records
+    # after them are parsed as usual. rewrite_pool removes it before it replaces the file.
+
+    def _read_snapshot(self) -> tuple[dict[str, PoolRecord], bytes]:
+        """The snapshot's records and the bytes of pool.records after it (all of them: none)."""
+        self._snapshot_count = 0
+        try:
+            with self.pool_path.open("rb") as f:
+                try:
+                    raw = self.snapshot_path.read_bytes()
+                    # Private state this code wrote under the lock (as trusted as pool.records).
+                    version, covered, check, rows = marshal.loads(raw)  # noqa: S302
+                    if version != _SNAPSHOT_VERSION:
+                        raise ValueError("another snapshot format")
+                    f.seek(max(0, covered - len(check)))
+                    if f.read(len(check)) != check:
+                        raise ValueError("not a snapshot of this file")
+                    make = PoolRecord._make
+                    pool = dict(zip([r[0] for r in rows], map(make, rows), strict=True))
+                except (OSError, ValueError, EOFError, TypeError, IndexError):
+                    f.seek(0)  # none, damaged or stale: parse every record
+                    return {}, f.read()
+                self._snapshot_count = len(pool)
+                return pool, f.read()
+        except FileNotFoundError:
+            return {}, b""
+
+    def _write_snapshot(self, covered: int, check: bytes) -> None:
+        rows = [tuple(r) for r in self.pool().values()]
+        write_atomic(self.snapshot_path, marshal.dumps((_SNAPSHOT_VERSION, covered, check, rows)))
+        self._snapshot_count = len(rows)
+        self._tail = 0
 
     def known_sha256(self, path: str) -> str | None:
         """The SHA256 the records give for a pool file (a .deb, a .dsc or a source file)."""
@@ -141,13 +184,21 @@ class RepoState:
                     f.truncate(cut + 2 if cut >= 0 else 0)
             f.seek(0, os.SEEK_END)
             f.write(b"".join(r.to_block() for r in records))
+            covered = f.tell()
+            f.seek(max(0, covered - 64))
+            check = f.read(64)
         pool = self.pool()
         for r in records:
             pool[r.path] = r
         self._source_files = None
+        self._tail += len(records)
+        if self._tail >= SNAPSHOT_TAIL:
+            self._write_snapshot(covered, check)
 
     def rewrite_pool(self, keep: dict[str, PoolRecord]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.snapshot_path.unlink(missing_ok=True)  # before: it must never outlive its file
+        self._tail = len(keep)
         write_atomic(self.pool_path, b"".join(r.to_block() for r in keep.values()))
         self._pool = dict(keep)
         self._source_files = None
