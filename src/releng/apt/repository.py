@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,7 @@ class Repository:
         self.state = RepoState(root)
         self.lock_timeout = lock_timeout
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._real_clock = clock is None
         self._crash = crash_hook or (lambda _point: None)
         self.workers = workers or min(4, os.cpu_count() or 1)
         # link_inputs: pool files become hard links to the inputs when they share a filesystem,
@@ -493,36 +495,10 @@ class Repository:
             cache.save()
         return out
 
-    def _publish_suite(self, suite: str, signer: Signer, run: _Run) -> None:
-        st = self.state.load_suite(suite)
-        dists = self.root / "dists" / suite
-        indexes = self._render_indexes(st)
-        entries: list[_index.IndexEntry] = []
-        placed: list[tuple[Path, Path, str]] = []  # (by-hash file, plain name, index path)
-        for name, files in indexes.items():
-            for suffix, data in (("", files.raw), (".gz", files.gz), (".xz", files.xz)):
-                digest = hashlib.sha256(data).hexdigest()
-                path = f"{name}{suffix}"
-                entries.append(_index.IndexEntry(path=path, size=len(data), sha256=digest))
-                byhash = dists / path.rsplit("/", 1)[0] / "by-hash" / "SHA256" / digest
-                if not byhash.is_file():
-                    byhash.parent.mkdir(parents=True, exist_ok=True)
-                    write_atomic(byhash, data)
-                    run.written.append(str(byhash.relative_to(self.root)))
-                placed.append((byhash, dists / path, path))
-        self._crash("byhash-written")
-        for byhash, plain, _path in placed:
-            if plain.is_file() and plain.samefile(byhash):
-                continue
-            tmp = plain.with_name(f".{plain.name}.{os.getpid()}.tmp")
-            tmp.unlink(missing_ok=True)
-            os.link(byhash, tmp)
-            tmp.replace(plain)
-            run.written.append(str(plain.relative_to(self.root)))
-        self._crash("indexes-written")
+    def _render_release(self, suite: str, entries: Sequence[_index.IndexEntry]) -> bytes:
         now = self._clock()
         valid = self.settings.valid_for_days
-        release = _index.render_release(
+        return _index.render_release(
             origin=self.settings.origin,
             label=self.settings.label,
             suite=suite,
@@ -533,12 +509,57 @@ class Repository:
             description=f"{self.settings.label} packages for {suite}",
             entries=entries,
         )
-        inrelease, detached = _sign_both(signer, release)
+
+    def _write_indexes(self, placed: Sequence[tuple[Path, Path, str, bytes]], run: _Run) -> None:
+        """Every index under by-hash, then the plain names (hard links to those)."""
+        for byhash, _plain, _path, data in placed:
+            if not byhash.is_file():
+                byhash.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(byhash, data)
+                run.written.append(str(byhash.relative_to(self.root)))
+        self._crash("byhash-written")
+        for byhash, plain, _path, _data in placed:
+            if plain.is_file() and plain.samefile(byhash):
+                continue
+            tmp = plain.with_name(f".{plain.name}.{os.getpid()}.tmp")
+            tmp.unlink(missing_ok=True)
+            os.link(byhash, tmp)
+            tmp.replace(plain)
+            run.written.append(str(plain.relative_to(self.root)))
+        self._crash("indexes-written")
+
+    def _publish_suite(self, suite: str, signer: Signer, run: _Run) -> None:
+        st = self.state.load_suite(suite)
+        dists = self.root / "dists" / suite
+        indexes = self._render_indexes(st)
+        entries: list[_index.IndexEntry] = []
+        placed: list[tuple[Path, Path, str, bytes]] = []  # (by-hash file, plain, path, data)
+        for name, files in indexes.items():
+            for suffix, data in (("", files.raw), (".gz", files.gz), (".xz", files.xz)):
+                digest = hashlib.sha256(data).hexdigest()
+                path = f"{name}{suffix}"
+                entries.append(_index.IndexEntry(path=path, size=len(data), sha256=digest))
+                byhash = dists / path.rsplit("/", 1)[0] / "by-hash" / "SHA256" / digest
+                placed.append((byhash, dists / path, path, data))
+        release = self._render_release(suite, entries)
+        if self._real_clock and release == _read_or_none(dists / "Release"):
+            # Nothing changed within the second of the published Date: the signatures would be
+            # the same bytes too (ed25519 is deterministic, gpg's timestamps are in seconds).
+            # A republish is for signing anew, so it waits for the next second.
+            time.sleep(1.0 - time.time() % 1.0 + 0.01)
+            release = self._render_release(suite, entries)
+        # The Release text needs only the indexes' digests: gpg signs it while the indexes are
+        # written (the order of the writes is unchanged: Release files come last).
+        signing = _sign_both(signer, release)
+        try:
+            self._write_indexes(placed, run)
+        finally:
+            inrelease, detached = signing()  # always joined; re-raises a signing error
         # The by-hash history, with this publish's files, is saved before the switch: a run
         # killed right after it must not later delete what the Release it left still names.
         keep_n = self.settings.byhash_keep
         keep_by_dir: dict[Path, set[str]] = defaultdict(set)
-        for byhash, _plain, path in placed:
+        for byhash, _plain, path, _data in placed:
             older = [h for h in st.byhash.get(path, []) if h != byhash.name]
             st.byhash[path] = [byhash.name, *older][:keep_n]
             keep_by_dir[byhash.parent].update(st.byhash[path])
@@ -605,6 +626,13 @@ def _no_cyclic_gc() -> Iterator[None]:
             gc.enable()
 
 
+def _read_or_none(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def _total_size(items: Sequence[Path] | Sequence[_PoolFile]) -> int:
     total = 0
     for item in items:
@@ -612,26 +640,37 @@ def _total_size(items: Sequence[Path] | Sequence[_PoolFile]) -> int:
     return total
 
 
-def _sign_both(signer: Signer, release: bytes) -> tuple[bytes, bytes]:
-    """InRelease and Release.gpg, made by two gpg processes at once."""
+def _sign_both(signer: Signer, release: bytes) -> Callable[[], tuple[bytes, bytes]]:
+    """Start making InRelease and Release.gpg (two gpg runs at once, each verified).
+
+    The returned call waits for both and returns them, or re-raises the first error.
+    """
     results: dict[str, bytes] = {}
     errors: list[BaseException] = []
 
-    def detached() -> None:
+    def run(name: str, sign: Callable[[bytes], bytes]) -> None:
         try:
-            results["gpg"] = signer.detached_signature(release)
-        except BaseException as exc:  # re-raised below, in the caller's thread
+            results[name] = sign(release)
+        except BaseException as exc:  # re-raised by wait(), in the caller's thread
             errors.append(exc)
 
-    thread = threading.Thread(target=detached, name="sign-Release.gpg")
-    thread.start()
-    try:
-        inrelease = signer.clearsign(release)
-    finally:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return inrelease, results["gpg"]
+    threads = [
+        threading.Thread(target=run, args=("InRelease", signer.clearsign), name="sign-InRelease"),
+        threading.Thread(
+            target=run, args=("Release.gpg", signer.detached_signature), name="sign-Release.gpg"
+        ),
+    ]
+    for t in threads:
+        t.start()
+
+    def wait() -> tuple[bytes, bytes]:
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return results["InRelease"], results["Release.gpg"]
+
+    return wait
 
 
 def _newer(a: PoolRecord, b: PoolRecord) -> int:
