@@ -196,12 +196,26 @@ class Container:
     def stream(self, on_line: Callable[[str], None]) -> None:
         """Call ``on_line`` for each line of combined output until the container stops."""
         assert self._container is not None
+        seen = bytearray()
         buffer = b""
-        for chunk in self._container.logs(stream=True, follow=True, stdout=True, stderr=True):
+
+        def feed(chunk: bytes) -> None:
+            nonlocal buffer
             buffer += chunk
             *lines, buffer = buffer.split(b"\n")
             for line in lines:
                 on_line(line.decode("utf-8", "replace"))
+
+        for chunk in self._container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            seen += chunk
+            feed(chunk)
+        # A follow stream can end before the engine has written the last lines of a
+        # container that just exited (seen with dockerd 20.10 under load): once it has
+        # stopped, read the whole log again and pass on what the stream missed.
+        self._container.wait(timeout=None)
+        full = bytes(self._container.logs(stdout=True, stderr=True))
+        if len(full) > len(seen) and full.startswith(bytes(seen)):
+            feed(full[len(seen) :])
         if buffer:
             on_line(buffer.decode("utf-8", "replace"))
 
