@@ -50,7 +50,7 @@ def packages(session: nox.Session, distro: str) -> None:
 @nox.session(default=False, venv_params=SITE)
 def benchmarks(session: nox.Session) -> None:
     """Run the side-by-side benchmarks against peer tools and print ratios."""
-    session.install("-e", ".")
+    session.install("-e", ".[bench]")
     for script in session.posargs or sorted(
         str(p) for p in (ROOT / "benchmarks").glob("bench_*.py")
     ):
