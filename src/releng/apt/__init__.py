@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING
 from releng.apt.repository import CRASH_POINTS, PublishResult, RepoSettings, Repository
 from releng.apt.state import STATE_DIR, write_atomic
 from releng.errors import RepoError
-from releng.version import Version
 
 if TYPE_CHECKING:
     from releng.apt.check import CheckReport
     from releng.gpg import Signer
     from releng.project import Project
+    from releng.version import Version
 
 __all__ = [
     "CRASH_POINTS",
