@@ -16,9 +16,8 @@ import os
 import tempfile
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from releng.errors import SigningError
 
@@ -70,8 +69,7 @@ def _failure(result: Any) -> str:
     return lines[-1] if lines else (getattr(result, "status", None) or "gpg failed")
 
 
-@dataclass(frozen=True)
-class Verified:
+class Verified(NamedTuple):
     fingerprint: str
     username: str
 

@@ -9,8 +9,8 @@ SHA256 (MD5 when a file lists nothing stronger).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from releng.apt.debfile import BadPackageError, hash_file, parse_paragraph
 
@@ -20,16 +20,14 @@ ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]*$")
 
 
-@dataclass(frozen=True, slots=True)
-class FileRef:
+class FileRef(NamedTuple):
     name: str
     size: int
     sha256: str
     md5: str
 
 
-@dataclass(frozen=True, slots=True)
-class SourcePackage:
+class SourcePackage(NamedTuple):
     """A .dsc and the files it lists, all verified."""
 
     dsc: Path

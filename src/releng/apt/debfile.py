@@ -14,8 +14,8 @@ import re
 import shutil
 import subprocess
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from releng.errors import RepoError
 
@@ -30,8 +30,7 @@ class BadPackageError(RepoError):
     """An input file is not a usable Debian package or source."""
 
 
-@dataclass(frozen=True, slots=True)
-class DebInfo:
+class DebInfo(NamedTuple):
     path: Path
     control: dict[str, str]  # field -> value (multi-line values keep their "\n " continuations)
     size: int

@@ -21,9 +21,9 @@ import re
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
+from typing import NamedTuple
 
 from releng.apt.changes import SourcePackage
 from releng.apt.debfile import DebInfo
@@ -159,8 +159,7 @@ def chunk_stanzas(groups: Iterable[tuple[str, Sequence[bytes]]]) -> list[bytes]:
 # -- compression -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CompressedChunk:
+class CompressedChunk(NamedTuple):
     raw_len: int
     gz: bytes  # one complete gzip member
     xz_block: bytes  # one xz block, padded, with its CRC32 check
@@ -267,8 +266,7 @@ class ChunkCache:
         tmp.replace(self.path)
 
 
-@dataclass(frozen=True, slots=True)
-class IndexFiles:
+class IndexFiles(NamedTuple):
     raw: bytes
     gz: bytes
     xz: bytes
@@ -298,8 +296,7 @@ def rfc1123(when: dt.datetime) -> str:
     return f"{_DAYS[u.weekday()]}, {u.day:02d} {_MONTHS[u.month - 1]} {u.year} {u:%H:%M:%S} UTC"
 
 
-@dataclass(frozen=True, slots=True)
-class IndexEntry:
+class IndexEntry(NamedTuple):
     path: str  # relative to dists/<suite>/
     size: int
     sha256: str

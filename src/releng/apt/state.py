@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import marshal
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -64,11 +63,16 @@ class PoolRecord(NamedTuple):
         return header + b"\n" + self.stanza + b"\n\n"
 
 
-@dataclass(slots=True)
 class SuiteState:
-    name: str
-    members: dict[str, int]  # pool path -> time added (epoch seconds)
-    byhash: dict[str, list[str]]  # index path under dists/<suite>/ -> recent sha256s, newest first
+    __slots__ = ("byhash", "members", "name")
+
+    def __init__(self, *, name: str, members: dict[str, int], byhash: dict[str, list[str]]) -> None:
+        self.name = name
+        self.members = members  # pool path -> time added (epoch seconds)
+        self.byhash = byhash  # index path under dists/<suite>/ -> recent sha256s, newest first
+
+    def __repr__(self) -> str:
+        return f"SuiteState(name={self.name!r}, members={len(self.members)})"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
