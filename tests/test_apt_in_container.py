@@ -216,20 +216,8 @@ def test_apt_refuses_a_repository_signed_by_another_key(  # noqa: PLR0917 (fixtu
 def fast_signer(home: Path) -> Signer:
     """A key without a passphrase: publishes take ~0.1 s, not gpg-agent's ~0.5 s, so the
     20 publishes below come fast and hard against apt's update loop."""
-    import gnupg
-
-    gpg = gnupg.GPG(gnupghome=str(home))
-    params = gpg.gen_key_input(
-        key_type="EDDSA",
-        key_curve="ed25519",
-        key_usage="sign",
-        name_real="releng busy repo key",
-        name_email="tests@releng.invalid",
-        expire_date=0,
-        no_protection=True,
-    )
-    fpr = str(gpg.gen_key(params).fingerprint)
-    return Signer(gnupghome=home, key=fpr, passphrase=None)
+    key = make_key(home, name="releng busy repo key", passphrase=None)
+    return Signer(gnupghome=home, key=key.fingerprint, passphrase=None)
 
 
 def test_apt_update_loop_sees_no_mismatch_while_20_publishes_happen(

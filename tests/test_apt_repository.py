@@ -26,7 +26,7 @@ from releng.apt.state import STATE_DIR, RepoState
 from releng.errors import LockError, RelengError, RepoError, SigningError
 from releng.gpg import Signer
 from tests.apt_debs import make_changes, make_deb, make_source, raw_deb
-from tests.fixtures.gpg import TestKey
+from tests.fixtures.gpg import TestKey, make_key
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -37,22 +37,9 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
     """A key with no passphrase: each signature costs ~10 ms instead of gpg-agent's ~250 ms
     passphrase stretching, which matters for tests that publish dozens of times. The
     passphrase path is covered by the first test, which uses the shared ``gpg_key``."""
-    import gnupg
-
-    home = tmp_path_factory.mktemp("apt-gnupg")
-    gpg = gnupg.GPG(gnupghome=str(home))
-    params = gpg.gen_key_input(
-        key_type="EDDSA",
-        key_curve="ed25519",
-        key_usage="sign",
-        name_real="releng apt test key",
-        name_email="tests@releng.invalid",
-        expire_date=0,
-        no_protection=True,
+    return make_key(
+        tmp_path_factory.mktemp("apt-gnupg"), name="releng apt test key", passphrase=None
     )
-    fpr = str(gpg.gen_key(params).fingerprint)
-    assert fpr
-    return TestKey(home=home, fingerprint=fpr, passphrase="")
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ from releng.s3 import S3Url, SyncOptions, s3_client
 from releng.s3lock import S3Lock
 from releng.version import Version
 from tests.apt_debs import make_deb
+from tests.fixtures.moto import create_distribution
 from tests.fixtures.s3repo import apt_problems, fetch, packages_served
 
 pytestmark = pytest.mark.aws
@@ -252,29 +253,7 @@ def test_sync_repo_pages_and_one_invalidation_of_dists_only(
 
     url, _scratch = buckets
     cf = moto_server.client("cloudfront")
-    dist_id = cf.create_distribution(
-        DistributionConfig={
-            "CallerReference": uuid.uuid4().hex,
-            "Origins": {
-                "Quantity": 1,
-                "Items": [
-                    {
-                        "Id": "o",
-                        "DomainName": f"{url.bucket}.s3.amazonaws.com",
-                        "S3OriginConfig": {"OriginAccessIdentity": ""},
-                    }
-                ],
-            },
-            "DefaultCacheBehavior": {
-                "TargetOriginId": "o",
-                "ViewerProtocolPolicy": "allow-all",
-                "MinTTL": 0,
-                "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
-            },
-            "Comment": "",
-            "Enabled": True,
-        }
-    )["Distribution"]["Id"]
+    dist_id = create_distribution(cf, f"{url.bucket}.s3.amazonaws.com")
     repo = tmp_path / "repo"
     debs = tmp_path / "debs"
     debs.mkdir()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from releng.cloudfront import MAX_PATHS, Invalidator, invalidation_paths
 from releng.errors import PublishError
 from releng.s3 import S3Url
+from tests.fixtures.moto import create_distribution
 
 
 def test_only_changed_dists_paths_never_pool_or_by_hash() -> None:
@@ -43,29 +42,7 @@ def test_refuses_pool_paths() -> None:
 @pytest.mark.aws
 def test_one_invalidation_batch_on_moto(moto_server) -> None:
     cf = moto_server.client("cloudfront")
-    dist = cf.create_distribution(
-        DistributionConfig={
-            "CallerReference": uuid.uuid4().hex,
-            "Origins": {
-                "Quantity": 1,
-                "Items": [
-                    {
-                        "Id": "o",
-                        "DomainName": "b.s3.amazonaws.com",
-                        "S3OriginConfig": {"OriginAccessIdentity": ""},
-                    }
-                ],
-            },
-            "DefaultCacheBehavior": {
-                "TargetOriginId": "o",
-                "ViewerProtocolPolicy": "allow-all",
-                "MinTTL": 0,
-                "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
-            },
-            "Comment": "",
-            "Enabled": True,
-        }
-    )["Distribution"]["Id"]
+    dist = create_distribution(cf, "b.s3.amazonaws.com")
     inv = Invalidator(cf, dist)
     assert inv.invalidate([]) is None
     inv_id = inv.invalidate(["/apt/dists/s/InRelease", "/apt/dists/s/Release"])
