@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import tarfile
@@ -40,7 +41,7 @@ from pathlib import Path
 from types import FrameType
 
 from releng.distro import Distro
-from releng.engine import ContainerSpec, Engine, Mount
+from releng.engine import Container, ContainerSpec, Engine, Mount
 from releng.errors import BuildError, RelengError
 from releng.images import BuilderImage, ensure_base_image, ensure_builder_image
 from releng.project import Project
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BUILDER = "packaging/make-debianish-package"
 OUT_MOUNT = "/var/out"
 BUILD_DIR = "/build"
+SMOKE_MOUNT = "/var/debs"  # the build's output, read-only, in the smoke container
 BUILD_JSON = "build.json"
 BUILD_LOG = "build.log"
 LOGS_DIR = "logs"  # under the state dir: logs of failed builds survive there
@@ -59,6 +61,7 @@ FALLBACK_BUILD_UID = 1000  # the build user when the invoking user is root
 LABEL_PROJECT = "org.releng.project"
 LABEL_DISTRO = "org.releng.distro"
 LABEL_RUN = "org.releng.run"
+LABEL_SMOKE = "org.releng.smoke-of"  # the idle smoke-test container of a project
 RUN_ID = uuid.uuid4().hex  # this process's containers (make-all-packages removes them on Ctrl-C)
 
 
@@ -313,26 +316,36 @@ def build_spec(plan: BuildPlan, out_tmp: Path, *, owner: Owner, cpus: int) -> Co
     )
 
 
-def smoke_spec(plan: BuildPlan, debs_dir: Path, debs: list[str]) -> ContainerSpec:
-    """Install the built .debs in a fresh base-image container and run the smoke command."""
-    install = " ".join(f"/var/debs/{name}" for name in debs)
-    script = (
-        f"apt-get install -y -q --no-install-recommends {install} >/tmp/install.log 2>&1 "
-        '|| { cat /tmp/install.log; echo "releng: the packages do not install"; exit 100; }; '
-        'exec "$@"'
-    )
+def smoke_spec(plan: BuildPlan, debs_dir: Path) -> ContainerSpec:
+    """A fresh base-image container, idle until the build's .debs exist (``debs_dir``, read-only).
+
+    It is created and started while the build runs; :func:`smoke_command` then runs in it.
+    """
     return ContainerSpec(
         image=plan.base_image_id,
-        command=["sh", "-c", script, "smoke", *plan.project.config.product.smoke_command],
-        mounts=[Mount(debs_dir, "/var/debs")],
+        command=["sleep", "infinity"],
+        mounts=[Mount(debs_dir, SMOKE_MOUNT)],
         environment={"DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"},
         network="none",
+        # Not LABEL_PROJECT: while the build runs, the project's one container is the build's.
         labels={
-            LABEL_PROJECT: str(plan.project.root),
+            LABEL_SMOKE: str(plan.project.root),
             LABEL_DISTRO: plan.distro.id,
             LABEL_RUN: RUN_ID,
         },
     )
+
+
+def smoke_command(plan: BuildPlan, debs: list[str]) -> list[str]:
+    """Install the .debs (``dpkg -i``; apt-get resolves what dpkg cannot), run the smoke command."""
+    install = shlex.join(f"{SMOKE_MOUNT}/{name}" for name in debs)
+    script = (
+        f"dpkg -i {install} >/tmp/dpkg.log 2>&1 "
+        f"|| apt-get install -y -q --no-install-recommends {install} >/tmp/install.log 2>&1 "
+        '|| { cat /tmp/install.log; echo "releng: the packages do not install"; exit 100; }; '
+        'exec "$@"'
+    )
+    return ["sh", "-c", script, "smoke", *plan.project.config.product.smoke_command]
 
 
 def failed_image(project: Project, distro_id: str) -> str:
@@ -415,8 +428,9 @@ def make_package(
         spec = build_spec(plan, out_tmp, owner=owner, cpus=cpus)
         record(f"releng: {spec.describe()}")
         log.info("building %s %s in %s", distro_id, version, plan.builder.reference)
-        _run_build(engine, plan, spec, record=record, log_path=log_path, keep=keep)
-        files = _smoke_test(engine, plan, out_tmp, record=record, log_path=log_path)
+        with _started_meanwhile(engine, smoke_spec(plan, out_tmp)) as smoke_container:
+            _run_build(engine, plan, spec, record=record, log_path=log_path, keep=keep)
+            files = _smoke_test(smoke_container(), plan, out_tmp, record=record, log_path=log_path)
         metadata = _metadata(plan, out_tmp, files)
         log_file.flush()
         shutil.copyfile(log_path, out_tmp / BUILD_LOG)
@@ -465,10 +479,41 @@ def _run_build(
     )
 
 
+@contextlib.contextmanager
+def _started_meanwhile(engine: Engine, spec: ContainerSpec) -> Iterator[Callable[[], Container]]:
+    """Create and start ``spec``'s container in a thread while the block runs.
+
+    The block gets a function that waits for the container (raising what its
+    creation raised). On the way out, whatever happened, the creation is waited
+    for and the container removed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    container = engine.container(spec)
+
+    def create_and_start() -> Container:
+        container.__enter__()
+        container.start()
+        return container
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="releng-smoke") as pool:
+        future = pool.submit(create_and_start)
+        try:
+            yield future.result
+        finally:
+            future.exception()  # wait: a container still being created cannot be removed
+            container.remove()
+
+
 def _smoke_test(
-    engine: Engine, plan: BuildPlan, out_tmp: Path, *, record: Callable[[str], None], log_path: Path
+    container: Container,
+    plan: BuildPlan,
+    out_tmp: Path,
+    *,
+    record: Callable[[str], None],
+    log_path: Path,
 ) -> list[str]:
-    """Check the build's files, install its .debs in a fresh base container, run the smoke command."""
+    """Check the build's files, install its .debs in the fresh base container, run the smoke command."""
     distro_id, version = plan.distro.id, plan.version
     files = sorted(p.name for p in out_tmp.iterdir() if p.is_file())
     debs = [f for f in files if f.endswith(".deb")]
@@ -479,7 +524,9 @@ def _smoke_test(
             log_path,
         )
     record(f"releng: installing {', '.join(debs)} in a fresh {plan.distro.docker_base} container")
-    smoke = engine.run_spec(smoke_spec(plan, out_tmp, debs), on_line=record)
+    smoke = container.exec(smoke_command(plan, debs))
+    for line in smoke.output.splitlines():
+        record(line)
     if smoke.exit_code != 0:
         what = (
             "do not install"

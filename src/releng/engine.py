@@ -219,6 +219,18 @@ class Container:
         if buffer:
             on_line(buffer.decode("utf-8", "replace"))
 
+    def exec(
+        self, command: Sequence[str], *, environment: Mapping[str, str] | None = None
+    ) -> RunResult:
+        """Run ``command`` in the running container to its end; its exit code and output."""
+        assert self._container is not None
+        log.debug("docker exec %s %s", self.id[:12], shlex.join(command))
+        code, output = self._container.exec_run(
+            list(command), environment=dict(environment or {}), stdout=True, stderr=True
+        )
+        assert isinstance(output, bytes) and code is not None  # not streamed: both are there
+        return RunResult(exit_code=code, output=output.decode("utf-8", "replace"))
+
     def wait(self) -> int:
         assert self._container is not None
         return int(self._container.wait(timeout=None)["StatusCode"])
