@@ -428,9 +428,11 @@ def make_package(
         spec = build_spec(plan, out_tmp, owner=owner, cpus=cpus)
         record(f"releng: {spec.describe()}")
         log.info("building %s %s in %s", distro_id, version, plan.builder.reference)
-        with _started_meanwhile(engine, smoke_spec(plan, out_tmp)) as smoke_container:
-            _run_build(engine, plan, spec, record=record, log_path=log_path, keep=keep)
-            files = _smoke_test(smoke_container(), plan, out_tmp, record=record, log_path=log_path)
+        with _started_meanwhile(engine, smoke_spec(plan, out_tmp)) as (begin_smoke, smoke):
+            _run_build(
+                engine, plan, spec, record=record, log_path=log_path, keep=keep, started=begin_smoke
+            )
+            files = _smoke_test(smoke(), plan, out_tmp, record=record, log_path=log_path)
         metadata = _metadata(plan, out_tmp, files)
         log_file.flush()
         shutil.copyfile(log_path, out_tmp / BUILD_LOG)
@@ -458,11 +460,16 @@ def _run_build(
     record: Callable[[str], None],
     log_path: Path,
     keep: bool,
+    started: Callable[[], None] = lambda: None,
 ) -> None:
-    """Run the build container to its end; BuildFailed (after --keep's commit) unless it exits 0."""
+    """Run the build container to its end; BuildFailed (after --keep's commit) unless it exits 0.
+
+    ``started`` is called once the container runs.
+    """
     distro_id, version = plan.distro.id, plan.version
     with engine.container(spec) as container:
         container.start()
+        started()
         container.stream(record)
         code = container.wait()
         if code == 0:
@@ -480,14 +487,17 @@ def _run_build(
 
 
 @contextlib.contextmanager
-def _started_meanwhile(engine: Engine, spec: ContainerSpec) -> Iterator[Callable[[], Container]]:
+def _started_meanwhile(
+    engine: Engine, spec: ContainerSpec
+) -> Iterator[tuple[Callable[[], None], Callable[[], Container]]]:
     """Create and start ``spec``'s container in a thread while the block runs.
 
-    The block gets a function that waits for the container (raising what its
-    creation raised). On the way out, whatever happened, the creation is waited
-    for and the container removed.
+    The block gets two functions: ``begin`` starts the creation (not at once: two
+    concurrent creations slow each other), ``get`` waits for the container (begun if
+    need be; raising what its creation raised). On the way out, whatever happened,
+    the creation is waited for and the container removed.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     container = engine.container(spec)
 
@@ -496,12 +506,22 @@ def _started_meanwhile(engine: Engine, spec: ContainerSpec) -> Iterator[Callable
         container.start()
         return container
 
+    futures: list[Future[Container]] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="releng-smoke") as pool:
-        future = pool.submit(create_and_start)
+
+        def begin() -> None:
+            if not futures:
+                futures.append(pool.submit(create_and_start))
+
+        def get() -> Container:
+            begin()
+            return futures[0].result()
+
         try:
-            yield future.result
+            yield begin, get
         finally:
-            future.exception()  # wait: a container still being created cannot be removed
+            for future in futures:
+                future.exception()  # wait: a container still being created cannot be removed
             container.remove()
 
 
