@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from releng.build import LABEL_PROJECT, BuildFailed, failed_image, make_package
+from releng.build import LABEL_PROJECT, LABEL_SMOKE, BuildFailed, failed_image, make_package
 from releng.engine import Engine
 from releng.errors import BuildError
 from releng.project import Project
@@ -42,10 +42,8 @@ def leftovers(project: Project, version: str) -> list[str]:
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
 
 
-def containers_of(engine: Engine, project: Project) -> list[object]:
-    return engine.client.containers.list(
-        all=True, filters={"label": f"{LABEL_PROJECT}={project.root}"}
-    )
+def containers_of(engine: Engine, project: Project, label: str = LABEL_PROJECT) -> list[object]:
+    return engine.client.containers.list(all=True, filters={"label": f"{label}={project.root}"})
 
 
 @pytest.fixture
@@ -118,6 +116,9 @@ def test_sigterm_mid_build_removes_the_container_and_leaves_nothing(
         if proc.poll() is None:
             proc.kill()
     assert containers_of(engine, project) == []
+    assert containers_of(engine, project, LABEL_SMOKE) == [], (
+        "the idle smoke container is removed too"
+    )
     assert leftovers(project, "2026.11.18") == []
 
 
