@@ -903,16 +903,10 @@ class RepoSyncer:
             )
             for line in plan.describe():
                 log.info("%s: %s", self.dest, line)
-            if self.options.dry_run:
-                return SyncResult(
-                    dest=self.dest,
-                    plan=plan,
-                    uploaded=(),
-                    deleted=(),
-                    dirty_dirs=frozenset(),
-                    changed_dists=(),
-                )
-            if plan.empty and intent is None and set(manifest.pending) == set(plan.kept):
+            nothing_to_do = (
+                plan.empty and intent is None and set(manifest.pending) == set(plan.kept)
+            )
+            if self.options.dry_run or nothing_to_do:
                 return SyncResult(
                     dest=self.dest,
                     plan=plan,
