@@ -96,6 +96,14 @@ class PublishResult:
     indices: IndicesResult = field(default_factory=IndicesResult)
 
 
+def public_objects(name: str = "") -> list[str]:
+    """The key patterns, relative to the prefix, that anonymous clients may read: the
+    published trees and the archive keyring files (any keyring without the product
+    ``name``, as for a stack made before any product is known)."""
+    keyrings = [f"{name or '*'}-archive-keyring.{ext}" for ext in ("gpg", "asc")]
+    return ["index.html", "dists/*", "pool/*", f"{SOURCE_DIR}/*", *keyrings]
+
+
 def public_read_policy(bucket: str, prefix: str = "", *, name: str = "") -> dict[str, object]:
     """The bucket policy of a public destination: anonymous GetObject on the published
     trees (and, with the product ``name``, its archive keyring files) only. The control
@@ -103,8 +111,6 @@ def public_read_policy(bucket: str, prefix: str = "", *, name: str = "") -> dict
     statement names it; no ListBucket for anyone anonymous.
     """
     base = f"arn:aws:s3:::{bucket}/" + (f"{prefix}/" if prefix else "")
-    # Without the product name (a stack made before any product is known): any keyring.
-    keyrings = [f"{base}{name or '*'}-archive-keyring.{ext}" for ext in ("gpg", "asc")]
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -113,13 +119,7 @@ def public_read_policy(bucket: str, prefix: str = "", *, name: str = "") -> dict
                 "Effect": "Allow",
                 "Principal": "*",
                 "Action": "s3:GetObject",
-                "Resource": [
-                    f"{base}index.html",
-                    f"{base}dists/*",
-                    f"{base}pool/*",
-                    f"{base}{SOURCE_DIR}/*",
-                    *keyrings,
-                ],
+                "Resource": [f"{base}{pattern}" for pattern in public_objects(name)],
             }
         ],
     }

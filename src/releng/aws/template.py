@@ -25,6 +25,7 @@ import yaml
 
 from releng.aws import statemachine
 from releng.aws import steps as S
+from releng.publish import public_objects
 
 TEMPLATE_FILE = "aws/template.yaml"
 USERDATA_FILE = "aws/userdata/worker.sh"
@@ -168,15 +169,8 @@ def _buckets(res: Json) -> None:
             "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
         },
     }
-    # releng.publish.public_read_policy: GetObject on the published trees and keyrings only.
-    published = [
-        "index.html",
-        "dists/*",
-        "pool/*",
-        "source/*",
-        "*-archive-keyring.gpg",
-        "*-archive-keyring.asc",
-    ]
+    # As releng.publish.public_read_policy: GetObject on the published trees and keyrings only.
+    published = public_objects()
     res["DownloadsBucketPolicy"] = {
         "Type": "AWS::S3::BucketPolicy",
         "Properties": {
