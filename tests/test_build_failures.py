@@ -46,6 +46,33 @@ def containers_of(engine: Engine, project: Project, label: str = LABEL_PROJECT) 
     return engine.client.containers.list(all=True, filters={"label": f"{label}={project.root}"})
 
 
+def terminate_mid_build(
+    proc: subprocess.Popen[str], engine: Engine, project: Project, *, builds: int, timeout: int
+) -> None:
+    """Wait until ``builds`` builds run their slow prebuild hook, SIGTERM the invoke process,
+    and check it exits 130 with every build and smoke container of the project gone."""
+    assert proc.stdout is not None
+    try:
+        running = 0
+        for line in proc.stdout:  # the live log: wait until the builds run the hook
+            running += "prebuild hook runs" in line
+            if running == builds:
+                break
+        else:
+            pytest.fail(f"ended before {builds} build(s) ran the hook (exit {proc.wait()})")
+        assert len(containers_of(engine, project)) == builds
+        proc.send_signal(signal.SIGTERM)
+        proc.stdout.read()
+        assert proc.wait(timeout=timeout) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert containers_of(engine, project) == []
+    assert containers_of(engine, project, LABEL_SMOKE) == [], (
+        "idle smoke containers are removed too"
+    )
+
+
 @pytest.fixture
 def broken_project(tmp_path: Path) -> Project:
     """The demo with a compile error committed on its nightly ref."""
@@ -101,24 +128,7 @@ def test_sigterm_mid_build_removes_the_container_and_leaves_nothing(
     git(root, "commit", "-q", "-m", "a slow prebuild hook")
     project = Project.load(root)
     proc = invoke(root, "make-package", BOOKWORM, "--version", "2026.11.18", stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:  # the live log: wait until the build runs the hook
-            if "prebuild hook runs" in line:
-                break
-        else:
-            pytest.fail(f"the build ended before the hook ran (exit {proc.wait()})")
-        assert len(containers_of(engine, project)) == 1
-        proc.send_signal(signal.SIGTERM)
-        proc.stdout.read()
-        assert proc.wait(timeout=60) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert containers_of(engine, project) == []
-    assert containers_of(engine, project, LABEL_SMOKE) == [], (
-        "the idle smoke container is removed too"
-    )
+    terminate_mid_build(proc, engine, project, builds=1, timeout=60)
     assert leftovers(project, "2026.11.18") == []
 
 
@@ -245,21 +255,5 @@ def test_sigterm_stops_make_all_packages_and_cleans_every_build(
         ",".join(distros),
         stdout=subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    try:
-        running = 0
-        for line in proc.stdout:
-            running += "prebuild hook runs" in line
-            if running == 2:
-                break
-        else:
-            pytest.fail(f"make-all-packages ended before both builds ran (exit {proc.wait()})")
-        assert len(containers_of(engine, project)) == 2
-        proc.send_signal(signal.SIGTERM)
-        proc.stdout.read()
-        assert proc.wait(timeout=120) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert containers_of(engine, project) == []
+    terminate_mid_build(proc, engine, project, builds=2, timeout=120)
     assert leftovers(project, "2026.11.14") == []
