@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import lzma
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -78,19 +80,26 @@ def test_version_compare_agrees_with_dpkg(a: str, b: str, expected: int) -> None
     assert dpkg_lt == (expected < 0)
 
 
-def _stanzas(n: int, extra: str = "") -> list[tuple[str, list[bytes]]]:
-    return [
-        (
-            f"pkg{i:04d}",
-            [f"Package: pkg{i:04d}\nVersion: 1.{i}{extra}\nArchitecture: all\n".encode()],
+def _items(names: list[str], extra: str = "") -> list[tuple[index.Entry, bytes]]:
+    out = []
+    for i, name in enumerate(names):
+        version = f"1.{i}{extra}"
+        stanza = f"Package: {name}\nVersion: {version}\nArchitecture: all\n" + "X: y\n" * (i % 7)
+        out.append(
+            (
+                (name, version, "all", f"pool/main/p/{name}/{name}_{version}_all.deb"),
+                stanza.rstrip("\n").encode(),  # without the final newline, as stored
+            )
         )
-        for i in range(n)
-    ]
+    return out
+
+
+def _files_by_sha(files: index.IndexFiles) -> dict[str, bytes]:
+    return {hashlib.sha256(d).hexdigest(): d for d in files}
 
 
 def test_chunked_gz_and_xz_decompress_to_the_index_with_every_reader(tmp_path: Path) -> None:
-    cache = index.ChunkCache(tmp_path / "cache.pack")
-    files = index.compress_index(index.chunk_stanzas(_stanzas(500)), cache)
+    files = index.IndexTable.build(_items([f"pkg{i:04d}" for i in range(500)])).files()
     assert files.raw.count(b"\n\n") == 500
     assert gzip.decompress(files.gz) == files.raw
     assert lzma.decompress(files.xz) == files.raw
@@ -105,24 +114,61 @@ def test_chunked_gz_and_xz_decompress_to_the_index_with_every_reader(tmp_path: P
             assert out == files.raw
 
 
-def test_adding_one_package_recompresses_one_chunk(tmp_path: Path) -> None:
-    stanzas = _stanzas(2000)
-    cache = index.ChunkCache(tmp_path / "cache.pack")
-    first = index.chunk_stanzas(stanzas)
-    index.compress_index(first, cache)
-    cache.save()
-    stanzas.insert(1000, ("pkg0999a", [b"Package: pkg0999a\nVersion: 1\nArchitecture: all"]))
-    second = index.chunk_stanzas(stanzas)
-    assert len(set(second) - set(first)) == 1  # content-defined boundaries: one chunk differs
-    reloaded = index.ChunkCache(tmp_path / "cache.pack")
-    assert len(reloaded.old) == len(first)
-    files = index.compress_index(second, reloaded)
-    assert lzma.decompress(files.xz) == b"".join(second)
-    assert gzip.decompress(files.gz) == b"".join(second)
+def test_adding_one_package_recompresses_one_chunk() -> None:
+    items = _items([f"pkg{i:04d}" for i in range(2000)])
+    table = index.IndexTable.build(items)
+    before = {c.raw for c in table.chunks}
+    table.update(_items(["pkg0999a"]), set())
+    assert len({c.raw for c in table.chunks} - before) == 1  # content-defined boundaries
+    again = index.IndexTable.build([*items, *_items(["pkg0999a"])])
+    assert table.files() == again.files()
 
 
-def test_empty_index_compresses_to_valid_empty_files(tmp_path: Path) -> None:
-    files = index.compress_index([], index.ChunkCache(tmp_path / "c.pack"))
+@pytest.mark.parametrize("seed", range(12))
+def test_an_updated_table_is_what_building_it_again_makes(seed: int) -> None:
+    """Adds and removes anywhere (boundary packages, size cuts, the ends): the same bytes."""
+    rng = random.Random(seed)
+    names = sorted({f"p{rng.randrange(10**6):06d}" for _ in range(rng.randrange(0, 600))})
+    big = rng.random() < 0.3  # stanzas near MAX_CHUNK make size cuts
+    items = _items(names, extra="x" * (4000 if big else 0))
+    table = index.IndexTable.build(items, workers=2)
+    for _round in range(3):
+        paths = [e[3] for e, _s in items]
+        remove = set(rng.sample(paths, min(len(paths), rng.randrange(0, 40))))
+        add = _items([f"q{rng.randrange(10**6):06d}" for _ in range(rng.randrange(0, 40))])
+        add += _items([f"{rng.choice(names)}" for _ in range(3)] if names else [], extra="+b1")
+        add = list({e[3]: (e, s) for e, s in add if e[3] not in paths}.values())
+        table.update(add, remove, workers=2)
+        items = [it for it in items if it[0][3] not in remove] + add
+        expected = index.IndexTable.build(items)
+        assert [c.raw for c in table.chunks] == [c.raw for c in expected.chunks]
+        assert [c.entries for c in table.chunks] == [c.entries for c in expected.chunks]
+        assert table.files() == expected.files()
+        # What is saved comes back from the published files alone.
+        saved = table.dumps(tuple(hashlib.sha256(d).hexdigest() for d in table.files()))  # type: ignore[arg-type]
+        loaded = index.IndexTable.loads(saved, _files_by_sha(table.files()).get)
+        assert loaded is not None
+        assert loaded.files() == table.files()
+        table = loaded
+    assert lzma.decompress(table.files().xz) == table.files().raw
+
+
+def test_a_table_whose_files_are_gone_or_other_is_not_loaded() -> None:
+    table = index.IndexTable.build(_items([f"pkg{i:04d}" for i in range(300)]))
+    files = table.files()
+    saved = table.dumps(tuple(hashlib.sha256(d).hexdigest() for d in files))  # type: ignore[arg-type]
+    by_sha = _files_by_sha(files)
+    assert index.IndexTable.loads(saved, by_sha.get) is not None
+    raw_sha = hashlib.sha256(files.raw).hexdigest()
+    assert (
+        index.IndexTable.loads(saved, lambda sha: None if sha == raw_sha else by_sha[sha]) is None
+    )
+    assert index.IndexTable.loads(saved, lambda sha: by_sha[sha][:-10]) is None
+    assert index.IndexTable.loads(b"garbage", by_sha.get) is None
+
+
+def test_empty_index_compresses_to_valid_empty_files() -> None:
+    files = index.IndexTable.build([]).files()
     assert files.raw == b""
     assert gzip.decompress(files.gz) == b""
     assert lzma.decompress(files.xz) == b""

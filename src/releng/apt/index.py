@@ -3,7 +3,8 @@
 Compression is incremental. An index is cut into chunks at package-name
 boundaries chosen by the content (a name whose CRC32 is 0 mod 16 ends a
 chunk), so adding one package changes one chunk. Each chunk is compressed on
-its own, once, and the results are cached between publishes:
+its own, once; an :class:`IndexTable` keeps the chunks between publishes, and
+the next publish re-cuts and recompresses only the chunks that changed:
 
 * ``.gz``: one gzip member per chunk, concatenated (RFC 1952 multi-member;
   zlib's gzread, which apt uses, and every gunzip read them as one file).
@@ -14,15 +15,15 @@ its own, once, and the results are cached between publishes:
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import gzip
 import lzma
+import marshal
 import re
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
-from hashlib import sha256
-from pathlib import Path
+from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
 from releng.apt.changes import SourcePackage
@@ -135,27 +136,6 @@ def pool_prefix(source: str) -> str:
     return source[:4] if source.startswith("lib") and len(source) > 3 else source[:1]
 
 
-def chunk_stanzas(groups: Iterable[tuple[str, Sequence[bytes]]]) -> list[bytes]:
-    """Cut ``(name, stanzas)`` groups, in order, into content-defined chunks of index text.
-
-    Stanzas come without their final newline; in the index each ends with a blank line.
-    """
-    chunks: list[bytes] = []
-    current: list[bytes] = []
-    size = 0
-    crc32 = zlib.crc32
-    for name, stanzas in groups:
-        for stanza in stanzas:
-            current.append(stanza)
-            size += len(stanza) + 2
-        if crc32(name.encode()) % BOUNDARY_MOD == 0 or size >= MAX_CHUNK:
-            chunks.append(b"\n\n".join(current) + b"\n\n")
-            current, size = [], 0
-    if current:
-        chunks.append(b"\n\n".join(current) + b"\n\n")
-    return chunks
-
-
 # -- compression -----------------------------------------------------------------------------------
 
 
@@ -205,65 +185,18 @@ def compress_chunk(data: bytes) -> CompressedChunk:
     )
 
 
-def assemble_xz(chunks: Sequence[CompressedChunk]) -> bytes:
+def assemble_xz(chunks: Sequence[Chunk]) -> bytes:
     """One xz stream holding each chunk's block, with the stream index written here."""
     flags = bytes([0, _XZ_CHECK_CRC32])
     header = _XZ_MAGIC + flags + struct.pack("<I", zlib.crc32(flags))
     index = bytearray(b"\x00" + _vli(len(chunks)))
     for c in chunks:
-        index += _vli(c.xz_unpadded) + _vli(c.raw_len)
+        index += _vli(c.xz_unpadded) + _vli(len(c.raw))
     index += b"\x00" * (-len(index) % 4)
     index += struct.pack("<I", zlib.crc32(index))
     backward = struct.pack("<I", len(index) // 4 - 1)
     footer = struct.pack("<I", zlib.crc32(backward + flags)) + backward + flags + b"YZ"
     return b"".join([header, *(c.xz_block for c in chunks), bytes(index), footer])
-
-
-class ChunkCache:
-    """Compressed chunks by the SHA256 of their text, stored in one pack file per index."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.old: dict[bytes, CompressedChunk] = {}
-        self.used: dict[bytes, CompressedChunk] = {}
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return
-        try:
-            (count,) = struct.unpack_from("<I", data, 0)
-            pos = 4
-            for _ in range(count):
-                key = data[pos : pos + 32]
-                raw_len, gz_len, xz_len, unpadded = struct.unpack_from("<IIII", data, pos + 32)
-                pos += 48
-                gz, xz = data[pos : pos + gz_len], data[pos + gz_len : pos + gz_len + xz_len]
-                pos += gz_len + xz_len
-                self.old[key] = CompressedChunk(raw_len, gz, xz, unpadded)
-        except struct.error:
-            self.old = {}  # a damaged cache only costs time: everything is recompressed
-
-    def get(self, data: bytes, key: bytes | None = None) -> CompressedChunk:
-        """``data`` compressed; ``key``: its SHA256 digest, when the caller has it already."""
-        key = key or sha256(data).digest()
-        chunk = self.used.get(key) or self.old.get(key)
-        if chunk is None:
-            chunk = compress_chunk(data)
-        self.used[key] = chunk
-        return chunk
-
-    def save(self) -> None:
-        parts = [struct.pack("<I", len(self.used))]
-        for key, c in self.used.items():
-            parts += [
-                key,
-                struct.pack("<IIII", c.raw_len, len(c.gz), len(c.xz_block), c.xz_unpadded),
-            ]
-            parts += [c.gz, c.xz_block]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_bytes(b"".join(parts))
-        tmp.replace(self.path)
 
 
 class IndexFiles(NamedTuple):
@@ -272,16 +205,189 @@ class IndexFiles(NamedTuple):
     xz: bytes
 
 
-def compress_index(
-    chunks: Sequence[bytes], cache: ChunkCache, keys: Sequence[bytes] | None = None
-) -> IndexFiles:
-    """The index from its chunks; ``keys``: their SHA256 digests, when the caller has them."""
-    if keys is None:
-        compressed = [cache.get(c) for c in chunks if c]
+Entry = tuple[str, str, str, str]  # (package, version, arch, pool path): an index's sort order
+_TABLE_VERSION = 1
+
+
+class Chunk(NamedTuple):
+    entries: list[Entry]  # the stanzas' packages, in index order
+    raw: bytes  # the stanzas, each followed by a blank line
+    gz: bytes  # one complete gzip member
+    xz_block: bytes  # one xz block, padded, with its CRC32 check
+    xz_unpadded: int
+
+
+def _is_boundary(name: str) -> bool:
+    return zlib.crc32(name.encode()) % BOUNDARY_MOD == 0
+
+
+def _cut(items: Sequence[tuple[Entry, bytes]]) -> list[tuple[list[Entry], bytes]]:
+    """Sorted ``(entry, stanza)`` items cut into chunks by the rule of :func:`chunk_stanzas`."""
+    out: list[tuple[list[Entry], bytes]] = []
+    entries: list[Entry] = []
+    stanzas: list[bytes] = []
+    size = 0
+    n = len(items)
+    for k, (entry, stanza) in enumerate(items):
+        entries.append(entry)
+        stanzas.append(stanza)
+        size += len(stanza) + 2
+        name = entry[0]
+        if k + 1 < n and items[k + 1][0][0] == name:
+            continue  # a package's stanzas stay in one chunk
+        if _is_boundary(name) or size >= MAX_CHUNK:
+            out.append((entries, b"\n\n".join(stanzas) + b"\n\n"))
+            entries, stanzas, size = [], [], 0
+    if entries:
+        out.append((entries, b"\n\n".join(stanzas) + b"\n\n"))
+    return out
+
+
+def _compress_all(
+    pieces: Sequence[tuple[list[Entry], bytes]], reuse: dict[bytes, Chunk], workers: int
+) -> list[Chunk]:
+    todo = [raw for _e, raw in pieces if raw not in reuse]
+    if len(todo) > 4 and workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        # zlib and liblzma release the GIL: compress new chunks on every core.
+        with ThreadPoolExecutor(workers) as ex:
+            done = dict(zip(todo, ex.map(compress_chunk, todo), strict=True))
     else:
-        compressed = [cache.get(c, k) for c, k in zip(chunks, keys, strict=True) if c]
-    gz = b"".join(c.gz for c in compressed) if compressed else gzip.compress(b"", mtime=0)
-    return IndexFiles(raw=b"".join(chunks), gz=gz, xz=assemble_xz(compressed))
+        done = {raw: compress_chunk(raw) for raw in todo}
+    out: list[Chunk] = []
+    for entries, raw in pieces:
+        old = reuse.get(raw)
+        if old is not None:
+            out.append(Chunk(entries, raw, old.gz, old.xz_block, old.xz_unpadded))
+        else:
+            c = done[raw]
+            out.append(Chunk(entries, raw, c.gz, c.xz_block, c.xz_unpadded))
+    return out
+
+
+class IndexTable:
+    """One index (a Packages or Sources file) as its content-defined chunks, each compressed.
+
+    Adding or removing a package re-cuts and recompresses only the chunks between the two
+    content boundaries around it; the same chunks as cutting the whole index again, so the
+    result is byte for byte what :meth:`build` makes. Saved between publishes as the chunks'
+    entries and lengths (:meth:`dumps`); their bytes come back from the published files
+    (:meth:`loads`), so nothing is stored twice.
+    """
+
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks: list[Chunk]) -> None:
+        self.chunks = chunks
+
+    @classmethod
+    def build(cls, items: Iterable[tuple[Entry, bytes]], *, workers: int = 1) -> IndexTable:
+        return cls(_compress_all(_cut(sorted(items, key=_first)), {}, workers))
+
+    def paths(self) -> set[str]:
+        return {e[3] for c in self.chunks for e in c.entries}
+
+    def update(
+        self, add: Sequence[tuple[Entry, bytes]], remove: set[str], *, workers: int = 1
+    ) -> None:
+        """Add ``(entry, stanza)`` items and remove the entries whose path is in ``remove``."""
+        chunks = self.chunks
+        if not chunks:
+            self.chunks = _compress_all(_cut(sorted(add, key=_first)), {}, workers)
+            return
+        n = len(chunks)
+        lasts = [c.entries[-1][0] for c in chunks]
+        ends = [_is_boundary(name) for name in lasts]  # else it was cut for its size
+        adds: dict[int, list[tuple[Entry, bytes]]] = {}
+        for item in add:
+            adds.setdefault(min(bisect.bisect_left(lasts, item[0][0]), n - 1), []).append(item)
+        dirty = set(adds)
+        if remove:
+            dirty.update(i for i, c in enumerate(chunks) if any(e[3] in remove for e in c.entries))
+        starts = set()
+        for d in dirty:
+            start = d
+            while start > 0 and not ends[start - 1]:
+                start -= 1
+            starts.add(start)
+        out: list[Chunk] = []
+        i = 0
+        while i < n:
+            if i not in starts:
+                out.append(chunks[i])
+                i += 1
+                continue
+            items: list[tuple[Entry, bytes]] = []
+            reuse: dict[bytes, Chunk] = {}
+            j = i
+            while True:  # take chunks up to a content boundary whose package is still there
+                c = chunks[j]
+                reuse[c.raw] = c
+                stanzas = c.raw[:-2].split(b"\n\n")
+                if len(stanzas) != len(c.entries):
+                    raise ValueError("a chunk's stanzas do not match its entries")
+                items += [
+                    (e, s) for e, s in zip(c.entries, stanzas, strict=True) if e[3] not in remove
+                ]
+                items += adds.get(j, ())
+                j += 1
+                if j == n or (ends[j - 1] and any(e[0] == lasts[j - 1] for e, _s in items)):
+                    break
+            items.sort(key=_first)
+            out += _compress_all(_cut(items), reuse, workers)
+            i = j
+        self.chunks = out
+
+    def files(self) -> IndexFiles:
+        chunks = self.chunks
+        gz = b"".join(c.gz for c in chunks) if chunks else gzip.compress(b"", mtime=0)
+        return IndexFiles(raw=b"".join(c.raw for c in chunks), gz=gz, xz=assemble_xz(chunks))
+
+    def dumps(self, digests: tuple[str, str, str]) -> bytes:
+        """The table, for files whose SHA256s are ``digests`` (raw, gz, xz)."""
+        rows = [
+            (c.entries, len(c.raw), len(c.gz), len(c.xz_block), c.xz_unpadded) for c in self.chunks
+        ]
+        return marshal.dumps((_TABLE_VERSION, digests, rows))
+
+    @classmethod
+    def loads(cls, data: bytes, read: Callable[[str], bytes | None]) -> IndexTable | None:
+        """A saved table with its chunks' bytes sliced from the files ``read(sha256)`` gives;
+        None when it or they are missing, damaged or of another format."""
+        try:
+            # Private state this code wrote under the lock (as trusted as pool.records).
+            version, digests, rows = marshal.loads(data)  # noqa: S302
+            if version != _TABLE_VERSION:
+                return None
+            raw, gz, xz = (read(d) for d in digests)
+            if raw is None or gz is None or xz is None:
+                return None
+            chunks: list[Chunk] = []
+            r = g = 0
+            x = 12  # after the xz stream header
+            for entries, raw_len, gz_len, xz_len, unpadded in rows:
+                chunks.append(
+                    Chunk(
+                        entries,
+                        raw[r : r + raw_len],
+                        gz[g : g + gz_len],
+                        xz[x : x + xz_len],
+                        unpadded,
+                    )
+                )
+                r, g, x = r + raw_len, g + gz_len, x + xz_len
+            if r != len(raw) or (rows and g != len(gz)) or x > len(xz):
+                return None
+            if any(not c.entries or c.raw[-2:] != b"\n\n" for c in chunks):
+                return None
+        except (ValueError, TypeError, EOFError):
+            return None
+        return cls(chunks)
+
+
+def _first(item: tuple[Entry, bytes]) -> Entry:
+    return item[0]
 
 
 # -- Release ---------------------------------------------------------------------------------------

@@ -23,14 +23,13 @@ import functools
 import gc
 import hashlib
 import logging
-import operator
 import os
 import re
 import shutil
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -186,22 +185,32 @@ class Repository:
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock(), _no_cyclic_gc(self.state):
             self.state.forget()
+            # Records added by a run that did not finish may be referenced by no suite.
+            collect = self.state.gc_needed()
             self._check_conflicts(files)
             run = _Run()
             self._write_pool(files, records, run)
             for suite in suites:
                 st = self.state.load_suite(suite)
                 now = int(self._clock().timestamp())
-                self._add_members(st, records, now, run)
-                self._retain(st)
+                dropped = self._add_members(st, records, now, run)
+                dropped |= self._retain(st)
+                if dropped:
+                    self.state.mark_gc_needed()
+                    collect = True
                 self.state.mark_pending(suite)
                 self.state.save_members(st)
                 self._crash("suite-written")
             todo = list(dict.fromkeys([*self.state.pending(), *suites]))
             self._ensure_keys(signer, run)
+            fresh = {r.path: r for r in records}
             for suite in todo:
-                self._publish_suite(suite, signer, run)
-            self._gc(run)
+                self._publish_suite(suite, signer, run, fresh)
+            if collect:
+                self._gc(run)
+            else:
+                # Every record this run added is in every suite it named: none is unreferenced.
+                self.state.clear_gc_needed()
         return PublishResult(
             suites=tuple(todo),
             added=tuple(run.added),
@@ -229,11 +238,12 @@ class Repository:
             for suite in names:
                 st = self.state.load_suite(suite)
                 if self._retain(st):
+                    self.state.mark_gc_needed()
                     self.state.mark_pending(suite)
                     self.state.save_members(st)
             self._ensure_keys(signer, run)
             for suite in dict.fromkeys([*self.state.pending(), *names]):
-                self._publish_suite(suite, signer, run)
+                self._publish_suite(suite, signer, run, {})
             self._gc(run)
         return PublishResult(
             suites=tuple(names), written=tuple(run.written), removed=tuple(run.removed)
@@ -383,8 +393,11 @@ class Repository:
             placed = [self._place(f, k) for f, k in zip(files, known, strict=True)]
         run.written += [f.path for f, new in zip(files, placed, strict=True) if new]
         self._crash("pool-written")
-        pool = self.state.pool()
-        self.state.append([r for r in records if pool.get(r.path) != r])
+        # A record with this path has its sha256 (else _check_conflicts refused): the same one.
+        todo = [r for r in records if self.state.known_sha256(r.path) is None]
+        if todo:
+            self.state.mark_gc_needed()  # until a suite names them (kill -9 before: collected)
+            self.state.append(todo)
         self._crash("records-written")
 
     def _place(self, f: _PoolFile, known: bool) -> bool:
@@ -417,86 +430,121 @@ class Repository:
 
     def _add_members(
         self, st: SuiteState, records: Sequence[PoolRecord], now: int, run: _Run
-    ) -> None:
-        pool = self.state.pool()
+    ) -> bool:
+        """Add ``records`` to the suite; True when members were replaced (dropped)."""
         new = {
-            (r.kind, r.package, r.version, r.arch): r.path
-            for r in records
-            if r.path not in st.members
+            (r.kind, r.package, r.version, r.arch): r for r in records if r.path not in st.members
         }
         if not new:
-            return
-        for path in list(st.members):
-            old = pool.get(path)
-            if old and (old.kind, old.package, old.version, old.arch) in new:
-                del st.members[path]  # the same package from another component: replaced
-        for path in new.values():
-            st.members[path] = now
-            run.added.append(path)
+            return False
+        names = {r.package for r in new.values()}
+        replaced = [
+            p for p, m in st.members.items() if m[2] in names and (m[1], m[2], m[3], m[4]) in new
+        ]
+        for path in replaced:
+            del st.members[path]  # the same package from another component: replaced
+        for r in new.values():
+            st.members[r.path] = (now, r.kind, r.package, r.version, r.arch)
+            run.added.append(r.path)
+        return bool(replaced)
 
     def _retain(self, st: SuiteState) -> bool:
         """Apply keep_versions and the nightly age limit; True when members were dropped."""
-        pool = self.state.pool()
-        groups: dict[tuple[str, str, str], list[PoolRecord]] = defaultdict(list)
+        members = st.members
         drop: list[str] = []
         max_age = self.settings.nightly_max_age_days
-        today = self._clock().date()
-        for path in st.members:
-            rec = pool.get(path)
-            if rec is None:
-                log.warning(
-                    "suite %s names %s, which has no pool record; dropping it", st.name, path
-                )
-                drop.append(path)
-                continue
-            groups[(rec.kind, rec.package, rec.arch)].append(rec)
-            if max_age > 0 and rec.version[:1].isdigit() and _too_old(rec.version, today, max_age):
-                drop.append(path)
+        if max_age > 0:
+            today = self._clock().date()
+            drop += [
+                path
+                for path, m in members.items()
+                if m[3][:1].isdigit() and _too_old(m[3], today, max_age)
+            ]
         keep = self.settings.keep_versions
-        for recs in groups.values():
-            if len(recs) > keep:
-                recs.sort(key=_newest_first)
-                drop += [r.path for r in recs[keep:]]
+        # Groups of (kind, package, arch) with more than ``keep`` versions. Package names are
+        # counted in C first: in most suites no name has that many members.
+        counts = Counter([m[2] for m in members.values()])
+        names = {name for name, n in counts.items() if n > keep}
+        if names:
+            groups: dict[tuple[str, str, str], list[tuple[str, str]]] = defaultdict(list)
+            for path, m in members.items():
+                if m[2] in names:
+                    groups[(m[1], m[2], m[4])].append((path, m[3]))
+            for versions in groups.values():
+                if len(versions) <= keep:
+                    continue
+                versions.sort(key=_newest_first)
+                drop += [path for path, _v in versions[keep:]]
         for path in drop:
-            if st.members.pop(path, None) is not None:
+            if members.pop(path, None) is not None:
                 log.info("suite %s: retention drops %s", st.name, path)
         return bool(drop)
 
     # -- publishing -----------------------------------------------------------------------------
 
-    def _render_indexes(self, st: SuiteState) -> dict[str, _index.IndexFiles]:
-        pool = self.state.pool()
-        recs = [pool[p] for p in st.members if p in pool]
-        out: dict[str, _index.IndexFiles] = {}
-        jobs: list[tuple[str, list[bytes]]] = []
+    def _render_indexes(
+        self, st: SuiteState, fresh: Mapping[str, PoolRecord]
+    ) -> dict[str, _index.IndexTable]:
+        """Each index's chunks: the saved table of the last publish, updated with the members
+        added and removed since (only their chunks are re-cut), or built from every record."""
+        out: dict[str, _index.IndexTable] = {}
         single = len(self.settings.components) == 1
+        members = st.members
+        dists = os.path.join(self.root, "dists", st.name)  # noqa: PTH118
         for comp in self.settings.components:
-            mine = recs if single else [r for r in recs if r.component == comp]
-            debs = sorted((r for r in mine if r.kind == "deb"), key=_deb_order)
-            dscs = sorted((r for r in mine if r.kind == "dsc"), key=_dsc_order)
-            for arch in self.settings.architectures:
-                chosen = [r for r in debs if r.arch in (arch, "all")]
-                jobs.append(
-                    (f"{comp}/binary-{arch}/Packages", _index.chunk_stanzas(_grouped(chosen)))
+            mine = (
+                members
+                if single
+                else {p: m for p, m in members.items() if p.split("/", 2)[1] == comp}
+            )
+            jobs = [
+                (
+                    f"{comp}/binary-{arch}/Packages",
+                    {p for p, m in mine.items() if m[1] == "deb" and m[4] in (arch, "all")},
                 )
-            jobs.append((f"{comp}/source/Sources", _index.chunk_stanzas(_grouped(dscs))))
-        for name, chunks in jobs:
-            cache = _index.ChunkCache(self.state.chunk_cache_path(st.name, name))
-            keys = [hashlib.sha256(c).digest() for c in chunks]
-            missing = [
-                (k, c) for k, c in zip(keys, chunks, strict=True) if c and k not in cache.old
+                for arch in self.settings.architectures
             ]
-            if len(missing) > 4 and self.workers > 1:
-                from concurrent.futures import ThreadPoolExecutor
-
-                # zlib and liblzma release the GIL: compress new chunks on every core.
-                with ThreadPoolExecutor(self.workers) as ex:
-                    done = ex.map(_index.compress_chunk, [c for _k, c in missing])
-                    for (k, _c), compressed in zip(missing, done, strict=True):
-                        cache.old[k] = compressed
-            out[name] = _index.compress_index(chunks, cache, keys)
-            cache.save()
+            jobs.append((f"{comp}/source/Sources", {p for p, m in mine.items() if m[1] == "dsc"}))
+            for name, wanted in jobs:
+                table = self._load_table(st.name, name, dists)
+                if table is None:
+                    items = self._items(wanted, fresh, st.name)
+                    table = _index.IndexTable.build(items, workers=self.workers)
+                else:
+                    have = table.paths()
+                    add = self._items(wanted - have, fresh, st.name)
+                    table.update(add, have - wanted, workers=self.workers)
+                out[name] = table
         return out
+
+    def _load_table(self, suite: str, name: str, dists: str) -> _index.IndexTable | None:
+        try:
+            with open(self.state.table_path(suite, name), "rb") as f:  # noqa: PTH123
+                data = f.read()
+        except OSError:
+            return None
+        byhash = os.path.join(dists, name.rsplit("/", 1)[0], "by-hash", "SHA256")  # noqa: PTH118
+
+        def read(sha256: str) -> bytes | None:
+            try:
+                with open(os.path.join(byhash, sha256), "rb") as f:  # noqa: PTH118, PTH123
+                    return f.read()
+            except OSError:
+                return None
+
+        return _index.IndexTable.loads(data, read)
+
+    def _items(
+        self, paths: Iterable[str], fresh: Mapping[str, PoolRecord], suite: str
+    ) -> list[tuple[_index.Entry, bytes]]:
+        items: list[tuple[_index.Entry, bytes]] = []
+        for path in paths:
+            rec = fresh.get(path) or self.state.pool().get(path)
+            if rec is None:
+                log.warning("suite %s names %s, which has no pool record; left out", suite, path)
+                continue
+            items.append(((rec.package, rec.version, rec.arch, path), rec.stanza))
+        return items
 
     def _render_release(self, suite: str, entries: Sequence[_index.IndexEntry]) -> bytes:
         now = self._clock()
@@ -531,19 +579,27 @@ class Repository:
             run.written.append(str(plain.relative_to(self.root)))
         self._crash("indexes-written")
 
-    def _publish_suite(self, suite: str, signer: Signer, run: _Run) -> None:
+    def _publish_suite(
+        self, suite: str, signer: Signer, run: _Run, fresh: Mapping[str, PoolRecord]
+    ) -> None:
         st = self.state.load_suite(suite)
         dists = self.root / "dists" / suite
-        indexes = self._render_indexes(st)
+        tables = self._render_indexes(st, fresh)
         entries: list[_index.IndexEntry] = []
         placed: list[tuple[Path, Path, str, bytes]] = []  # (by-hash file, plain, path, data)
-        for name, files in indexes.items():
+        saved: list[tuple[Path, bytes]] = []
+        for name, table in tables.items():
+            files = table.files()
+            digests: list[str] = []
             for suffix, data in (("", files.raw), (".gz", files.gz), (".xz", files.xz)):
                 digest = hashlib.sha256(data).hexdigest()
+                digests.append(digest)
                 path = f"{name}{suffix}"
                 entries.append(_index.IndexEntry(path=path, size=len(data), sha256=digest))
                 byhash = dists / path.rsplit("/", 1)[0] / "by-hash" / "SHA256" / digest
                 placed.append((byhash, dists / path, path, data))
+            raw, gz, xz = digests
+            saved.append((self.state.table_path(suite, name), table.dumps((raw, gz, xz))))
         release = self._render_release(suite, entries)
         if self._real_clock and release == _read_or_none(dists / "Release"):
             # Nothing changed within the second of the published Date: the signatures would be
@@ -556,6 +612,10 @@ class Repository:
         signing = _sign_both(signer, release)
         try:
             self._write_indexes(placed, run)
+            # The tables name this publish's by-hash files, which pruning below keeps.
+            for table_path, data in saved:
+                table_path.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(table_path, data)
         finally:
             inrelease, detached = signing()  # always joined; re-raises a signing error
         # The by-hash history, with this publish's files, is saved before the switch: a run
@@ -597,6 +657,7 @@ class Repository:
             referenced.update(self.state.load_suite(suite).members)
         dead = [rec for path, rec in pool.items() if path not in referenced]
         if not dead:
+            self.state.clear_gc_needed()
             return
         keep = {p: r for p, r in pool.items() if p in referenced}
         still = {p for r in keep.values() for p in (r.path, *(f[0] for f in r.files))}
@@ -609,10 +670,7 @@ class Repository:
                 (self.root / path).unlink(missing_ok=True)
                 run.removed.append(path)
                 log.info("removed unreferenced %s", path)
-
-
-_deb_order = operator.attrgetter("package", "version", "arch")
-_dsc_order = operator.attrgetter("package", "version")
+        self.state.clear_gc_needed()
 
 
 @contextlib.contextmanager
@@ -682,8 +740,9 @@ def _sign_both(signer: Signer, release: bytes) -> Callable[[], tuple[bytes, byte
     return wait
 
 
-def _newer(a: PoolRecord, b: PoolRecord) -> int:
-    return _index.version_compare(b.version, a.version)
+def _newer(a: tuple[str, str], b: tuple[str, str]) -> int:
+    """``(path, version)`` pairs, newest first."""
+    return _index.version_compare(b[1], a[1])
 
 
 _newest_first = functools.cmp_to_key(_newer)
@@ -699,19 +758,6 @@ def _too_old(version: str, today: dt.date, max_age: int) -> bool:
     except ValueError:
         return False
     return (today - built).days > max_age
-
-
-def _grouped(recs: Sequence[PoolRecord]) -> Iterable[tuple[str, list[bytes]]]:
-    current: str | None = None
-    stanzas: list[bytes] = []
-    for r in recs:
-        if r.package != current:
-            if current is not None:
-                yield current, stanzas
-            current, stanzas = r.package, []
-        stanzas.append(r.stanza)
-    if current is not None:
-        yield current, stanzas
 
 
 def collect_inputs(paths: Sequence[Path]) -> tuple[list[Path], list[Path]]:  # noqa: PLR0912

@@ -6,11 +6,17 @@ Layout (all of it private: never served, never synced as public files)::
       lock                  the publisher lock (see lock.py)
       pool.records          one record per pool file that an index can name: appended on
                             include, compacted on garbage collection
-      pool.snapshot         the records parsed, for a faster start (a cache: may be deleted)
-      suites/<suite>.json   the suite's members: pool path -> time added (epoch seconds)
+      pool.snapshot         the records parsed, for a faster start (a cache: may be deleted);
+                            first the SHA256 of every pool file, then the records
+      suites/<suite>.members  the suite's members (marshal): pool path -> (time added,
+                            kind, package, version, arch); older repositories have
+                            suites/<suite>.json (pool path -> time added), read once
       suites/<suite>.byhash.json  per index, its recent by-hash SHA256s, newest first
       pending/<suite>       exists while a suite's state is newer than its published Release
-      chunks/<suite>/...    compressed index chunks, reused by the next publish
+      gc-needed             exists while pool records may be unreferenced (a run added or
+                            dropped some and has not finished): the next run collects them
+      chunks/<suite>/<index>.table  the published index's chunks (see index.IndexTable), so
+                            the next publish re-cuts only what changed (a cache: may be deleted)
 
 A ``pool.jsonl`` record is a JSON array (positional: it loads 4x faster than
 objects) ``[path, kind ("deb"|"dsc"), package, version, arch, source, size,
@@ -24,14 +30,19 @@ from __future__ import annotations
 import json
 import marshal
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 from releng.errors import RepoError
 
 STATE_DIR = ".releng-repo"
-SNAPSHOT_TAIL = 256  # records appended after the last pool snapshot before a new one is written
-_SNAPSHOT_VERSION = 1
+SNAPSHOT_TAIL = 256 << 10  # bytes appended to pool.records after the snapshot before a new one
+_SNAPSHOT_VERSION = 2
+
+# A suite member: (time added in epoch seconds, kind, package, version, arch); enough for
+# membership and retention without reading the pool records.
+Member = tuple[int, str, str, str, str]
 
 
 class PoolRecord(NamedTuple):
@@ -66,9 +77,11 @@ class PoolRecord(NamedTuple):
 class SuiteState:
     __slots__ = ("byhash", "members", "name")
 
-    def __init__(self, *, name: str, members: dict[str, int], byhash: dict[str, list[str]]) -> None:
+    def __init__(
+        self, *, name: str, members: dict[str, Member], byhash: dict[str, list[str]]
+    ) -> None:
         self.name = name
-        self.members = members  # pool path -> time added (epoch seconds)
+        self.members = members  # pool path -> (time added, kind, package, version, arch)
         self.byhash = byhash  # index path under dists/<suite>/ -> recent sha256s, newest first
 
     def __repr__(self) -> str:
@@ -89,10 +102,8 @@ class RepoState:
         self.root = root
         self.dir = root / STATE_DIR
         self._pool: dict[str, PoolRecord] | None = None
-        self._source_files: dict[str, str] | None = None
+        self._shas: dict[str, str] | None = None  # every pool file's sha256 (without the pool)
         self._suites: dict[str, SuiteState] = {}
-        self._tail = 0  # records in pool.records after the snapshot
-        self._snapshot_count = 0
 
     @property
     def lock_path(self) -> Path:
@@ -103,17 +114,17 @@ class RepoState:
         return self.dir / "pool.records"
 
     def suite_path(self, suite: str) -> Path:
-        return self.dir / "suites" / f"{suite}.json"
+        return self.dir / "suites" / f"{suite}.members"
 
-    def chunk_cache_path(self, suite: str, index: str) -> Path:
-        return self.dir / "chunks" / suite / (index.replace("/", "_") + ".pack")
+    def table_path(self, suite: str, index: str) -> Path:
+        return self.dir / "chunks" / suite / (index.replace("/", "_") + ".table")
 
     # -- pool records ---------------------------------------------------------------------------
 
     def forget(self) -> None:
         """Drop what was read: another publisher may have changed it since (call under the lock)."""
         self._pool = None
-        self._source_files = None
+        self._shas = None
         self._suites = {}
 
     @property
@@ -125,53 +136,96 @@ class RepoState:
             pool, tail = self._read_snapshot()
             pool.update(_parse_pool(tail))
             self._pool = pool
-            self._tail = len(pool) - self._snapshot_count
         return self._pool
 
     # A snapshot of the parsed records (marshal: loads 2-3x faster than parsing them), valid for
     # the first ``covered`` bytes of pool.records, which are only ever appended to; the records
-    # after them are parsed as usual. rewrite_pool removes it before it replaces the file.
+    # after them are parsed as usual. rewrite_pool removes it before it replaces the file. Its
+    # first part, every pool file's SHA256, is all that including a new package needs.
+
+    def _open_snapshot(self, f: BinaryIO) -> tuple[BinaryIO, dict[str, str]] | None:
+        """The snapshot (positioned at its records) and its SHA256s, if it is of ``f``'s file;
+        ``f`` is left at the first byte of pool.records the snapshot does not cover."""
+        try:
+            snap = self.snapshot_path.open("rb")
+        except OSError:
+            return None
+        try:
+            # Private state this code wrote under the lock (as trusted as pool.records).
+            version, covered, check, shas_len = marshal.load(snap)  # noqa: S302
+            if version != _SNAPSHOT_VERSION:
+                raise ValueError("another snapshot format")
+            # marshal.loads of bytes, not marshal.load of the file: that reads it string by string.
+            shas = marshal.loads(snap.read(shas_len))  # noqa: S302
+            if not isinstance(shas, dict):
+                raise ValueError("another snapshot format")
+            f.seek(max(0, covered - len(check)))
+            if f.read(len(check)) != check:
+                raise ValueError("not a snapshot of this file")
+        except (OSError, ValueError, EOFError, TypeError):
+            snap.close()
+            f.seek(0)
+            return None
+        return snap, shas
 
     def _read_snapshot(self) -> tuple[dict[str, PoolRecord], bytes]:
         """The snapshot's records and the bytes of pool.records after it (all of them: none)."""
-        self._snapshot_count = 0
         try:
-            with self.pool_path.open("rb") as f:
+            f = self.pool_path.open("rb")
+        except FileNotFoundError:
+            return {}, b""
+        with f:
+            opened = self._open_snapshot(f)
+            if opened is None:
+                return {}, f.read()
+            snap, _shas = opened
+            with snap:
                 try:
-                    raw = self.snapshot_path.read_bytes()
-                    # Private state this code wrote under the lock (as trusted as pool.records).
-                    version, covered, check, rows = marshal.loads(raw)  # noqa: S302
-                    if version != _SNAPSHOT_VERSION:
-                        raise ValueError("another snapshot format")
-                    f.seek(max(0, covered - len(check)))
-                    if f.read(len(check)) != check:
-                        raise ValueError("not a snapshot of this file")
+                    rows = marshal.loads(snap.read())  # noqa: S302
                     make = PoolRecord._make
                     pool = dict(zip([r[0] for r in rows], map(make, rows), strict=True))
                 except (OSError, ValueError, EOFError, TypeError, IndexError):
-                    f.seek(0)  # none, damaged or stale: parse every record
+                    f.seek(0)  # damaged: parse every record
                     return {}, f.read()
-                self._snapshot_count = len(pool)
-                return pool, f.read()
-        except FileNotFoundError:
-            return {}, b""
+            return pool, f.read()
 
     def _write_snapshot(self, covered: int, check: bytes) -> None:
-        rows = [tuple(r) for r in self.pool().values()]
-        write_atomic(self.snapshot_path, marshal.dumps((_SNAPSHOT_VERSION, covered, check, rows)))
-        self._snapshot_count = len(rows)
-        self._tail = 0
+        pool = self.pool()
+        rows = [tuple(r) for r in pool.values()]
+        tmp = self.snapshot_path.with_name(f".{self.snapshot_path.name}.{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            shas = marshal.dumps(_shas_of(pool.values()))
+            marshal.dump((_SNAPSHOT_VERSION, covered, check, len(shas)), f)
+            f.write(shas)
+            marshal.dump(rows, f)
+        tmp.replace(self.snapshot_path)
+
+    def _sha_index(self) -> dict[str, str]:
+        """Every pool file's SHA256: from the snapshot's first part and the records after it
+        (the whole pool when there is no usable snapshot)."""
+        if self._shas is None:
+            if self._pool is not None:
+                self._shas = _shas_of(self._pool.values())
+                return self._shas
+            try:
+                f = self.pool_path.open("rb")
+            except FileNotFoundError:
+                self._shas = {}
+                return self._shas
+            with f:
+                opened = self._open_snapshot(f)
+                if opened is None:
+                    shas = _shas_of(_parse_pool(f.read()).values())
+                else:
+                    opened[0].close()
+                    shas = opened[1]
+                    shas.update(_shas_of(_parse_pool(f.read()).values()))
+            self._shas = shas
+        return self._shas
 
     def known_sha256(self, path: str) -> str | None:
         """The SHA256 the records give for a pool file (a .deb, a .dsc or a source file)."""
-        rec = self.pool().get(path)
-        if rec is not None:
-            return rec.sha256
-        if self._source_files is None:
-            self._source_files = {
-                p: sha for r in self.pool().values() if r.files for p, _size, sha in r.files
-            }
-        return self._source_files.get(path)
+        return self._sha_index().get(path)
 
     def append(self, records: list[PoolRecord]) -> None:
         if not records:
@@ -191,21 +245,30 @@ class RepoState:
             covered = f.tell()
             f.seek(max(0, covered - 64))
             check = f.read(64)
-        pool = self.pool()
-        for r in records:
-            pool[r.path] = r
-        self._source_files = None
-        self._tail += len(records)
-        if self._tail >= SNAPSHOT_TAIL:
+        if end == 0 and self._pool is None:
+            self._pool = {}  # a new file: these records are all of it
+        if self._pool is not None:
+            for r in records:
+                self._pool[r.path] = r
+        if self._shas is not None:
+            self._shas.update(_shas_of(records))
+        if covered - self._snapshot_covered() >= SNAPSHOT_TAIL:
             self._write_snapshot(covered, check)
+
+    def _snapshot_covered(self) -> int:
+        try:
+            with self.snapshot_path.open("rb") as snap:
+                header = marshal.load(snap)  # noqa: S302
+            return int(header[1]) if header[0] == _SNAPSHOT_VERSION else 0
+        except (OSError, ValueError, EOFError, TypeError, IndexError):
+            return 0
 
     def rewrite_pool(self, keep: dict[str, PoolRecord]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.snapshot_path.unlink(missing_ok=True)  # before: it must never outlive its file
-        self._tail = len(keep)
         write_atomic(self.pool_path, b"".join(r.to_block() for r in keep.values()))
         self._pool = dict(keep)
-        self._source_files = None
+        self._shas = None
 
     # -- suites ---------------------------------------------------------------------------------
 
@@ -213,7 +276,9 @@ class RepoState:
         d = self.dir / "suites"
         if not d.is_dir():
             return []
-        return sorted(p.stem for p in d.glob("*.json") if not p.name.endswith(".byhash.json"))
+        names = {p.stem for p in d.glob("*.members")}
+        names.update(p.stem for p in d.glob("*.json") if not p.name.endswith(".byhash.json"))
+        return sorted(names)
 
     def _load_json(self, path: Path, default: Any) -> Any:
         try:
@@ -226,25 +291,69 @@ class RepoState:
                 "state and include its packages again"
             ) from None
 
+    def _load_members(self, suite: str) -> dict[str, Member]:
+        path = self.suite_path(suite)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            # A repository from before .members: pool path -> time added, in JSON.
+            legacy = self._load_json(path.with_suffix(".json"), {})
+            pool = self.pool()
+            return {
+                p: (int(t), r.kind, r.package, r.version, r.arch)
+                for p, t in legacy.items()
+                if (r := pool.get(p)) is not None
+            }
+        try:
+            members = marshal.loads(data)  # noqa: S302  (private state, written under the lock)
+            if not isinstance(members, dict):
+                raise TypeError(type(members).__name__)
+        except (ValueError, EOFError, TypeError) as exc:
+            raise RepoError(
+                f"{path} is corrupt ({exc}); restore it from a backup or remove the suite's "
+                "state and include its packages again"
+            ) from None
+        return members
+
     def load_suite(self, suite: str) -> SuiteState:
         """The suite's state, read once per locked run (``forget`` drops it); callers share it."""
         st = self._suites.get(suite)
         if st is None:
-            members = self._load_json(self.suite_path(suite), {})
-            byhash = self._load_json(self.suite_path(suite).with_suffix(".byhash.json"), {})
+            members = self._load_members(suite)
+            byhash = self._load_json(self.byhash_path(suite), {})
             st = self._suites[suite] = SuiteState(name=suite, members=members, byhash=byhash)
         return st
+
+    def byhash_path(self, suite: str) -> Path:
+        return self.dir / "suites" / f"{suite}.byhash.json"
 
     def save_members(self, state: SuiteState) -> None:
         path = self.suite_path(state.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps(state.members, separators=(",", ":")).encode())
+        write_atomic(path, marshal.dumps(state.members))
+        path.with_suffix(".json").unlink(missing_ok=True)  # the old format, now converted
         self._suites[state.name] = state
 
     def save_byhash(self, state: SuiteState) -> None:
-        path = self.suite_path(state.name).with_suffix(".byhash.json")
+        path = self.byhash_path(state.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, json.dumps(state.byhash, separators=(",", ":")).encode())
+
+    # -- unreferenced pool records --------------------------------------------------------------
+
+    @property
+    def _gc_marker(self) -> Path:
+        return self.dir / "gc-needed"
+
+    def mark_gc_needed(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._gc_marker.touch()
+
+    def gc_needed(self) -> bool:
+        return self._gc_marker.exists()
+
+    def clear_gc_needed(self) -> None:
+        self._gc_marker.unlink(missing_ok=True)
 
     # -- pending publishes ----------------------------------------------------------------------
 
@@ -259,6 +368,15 @@ class RepoState:
     def pending(self) -> list[str]:
         d = self.dir / "pending"
         return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def _shas_of(records: Iterable[PoolRecord]) -> dict[str, str]:
+    shas: dict[str, str] = {}
+    for r in records:
+        shas[r.path] = r.sha256
+        for path, _size, sha in r.files:
+            shas[path] = sha
+    return shas
 
 
 def _parse_pool(data: bytes) -> dict[str, PoolRecord]:
