@@ -118,7 +118,7 @@ def test_adding_one_package_recompresses_one_chunk() -> None:
     items = _items([f"pkg{i:04d}" for i in range(2000)])
     table = index.IndexTable.build(items)
     before = {c.raw for c in table.chunks}
-    table.update(_items(["pkg0999a"]), set())
+    table.update(_items(["pkg0999a"]), set(), {e[3]: e for e, _s in items}.__getitem__)
     assert len({c.raw for c in table.chunks} - before) == 1  # content-defined boundaries
     again = index.IndexTable.build([*items, *_items(["pkg0999a"])])
     assert table.files() == again.files()
@@ -138,11 +138,12 @@ def test_an_updated_table_is_what_building_it_again_makes(seed: int) -> None:
         add = _items([f"q{rng.randrange(10**6):06d}" for _ in range(rng.randrange(0, 40))])
         add += _items([f"{rng.choice(names)}" for _ in range(3)] if names else [], extra="+b1")
         add = list({e[3]: (e, s) for e, s in add if e[3] not in paths}.values())
-        table.update(add, remove, workers=2)
+        table.update(add, remove, {e[3]: e for e, _s in items}.__getitem__, workers=2)
         items = [it for it in items if it[0][3] not in remove] + add
         expected = index.IndexTable.build(items)
         assert [c.raw for c in table.chunks] == [c.raw for c in expected.chunks]
-        assert [c.entries for c in table.chunks] == [c.entries for c in expected.chunks]
+        assert [c.paths for c in table.chunks] == [c.paths for c in expected.chunks]
+        assert [c.last for c in table.chunks] == [c.last for c in expected.chunks]
         assert table.files() == expected.files()
         # What is saved comes back from the published files alone.
         saved = table.dumps(tuple(hashlib.sha256(d).hexdigest() for d in table.files()))  # type: ignore[arg-type]

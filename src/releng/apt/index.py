@@ -206,11 +206,12 @@ class IndexFiles(NamedTuple):
 
 
 Entry = tuple[str, str, str, str]  # (package, version, arch, pool path): an index's sort order
-_TABLE_VERSION = 1
+_TABLE_VERSION = 2
 
 
 class Chunk(NamedTuple):
-    entries: list[Entry]  # the stanzas' packages, in index order
+    paths: tuple[str, ...]  # the stanzas' pool paths, in index order
+    last: str  # the package name of the last stanza
     raw: bytes  # the stanzas, each followed by a blank line
     gz: bytes  # one complete gzip member
     xz_block: bytes  # one xz block, padded, with its CRC32 check
@@ -222,7 +223,8 @@ def _is_boundary(name: str) -> bool:
 
 
 def _cut(items: Sequence[tuple[Entry, bytes]]) -> list[tuple[list[Entry], bytes]]:
-    """Sorted ``(entry, stanza)`` items cut into chunks by the rule of :func:`chunk_stanzas`."""
+    """Sorted ``(entry, stanza)`` items cut into chunks: after a package whose name is a
+    content boundary (its CRC32 is 0 mod BOUNDARY_MOD), or once a chunk reaches MAX_CHUNK."""
     out: list[tuple[list[Entry], bytes]] = []
     entries: list[Entry] = []
     stanzas: list[bytes] = []
@@ -257,12 +259,10 @@ def _compress_all(
         done = {raw: compress_chunk(raw) for raw in todo}
     out: list[Chunk] = []
     for entries, raw in pieces:
+        paths = tuple(e[3] for e in entries)
         old = reuse.get(raw)
-        if old is not None:
-            out.append(Chunk(entries, raw, old.gz, old.xz_block, old.xz_unpadded))
-        else:
-            c = done[raw]
-            out.append(Chunk(entries, raw, c.gz, c.xz_block, c.xz_unpadded))
+        c = done[raw] if old is None else old
+        out.append(Chunk(paths, entries[-1][0], raw, c.gz, c.xz_block, c.xz_unpadded))
     return out
 
 
@@ -272,7 +272,7 @@ class IndexTable:
     Adding or removing a package re-cuts and recompresses only the chunks between the two
     content boundaries around it; the same chunks as cutting the whole index again, so the
     result is byte for byte what :meth:`build` makes. Saved between publishes as the chunks'
-    entries and lengths (:meth:`dumps`); their bytes come back from the published files
+    pool paths and lengths (:meth:`dumps`); their bytes come back from the published files
     (:meth:`loads`), so nothing is stored twice.
     """
 
@@ -286,25 +286,34 @@ class IndexTable:
         return cls(_compress_all(_cut(sorted(items, key=_first)), {}, workers))
 
     def paths(self) -> set[str]:
-        return {e[3] for c in self.chunks for e in c.entries}
+        return set().union(*(c.paths for c in self.chunks))
 
     def update(
-        self, add: Sequence[tuple[Entry, bytes]], remove: set[str], *, workers: int = 1
+        self,
+        add: Sequence[tuple[Entry, bytes]],
+        remove: set[str],
+        key: Callable[[str], Entry],
+        *,
+        workers: int = 1,
     ) -> None:
-        """Add ``(entry, stanza)`` items and remove the entries whose path is in ``remove``."""
+        """Add ``(entry, stanza)`` items and remove the stanzas whose path is in ``remove``.
+
+        ``key(path)``: the entry of a stanza the table holds and keeps (only the re-cut chunks'
+        are asked for).
+        """
         chunks = self.chunks
         if not chunks:
             self.chunks = _compress_all(_cut(sorted(add, key=_first)), {}, workers)
             return
         n = len(chunks)
-        lasts = [c.entries[-1][0] for c in chunks]
+        lasts = [c.last for c in chunks]
         ends = [_is_boundary(name) for name in lasts]  # else it was cut for its size
         adds: dict[int, list[tuple[Entry, bytes]]] = {}
         for item in add:
             adds.setdefault(min(bisect.bisect_left(lasts, item[0][0]), n - 1), []).append(item)
         dirty = set(adds)
         if remove:
-            dirty.update(i for i, c in enumerate(chunks) if any(e[3] in remove for e in c.entries))
+            dirty.update(i for i, c in enumerate(chunks) if not remove.isdisjoint(c.paths))
         starts = set()
         for d in dirty:
             start = d
@@ -325,10 +334,10 @@ class IndexTable:
                 c = chunks[j]
                 reuse[c.raw] = c
                 stanzas = c.raw[:-2].split(b"\n\n")
-                if len(stanzas) != len(c.entries):
-                    raise ValueError("a chunk's stanzas do not match its entries")
+                if len(stanzas) != len(c.paths):
+                    raise ValueError("a chunk's stanzas do not match its paths")
                 items += [
-                    (e, s) for e, s in zip(c.entries, stanzas, strict=True) if e[3] not in remove
+                    (key(p), s) for p, s in zip(c.paths, stanzas, strict=True) if p not in remove
                 ]
                 items += adds.get(j, ())
                 j += 1
@@ -347,7 +356,8 @@ class IndexTable:
     def dumps(self, digests: tuple[str, str, str]) -> bytes:
         """The table, for files whose SHA256s are ``digests`` (raw, gz, xz)."""
         rows = [
-            (c.entries, len(c.raw), len(c.gz), len(c.xz_block), c.xz_unpadded) for c in self.chunks
+            (c.paths, c.last, len(c.raw), len(c.gz), len(c.xz_block), c.xz_unpadded)
+            for c in self.chunks
         ]
         return marshal.dumps((_TABLE_VERSION, digests, rows))
 
@@ -366,10 +376,11 @@ class IndexTable:
             chunks: list[Chunk] = []
             r = g = 0
             x = 12  # after the xz stream header
-            for entries, raw_len, gz_len, xz_len, unpadded in rows:
+            for paths, last, raw_len, gz_len, xz_len, unpadded in rows:
                 chunks.append(
                     Chunk(
-                        entries,
+                        paths,
+                        last,
                         raw[r : r + raw_len],
                         gz[g : g + gz_len],
                         xz[x : x + xz_len],
@@ -379,7 +390,7 @@ class IndexTable:
                 r, g, x = r + raw_len, g + gz_len, x + xz_len
             if r != len(raw) or (rows and g != len(gz)) or x > len(xz):
                 return None
-            if any(not c.entries or c.raw[-2:] != b"\n\n" for c in chunks):
+            if any(not c.paths or c.raw[-2:] != b"\n\n" for c in chunks):
                 return None
         except (ValueError, TypeError, EOFError):
             return None

@@ -491,6 +491,11 @@ class Repository:
         single = len(self.settings.components) == 1
         members = st.members
         dists = os.path.join(self.root, "dists", st.name)  # noqa: PTH118
+
+        def key(path: str) -> _index.Entry:
+            m = members[path]
+            return (m[2], m[3], m[4], path)
+
         for comp in self.settings.components:
             mine = (
                 members
@@ -513,7 +518,7 @@ class Repository:
                 else:
                     have = table.paths()
                     add = self._items(wanted - have, fresh, st.name)
-                    table.update(add, have - wanted, workers=self.workers)
+                    table.update(add, have - wanted, key, workers=self.workers)
                 out[name] = table
         return out
 
