@@ -52,13 +52,26 @@ def _short_home(home: Path) -> Path:
     return link
 
 
+_GPG_BY_HOME: dict[str, Any] = {}  # python-gnupg runs `gpg --version` for every new GPG()
+_GPG_LOCK = threading.Lock()
+
+
 def _gpg(gnupghome: Path | None) -> Any:
+    """The python-gnupg handle for ``gnupghome`` (made once per process and home)."""
     import gnupg
 
     if gnupghome is not None:
         gnupghome.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return gnupg.GPG(gnupghome=str(_short_home(gnupghome.resolve())), options=list(_BATCH))
-    return gnupg.GPG(options=list(_BATCH))
+    key = str(gnupghome.resolve()) if gnupghome is not None else ""
+    with _GPG_LOCK:
+        gpg = _GPG_BY_HOME.get(key)
+        if gpg is None:
+            if gnupghome is None:
+                gpg = gnupg.GPG(options=list(_BATCH))
+            else:
+                gpg = gnupg.GPG(gnupghome=str(_short_home(Path(key))), options=list(_BATCH))
+            _GPG_BY_HOME[key] = gpg
+    return gpg
 
 
 def _failure(result: Any) -> str:
@@ -202,12 +215,13 @@ class Signer:
         return data
 
 
-def ensure_dev_key(state_dir: Path) -> Path:
-    """Make the development key once under ``state_dir``; return its GNUPGHOME."""
+def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
+    """Make the development key once under ``state_dir``; its GNUPGHOME and fingerprint."""
     home = state_dir / DEV_KEY_DIR
     gpg = _gpg(home)
-    if gpg.list_keys(secret=True):
-        return home
+    keys = gpg.list_keys(secret=True)
+    if keys:
+        return home, str(keys[0]["fingerprint"])
     (home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\n")
     log.warning("making a development signing key under %s (refused for releases)", home)
     params = gpg.gen_key_input(
@@ -222,7 +236,7 @@ def ensure_dev_key(state_dir: Path) -> Path:
     result = gpg.gen_key(params)
     if not result.fingerprint:
         raise SigningError(f"could not make the development key under {home}: {_failure(result)}")
-    return home
+    return home, str(result.fingerprint)
 
 
 def passphrase_from(
@@ -252,9 +266,7 @@ def signer_for(project: Project, env: Mapping[str, str], *, release: bool) -> Si
                 "a release cannot be signed with the development key; set [signing] key "
                 "(and gnupghome, passphrase_env or passphrase_file) in product.toml"
             )
-        home = ensure_dev_key(project.state_dir)
-        gpg = _gpg(home)
-        fpr = gpg.list_keys(secret=True)[0]["fingerprint"]
+        home, fpr = ensure_dev_key(project.state_dir)
         return Signer(gnupghome=home, key=fpr, passphrase=None, development=True)
     keyring_home: Path | None = None
     if cfg.gnupghome:
