@@ -13,6 +13,8 @@ import pytest
 
 from releng.build import (
     BUILD_JSON,
+    LABEL_PROJECT,
+    LABEL_SMOKE,
     Owner,
     build_spec,
     make_package,
@@ -91,7 +93,11 @@ def test_demo_release_builds_installs_and_runs(
     meta = json.loads((out / BUILD_JSON).read_text())
     assert meta["base_image"]["id"] == engine.image_id(base_image(distro_id))
     assert meta["builder_image"]["id"] == engine.image_id(meta["builder_image"]["reference"])
-    assert "releng: smoke command passed" in (out / "build.log").read_text()
+    build_log = (out / "build.log").read_text()
+    assert "releng: smoke command passed" in build_log
+    # The packages were installed as soon as they were built, while dpkg-buildpackage went on.
+    assert ">>> binaries ready:" in build_log
+    assert "as they were built" in build_log
     owner = out.parents[2].stat()  # the repository root
     assert {(p.stat().st_uid, p.stat().st_gid) for p in out.iterdir()} == {
         (owner.st_uid, owner.st_gid)
@@ -251,3 +257,62 @@ def test_output_belongs_to_the_invoking_user_under_sudo(
     assert (
         "--user 4321:4322" in (result.out_dir / "build.log").read_text()
     )  # built as that user too
+
+
+def test_a_new_tarball_equal_to_the_last_builds_is_up_to_date(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The build container starts while a new tarball is made; when that tarball is the last
+    build's, the build is up to date all the same and the container is gone."""
+    base_image(BOOKWORM)
+    project = Project.load(copy_repo(tmp_path / "repo"))
+    env = {**_env(), "SOURCE_DATE_EPOCH": "1767225600"}  # the tarball no longer has commit times
+    version = Version.parse("2026.11.19")
+    first = make_package(engine, project, BOOKWORM, version, env=env)
+    assert not first.up_to_date
+    git(project.root, "commit", "-q", "--allow-empty", "-m", "moves the nightly ref only")
+    again = make_package(engine, project, BOOKWORM, version, env=env)
+    assert again.up_to_date
+    assert (
+        engine.client.containers.list(
+            all=True, filters={"label": f"{LABEL_PROJECT}={project.root}"}
+        )
+        == []
+    )
+    assert not any((project.state_dir / "logs").iterdir()), "no log of a build that did not run"
+
+
+@pytest.mark.parametrize("hand_over", ["changed", "missing"])
+def test_packages_changed_after_the_hand_over_are_installed_again_in_a_fresh_container(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path, hand_over: str
+) -> None:
+    """The early install counts only for the very packages of the output: a builder that
+    announces packages which then change (or are not there) gets them installed again."""
+    base_image(BOOKWORM)
+    root = copy_repo(tmp_path / "repo")
+    own = root / "distros" / BOOKWORM / "make-package"
+    builder = 'sh "/opt/tally-packaging/packaging/make-debianish-package"\n'
+    if hand_over == "changed":
+        # After the real build (and its hand-over), repack the package: other bytes.
+        script = (
+            "#!/bin/sh\nset -e\n" + builder + 'cd "$OUT"\nfor d in tally-nightly_*.deb; do\n'
+            '  dpkg-deb -R "$d" /tmp/unpacked && dpkg-deb -Zgzip -b /tmp/unpacked "$d"\n'
+            "done\n"
+        )
+    else:
+        script = '#!/bin/sh\nset -e\necho ">>> binaries ready: nothing_1_amd64.deb"\n' + builder
+    own.write_text(script)
+    own.chmod(0o755)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "a builder whose hand-over does not hold")
+    result = make_package(engine, Project.load(root), BOOKWORM, NIGHTLY, env=_env())
+    build_log = (result.out_dir / "build.log").read_text()
+    assert "the packages changed after they were handed over; again:" in build_log
+    assert "as they were built" not in build_log
+    assert build_log.rstrip().endswith(
+        "releng: smoke command passed: sh -c echo one two | tally -w"
+    )
+    if hand_over == "changed":
+        deb = next(result.out_dir.glob("tally-nightly_*_amd64.deb"))
+        assert b"data.tar.gz" in deb.read_bytes()[:2048]  # the repacked one is the output
+    assert engine.client.containers.list(all=True, filters={"label": f"{LABEL_SMOKE}={root}"}) == []

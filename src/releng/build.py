@@ -22,6 +22,7 @@ hidden behind an empty tmpfs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import email.utils
 import hashlib
@@ -36,15 +37,18 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple, TypeVar
 
 from releng.distro import Distro
-from releng.engine import Container, ContainerSpec, Engine, Mount
+from releng.engine import Container, ContainerSpec, Engine, Mount, RunResult
 from releng.errors import BuildError, RelengError
 from releng.images import BuilderImage, ensure_base_image, ensure_builder_image
 from releng.project import Project
+from releng.source import SourceTarball
 from releng.version import Version
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,14 @@ LABEL_PROJECT = "org.releng.project"
 LABEL_DISTRO = "org.releng.distro"
 LABEL_RUN = "org.releng.run"
 LABEL_SMOKE = "org.releng.smoke-of"  # the idle smoke-test container of a project
+BINARIES_READY = ">>> binaries ready:"  # packaging/binaries-ready's hand-over line
+GATE_FILE = ".releng-go"  # in /var/out: the source's dates, which open a gated build
+# A gated build container waits for GATE_FILE, reads it, removes it, then runs the builder.
+_GATE = (
+    f'while [ ! -e "$OUT/{GATE_FILE}" ]; do sleep 0.01; done; '
+    f'. "$OUT/{GATE_FILE}" && rm -f "$OUT/{GATE_FILE}" && exec "$@"'
+)
+_T = TypeVar("_T")
 RUN_ID = uuid.uuid4().hex  # this process's containers (make-all-packages removes them on Ctrl-C)
 
 
@@ -184,37 +196,58 @@ def plan_build(
     """Ensure the tarball and images exist, gather the inputs, decide whether to build."""
     from releng.source import ensure_source_tarball
 
-    if not distro.is_debianish and distro.make_package is None:
-        raise BuildError(f"{distro.id} has neither debian/ nor its own make-package; add one")
+    _check_buildable(distro)
     check_writable(project.out_dir)
     source = ensure_source_tarball(project, version, env=env)
+    target = _target(engine, project, distro, version, on_line=on_line)
+    return _decide(target, source, force=force)
+
+
+def _check_buildable(distro: Distro) -> None:
+    if not distro.is_debianish and distro.make_package is None:
+        raise BuildError(f"{distro.id} has neither debian/ nor its own make-package; add one")
+
+
+def _target(
+    engine: Engine,
+    project: Project,
+    distro: Distro,
+    version: Version,
+    *,
+    on_line: Callable[[str], None] | None,
+) -> BuildPlan:
+    """What is built in which images, before the source tarball is known (no inputs yet)."""
     base_id = ensure_base_image(engine, project, distro)
     builder = ensure_builder_image(engine, project, distro, base_id=base_id, on_line=on_line)
-    inputs = {
-        "tarball_sha256": source.sha256,
-        "distro_dir": tree_hash(distro.path),
-        "packaging": tree_hash(project.root / "packaging"),
-        "builder_image": builder.id,
-    }
-    out_dir = project.build_dir(version, distro.id)
-    previous = _read_build_json(out_dir)
-    up_to_date = (
-        not force
-        and previous is not None
-        and previous.get("inputs") == inputs
-        and all((out_dir / str(f)).is_file() for f in list(previous.get("files") or []))  # type: ignore[call-overload]
-    )
     return BuildPlan(
         project=project,
         distro=distro,
         version=version,
-        tarball=source.tarball,
+        tarball=project.tarball_path(version),
         base_image_id=base_id,
         builder=builder,
-        inputs=inputs,
-        out_dir=out_dir,
-        up_to_date=up_to_date,
+        inputs={},
+        out_dir=project.build_dir(version, distro.id),
+        up_to_date=False,
     )
+
+
+def _decide(target: BuildPlan, source: SourceTarball, *, force: bool) -> BuildPlan:
+    """``target`` with its inputs, up to date when the last successful build had the same."""
+    inputs = {
+        "tarball_sha256": source.sha256,
+        "distro_dir": tree_hash(target.distro.path),
+        "packaging": tree_hash(target.project.root / "packaging"),
+        "builder_image": target.builder.id,
+    }
+    previous = _read_build_json(target.out_dir)
+    up_to_date = (
+        not force
+        and previous is not None
+        and previous.get("inputs") == inputs
+        and all((target.out_dir / str(f)).is_file() for f in list(previous.get("files") or []))  # type: ignore[call-overload]
+    )
+    return dataclasses.replace(target, tarball=source.tarball, inputs=inputs, up_to_date=up_to_date)
 
 
 def check_writable(out_dir: Path) -> None:
@@ -259,8 +292,21 @@ def secret_masks(project: Project) -> list[str]:
 
 def build_environment(plan: BuildPlan, *, cpus: int) -> dict[str, str]:
     """The build container's whole environment: built from scratch, no host variables."""
+    return {**_fixed_environment(plan, cpus=cpus), **source_dates(plan.tarball)}
+
+
+def source_dates(tarball: Path) -> dict[str, str]:
+    """``SOURCE_DATE_EPOCH`` and ``CHANGELOG_DATE``: the source tarball's date."""
+    epoch = tarball_mtime(tarball)
+    return {
+        "SOURCE_DATE_EPOCH": str(epoch),
+        "CHANGELOG_DATE": email.utils.format_datetime(dt.datetime.fromtimestamp(epoch, dt.UTC)),
+    }
+
+
+def _fixed_environment(plan: BuildPlan, *, cpus: int) -> dict[str, str]:
+    """Everything of the environment but the source's dates (known before the tarball is)."""
     project, distro, version = plan.project, plan.distro, plan.version
-    epoch = tarball_mtime(plan.tarball)
     env = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "LANG": "C.UTF-8",
@@ -274,8 +320,6 @@ def build_environment(plan: BuildPlan, *, cpus: int) -> dict[str, str]:
         "OUT": OUT_MOUNT,
         "WORK": BUILD_DIR,
         "MAINTAINER": project.config.product.maintainer,
-        "SOURCE_DATE_EPOCH": str(epoch),
-        "CHANGELOG_DATE": email.utils.format_datetime(dt.datetime.fromtimestamp(epoch, dt.UTC)),
         "DEB_BUILD_OPTIONS": f"parallel={cpus}",
     }
     if distro.debian_dir is not None:
@@ -293,18 +337,27 @@ def build_command(plan: BuildPlan) -> list[str]:
     return ["sh", f"{plan.project.packaging_mount}/{DEFAULT_BUILDER}"]
 
 
-def build_spec(plan: BuildPlan, out_tmp: Path, *, owner: Owner, cpus: int) -> ContainerSpec:
+def build_spec(
+    plan: BuildPlan, out_tmp: Path, *, owner: Owner, cpus: int, gated: bool = False
+) -> ContainerSpec:
+    """The build container. ``gated``: it starts before the source tarball is made and waits
+    for :func:`_open_gate` to hand it the source's dates (the one part of the environment
+    that depends on the tarball); ``plan`` then needs no inputs yet.
+    """
     project = plan.project
+    command = build_command(plan)
     return ContainerSpec(
         image=plan.builder.id,
-        command=build_command(plan),
+        command=["sh", "-c", _GATE, "releng-gate", *command] if gated else command,
         mounts=[
             Mount(project.root, project.packaging_mount),
             Mount(plan.distro.path.resolve(), project.distro_mount),
             Mount(out_tmp, OUT_MOUNT, read_only=False),
         ],
         masks=secret_masks(project),
-        environment=build_environment(plan, cpus=cpus),
+        environment=(
+            _fixed_environment(plan, cpus=cpus) if gated else build_environment(plan, cpus=cpus)
+        ),
         network="none",
         user=owner.build_user,
         workdir=BUILD_DIR,
@@ -388,28 +441,68 @@ def make_package(
     Up to date (same inputs as the last successful build): nothing runs unless
     ``force``. A failure raises :class:`BuildFailed` naming the log; ``keep``
     first commits the failed container to ``releng-failed-<name>:<distro>``.
+
+    When the source tarball must be made, the build container starts meanwhile and
+    waits for it (see :func:`build_spec`'s ``gated``).
     """
+    from releng.gpg import signer_for
+    from releng.source import current_source_tarball, make_source_tarball
+
     started = time.monotonic()
     distro = project.distro(distro_id)
-    plan = plan_build(engine, project, distro, version, env=env, force=force, on_line=on_line)
-    if plan.up_to_date:
-        previous = _read_build_json(plan.out_dir) or {}
-        log.info("%s %s is up to date in %s", distro_id, version, plan.out_dir)
-        return BuildResult(
-            distro_id=distro_id,
-            version=version.text,
-            out_dir=plan.out_dir,
-            up_to_date=True,
-            files=[str(f) for f in list(previous.get("files") or [])],  # type: ignore[call-overload]
-            seconds=time.monotonic() - started,
-        )
-    owner = Owner.for_project(project, env)
+    _check_buildable(distro)
+    check_writable(project.out_dir)
+    source = current_source_tarball(project, version)
+    # A signing problem fails now, not after the images are made.
+    signer = None if source else signer_for(project, env, release=version.is_release)
+    target = _target(engine, project, distro, version, on_line=on_line)
+    if source is not None:
+        plan = _decide(target, source, force=force)
+        if plan.up_to_date:
+            return _up_to_date(plan, started)
+
+        def decide() -> BuildPlan:
+            return plan
+
+    else:
+
+        def decide() -> BuildPlan:
+            made = make_source_tarball(project, version, env=env, signer=signer)
+            return _decide(target, made, force=force)
+
+    return _build(
+        engine,
+        target,
+        decide,
+        source_ready=source is not None,
+        owner=Owner.for_project(project, env),
+        cpus=cpus or os.cpu_count() or 1,
+        keep=keep,
+        on_line=on_line,
+        started=started,
+    )
+
+
+def _build(
+    engine: Engine,
+    target: BuildPlan,
+    decide: Callable[[], BuildPlan],
+    *,
+    source_ready: bool,
+    owner: Owner,
+    cpus: int,
+    keep: bool,
+    on_line: Callable[[str], None] | None,
+    started: float,
+) -> BuildResult:
+    """Run the build: ``decide`` gives the plan (making the source tarball unless
+    ``source_ready``), while the gated build container starts."""
+    project, distro_id, version = target.project, target.distro.id, target.version
     log_path = _new_log(project, distro_id, version)
-    cpus = cpus or os.cpu_count() or 1
-    plan.out_dir.parent.mkdir(parents=True, exist_ok=True)
+    target.out_dir.parent.mkdir(parents=True, exist_ok=True)
     with (
         _failed_log_kept(log_path, owner),
-        tempfile.TemporaryDirectory(dir=plan.out_dir.parent, prefix=f".tmp-{distro_id}-") as tmp,
+        tempfile.TemporaryDirectory(dir=target.out_dir.parent, prefix=f".tmp-{distro_id}-") as tmp,
         log_path.open("w", encoding="utf-8") as log_file,
     ):
         work = Path(tmp)
@@ -425,20 +518,41 @@ def make_package(
             if on_line is not None:
                 on_line(line)
 
-        spec = build_spec(plan, out_tmp, owner=owner, cpus=cpus)
+        spec = build_spec(target, out_tmp, owner=owner, cpus=cpus, gated=True)
         record(f"releng: {spec.describe()}")
-        log.info("building %s %s in %s", distro_id, version, plan.builder.reference)
-        with _started_meanwhile(engine, smoke_spec(plan, out_tmp)) as (begin_smoke, smoke):
-            _run_build(
-                engine, plan, spec, record=record, log_path=log_path, keep=keep, started=begin_smoke
-            )
-            files = _smoke_test(smoke(), plan, out_tmp, record=record, log_path=log_path)
-        metadata = _metadata(plan, out_tmp, files)
-        log_file.flush()
-        shutil.copyfile(log_path, out_tmp / BUILD_LOG)
-        (out_tmp / BUILD_JSON).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-        _chown_tree(out_tmp, owner)
-        _replace_dir(out_tmp, plan.out_dir, work)
+        log.info("building %s %s in %s", distro_id, version, target.builder.reference)
+        with _Background(engine, spec, "releng-build") as build:
+            if source_ready:
+                plan = decide()
+                _open_gate(out_tmp, plan, record=record)  # before the start: no wait at all
+                build.begin()
+            else:
+                build.begin()  # the container starts while the tarball is made
+                plan = decide()
+                if plan.up_to_date:  # the new tarball is the same as the last build's
+                    log_path.unlink()
+                    return _up_to_date(plan, started)
+                _open_gate(out_tmp, plan, record=record)
+            with _SmokeTest(engine, plan, out_tmp, record=record, log_path=log_path) as smoke:
+
+                def watch(line: str) -> None:
+                    record(line)
+                    smoke.watch(line)
+
+                build.wait_started()
+                smoke.begin()
+                _run_build(build.container, plan, record=watch, log_path=log_path, keep=keep)
+                build.remove_soon()
+                files, digests = smoke.finish()
+                # The containers are being removed meanwhile.
+                metadata = _metadata(plan, out_tmp, files, digests)
+                log_file.flush()
+                shutil.copyfile(log_path, out_tmp / BUILD_LOG)
+                (out_tmp / BUILD_JSON).write_text(
+                    json.dumps(metadata, indent=2, sort_keys=True) + "\n"
+                )
+                _chown_tree(out_tmp, owner)
+                _replace_dir(out_tmp, plan.out_dir, work)
     log_path.unlink()  # it is out/<version>/<distro>/build.log now
     log.info("built %s %s into %s", distro_id, version, plan.out_dir)
     return BuildResult(
@@ -452,33 +566,101 @@ def make_package(
     )
 
 
+def _up_to_date(plan: BuildPlan, started: float) -> BuildResult:
+    previous = _read_build_json(plan.out_dir) or {}
+    log.info("%s %s is up to date in %s", plan.distro.id, plan.version, plan.out_dir)
+    return BuildResult(
+        distro_id=plan.distro.id,
+        version=plan.version.text,
+        out_dir=plan.out_dir,
+        up_to_date=True,
+        files=[str(f) for f in list(previous.get("files") or [])],  # type: ignore[call-overload]
+        seconds=time.monotonic() - started,
+    )
+
+
+def _open_gate(out_tmp: Path, plan: BuildPlan, *, record: Callable[[str], None]) -> None:
+    """Hand a gated build container the source's dates (through a rename: never half a file)."""
+    dates = source_dates(plan.tarball)
+    record(f"releng: source dates: {shlex.join(f'{k}={v}' for k, v in dates.items())}")
+    tmp = out_tmp / f"{GATE_FILE}.tmp"
+    tmp.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in dates.items()))
+    tmp.replace(out_tmp / GATE_FILE)
+
+
+class _Background:
+    """A container created and started on a thread while the caller goes on.
+
+    ``begin`` starts that; ``wait_started`` waits for it (raising what it raised);
+    ``remove_soon`` begins the removal on the thread. On the way out, whatever happened,
+    the thread's work is waited for and the container is removed.
+    """
+
+    def __init__(self, engine: Engine, spec: ContainerSpec, name: str) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.container = engine.container(spec)
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._started: Future[None] | None = None
+        self._removal: Future[None] | None = None
+
+    def __enter__(self) -> _Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._started is not None:
+                self._started.exception()  # a container still being created cannot be removed
+            if self._removal is not None:
+                self._removal.result()
+            self.container.remove()
+        finally:
+            self._pool.shutdown()
+
+    def begin(self) -> None:
+        if self._started is None:
+            self._started = self._pool.submit(self._create_and_start)
+
+    def _create_and_start(self) -> None:
+        self.container.__enter__()
+        self.container.start()
+
+    def wait_started(self) -> Container:
+        self.begin()
+        assert self._started is not None
+        self._started.result()
+        return self.container
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T]:
+        """Run ``fn`` on the container's thread (after its start)."""
+        return self._pool.submit(fn)
+
+    def remove_soon(self) -> None:
+        if self._removal is None:
+            self._removal = self._pool.submit(self.container.remove)
+
+
 def _run_build(
-    engine: Engine,
+    container: Container,
     plan: BuildPlan,
-    spec: ContainerSpec,
     *,
     record: Callable[[str], None],
     log_path: Path,
     keep: bool,
-    started: Callable[[], None] = lambda: None,
 ) -> None:
-    """Run the build container to its end; BuildFailed (after --keep's commit) unless it exits 0.
-
-    ``started`` is called once the container runs.
-    """
+    """Follow the running build container to its end; BuildFailed (after --keep's commit)
+    unless it exits 0."""
     distro_id, version = plan.distro.id, plan.version
-    with engine.container(spec) as container:
-        container.start()
-        started()
-        container.stream(record)
-        code = container.wait()
-        if code == 0:
-            return
-        hint = ""
-        if keep:
-            repo, tag = failed_image(plan.project, distro_id).split(":")
-            container.commit(repo, tag, changes=['CMD ["bash", "-l"]', f"WORKDIR {BUILD_DIR}"])
-            hint = f"; the failed container is kept: invoke interactive {distro_id} --from-failed"
+    container.stream(record)
+    code = container.wait()
+    if code == 0:
+        return
+    hint = ""
+    if keep:
+        repo, tag = failed_image(plan.project, distro_id).split(":")
+        dates = [f"ENV {k}={json.dumps(v)}" for k, v in source_dates(plan.tarball).items()]
+        container.commit(repo, tag, changes=['CMD ["bash", "-l"]', f"WORKDIR {BUILD_DIR}", *dates])
+        hint = f"; the failed container is kept: invoke interactive {distro_id} --from-failed"
     raise BuildFailed(
         f"build of {distro_id} {version} failed (exit {code}): {_last(log_path)}; "
         f"full log: {log_path}{hint}",
@@ -486,81 +668,131 @@ def _run_build(
     )
 
 
-@contextlib.contextmanager
-def _started_meanwhile(
-    engine: Engine, spec: ContainerSpec
-) -> Iterator[tuple[Callable[[], None], Callable[[], Container]]]:
-    """Create and start ``spec``'s container in a thread while the block runs.
+class _SmokeRun(NamedTuple):
+    debs: list[str]
+    digests: dict[str, str]  # sha256 of each installed package, as it was installed
+    result: RunResult
 
-    The block gets two functions: ``begin`` starts the creation (not at once: two
-    concurrent creations slow each other), ``get`` waits for the container (begun if
-    need be; raising what its creation raised). On the way out, whatever happened,
-    the creation is waited for and the container removed.
+
+class _SmokeTest:
+    """Install the build's packages in a fresh base container and run the smoke command.
+
+    The container is created and started while the build runs (:meth:`begin`, called once
+    the build container runs: two concurrent creations slow each other) and waits idle.
+    When the builder hands its packages over before it has finished (a ``>>> binaries
+    ready:`` line, see ``packaging/binaries-ready``), they are installed at once, while
+    dpkg-buildpackage still makes the ``.buildinfo`` and ``.changes``, and the container
+    is removed. :meth:`finish` accepts that early run only for exactly the packages in the
+    final output, byte for byte; otherwise (or with no hand-over) it installs them then,
+    in another fresh container. Containers are removed on the way out, whatever happened.
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
 
-    container = engine.container(spec)
+    def __init__(
+        self,
+        engine: Engine,
+        plan: BuildPlan,
+        out_tmp: Path,
+        *,
+        record: Callable[[str], None],
+        log_path: Path,
+    ) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.out_tmp = out_tmp
+        self.record = record
+        self.log_path = log_path
+        self._box = _Background(engine, smoke_spec(plan, out_tmp), "releng-smoke")
+        self._early: Future[_SmokeRun | None] | None = None
 
-    def create_and_start() -> Container:
-        container.__enter__()
-        container.start()
-        return container
+    def __enter__(self) -> _SmokeTest:
+        return self
 
-    futures: list[Future[Container]] = []
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="releng-smoke") as pool:
-
-        def begin() -> None:
-            if not futures:
-                futures.append(pool.submit(create_and_start))
-
-        def get() -> Container:
-            begin()
-            return futures[0].result()
-
+    def __exit__(self, *exc: object) -> None:
         try:
-            yield begin, get
+            if self._early is not None:
+                self._early.exception()  # wait for it: its container is removed next
         finally:
-            for future in futures:
-                future.exception()  # wait: a container still being created cannot be removed
-            container.remove()
+            self._box.__exit__()
 
+    def begin(self) -> None:
+        """Begin creating and starting the idle smoke container (in the background)."""
+        self._box.begin()
 
-def _smoke_test(
-    container: Container,
-    plan: BuildPlan,
-    out_tmp: Path,
-    *,
-    record: Callable[[str], None],
-    log_path: Path,
-) -> list[str]:
-    """Check the build's files, install its .debs in the fresh base container, run the smoke command."""
-    distro_id, version = plan.distro.id, plan.version
-    files = sorted(p.name for p in out_tmp.iterdir() if p.is_file())
-    debs = [f for f in files if f.endswith(".deb")]
-    if not debs or not any(f.endswith(".changes") for f in files):
-        raise BuildFailed(
-            f"build of {distro_id} {version} made no .deb or no .changes in {OUT_MOUNT}; "
-            f"full log: {log_path}",
-            log_path,
+    def watch(self, line: str) -> None:
+        """Called with each line of the build's output: starts the early run on a hand-over."""
+        if self._early is None and line.startswith(BINARIES_READY):
+            debs = sorted(n for n in line[len(BINARIES_READY) :].split() if n.endswith(".deb"))
+            if debs and all(_plain_name(n) for n in debs):
+                self.begin()
+                self._early = self._box.submit(lambda: self._install_early(debs))
+
+    def _install(self, debs: list[str]) -> _SmokeRun | None:
+        """Install ``debs`` and run the smoke command; None when a package is not there."""
+        container = self._box.wait_started()
+        try:
+            digests = {name: file_sha256(self.out_tmp / name) for name in debs}
+        except OSError:
+            return None  # a hand-over line naming what is not there: install at the end
+        return _SmokeRun(debs, digests, container.exec(smoke_command(self.plan, debs)))
+
+    def _install_early(self, debs: list[str]) -> _SmokeRun | None:
+        """The early run; its container is removed right after (another is made if needed)."""
+        try:
+            return self._install(debs)
+        finally:
+            self._box.container.remove()
+
+    def finish(self) -> tuple[list[str], dict[str, str]]:
+        """After a successful build: its files and their sha256, once the smoke test passed."""
+        distro_id, version = self.plan.distro.id, self.plan.version
+        files = sorted(p.name for p in self.out_tmp.iterdir() if p.is_file())
+        debs = [f for f in files if f.endswith(".deb")]
+        if not debs or not any(f.endswith(".changes") for f in files):
+            raise BuildFailed(
+                f"build of {distro_id} {version} made no .deb or no .changes in {OUT_MOUNT}; "
+                f"full log: {self.log_path}",
+                self.log_path,
+            )
+        digests = {f: file_sha256(self.out_tmp / f) for f in files}
+        run = self._early.result() if self._early is not None else None
+        early = (
+            run is not None and run.debs == debs and all(run.digests[d] == digests[d] for d in debs)
         )
-    record(f"releng: installing {', '.join(debs)} in a fresh {plan.distro.docker_base} container")
-    smoke = container.exec(smoke_command(plan, debs))
-    for line in smoke.output.splitlines():
-        record(line)
-    if smoke.exit_code != 0:
-        what = (
-            "do not install"
-            if smoke.exit_code == 100
-            else f"fail the smoke command (exit {smoke.exit_code})"
-        )
-        raise BuildFailed(
-            f"the {distro_id} packages {what}: {_last(log_path)}; full log: {log_path}", log_path
-        )
-    record(f"releng: smoke command passed: {' '.join(plan.project.config.product.smoke_command)}")
-    return files
+        where = f"a fresh {self.plan.distro.docker_base} container"
+        if run is not None and early:
+            self.record(f"releng: installed {', '.join(debs)} in {where} as they were built")
+        else:
+            if self._early is not None:
+                self.record("releng: the packages changed after they were handed over; again:")
+                self._box.__exit__()
+                self._box = _Background(self.engine, self._box.container.spec, "releng-smoke")
+            self.record(f"releng: installing {', '.join(debs)} in {where}")
+            run = self._install(debs)
+            assert run is not None  # every file of ``debs`` was just listed
+        for line in run.result.output.splitlines():
+            self.record(line)
+        code = run.result.exit_code
+        if code != 0:
+            what = "do not install" if code == 100 else f"fail the smoke command (exit {code})"
+            raise BuildFailed(
+                f"the {distro_id} packages {what}: {_last(self.log_path)}; "
+                f"full log: {self.log_path}",
+                self.log_path,
+            )
+        smoke = " ".join(self.plan.project.config.product.smoke_command)
+        self.record(f"releng: smoke command passed: {smoke}")
+        self._box.remove_soon()  # done already after an early run
+        return files, digests
 
 
-def _metadata(plan: BuildPlan, out_tmp: Path, files: list[str]) -> dict[str, object]:
+def _plain_name(name: str) -> bool:
+    """A file name with no directory part (a hand-over line names files in ``/var/out``)."""
+    return bool(name) and "/" not in name and name not in (".", "..")
+
+
+def _metadata(
+    plan: BuildPlan, out_tmp: Path, files: list[str], digests: Mapping[str, str]
+) -> dict[str, object]:
     return {
         "distro": plan.distro.id,
         "version": plan.version.text,
@@ -569,7 +801,7 @@ def _metadata(plan: BuildPlan, out_tmp: Path, files: list[str]) -> dict[str, obj
         "base_image": {"reference": plan.distro.docker_base, "id": plan.base_image_id},
         "builder_image": {"reference": plan.builder.reference, "id": plan.builder.id},
         "files": files,
-        "sha256": {f: file_sha256(out_tmp / f) for f in files},
+        "sha256": {f: digests[f] for f in files},
         "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 

@@ -36,12 +36,13 @@ import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from releng.config import SourceSection
 from releng.errors import SourceError
-from releng.gpg import signer_for
+from releng.gpg import Signer, signer_for
 from releng.project import Project
 from releng.version import Version
 
@@ -381,10 +382,13 @@ def _paths(project: Project, version: Version) -> tuple[Path, Path, Path, Path]:
 
 
 def make_source_tarball(
-    project: Project, version: Version, *, env: Mapping[str, str]
+    project: Project, version: Version, *, env: Mapping[str, str], signer: Signer | None = None
 ) -> SourceTarball:
-    """Make, sign and verify the source tarball for ``version``; all four files or none."""
-    signer = signer_for(project, env, release=version.is_release)  # fail before any work
+    """Make, sign and verify the source tarball for ``version``; all four files or none.
+
+    ``signer``: the one :func:`releng.gpg.signer_for` gives, when the caller has it already.
+    """
+    signer = signer or signer_for(project, env, release=version.is_release)  # before any work
     tarball, asc, sums, sums_asc = _paths(project, version)
     project.out_dir.mkdir(parents=True, exist_ok=True)
     entries, mtime, origin, stack = _collect(project, version, env)
@@ -395,8 +399,8 @@ def make_source_tarball(
         digest = sha256_file(staged)
         staged_sums = Path(tmp) / sums.name
         staged_sums.write_text(f"{digest}  {tarball.name}\n")
-        signer.sign_file(staged)
-        signer.sign_file(staged_sums)
+        with ThreadPoolExecutor(2) as pool:  # two gpg runs (each verified) at once
+            list(pool.map(signer.sign_file, [staged, staged_sums]))
         for name in (tarball.name, asc.name, sums.name, sums_asc.name):
             (Path(tmp) / name).replace(project.out_dir / name)
     stamp = project.state_dir / _STAMP_DIR / f"{tarball.name}.json"
@@ -413,33 +417,41 @@ def make_source_tarball(
     )
 
 
-def ensure_source_tarball(
-    project: Project, version: Version, *, env: Mapping[str, str]
-) -> SourceTarball:
-    """The existing tarball when it is complete and matches its stamp; else make it.
+def current_source_tarball(project: Project, version: Version) -> SourceTarball | None:
+    """The existing tarball when it is complete and matches its stamp; None: make it anew.
 
     A release's tag and a url source do not move, so an intact tarball is reused. A
     nightly is remade when the nightly ref now points at another commit.
     """
     tarball, asc, sums, sums_asc = _paths(project, version)
     stamp = project.state_dir / _STAMP_DIR / f"{tarball.name}.json"
-    if all(p.exists() for p in (tarball, asc, sums, sums_asc, stamp)):
-        recorded = json.loads(stamp.read_text())
-        current = recorded["origin"]
-        if project.config.source.kind == "git" and version.is_nightly:
-            gitdir, _ = _git_origin(project, project.config.source)
-            current = _resolve_ref(gitdir, project.config.source, version)[1]
-        if current == recorded["origin"] and sha256_file(tarball) == recorded["sha256"]:
-            log.info("%s is up to date", tarball)
-            return SourceTarball(
-                tarball=tarball,
-                sha256=recorded["sha256"],
-                signature=asc,
-                sums=sums,
-                sums_signature=sums_asc,
-                origin=current,
-            )
-    return make_source_tarball(project, version, env=env)
+    if not all(p.exists() for p in (tarball, asc, sums, sums_asc, stamp)):
+        return None
+    recorded = json.loads(stamp.read_text())
+    current = recorded["origin"]
+    if project.config.source.kind == "git" and version.is_nightly:
+        gitdir, _ = _git_origin(project, project.config.source)
+        current = _resolve_ref(gitdir, project.config.source, version)[1]
+    if current != recorded["origin"] or sha256_file(tarball) != recorded["sha256"]:
+        return None
+    log.info("%s is up to date", tarball)
+    return SourceTarball(
+        tarball=tarball,
+        sha256=recorded["sha256"],
+        signature=asc,
+        sums=sums,
+        sums_signature=sums_asc,
+        origin=current,
+    )
+
+
+def ensure_source_tarball(
+    project: Project, version: Version, *, env: Mapping[str, str]
+) -> SourceTarball:
+    """The current tarball (see :func:`current_source_tarball`), else a new one."""
+    return current_source_tarball(project, version) or make_source_tarball(
+        project, version, env=env
+    )
 
 
 def remove_source_tarball(project: Project, version: Version) -> None:
