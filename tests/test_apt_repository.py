@@ -258,6 +258,26 @@ def test_bad_input_is_one_clear_error_and_changes_nothing(
     assert snapshot(r.root) == before
 
 
+def test_a_refused_input_among_many_leaves_no_new_pool_directories(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    """Many packages' pool directories are made while reading; a refusal removes them."""
+    r = repo()
+    r.include(["bookworm"], [make_deb(tmp_path, "existing", "1.0")])
+    before = sorted(p for p in r.root.rglob("*") if p.name != "lock")
+    inputs = tmp_path / "many"
+    inputs.mkdir()
+    for i in range(40):
+        make_deb(inputs, f"many{i:02d}", "1.0")
+    raw_deb(inputs, "zz-nover.deb", "Package: nover\nArchitecture: all\n")  # read last
+    with pytest.raises(RelengError, match=r"zz-nover\.deb: the control file has no Version"):
+        r.include(["bookworm"], [inputs])
+    assert sorted(p for p in r.root.rglob("*") if p.name != "lock") == before
+    r.include(["bookworm"], [*sorted(inputs.glob("many*.deb"))])
+    assert (r.root / "pool/main/m/many39/many39_1.0_amd64.deb").is_file()
+    assert_checks(r.root)
+
+
 def test_a_missing_signing_key_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     empty = tmp_path / "empty-gnupg"
     with pytest.raises(SigningError, match="is not in the keyring"):

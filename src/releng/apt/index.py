@@ -31,7 +31,9 @@ from releng.apt.debfile import DebInfo
 
 GZIP_LEVEL = 6  # level 9 is ~2x slower for < 2% smaller indexes
 XZ_PRESET = 6
-BOUNDARY_MOD = 16  # on average a chunk ends every 16 package names
+# On average a chunk ends every 32 package names (~12-40 KiB of index): xz compresses such
+# chunks ~20% smaller than 16-name ones, and each costs less set-up per byte.
+BOUNDARY_MOD = 32
 MAX_CHUNK = 256 * 1024
 
 _XZ_MAGIC = b"\xfd7zXZ\x00"
@@ -206,7 +208,7 @@ class IndexFiles(NamedTuple):
 
 
 Entry = tuple[str, str, str, str]  # (package, version, arch, pool path): an index's sort order
-_TABLE_VERSION = 2
+_TABLE_VERSION = 3
 
 
 class Chunk(NamedTuple):
@@ -359,7 +361,7 @@ class IndexTable:
             (c.paths, c.last, len(c.raw), len(c.gz), len(c.xz_block), c.xz_unpadded)
             for c in self.chunks
         ]
-        return marshal.dumps((_TABLE_VERSION, digests, rows))
+        return marshal.dumps((_TABLE_VERSION, (BOUNDARY_MOD, MAX_CHUNK), digests, rows))
 
     @classmethod
     def loads(cls, data: bytes, read: Callable[[str], bytes | None]) -> IndexTable | None:
@@ -367,9 +369,9 @@ class IndexTable:
         None when it or they are missing, damaged or of another format."""
         try:
             # Private state this code wrote under the lock (as trusted as pool.records).
-            version, digests, rows = marshal.loads(data)  # noqa: S302
-            if version != _TABLE_VERSION:
-                return None
+            version, rule, digests, rows = marshal.loads(data)  # noqa: S302
+            if version != _TABLE_VERSION or tuple(rule) != (BOUNDARY_MOD, MAX_CHUNK):
+                return None  # chunks cut by another rule: build the index anew
             raw, gz, xz = (read(d) for d in digests)
             if raw is None or gz is None or xz is None:
                 return None
