@@ -76,6 +76,7 @@ def test_custom_suites_and_values_are_read() -> None:
             "[source] kind = 'svn' is not allowed; expected one of 'git', 'url'",
         ),
         ("[repositories]\nkeep_versions = 0", "keep_versions must be at least 1"),
+        ("[images]\nkeep_builders = 0", "keep_builders must be at least 1"),
         ('[repositories]\nsuites = ["{codename}-{arch}"]', "uses arch; allowed fields: {codename}"),
         ('[product]\nname = "Tally_App"', "is not a Debian package name"),
         ('[source]\nrelease_tag = "latest"', "must contain '{version}'"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from releng.images import (
     builder_reference,
     ensure_base_image,
     ensure_builder_image,
+    prune_builder_images,
 )
 from releng.project import Project
 from tests.fixtures.project import REPO_ROOT, git
@@ -223,3 +225,37 @@ def test_base_image_task_bootstraps_with_mmdebstrap(engine: Engine, project_copy
     finally:
         if engine.image_id(reference) is not None:
             engine.client.images.remove(reference)
+
+
+@pytest.mark.docker
+def test_old_builder_images_are_pruned_but_not_one_in_use(
+    engine: Engine, base_image: Callable[[str], str], project_copy: Project
+) -> None:
+    """Four builder images of one distro, the oldest used by a container: keep=2 removes the
+    second oldest only (an image in use is left alone), and no other distro's image."""
+    project = _add_distro(
+        project_copy, "debian-12-prunetest", docker_base="debian:bookworm", codename="bookworm"
+    )
+    distro = project.distro("debian-12-prunetest")
+    base_image("debian-12-bookworm")
+    repository = f"releng-builder-{project.name}"
+    tags = [f"{distro.id}-{i:016x}" for i in range(4)]
+    tags.append("debian-12-prunetestother-0")  # another distro's, made last
+    for tag in tags:  # each commit is a new image, created after the last
+        holder = engine.client.containers.create("debian:bookworm", ["true"])
+        try:
+            holder.commit(repository=repository, tag=tag)
+        finally:
+            holder.remove(force=True)
+    *refs, other = [f"{repository}:{tag}" for tag in tags]
+    user = engine.client.containers.create(refs[0], ["true"])
+    try:
+        removed = prune_builder_images(engine, project, distro, keep=2)
+        assert removed == [refs[1]]
+        assert [engine.image_id(r) is not None for r in refs] == [True, False, True, True]
+        assert engine.image_id(other) is not None
+    finally:
+        user.remove(force=True)
+        for ref in [*refs, other]:
+            with contextlib.suppress(Exception):
+                engine.client.images.remove(ref)

@@ -93,6 +93,8 @@ class ImagesSection:
     # snapshot.debian.org-style URLs under `snapshot_mirror`.
     snapshot: str = ""
     snapshot_mirror: str = "http://snapshot.debian.org/archive/debian"
+    # Builder images kept per distro (the newest); older ones are removed when one is made.
+    keep_builders: int = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -237,6 +239,11 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
                 f"{where}: [source.sha256] {version!r} = {digest!r} is not a sha256 "
                 "(64 lower-case hex digits)"
             )
+    _check_repositories(cfg, where)
+    _check_counts(cfg, where)
+
+
+def _check_repositories(cfg: ProductConfig, where: str) -> None:
     repos = cfg.repositories
     for key in ("suites", "release_suites", "nightly_suites"):
         for template in getattr(repos, key):
@@ -249,8 +256,15 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
                 )
     if not repos.components or not repos.architectures:
         raise ConfigError(f"{where}: [repositories] components and architectures must not be empty")
-    if repos.keep_versions < 1:
-        raise ConfigError(f"{where}: [repositories] keep_versions must be at least 1")
+
+
+def _check_counts(cfg: ProductConfig, where: str) -> None:
+    for section, key, value in (
+        ("repositories", "keep_versions", cfg.repositories.keep_versions),
+        ("images", "keep_builders", cfg.images.keep_builders),
+    ):
+        if value < 1:
+            raise ConfigError(f"{where}: [{section}] {key} must be at least 1")
 
 
 def parse_product(text: str, *, path: Path | None, where: str) -> ProductConfig:

@@ -235,7 +235,7 @@ def ensure_builder_image(
             return BuilderImage(
                 reference=reference, id=existing, base_id=base_id, inputs_hash=digest, created=False
             )
-        return _make_builder(
+        made = _make_builder(
             engine,
             project,
             distro,
@@ -244,6 +244,39 @@ def ensure_builder_image(
             digest=digest,
             on_line=on_line,
         )
+    prune_builder_images(engine, project, distro, keep=project.config.images.keep_builders)
+    return made
+
+
+def prune_builder_images(
+    engine: Engine, project: Project, distro: Distro, *, keep: int
+) -> list[str]:
+    """Remove all but the newest ``keep`` builder images of ``distro``; the removed references.
+
+    An image a container still uses (another build, an interactive shell) is left alone.
+    """
+    import docker.errors
+
+    prefix = f"releng-builder-{project.name}:{distro.id}-"
+    tagged: list[tuple[tuple[str, str], str]] = []  # (creation time, reference)
+    for image in engine.client.images.list(name=f"releng-builder-{project.name}"):
+        # RFC 3339 in UTC with trailing zeros of the nanoseconds cut: pad them to compare.
+        seconds, _, fraction = str(image.attrs.get("Created", "")).rstrip("Z").partition(".")
+        created = (seconds, fraction.ljust(9, "0"))
+        tagged += [(created, tag) for tag in image.tags if tag.startswith(prefix)]
+    tagged.sort(reverse=True)
+    removed = []
+    for _created, reference in tagged[keep:]:
+        try:
+            engine.client.images.remove(reference)
+        except docker.errors.NotFound:
+            continue
+        except docker.errors.APIError as exc:
+            log.info("keeping builder image %s: %s", reference, exc.explanation)
+            continue
+        log.info("removed the old builder image %s", reference)
+        removed.append(reference)
+    return removed
 
 
 @contextlib.contextmanager
