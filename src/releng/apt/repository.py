@@ -237,44 +237,48 @@ class Repository:
         signer = self._require_signer()
         for suite in suites:
             self.settings.check_suite(suite, existing=self.state.suites())
-        debs, dscs = collect_inputs(paths)
-        # Read and validate everything before the lock and before writing anything but the
-        # new packages' pool directories, made on a thread meanwhile (removed again if an
-        # input is refused).
-        dirs = _PoolDirs(os.fspath(self.root)) if len(debs) >= _DIR_THREAD_MIN else None
-        try:
-            infos = self._read_debs(debs, component, dirs)
-            sources = [_changes.read_dsc(p) for p in dscs]
-            records, files = self._plan_pool(infos, sources, component)
-        except BaseException:
-            if dirs is not None:
-                dirs.undo()
-            raise
+        records, files, dirs = self._prepare(paths, component)
         made = dirs.finish() if dirs is not None else set()
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock(), _no_cyclic_gc(self.state):
             self.state.forget()
             # Records added by a run that did not finish may be referenced by no suite.
             collect = self.state.gc_needed()
-            self._check_conflicts(files)
             run = _Run()
-            self._write_pool(files, records, run, made)
+            changed: list[SuiteState] = []
+            dropped = False
             for suite in suites:
                 st = self.state.load_suite(suite)
                 now = int(self._clock().timestamp())
-                dropped = self._add_members(st, records, now, run)
+                dropped |= self._add_members(st, records, now, run)
                 dropped |= self._retain(st)
+                changed.append(st)
+            collect |= dropped
+
+            def commit() -> None:
+                """Pool files, their records, then every suite's members: all of them before
+                any index is written. It runs while gpg signs the first suite's Release: only
+                what is in memory has changed so far, and a conflict still writes nothing."""
+                try:
+                    self._check_conflicts(files)
+                except RepoError:
+                    if dirs is not None:
+                        dirs.undo()  # the new packages' directories, made while reading
+                    raise
+                self._write_pool(files, records, run, made)
                 if dropped:
                     self.state.mark_gc_needed()
-                    collect = True
-                self.state.mark_pending(suite)
-                self.state.save_members(st)
-                self._crash("suite-written")
+                for st in changed:
+                    self.state.mark_pending(st.name)
+                    self.state.save_members(st)
+                    self._crash("suite-written")
+                self._ensure_keys(signer, run)
+
             todo = list(dict.fromkeys([*self.state.pending(), *suites]))
-            self._ensure_keys(signer, run)
             fresh = {r.path: r for r in records}
             for suite in todo:
-                self._publish_suite(suite, signer, run, fresh)
+                self._publish_suite(suite, signer, run, fresh, commit)
+                commit = _nothing
             if collect:
                 self._gc(run)
             else:
@@ -312,7 +316,7 @@ class Repository:
                     self.state.save_members(st)
             self._ensure_keys(signer, run)
             for suite in dict.fromkeys([*self.state.pending(), *names]):
-                self._publish_suite(suite, signer, run, {})
+                self._publish_suite(suite, signer, run, {}, _nothing)
             self._gc(run)
         return PublishResult(
             suites=tuple(names), written=tuple(run.written), removed=tuple(run.removed)
@@ -349,6 +353,24 @@ class Repository:
         if self.signer is None:
             raise RepoError("no signing key: a repository is always signed; configure [signing]")
         return self.signer
+
+    def _prepare(
+        self, paths: Sequence[Path], component: str
+    ) -> tuple[list[PoolRecord], list[_PoolFile], _PoolDirs | None]:
+        """Read and validate every input before the lock and before writing anything but the
+        new packages' pool directories, made on a thread meanwhile (removed again if an input
+        is refused)."""
+        debs, dscs = collect_inputs(paths)
+        dirs = _PoolDirs(os.fspath(self.root)) if len(debs) >= _DIR_THREAD_MIN else None
+        try:
+            infos = self._read_debs(debs, component, dirs)
+            sources = [_changes.read_dsc(p) for p in dscs]
+            records, files = self._plan_pool(infos, sources, component)
+        except BaseException:
+            if dirs is not None:
+                dirs.undo()
+            raise
+        return records, files, dirs
 
     def _read_debs(
         self, debs: Sequence[str], component: str, dirs: _PoolDirs | None
@@ -665,14 +687,21 @@ class Repository:
         self._crash("indexes-written")
 
     def _publish_suite(
-        self, suite: str, signer: Signer, run: _Run, fresh: Mapping[str, PoolRecord]
+        self,
+        suite: str,
+        signer: Signer,
+        run: _Run,
+        fresh: Mapping[str, PoolRecord],
+        before_indexes: Callable[[], None],
     ) -> None:
+        """Render, sign and switch one suite; ``before_indexes`` runs before any index file is
+        written (while gpg signs)."""
         st = self.state.load_suite(suite)
         dists = self.root / "dists" / suite
         tables = self._render_indexes(st, fresh)
         entries: list[_index.IndexEntry] = []
         placed: list[tuple[Path, Path, str, bytes]] = []  # (by-hash file, plain, path, data)
-        saved: list[tuple[Path, bytes]] = []
+        saved: list[tuple[Path, _index.IndexTable, tuple[str, str, str]]] = []
         for name, table in tables.items():
             files = table.files()
             digests: list[str] = []
@@ -684,7 +713,7 @@ class Repository:
                 byhash = dists / path.rsplit("/", 1)[0] / "by-hash" / "SHA256" / digest
                 placed.append((byhash, dists / path, path, data))
             raw, gz, xz = digests
-            saved.append((self.state.table_path(suite, name), table.dumps((raw, gz, xz))))
+            saved.append((self.state.table_path(suite, name), table, (raw, gz, xz)))
         release = self._render_release(suite, entries)
         if self._real_clock and release == _read_or_none(dists / "Release"):
             # Nothing changed within the second of the published Date: the signatures would be
@@ -696,11 +725,12 @@ class Repository:
         # written (the order of the writes is unchanged: Release files come last).
         signing = _sign_both(signer, release)
         try:
+            before_indexes()
             self._write_indexes(placed, run)
             # The tables name this publish's by-hash files, which pruning below keeps.
-            for table_path, data in saved:
+            for table_path, table, sums in saved:
                 table_path.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(table_path, data)
+                write_atomic(table_path, table.dumps(sums))
         finally:
             inrelease, detached = signing()  # always joined; re-raises a signing error
         # The by-hash history, with this publish's files, is saved before the switch: a run
@@ -776,6 +806,10 @@ def _no_cyclic_gc(state: RepoState) -> Iterator[None]:
         state.forget()
         if was:
             gc.enable()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _read_or_none(path: Path) -> bytes | None:
