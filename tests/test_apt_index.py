@@ -131,14 +131,14 @@ def test_an_updated_table_is_what_building_it_again_makes(seed: int) -> None:
     names = sorted({f"p{rng.randrange(10**6):06d}" for _ in range(rng.randrange(0, 600))})
     big = rng.random() < 0.3  # stanzas near MAX_CHUNK make size cuts
     items = _items(names, extra="x" * (4000 if big else 0))
-    table = index.IndexTable.build(items, workers=2)
+    table = index.IndexTable.build(items, 2)
     for _round in range(3):
         paths = [e[3] for e, _s in items]
         remove = set(rng.sample(paths, min(len(paths), rng.randrange(0, 40))))
         add = _items([f"q{rng.randrange(10**6):06d}" for _ in range(rng.randrange(0, 40))])
         add += _items([f"{rng.choice(names)}" for _ in range(3)] if names else [], extra="+b1")
         add = list({e[3]: (e, s) for e, s in add if e[3] not in paths}.values())
-        table.update(add, remove, {e[3]: e for e, _s in items}.__getitem__, workers=2)
+        table.update(add, remove, {e[3]: e for e, _s in items}.__getitem__, 2)
         items = [it for it in items if it[0][3] not in remove] + add
         expected = index.IndexTable.build(items)
         assert [c.raw for c in table.chunks] == [c.raw for c in expected.chunks]

@@ -278,6 +278,28 @@ def test_a_refused_input_among_many_leaves_no_new_pool_directories(
     assert_checks(r.root)
 
 
+def test_indexes_updated_run_by_run_are_what_building_them_anew_makes(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    """Each include re-cuts only changed chunks; dropping the saved tables rebuilds them."""
+    r = repo(keep_versions=2)
+    names = [f"p{i:03d}" for i in range(120)]
+    r.include(["bookworm"], [make_deb(tmp_path, n, "1.0") for n in names[::2]])
+    for version in ("1.1", "1.2"):  # retention drops 1.0 of the first few
+        r.include(["bookworm"], [make_deb(tmp_path, n, version) for n in names[:40:3]])
+    r.include(["bookworm"], [make_deb(tmp_path, n, "1.0") for n in names[1::2]])
+    r.include(["bookworm"], [make_deb(tmp_path, "p050a", "1.0")])
+    incremental = packages(r.root)
+    assert incremental.count("Package: ") == 135  # 106 names at 1.0, 14 at 1.1 and 1.2, p050a
+    tables = r.root / STATE_DIR / "chunks"
+    assert list(tables.rglob("*.table"))
+    for table in tables.rglob("*.table"):
+        table.unlink()
+    r.publish()
+    assert packages(r.root) == incremental
+    assert_checks(r.root)
+
+
 def test_a_missing_signing_key_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     empty = tmp_path / "empty-gnupg"
     with pytest.raises(SigningError, match="is not in the keyring"):

@@ -208,7 +208,7 @@ class IndexFiles(NamedTuple):
 
 
 Entry = tuple[str, str, str, str]  # (package, version, arch, pool path): an index's sort order
-_TABLE_VERSION = 3
+_TABLE_VERSION = 4
 
 
 class Chunk(NamedTuple):
@@ -278,13 +278,14 @@ class IndexTable:
     (:meth:`loads`), so nothing is stored twice.
     """
 
-    __slots__ = ("chunks",)
+    __slots__ = ("chunks", "tag")
 
-    def __init__(self, chunks: list[Chunk]) -> None:
+    def __init__(self, chunks: list[Chunk], tag: bytes | None = None) -> None:
         self.chunks = chunks
+        self.tag = tag  # what the caller saved with it (see dumps)
 
     @classmethod
-    def build(cls, items: Iterable[tuple[Entry, bytes]], *, workers: int = 1) -> IndexTable:
+    def build(cls, items: Iterable[tuple[Entry, bytes]], workers: int = 1) -> IndexTable:
         return cls(_compress_all(_cut(sorted(items, key=_first)), {}, workers))
 
     def paths(self) -> set[str]:
@@ -295,7 +296,6 @@ class IndexTable:
         add: Sequence[tuple[Entry, bytes]],
         remove: set[str],
         key: Callable[[str], Entry],
-        *,
         workers: int = 1,
     ) -> None:
         """Add ``(entry, stanza)`` items and remove the stanzas whose path is in ``remove``.
@@ -355,13 +355,13 @@ class IndexTable:
         gz = b"".join(c.gz for c in chunks) if chunks else gzip.compress(b"", mtime=0)
         return IndexFiles(raw=b"".join(c.raw for c in chunks), gz=gz, xz=assemble_xz(chunks))
 
-    def dumps(self, digests: tuple[str, str, str]) -> bytes:
-        """The table, for files whose SHA256s are ``digests`` (raw, gz, xz)."""
+    def dumps(self, digests: tuple[str, str, str], tag: bytes | None = None) -> bytes:
+        """The table, for files whose SHA256s are ``digests`` (raw, gz, xz), with ``tag``."""
         rows = [
             (c.paths, c.last, len(c.raw), len(c.gz), len(c.xz_block), c.xz_unpadded)
             for c in self.chunks
         ]
-        return marshal.dumps((_TABLE_VERSION, (BOUNDARY_MOD, MAX_CHUNK), digests, rows))
+        return marshal.dumps((_TABLE_VERSION, (BOUNDARY_MOD, MAX_CHUNK), tag, digests, rows))
 
     @classmethod
     def loads(cls, data: bytes, read: Callable[[str], bytes | None]) -> IndexTable | None:
@@ -369,7 +369,7 @@ class IndexTable:
         None when it or they are missing, damaged or of another format."""
         try:
             # Private state this code wrote under the lock (as trusted as pool.records).
-            version, rule, digests, rows = marshal.loads(data)  # noqa: S302
+            version, rule, tag, digests, rows = marshal.loads(data)  # noqa: S302
             if version != _TABLE_VERSION or tuple(rule) != (BOUNDARY_MOD, MAX_CHUNK):
                 return None  # chunks cut by another rule: build the index anew
             raw, gz, xz = (read(d) for d in digests)
@@ -396,7 +396,7 @@ class IndexTable:
                 return None
         except (ValueError, TypeError, EOFError):
             return None
-        return cls(chunks)
+        return cls(chunks, tag if isinstance(tag, bytes) else None)
 
 
 def _first(item: tuple[Entry, bytes]) -> Entry:

@@ -37,7 +37,7 @@ from releng.apt import changes as _changes
 from releng.apt import index as _index
 from releng.apt.debfile import BadPackageError, DebInfo, read_deb, sha256_file
 from releng.apt.lock import RepoLock
-from releng.apt.state import PoolRecord, RepoState, SuiteState, write_atomic
+from releng.apt.state import Member, PoolRecord, RepoState, SuiteState, write_atomic
 from releng.errors import RepoError
 from releng.gpg import Signer
 
@@ -544,9 +544,9 @@ class Repository:
             p for p, m in st.members.items() if m[2] in names and (m[1], m[2], m[3], m[4]) in new
         ]
         for path in replaced:
-            del st.members[path]  # the same package from another component: replaced
+            st.drop(path)  # the same package from another component: replaced
         for r in new.values():
-            st.members[r.path] = (now, r.kind, r.package, r.version, r.arch)
+            st.add(r.path, (now, r.kind, r.package, r.version, r.arch))
             run.added.append(r.path)
         return bool(replaced)
 
@@ -578,7 +578,7 @@ class Repository:
                 versions.sort(key=_newest_first)
                 drop += [path for path, _v in versions[keep:]]
         for path in drop:
-            if members.pop(path, None) is not None:
+            if st.drop(path):
                 log.info("suite %s: retention drops %s", st.name, path)
         return bool(drop)
 
@@ -598,30 +598,26 @@ class Repository:
             m = members[path]
             return (m[2], m[3], m[4], path)
 
+        jobs: list[tuple[str, Callable[[str, Member], bool]]] = []
         for comp in self.settings.components:
-            mine = (
-                members
-                if single
-                else {p: m for p, m in members.items() if p.split("/", 2)[1] == comp}
-            )
-            jobs = [
-                (
-                    f"{comp}/binary-{arch}/Packages",
-                    {p for p, m in mine.items() if m[1] == "deb" and m[4] in (arch, "all")},
-                )
-                for arch in self.settings.architectures
-            ]
-            jobs.append((f"{comp}/source/Sources", {p for p, m in mine.items() if m[1] == "dsc"}))
-            for name, wanted in jobs:
-                table = self._load_table(st.name, name, dists)
-                if table is None:
-                    items = self._items(wanted, fresh, st.name)
-                    table = _index.IndexTable.build(items, workers=self.workers)
-                else:
-                    have = table.paths()
-                    add = self._items(wanted - have, fresh, st.name)
-                    table.update(add, have - wanted, key, workers=self.workers)
-                out[name] = table
+            for arch in self.settings.architectures:
+                jobs.append((f"{comp}/binary-{arch}/Packages", _chooser(comp, arch, single)))
+            jobs.append((f"{comp}/source/Sources", _chooser(comp, None, single)))
+        for name, wanted in jobs:
+            table = self._load_table(st.name, name, dists)
+            if table is None:
+                paths = [p for p, m in members.items() if wanted(p, m)]
+                table = _index.IndexTable.build(self._items(paths, fresh, st.name), self.workers)
+            elif table.tag is not None and table.tag == st.tag:
+                # The table shows the members as this run read them: apply this run's changes.
+                add = [p for p in st.added if wanted(p, members[p])]
+                table.update(self._items(add, fresh, st.name), st.dropped, key, self.workers)
+            else:  # saved by a run that did not finish, or before a tag: compare every member
+                chosen = {p for p, m in members.items() if wanted(p, m)}
+                have = table.paths()
+                items = self._items(chosen - have, fresh, st.name)
+                table.update(items, have - chosen, key, self.workers)
+            out[name] = table
         return out
 
     def _load_table(self, suite: str, name: str, dists: str) -> _index.IndexTable | None:
@@ -728,9 +724,11 @@ class Repository:
             before_indexes()
             self._write_indexes(placed, run)
             # The tables name this publish's by-hash files, which pruning below keeps.
+            # Tagged with the members they show, as saved (no tag: changes not saved).
+            tag = st.saved_tag if st.saved_tag != st.tag or not st.changed else None
             for table_path, table, sums in saved:
                 table_path.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(table_path, table.dumps(sums))
+                write_atomic(table_path, table.dumps(sums, tag))
         finally:
             inrelease, detached = signing()  # always joined; re-raises a signing error
         # The by-hash history, with this publish's files, is saved before the switch: a run
@@ -806,6 +804,17 @@ def _no_cyclic_gc(state: RepoState) -> Iterator[None]:
         state.forget()
         if was:
             gc.enable()
+
+
+def _chooser(component: str, arch: str | None, single: bool) -> Callable[[str, Member], bool]:
+    """Whether a member belongs in the index of ``component`` and ``arch`` (None: Sources)."""
+
+    def chosen(path: str, m: Member) -> bool:
+        if not single and path.split("/", 2)[1] != component:
+            return False
+        return m[1] == "dsc" if arch is None else m[1] == "deb" and m[4] in (arch, "all")
+
+    return chosen
 
 
 def _nothing() -> None:

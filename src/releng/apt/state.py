@@ -8,8 +8,9 @@ Layout (all of it private: never served, never synced as public files)::
                             include, compacted on garbage collection
       pool.snapshot         the records parsed, for a faster start (a cache: may be deleted);
                             first the SHA256 of every pool file, then the records
-      suites/<suite>.members  the suite's members (marshal): pool path -> (time added,
-                            kind, package, version, arch); older repositories have
+      suites/<suite>.members  the suite's members (marshal): (tag, {pool path -> (time
+                            added, kind, package, version, arch)}), a new random tag each
+                            time it is written; older repositories have
                             suites/<suite>.json (pool path -> time added), read once
       suites/<suite>.byhash.json  per index, its recent by-hash SHA256s, newest first
       pending/<suite>       exists while a suite's state is newer than its published Release
@@ -76,14 +77,45 @@ class PoolRecord(NamedTuple):
 
 
 class SuiteState:
-    __slots__ = ("byhash", "members", "name")
+    """A suite's members and by-hash history, and what this run changed in its members.
+
+    ``tag`` names the members as they were read (None: unknown); ``saved_tag`` what is on
+    disk now. An index table saved with the tag of the members it shows can be brought up to
+    date with ``added`` and ``dropped`` alone, without comparing every member.
+    """
+
+    __slots__ = ("added", "byhash", "dropped", "members", "name", "saved_tag", "tag")
 
     def __init__(
-        self, *, name: str, members: dict[str, Member], byhash: dict[str, list[str]]
+        self,
+        *,
+        name: str,
+        members: dict[str, Member],
+        byhash: dict[str, list[str]],
+        tag: bytes | None = None,
     ) -> None:
         self.name = name
         self.members = members  # pool path -> (time added, kind, package, version, arch)
         self.byhash = byhash  # index path under dists/<suite>/ -> recent sha256s, newest first
+        self.tag = self.saved_tag = tag
+        self.added: set[str] = set()
+        self.dropped: set[str] = set()
+
+    def add(self, path: str, member: Member) -> None:
+        self.members[path] = member
+        self.added.add(path)
+
+    def drop(self, path: str) -> bool:
+        """Remove a member; False when it was not one."""
+        if self.members.pop(path, None) is None:
+            return False
+        self.dropped.add(path)
+        self.added.discard(path)
+        return True
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.dropped)
 
     def __repr__(self) -> str:
         return f"SuiteState(name={self.name!r}, members={len(self.members)})"
@@ -309,7 +341,7 @@ class RepoState:
                 "state and include its packages again"
             ) from None
 
-    def _load_members(self, suite: str) -> dict[str, Member]:
+    def _load_members(self, suite: str) -> tuple[bytes | None, dict[str, Member]]:
         path = self.suite_path(suite)
         try:
             data = path.read_bytes()
@@ -317,29 +349,32 @@ class RepoState:
             # A repository from before .members: pool path -> time added, in JSON.
             legacy = self._load_json(path.with_suffix(".json"), {})
             pool = self.pool()
-            return {
+            return None, {
                 p: (int(t), r.kind, r.package, r.version, r.arch)
                 for p, t in legacy.items()
                 if (r := pool.get(p)) is not None
             }
         try:
-            members = marshal.loads(data)  # noqa: S302  (private state, written under the lock)
-            if not isinstance(members, dict):
+            # (tag, members); private state, written under the lock.
+            loaded = marshal.loads(data)  # noqa: S302
+            tag, members = (None, loaded) if isinstance(loaded, dict) else loaded
+            if not isinstance(members, dict) or not isinstance(tag, bytes | None):
                 raise TypeError(type(members).__name__)
         except (ValueError, EOFError, TypeError) as exc:
             raise RepoError(
                 f"{path} is corrupt ({exc}); restore it from a backup or remove the suite's "
                 "state and include its packages again"
             ) from None
-        return members
+        return tag, members
 
     def load_suite(self, suite: str) -> SuiteState:
         """The suite's state, read once per locked run (``forget`` drops it); callers share it."""
         st = self._suites.get(suite)
         if st is None:
-            members = self._load_members(suite)
+            tag, members = self._load_members(suite)
             byhash = self._load_json(self.byhash_path(suite), {})
-            st = self._suites[suite] = SuiteState(name=suite, members=members, byhash=byhash)
+            st = SuiteState(name=suite, members=members, byhash=byhash, tag=tag)
+            self._suites[suite] = st
         return st
 
     def byhash_path(self, suite: str) -> Path:
@@ -348,7 +383,9 @@ class RepoState:
     def save_members(self, state: SuiteState) -> None:
         path = self.suite_path(state.name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, marshal.dumps(state.members))
+        tag = os.urandom(8)
+        write_atomic(path, marshal.dumps((tag, state.members)))
+        state.saved_tag = tag
         path.with_suffix(".json").unlink(missing_ok=True)  # the old format, now converted
         self._suites[state.name] = state
 
