@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -835,6 +836,9 @@ def _total_size(items: Sequence[str] | Sequence[_PoolFile]) -> int:
     return total
 
 
+_SIGNING_SWITCH_INTERVAL = 0.0002  # seconds
+
+
 def _sign_both(signer: Signer, release: bytes) -> Callable[[], tuple[bytes, bytes]]:
     """Start making InRelease and Release.gpg (two gpg runs at once, each verified).
 
@@ -855,12 +859,19 @@ def _sign_both(signer: Signer, release: bytes) -> Callable[[], tuple[bytes, byte
             target=run, args=("Release.gpg", signer.detached_signature), name="sign-Release.gpg"
         ),
     ]
+    # The signing threads mostly wait for gpg, then need the GIL for a moment to go on; while
+    # the caller computes, each such moment could wait the default 5 ms switch interval.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, _SIGNING_SWITCH_INTERVAL))
     for t in threads:
         t.start()
 
     def wait() -> tuple[bytes, bytes]:
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
         if errors:
             raise errors[0]
         return results["InRelease"], results["Release.gpg"]
