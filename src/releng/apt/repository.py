@@ -32,7 +32,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from releng.apt import changes as _changes
 from releng.apt import index as _index
@@ -43,6 +43,7 @@ from releng.errors import RepoError
 from releng.gpg import Signer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PARALLEL_BYTES = 64 << 20  # below this, reading or copying inputs on several threads does not pay
 _SUITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]*$")
@@ -238,6 +239,9 @@ class Repository:
         signer = self._require_signer()
         for suite in suites:
             self.settings.check_suite(suite, existing=self.state.suites())
+        # A new repository (or key) needs the public key exported: two gpg runs, started now
+        # so that they overlap the reading.
+        exported = None if self._keys_current(signer) else _in_thread(lambda: _export(signer))
         records, files, dirs = self._prepare(paths, component)
         made = dirs.finish() if dirs is not None else set()
         self.root.mkdir(parents=True, exist_ok=True)
@@ -273,7 +277,7 @@ class Repository:
                     self.state.mark_pending(st.name)
                     self.state.save_members(st)
                     self._crash("suite-written")
-                self._ensure_keys(signer, run)
+                self._ensure_keys(signer, run, exported)
 
             todo = list(dict.fromkeys([*self.state.pending(), *suites]))
             fresh = {r.path: r for r in records}
@@ -329,23 +333,36 @@ class Repository:
         base = self.root / f"{self.settings.name}-archive-keyring"
         return base.with_name(base.name + ".gpg"), base.with_name(base.name + ".asc")
 
-    def export_keys(self) -> tuple[Path, Path]:
-        """Write the public key files (every publish does this when the key changed)."""
+    def export_keys(self, exported: tuple[bytes, bytes] | None = None) -> tuple[Path, Path]:
+        """Write the public key files (every publish does this when the key changed);
+        ``exported``: the binary and armored key, when the caller has them already."""
         signer = self._require_signer()
         self.root.mkdir(parents=True, exist_ok=True)
         binary, armored = self.keyring_paths
-        write_atomic(binary, signer.export_public(armor=False))
-        write_atomic(armored, signer.export_public(armor=True))
+        if exported is None:
+            exported = _export(signer)
+        write_atomic(binary, exported[0])
+        write_atomic(armored, exported[1])
         self.state.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.state.dir / "signing-key", signer.fingerprint.encode() + b"\n")
         return binary, armored
 
-    def _ensure_keys(self, signer: Signer, run: _Run) -> None:
+    def _keys_current(self, signer: Signer) -> bool:
         marker = self.state.dir / "signing-key"
         current = marker.read_text().strip() if marker.is_file() else ""
-        if current == signer.fingerprint and all(p.is_file() for p in self.keyring_paths):
+        return current == signer.fingerprint and all(p.is_file() for p in self.keyring_paths)
+
+    def _ensure_keys(
+        self,
+        signer: Signer,
+        run: _Run,
+        exported: Callable[[], tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        """Export the public key beside the repository when it is not there or another key's;
+        ``exported``: waits for an export started earlier."""
+        if self._keys_current(signer):
             return
-        for path in self.export_keys():
+        for path in self.export_keys(exported() if exported is not None else None):
             run.written.append(path.name)
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -816,6 +833,34 @@ def _chooser(component: str, arch: str | None, single: bool) -> Callable[[str, M
         return m[1] == "dsc" if arch is None else m[1] == "deb" and m[4] in (arch, "all")
 
     return chosen
+
+
+def _export(signer: Signer) -> tuple[bytes, bytes]:
+    """The public key: binary (for Signed-By) and ASCII-armored."""
+    return signer.export_public(armor=False), signer.export_public(armor=True)
+
+
+def _in_thread(fn: Callable[[], T]) -> Callable[[], T]:
+    """Start ``fn`` on a thread; the returned call waits for its result or re-raises its error."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(fn())
+        except BaseException as exc:  # re-raised by wait(), in the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name=getattr(fn, "__name__", "work"), daemon=True)
+    thread.start()
+
+    def wait() -> T:
+        thread.join()
+        if error:
+            raise error[0]
+        return result[0]
+
+    return wait
 
 
 def _nothing() -> None:
