@@ -189,6 +189,10 @@ def compress_chunk(data: bytes) -> CompressedChunk:
 
 def assemble_xz(chunks: Sequence[Chunk]) -> bytes:
     """One xz stream holding each chunk's block, with the stream index written here."""
+    return b"".join(_xz_pieces(chunks))
+
+
+def _xz_pieces(chunks: Sequence[Chunk]) -> list[Buffer]:
     flags = bytes([0, _XZ_CHECK_CRC32])
     header = _XZ_MAGIC + flags + struct.pack("<I", zlib.crc32(flags))
     index = bytearray(b"\x00" + _vli(len(chunks)))
@@ -198,7 +202,7 @@ def assemble_xz(chunks: Sequence[Chunk]) -> bytes:
     index += struct.pack("<I", zlib.crc32(index))
     backward = struct.pack("<I", len(index) // 4 - 1)
     footer = struct.pack("<I", zlib.crc32(backward + flags)) + backward + flags + b"YZ"
-    return b"".join([header, *(c.xz_block for c in chunks), bytes(index), footer])
+    return [header, *(c.xz_block for c in chunks), bytes(index) + footer]
 
 
 class IndexFiles(NamedTuple):
@@ -207,16 +211,27 @@ class IndexFiles(NamedTuple):
     xz: bytes
 
 
+class IndexPieces(NamedTuple):
+    """The index files as the pieces that make them, in order (nothing joined or copied)."""
+
+    raw: list[Buffer]
+    gz: list[Buffer]
+    xz: list[Buffer]
+
+
 Entry = tuple[str, str, str, str]  # (package, version, arch, pool path): an index's sort order
+Buffer = bytes | memoryview
 _TABLE_VERSION = 4
 
 
 class Chunk(NamedTuple):
+    """A chunk's bytes are bytes, or read-only views of a published file (see loads)."""
+
     paths: tuple[str, ...]  # the stanzas' pool paths, in index order
     last: str  # the package name of the last stanza
-    raw: bytes  # the stanzas, each followed by a blank line
-    gz: bytes  # one complete gzip member
-    xz_block: bytes  # one xz block, padded, with its CRC32 check
+    raw: Buffer  # the stanzas, each followed by a blank line
+    gz: Buffer  # one complete gzip member
+    xz_block: Buffer  # one xz block, padded, with its CRC32 check
     xz_unpadded: int
 
 
@@ -248,7 +263,7 @@ def _cut(items: Sequence[tuple[Entry, bytes]]) -> list[tuple[list[Entry], bytes]
 
 
 def _compress_all(
-    pieces: Sequence[tuple[list[Entry], bytes]], reuse: dict[bytes, Chunk], workers: int
+    pieces: Sequence[tuple[list[Entry], bytes]], reuse: dict[Buffer, Chunk], workers: int
 ) -> list[Chunk]:
     todo = [raw for _e, raw in pieces if raw not in reuse]
     if len(todo) > 4 and workers > 1:
@@ -330,12 +345,12 @@ class IndexTable:
                 i += 1
                 continue
             items: list[tuple[Entry, bytes]] = []
-            reuse: dict[bytes, Chunk] = {}
+            reuse: dict[Buffer, Chunk] = {}  # read-only views hash and compare as bytes
             j = i
             while True:  # take chunks up to a content boundary whose package is still there
                 c = chunks[j]
                 reuse[c.raw] = c
-                stanzas = c.raw[:-2].split(b"\n\n")
+                stanzas = bytes(c.raw[:-2]).split(b"\n\n")
                 if len(stanzas) != len(c.paths):
                     raise ValueError("a chunk's stanzas do not match its paths")
                 items += [
@@ -350,10 +365,14 @@ class IndexTable:
             i = j
         self.chunks = out
 
-    def files(self) -> IndexFiles:
+    def pieces(self) -> IndexPieces:
         chunks = self.chunks
-        gz = b"".join(c.gz for c in chunks) if chunks else gzip.compress(b"", mtime=0)
-        return IndexFiles(raw=b"".join(c.raw for c in chunks), gz=gz, xz=assemble_xz(chunks))
+        gz: list[Buffer] = [c.gz for c in chunks] if chunks else [gzip.compress(b"", mtime=0)]
+        return IndexPieces(raw=[c.raw for c in chunks], gz=gz, xz=_xz_pieces(chunks))
+
+    def files(self) -> IndexFiles:
+        raw, gz, xz = (b"".join(p) for p in self.pieces())
+        return IndexFiles(raw=raw, gz=gz, xz=xz)
 
     def dumps(self, digests: tuple[str, str, str], tag: bytes | None = None) -> bytes:
         """The table, for files whose SHA256s are ``digests`` (raw, gz, xz), with ``tag``."""
@@ -364,7 +383,7 @@ class IndexTable:
         return marshal.dumps((_TABLE_VERSION, (BOUNDARY_MOD, MAX_CHUNK), tag, digests, rows))
 
     @classmethod
-    def loads(cls, data: bytes, read: Callable[[str], bytes | None]) -> IndexTable | None:
+    def loads(cls, data: bytes, read: Callable[[str], Buffer | None]) -> IndexTable | None:
         """A saved table with its chunks' bytes sliced from the files ``read(sha256)`` gives;
         None when it or they are missing, damaged or of another format."""
         try:

@@ -23,6 +23,7 @@ import functools
 import gc
 import hashlib
 import logging
+import mmap
 import os
 import re
 import shutil
@@ -112,6 +113,10 @@ class PublishResult(NamedTuple):
     added: tuple[str, ...] = ()  # pool paths of packages that were new to a suite
     written: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+
+
+# An index file to write: (by-hash file, plain name, path under dists/<suite>/, its pieces)
+_Placed = tuple[Path, Path, str, list[_index.Buffer]]
 
 
 class _Run:
@@ -646,11 +651,15 @@ class Repository:
             return None
         byhash = os.path.join(dists, name.rsplit("/", 1)[0], "by-hash", "SHA256")  # noqa: PTH118
 
-        def read(sha256: str) -> bytes | None:
+        def read(sha256: str) -> _index.Buffer | None:
+            # Mapped, not read: the unchanged chunks go from the page cache to the new files'
+            # hash and writes without a copy. (A by-hash file is never rewritten in place.)
             try:
                 with open(os.path.join(byhash, sha256), "rb") as f:  # noqa: PTH118, PTH123
-                    return f.read()
-            except OSError:
+                    if os.fstat(f.fileno()).st_size == 0:
+                        return b""
+                    return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
+            except (OSError, ValueError):
                 return None
 
         return _index.IndexTable.loads(data, read)
@@ -682,7 +691,7 @@ class Repository:
             entries=entries,
         )
 
-    def _write_indexes(self, placed: Sequence[tuple[Path, Path, str, bytes]], run: _Run) -> None:
+    def _write_indexes(self, placed: Sequence[_Placed], run: _Run) -> None:
         """Every index under by-hash, then the plain names (hard links to those)."""
         for byhash, _plain, _path, data in placed:
             if not byhash.is_file():
@@ -714,16 +723,21 @@ class Repository:
         dists = self.root / "dists" / suite
         tables = self._render_indexes(st, fresh)
         entries: list[_index.IndexEntry] = []
-        placed: list[tuple[Path, Path, str, bytes]] = []  # (by-hash file, plain, path, data)
+        placed: list[_Placed] = []
         saved: list[tuple[Path, _index.IndexTable, tuple[str, str, str]]] = []
         for name, table in tables.items():
-            files = table.files()
+            files = table.pieces()
             digests: list[str] = []
             for suffix, data in (("", files.raw), (".gz", files.gz), (".xz", files.xz)):
-                digest = hashlib.sha256(data).hexdigest()
+                sha = hashlib.sha256()
+                size = 0
+                for piece in data:
+                    sha.update(piece)
+                    size += len(piece)
+                digest = sha.hexdigest()
                 digests.append(digest)
                 path = f"{name}{suffix}"
-                entries.append(_index.IndexEntry(path=path, size=len(data), sha256=digest))
+                entries.append(_index.IndexEntry(path=path, size=size, sha256=digest))
                 byhash = dists / path.rsplit("/", 1)[0] / "by-hash" / "SHA256" / digest
                 placed.append((byhash, dists / path, path, data))
             raw, gz, xz = digests
@@ -760,12 +774,12 @@ class Repository:
         self.state.save_byhash(st)
         # InRelease first: it is what apt reads, and it is one file. Release and Release.gpg
         # (for older clients) follow back to back; between those two renames the pair disagrees.
-        for fname, data, point in (
+        for fname, signed, point in (
             ("InRelease", inrelease, "inrelease-written"),
             ("Release", release, "release-written"),
             ("Release.gpg", detached, "release-gpg-written"),
         ):
-            write_atomic(dists / fname, data)
+            write_atomic(dists / fname, signed)
             run.written.append(f"dists/{suite}/{fname}")
             self._crash(point)
         # by-hash files past the last byhash_keep versions of every index.

@@ -32,7 +32,7 @@ import contextlib
 import json
 import marshal
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
@@ -122,10 +122,12 @@ class SuiteState:
 
 
 _PREALLOCATE = 64 << 10
+_IOV_MAX = 1024
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename.
+def write_atomic(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
+    """Write ``data`` (or its pieces, in order) to ``path`` through a temporary file and a
+    rename.
 
     A large file's blocks are allocated first, in one call: on ext4 a delayed-allocation
     write of a few MB now and then waits 5-15 ms for the journal (measured here: 4 MB took
@@ -133,13 +135,18 @@ def write_atomic(path: Path, data: bytes) -> None:
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    pieces = [data] if isinstance(data, bytes) else data
     try:
-        if len(data) >= _PREALLOCATE:
+        size = sum(len(p) for p in pieces)
+        if size >= _PREALLOCATE:
             with contextlib.suppress(OSError):  # not supported here: written as usual
-                os.posix_fallocate(fd, 0, len(data))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+                os.posix_fallocate(fd, 0, size)
+        for start in range(0, len(pieces), _IOV_MAX):
+            batch = pieces[start : start + _IOV_MAX]
+            done = os.writev(fd, batch)
+            rest = memoryview(b"".join(batch))[done:] if done < sum(len(p) for p in batch) else b""
+            while rest:  # a short write (rare for a file): the rest, piece by piece
+                rest = rest[os.write(fd, rest) :]
     finally:
         os.close(fd)
     tmp.replace(path)
