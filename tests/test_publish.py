@@ -117,7 +117,7 @@ def test_update_repos_from_an_empty_disk(
     # scratch is emptied only after success; it was never public; neither is the control area
     assert client.list_objects_v2(Bucket=scratch).get("KeyCount", 0) == 0
     assert status(f"{http}/.releng/manifest.json.gz") == 403
-    assert status(f"{http}/.releng/state/suites/{SUITE}.json") == 403
+    assert status(f"{http}/.releng/state/suites/{SUITE}.members") == 403
     assert status(f"{http}/index.html") == 200
     root_page = fetch(f"{http}/index.html").decode()
     assert "dists/" in root_page and "pool/" in root_page and ".releng" not in root_page
