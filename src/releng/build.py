@@ -337,6 +337,15 @@ def build_command(plan: BuildPlan) -> list[str]:
     return ["sh", f"{plan.project.packaging_mount}/{DEFAULT_BUILDER}"]
 
 
+def build_mounts(project: Project, distro: Distro, out: Path) -> list[Mount]:
+    """The repository and the distro directory read-only, ``out`` read-write at /var/out."""
+    return [
+        Mount(project.root, project.packaging_mount),
+        Mount(distro.path.resolve(), project.distro_mount),
+        Mount(out, OUT_MOUNT, read_only=False),
+    ]
+
+
 def build_spec(
     plan: BuildPlan, out_tmp: Path, *, owner: Owner, cpus: int, gated: bool = False
 ) -> ContainerSpec:
@@ -349,11 +358,7 @@ def build_spec(
     return ContainerSpec(
         image=plan.builder.id,
         command=["sh", "-c", _GATE, "releng-gate", *command] if gated else command,
-        mounts=[
-            Mount(project.root, project.packaging_mount),
-            Mount(plan.distro.path.resolve(), project.distro_mount),
-            Mount(out_tmp, OUT_MOUNT, read_only=False),
-        ],
+        mounts=build_mounts(project, plan.distro, out_tmp),
         masks=secret_masks(project),
         environment=(
             _fixed_environment(plan, cpus=cpus) if gated else build_environment(plan, cpus=cpus)
@@ -456,25 +461,18 @@ def make_package(
     # A signing problem fails now, not after the images are made.
     signer = None if source else signer_for(project, env, release=version.is_release)
     target = _target(engine, project, distro, version, on_line=on_line)
-    if source is not None:
-        plan = _decide(target, source, force=force)
-        if plan.up_to_date:
-            return _up_to_date(plan, started)
+    ready = None if source is None else _decide(target, source, force=force)
+    if ready is not None and ready.up_to_date:
+        return _up_to_date(ready, started)
 
-        def decide() -> BuildPlan:
-            return plan
-
-    else:
-
-        def decide() -> BuildPlan:
-            made = make_source_tarball(project, version, env=env, signer=signer)
-            return _decide(target, made, force=force)
+    def make_source() -> BuildPlan:
+        made = make_source_tarball(project, version, env=env, signer=signer)
+        return _decide(target, made, force=force)
 
     return _build(
         engine,
         target,
-        decide,
-        source_ready=source is not None,
+        ready or make_source,
         owner=Owner.for_project(project, env),
         cpus=cpus or os.cpu_count() or 1,
         keep=keep,
@@ -486,17 +484,16 @@ def make_package(
 def _build(
     engine: Engine,
     target: BuildPlan,
-    decide: Callable[[], BuildPlan],
+    plan_or_make: BuildPlan | Callable[[], BuildPlan],
     *,
-    source_ready: bool,
     owner: Owner,
     cpus: int,
     keep: bool,
     on_line: Callable[[str], None] | None,
     started: float,
 ) -> BuildResult:
-    """Run the build: ``decide`` gives the plan (making the source tarball unless
-    ``source_ready``), while the gated build container starts."""
+    """Run the build of ``plan_or_make``: the plan, or (when the source tarball must be made)
+    the call that makes it and gives the plan, which runs while the gated container starts."""
     project, distro_id, version = target.project, target.distro.id, target.version
     log_path = _new_log(project, distro_id, version)
     target.out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -522,13 +519,13 @@ def _build(
         record(f"releng: {spec.describe()}")
         log.info("building %s %s in %s", distro_id, version, target.builder.reference)
         with _Background(engine, spec, "releng-build") as build:
-            if source_ready:
-                plan = decide()
+            if isinstance(plan_or_make, BuildPlan):
+                plan = plan_or_make
                 _open_gate(out_tmp, plan, record=record)  # before the start: no wait at all
                 build.begin()
             else:
                 build.begin()  # the container starts while the tarball is made
-                plan = decide()
+                plan = plan_or_make()
                 if plan.up_to_date:  # the new tarball is the same as the last build's
                     log_path.unlink()
                     return _up_to_date(plan, started)
@@ -755,11 +752,8 @@ class _SmokeTest:
             )
         digests = {f: file_sha256(self.out_tmp / f) for f in files}
         run = self._early.result() if self._early is not None else None
-        early = (
-            run is not None and run.debs == debs and all(run.digests[d] == digests[d] for d in debs)
-        )
         where = f"a fresh {self.plan.distro.docker_base} container"
-        if run is not None and early:
+        if run is not None and run.debs == debs and all(run.digests[d] == digests[d] for d in debs):
             self.record(f"releng: installed {', '.join(debs)} in {where} as they were built")
         else:
             if self._early is not None:

@@ -20,13 +20,13 @@ from typing import Any, TextIO
 
 from releng.build import (
     BUILD_DIR,
-    OUT_MOUNT,
     build_environment,
+    build_mounts,
     failed_image,
     plan_build,
     secret_masks,
 )
-from releng.engine import ContainerSpec, Engine, Mount
+from releng.engine import ContainerSpec, Engine
 from releng.errors import BuildError
 from releng.project import Project
 from releng.version import Version
@@ -77,11 +77,7 @@ def interactive_spec(
     return ContainerSpec(
         image=image,
         command=list(command),
-        mounts=[
-            Mount(project.root, project.packaging_mount),
-            Mount(distro.path.resolve(), project.distro_mount),
-            Mount(out_dir, OUT_MOUNT, read_only=False),
-        ],
+        mounts=build_mounts(project, distro, out_dir),
         masks=secret_masks(project),
         environment=environment,
         workdir=BUILD_DIR,
