@@ -39,7 +39,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 from tests.fixtures.gpg import make_key  # noqa: E402
 from tests.fixtures.project import copy_repo, git  # noqa: E402
 
-from releng.build import Owner, build_spec, make_package, plan_build  # noqa: E402
+from releng.build import BuildPlan, Owner, build_spec, make_package, plan_build  # noqa: E402
 from releng.engine import ContainerSpec, Engine  # noqa: E402
 from releng.images import ensure_base_image  # noqa: E402
 from releng.project import Project  # noqa: E402
@@ -178,15 +178,22 @@ def timed(fn):  # type: ignore[no-untyped-def]
     return result, time.monotonic() - start
 
 
-def bare_build(engine: Engine, project: Project, version: Version, env: dict[str, str]) -> float:
-    """dpkg-buildpackage alone, inside the same builder image, with the same mounts,
-    environment and unprivileged user as make-package's build (so with fakeroot where the
-    package's Rules-Requires-Root asks for root)."""
+def scratch_spec(
+    engine: Engine, project: Project, version: Version, env: dict[str, str]
+) -> tuple[BuildPlan, ContainerSpec]:
+    """A forced plan and make-package's build container spec, writing to an emptied scratch dir."""
     plan = plan_build(engine, project, project.distro(DISTRO), version, env=env, force=True)
     scratch = WORK / "scratch-out"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    spec = build_spec(plan, scratch, owner=Owner.for_project(project, env), cpus=CPUS)
+    return plan, build_spec(plan, scratch, owner=Owner.for_project(project, env), cpus=CPUS)
+
+
+def bare_build(engine: Engine, project: Project, version: Version, env: dict[str, str]) -> float:
+    """dpkg-buildpackage alone, inside the same builder image, with the same mounts,
+    environment and unprivileged user as make-package's build (so with fakeroot where the
+    package's Rules-Requires-Root asks for root)."""
+    _, spec = scratch_spec(engine, project, version, env)
     result = engine.run_spec(dataclasses.replace(spec, command=["sh", "-c", BARE]))
     line = next((ln for ln in result.output.splitlines() if ln.startswith("BARE ")), None)
     if result.exit_code != 0 or line is None:
@@ -201,11 +208,7 @@ def container_floor(
     """What one container costs by itself: create, start, run ``true``, wait and remove, in
     the builder image with make-package's mounts and no network (make-package needs at least
     this once, and a second, overlapped, for the smoke test)."""
-    plan = plan_build(engine, project, project.distro(DISTRO), version, env=env, force=True)
-    scratch = WORK / "scratch-out"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    spec = build_spec(plan, scratch, owner=Owner.for_project(project, env), cpus=CPUS)
+    _, spec = scratch_spec(engine, project, version, env)
     _, seconds = timed(lambda: engine.run_spec(dataclasses.replace(spec, command=["true"])))
     return seconds
 
@@ -214,10 +217,7 @@ def classic_build(
     engine: Engine, project: Project, version: Version, env: dict[str, str], *, apt_opts: str = ""
 ) -> float:
     """A fresh base container: install devscripts + equivs + Build-Depends, then debuild."""
-    distro = project.distro(DISTRO)
-    plan = plan_build(engine, project, distro, version, env=env, force=True)
-    scratch = WORK / "scratch-out"
-    spec = build_spec(plan, scratch, owner=Owner.for_project(project, env), cpus=CPUS)
+    plan, spec = scratch_spec(engine, project, version, env)
     classic = ContainerSpec(
         image=plan.base_image_id,
         command=["sh", "-c", CLASSIC],
