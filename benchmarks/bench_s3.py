@@ -130,8 +130,8 @@ def main() -> None:
 
     from releng.apt import RepoSettings, Repository
     from releng.gpg import Signer
-    from releng.publish import Destination, sync_repo, update_indices
-    from releng.s3 import S3Url, s3_client
+    from releng.publish.flows import Destination, sync_repo, update_indices
+    from releng.publish.sync import S3Url, s3_client
 
     WORK.mkdir(parents=True, exist_ok=True)
     print(f"generating {count:,} .debs and a signed repository with releng's apt library ...")

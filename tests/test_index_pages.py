@@ -1,4 +1,4 @@
-"""releng.index_pages: the pure renderer, and pages on S3 only where contents changed."""
+"""releng.publish.index_pages: the pure renderer, and pages on S3 only where contents changed."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from releng.index_pages import Entry, IndexPages, directories_of, human_size, render_index
-from releng.s3 import S3Url, s3_client
+from releng.publish.index_pages import Entry, IndexPages, directories_of, human_size, render_index
+from releng.publish.sync import S3Url, s3_client
 
 GENERATED = dt.datetime(2026, 11, 22, 3, 4, 5, tzinfo=dt.UTC)
 
@@ -84,7 +84,7 @@ def test_pages_on_s3_only_for_changed_dirs_never_the_control_area(moto_server, m
     page = client.get_object(Bucket=bucket, Key="apt/pool/main/t/tally/index.html")
     assert page["ContentType"] == "text/html; charset=utf-8"
     assert "tally_1_amd64.deb" in page["Body"].read().decode()
-    monkeypatch.setattr("releng.index_pages.FULL_LISTING_ABOVE", 0)  # the one-listing path
+    monkeypatch.setattr("releng.publish.index_pages.FULL_LISTING_ABOVE", 0)  # the one-listing path
     pages.update(everything)
     root = client.get_object(Bucket=bucket, Key="apt/index.html")["Body"].read().decode()
     assert "dists/" in root and "pool/" in root and ".releng" not in root

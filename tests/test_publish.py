@@ -13,7 +13,7 @@ import pytest
 
 from releng.errors import LockError, PublishError
 from releng.gpg import Signer
-from releng.publish import (
+from releng.publish.flows import (
     COMPLETE,
     Destination,
     LockOptions,
@@ -25,8 +25,8 @@ from releng.publish import (
     update_repos,
     upload_build,
 )
-from releng.s3 import S3Url, SyncOptions, s3_client
-from releng.s3lock import S3Lock
+from releng.publish.lock import S3Lock
+from releng.publish.sync import S3Url, SyncOptions, s3_client
 from releng.version import Version
 from tests.apt_debs import make_deb
 from tests.fixtures.moto import create_distribution

@@ -21,7 +21,7 @@ import pytest
 from releng.engine import Mount
 from releng.gpg import Signer
 from releng.project import Project
-from releng.publish import (
+from releng.publish.flows import (
     Destination,
     LockOptions,
     public_read_policy,
@@ -29,7 +29,7 @@ from releng.publish import (
     update_repos,
     upload_build,
 )
-from releng.s3 import S3Url, SyncOptions, s3_client
+from releng.publish.sync import S3Url, SyncOptions, s3_client
 from releng.version import Version
 from tests.apt_debs import make_deb
 from tests.fixtures.s3repo import fetch

@@ -1,12 +1,12 @@
-"""releng.cloudfront: which paths are invalidated (pure), and the call against moto."""
+"""releng.publish.cloudfront: which paths are invalidated (pure), and the call against moto."""
 
 from __future__ import annotations
 
 import pytest
 
-from releng.cloudfront import MAX_PATHS, Invalidator, invalidation_paths
 from releng.errors import PublishError
-from releng.s3 import S3Url
+from releng.publish.cloudfront import MAX_PATHS, Invalidator, invalidation_paths
+from releng.publish.sync import S3Url
 from tests.fixtures.moto import create_distribution
 
 

@@ -18,8 +18,8 @@ import pytest
 
 from releng import apt
 from releng.gpg import Signer
-from releng.publish import Destination, LockOptions, public_read_policy, sync_repo
-from releng.s3 import S3Url, SyncOptions, s3_client, scan_tree
+from releng.publish.flows import Destination, LockOptions, public_read_policy, sync_repo
+from releng.publish.sync import S3Url, SyncOptions, s3_client, scan_tree
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import make_key
 from tests.fixtures.s3repo import apt_problems, follow, packages_served, read_inrelease

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from releng.s3 import s3_client
+from releng.publish.sync import s3_client
 from tests.apt_debs import make_deb
 from tests.test_cli import assert_one_error_line, invoke
 

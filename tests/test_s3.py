@@ -1,4 +1,4 @@
-"""releng.s3: URL parsing, classification and planning (pure), and the sync against moto over HTTP."""
+"""releng.publish.sync: URL parsing, classification and planning (pure), and the sync against moto over HTTP."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from releng.errors import PublishError
-from releng.s3 import (
+from releng.publish.sync import (
     INTENT,
     MANAGED_TREES,
     MANIFEST,
@@ -184,7 +184,7 @@ def test_scan_tree_skips_dot_files_but_maps_the_state_dir(tmp_path: Path) -> Non
 @pytest.fixture
 def dest(moto_server, monkeypatch) -> S3Url:
     """A fresh public bucket (policy as published) on the session's moto server."""
-    from releng.publish import public_read_policy
+    from releng.publish.flows import public_read_policy
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
     bucket = f"pub-{uuid.uuid4().hex[:12]}"

@@ -1,4 +1,4 @@
-"""releng.s3lock against moto: If-None-Match: * creation, holder named, expiry takeover logged."""
+"""releng.publish.lock against moto: If-None-Match: * creation, holder named, expiry takeover logged."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import uuid
 import pytest
 
 from releng.errors import LockError
-from releng.s3 import LOCK, S3Url, s3_client
-from releng.s3lock import LockInfo, S3Lock
+from releng.publish.lock import LockInfo, S3Lock
+from releng.publish.sync import LOCK, S3Url, s3_client
 
 pytestmark = pytest.mark.aws
 
@@ -96,7 +96,7 @@ def test_an_expired_lock_is_taken_over_and_the_takeover_logged(dest, caplog) -> 
     with pytest.raises(LockError, match="crashed@worker pid 9"):
         late.acquire(timeout=0.2)  # not expired yet
     now[0] += dt.timedelta(minutes=31)
-    with caplog.at_level(logging.WARNING, logger="releng.s3lock"):
+    with caplog.at_level(logging.WARNING, logger="releng.publish.lock"):
         late.acquire(timeout=0)
     assert "took over the expired publisher lock of crashed@worker pid 9" in caplog.text
     info, _etag = late.read()  # type: ignore[misc]

@@ -27,7 +27,7 @@ from releng.aws import handlers, statemachine
 from releng.aws import steps as S
 from releng.aws.catalog import CATALOG_FILE, Catalog
 from releng.errors import AwsError
-from releng.publish import public_read_policy
+from releng.publish.flows import public_read_policy
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,12 @@ LAMBDA_MODULES = (
     "releng/aws/launch.py",
     "releng/aws/status.py",
     # update_indices / invalidate_cloudfront use releng.publish (stdlib + boto3 only).
-    "releng/publish.py",
-    "releng/s3.py",
-    "releng/s3lock.py",
-    "releng/cloudfront.py",
-    "releng/index_pages.py",
+    "releng/publish/__init__.py",
+    "releng/publish/flows.py",
+    "releng/publish/sync.py",
+    "releng/publish/lock.py",
+    "releng/publish/cloudfront.py",
+    "releng/publish/index_pages.py",
 )
 
 

@@ -328,8 +328,8 @@ def check_if_repos_changed(event: Mapping[str, Any], ctx: Context) -> dict[str, 
 
 
 def _destination(ctx: Context) -> Any:
-    from releng.publish import Destination
-    from releng.s3 import S3Url
+    from releng.publish.flows import Destination
+    from releng.publish.sync import S3Url
 
     url = S3Url(ctx.setting(DOWNLOADS_BUCKET), ctx.settings.get(DOWNLOADS_PREFIX, "").strip("/"))
     return Destination(s3=ctx.client("s3"), url=url)
@@ -341,7 +341,7 @@ def update_indices(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
     The CloudFront paths those changes need are returned for InvalidateCloudFront, which runs next.
     """
     del event
-    from releng import publish
+    from releng.publish import flows as publish
 
     result = publish.update_indices(_destination(ctx))
     return {"pages": len(result.pages), "invalidate": list(result.invalidated)}
@@ -353,7 +353,7 @@ def invalidate_cloudfront(event: Mapping[str, Any], ctx: Context) -> dict[str, A
     paths = [str(p) for p in (event.get("indices") or {}).get("invalidate", [])]
     if not distribution:
         return {"invalidation": None, "reason": "no CloudFront distribution configured"}
-    from releng.cloudfront import Invalidator
+    from releng.publish.cloudfront import Invalidator
 
     return {"invalidation": Invalidator(ctx.client("cloudfront"), distribution).invalidate(paths)}
 

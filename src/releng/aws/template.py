@@ -25,7 +25,7 @@ import yaml
 
 from releng.aws import statemachine
 from releng.aws import steps as S
-from releng.publish import public_objects
+from releng.publish.flows import public_objects
 
 TEMPLATE_FILE = "aws/template.yaml"
 USERDATA_FILE = "aws/userdata/worker.sh"

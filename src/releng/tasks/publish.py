@@ -35,7 +35,7 @@ def sync_repos(  # noqa: PLR0917  (invoke passes task arguments positionally)
     no_indices: bool = False,
 ) -> None:
     """Bring an S3 destination to a local repository's state: ordered, incremental, locked."""
-    from releng import publish
+    from releng.publish import flows as publish
 
     proj = project(c)
     root = Path(repo or "out/repo")
@@ -60,8 +60,8 @@ def sync_repos(  # noqa: PLR0917  (invoke passes task arguments positionally)
 )
 def publish_source(c: Context, version: str, dest: str = "") -> None:
     """Copy a version's source tarball, .asc and SHA256SUMS from scratch to the public source/."""
-    from releng import publish
-    from releng.s3 import s3_client
+    from releng.publish import flows as publish
+    from releng.publish.sync import s3_client
 
     proj = project(c)
     destination = publish.destination_for(proj, dest)
@@ -86,8 +86,8 @@ def publish_source(c: Context, version: str, dest: str = "") -> None:
 )
 def upload_build(c: Context, distro: str, version: str = "", dry_run: bool = False) -> None:
     """Put one build's outputs into the private scratch bucket (workers run this)."""
-    from releng import publish
-    from releng.s3 import s3_client
+    from releng.publish import flows as publish
+    from releng.publish.sync import s3_client
 
     proj = project(c)
     ver = Version.parse_or_nightly(version or None)
@@ -113,7 +113,7 @@ def upload_build(c: Context, distro: str, version: str = "", dry_run: bool = Fal
 )
 def update_indices(c: Context, dest: str = "", all: bool = False, dry_run: bool = False) -> None:
     """Regenerate index.html pages where contents changed and invalidate CloudFront's dists/."""
-    from releng import publish
+    from releng.publish import flows as publish
 
     proj = project(c)
     destination = publish.destination_for(proj, dest, dry_run=dry_run)

@@ -76,7 +76,7 @@ def update_repos(
     proj = project(c)
     ver = Version.parse_or_nightly(version or None)
     if dest:
-        from releng import publish
+        from releng.publish import flows as publish
 
         done = publish.update_repos_to(proj, os.environ, version=ver, dest=dest)
         for distro, suites in done.included.items():

@@ -23,7 +23,7 @@ file it names) or the new one in place; a rerun converges, because uploads are
 idempotent and the manifest is written last.
 
 The ``.releng/`` control area under the prefix holds the manifest, the intent,
-the lock (:mod:`releng.s3lock`), the apt repository's state (``state/``) and the
+the lock (:mod:`releng.publish.lock`), the apt repository's state (``state/``) and the
 changes not yet turned into index pages and invalidations (``changes.json``).
 It is never listed in index pages and :func:`public_read_policy` leaves it
 private.

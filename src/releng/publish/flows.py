@@ -10,12 +10,12 @@ Layout of the public destination ``s3://<bucket>/<prefix>/``::
     dists/ pool/                the apt repository (sync-repos, update-repos)
     source/                     release source tarballs (publish-source)
     index.html ...              browsable pages (update-indices)
-    .releng/                    control area, private (see releng.s3): manifest, intent,
+    .releng/                    control area, private (see releng.publish.sync): manifest, intent,
                                 lock, changes.json, and state/ -- the apt repository's
                                 own state directory, so a publisher with an empty disk
                                 (an EC2 worker) rebuilds the repository from the bucket
 
-Every write to the destination happens with its lock held (releng.s3lock), and
+Every write to the destination happens with its lock held (releng.publish.lock), and
 the repository state is read *after* the lock is taken: two concurrent
 ``update-repos`` never lose a package.
 """
@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from releng import cloudfront as cf
 from releng.errors import PublishError
-from releng.index_pages import IndexPages
-from releng.s3 import (
+from releng.publish import cloudfront as cf
+from releng.publish.index_pages import IndexPages
+from releng.publish.lock import DEFAULT_TIMEOUT, DEFAULT_TTL, S3Lock
+from releng.publish.sync import (
     LONG_TTL,
     STATE,
     STATE_SKIP,
@@ -57,7 +58,6 @@ from releng.s3 import (
     sha256_file,
     sync_tree,
 )
-from releng.s3lock import DEFAULT_TIMEOUT, DEFAULT_TTL, S3Lock
 from releng.version import Version
 
 if TYPE_CHECKING:
@@ -619,7 +619,7 @@ def destination_for(
     lock_timeout: float | None = None,
 ) -> Destination:
     """The Destination that ``--dest`` (else ``[publish] bucket``/``prefix``) names."""
-    from releng.s3 import DEFAULT_GRACE, parse_s3_url, s3_client
+    from releng.publish.sync import DEFAULT_GRACE, parse_s3_url, s3_client
 
     cfg = project.config.publish
     if not dest:

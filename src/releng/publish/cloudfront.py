@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from releng.errors import PublishError
-from releng.s3 import S3Url
+from releng.publish.sync import S3Url
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudfront import CloudFrontClient

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from releng.errors import LockError
-from releng.s3 import LOCK, S3Url, error_code, http_status, is_not_found, s3_errors
+from releng.publish.sync import LOCK, S3Url, error_code, http_status, is_not_found, s3_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -1,24 +1,16 @@
-"""Base images (``DOCKER_BASE``) and builder images (base + tooling + Build-Depends).
+"""Builder images: a base image after ``packaging/builder-setup`` ran in it.
 
-A base image is used as the engine has it; else pulled; else, for the Debian
-suites that mmdebstrap can make from the mirror, bootstrapped and
-``docker import``-ed under the ``DOCKER_BASE`` name with labels saying the
-suite, mirror and date.
-
-A builder image is the base image after ``packaging/builder-setup`` ran in it.
-Its tag is a hash of everything that shapes it (base image id, Build-Depends,
-APT_SOURCES, the setup script), so it is reused until one of those changes.
+A builder image's tag is a hash of everything that shapes it (base image id,
+Build-Depends, APT_SOURCES, the setup script), so it is reused until one of
+those changes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import logging
-import shlex
-import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,135 +19,15 @@ from pathlib import Path
 from releng.distro import Distro
 from releng.engine import ContainerSpec, Engine, Mount, image_ref_parts
 from releng.errors import ImageError
+from releng.images.base import LABEL_PREFIX, ensure_base_image
 from releng.project import Project
 
 log = logging.getLogger(__name__)
 
 BUILDER_SETUP = "packaging/builder-setup"
-LABEL_PREFIX = "org.releng"
 SETUP_PARAMS = "/opt/releng-setup"  # builder-setup's parameters, mounted read-only
 APT_CACHE = "/var/cache/releng-apt"  # the download cache volume (builder-setup copies in and out)
-BOOTSTRAP_VARIANT = "minbase"
 BUILDER_FORMAT = "2"  # bump when the way builder images are made changes outside builder-setup
-
-
-def _mirror(project: Project) -> str:
-    images = project.config.images
-    if images.snapshot:
-        return f"{images.snapshot_mirror.rstrip('/')}/{images.snapshot}"
-    return images.debian_mirror
-
-
-def _first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no details"
-
-
-def bootstrap_command(project: Project, distro: Distro, tarball: Path) -> list[str]:
-    """The mmdebstrap command line that makes ``distro``'s base image as a tarball."""
-    cmd = ["mmdebstrap", f"--variant={BOOTSTRAP_VARIANT}", "--quiet"]
-    if project.config.images.snapshot:
-        cmd.append('--aptopt=Acquire::Check-Valid-Until "false"')
-    return [*cmd, distro.codename, str(tarball), _mirror(project)]
-
-
-def bootstrap_base_image(engine: Engine, project: Project, distro: Distro) -> str:
-    """mmdebstrap ``distro``'s suite and import it under its DOCKER_BASE name; the image id."""
-    if not distro.bootstrappable:
-        raise ImageError(
-            f"{distro.id}: cannot bootstrap {distro.docker_base}: mmdebstrap makes only Debian suites "
-            "from the live mirror (bullseye, bookworm, trixie, forky, sid); "
-            f"load the image with `docker load` or `docker pull {distro.docker_base}`"
-        )
-    mirror = _mirror(project)
-    repository, tag = image_ref_parts(distro.docker_base)
-    date = (
-        project.config.images.snapshot
-        if project.config.images.snapshot
-        else dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    )
-    labels = {
-        f"{LABEL_PREFIX}.suite": distro.codename,
-        f"{LABEL_PREFIX}.mirror": mirror,
-        f"{LABEL_PREFIX}.date": date,
-        f"{LABEL_PREFIX}.bootstrap": f"mmdebstrap --variant={BOOTSTRAP_VARIANT}",
-    }
-    with tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp:
-        tarball = Path(tmp) / f"{distro.codename}.tar"
-        cmd = bootstrap_command(project, distro, tarball)
-        log.info("bootstrapping %s: %s", distro.docker_base, shlex.join(cmd))
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        except FileNotFoundError:
-            raise ImageError(
-                f"{distro.id}: cannot bootstrap {distro.docker_base}: mmdebstrap is not installed; "
-                "run ./scripts/setup"
-            ) from None
-        if proc.returncode != 0:
-            raise ImageError(
-                f"{distro.id}: mmdebstrap of {distro.codename} from {mirror} failed: "
-                f"{_first_line(proc.stderr)}; check the mirror in [images] of product.toml"
-            )
-        changes = [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
-        changes.append('CMD ["bash"]')
-        log.info("docker import %s as %s:%s", tarball, repository, tag)
-        engine.client.api.import_image_from_file(
-            str(tarball), repository=repository, tag=tag, changes=changes
-        )
-    image_id = engine.image_id(distro.docker_base)
-    if image_id is None:
-        raise ImageError(
-            f"{distro.id}: docker import of {distro.docker_base} left no image; see the engine's log"
-        )
-    return image_id
-
-
-def pull_base_image(engine: Engine, distro: Distro) -> str:
-    """Pull DOCKER_BASE; the image id, or ImageError with the registry's reason."""
-    import docker.errors
-
-    repository, tag = image_ref_parts(distro.docker_base)
-    log.info("pulling %s", distro.docker_base)
-    try:
-        image = engine.client.images.pull(repository, tag=tag or None)
-    except docker.errors.APIError as exc:
-        raise ImageError(_first_line(str(exc.explanation or exc))) from None
-    return str(image.id)
-
-
-def ensure_base_image(
-    engine: Engine, project: Project, distro: Distro, *, bootstrap: bool = False, pull: bool = True
-) -> str:
-    """The id of ``distro``'s base image: the engine's, else pulled, else bootstrapped.
-
-    ``bootstrap`` skips the engine's copy and the pull and bootstraps afresh
-    (``invoke base-image DISTRO --bootstrap``); ``pull=False`` never asks a registry.
-    """
-    tried: list[str] = []
-    if not bootstrap:
-        existing = engine.image_id(distro.docker_base)
-        if existing is not None:
-            return existing
-        tried.append("not in the engine")
-        if pull:
-            try:
-                return pull_base_image(engine, distro)
-            except ImageError as exc:
-                tried.append(f"pull failed ({exc})")
-    if distro.bootstrappable:
-        return bootstrap_base_image(engine, project, distro)
-    tried.append(
-        f"bootstrap not possible ({distro.family} {distro.distribution or ''} is not a Debian suite "
-        "mmdebstrap can make from the mirror)".replace("  ", " ")
-    )
-    raise ImageError(
-        f"no base image {distro.docker_base} for {distro.id}: {'; '.join(tried)}; "
-        f"load it into the engine (`docker load -i FILE` or `docker pull {distro.docker_base}` "
-        "where a registry is reachable), or point DOCKER_BASE at an image the engine has"
-    )
-
-
-# -- builder images -----------------------------------------------------------------------
 
 
 def build_depends(debian_dir: Path) -> str:

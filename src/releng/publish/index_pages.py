@@ -3,7 +3,7 @@
 :func:`render_index` is pure: one directory's folders and files (size, date) in,
 one HTML page out, saying when it was generated. :class:`IndexPages` applies it
 to S3 for the directories whose contents changed (the sync reports them; see
-:func:`releng.s3.dirty_directories`), listing only those directories, one
+:func:`releng.publish.sync.dirty_directories`), listing only those directories, one
 delimiter listing each. A directory that no longer has anything loses its page.
 
 The control area (``.releng/``) never appears in a page. Pages get a short
@@ -20,7 +20,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from releng.s3 import CONTROL_DIR, DEFAULT_SHORT_TTL, S3Url, delete_keys, list_keys, s3_errors
+from releng.publish.sync import (
+    CONTROL_DIR,
+    DEFAULT_SHORT_TTL,
+    S3Url,
+    delete_keys,
+    list_keys,
+    s3_errors,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
