@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -9,49 +10,73 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
-from releng.distro import read_targets  # noqa: E402  (stdlib-only module)
+# stdlib-only modules, importable before any venv exists
+from releng.checkout_venv import hand_over  # noqa: E402
+from releng.distro import read_targets  # noqa: E402
+from releng.lockfile import LOCK, compile_locks, stale  # noqa: E402
+
+hand_over(ROOT, "nox")  # a nox outside any venv (a pyenv shim) runs the checkout's .venv
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
-nox.options.default_venv_backend = "venv"
+# uv (from the lock, in .venv) makes a session venv in seconds; plain venv where it is absent.
+nox.options.default_venv_backend = "uv|venv"
 
 TARGETS = read_targets(ROOT)
 
 
-# The venvs see the packages scripts/setup installed, so a fresh CI checkout does not
-# download the dependency tree again; pip still installs anything missing.
-SITE = ["--system-site-packages"]
+def _install(session: nox.Session) -> None:
+    """requirements/lock.txt, then releng itself without dependencies; skipped when done already."""
+    stamp = Path(session.virtualenv.location) / ".releng-lock"
+    want = (ROOT / LOCK).read_text() + (ROOT / "pyproject.toml").read_text()
+    if stamp.is_file() and stamp.read_text() == want:
+        return
+    session.install("--require-hashes", "--no-deps", "-r", str(LOCK))
+    session.install("--no-deps", "--no-build-isolation", "-e", ".")
+    stamp.write_text(want)
 
 
-@nox.session(venv_params=SITE)
+@nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole test suite, real engines included (Docker, gpg, apt, moto)."""
-    session.install("-e", ".[test]")
+    _install(session)
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
 
 
-@nox.session(venv_params=SITE)
+@nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check) and mypy --strict."""
-    session.install("-e", ".[lint]")
+    """ruff (lint and format check), mypy --strict, and the lock files against pyproject.toml."""
+    _install(session)
     session.run("python", "-m", "ruff", "check", ".")
     session.run("python", "-m", "ruff", "format", "--check", ".")
     session.run("python", "-m", "mypy")
+    if problems := stale(ROOT):
+        session.error("; ".join(problems))
 
 
-@nox.session(venv_params=SITE)
+@nox.session
 @nox.parametrize("distro", TARGETS)
 def packages(session: nox.Session, distro: str) -> None:
     """Build the product's packages for one target distro in a throwaway container."""
-    session.install("-e", ".")
+    _install(session)
     session.run("python", "-m", "invoke", "make-package", distro, *session.posargs)
 
 
-@nox.session(default=False, venv_params=SITE)
+@nox.session(default=False)
 def benchmarks(session: nox.Session) -> None:
     """Run the side-by-side benchmarks against peer tools and print ratios."""
-    session.install("-e", ".[bench]")
+    _install(session)
     for script in session.posargs or sorted(
         str(p) for p in (ROOT / "benchmarks").glob("bench_*.py")
     ):
         session.run("python", script)
+
+
+@nox.session(default=False, venv_backend="none")
+def lock(session: nox.Session) -> None:
+    """Re-resolve requirements/lock.txt and runtime.txt from pyproject.toml (-- --upgrade[-package P])."""
+    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
+    if uv is None:
+        session.error("uv is not installed; run ./scripts/setup (it installs uv from the lock)")
+    for path in compile_locks(ROOT, uv=uv, args=session.posargs):
+        session.log(f"wrote {path.relative_to(ROOT)}")

@@ -8,6 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))  # a fresh checkout works before `pip install -e .`
 
+from releng.checkout_venv import hand_over  # noqa: E402  (stdlib-only)
+
+hand_over(ROOT, "invoke")  # an invoke outside any venv (a pyenv shim) runs the checkout's .venv
+
 from releng.tasks import collection  # noqa: E402
 
 ns = collection(str(ROOT))
