@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from releng.cli import help_argv
 from releng.project import Project
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -126,3 +129,38 @@ def test_missing_release_tag_via_the_cli(make_project, gpg_key) -> None:  # type
     )
     assert_one_error_line(result, "release tag 'tally-v7.7.7' for version 7.7.7 does not exist")
     assert not list(project.out_dir.glob("*.tar.gz"))
+
+
+def test_every_task_answers_help_after_its_name(tmp_path: Path) -> None:
+    """`invoke TASK --help` prints TASK's help and exits 0, whatever TASK's arguments are."""
+    listing = invoke("--list", "--list-format", "json", root=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    tasks = {t["name"]: t["help"] for t in json.loads(listing.stdout)["tasks"]}
+    assert {"make-package", "repo-include", "interactive"} <= tasks.keys()
+
+    with ThreadPoolExecutor(4) as pool:
+        results = dict(
+            zip(tasks, pool.map(lambda n: invoke(n, "--help", root=tmp_path), tasks), strict=True)
+        )
+
+    for name, result in results.items():
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        assert result.stdout.startswith(f"Usage: inv[oke] [--core-opts] {name} "), result.stdout
+        assert tasks[name] in " ".join(result.stdout.split()), result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["invoke", "make-package", "--help"], ["--help", "make-package"]),
+        (["inv", "-r", "x", "repo-include", "-h"], ["-r", "x", "--help", "repo-include"]),
+        (["invoke", "distros", "make-package", "d", "--help"], ["--help", "make-package"]),
+        (["invoke", "make-package", "debian-12-bookworm"], None),
+        (["invoke", "interactive", "d", "--", "--help"], None),
+        (["invoke", "--help"], None),
+    ],
+)
+def test_help_after_a_task_becomes_invokes_task_help(
+    argv: list[str], expected: list[str] | None
+) -> None:
+    assert help_argv(argv, ["distros", "make-package", "repo-include", "interactive"]) == expected

@@ -12,10 +12,11 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task
@@ -25,7 +26,8 @@ from releng.errors import RelengError
 from releng.project import Project
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-__all__ = ["Context", "out", "project", "setup_logging", "task"]
+__all__ = ["Context", "out", "project", "route_task_help", "setup_logging", "task"]
+HELP_FLAGS = ("-h", "--help")
 _logging_ready = False
 
 
@@ -80,3 +82,36 @@ def project(c: Context) -> Project:
 def out(line: str = "") -> None:
     """Print for the user (stdout). Library code logs instead."""
     print(line, flush=True)
+
+
+def help_argv(argv: list[str], task_names: Iterable[str]) -> list[str] | None:
+    """``invoke [core] TASK ... --help`` as ``invoke [core] --help TASK``; None when no help is asked.
+
+    invoke hands a task's missing positional argument whatever comes next, ``--help``
+    included (``invoke make-package --help`` would build a distro named ``--help``), so
+    a ``-h``/``--help`` after a task name is turned into invoke's own per-task help,
+    for the last task named before it. Tokens after ``--`` are the task's, not ours.
+    """
+    names = set(task_names)
+    words = argv[1:]
+    if "--" in words:
+        words = words[: words.index("--")]
+    task = None
+    for i, word in enumerate(words):
+        if word in names and task is None:
+            first = i
+        if word in names:
+            task = word
+        elif word in HELP_FLAGS and task is not None:
+            return [*argv[1 : 1 + first], "--help", task]
+    return None
+
+
+def route_task_help(ns: Collection) -> None:
+    """When invoke runs with ``TASK --help``, re-run it as ``invoke --help TASK`` (see help_argv)."""
+    main = Path(sys.argv[0])
+    if not (main.name in ("invoke", "inv") or main.parts[-2:] == ("invoke", "__main__.py")):
+        return  # imported by something else (tests, nox): not our command line
+    if (args := help_argv(sys.argv, ns.task_names)) is not None:
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "invoke", *args])  # noqa: S606
