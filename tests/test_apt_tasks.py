@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,12 +39,23 @@ def test_repo_include_publishes_checks_and_prints_a_sources_snippet(
     again = invoke("repo-publish", root=root)
     assert "republished bookworm" in again.stdout, again.stderr
     assert (repo / "dists/bookworm/InRelease").read_bytes() != release  # signed anew
-    assert invoke("repo-check", root=root).returncode == 0
+    good = invoke("repo-check", "--json", root=root)
+    assert good.returncode == 0, good.stderr
+    report = json.loads(good.stdout)
+    assert (report["ok"], report["suites"], report["problems"]) == (True, ["bookworm"], [])
+    assert report["files_checked"] > 0
     # Tampering is found and reported as one error line.
     (repo / "pool/main/t/tally/tally_1.0.0-1~bookworm_amd64.deb").write_bytes(b"tampered")
     broken = invoke("repo-check", root=root)
     assert "problem: pool/main/t/tally/tally_1.0.0-1~bookworm_amd64.deb" in broken.stdout
     assert_one_error_line(broken, "1 problem(s) found")
+    broken_json = invoke("repo-check", "--json", root=root)
+    report = json.loads(broken_json.stdout)
+    assert not report["ok"]
+    assert [p.split(":")[0] for p in report["problems"]] == [
+        "pool/main/t/tally/tally_1.0.0-1~bookworm_amd64.deb"
+    ]
+    assert_one_error_line(broken_json, "1 problem(s) found")
 
 
 def test_repo_include_refuses_an_unknown_suite_and_writes_nothing(

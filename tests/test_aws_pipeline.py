@@ -312,6 +312,7 @@ def test_cli_deploy_dev_then_nightly_with_fake_ec2(moto_server, project_copy, aw
             "build-on-aws", "--versions", "2026.11.20", "--steps", "make-source-tarball", "--fake-ec2",
             "--timeout", "300",
         )  # fmt: skip
+        status = invoke("aws-status", "--json")
     finally:
         forget_executions(moto_server.client("stepfunctions"), name)
     assert built.returncode == 0, built.stdout + built.stderr
@@ -323,3 +324,12 @@ def test_cli_deploy_dev_then_nightly_with_fake_ec2(moto_server, project_copy, aw
     row = next(r for r in rows if r[2:3] == ["make-source-tarball"])
     assert row[:4] == ["2026.11.20", "-", "make-source-tarball", "succeeded"], built.stdout
     assert row[5] == "local-tarball-0"
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)  # one JSON object, the same rows as data
+    assert report["status"] == "SUCCEEDED"
+    step = next(r for r in report["rows"] if r["step"] == "make-source-tarball")
+    assert (step["version"], step["state"], step["instance"]) == (
+        "2026.11.20",
+        "succeeded",
+        "local-tarball-0",
+    )

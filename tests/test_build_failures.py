@@ -51,10 +51,10 @@ def terminate_mid_build(
 ) -> None:
     """Wait until ``builds`` builds run their slow prebuild hook, SIGTERM the invoke process,
     and check it exits 130 with every build and smoke container of the project gone."""
-    assert proc.stdout is not None
+    assert proc.stderr is not None
     try:
         running = 0
-        for line in proc.stdout:  # the live log: wait until the builds run the hook
+        for line in proc.stderr:  # the live log: wait until the builds run the hook
             running += "prebuild hook runs" in line
             if running == builds:
                 break
@@ -62,7 +62,7 @@ def terminate_mid_build(
             pytest.fail(f"ended before {builds} build(s) ran the hook (exit {proc.wait()})")
         assert len(containers_of(engine, project)) == builds
         proc.send_signal(signal.SIGTERM)
-        proc.stdout.read()
+        proc.stderr.read()
         assert proc.wait(timeout=timeout) == 130
     finally:
         if proc.poll() is None:
@@ -127,7 +127,7 @@ def test_sigterm_mid_build_removes_the_container_and_leaves_nothing(
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", "a slow prebuild hook")
     project = Project.load(root)
-    proc = invoke(root, "make-package", BOOKWORM, "--version", "2026.11.18", stdout=subprocess.PIPE)
+    proc = invoke(root, "make-package", BOOKWORM, "--version", "2026.11.18", stderr=subprocess.PIPE)
     terminate_mid_build(proc, engine, project, builds=1, timeout=60)
     assert leftovers(project, "2026.11.18") == []
 
@@ -215,11 +215,12 @@ def test_make_all_packages_goes_on_after_a_failure_and_reports_it(
     )
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1, stderr
-    lines = stdout.splitlines()
-    assert any(ln.startswith(f"{BOOKWORM}  | ") and "dpkg-buildpackage" in ln for ln in lines)
-    assert any(ln.startswith("[1/2] ") for ln in lines)
-    assert any(ln.startswith("[2/2] ") for ln in lines)
-    table = lines[lines.index(next(ln for ln in lines if ln.startswith("DISTRO "))) :]
+    logs = stderr.splitlines()  # live logs and progress on stderr, the summary alone on stdout
+    assert any(ln.startswith(f"{BOOKWORM}  | ") and "dpkg-buildpackage" in ln for ln in logs)
+    assert any(ln.startswith("[1/2] ") for ln in logs)
+    assert any(ln.startswith("[2/2] ") for ln in logs)
+    table = stdout.splitlines()
+    assert table[0].startswith("DISTRO "), stdout
     assert any(ln.startswith(BOOKWORM) and " built " in ln for ln in table)
     assert any(
         ln.startswith("ubuntu-16.04-xenial")
@@ -253,7 +254,7 @@ def test_sigterm_stops_make_all_packages_and_cleans_every_build(
         "2026.11.14",
         "--distros",
         ",".join(distros),
-        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     terminate_mid_build(proc, engine, project, builds=2, timeout=120)
     assert leftovers(project, "2026.11.14") == []

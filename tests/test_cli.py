@@ -72,6 +72,21 @@ def test_distros_lists_every_distro_and_targets(project_copy: Project) -> None:
     assert "APT_SOURCES" in lines["debian-9-stretch"]
 
 
+def test_distros_json_is_the_table_as_data(project_copy: Project) -> None:
+    result = invoke("distros", "--json", root=project_copy.root)
+    assert result.returncode == 0, result.stderr
+    distros = {d["id"]: d for d in json.loads(result.stdout)}
+    assert len(distros) == 7
+    bookworm = distros["debian-12-bookworm"]
+    assert (bookworm["docker_base"], bookworm["codename"], bookworm["target"]) == (
+        "debian:bookworm",
+        "bookworm",
+        True,
+    )
+    assert not distros["ubuntu-24.04-noble"]["target"]
+    assert "APT_SOURCES" in distros["debian-9-stretch"]["has"]
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

@@ -28,6 +28,7 @@ README = (REPO_ROOT / "README.md").read_text()
 FIRST = "./scripts/setup && invoke make-package debian-12-bookworm"
 SECOND = "./scripts/setup && nox -s tests"
 MARKER = ".venv/.releng-setup-complete"
+HOST_CA = "/run/releng-host-ca.crt"
 
 
 def test_readme_opens_with_the_two_commands() -> None:
@@ -60,12 +61,20 @@ def stock_bookworm(docker_client: Any, base_image: Any) -> Iterator[tuple[Any, P
     image = base_image("debian-12-bookworm")
     checkout = fresh_clone(Path(tempfile.mkdtemp(prefix="releng-stock-")))
     sock = "/var/run/docker.sock"
+    volumes = {sock: {"bind": sock}, str(checkout): {"bind": str(checkout)}}
+    env = {}
+    # A network that intercepts TLS needs its CA, as this machine's pip does (PIP_CERT);
+    # it is mounted apart from /etc/ssl, which the image's ca-certificates will own.
+    if ca := os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE"):
+        volumes[ca] = {"bind": HOST_CA, "mode": "ro"}
+        env = {"PIP_CERT": HOST_CA, "SSL_CERT_FILE": HOST_CA}
     container = docker_client.containers.run(
         image,
         ["sleep", "infinity"],
         detach=True,
         init=True,
-        volumes={sock: {"bind": sock}, str(checkout): {"bind": str(checkout)}},
+        volumes=volumes,
+        environment=env,
         working_dir=str(checkout),
         labels={"org.releng.test": "stock-bookworm"},
     )

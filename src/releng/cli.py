@@ -9,6 +9,7 @@ keeps its traceback. Only this module and ``releng.tasks`` print.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import sys
@@ -26,7 +27,16 @@ from releng.errors import RelengError
 from releng.project import Project
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-__all__ = ["Context", "out", "project", "route_task_help", "setup_logging", "task"]
+__all__ = [
+    "Context",
+    "note",
+    "out",
+    "out_json",
+    "project",
+    "route_task_help",
+    "setup_logging",
+    "task",
+]
 HELP_FLAGS = ("-h", "--help")
 _logging_ready = False
 
@@ -80,8 +90,18 @@ def project(c: Context) -> Project:
 
 
 def out(line: str = "") -> None:
-    """Print for the user (stdout). Library code logs instead."""
+    """Print a result for the user (stdout). Library code logs instead."""
     print(line, flush=True)
+
+
+def note(line: str = "") -> None:
+    """Print progress, live build logs and hints (stderr), so stdout carries only results."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def out_json(data: object) -> None:
+    """A ``--json`` result: one JSON document on one line of stdout (JSON lines when repeated)."""
+    print(json.dumps(data, default=str), flush=True)
 
 
 def help_argv(argv: list[str], task_names: Iterable[str]) -> list[str] | None:

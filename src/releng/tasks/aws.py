@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from releng.cli import Context, out, project, task
+from releng.cli import Context, note, out, out_json, project, task
 
 _FAKE = "run the handlers and workers on this machine (moto or a dev stack: deploy-aws --dev)"
 _TIMEOUT = "with --fake-ec2: give up waiting after this many seconds"
@@ -39,7 +39,7 @@ def _build(
         )
     out(f"started {started.arn}")
     if not fake_ec2:
-        out("follow it with: invoke aws-status --follow")
+        note("follow it with: invoke aws-status --follow")
         return
     desc = run.run_fake_ec2(proj, aws, started, env=os.environ, timeout=timeout)
     _print_status(aws, started.stack.scratch_bucket, desc)
@@ -102,11 +102,17 @@ def make_multiple_releases_on_aws(
     _build(c, _split(versions), "", "", fake_ec2=fake_ec2, timeout=timeout)
 
 
-def _print_status(aws: object, bucket: str, desc: dict[str, object]) -> None:
+def _print_status(aws: object, bucket: str, desc: dict[str, object], *, json: bool = False) -> None:
+    from dataclasses import asdict
+
     from releng.aws import status
 
     client = aws.client  # type: ignore[attr-defined]
     rows = status.rows(client("s3"), bucket, str(desc["name"]))
+    if json:
+        keys = ("name", "executionArn", "status", "startDate", "stopDate", "error", "cause")
+        out_json({**{k: desc[k] for k in keys if k in desc}, "rows": [asdict(r) for r in rows]})
+        return
     for line in status.table(desc, rows):
         out(line)
 
@@ -115,9 +121,10 @@ def _print_status(aws: object, bucket: str, desc: dict[str, object]) -> None:
     help={
         "execution": "execution name or ARN; default: the latest",
         "follow": "refresh until it ends",
+        "json": "print one JSON object per refresh: the execution and its rows",
     }
 )
-def aws_status(c: Context, execution: str = "", follow: bool = False) -> None:
+def aws_status(c: Context, execution: str = "", follow: bool = False, json: bool = False) -> None:
     """Every version x distro x step: state, duration, instance; failures with their log."""
     from releng.aws import run
     from releng.aws.deploy import load_stack
@@ -139,11 +146,12 @@ def aws_status(c: Context, execution: str = "", follow: bool = False) -> None:
         arn = max(match, key=lambda e: e["startDate"])["executionArn"]
     while True:
         desc = sfn.describe_execution(executionArn=arn)
-        _print_status(aws, stack.scratch_bucket, desc)
+        _print_status(aws, stack.scratch_bucket, desc, json=json)
         if not follow or desc["status"] != "RUNNING":
             return
         time.sleep(10)
-        out()
+        if not json:
+            out()
 
 
 @task(

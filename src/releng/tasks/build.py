@@ -6,7 +6,7 @@ import os
 
 from invoke.exceptions import Exit
 
-from releng.cli import Context, fail, out, project, task
+from releng.cli import Context, fail, note, out, project, task
 
 
 @task(
@@ -52,7 +52,7 @@ def make_package(
     proj.distro(distro)  # an unknown distro fails before the engine is asked
     with terminate_as_interrupt():
         engine = Engine.from_env(os.environ)
-        result = make(engine, proj, distro, v, env=os.environ, force=force, keep=keep, on_line=out)
+        result = make(engine, proj, distro, v, env=os.environ, force=force, keep=keep, on_line=note)
     if result.up_to_date:
         out(f"{distro} {v}: up to date in {result.out_dir} (--force rebuilds)")
         return
@@ -89,14 +89,13 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
     ids = [d.strip() for d in distros.split(",") if d.strip()] or proj.targets()
     for d in ids:
         proj.distro(d)
-    out(f"building {v} for {len(ids)} distro(s), {jobs} at a time: {', '.join(ids)}")
+    note(f"building {v} for {len(ids)} distro(s), {jobs} at a time: {', '.join(ids)}")
     with terminate_as_interrupt():
         engine = Engine.from_env(os.environ)
-        reporter = Reporter(out, total=len(ids), quiet=quiet)
+        reporter = Reporter(note, total=len(ids), quiet=quiet)
         outcomes = build_all(
             engine, proj, ids, v, env=os.environ, jobs=jobs, force=force, reporter=reporter
         )
-    out()
     for line in summary_table(outcomes):
         out(line)
     failed = [o.distro_id for o in outcomes if o.status is Status.FAILED]
@@ -134,7 +133,7 @@ def interactive(
         env=os.environ,
         from_failed=from_failed,
     )
-    out(f"shell in {distro} ({'failed build' if from_failed else 'builder image'}); exit to leave")
+    note(f"shell in {distro} ({'failed build' if from_failed else 'builder image'}); exit to leave")
     code = attach(engine, spec)
     if code:
         raise Exit(code=code)

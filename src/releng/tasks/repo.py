@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
-from releng.cli import Context, out, project, task
+from releng.cli import Context, out, out_json, project, task
 from releng.version import Version
 
 DEFAULT_REPO = "out/repo"
@@ -120,22 +121,29 @@ def repo_publish(c: Context, repo: str = "", dist: list[str] | None = None) -> N
     help={
         "repo": f"the repository directory (default {DEFAULT_REPO})",
         "keyring": "the public keyring to verify with (default: the one in the repository)",
+        "json": "print the report as one JSON object (problems, warnings, suites, files checked)",
     }
 )
-def repo_check(c: Context, repo: str = "", keyring: str = "") -> None:
+def repo_check(c: Context, repo: str = "", keyring: str = "", json: bool = False) -> None:
     """Verify every signature, checksum and referenced file of a repository."""
     from releng import apt
     from releng.errors import RepoError
 
     root = _repo_dir(c, repo)
     report = apt.check_repository(root, keyring=Path(keyring) if keyring else None)
-    for warning in report.warnings:
-        out(f"warning: {warning}")
-    for problem in report.problems:
-        out(f"problem: {problem}")
+    if json:
+        out_json({"repository": str(root), "ok": not report.problems, **asdict(report)})
+    else:
+        for warning in report.warnings:
+            out(f"warning: {warning}")
+        for problem in report.problems:
+            out(f"problem: {problem}")
     if report.problems:
         raise RepoError(f"{root}: {len(report.problems)} problem(s) found (listed above)")
-    out(f"{root}: {len(report.suites)} suite(s), {report.files_checked} file(s) verified, all good")
+    if not json:
+        out(
+            f"{root}: {len(report.suites)} suite(s), {report.files_checked} file(s) verified, all good"
+        )
 
 
 def _snippet(name: str, root: Path, url: str, suites: list[str], components: list[str]) -> None:

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import os
 
-from releng.cli import Context, out, project, task
+from releng.cli import Context, out, out_json, project, task
 
 
-@task
-def distros(c: Context) -> None:
+@task(help={"json": "print a JSON list of objects instead of the table"})
+def distros(c: Context, json: bool = False) -> None:
     """List every distro directory: image, codename, revision, what it has, whether it is a target."""
     proj = project(c)
     targets = set(proj.targets())
+    if json:
+        out_json(
+            [
+                {
+                    "id": d.id,
+                    "docker_base": d.docker_base,
+                    "codename": d.distribution,
+                    "pkgver": d.pkgver,
+                    "target": d.id in targets,
+                    "has": list(d.features()),
+                    "bootstrappable": d.bootstrappable,
+                }
+                for d in proj.distros()
+            ]
+        )
+        return
     rows = [("DISTRO", "DOCKER_BASE", "CODENAME", "PKGVER", "TARGET", "HAS")]
     for d in proj.distros():
         rows.append(
