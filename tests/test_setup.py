@@ -59,7 +59,9 @@ def fresh_clone(dest: Path) -> Path:
 def stock_bookworm(docker_client: Any, base_image: Any) -> Iterator[tuple[Any, Path]]:
     """A running stock debian:bookworm container with the socket and a fresh clone mounted."""
     image = base_image("debian-12-bookworm")
-    checkout = fresh_clone(Path(tempfile.mkdtemp(prefix="releng-stock-")))
+    checkout = Path(tempfile.mkdtemp(prefix="releng-stock-"))
+    checkout.chmod(0o755)  # as `git clone` makes it: the unprivileged build user reads it
+    fresh_clone(checkout)
     sock = "/var/run/docker.sock"
     volumes = {sock: {"bind": sock}, str(checkout): {"bind": str(checkout)}}
     env = {}
