@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT / "src"))
 # stdlib-only modules, importable before any venv exists
 from releng.checkout_venv import hand_over  # noqa: E402
 from releng.distro import read_targets  # noqa: E402
-from releng.lockfile import LOCK, compile_locks, stale  # noqa: E402
+from releng.lockfile import LOCK, LockError, compile_locks, stale  # noqa: E402
 
 hand_over(ROOT, "nox")  # a nox outside any venv (a pyenv shim) runs the checkout's .venv
 
@@ -78,5 +78,9 @@ def lock(session: nox.Session) -> None:
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     if uv is None:
         session.error("uv is not installed; run ./scripts/setup (it installs uv from the lock)")
-    for path in compile_locks(ROOT, uv=uv, args=session.posargs):
+    try:
+        written = compile_locks(ROOT, uv=uv, args=session.posargs)
+    except LockError as exc:
+        session.error(str(exc))
+    for path in written:
         session.log(f"wrote {path.relative_to(ROOT)}")

@@ -109,29 +109,20 @@ def compile_locks(root: Path, *, uv: str, args: Sequence[str] = ()) -> list[Path
         "pyproject.toml",
         "-",  # the build backend, on stdin: releng installs with --no-build-isolation
     ]
-    runtime = [*common, f"--constraint={LOCK}", "pyproject.toml"]
-    written = []
-    for rel, cmd, what, stdin in (
-        (
-            LOCK,
-            full,
-            "Every dependency: runtime, every extra, and the build backend.",
-            build_requires,
-        ),
-        (
-            RUNTIME,
-            runtime,
-            "The runtime set only: what the Lambda bundle and the workers install.",
-            [],
-        ),
-    ):
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # uv keeps the pins it finds in its output file, so seed it with the current ones.
-        new = path.with_name(path.name + ".new")
-        new.write_text(path.read_text() if path.is_file() else "")
-        log.info("%s -o %s", shlex.join(cmd), rel)
-        try:
+    # Both are written beside the old ones and renamed at the end: all or nothing.
+    news = {rel: (root / rel).with_name(rel.name + ".new") for rel in (LOCK, RUNTIME)}
+    runtime = [*common, f"--constraint={news[LOCK].relative_to(root)}", "pyproject.toml"]
+    what = {
+        LOCK: "Every dependency: runtime, every extra, and the build backend.",
+        RUNTIME: "The runtime set only: what the Lambda bundle and the workers install.",
+    }
+    try:
+        for rel, cmd, stdin in ((LOCK, full, build_requires), (RUNTIME, runtime, [])):
+            path, new = root / rel, news[rel]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # uv keeps the pins it finds in its output file, so seed it with the current ones.
+            new.write_text(path.read_text() if path.is_file() else "")
+            log.info("%s -o %s", shlex.join(cmd), rel)
             subprocess.run(
                 [*cmd, "-o", str(new.relative_to(root))],
                 cwd=root,
@@ -139,12 +130,17 @@ def compile_locks(root: Path, *, uv: str, args: Sequence[str] = ()) -> list[Path
                 text=True,
                 check=True,
             )
-        except (OSError, subprocess.CalledProcessError) as exc:
+    except (OSError, subprocess.CalledProcessError) as exc:
+        for new in news.values():
             new.unlink(missing_ok=True)
-            raise LockError(
-                f"uv pip compile failed for {rel} ({exc}); see its output above"
-            ) from None
-        new.write_text(_header(root, what) + new.read_text())
-        new.replace(path)
-        written.append(path)
+        why = f"exit {exc.returncode}" if isinstance(exc, subprocess.CalledProcessError) else exc
+        raise LockError(
+            f"uv pip compile failed ({why}; its output is above); the lock files are unchanged"
+        ) from None
+    written = []
+    for rel, new in news.items():
+        body = new.read_text().replace(f"-c {news[LOCK].relative_to(root)}", f"-c {LOCK}")
+        new.write_text(_header(root, what[rel]) + body)
+        new.replace(root / rel)
+        written.append(root / rel)
     return written
