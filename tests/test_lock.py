@@ -52,3 +52,14 @@ def test_a_changed_pyproject_makes_the_locks_stale(tmp_path: Path) -> None:
     problems = lockfile.stale(tmp_path)
     assert [p.split()[0] for p in problems] == [str(lockfile.LOCK), str(lockfile.RUNTIME)]
     assert all("run `nox -s lock`" in p for p in problems)
+
+
+def test_the_venv_part_of_the_lock_is_runtime_and_dev_tools_with_their_dependencies() -> None:
+    part = lockfile.venv_requirements(REPO_ROOT)
+    names = {line.split("==")[0] for line in part.splitlines() if "==" in line[:80]}
+    assert {"invoke", "docker", "boto3", "botocore", "nox", "uv", "pyyaml", "setuptools"} <= names
+    assert {"urllib3", "s3transfer", "virtualenv", "packaging"} <= names  # pulled in
+    assert not {"pytest", "moto", "mypy", "ruff", "cfn-lint", "awscli"} & names
+    locked = (REPO_ROOT / lockfile.LOCK).read_text()
+    blocks = part.split("\n", 1)[1]
+    assert all(line in locked.splitlines() for line in blocks.splitlines())

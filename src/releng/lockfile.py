@@ -91,6 +91,56 @@ def pins(path: Path) -> dict[str, set[str]]:
     return found
 
 
+def _name(requirement: str) -> str:
+    match = re.match(r"[A-Za-z0-9._-]+", requirement.strip())
+    assert match, requirement
+    return match[0].lower().replace("_", "-").replace(".", "-")
+
+
+def venv_requirements(root: Path) -> str:
+    """The part of the lock that ``scripts/setup`` puts into ``.venv``, hashes and all.
+
+    The runtime set, the ``dev`` extra (nox, uv, PyYAML) and the build backend, with
+    everything they pull in (followed through the lock's ``# via`` notes); the test,
+    lint and bench tools go only into the nox sessions' venvs, which install the whole lock.
+    """
+    data = tomllib.loads((root / "pyproject.toml").read_text())
+    project = data["project"]
+    roots = [
+        *project["dependencies"],
+        *project.get("optional-dependencies", {}).get("dev", []),
+        *data["build-system"]["requires"],
+    ]
+    blocks: list[tuple[str, list[str]]] = []
+    needed_by: dict[str, set[str]] = {}  # parent -> the packages it pulls in
+    parents_next = False
+    for line in (root / LOCK).read_text().splitlines():
+        if m := _PIN.match(line):
+            name = m[1].lower().replace("_", "-").replace(".", "-")
+            blocks.append((name, [line]))
+            parents_next = False
+            continue
+        if not blocks:
+            continue
+        blocks[-1][1].append(line)
+        note = line.strip()
+        if note == "# via":
+            parents_next = True
+        elif note.startswith("# via "):
+            needed_by.setdefault(_name(note[len("# via ") :]), set()).add(blocks[-1][0])
+        elif parents_next and note.startswith("#   "):
+            needed_by.setdefault(_name(note[len("#   ") :]), set()).add(blocks[-1][0])
+    wanted: set[str] = set()
+    todo = [_name(r) for r in roots]
+    while todo:
+        if (name := todo.pop()) not in wanted:
+            wanted.add(name)
+            todo.extend(needed_by.get(name, ()))
+    lines = [f"# {LOCK}'s runtime, dev and build-backend part, for .venv (scripts/setup)"]
+    lines += [line for name, block in blocks if name in wanted for line in block]
+    return "\n".join(lines) + "\n"
+
+
 def compile_locks(root: Path, *, uv: str, args: Sequence[str] = ()) -> list[Path]:
     """Write both lock files with ``uv pip compile``; existing pins are kept unless ``args`` upgrade.
 
@@ -144,3 +194,11 @@ def compile_locks(root: Path, *, uv: str, args: Sequence[str] = ()) -> list[Path
         new.replace(root / rel)
         written.append(root / rel)
     return written
+
+
+if __name__ == "__main__":  # scripts/setup: python3 -m releng.lockfile venv-requirements
+    import sys
+
+    if sys.argv[1:] != ["venv-requirements"]:
+        sys.exit("usage: python -m releng.lockfile venv-requirements")
+    sys.stdout.write(venv_requirements(Path.cwd()))
