@@ -151,7 +151,9 @@ def _gpgv(keyring: Path, signed: bytes) -> str:
             check=False,
         )
     status = proc.stdout.decode("utf-8", "replace")
-    if proc.returncode == 0 and "[GNUPG:] VALIDSIG " in status:
+    # As apt does: one good signature suffices, others by keys not in the keyring are
+    # ignored (xenial's Release is signed by the 2012 key and the retired 2004 one).
+    if "[GNUPG:] VALIDSIG " in status and "[GNUPG:] BADSIG " not in status:
         return ""
     for line in status.splitlines():
         if line.startswith("[GNUPG:] NO_PUBKEY "):
