@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from releng.distro import read_targets
 from releng.engine import Engine, Mount
 from releng.project import Project
 from releng.version import Version
+from tests.fixtures.gpg import PASSPHRASE
 from tests.fixtures.project import REPO_ROOT, copy_repo, git
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -321,3 +323,29 @@ def test_packages_changed_after_the_hand_over_are_installed_again_in_a_fresh_con
         deb = next(result.out_dir.glob("tally-nightly_*_amd64.deb"))
         assert b"data.tar.gz" in deb.read_bytes()[:2048]  # the repacked one is the output
     assert engine.client.containers.list(all=True, filters={"label": f"{LABEL_SMOKE}={root}"}) == []
+
+
+def test_make_all_packages_over_the_six_targets_ends_with_a_summary(
+    demo_build: Callable[..., Path],
+) -> None:
+    """Over the session's builds of every target: each row says up to date, in one table."""
+    targets = read_targets(REPO_ROOT)
+    root = demo_build(targets[0], "1.0.0").parents[2]
+    for distro_id in targets:
+        demo_build(distro_id, "1.0.0")
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "invoke", "-r", str(REPO_ROOT)),
+            *("make-all-packages", "--version", "1.0.0", "--jobs", "2"),
+        ],
+        env={**os.environ, "RELENG_ROOT": str(root), "RELENG_SIGNING_PASSPHRASE": PASSPHRASE},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    table = lines[lines.index(next(ln for ln in lines if ln.startswith("DISTRO "))) + 1 :]
+    assert [ln.split()[0] for ln in table if ln.strip()] == targets
+    assert all(" up to date " in ln for ln in table if ln.strip()), proc.stdout

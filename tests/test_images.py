@@ -80,6 +80,35 @@ def test_bootstrapped_base_image_records_suite_mirror_and_date(
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize(
+    ("distro_id", "suite", "version"),
+    [
+        ("ubuntu-16.04-xenial", "xenial", "16.04"),
+        ("ubuntu-22.04-jammy", "jammy", "22.04"),
+        ("ubuntu-24.04-noble", "noble", "24.04"),
+    ],
+)
+def test_ubuntu_base_images_come_from_the_archive_with_every_pocket(
+    engine: Engine, base_image: Callable[[str], str], distro_id: str, suite: str, version: str
+) -> None:
+    labels = engine.image_labels(base_image(distro_id))
+    assert labels["org.releng.suite"] == suite
+    assert labels["org.releng.mirror"] == "http://archive.ubuntu.com/ubuntu"
+    script = (
+        '. /etc/os-release; echo "version=$VERSION_ID"; grep -h ^deb /etc/apt/sources.list; '
+        'echo "diverted=[$(dpkg-divert --list /usr/bin/chfn)]"; '
+        "dpkg-query -W -f '${Package} ${Status}\n' apt ubuntu-keyring"
+    )
+    output = engine.run(base_image(distro_id), ["sh", "-c", script], network="none").output
+    assert f"version={version}" in output
+    for pocket in ("", "-updates", "-security"):
+        assert f"deb http://archive.ubuntu.com/ubuntu {suite}{pocket} main universe" in output
+    assert "diverted=[]" in output  # the bootstrap's chfn stub is gone
+    assert "apt install ok installed" in output
+    assert "ubuntu-keyring install ok installed" in output  # apt in the image trusts the archive
+
+
+@pytest.mark.docker
 def test_base_image_is_pulled_from_a_registry(
     engine: Engine, base_image: Callable[[str], str], local_registry: str, project_copy: Project
 ) -> None:
