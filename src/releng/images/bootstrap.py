@@ -11,6 +11,7 @@ not verify the archive are each one clear line, and nothing is imported.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import tempfile
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from releng.errors import ImageError
+
+log = logging.getLogger(__name__)
 
 VARIANT = "minbase"
 RELEASE_TIMEOUT = 60  # seconds for one InRelease download
@@ -120,6 +123,7 @@ def check_archive(distro_id: str, recipe: Recipe) -> None:
                 f"check the network or {recipe.settings_hint}"
             ) from None
         problem = _gpgv(keyring, data)
+        log.info("%s: %s against %s: %s", distro_id, url, keyring, problem or "good signature")
         if problem:
             raise ImageError(
                 f"{distro_id}: the keyring {keyring} does not verify the Release of "
