@@ -48,7 +48,8 @@ class Served:
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A quiet threaded HTTP server on 127.0.0.1 for the session, serving ``www``."""
     www = tmp_path_factory.mktemp("apt-www")
-    key = make_key(tmp_path_factory.mktemp("apt-key"), name="releng apt-in-container key")
+    # RSA: xenial's apt verifies with gpgv 1.4, which knows no ed25519 (tested below).
+    key = make_key(tmp_path_factory.mktemp("apt-key"), name="releng apt-in-container key", rsa=True)
     signer = Signer(gnupghome=key.home, key=key.fingerprint, passphrase=key.passphrase)
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -151,7 +152,7 @@ def small_repo(served: Served, tmp_path: Path) -> Callable[[str, Signer], Path]:
         root = served.www / name
         settings = RepoSettings(name="tally", origin="tests", label="tests")
         Repository(root, settings, signer).include(
-            ["bookworm"], [make_deb(tmp_path, "hello", "1.0-1")]
+            ["bookworm", "xenial"], [make_deb(tmp_path, "hello", "1.0-1")]
         )
         return root
 
@@ -159,6 +160,32 @@ def small_repo(served: Served, tmp_path: Path) -> Callable[[str, Signer], Path]:
 
 
 BOOKWORM = "debian-12-bookworm"
+XENIAL = "ubuntu-16.04-xenial"
+
+
+def test_xenial_apt_refuses_an_ed25519_key_and_repo_check_warns_of_it(
+    served: Served,
+    small_repo: Callable[[str, Signer], Path],
+    engine: Any,
+    base_image: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """Why the development key is RSA: xenial's gpgv 1.4 cannot check an ed25519 signature."""
+    key = make_key(tmp_path / "gnupg", name="releng ed25519 key", passphrase=None)
+    root = small_repo("ed25519", Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None))
+    keyring = keyring_dir(tmp_path, root / "tally-archive-keyring.gpg")
+    script = apt_script(f"{served.url}/ed25519", "xenial", then="apt-get install -y hello 2>&1")
+    code, output = run_apt(engine, base_image(XENIAL), keyring, script)
+    assert "The following signatures were invalid" in output, output
+    assert "is not signed" in output, output
+    assert code != 0, output
+    assert "unauthenticated packages" in output, output
+    report = check_repository(root)
+    assert report.problems == []
+    assert any(
+        w.startswith("dists/xenial is signed with an EdDSA (ed25519) key") for w in report.warnings
+    ), report.warnings
+    assert not any("dists/bookworm" in w for w in report.warnings), report.warnings
 
 
 def test_apt_refuses_a_tampered_packages_file(

@@ -317,8 +317,8 @@ def test_cli_deploy_dev_then_nightly_with_fake_ec2(moto_server, project_copy, aw
         forget_executions(moto_server.client("stepfunctions"), name)
     assert built.returncode == 0, built.stdout + built.stderr
     assert (
-        "2026.11.20 (nightly): debian-11-bullseye, debian-12-bookworm, debian-13-trixie"
-        in built.stdout
+        "2026.11.20 (nightly): debian-11-bullseye, debian-12-bookworm, debian-13-trixie, "
+        "ubuntu-16.04-xenial, ubuntu-22.04-jammy, ubuntu-24.04-noble" in built.stdout
     )
     rows = [line.split() for line in built.stdout.splitlines()]
     row = next(r for r in rows if r[2:3] == ["make-source-tarball"])

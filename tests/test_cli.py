@@ -68,8 +68,10 @@ def test_distros_lists_every_distro_and_targets(project_copy: Project) -> None:
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     assert len(lines) == 7
     assert " yes " in lines["debian-12-bookworm"]
-    assert " no " in lines["ubuntu-24.04-noble"]
+    assert " yes " in lines["ubuntu-24.04-noble"]
+    assert " no " in lines["debian-9-stretch"]
     assert "APT_SOURCES" in lines["debian-9-stretch"]
+    assert "image must exist or be pullable" in lines["debian-9-stretch"]
 
 
 def test_distros_json_is_the_table_as_data(project_copy: Project) -> None:

@@ -32,15 +32,26 @@ def test_shipped_distros_load() -> None:
         assert d.debian_dir.is_relative_to(REPO_ROOT / "packaging")
     assert distros["debian-9-stretch"].apt_sources is not None
     assert "archive.debian.org" in (distros["debian-9-stretch"].apt_sources or "")
-    assert "old-releases.ubuntu.com" in (distros["ubuntu-16.04-xenial"].apt_sources or "")
+    # xenial is still on the main archive: it comes from [images] ubuntu_mirror.
+    assert distros["ubuntu-16.04-xenial"].apt_sources is None
 
 
-def test_targets_are_the_bootstrappable_debian_ones() -> None:
+def test_targets_are_the_bootstrappable_debian_and_ubuntu_ones() -> None:
     targets = read_targets(REPO_ROOT)
-    assert targets == ["debian-11-bullseye", "debian-12-bookworm", "debian-13-trixie"]
+    assert targets == [
+        "debian-11-bullseye",
+        "debian-12-bookworm",
+        "debian-13-trixie",
+        "ubuntu-16.04-xenial",
+        "ubuntu-22.04-jammy",
+        "ubuntu-24.04-noble",
+    ]
     assert all(load_distro(REPO_ROOT, t).bootstrappable for t in targets)
-    assert not load_distro(REPO_ROOT, "ubuntu-24.04-noble").bootstrappable
     assert not load_distro(REPO_ROOT, "debian-9-stretch").bootstrappable
+    # xenial exercises the legacy debian/ tree (debhelper compat 9).
+    assert load_distro(REPO_ROOT, "ubuntu-16.04-xenial").debian_dir == (
+        REPO_ROOT / "packaging" / "debian-legacy"
+    )
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from releng.images import (
     ensure_builder_image,
     prune_builder_images,
 )
+from releng.images.ubuntu import BUNDLED_KEYRING
 from releng.project import Project
 from tests.fixtures.project import REPO_ROOT, git
 
@@ -79,6 +80,35 @@ def test_bootstrapped_base_image_records_suite_mirror_and_date(
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize(
+    ("distro_id", "suite", "version"),
+    [
+        ("ubuntu-16.04-xenial", "xenial", "16.04"),
+        ("ubuntu-22.04-jammy", "jammy", "22.04"),
+        ("ubuntu-24.04-noble", "noble", "24.04"),
+    ],
+)
+def test_ubuntu_base_images_come_from_the_archive_with_every_pocket(
+    engine: Engine, base_image: Callable[[str], str], distro_id: str, suite: str, version: str
+) -> None:
+    labels = engine.image_labels(base_image(distro_id))
+    assert labels["org.releng.suite"] == suite
+    assert labels["org.releng.mirror"] == "http://archive.ubuntu.com/ubuntu"
+    script = (
+        '. /etc/os-release; echo "version=$VERSION_ID"; grep -h ^deb /etc/apt/sources.list; '
+        'echo "diverted=[$(dpkg-divert --list /usr/bin/chfn)]"; '
+        "dpkg-query -W -f '${Package} ${Status}\n' apt ubuntu-keyring"
+    )
+    output = engine.run(base_image(distro_id), ["sh", "-c", script], network="none").output
+    assert f"version={version}" in output
+    for pocket in ("", "-updates", "-security"):
+        assert f"deb http://archive.ubuntu.com/ubuntu {suite}{pocket} main universe" in output
+    assert "diverted=[]" in output  # the bootstrap's chfn stub is gone
+    assert "apt install ok installed" in output
+    assert "ubuntu-keyring install ok installed" in output  # apt in the image trusts the archive
+
+
+@pytest.mark.docker
 def test_base_image_is_pulled_from_a_registry(
     engine: Engine, base_image: Callable[[str], str], local_registry: str, project_copy: Project
 ) -> None:
@@ -108,30 +138,90 @@ def test_base_image_is_pulled_from_a_registry(
 def test_unobtainable_image_says_what_was_tried(engine: Engine, project_copy: Project) -> None:
     project = _add_distro(
         project_copy,
-        "ubuntu-16.04-nowhere",
-        docker_base="127.0.0.1:1/ubuntu:xenial",
-        codename="xenial",
+        "debian-9-nowhere",
+        docker_base="127.0.0.1:1/debian:stretch",
+        codename="stretch",
     )
     with pytest.raises(ImageError) as info:
-        ensure_base_image(engine, project, project.distro("ubuntu-16.04-nowhere"))
+        ensure_base_image(engine, project, project.distro("debian-9-nowhere"))
     message = str(info.value)
-    assert "127.0.0.1:1/ubuntu:xenial" in message
-    assert "ubuntu-16.04-nowhere" in message
+    assert "127.0.0.1:1/debian:stretch" in message
+    assert "debian-9-nowhere" in message
     assert "not in the engine" in message
     assert "pull failed" in message
-    assert "bootstrap not possible" in message
+    assert "bootstrap not possible (debian stretch is not a Debian suite" in message
+    assert "docker pull" in message  # what to do
     assert "\n" not in message
 
 
 @pytest.mark.docker
-def test_archived_and_ubuntu_distros_cannot_be_bootstrapped(engine: Engine) -> None:
+def test_archived_debian_cannot_be_bootstrapped(engine: Engine) -> None:
     project = Project.load(REPO_ROOT)
-    for distro_id in ("ubuntu-24.04-noble", "debian-9-stretch"):
-        distro = project.distro(distro_id)
-        if engine.image_id(distro.docker_base) is not None:
-            continue  # this engine has it: nothing to refuse
-        with pytest.raises(ImageError, match="bootstrap not possible"):
-            ensure_base_image(engine, project, distro, pull=False)
+    distro = project.distro("debian-9-stretch")
+    if engine.image_id(distro.docker_base) is not None:
+        pytest.fail(f"this engine has {distro.docker_base}: nothing to refuse; remove it")
+    with pytest.raises(ImageError, match="bootstrap not possible") as info:
+        ensure_base_image(engine, project, distro, pull=False)
+    assert "debian:stretch" in str(info.value)
+
+
+# The Ubuntu archive's signing keys as Ubuntu publishes them (ubuntu.com/server/docs, the
+# ubuntu-keyring package): the 2012 archive key (xenial), its CD image key, the 2018 key.
+UBUNTU_ARCHIVE_KEYS = {
+    "790BC7277767219C42C86F933B4FE6ACC0B21F32": "Ubuntu Archive Automatic Signing Key (2012)",
+    "843938DF228D22F7B3742BC0D94AA3F0EFE21092": "Ubuntu CD Image Automatic Signing Key (2012)",
+    "F6ECB3762474EDA9D21B7022871920D1991BC93C": "Ubuntu Archive Automatic Signing Key (2018)",
+}
+
+
+def test_the_carried_ubuntu_keyring_holds_exactly_the_archive_keys(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        ["gpg", "--homedir", str(tmp_path), "--with-colons", "--show-keys", str(BUNDLED_KEYRING)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = [ln.split(":") for ln in proc.stdout.splitlines()]
+    fingerprints = [r[9] for r in rows if r[0] == "fpr"]
+    uids = [r[9] for r in rows if r[0] == "uid"]
+    primaries = [r for r in rows if r[0] == "pub"]
+    assert len(primaries) == len(UBUNTU_ARCHIVE_KEYS)
+    assert set(fingerprints) >= set(UBUNTU_ARCHIVE_KEYS)
+    for fpr, uid in UBUNTU_ARCHIVE_KEYS.items():
+        assert any(u.startswith(uid) for u in uids), (fpr, uid)
+    assert {r[3] for r in primaries} == {"1"}  # RSA: what every release's gpgv knows
+
+
+def test_ubuntu_bootstraps_every_pocket_verified_with_the_archive_keyring(
+    make_project: Callable[..., Project],
+) -> None:
+    project = make_project('[images]\nubuntu_mirror = "http://mirror.example/ubuntu/"\n')
+    cmd = bootstrap_command(project, project.distro("ubuntu-16.04-xenial"), Path("/tmp/x.tar"))
+    assert cmd[-4:] == [
+        "/tmp/x.tar",
+        "deb http://mirror.example/ubuntu xenial main universe",
+        "deb http://mirror.example/ubuntu xenial-updates main universe",
+        "deb http://mirror.example/ubuntu xenial-security main universe",
+    ]
+    assert cmd[cmd.index("/tmp/x.tar") - 1] == "xenial"
+    assert f"--keyring={BUNDLED_KEYRING}" in cmd
+    assert "--include=apt" in cmd  # xenial's minbase has no apt
+    hooks = [a for a in cmd if a.startswith(("--extract-hook=", "--customize-hook="))]
+    assert any("--add /usr/bin/chfn" in h for h in hooks)
+    assert any("--remove /usr/bin/chfn" in h for h in hooks)
+    assert not any("Check-Valid-Until" in a for a in cmd)  # never verification turned off
+
+
+def test_apt_sources_override_the_ubuntu_mirror(make_project: Callable[..., Project]) -> None:
+    project = make_project('[images]\nubuntu_keyring = "keys/ubuntu.gpg"\n')
+    (project.root / "distros" / "ubuntu-22.04-jammy" / "APT_SOURCES").write_text(
+        "# moved\ndeb [arch=amd64] http://old-releases.ubuntu.com/ubuntu jammy main\n"
+        "deb-src http://old-releases.ubuntu.com/ubuntu jammy main\n"
+    )
+    project = Project.load(project.root)
+    cmd = bootstrap_command(project, project.distro("ubuntu-22.04-jammy"), Path("/tmp/x.tar"))
+    assert cmd[-2:] == ["/tmp/x.tar", "deb http://old-releases.ubuntu.com/ubuntu jammy main"]
+    assert f"--keyring={project.root / 'keys/ubuntu.gpg'}" in cmd
 
 
 @pytest.mark.docker
@@ -259,3 +349,41 @@ def test_old_builder_images_are_pruned_but_not_one_in_use(
         for ref in [*refs, other]:
             with contextlib.suppress(Exception):
                 engine.client.images.remove(ref)
+
+
+@pytest.mark.docker
+def test_a_keyring_that_does_not_verify_the_ubuntu_archive_is_one_line_and_imports_nothing(
+    engine: Engine, project_copy: Project
+) -> None:
+    product = project_copy.root / "product.toml"
+    wrong = "/usr/share/keyrings/debian-archive-keyring.gpg"
+    product.write_text(f'{product.read_text()}ubuntu_keyring = "{wrong}"\n')  # [images] is last
+    reference = f"releng-test-keyring/ubuntu:jammy-{uuid.uuid4().hex[:8]}"
+    project = _add_distro(
+        project_copy, "ubuntu-22.04-wrongkey", docker_base=reference, codename="jammy"
+    )
+    with pytest.raises(ImageError) as info:
+        ensure_base_image(engine, project, project.distro("ubuntu-22.04-wrongkey"), pull=False)
+    message = str(info.value)
+    assert message.startswith("ubuntu-22.04-wrongkey: the keyring ")
+    assert wrong in message
+    assert "http://archive.ubuntu.com/ubuntu" in message
+    assert "does not verify the Release of jammy" in message
+    assert "\n" not in message
+    assert engine.image_id(reference) is None
+
+
+@pytest.mark.docker
+def test_an_ubuntu_codename_the_archive_does_not_carry_is_one_line(
+    engine: Engine, project_copy: Project
+) -> None:
+    reference = f"releng-test-nonesuch/ubuntu:nonesuch-{uuid.uuid4().hex[:8]}"
+    project = _add_distro(
+        project_copy, "ubuntu-99.04-nonesuch", docker_base=reference, codename="nonesuch"
+    )
+    with pytest.raises(ImageError) as info:
+        ensure_base_image(engine, project, project.distro("ubuntu-99.04-nonesuch"), pull=False)
+    message = str(info.value)
+    assert "the archive at http://archive.ubuntu.com/ubuntu does not carry nonesuch" in message
+    assert "\n" not in message
+    assert engine.image_id(reference) is None

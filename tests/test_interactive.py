@@ -106,3 +106,29 @@ def test_interactive_without_a_terminal_fails_clearly(project_copy: Project) -> 
     assert "needs a terminal on standard input" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (Path(project_copy.root) / "out").exists()
+
+
+def test_interactive_xenial_opens_a_shell_on_16_04(
+    engine: Engine, base_image: Callable[[str], str], project_copy: Project
+) -> None:
+    """The users' own command: `invoke interactive ubuntu-16.04-xenial`."""
+    base_image("ubuntu-16.04-xenial")
+    env = {**os.environ, "RELENG_ROOT": str(project_copy.root), "TERM": "dumb"}
+    typed = b'. /etc/os-release; echo "os=[$VERSION_ID]"; exit 0\n'
+    code, screen = run_in_pty(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "-r",
+            str(REPO_ROOT),
+            "interactive",
+            "ubuntu-16.04-xenial",
+            "--version",
+            "2026.11.20",
+        ],
+        env,
+        typed,
+    )
+    assert "os=[16.04]" in screen, screen
+    assert code == 0, screen

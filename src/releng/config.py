@@ -93,6 +93,11 @@ class ImagesSection:
     # snapshot.debian.org-style URLs under `snapshot_mirror`.
     snapshot: str = ""
     snapshot_mirror: str = "http://snapshot.debian.org/archive/debian"
+    # Ubuntu releases bootstrap from this archive (release, -updates and -security pockets;
+    # a distro's APT_SOURCES overrides it), verified with ubuntu_keyring (a path; empty: the
+    # Ubuntu archive keyring releng carries).
+    ubuntu_mirror: str = "http://archive.ubuntu.com/ubuntu"
+    ubuntu_keyring: str = ""
     # Builder images kept per distro (the newest); older ones are removed when one is made.
     keep_builders: int = 2
 

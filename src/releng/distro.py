@@ -81,7 +81,10 @@ class Distro:
 
     @property
     def bootstrappable(self) -> bool:
-        """Whether mmdebstrap can make its base image from the live Debian mirror."""
+        """Whether mmdebstrap can make its base image: a live Debian suite from the Debian
+        mirror, or an Ubuntu release from the Ubuntu archive (which says if it carries it)."""
+        if self.family == "ubuntu":
+            return self.distribution is not None
         return self.family == "debian" and self.distribution in BOOTSTRAPPABLE_SUITES
 
     def features(self) -> list[str]:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DEV_KEY_DIR = "dev-gnupg"
 DEV_KEY_UID = "releng DEVELOPMENT key - NOT FOR RELEASES <releng-dev@invalid>"
+DEV_KEY_BITS = 4096  # RSA: every target's apt verifies it (see the README's signing keys)
+RSA_ALGORITHMS = frozenset({"1", "2", "3"})  # OpenPGP public-key algorithm ids of RSA
 _BATCH = ["--pinentry-mode", "loopback", "--no-auto-key-locate", "--no-auto-key-retrieve"]
 
 
@@ -221,12 +223,20 @@ def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
     gpg = _gpg(home)
     keys = gpg.list_keys(secret=True)
     if keys:
+        if keys[0].get("algo") not in RSA_ALGORITHMS:
+            log.warning(
+                "the development key under %s is not RSA: xenial's apt cannot verify what it "
+                "signs; remove that directory to make an RSA %d key",
+                home,
+                DEV_KEY_BITS,
+            )
         return home, str(keys[0]["fingerprint"])
     (home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\n")
     log.warning("making a development signing key under %s (refused for releases)", home)
     params = gpg.gen_key_input(
-        key_type="EDDSA",
-        key_curve="ed25519",
+        # RSA, not ed25519: xenial's apt verifies with gpgv 1.4, which knows no EdDSA.
+        key_type="RSA",
+        key_length=DEV_KEY_BITS,
         key_usage="sign",
         name_real="releng DEVELOPMENT key - NOT FOR RELEASES",
         name_email="releng-dev@invalid",

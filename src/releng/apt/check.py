@@ -7,7 +7,9 @@ Sources index names exists with the size and SHA256 the index gives. Problems
 are what would make apt fail. Warnings are what only older or non-by-hash
 clients could trip on, and what a publish in progress looks like: ``Release`` /
 ``Release.gpg`` not matching ``InRelease``, a plain index name not yet (or no
-longer) matching. After a completed publish there are neither.
+longer) matching. After a completed publish there are neither. A suite for a
+release whose apt verifies with gpgv 1.4 (xenial and older) signed with a key
+that gpgv cannot verify (ed25519, ECDSA) is warned about too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ from releng.apt.index import IndexEntry, parse_release_sha256
 from releng.errors import RepoError
 
 log = logging.getLogger(__name__)
+
+
+# Codenames whose apt verifies with gpgv 1.4, which knows RSA and DSA keys but no elliptic
+# curves: apt there refuses a repository signed with ed25519 ("unknown pubkey algorithm").
+GPGV1_CODENAMES = frozenset({"precise", "trusty", "xenial", "wheezy", "jessie"})
+GPGV1_ALGORITHMS = frozenset({"1", "2", "3", "17"})  # RSA (1-3) and DSA (17)
+_ALGORITHM_NAMES = {"18": "ECDH", "19": "ECDSA", "22": "EdDSA (ed25519)"}
 
 
 @dataclass
@@ -53,6 +62,31 @@ def _gpgv(keyring: Path, *args: str) -> tuple[bool, bytes, str]:
         log.debug("%s", shlex.join(cmd))
         proc = subprocess.run(cmd, capture_output=True, check=False)
     return proc.returncode == 0, proc.stdout, proc.stderr.decode(errors="replace").strip()
+
+
+def _signing_algorithm(keyring: Path, signed: Path) -> str:
+    """The OpenPGP public-key algorithm id of the key that signed ``signed`` ("" if unknown)."""
+    ok, status, _ = _gpgv(keyring, "--status-fd", "1", str(signed))
+    for line in status.decode(errors="replace").splitlines():
+        fields = line.split()
+        if ok and fields[:2] == ["[GNUPG:]", "VALIDSIG"] and len(fields) > 8:
+            return fields[8]
+    return ""
+
+
+def _old_client_warning(keyring: Path, suite: str, inrelease: Path) -> str | None:
+    """A warning when ``suite``'s clients (by its codename) cannot verify the key that signed it."""
+    codename = suite.split("-", 1)[0]
+    if codename not in GPGV1_CODENAMES:
+        return None
+    algorithm = _signing_algorithm(keyring, inrelease)
+    if not algorithm or algorithm in GPGV1_ALGORITHMS:
+        return None
+    name = _ALGORITHM_NAMES.get(algorithm, f"algorithm {algorithm}")
+    return (
+        f"dists/{suite} is signed with an {name} key, which {codename}'s apt (gpgv 1.4) cannot "
+        "verify: apt there refuses this suite; sign it with an RSA key (4096 bits)"
+    )
 
 
 def _last_line(err: str) -> str:
@@ -139,6 +173,9 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
         if not ok:
             problem(f"dists/{suite}/InRelease does not verify: {_last_line(err)}")
             continue
+        old_client = _old_client_warning(keyring, suite, inrelease)
+        if old_client:
+            report.warnings.append(old_client)
         # InRelease is what apt reads; Release + Release.gpg serve older clients and may
         # disagree with it for a moment during a publish (or after a killed one).
         release_path = suite_dir / "Release"

@@ -1,7 +1,8 @@
 """Base images (``DOCKER_BASE``): the engine's, else pulled, else bootstrapped.
 
-A base image is used as the engine has it; else pulled; else, for the Debian
-suites that mmdebstrap can make from the mirror, bootstrapped and
+A base image is used as the engine has it; else pulled; else bootstrapped with
+mmdebstrap by its family's recipe (:mod:`.debian`: the live Debian suites from
+the Debian mirror; :mod:`.ubuntu`: Ubuntu releases from the Ubuntu archive) and
 ``docker import``-ed under the ``DOCKER_BASE`` name with labels saying the
 suite, mirror and date.
 """
@@ -14,24 +15,25 @@ import logging
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from releng.distro import Distro
 from releng.engine import Engine, image_ref_parts
 from releng.errors import ImageError
+from releng.images import bootstrap, debian, ubuntu
+from releng.images.bootstrap import CannotBootstrap, Recipe
 from releng.project import Project
 
 log = logging.getLogger(__name__)
 
 LABEL_PREFIX = "org.releng"
-BOOTSTRAP_VARIANT = "minbase"
 
-
-def _mirror(project: Project) -> str:
-    images = project.config.images
-    if images.snapshot:
-        return f"{images.snapshot_mirror.rstrip('/')}/{images.snapshot}"
-    return images.debian_mirror
+# The families mmdebstrap bootstraps, each with its own recipe module.
+_RECIPES: dict[str, Callable[[Project, Distro], Recipe]] = {
+    "debian": debian.recipe,
+    "ubuntu": ubuntu.recipe,
+}
 
 
 def first_line(text: str) -> str:
@@ -39,38 +41,41 @@ def first_line(text: str) -> str:
     return lines[-1] if lines else "no details"
 
 
+def bootstrap_recipe(project: Project, distro: Distro) -> Recipe:
+    """How mmdebstrap makes ``distro``'s base image, or CannotBootstrap saying why not."""
+    make = _RECIPES.get(distro.family)
+    if make is None or distro.distribution is None:
+        raise CannotBootstrap(
+            f"{distro.family} is not a family mmdebstrap bootstraps "
+            f"({', '.join(sorted(_RECIPES))} are)"
+        )
+    return make(project, distro)
+
+
 def bootstrap_command(project: Project, distro: Distro, tarball: Path) -> list[str]:
     """The mmdebstrap command line that makes ``distro``'s base image as a tarball."""
-    cmd = ["mmdebstrap", f"--variant={BOOTSTRAP_VARIANT}", "--quiet"]
-    if project.config.images.snapshot:
-        cmd.append('--aptopt=Acquire::Check-Valid-Until "false"')
-    return [*cmd, distro.codename, str(tarball), _mirror(project)]
+    return bootstrap.command(bootstrap_recipe(project, distro), tarball)
 
 
 def bootstrap_base_image(engine: Engine, project: Project, distro: Distro) -> str:
     """mmdebstrap ``distro``'s suite and import it under its DOCKER_BASE name; the image id."""
-    if not distro.bootstrappable:
-        raise ImageError(
-            f"{distro.id}: cannot bootstrap {distro.docker_base}: mmdebstrap makes only Debian suites "
-            "from the live mirror (bullseye, bookworm, trixie, forky, sid); "
-            f"load the image with `docker load` or `docker pull {distro.docker_base}`"
-        )
-    mirror = _mirror(project)
+    recipe = bootstrap_recipe(project, distro)
+    bootstrap.check_archive(distro.id, recipe)
     repository, tag = image_ref_parts(distro.docker_base)
     date = (
         project.config.images.snapshot
-        if project.config.images.snapshot
+        if project.config.images.snapshot and distro.family == "debian"
         else dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     )
     labels = {
         f"{LABEL_PREFIX}.suite": distro.codename,
-        f"{LABEL_PREFIX}.mirror": mirror,
+        f"{LABEL_PREFIX}.mirror": recipe.mirror,
         f"{LABEL_PREFIX}.date": date,
-        f"{LABEL_PREFIX}.bootstrap": f"mmdebstrap --variant={BOOTSTRAP_VARIANT}",
+        f"{LABEL_PREFIX}.bootstrap": f"mmdebstrap --variant={bootstrap.VARIANT}",
     }
     with tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp:
         tarball = Path(tmp) / f"{distro.codename}.tar"
-        cmd = bootstrap_command(project, distro, tarball)
+        cmd = bootstrap.command(recipe, tarball)
         log.info("bootstrapping %s: %s", distro.docker_base, shlex.join(cmd))
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -81,8 +86,8 @@ def bootstrap_base_image(engine: Engine, project: Project, distro: Distro) -> st
             ) from None
         if proc.returncode != 0:
             raise ImageError(
-                f"{distro.id}: mmdebstrap of {distro.codename} from {mirror} failed: "
-                f"{first_line(proc.stderr)}; check the mirror in [images] of product.toml"
+                f"{distro.id}: mmdebstrap of {distro.codename} from {recipe.mirror} failed: "
+                f"{first_line(proc.stderr)}; check {recipe.settings_hint}"
             )
         changes = [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
         changes.append('CMD ["bash"]')
@@ -130,12 +135,10 @@ def ensure_base_image(
                 return pull_base_image(engine, distro)
             except ImageError as exc:
                 tried.append(f"pull failed ({exc})")
-    if distro.bootstrappable:
+    try:
         return bootstrap_base_image(engine, project, distro)
-    tried.append(
-        f"bootstrap not possible ({distro.family} {distro.distribution or ''} is not a Debian suite "
-        "mmdebstrap can make from the mirror)".replace("  ", " ")
-    )
+    except CannotBootstrap as exc:
+        tried.append(f"bootstrap not possible ({exc})")
     raise ImageError(
         f"no base image {distro.docker_base} for {distro.id}: {'; '.join(tried)}; "
         f"load it into the engine (`docker load -i FILE` or `docker pull {distro.docker_base}` "
