@@ -43,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NamedTuple, TypeVar
 
-from releng.distro import Distro
+from releng.distro import Distro, family_revision_warnings
 from releng.engine import Container, ContainerSpec, Engine, Mount, RunResult
 from releng.errors import BuildError, RelengError
 from releng.images import BuilderImage, ensure_base_image, ensure_builder_image
@@ -456,6 +456,8 @@ def make_package(
     started = time.monotonic()
     distro = project.distro(distro_id)
     _check_buildable(distro)
+    for warning in family_revision_warnings(project.root, distro):
+        log.warning("warning: %s", warning)
     check_writable(project.out_dir)
     source = current_source_tarball(project, version)
     # A signing problem fails now, not after the images are made.

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from releng.errors import ConfigError
-from releng.version import Version
+from releng.version import DEFAULT_RELEASE_LINE, RELEASE_LINE_FIELDS, Version
 
 PRODUCT_FILE = "product.toml"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1 (source and binary names)
-_SUITE_FIELDS = {"codename", "major", "minor", "version", "distro"}
+_SUITE_FIELDS = {"codename", "major", "minor", "version", "distro", "release_line"}
+_TAG_TILDES = ("-", "_", "+", "%")  # what `~` may become in a git tag (git refuses `~`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +51,8 @@ class SourceSection:
     repository: str = "demo/tally"
     nightly_ref: str = "HEAD"
     release_tag: str = "tally-v{version}"
+    # git refuses `~` in tags: `{version}` of release_tag has it replaced by this (1.2-rc1).
+    tag_tilde: str = "-"
     submodules: bool = True
     prune: list[str] = field(default_factory=list)
     # url: a template with {version}; optional pinned sha256 per version; optional upstream signature.
@@ -58,6 +61,10 @@ class SourceSection:
     signature_url: str = ""
     keyring: str = ""
     cache_dir: str = ".releng/cache/downloads"
+
+    def tag_for(self, version: Version) -> str:
+        """A release's git tag: ``release_tag`` with ``~`` in the version mapped to ``tag_tilde``."""
+        return self.release_tag.format(version=version.tag_text(self.tag_tilde))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,9 +79,11 @@ class SigningSection:
 
 @dataclass(frozen=True, kw_only=True)
 class RepositoriesSection:
-    # Templates with {codename}, {major}, {minor}, {version}, {distro}.
+    # Templates with {codename}, {major}, {minor}, {version}, {distro}, {release_line}.
     suites: list[str] = field(default_factory=lambda: ["{codename}"])
-    release_suites: list[str] = field(default_factory=lambda: ["{codename}-{major}.{minor}"])
+    release_suites: list[str] = field(default_factory=lambda: ["{codename}-{release_line}"])
+    # A release's line from its version: {major}, {minor}, {patch}, {version} (1.2 of 1.2.3~rc1).
+    release_line: str = DEFAULT_RELEASE_LINE
     nightly_suites: list[str] = field(default_factory=list)
     components: list[str] = field(default_factory=lambda: ["main"])
     architectures: list[str] = field(default_factory=lambda: ["amd64"])
@@ -149,6 +158,9 @@ class ProductConfig:
             "version": version.text,
             "major": version.major if version.is_release else "",
             "minor": version.minor if version.is_release else "",
+            "release_line": (
+                version.release_line(self.repositories.release_line) if version.is_release else ""
+            ),
         }
         return list(dict.fromkeys(t.format(**values) for t in templates))
 
@@ -232,8 +244,13 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
         raise ConfigError(
             f"{where}: [source] url = {src.url!r} must contain '{{version}}' when kind = 'url'"
         )
+    if src.tag_tilde not in _TAG_TILDES:
+        raise ConfigError(
+            f"{where}: [source] tag_tilde = {src.tag_tilde!r} is not allowed in a git tag in "
+            f"place of '~'; use one of {', '.join(repr(t) for t in _TAG_TILDES)}"
+        )
     for version, digest in src.sha256.items():
-        Version.parse(version)
+        Version.parse(version, release=True)
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise ConfigError(
                 f"{where}: [source.sha256] {version!r} = {digest!r} is not a sha256 "
@@ -254,6 +271,13 @@ def _check_repositories(cfg: ProductConfig, where: str) -> None:
                     f"{', '.join(sorted(fields - _SUITE_FIELDS))}; allowed fields: "
                     + ", ".join("{" + f + "}" for f in sorted(_SUITE_FIELDS))
                 )
+    line_fields = set(re.findall(r"{(\w*)}", repos.release_line))
+    if not line_fields or not line_fields <= RELEASE_LINE_FIELDS:
+        raise ConfigError(
+            f"{where}: [repositories] release_line = {repos.release_line!r} must use "
+            + ", ".join("{" + f + "}" for f in sorted(RELEASE_LINE_FIELDS))
+            + " and nothing else, e.g. '{major}.{minor}'"
+        )
     if not repos.components or not repos.architectures:
         raise ConfigError(f"{where}: [repositories] components and architectures must not be empty")
 

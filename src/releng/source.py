@@ -194,7 +194,7 @@ def _git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
 
 
 def _resolve_ref(gitdir: Path, src: SourceSection, version: Version) -> tuple[str, str]:
-    ref = src.release_tag.format(version=version.text) if version.is_release else src.nightly_ref
+    ref = src.tag_for(version) if version.is_release else src.nightly_ref
     found = _git(gitdir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
     if found.returncode != 0:
         if version.is_release:

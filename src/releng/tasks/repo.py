@@ -61,20 +61,26 @@ def repo_include(  # noqa: PLR0917  (invoke passes task arguments positionally)
 @task(
     help={
         "version": "the version whose builds to include (default: tonight's nightly)",
+        "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
         "repo": f"the repository directory (default {DEFAULT_REPO})",
         "url": "the URL clients will use, for the printed .sources snippet",
         "dest": "publish to s3://BUCKET/PREFIX instead: builds come from the scratch bucket, "
         "then ordered sync, index pages, CloudFront (see releng.publish)",
     }
 )
-def update_repos(
-    c: Context, version: str = "", repo: str = "", url: str = "", dest: str = ""
+def update_repos(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
+    c: Context,
+    version: str = "",
+    repo: str = "",
+    url: str = "",
+    dest: str = "",
+    release: bool = False,
 ) -> None:
     """Include every distro's build output for a version into the suites product.toml names."""
     from releng import apt, gpg
 
     proj = project(c)
-    ver = Version.parse_or_nightly(version or None)
+    ver = Version.parse_or_nightly(version or None, release=release)
     if dest:
         from releng.publish import flows as publish
 
@@ -88,11 +94,11 @@ def update_repos(
     root = _repo_dir(c, repo)
     signer = gpg.signer_for(proj, os.environ, release=ver.is_release)
     results = apt.update_repos(proj, signer, version=ver, repo=root)
-    all_suites: list[str] = []
     for distro, result in results.items():
         out(f"{distro}: {', '.join(result.suites)} ({len(result.added)} new package file(s))")
-        all_suites += [s for s in result.suites if s not in all_suites]
-    _snippet(proj.name, root, url, all_suites, proj.config.repositories.components)
+    for distro, result in results.items():
+        out(f"\nclients on {distro}:")
+        _snippet(proj.name, root, url, list(result.suites), proj.config.repositories.components)
 
 
 @task(
@@ -139,12 +145,15 @@ def repo_check(c: Context, repo: str = "", keyring: str = "") -> None:
 
 
 def _snippet(name: str, root: Path, url: str, suites: list[str], components: list[str]) -> None:
+    """A client's .sources: one suite (a machine runs one release); the others named after."""
     from releng import apt
 
     out(f"public key: {root / f'{name}-archive-keyring.gpg'} (and .asc)")
     out(f"clients: /etc/apt/sources.list.d/{name}.sources")
     out(
         apt.sources_snippet(
-            name=name, url=url or root.resolve().as_uri(), suites=suites, components=components
+            name=name, url=url or root.resolve().as_uri(), suites=suites[:1], components=components
         ).rstrip("\n")
     )
+    if suites[1:]:
+        out(f"(or, in Suites, one of: {', '.join(suites[1:])})")

@@ -10,10 +10,13 @@ from releng.cli import Context, out, project, task
 @task
 def distros(c: Context) -> None:
     """List every distro directory: image, codename, revision, what it has, whether it is a target."""
+    from releng.distro import revision_order_warnings
+
     proj = project(c)
     targets = set(proj.targets())
+    distros = proj.distros()
     rows = [("DISTRO", "DOCKER_BASE", "CODENAME", "PKGVER", "TARGET", "HAS")]
-    for d in proj.distros():
+    for d in distros:
         rows.append(
             (
                 d.id,
@@ -28,19 +31,26 @@ def distros(c: Context) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         out("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    for warning in revision_order_warnings(distros):
+        out(f"warning: {warning}")
 
 
 @task(
     help={
-        "version": "YYYY.MM.DD (nightly, from the nightly ref) or X.Y.Z (release, from its tag); "
-        "default: today's nightly (UTC)",
+        "version": "YYYY.MM.DD (nightly, from the nightly ref) or a release such as 2.10 or "
+        "1.2.3~rc1 (from its tag); default: today's nightly (UTC)",
+        "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
+        "force": "allow a nightly dated more than a day ahead of today (UTC)",
     }
 )
-def make_source_tarball(c: Context, version: str = "") -> None:
+def make_source_tarball(
+    c: Context, version: str = "", release: bool = False, force: bool = False
+) -> None:
     """Make out/<name>[-nightly]-<version>.tar.gz, reproducibly, with .asc, SHA256SUMS(.asc)."""
     from releng.source import make_source_tarball as make
     from releng.version import Version
 
-    result = make(project(c), Version.parse_or_nightly(version), env=os.environ)
+    v = Version.requested(version, release=release, force=force)
+    result = make(project(c), v, env=os.environ)
     out(f"{result.tarball}  sha256 {result.sha256}")
     out(f"signed: {result.signature.name}, {result.sums.name}, {result.sums_signature.name}")
