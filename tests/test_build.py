@@ -53,19 +53,21 @@ def test_tree_hash_sees_content_modes_and_links(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("distro_id", "codename"), [(BOOKWORM, "bookworm"), ("debian-13-trixie", "trixie")]
+    ("distro_id", "codename", "pkgver"),
+    [(BOOKWORM, "bookworm", "1~deb12u1"), ("debian-13-trixie", "trixie", "1~deb13u1")],
 )
-def test_demo_release_builds_installs_and_runs(
+def test_demo_release_builds_installs_and_runs(  # noqa: PLR0917  (pytest's parameters)
     demo_build: Callable[..., Path],
     base_image: Callable[[str], str],
     engine: Engine,
     distro_id: str,
     codename: str,
+    pkgver: str,
 ) -> None:
     out = demo_build(distro_id, "1.0.0")
     assert out.name == distro_id
     assert out.parent.name == "1.0.0"
-    revision = f"1.0.0-1~{codename}"
+    revision = f"1.0.0-{pkgver}"
     names = {p.name for p in out.iterdir()}
     expected = {
         f"tally_{revision}_amd64.deb",
@@ -140,6 +142,7 @@ def test_nightly_is_renamed_skipped_when_unchanged_and_reproducible(
     deb = first.out_dir / "tally-nightly_2026.11.20-1~deb12u1_amd64.deb"
     assert deb_field(deb, "Package") == "tally-nightly"
     assert deb_field(deb, "Conflicts") == "tally"
+    assert deb_field(deb, "Replaces") == "tally"
     recorded = json.loads((first.out_dir / BUILD_JSON).read_text())
 
     again = make_package(engine, nightly_project, BOOKWORM, NIGHTLY, env=_env())

@@ -111,10 +111,12 @@ def file_sha256(path: Path) -> str:
 
 def tarball_mtime(tarball: Path) -> int:
     """The source date of a tarball: its newest member's mtime (the source sets them all alike)."""
+    from releng.source import open_tarball
+
     try:
-        with tarfile.open(tarball, "r:gz") as tf:
+        with open_tarball(tarball) as tf:
             return max((int(m.mtime) for m in tf.getmembers()), default=0)
-    except (OSError, tarfile.TarError) as exc:
+    except (OSError, tarfile.TarError, RelengError) as exc:
         raise BuildError(
             f"cannot read the source tarball {tarball}: {exc}; remake it with --force"
         ) from None
@@ -315,6 +317,7 @@ def _fixed_environment(plan: BuildPlan, *, cpus: int) -> dict[str, str]:
         "NAME": project.name,
         "PACKAGE": project.config.package_name(version),
         "VERSION": version.text,
+        "UPSTREAM_VERSION": project.config.source.upstream_version(version),
         "IS_NIGHTLY": "1" if version.is_nightly else "",
         "TARBALL": in_container(project, plan.tarball),
         "OUT": OUT_MOUNT,
@@ -323,9 +326,16 @@ def _fixed_environment(plan: BuildPlan, *, cpus: int) -> dict[str, str]:
         "DEB_BUILD_OPTIONS": f"parallel={cpus}",
     }
     if distro.debian_dir is not None:
-        env["DEBIAN_DIR"] = in_container(project, distro.debian_dir)
+        env["DEBIAN_DIR"] = (
+            debian_mount(project)
+            if stages_debian(distro)
+            else in_container(project, distro.debian_dir)
+        )
         env["DISTRIBUTION"] = distro.codename
         env["PKGVER"] = distro.pkgver or ""
+    upstream_signature = project.upstream_signature_path(version)
+    if upstream_signature is not None:
+        env["UPSTREAM_SIGNATURE"] = in_container(project, upstream_signature)
     if distro.prebuild_hook is not None:
         env["PREBUILD_HOOK"] = f"{project.distro_mount}/{distro.prebuild_hook.name}"
     return env
@@ -337,17 +347,59 @@ def build_command(plan: BuildPlan) -> list[str]:
     return ["sh", f"{plan.project.packaging_mount}/{DEFAULT_BUILDER}"]
 
 
-def build_mounts(project: Project, distro: Distro, out: Path) -> list[Mount]:
-    """The repository and the distro directory read-only, ``out`` read-write at /var/out."""
-    return [
+def build_mounts(
+    project: Project, distro: Distro, out: Path, *, debian: Path | None = None
+) -> list[Mount]:
+    """The repository and the distro directory read-only, ``out`` read-write at /var/out;
+    ``debian``: the prepared debian/ tree (see :func:`stage_debian`), read-only."""
+    mounts = [
         Mount(project.root, project.packaging_mount),
         Mount(distro.path.resolve(), project.distro_mount),
         Mount(out, OUT_MOUNT, read_only=False),
     ]
+    if debian is not None:
+        mounts.append(Mount(debian, debian_mount(project)))
+    return mounts
+
+
+def stages_debian(distro: Distro) -> bool:
+    """Whether the build gets a debian/ prepared by releng: the default builder's do. A
+    distro's own make-package gets its debian/ as it is, and does what it wants with it."""
+    return distro.debian_dir is not None and distro.make_package is None
+
+
+def debian_mount(project: Project) -> str:
+    """Where the build container sees the prepared debian/ tree (DEBIAN_DIR), read-only."""
+    return f"/opt/{project.name}-debian"
+
+
+def stage_debian(plan: BuildPlan, dest: Path, *, dates: Mapping[str, str]) -> None:
+    """Prepare the distro's debian/ in ``dest``: nightly rename, this build's changelog entry."""
+    from releng.debian_tree import ChangelogEntry, stage_debian_dir
+
+    project, distro, version = plan.project, plan.distro, plan.version
+    assert distro.debian_dir is not None  # see stages_debian
+    package = project.config.package_name(version)
+    full = f"{project.config.source.upstream_version(version)}-{distro.pkgver}"
+    entry = ChangelogEntry(
+        package=package,
+        version=full,
+        distribution=distro.codename,
+        maintainer=project.config.product.maintainer,
+        date=dates["CHANGELOG_DATE"],
+        text=f"Build of {package} {version} for {distro.codename}.",
+    )
+    stage_debian_dir(distro.debian_dir, dest, name=project.name, package=package, entry=entry)
 
 
 def build_spec(
-    plan: BuildPlan, out_tmp: Path, *, owner: Owner, cpus: int, gated: bool = False
+    plan: BuildPlan,
+    out_tmp: Path,
+    *,
+    owner: Owner,
+    cpus: int,
+    gated: bool = False,
+    debian: Path | None = None,
 ) -> ContainerSpec:
     """The build container. ``gated``: it starts before the source tarball is made and waits
     for :func:`_open_gate` to hand it the source's dates (the one part of the environment
@@ -358,7 +410,7 @@ def build_spec(
     return ContainerSpec(
         image=plan.builder.id,
         command=["sh", "-c", _GATE, "releng-gate", *command] if gated else command,
-        mounts=build_mounts(project, plan.distro, out_tmp),
+        mounts=build_mounts(project, plan.distro, out_tmp, debian=debian),
         masks=secret_masks(project),
         environment=(
             _fixed_environment(plan, cpus=cpus) if gated else build_environment(plan, cpus=cpus)
@@ -517,13 +569,18 @@ def _build(
             if on_line is not None:
                 on_line(line)
 
-        spec = build_spec(target, out_tmp, owner=owner, cpus=cpus, gated=True)
+        debian = work / "debian" if stages_debian(target.distro) else None
+        if debian is not None:
+            debian.mkdir()  # empty until the gate opens: mounted now, filled then
+        spec = build_spec(target, out_tmp, owner=owner, cpus=cpus, gated=True, debian=debian)
         record(f"releng: {spec.describe()}")
         log.info("building %s %s in %s", distro_id, version, target.builder.reference)
         with _Background(engine, spec, "releng-build") as build:
             if isinstance(plan_or_make, BuildPlan):
                 plan = plan_or_make
-                _open_gate(out_tmp, plan, record=record)  # before the start: no wait at all
+                _open_gate(
+                    out_tmp, plan, record=record, debian=debian
+                )  # before the start: no wait at all
                 build.begin()
             else:
                 build.begin()  # the container starts while the tarball is made
@@ -531,7 +588,7 @@ def _build(
                 if plan.up_to_date:  # the new tarball is the same as the last build's
                     log_path.unlink()
                     return _up_to_date(plan, started)
-                _open_gate(out_tmp, plan, record=record)
+                _open_gate(out_tmp, plan, record=record, debian=debian)
             with _SmokeTest(engine, plan, out_tmp, record=record, log_path=log_path) as smoke:
 
                 def watch(line: str) -> None:
@@ -578,10 +635,15 @@ def _up_to_date(plan: BuildPlan, started: float) -> BuildResult:
     )
 
 
-def _open_gate(out_tmp: Path, plan: BuildPlan, *, record: Callable[[str], None]) -> None:
-    """Hand a gated build container the source's dates (through a rename: never half a file)."""
+def _open_gate(
+    out_tmp: Path, plan: BuildPlan, *, record: Callable[[str], None], debian: Path | None
+) -> None:
+    """Hand a gated build container the source's dates (through a rename: never half a file),
+    once its prepared debian/ is in ``debian``."""
     dates = source_dates(plan.tarball)
     record(f"releng: source dates: {shlex.join(f'{k}={v}' for k, v in dates.items())}")
+    if debian is not None:
+        stage_debian(plan, debian, dates=dates)
     tmp = out_tmp / f"{GATE_FILE}.tmp"
     tmp.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in dates.items()))
     tmp.replace(out_tmp / GATE_FILE)

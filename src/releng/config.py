@@ -25,6 +25,8 @@ PRODUCT_FILE = "product.toml"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1 (source and binary names)
 _SUITE_FIELDS = {"codename", "major", "minor", "version", "distro", "release_line"}
+_PRISTINE_URL = re.compile(r"\.tar\.(gz|xz|bz2|zst)$")  # what dpkg-source takes as an orig tarball
+_SUFFIX_RE = re.compile(r"^[+~][A-Za-z0-9.+~]*$")
 _TAG_TILDES = ("-", "_", "+", "%")  # what `~` may become in a git tag (git refuses `~`)
 
 
@@ -61,6 +63,28 @@ class SourceSection:
     signature_url: str = ""
     keyring: str = ""
     cache_dir: str = ".releng/cache/downloads"
+    # url with prune: the repacked tarball's version carries this suffix (2.10+ds), so that
+    # nobody takes it for upstream's file. Without prune upstream's file is kept as it is.
+    repack_suffix: str = "+ds"
+
+    @property
+    def pristine(self) -> bool:
+        """Whether the orig tarball is upstream's file, byte for byte (a url source, no prune)."""
+        return self.kind == "url" and not self.prune
+
+    def upstream_version(self, version: Version) -> str:
+        """The Debian upstream version: ``2.10``, or ``2.10+ds`` for a repacked url source."""
+        repacked = self.kind == "url" and bool(self.prune)
+        return version.text + self.repack_suffix if repacked else version.text
+
+    @property
+    def compression(self) -> str:
+        """``gz``, ``xz``, ``bz2`` or ``zst``: upstream's for a pristine url source, else gz."""
+        if not self.pristine:
+            return "gz"
+        m = _PRISTINE_URL.search(self.url)
+        assert m is not None  # checked when product.toml was read
+        return m[1]
 
     def tag_for(self, version: Version) -> str:
         """A release's git tag: ``release_tag`` with ``~`` in the version mapped to ``tag_tilde``."""
@@ -243,6 +267,16 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
     elif "{version}" not in src.url:
         raise ConfigError(
             f"{where}: [source] url = {src.url!r} must contain '{{version}}' when kind = 'url'"
+        )
+    elif src.pristine and not _PRISTINE_URL.search(src.url):
+        raise ConfigError(
+            f"{where}: [source] url = {src.url!r} must end in .tar.gz, .tar.xz, .tar.bz2 or "
+            ".tar.zst: upstream's file becomes the orig tarball as it is (or set prune to repack it)"
+        )
+    if not _SUFFIX_RE.match(src.repack_suffix):
+        raise ConfigError(
+            f"{where}: [source] repack_suffix = {src.repack_suffix!r} must start with '+' or '~' "
+            "and hold only letters, digits, '.', '+' and '~', e.g. '+ds'"
         )
     if src.tag_tilde not in _TAG_TILDES:
         raise ConfigError(
