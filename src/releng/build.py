@@ -156,6 +156,8 @@ class BuildPlan:
     inputs: dict[str, str]
     out_dir: Path
     up_to_date: bool
+    # lintian after the build (None: not run), failing on these tags (see releng.lintian).
+    lintian_fail_on: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,6 +244,8 @@ def _decide(target: BuildPlan, source: SourceTarball, *, force: bool) -> BuildPl
         "packaging": tree_hash(target.project.root / "packaging"),
         "builder_image": target.builder.id,
     }
+    if target.lintian_fail_on is not None:
+        inputs["lintian"] = " ".join(target.lintian_fail_on) or "report"
     previous = _read_build_json(target.out_dir)
     up_to_date = (
         not force
@@ -492,8 +496,12 @@ def make_package(
     keep: bool = False,
     cpus: int | None = None,
     on_line: Callable[[str], None] | None = None,
+    lintian: bool = False,
 ) -> BuildResult:
     """Build ``distro_id``'s packages of ``version`` into ``out/<version>/<distro>/``.
+
+    ``lintian`` (or ``[lintian] run``): run lintian after the build, keep its report
+    beside the build, fail on the tags ``[lintian] fail_on`` lists.
 
     Up to date (same inputs as the last successful build): nothing runs unless
     ``force``. A failure raises :class:`BuildFailed` naming the log; ``keep``
@@ -515,6 +523,10 @@ def make_package(
     # A signing problem fails now, not after the images are made.
     signer = None if source else signer_for(project, env, release=version.is_release)
     target = _target(engine, project, distro, version, on_line=on_line)
+    if lintian or project.config.lintian.run:
+        target = dataclasses.replace(
+            target, lintian_fail_on=tuple(sorted(project.config.lintian.fail_on))
+        )
     ready = None if source is None else _decide(target, source, force=force)
     if ready is not None and ready.up_to_date:
         return _up_to_date(ready, started)
@@ -569,9 +581,7 @@ def _build(
             if on_line is not None:
                 on_line(line)
 
-        debian = work / "debian" if stages_debian(target.distro) else None
-        if debian is not None:
-            debian.mkdir()  # empty until the gate opens: mounted now, filled then
+        debian = _debian_stage(work, target.distro)
         spec = build_spec(target, out_tmp, owner=owner, cpus=cpus, gated=True, debian=debian)
         record(f"releng: {spec.describe()}")
         log.info("building %s %s in %s", distro_id, version, target.builder.reference)
@@ -600,6 +610,16 @@ def _build(
                 _run_build(build.container, plan, record=watch, log_path=log_path, keep=keep)
                 build.remove_soon()
                 files, digests = smoke.finish()
+                files = _lint(
+                    engine,
+                    plan,
+                    out_tmp,
+                    files,
+                    digests,
+                    owner=owner,
+                    record=record,
+                    log_path=log_path,
+                )
                 # The containers are being removed meanwhile.
                 metadata = _metadata(plan, out_tmp, files, digests)
                 log_file.flush()
@@ -620,6 +640,53 @@ def _build(
         log_path=plan.out_dir / BUILD_LOG,
         seconds=time.monotonic() - started,
     )
+
+
+def _debian_stage(work: Path, distro: Distro) -> Path | None:
+    """Where the build's prepared debian/ goes: empty until the gate opens (mounted now,
+    filled then); None when the build gets none (see :func:`stages_debian`)."""
+    if not stages_debian(distro):
+        return None
+    (work / "debian").mkdir()
+    return work / "debian"
+
+
+def _lint(
+    engine: Engine,
+    plan: BuildPlan,
+    out_tmp: Path,
+    files: list[str],
+    digests: dict[str, str],
+    *,
+    owner: Owner,
+    record: Callable[[str], None],
+    log_path: Path,
+) -> list[str]:
+    """When the plan says so, lintian on the build's .changes; its report joins the output
+    (``files`` and ``digests``)."""
+    from releng.lintian import REPORT, ensure_lintian_image, run_lintian
+
+    if plan.lintian_fail_on is None:
+        return files
+    changes = next(f for f in files if f.endswith(".changes"))  # smoke.finish checked
+    record(f"releng: lintian {changes}")
+    image = ensure_lintian_image(
+        engine, name=plan.project.name, distro_id=plan.distro.id, builder_id=plan.builder.id
+    )
+    report = run_lintian(engine, image, out_tmp, changes, user=owner.build_user)
+    (out_tmp / REPORT).write_text(report.text, encoding="utf-8")
+    digests[REPORT] = file_sha256(out_tmp / REPORT)
+    record(f"releng: {report.summary()}; report: {REPORT}")
+    fatal = report.fatal(plan.lintian_fail_on)
+    if fatal:
+        for line in report.text.splitlines():
+            record(line)
+        raise BuildFailed(
+            f"lintian found {', '.join(fatal)} in the {plan.distro.id} build, which "
+            f"[lintian] fail_on lists; the report is in the full log: {log_path}",
+            log_path,
+        )
+    return sorted([*files, REPORT])
 
 
 def _up_to_date(plan: BuildPlan, started: float) -> BuildResult:

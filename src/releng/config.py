@@ -131,6 +131,14 @@ class ImagesSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LintianSection:
+    # Run lintian after every build (make-package --lintian does for one build).
+    run: bool = False
+    # Tags that fail the build; lintian's report is kept beside the build either way.
+    fail_on: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
 class PublishSection:
     bucket: str = ""
     prefix: str = ""
@@ -161,6 +169,7 @@ class ProductConfig:
     signing: SigningSection = field(default_factory=SigningSection)
     repositories: RepositoriesSection = field(default_factory=RepositoriesSection)
     images: ImagesSection = field(default_factory=ImagesSection)
+    lintian: LintianSection = field(default_factory=LintianSection)
     publish: PublishSection = field(default_factory=PublishSection)
     aws: AwsSection = field(default_factory=AwsSection)
 

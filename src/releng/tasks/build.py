@@ -38,6 +38,8 @@ def base_image(c: Context, distro: str, bootstrap: bool = False) -> None:
         "force": "rebuild even when the inputs match the last successful build (and allow a "
         "nightly dated more than a day ahead)",
         "keep": "on failure, commit the container so `invoke interactive DISTRO --from-failed` opens it",
+        "lintian": "run lintian after the build (as [lintian] run = true does): summary printed, "
+        "report kept as lintian.log beside the build, fails only on [lintian] fail_on tags",
     }
 )
 def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
@@ -47,6 +49,7 @@ def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     force: bool = False,
     keep: bool = False,
     release: bool = False,
+    lintian: bool = False,
 ) -> None:
     """Build DISTRO's .debs in a throwaway container into out/<version>/<DISTRO>/."""
     from releng.build import make_package as make
@@ -59,7 +62,17 @@ def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     proj.distro(distro)  # an unknown distro fails before the engine is asked
     with terminate_as_interrupt():
         engine = Engine.from_env(os.environ)
-        result = make(engine, proj, distro, v, env=os.environ, force=force, keep=keep, on_line=out)
+        result = make(
+            engine,
+            proj,
+            distro,
+            v,
+            env=os.environ,
+            force=force,
+            keep=keep,
+            on_line=out,
+            lintian=lintian,
+        )
     if result.up_to_date:
         out(f"{distro} {v}: up to date in {result.out_dir} (--force rebuilds)")
         return
