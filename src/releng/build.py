@@ -330,11 +330,8 @@ def _fixed_environment(plan: BuildPlan, *, cpus: int) -> dict[str, str]:
         "DEB_BUILD_OPTIONS": f"parallel={cpus}",
     }
     if distro.debian_dir is not None:
-        env["DEBIAN_DIR"] = (
-            debian_mount(project)
-            if stages_debian(distro)
-            else in_container(project, distro.debian_dir)
-        )
+        env["DEBIAN_DIR"] = debian_mount(project)  # prepared by releng: see stage_debian
+        env["DISTRO_DEBIAN_DIR"] = in_container(project, distro.debian_dir)  # as it is
         env["DISTRIBUTION"] = distro.codename
         env["PKGVER"] = distro.pkgver or ""
     upstream_signature = project.upstream_signature_path(version)
@@ -367,9 +364,9 @@ def build_mounts(
 
 
 def stages_debian(distro: Distro) -> bool:
-    """Whether the build gets a debian/ prepared by releng: the default builder's do. A
-    distro's own make-package gets its debian/ as it is, and does what it wants with it."""
-    return distro.debian_dir is not None and distro.make_package is None
+    """Whether the build gets a debian/ prepared by releng (DEBIAN_DIR): every Debian-like
+    distro's does; a distro's own make-package also finds it as it is in DISTRO_DEBIAN_DIR."""
+    return distro.debian_dir is not None
 
 
 def debian_mount(project: Project) -> str:

@@ -79,7 +79,7 @@ def interactive_spec(
     environment = build_environment(plan, cpus=os.cpu_count() or 1)
     environment["TERM"] = env.get("TERM", "xterm")
     debian = None
-    if stages_debian(distro):  # the debian/ the default builder gets, as a build gets it
+    if stages_debian(distro):  # the prepared debian/, as a build gets it
         debian = project.out_dir / INTERACTIVE_OUT / f".{distro_id}.debian"
         shutil.rmtree(debian, ignore_errors=True)
         debian.mkdir()
