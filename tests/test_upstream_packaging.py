@@ -31,9 +31,14 @@ from tests.fixtures.project import REPO_ROOT, copy_repo, git
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 # The distros a url source is built, installed and run on. Ubuntu joins with one line,
-# "ubuntu-24.04-noble", once its base image can be made on this machine (issue 11).
+# "ubuntu-22.04-jammy" (passes where ubuntu:jammy is in the engine) or "ubuntu-24.04-noble",
+# once the Ubuntu base images can be made on a machine with no registry (issue 11).
 URL_SOURCE_DISTROS = ["debian-12-bookworm"]
-PKGVER = {"debian-12-bookworm": "1~deb12u1", "ubuntu-24.04-noble": "1~ubuntu24.04.1"}
+PKGVER = {
+    "debian-12-bookworm": "1~deb12u1",
+    "ubuntu-22.04-jammy": "1~ubuntu22.04.1",
+    "ubuntu-24.04-noble": "1~ubuntu24.04.1",
+}
 
 
 def upstream_release(www: Path, version: str) -> bytes:
