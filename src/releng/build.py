@@ -48,7 +48,7 @@ from releng.engine import Container, ContainerSpec, Engine, Mount, RunResult
 from releng.errors import BuildError, RelengError
 from releng.images import BuilderImage, ensure_base_image, ensure_builder_image
 from releng.project import Project
-from releng.source import SourceTarball
+from releng.source import SourceTarball, open_tarball
 from releng.version import Version
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,6 @@ def file_sha256(path: Path) -> str:
 
 def tarball_mtime(tarball: Path) -> int:
     """The source date of a tarball: its newest member's mtime (the source sets them all alike)."""
-    from releng.source import open_tarball
-
     try:
         with open_tarball(tarball) as tf:
             return max((int(m.mtime) for m in tf.getmembers()), default=0)
@@ -585,9 +583,8 @@ def _build(
         with _Background(engine, spec, "releng-build") as build:
             if isinstance(plan_or_make, BuildPlan):
                 plan = plan_or_make
-                _open_gate(
-                    out_tmp, plan, record=record, debian=debian
-                )  # before the start: no wait at all
+                # Before the start: no wait at all.
+                _open_gate(out_tmp, plan, record=record, debian=debian)
                 build.begin()
             else:
                 build.begin()  # the container starts while the tarball is made
