@@ -109,6 +109,17 @@ def test_release_comes_from_its_tag_not_from_head(make_project, gpg_key: TestKey
     assert "tally-nightly-2026.01.02/NEWS" in members(nightly.tarball)
 
 
+def test_a_release_with_a_tilde_comes_from_its_mapped_tag(make_project, gpg_key: TestKey) -> None:  # type: ignore[no-untyped-def]
+    project = make_project(signing_toml(gpg_key))
+    rc = Version.parse("1.1~rc1")
+    with pytest.raises(SourceError, match=r"release tag 'tally-v1\.1-rc1' for version 1\.1~rc1"):
+        make_source_tarball(project, rc, env=env_for(gpg_key))
+    git(project.root, "tag", "tally-v1.1-rc1")  # git refuses "tally-v1.1~rc1"
+    result = make_source_tarball(project, rc, env=env_for(gpg_key))
+    assert result.tarball.name == "tally-1.1~rc1.tar.gz"
+    assert "tally-1.1~rc1/tally.c" in members(result.tarball)
+
+
 def test_missing_release_tag_is_refused_and_nothing_written(make_project, gpg_key: TestKey) -> None:  # type: ignore[no-untyped-def]
     project = make_project(signing_toml(gpg_key))
     with pytest.raises(
