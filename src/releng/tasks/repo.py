@@ -55,7 +55,7 @@ def repo_include(  # noqa: PLR0917  (invoke passes task arguments positionally)
         component=component or None,
     )
     out(f"{dist}: {len(result.added)} new package file(s); {len(result.written)} file(s) written")
-    _snippet(proj.name, root, url, [dist], list(apt.settings_for(proj).components))
+    _snippets(proj.name, root, url, {dist: [dist]}, list(apt.settings_for(proj).components))
 
 
 @task(
@@ -96,9 +96,8 @@ def update_repos(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     results = apt.update_repos(proj, signer, version=ver, repo=root)
     for distro, result in results.items():
         out(f"{distro}: {', '.join(result.suites)} ({len(result.added)} new package file(s))")
-    for distro, result in results.items():
-        out(f"\nclients on {distro}:")
-        _snippet(proj.name, root, url, list(result.suites), proj.config.repositories.components)
+    clients = {distro: list(result.suites) for distro, result in results.items()}
+    _snippets(proj.name, root, url, clients, proj.config.repositories.components)
 
 
 @task(
@@ -144,16 +143,23 @@ def repo_check(c: Context, repo: str = "", keyring: str = "") -> None:
     out(f"{root}: {len(report.suites)} suite(s), {report.files_checked} file(s) verified, all good")
 
 
-def _snippet(name: str, root: Path, url: str, suites: list[str], components: list[str]) -> None:
-    """A client's .sources: one suite (a machine runs one release); the others named after."""
+def _snippets(
+    name: str, root: Path, url: str, clients: dict[str, list[str]], components: list[str]
+) -> None:
+    """Per kind of client (a distro), a .sources naming one suite: a machine runs one
+    release; the other suites it could follow instead are named after it."""
     from releng import apt
 
     out(f"public key: {root / f'{name}-archive-keyring.gpg'} (and .asc)")
-    out(f"clients: /etc/apt/sources.list.d/{name}.sources")
-    out(
-        apt.sources_snippet(
-            name=name, url=url or root.resolve().as_uri(), suites=suites[:1], components=components
-        ).rstrip("\n")
-    )
-    if suites[1:]:
-        out(f"(or, in Suites, one of: {', '.join(suites[1:])})")
+    for client, suites in clients.items():
+        out(f"clients on {client}: /etc/apt/sources.list.d/{name}.sources")
+        out(
+            apt.sources_snippet(
+                name=name,
+                url=url or root.resolve().as_uri(),
+                suites=suites[:1],
+                components=components,
+            ).rstrip("\n")
+        )
+        if suites[1:]:
+            out(f"(or, in Suites, one of: {', '.join(suites[1:])})")
