@@ -39,7 +39,15 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 from tests.fixtures.gpg import make_key  # noqa: E402
 from tests.fixtures.project import copy_repo, git  # noqa: E402
 
-from releng.build import BuildPlan, Owner, build_spec, make_package, plan_build  # noqa: E402
+from releng.build import (  # noqa: E402
+    BuildPlan,
+    Owner,
+    build_spec,
+    make_package,
+    plan_build,
+    source_dates,
+    stage_debian,
+)
 from releng.engine import ContainerSpec, Engine  # noqa: E402
 from releng.images import ensure_base_image  # noqa: E402
 from releng.project import Project  # noqa: E402
@@ -59,22 +67,15 @@ CPUS = os.cpu_count() or 1
 PREPARE = r"""
 set -e
 cd /build
-cp "$TARBALL" "${PACKAGE}_${VERSION}.orig.tar.gz"
-mkdir "$PACKAGE-$VERSION"
-tar -xzf "${PACKAGE}_${VERSION}.orig.tar.gz" -C "$PACKAGE-$VERSION" --strip-components=1
-cp -RL "$DEBIAN_DIR" "$PACKAGE-$VERSION/debian"
-chmod -R u+w "$PACKAGE-$VERSION/debian"
-if [ "$PACKAGE" != "$NAME" ]; then  # a nightly: the same renaming as make-debianish-package
-  sed -i -E -e "/^(Source|Package|Conflicts):/{
-s/\\b$NAME-nightly\\b/@R@/g
-s/\\b$NAME\\b/$PACKAGE/g
-s/@R@/$NAME/g
-}" "$PACKAGE-$VERSION/debian/control"
-fi
-printf '%s (%s-%s) %s; urgency=medium\n\n  * bench\n\n -- %s  %s\n' \
-  "$PACKAGE" "$VERSION" "$PKGVER" "$DISTRIBUTION" "$MAINTAINER" "$CHANGELOG_DATE" \
-  >"$PACKAGE-$VERSION/debian/changelog"
-cd "$PACKAGE-$VERSION"
+orig="${PACKAGE}_${UPSTREAM_VERSION}.orig.tar.${TARBALL##*.tar.}"
+cp "$TARBALL" "$orig"
+mkdir "$PACKAGE-$UPSTREAM_VERSION"
+tar -xf "$orig" -C "$PACKAGE-$UPSTREAM_VERSION" --strip-components=1
+# DEBIAN_DIR is the debian/ releng prepared (nightly names, changelog entry), as a build's.
+rm -rf "$PACKAGE-$UPSTREAM_VERSION/debian"
+cp -RL "$DEBIAN_DIR" "$PACKAGE-$UPSTREAM_VERSION/debian"
+chmod -R u+w "$PACKAGE-$UPSTREAM_VERSION/debian"
+cd "$PACKAGE-$UPSTREAM_VERSION"
 """
 
 BARE = (
@@ -131,7 +132,8 @@ def demo_project(base: Path) -> Project:
 
 
 def hello_project(base: Path) -> tuple[Project, dict[str, str]]:
-    """A releng project that packages GNU hello 2.10 as release 2.10.0 with Debian's debian/."""
+    """A releng project that packages GNU hello 2.10 (upstream's tarball as it is, the orig
+    tarball Debian's archive has) with Debian's debian/ (its changelog kept under ours)."""
     orig = fetch(HELLO_ORIG)
     debian_tar = fetch(HELLO_DEBIAN)
     root = base / "hello"
@@ -144,12 +146,10 @@ def hello_project(base: Path) -> tuple[Project, dict[str, str]]:
     distro.mkdir(parents=True)
     (distro / "DOCKER_BASE").write_text("debian:bookworm\n")
     (distro / "DISTRIBUTION").write_text("bookworm\n")
-    (distro / "PKGVER").write_text("1~bookworm\n")
+    (distro / "PKGVER").write_text("1~deb12u1\n")
     (distro / "debian").symlink_to("../../packaging/debian")
     (root / "distros" / "TARGETS").write_text(f"{DISTRO}\n")
-    # A release X.Y.Z: hello's 2.10 is published as 2.10.0 (the tarball is repacked anyway).
-    local = WORK / "downloads" / "hello-2.10.0.tar.gz"
-    shutil.copy2(orig, local)
+    assert orig.name == "hello_2.10.orig.tar.gz"  # [source] url below names it
     key = make_key(base / "gnupg", name="bench signing key")
     (root / "product.toml").write_text(
         f"""
@@ -160,7 +160,7 @@ smoke_command = ["hello", "--greeting=bench"]
 
 [source]
 kind = "url"
-url = "file://{WORK}/downloads/hello-{{version}}.tar.gz"
+url = "file://{WORK}/downloads/hello_{{version}}.orig.tar.gz"
 cache_dir = ".releng/cache/downloads"
 
 [signing]
@@ -184,9 +184,13 @@ def scratch_spec(
     """A forced plan and make-package's build container spec, writing to an emptied scratch dir."""
     plan = plan_build(engine, project, project.distro(DISTRO), version, env=env, force=True)
     scratch = WORK / "scratch-out"
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    return plan, build_spec(plan, scratch, owner=Owner.for_project(project, env), cpus=CPUS)
+    debian = WORK / "scratch-debian"
+    for path in (scratch, debian):
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+    stage_debian(plan, debian, dates=source_dates(plan.tarball))
+    owner = Owner.for_project(project, env)
+    return plan, build_spec(plan, scratch, owner=owner, cpus=CPUS, debian=debian)
 
 
 def bare_build(engine: Engine, project: Project, version: Version, env: dict[str, str]) -> float:
@@ -356,7 +360,7 @@ def main() -> None:
                 "GNU hello 2.10",
                 engine,
                 hello,
-                Version.parse("2.10.0"),
+                Version.parse("2.10"),
                 env=hello_env,
                 change=change_hello,
                 rounds=2,  # a round takes about a minute

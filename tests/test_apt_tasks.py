@@ -102,6 +102,12 @@ def test_update_repos_includes_each_build_into_its_codename_and_release_line(
         text = (repo / "dists" / suite / "main/binary-amd64/Packages").read_text()
         assert f"Version: {version}\n" in text, suite
     assert "debian-12-bookworm: bookworm, bookworm-1.2" in result.stdout
+    # One .sources snippet per client distro, each naming one suite.
+    suites_lines = [ln for ln in result.stdout.splitlines() if ln.startswith("Suites:")]
+    assert suites_lines == ["Suites: bookworm", "Suites: trixie"]
+    bookworm_part = result.stdout.split("clients on debian-12-bookworm: ")[1]
+    assert bookworm_part.split("clients on")[0].count("Suites: bookworm\n") == 1
+    assert "(or, in Suites, one of: bookworm-1.2)" in bookworm_part
     assert invoke("repo-check", root=project.root).returncode == 0
     # A version with no builds is one clear error.
     missing = invoke("update-repos", "--version", "1.2.4", root=project.root, env=env)

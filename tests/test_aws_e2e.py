@@ -178,7 +178,7 @@ def test_two_releases_in_one_execution_publish_one_at_a_time(moto_server, e2e):
         launcher=None,  # type: ignore[arg-type]  (not used by published_versions)
     )
     served = handlers.published_versions(ctx, "bookworm")
-    assert {("tally", "1.0.0-1~bookworm"), ("tally", "1.0.1-1~bookworm")} <= served
+    assert {("tally", "1.0.0-1~deb12u1"), ("tally", "1.0.1-1~deb12u1")} <= served
     # One at a time: no two publishes overlap, whichever publisher process ran them.
     spans = []
     for path in (proj.root / ".releng" / "worker-logs").glob("local-publish-*.log"):

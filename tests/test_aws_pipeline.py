@@ -128,8 +128,8 @@ def test_bad_input_starts_nothing(moto_server, proj, stack, aws_env):
         InputError, match="unknown step 'compile'; valid steps: make-source-tarball"
     ):
         run.start(proj, aws, versions=["1.0.0"], steps=["compile"])
-    with pytest.raises(InputError, match=r"version '1\.0' is neither"):
-        run.start(proj, aws, versions=["1.0"])
+    with pytest.raises(InputError, match=r"version 'v1\.0' does not start with a digit"):
+        run.start(proj, aws, versions=["v1.0"])
     assert sfn.list_executions(stateMachineArn=stack.state_machine_arn)["executions"] == []
 
 
@@ -259,7 +259,7 @@ def test_killed_worker(moto_server, proj, stack, aws_env, tmp_path, replacement)
             "error: unknown distro 'debian-99-nope'; valid distros: ",
         ),
         (["--steps", "compile"], (), "error: unknown step 'compile'; valid steps: "),
-        (["--versions", "1.2"], (), "error: version '1.2' is neither a nightly"),
+        (["--versions", "v1.2"], (), "error: version 'v1.2' does not start with a digit"),
         ([], ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), "error: no AWS credentials"),
         ([], ("AWS_REGION", "AWS_DEFAULT_REGION"), "error: no AWS region"),
         ([], (), "error: stack 'releng' does not exist; create it with `invoke deploy-aws`"),

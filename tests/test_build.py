@@ -67,11 +67,12 @@ def test_demo_release_builds_installs_and_runs(
     engine: Engine,
     distro_id: str,
 ) -> None:
-    codename = Project.load(REPO_ROOT).distro(distro_id).codename
+    distro = Project.load(REPO_ROOT).distro(distro_id)
+    codename, pkgver = distro.codename, distro.pkgver
     out = demo_build(distro_id, "1.0.0")
     assert out.name == distro_id
     assert out.parent.name == "1.0.0"
-    revision = f"1.0.0-1~{codename}"
+    revision = f"1.0.0-{pkgver}"
     names = {p.name for p in out.iterdir()}
     expected = {
         f"tally_{revision}_amd64.deb",
@@ -145,9 +146,10 @@ def test_nightly_is_renamed_skipped_when_unchanged_and_reproducible(
     base_image(BOOKWORM)
     first = make_package(engine, nightly_project, BOOKWORM, NIGHTLY, env=_env())
     assert not first.up_to_date
-    deb = first.out_dir / "tally-nightly_2026.11.20-1~bookworm_amd64.deb"
+    deb = first.out_dir / "tally-nightly_2026.11.20-1~deb12u1_amd64.deb"
     assert deb_field(deb, "Package") == "tally-nightly"
     assert deb_field(deb, "Conflicts") == "tally"
+    assert deb_field(deb, "Replaces") == "tally"
     recorded = json.loads((first.out_dir / BUILD_JSON).read_text())
 
     again = make_package(engine, nightly_project, BOOKWORM, NIGHTLY, env=_env())
@@ -247,7 +249,7 @@ def test_a_distro_with_its_own_make_package_uses_it(
     project = Project.load(root)
     result = make_package(engine, project, BOOKWORM, NIGHTLY, env=_env())
     assert "own builder for bookworm" in (result.out_dir / "build.log").read_text()
-    assert (result.out_dir / "tally-nightly_2026.11.20-1~bookworm_amd64.deb").is_file()
+    assert (result.out_dir / "tally-nightly_2026.11.20-1~deb12u1_amd64.deb").is_file()
 
 
 def test_output_belongs_to_the_invoking_user_under_sudo(

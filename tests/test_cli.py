@@ -92,7 +92,8 @@ def test_distros_json_is_the_table_as_data(project_copy: Project) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["make-source-tarball", "--version", "1.2"], "is neither a nightly YYYY.MM.DD"),
+        (["make-source-tarball", "--version", "v1.2"], "does not start with a digit"),
+        (["make-source-tarball", "--version", "9999.12.31"], "ahead of today"),
         (
             ["make-source-tarball", "--version", "7.7.7"],
             "cannot be signed with the development key",

@@ -30,7 +30,16 @@ def test_the_shipped_product_toml_equals_the_embedded_default() -> None:
     shipped = load_product(REPO_ROOT)
     default = load_product(REPO_ROOT / "nonexistent")
     assert shipped.path == REPO_ROOT / PRODUCT_FILE
-    for section in ("product", "source", "signing", "repositories", "images", "publish", "aws"):
+    for section in (
+        "product",
+        "source",
+        "signing",
+        "repositories",
+        "images",
+        "lintian",
+        "publish",
+        "aws",
+    ):
         assert getattr(shipped, section) == getattr(default, section), section
 
 

@@ -2,32 +2,43 @@
 
 from __future__ import annotations
 
+import itertools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from releng.distro import distro_ids, load_all, load_distro, load_distro_dir, read_targets
+from releng.distro import (
+    distro_ids,
+    family_revision_warnings,
+    load_all,
+    load_distro,
+    load_distro_dir,
+    read_targets,
+    revision_order_warnings,
+)
 from releng.errors import DistroError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {
-    "debian-11-bullseye": ("debian:bullseye", "bullseye"),
-    "debian-12-bookworm": ("debian:bookworm", "bookworm"),
-    "debian-13-trixie": ("debian:trixie", "trixie"),
-    "ubuntu-22.04-jammy": ("ubuntu:jammy", "jammy"),
-    "ubuntu-24.04-noble": ("ubuntu:noble", "noble"),
-    "debian-9-stretch": ("debian:stretch", "stretch"),
-    "ubuntu-16.04-xenial": ("ubuntu:xenial", "xenial"),
+    "debian-11-bullseye": ("debian:bullseye", "bullseye", "1~deb11u1"),
+    "debian-12-bookworm": ("debian:bookworm", "bookworm", "1~deb12u1"),
+    "debian-13-trixie": ("debian:trixie", "trixie", "1~deb13u1"),
+    "ubuntu-22.04-jammy": ("ubuntu:jammy", "jammy", "1~ubuntu22.04.1"),
+    "ubuntu-24.04-noble": ("ubuntu:noble", "noble", "1~ubuntu24.04.1"),
+    "debian-9-stretch": ("debian:stretch", "stretch", "1~deb9u1"),
+    "ubuntu-16.04-xenial": ("ubuntu:xenial", "xenial", "1~ubuntu16.04.1"),
 }
 
 
 def test_shipped_distros_load() -> None:
     distros = {d.id: d for d in load_all(REPO_ROOT)}
     assert set(distros) == set(SHIPPED)
-    for name, (base, codename) in SHIPPED.items():
+    for name, (base, codename, pkgver) in SHIPPED.items():
         d = distros[name]
-        assert (d.docker_base, d.codename, d.pkgver) == (base, codename, f"1~{codename}")
+        assert (d.docker_base, d.codename, d.pkgver) == (base, codename, pkgver)
         assert d.debian_dir is not None and (d.debian_dir / "control").is_file()
         assert d.debian_dir.is_relative_to(REPO_ROOT / "packaging")
     assert distros["debian-9-stretch"].apt_sources is not None
@@ -168,3 +179,49 @@ def test_targets_naming_an_unknown_distro(repo: Path) -> None:
     (repo / "distros" / "TARGETS").write_text("# default\ndebian-12-bookworm\ndebian-99-nope\n")
     with pytest.raises(DistroError, match=r"TARGETS:3: unknown distro 'debian-99-nope'"):
         read_targets(repo)
+
+
+def _dpkg_lt(a: str, b: str) -> bool:
+    return subprocess.run(["dpkg", "--compare-versions", a, "lt", b], check=False).returncode == 0
+
+
+def test_shipped_revisions_sort_in_release_order_per_family() -> None:
+    shipped = load_all(REPO_ROOT)
+    families: dict[str, list[tuple[tuple[int, ...], str]]] = {}
+    for d in shipped:
+        if d.pkgver:
+            key = tuple(int(n) for n in d.number.split("."))
+            families.setdefault(d.family, []).append((key, d.pkgver))
+    assert set(families) == {"debian", "ubuntu"}
+    for members in families.values():
+        revisions = [pkgver for _key, pkgver in sorted(members)]
+        for older, newer in itertools.pairwise(revisions):
+            for upstream in ("1.0", "2026.11.30"):
+                assert _dpkg_lt(f"{upstream}-{older}", f"{upstream}-{newer}"), (older, newer)
+    assert revision_order_warnings(shipped) == []
+
+
+def test_codename_revisions_are_warned_about_in_distros_and_the_build(repo: Path) -> None:
+    # What the seed shipped: codenames, which do not sort by release (dpkg says so too).
+    assert not _dpkg_lt("1.0-1~bullseye", "1.0-1~bookworm")
+    make(repo, "debian-11-bullseye", **{**GOOD, "DISTRIBUTION": "bullseye", "PKGVER": "1~bullseye"})
+    make(repo, "debian-12-bookworm", **GOOD)
+    make(repo, "ubuntu-22.04-jammy", **{**GOOD, "DISTRIBUTION": "jammy", "PKGVER": "1~jammy"})
+    make(repo, "ubuntu-24.04-noble", **{**GOOD, "DISTRIBUTION": "noble", "PKGVER": "1~noble"})
+    (repo / "distros" / "TARGETS").write_text("debian-12-bookworm\n")
+    warnings = revision_order_warnings(load_all(repo))
+    assert len(warnings) == 1  # jammy < noble happens to sort; bullseye > bookworm does not
+    assert warnings[0].startswith("debian-11-bullseye PKGVER 1~bullseye does not sort below")
+    bookworm = load_distro(repo, "debian-12-bookworm")
+    assert family_revision_warnings(repo, bookworm) == warnings
+    listed = subprocess.run(
+        [sys.executable, "-m", "invoke", "-r", str(REPO_ROOT), "distros"],
+        env={**os.environ, "RELENG_ROOT": str(repo)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"warning: {warnings[0]}" in listed.stdout
+    # A user's own revisions that sort keep working, with no warning.
+    (repo / "distros" / "debian-11-bullseye" / "PKGVER").write_text("0.1\n")
+    assert revision_order_warnings(load_all(repo)) == []

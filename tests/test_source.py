@@ -109,6 +109,17 @@ def test_release_comes_from_its_tag_not_from_head(make_project, gpg_key: TestKey
     assert "tally-nightly-2026.01.02/NEWS" in members(nightly.tarball)
 
 
+def test_a_release_with_a_tilde_comes_from_its_mapped_tag(make_project, gpg_key: TestKey) -> None:  # type: ignore[no-untyped-def]
+    project = make_project(signing_toml(gpg_key))
+    rc = Version.parse("1.1~rc1")
+    with pytest.raises(SourceError, match=r"release tag 'tally-v1\.1-rc1' for version 1\.1~rc1"):
+        make_source_tarball(project, rc, env=env_for(gpg_key))
+    git(project.root, "tag", "tally-v1.1-rc1")  # git refuses "tally-v1.1~rc1"
+    result = make_source_tarball(project, rc, env=env_for(gpg_key))
+    assert result.tarball.name == "tally-1.1~rc1.tar.gz"
+    assert "tally-1.1~rc1/tally.c" in members(result.tarball)
+
+
 def test_missing_release_tag_is_refused_and_nothing_written(make_project, gpg_key: TestKey) -> None:  # type: ignore[no-untyped-def]
     project = make_project(signing_toml(gpg_key))
     with pytest.raises(
@@ -217,7 +228,7 @@ def upstream_tarball(root: Path, name: str = "hello-2.0") -> bytes:
     return data
 
 
-def test_url_source_download_cache_and_sha_mismatch(
+def test_url_source_is_upstreams_file_byte_for_byte_and_cached(
     make_project, http_server: StaticServer
 ) -> None:  # type: ignore[no-untyped-def]
     data = upstream_tarball(http_server.root, "hello-2026.01.02")
@@ -225,21 +236,20 @@ def test_url_source_download_cache_and_sha_mismatch(
         f'[source]\nkind = "url"\nurl = "{http_server.url}/hello-{{version}}.tar.xz"\n'
         f'[source.sha256]\n"2026.01.02" = "{hashlib.sha256(data).hexdigest()}"\n'
     )
-    first = make_source_tarball(project, NIGHTLY, env={})
-    names = members(first.tarball)
-    assert set(names) == {
-        "tally-nightly-2026.01.02",
-        "tally-nightly-2026.01.02/configure",
-        "tally-nightly-2026.01.02/src",
-        "tally-nightly-2026.01.02/src/hello.c",
-    }
-    assert names["tally-nightly-2026.01.02/configure"].mode == 0o755
-    assert names["tally-nightly-2026.01.02/src/hello.c"].mode == 0o644
-    assert {m.mtime for m in names.values()} == {1600000000}
+    made = make_source_tarball(project, NIGHTLY, env={})
+    assert made.tarball.name == "tally-nightly-2026.01.02.tar.xz"
+    assert made.tarball.read_bytes() == data
+    assert made.upstream_signature is None
     assert http_server.requests == ["/hello-2026.01.02.tar.xz"]
-    second = make_source_tarball(project, NIGHTLY, env={})
-    assert second.sha256 == first.sha256
+    again = make_source_tarball(project, NIGHTLY, env={})
+    assert again.sha256 == made.sha256
     assert http_server.requests == ["/hello-2026.01.02.tar.xz"], "the second run must not download"
+    assert project.tarball_name(Version.parse("2.10")) == "tally-2.10.tar.xz"
+
+
+def _cache_files(project: Project) -> list[Path]:
+    cache = project.root / project.config.source.cache_dir
+    return sorted(cache.iterdir()) if cache.exists() else []
 
 
 def test_url_sha256_mismatch_is_refused_and_nothing_left(
@@ -250,14 +260,33 @@ def test_url_sha256_mismatch_is_refused_and_nothing_left(
         f'[source]\nkind = "url"\nurl = "{http_server.url}/hello-{{version}}.tar.xz"\n'
         f'[source.sha256]\n"2026.01.02" = "{"0" * 64}"\n'
     )
-    with pytest.raises(SourceError, match="does not match the pinned 0000"):
+    with pytest.raises(SourceError, match="does not match the pinned 0000") as err:
         make_source_tarball(project, NIGHTLY, env={})
+    assert "nothing was cached" in str(err.value)
+    assert "run the same command again" in str(err.value)
     assert not project.out_dir.exists() or not list(project.out_dir.iterdir())
-    cache = project.root / project.config.source.cache_dir
-    assert not list(cache.iterdir()), "a bad download must not be cached"
+    assert _cache_files(project) == [], "a bad download must not be cached"
 
 
-def test_url_upstream_signature_is_checked(
+def test_a_download_that_is_not_a_tarball_is_not_cached_and_a_retry_works(
+    make_project, http_server: StaticServer
+) -> None:  # type: ignore[no-untyped-def]
+    served = http_server.root / "hello-2026.01.02.tar.xz"
+    served.write_text("<html>mirror maintenance, try later</html>\n")
+    project = make_project(
+        f'[source]\nkind = "url"\nurl = "{http_server.url}/hello-{{version}}.tar.xz"\n'
+    )
+    with pytest.raises(SourceError, match=r"not a compressed tarball .*<html>") as err:
+        make_source_tarball(project, NIGHTLY, env={})
+    assert "nothing was cached" in str(err.value) and "\n" not in str(err.value)
+    assert _cache_files(project) == []
+    upstream_tarball(http_server.root, "hello-2026.01.02")  # the mirror is back
+    made = make_source_tarball(project, NIGHTLY, env={})
+    assert made.tarball.read_bytes() == served.read_bytes()
+    assert len(_cache_files(project)) == 1
+
+
+def test_url_upstream_signature_is_checked_and_kept(
     make_project, http_server: StaticServer, gpg_key: TestKey, other_gpg_key: TestKey
 ) -> None:  # type: ignore[no-untyped-def]
     import gnupg
@@ -277,8 +306,47 @@ def test_url_upstream_signature_is_checked(
     wrong = gpg_key.public_keyring(http_server.root.parent / "wrong.gpg")
     base = f'[source]\nkind = "url"\nurl = "{http_server.url}/hello-{{version}}.tar.xz"\nsignature_url = "{http_server.url}/hello-{{version}}.tar.xz.asc"\n'
     good = make_project(base + f'keyring = "{trusted}"\n', name="good")
-    assert make_source_tarball(good, NIGHTLY, env={}).tarball.exists()
+    made = make_source_tarball(good, NIGHTLY, env={})
+    assert made.upstream_signature is not None
+    assert made.upstream_signature.name == "tally-nightly-2026.01.02.tar.xz.upstream.asc"
+    assert made.upstream_signature.read_bytes() == sig.data
+    assert gpgv(trusted, made.upstream_signature, made.tarball).returncode == 0
     bad = make_project(base + f'keyring = "{wrong}"\n', name="bad")
-    with pytest.raises(SourceError, match="does not verify"):
+    with pytest.raises(SourceError, match="does not verify") as err:
         make_source_tarball(bad, NIGHTLY, env={})
+    assert "nothing was cached" in str(err.value)
     assert not bad.out_dir.exists() or not list(bad.out_dir.iterdir())
+    assert _cache_files(bad) == []
+
+
+def test_prune_repacks_reproducibly_with_a_suffix_keeping_hard_links_and_dotfiles(
+    make_project, http_server: StaticServer
+) -> None:  # type: ignore[no-untyped-def]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, data in [
+            ("./hello-3.1/.gitignore", b"*.o\n"),
+            ("./hello-3.1/a.txt", b"same\n"),
+            ("./hello-3.1/doc/big.pdf", b"%PDF"),
+        ]:
+            info = tarfile.TarInfo(path)
+            info.size, info.mtime = len(data), 1600000000
+            tar.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("./hello-3.1/b.txt")
+        link.type, link.linkname, link.mtime = tarfile.LNKTYPE, "./hello-3.1/a.txt", 1600000000
+        tar.addfile(link)
+    (http_server.root / "hello-3.1.tgz").write_bytes(buf.getvalue())
+    project = make_project(
+        f'[source]\nkind = "url"\nurl = "{http_server.url}/hello-{{version}}.tgz"\n'
+        'prune = ["doc"]\nrepack_suffix = "+dfsg"\n'
+    )
+    version = Version.parse("2026.01.02")
+    (http_server.root / "hello-2026.01.02.tgz").write_bytes(buf.getvalue())
+    made = make_source_tarball(project, version, env={})
+    assert made.tarball.name == "tally-nightly-2026.01.02+dfsg.tar.gz"
+    with tarfile.open(made.tarball) as tar:
+        found = {m.name: m for m in tar.getmembers()}
+        assert tar.extractfile("tally-nightly-2026.01.02+dfsg/b.txt").read() == b"same\n"  # type: ignore[union-attr]
+    assert "tally-nightly-2026.01.02+dfsg/.gitignore" in found
+    assert not any("doc" in n for n in found)
+    assert make_source_tarball(project, version, env={}).sha256 == made.sha256

@@ -43,12 +43,12 @@ from pathlib import Path
 from types import FrameType
 from typing import NamedTuple, TypeVar
 
-from releng.distro import Distro
+from releng.distro import Distro, family_revision_warnings
 from releng.engine import Container, ContainerSpec, Engine, Mount, RunResult
 from releng.errors import BuildError, RelengError
 from releng.images import BuilderImage, ensure_base_image, ensure_builder_image
 from releng.project import Project
-from releng.source import SourceTarball
+from releng.source import SourceTarball, open_tarball
 from releng.version import Version
 
 log = logging.getLogger(__name__)
@@ -112,9 +112,9 @@ def file_sha256(path: Path) -> str:
 def tarball_mtime(tarball: Path) -> int:
     """The source date of a tarball: its newest member's mtime (the source sets them all alike)."""
     try:
-        with tarfile.open(tarball, "r:gz") as tf:
+        with open_tarball(tarball) as tf:
             return max((int(m.mtime) for m in tf.getmembers()), default=0)
-    except (OSError, tarfile.TarError) as exc:
+    except (OSError, tarfile.TarError, RelengError) as exc:
         raise BuildError(
             f"cannot read the source tarball {tarball}: {exc}; remake it with --force"
         ) from None
@@ -154,6 +154,8 @@ class BuildPlan:
     inputs: dict[str, str]
     out_dir: Path
     up_to_date: bool
+    # lintian after the build (None: not run), failing on these tags (see releng.lintian).
+    lintian_fail_on: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +242,8 @@ def _decide(target: BuildPlan, source: SourceTarball, *, force: bool) -> BuildPl
         "packaging": tree_hash(target.project.root / "packaging"),
         "builder_image": target.builder.id,
     }
+    if target.lintian_fail_on is not None:
+        inputs["lintian"] = " ".join(target.lintian_fail_on) or "report"
     previous = _read_build_json(target.out_dir)
     up_to_date = (
         not force
@@ -315,6 +319,7 @@ def _fixed_environment(plan: BuildPlan, *, cpus: int) -> dict[str, str]:
         "NAME": project.name,
         "PACKAGE": project.config.package_name(version),
         "VERSION": version.text,
+        "UPSTREAM_VERSION": project.config.source.upstream_version(version),
         "IS_NIGHTLY": "1" if version.is_nightly else "",
         "TARBALL": in_container(project, plan.tarball),
         "OUT": OUT_MOUNT,
@@ -323,9 +328,13 @@ def _fixed_environment(plan: BuildPlan, *, cpus: int) -> dict[str, str]:
         "DEB_BUILD_OPTIONS": f"parallel={cpus}",
     }
     if distro.debian_dir is not None:
-        env["DEBIAN_DIR"] = in_container(project, distro.debian_dir)
+        env["DEBIAN_DIR"] = debian_mount(project)  # prepared by releng: see stage_debian
+        env["DISTRO_DEBIAN_DIR"] = in_container(project, distro.debian_dir)  # as it is
         env["DISTRIBUTION"] = distro.codename
         env["PKGVER"] = distro.pkgver or ""
+    upstream_signature = project.upstream_signature_path(version)
+    if upstream_signature is not None:
+        env["UPSTREAM_SIGNATURE"] = in_container(project, upstream_signature)
     if distro.prebuild_hook is not None:
         env["PREBUILD_HOOK"] = f"{project.distro_mount}/{distro.prebuild_hook.name}"
     return env
@@ -337,17 +346,59 @@ def build_command(plan: BuildPlan) -> list[str]:
     return ["sh", f"{plan.project.packaging_mount}/{DEFAULT_BUILDER}"]
 
 
-def build_mounts(project: Project, distro: Distro, out: Path) -> list[Mount]:
-    """The repository and the distro directory read-only, ``out`` read-write at /var/out."""
-    return [
+def build_mounts(
+    project: Project, distro: Distro, out: Path, *, debian: Path | None = None
+) -> list[Mount]:
+    """The repository and the distro directory read-only, ``out`` read-write at /var/out;
+    ``debian``: the prepared debian/ tree (see :func:`stage_debian`), read-only."""
+    mounts = [
         Mount(project.root, project.packaging_mount),
         Mount(distro.path.resolve(), project.distro_mount),
         Mount(out, OUT_MOUNT, read_only=False),
     ]
+    if debian is not None:
+        mounts.append(Mount(debian, debian_mount(project)))
+    return mounts
+
+
+def stages_debian(distro: Distro) -> bool:
+    """Whether the build gets a debian/ prepared by releng (DEBIAN_DIR): every Debian-like
+    distro's does; a distro's own make-package also finds it as it is in DISTRO_DEBIAN_DIR."""
+    return distro.debian_dir is not None
+
+
+def debian_mount(project: Project) -> str:
+    """Where the build container sees the prepared debian/ tree (DEBIAN_DIR), read-only."""
+    return f"/opt/{project.name}-debian"
+
+
+def stage_debian(plan: BuildPlan, dest: Path, *, dates: Mapping[str, str]) -> None:
+    """Prepare the distro's debian/ in ``dest``: nightly rename, this build's changelog entry."""
+    from releng.debian_tree import ChangelogEntry, stage_debian_dir
+
+    project, distro, version = plan.project, plan.distro, plan.version
+    assert distro.debian_dir is not None  # see stages_debian
+    package = project.config.package_name(version)
+    full = f"{project.config.source.upstream_version(version)}-{distro.pkgver}"
+    entry = ChangelogEntry(
+        package=package,
+        version=full,
+        distribution=distro.codename,
+        maintainer=project.config.product.maintainer,
+        date=dates["CHANGELOG_DATE"],
+        text=f"Build of {package} {version} for {distro.codename}.",
+    )
+    stage_debian_dir(distro.debian_dir, dest, name=project.name, package=package, entry=entry)
 
 
 def build_spec(
-    plan: BuildPlan, out_tmp: Path, *, owner: Owner, cpus: int, gated: bool = False
+    plan: BuildPlan,
+    out_tmp: Path,
+    *,
+    owner: Owner,
+    cpus: int,
+    gated: bool = False,
+    debian: Path | None = None,
 ) -> ContainerSpec:
     """The build container. ``gated``: it starts before the source tarball is made and waits
     for :func:`_open_gate` to hand it the source's dates (the one part of the environment
@@ -358,7 +409,7 @@ def build_spec(
     return ContainerSpec(
         image=plan.builder.id,
         command=["sh", "-c", _GATE, "releng-gate", *command] if gated else command,
-        mounts=build_mounts(project, plan.distro, out_tmp),
+        mounts=build_mounts(project, plan.distro, out_tmp, debian=debian),
         masks=secret_masks(project),
         environment=(
             _fixed_environment(plan, cpus=cpus) if gated else build_environment(plan, cpus=cpus)
@@ -440,8 +491,12 @@ def make_package(
     keep: bool = False,
     cpus: int | None = None,
     on_line: Callable[[str], None] | None = None,
+    lintian: bool = False,
 ) -> BuildResult:
     """Build ``distro_id``'s packages of ``version`` into ``out/<version>/<distro>/``.
+
+    ``lintian`` (or ``[lintian] run``): run lintian after the build, keep its report
+    beside the build, fail on the tags ``[lintian] fail_on`` lists.
 
     Up to date (same inputs as the last successful build): nothing runs unless
     ``force``. A failure raises :class:`BuildFailed` naming the log; ``keep``
@@ -456,11 +511,17 @@ def make_package(
     started = time.monotonic()
     distro = project.distro(distro_id)
     _check_buildable(distro)
+    for warning in family_revision_warnings(project.root, distro):
+        log.warning("warning: %s", warning)
     check_writable(project.out_dir)
     source = current_source_tarball(project, version)
     # A signing problem fails now, not after the images are made.
     signer = None if source else signer_for(project, env, release=version.is_release)
     target = _target(engine, project, distro, version, on_line=on_line)
+    if lintian or project.config.lintian.run:
+        target = dataclasses.replace(
+            target, lintian_fail_on=tuple(sorted(project.config.lintian.fail_on))
+        )
     ready = None if source is None else _decide(target, source, force=force)
     if ready is not None and ready.up_to_date:
         return _up_to_date(ready, started)
@@ -515,13 +576,15 @@ def _build(
             if on_line is not None:
                 on_line(line)
 
-        spec = build_spec(target, out_tmp, owner=owner, cpus=cpus, gated=True)
+        debian = _debian_stage(work, target.distro)
+        spec = build_spec(target, out_tmp, owner=owner, cpus=cpus, gated=True, debian=debian)
         record(f"releng: {spec.describe()}")
         log.info("building %s %s in %s", distro_id, version, target.builder.reference)
         with _Background(engine, spec, "releng-build") as build:
             if isinstance(plan_or_make, BuildPlan):
                 plan = plan_or_make
-                _open_gate(out_tmp, plan, record=record)  # before the start: no wait at all
+                # Before the start: no wait at all.
+                _open_gate(out_tmp, plan, record=record, debian=debian)
                 build.begin()
             else:
                 build.begin()  # the container starts while the tarball is made
@@ -529,7 +592,7 @@ def _build(
                 if plan.up_to_date:  # the new tarball is the same as the last build's
                     log_path.unlink()
                     return _up_to_date(plan, started)
-                _open_gate(out_tmp, plan, record=record)
+                _open_gate(out_tmp, plan, record=record, debian=debian)
             with _SmokeTest(engine, plan, out_tmp, record=record, log_path=log_path) as smoke:
 
                 def watch(line: str) -> None:
@@ -541,6 +604,16 @@ def _build(
                 _run_build(build.container, plan, record=watch, log_path=log_path, keep=keep)
                 build.remove_soon()
                 files, digests = smoke.finish()
+                files = _lint(
+                    engine,
+                    plan,
+                    out_tmp,
+                    files,
+                    digests,
+                    owner=owner,
+                    record=record,
+                    log_path=log_path,
+                )
                 # The containers are being removed meanwhile.
                 metadata = _metadata(plan, out_tmp, files, digests)
                 log_file.flush()
@@ -563,6 +636,53 @@ def _build(
     )
 
 
+def _debian_stage(work: Path, distro: Distro) -> Path | None:
+    """Where the build's prepared debian/ goes: empty until the gate opens (mounted now,
+    filled then); None when the build gets none (see :func:`stages_debian`)."""
+    if not stages_debian(distro):
+        return None
+    (work / "debian").mkdir()
+    return work / "debian"
+
+
+def _lint(
+    engine: Engine,
+    plan: BuildPlan,
+    out_tmp: Path,
+    files: list[str],
+    digests: dict[str, str],
+    *,
+    owner: Owner,
+    record: Callable[[str], None],
+    log_path: Path,
+) -> list[str]:
+    """When the plan says so, lintian on the build's .changes; its report joins the output
+    (``files`` and ``digests``)."""
+    from releng.lintian import REPORT, ensure_lintian_image, run_lintian
+
+    if plan.lintian_fail_on is None:
+        return files
+    changes = next(f for f in files if f.endswith(".changes"))  # smoke.finish checked
+    record(f"releng: lintian {changes}")
+    image = ensure_lintian_image(
+        engine, name=plan.project.name, distro_id=plan.distro.id, builder_id=plan.builder.id
+    )
+    report = run_lintian(engine, image, out_tmp, changes, user=owner.build_user)
+    (out_tmp / REPORT).write_text(report.text, encoding="utf-8")
+    digests[REPORT] = file_sha256(out_tmp / REPORT)
+    record(f"releng: {report.summary()}; report: {REPORT}")
+    fatal = report.fatal(plan.lintian_fail_on)
+    if fatal:
+        for line in report.text.splitlines():
+            record(line)
+        raise BuildFailed(
+            f"lintian found {', '.join(fatal)} in the {plan.distro.id} build, which "
+            f"[lintian] fail_on lists; the report is in the full log: {log_path}",
+            log_path,
+        )
+    return sorted([*files, REPORT])
+
+
 def _up_to_date(plan: BuildPlan, started: float) -> BuildResult:
     previous = _read_build_json(plan.out_dir) or {}
     log.info("%s %s is up to date in %s", plan.distro.id, plan.version, plan.out_dir)
@@ -576,10 +696,15 @@ def _up_to_date(plan: BuildPlan, started: float) -> BuildResult:
     )
 
 
-def _open_gate(out_tmp: Path, plan: BuildPlan, *, record: Callable[[str], None]) -> None:
-    """Hand a gated build container the source's dates (through a rename: never half a file)."""
+def _open_gate(
+    out_tmp: Path, plan: BuildPlan, *, record: Callable[[str], None], debian: Path | None
+) -> None:
+    """Hand a gated build container the source's dates (through a rename: never half a file),
+    once its prepared debian/ is in ``debian``."""
     dates = source_dates(plan.tarball)
     record(f"releng: source dates: {shlex.join(f'{k}={v}' for k, v in dates.items())}")
+    if debian is not None:
+        stage_debian(plan, debian, dates=dates)
     tmp = out_tmp / f"{GATE_FILE}.tmp"
     tmp.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in dates.items()))
     tmp.replace(out_tmp / GATE_FILE)

@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from releng.errors import ConfigError
-from releng.version import Version
+from releng.version import DEFAULT_RELEASE_LINE, RELEASE_LINE_FIELDS, Version
 
 PRODUCT_FILE = "product.toml"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1 (source and binary names)
-_SUITE_FIELDS = {"codename", "major", "minor", "version", "distro"}
+_SUITE_FIELDS = {"codename", "major", "minor", "version", "distro", "release_line"}
+_PRISTINE_URL = re.compile(r"\.tar\.(gz|xz|bz2|zst)$")  # what dpkg-source takes as an orig tarball
+_SUFFIX_RE = re.compile(r"^[+~][A-Za-z0-9.+~]*$")
+_TAG_TILDES = ("-", "_", "+", "%")  # what `~` may become in a git tag (git refuses `~`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +53,8 @@ class SourceSection:
     repository: str = "demo/tally"
     nightly_ref: str = "HEAD"
     release_tag: str = "tally-v{version}"
+    # git refuses `~` in tags: `{version}` of release_tag has it replaced by this (1.2-rc1).
+    tag_tilde: str = "-"
     submodules: bool = True
     prune: list[str] = field(default_factory=list)
     # url: a template with {version}; optional pinned sha256 per version; optional upstream signature.
@@ -58,6 +63,32 @@ class SourceSection:
     signature_url: str = ""
     keyring: str = ""
     cache_dir: str = ".releng/cache/downloads"
+    # url with prune: the repacked tarball's version carries this suffix (2.10+ds), so that
+    # nobody takes it for upstream's file. Without prune upstream's file is kept as it is.
+    repack_suffix: str = "+ds"
+
+    @property
+    def pristine(self) -> bool:
+        """Whether the orig tarball is upstream's file, byte for byte (a url source, no prune)."""
+        return self.kind == "url" and not self.prune
+
+    def upstream_version(self, version: Version) -> str:
+        """The Debian upstream version: ``2.10``, or ``2.10+ds`` for a repacked url source."""
+        repacked = self.kind == "url" and bool(self.prune)
+        return version.text + self.repack_suffix if repacked else version.text
+
+    @property
+    def compression(self) -> str:
+        """``gz``, ``xz``, ``bz2`` or ``zst``: upstream's for a pristine url source, else gz."""
+        if not self.pristine:
+            return "gz"
+        m = _PRISTINE_URL.search(self.url)
+        assert m is not None  # checked when product.toml was read
+        return m[1]
+
+    def tag_for(self, version: Version) -> str:
+        """A release's git tag: ``release_tag`` with ``~`` in the version mapped to ``tag_tilde``."""
+        return self.release_tag.format(version=version.tag_text(self.tag_tilde))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,9 +103,11 @@ class SigningSection:
 
 @dataclass(frozen=True, kw_only=True)
 class RepositoriesSection:
-    # Templates with {codename}, {major}, {minor}, {version}, {distro}.
+    # Templates with {codename}, {major}, {minor}, {version}, {distro}, {release_line}.
     suites: list[str] = field(default_factory=lambda: ["{codename}"])
-    release_suites: list[str] = field(default_factory=lambda: ["{codename}-{major}.{minor}"])
+    release_suites: list[str] = field(default_factory=lambda: ["{codename}-{release_line}"])
+    # A release's line from its version: {major}, {minor}, {patch}, {version} (1.2 of 1.2.3~rc1).
+    release_line: str = DEFAULT_RELEASE_LINE
     nightly_suites: list[str] = field(default_factory=list)
     components: list[str] = field(default_factory=lambda: ["main"])
     architectures: list[str] = field(default_factory=lambda: ["amd64"])
@@ -100,6 +133,14 @@ class ImagesSection:
     ubuntu_keyring: str = ""
     # Builder images kept per distro (the newest); older ones are removed when one is made.
     keep_builders: int = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class LintianSection:
+    # Run lintian after every build (make-package --lintian does for one build).
+    run: bool = False
+    # Tags that fail the build; lintian's report is kept beside the build either way.
+    fail_on: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,6 +174,7 @@ class ProductConfig:
     signing: SigningSection = field(default_factory=SigningSection)
     repositories: RepositoriesSection = field(default_factory=RepositoriesSection)
     images: ImagesSection = field(default_factory=ImagesSection)
+    lintian: LintianSection = field(default_factory=LintianSection)
     publish: PublishSection = field(default_factory=PublishSection)
     aws: AwsSection = field(default_factory=AwsSection)
 
@@ -154,6 +196,9 @@ class ProductConfig:
             "version": version.text,
             "major": version.major if version.is_release else "",
             "minor": version.minor if version.is_release else "",
+            "release_line": (
+                version.release_line(self.repositories.release_line) if version.is_release else ""
+            ),
         }
         return list(dict.fromkeys(t.format(**values) for t in templates))
 
@@ -237,8 +282,23 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
         raise ConfigError(
             f"{where}: [source] url = {src.url!r} must contain '{{version}}' when kind = 'url'"
         )
+    elif src.pristine and not _PRISTINE_URL.search(src.url):
+        raise ConfigError(
+            f"{where}: [source] url = {src.url!r} must end in .tar.gz, .tar.xz, .tar.bz2 or "
+            ".tar.zst: upstream's file becomes the orig tarball as it is (or set prune to repack it)"
+        )
+    if not _SUFFIX_RE.match(src.repack_suffix):
+        raise ConfigError(
+            f"{where}: [source] repack_suffix = {src.repack_suffix!r} must start with '+' or '~' "
+            "and hold only letters, digits, '.', '+' and '~', e.g. '+ds'"
+        )
+    if src.tag_tilde not in _TAG_TILDES:
+        raise ConfigError(
+            f"{where}: [source] tag_tilde = {src.tag_tilde!r} is not allowed in a git tag in "
+            f"place of '~'; use one of {', '.join(repr(t) for t in _TAG_TILDES)}"
+        )
     for version, digest in src.sha256.items():
-        Version.parse(version)
+        Version.parse(version, release=True)
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
             raise ConfigError(
                 f"{where}: [source.sha256] {version!r} = {digest!r} is not a sha256 "
@@ -259,6 +319,13 @@ def _check_repositories(cfg: ProductConfig, where: str) -> None:
                     f"{', '.join(sorted(fields - _SUITE_FIELDS))}; allowed fields: "
                     + ", ".join("{" + f + "}" for f in sorted(_SUITE_FIELDS))
                 )
+    line_fields = set(re.findall(r"{(\w*)}", repos.release_line))
+    if not line_fields or not line_fields <= RELEASE_LINE_FIELDS:
+        raise ConfigError(
+            f"{where}: [repositories] release_line = {repos.release_line!r} must use "
+            + ", ".join("{" + f + "}" for f in sorted(RELEASE_LINE_FIELDS))
+            + " and nothing else, e.g. '{major}.{minor}'"
+        )
     if not repos.components or not repos.architectures:
         raise ConfigError(f"{where}: [repositories] components and architectures must not be empty")
 

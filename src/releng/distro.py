@@ -2,7 +2,7 @@
 
 A distro directory is data: ``DOCKER_BASE`` (the image to build in), and for
 Debian-like distros ``DISTRIBUTION`` (codename), ``PKGVER`` (Debian revision
-such as ``1~bookworm``) and ``debian/`` (often a symlink to a shared tree).
+such as ``1~deb12u1``) and ``debian/`` (often a symlink to a shared tree).
 Optional: an executable ``make-package`` that replaces the default builder, a
 ``make-package.prebuild`` hook and ``APT_SOURCES`` for archived releases.
 ``distros/TARGETS`` lists the distros built by default.
@@ -10,6 +10,7 @@ Optional: an executable ``make-package`` that replaces the default builder, a
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -161,11 +162,11 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
         if not _CODENAME_RE.match(distribution):
             raise DistroError(f"{path / 'DISTRIBUTION'}: {distribution!r} is not a codename")
         pkgver = _read_one_line(
-            path / "PKGVER", what=f"it holds the Debian revision, e.g. 1~{distribution}"
+            path / "PKGVER", what="it holds the Debian revision, e.g. 1~deb12u1"
         )
         if not _PKGVER_RE.match(pkgver) or not pkgver[0].isdigit():
             raise DistroError(
-                f"{path / 'PKGVER'}: {pkgver!r} is not a Debian revision; expected e.g. 1~{distribution}"
+                f"{path / 'PKGVER'}: {pkgver!r} is not a Debian revision; expected e.g. 1~deb12u1"
             )
         if not (debian.exists() or debian.is_symlink()):
             raise DistroError(
@@ -195,6 +196,50 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
         prebuild_hook=hook if hook.exists() else None,
         apt_sources=apt_sources.read_text(encoding="utf-8") if apt_sources.is_file() else None,
     )
+
+
+def _release_key(distro: Distro) -> tuple[int, ...]:
+    return tuple(int(n) for n in distro.number.split("."))
+
+
+def revision_order_warnings(distros: list[Distro]) -> list[str]:
+    """Where a family's revisions do not sort in release order (dpkg's order).
+
+    The same upstream version built for two releases of one family must sort newer on the
+    newer release, or a user who upgrades the release keeps the old release's build:
+    ``1~deb11u1 < 1~deb12u1`` does, ``1~bullseye > 1~bookworm`` does not.
+    """
+    from releng.version import dpkg_compare
+
+    warnings = []
+    families: dict[str, list[Distro]] = {}
+    for d in distros:
+        if d.pkgver is not None:
+            families.setdefault(d.family, []).append(d)
+    for members in families.values():
+        members.sort(key=_release_key)
+        for older, newer in itertools.pairwise(members):
+            if dpkg_compare(f"1.0-{older.pkgver}", f"1.0-{newer.pkgver}") >= 0:
+                warnings.append(
+                    f"{older.id} PKGVER {older.pkgver} does not sort below {newer.id} PKGVER "
+                    f"{newer.pkgver} (dpkg's order): a user who upgrades to {newer.id} keeps "
+                    f"the {older.id} build of the same version; use revisions such as "
+                    "1~deb11u1 < 1~deb12u1 or 1~ubuntu22.04.1 < 1~ubuntu24.04.1"
+                )
+    return warnings
+
+
+def family_revision_warnings(root: Path, distro: Distro) -> list[str]:
+    """:func:`revision_order_warnings` that concern ``distro`` (its family's other valid
+    directories; a broken one is not this build's business)."""
+    family = []
+    for distro_id in distro_ids(root):
+        if distro_id.startswith(f"{distro.family}-"):
+            try:
+                family.append(load_distro_dir(root / DISTROS_DIR / distro_id, repo_root=root))
+            except DistroError:
+                continue
+    return [w for w in revision_order_warnings(family) if f"{distro.id} PKGVER" in w]
 
 
 def distro_ids(root: Path) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,6 +26,9 @@ from releng.build import (
     failed_image,
     plan_build,
     secret_masks,
+    source_dates,
+    stage_debian,
+    stages_debian,
 )
 from releng.engine import ContainerSpec, Engine
 from releng.errors import BuildError
@@ -74,10 +78,16 @@ def interactive_spec(
     out_dir.mkdir(parents=True, exist_ok=True)
     environment = build_environment(plan, cpus=os.cpu_count() or 1)
     environment["TERM"] = env.get("TERM", "xterm")
+    debian = None
+    if stages_debian(distro):  # the prepared debian/, as a build gets it
+        debian = project.out_dir / INTERACTIVE_OUT / f".{distro_id}.debian"
+        shutil.rmtree(debian, ignore_errors=True)
+        debian.mkdir()
+        stage_debian(plan, debian, dates=source_dates(plan.tarball))
     return ContainerSpec(
         image=image,
         command=list(command),
-        mounts=build_mounts(project, distro, out_dir),
+        mounts=build_mounts(project, distro, out_dir, debian=debian),
         masks=secret_masks(project),
         environment=environment,
         workdir=BUILD_DIR,
@@ -90,7 +100,6 @@ def interactive_spec(
 def attach(engine: Engine, spec: ContainerSpec, *, stdin_fd: int = 0, stdout_fd: int = 1) -> int:
     """Run ``spec`` with this terminal attached (raw mode); its exit code. Always removed."""
     import select
-    import shutil
     import termios
     import tty
 

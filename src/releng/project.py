@@ -64,8 +64,19 @@ class Project:
         """``out/<version>/<distro>/``: one build's outputs."""
         return self.out_dir / version.text / distro_id
 
+    def source_stem(self, version: Version) -> str:
+        """``<name>[-nightly]-<upstream version>``: the source files' names in ``out/``."""
+        return f"{self.config.package_name(version)}-{self.config.source.upstream_version(version)}"
+
     def tarball_name(self, version: Version) -> str:
-        return f"{self.config.package_name(version)}-{version.text}.tar.gz"
+        return f"{self.source_stem(version)}.tar.{self.config.source.compression}"
+
+    def upstream_signature_path(self, version: Version) -> Path | None:
+        """Upstream's detached signature of a pristine url source, kept beside the tarball."""
+        src = self.config.source
+        if not (src.pristine and src.signature_url):
+            return None
+        return self.out_dir / f"{self.tarball_name(version)}.upstream.asc"
 
     def tarball_path(self, version: Version) -> Path:
         return self.out_dir / self.tarball_name(version)

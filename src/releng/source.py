@@ -1,20 +1,24 @@
-"""Source tarballs: reproducible byte for byte, then signed.
+"""Source tarballs: upstream's file or a reproducible pack, then signed.
 
 ``make_source_tarball`` writes, all or nothing, into ``out/``::
 
-    <name>[-nightly]-<version>.tar.gz             the tarball
-    <name>[-nightly]-<version>.tar.gz.asc         detached ASCII-armored signature
-    <name>[-nightly]-<version>.SHA256SUMS         ``sha256sum -c`` format
-    <name>[-nightly]-<version>.SHA256SUMS.asc     its detached signature
+    <name>[-nightly]-<V>.tar.<ext>                the tarball
+    <name>[-nightly]-<V>.tar.<ext>.asc            detached ASCII-armored signature (releng's key)
+    <name>[-nightly]-<V>.SHA256SUMS               ``sha256sum -c`` format
+    <name>[-nightly]-<V>.SHA256SUMS.asc           its detached signature
+    <name>[-nightly]-<V>.tar.<ext>.upstream.asc   upstream's signature (url sources that have one)
 
-Nightlies (``YYYY.MM.DD``) come from the nightly ref, releases (``X.Y.Z``) from
-the release tag; git submodules are included and configured paths pruned. A
-``url`` source is downloaded through a cache, checked against its pinned
-sha256 and upstream signature, and repacked the same way.
+Nightlies (``YYYY.MM.DD``) come from the nightly ref, releases from the release
+tag; git submodules are included and configured paths pruned. A ``url`` source
+is downloaded through a cache that only verified files enter (pinned sha256, a
+real tarball, upstream's signature) and kept byte for byte: it becomes the
+``.orig.tar.<ext>`` (gz, xz, bz2 or zst as upstream ships it) and upstream's
+signature its ``.orig.tar.<ext>.asc``. Only with ``prune`` is it repacked, and
+then ``<V>`` carries ``[source] repack_suffix`` (``2.10+ds``).
 
-Reproducible: entries sorted, mtime fixed (``SOURCE_DATE_EPOCH``, else the
-commit time, else the newest upstream member), owner 0/0 with no names,
-modes normalised to 0644/0755, gzip with no name and no timestamp.
+Packs are reproducible: entries sorted, mtime fixed (``SOURCE_DATE_EPOCH``,
+else the commit time, else the newest upstream member), owner 0/0 with no
+names, modes normalised to 0644/0755, gzip with no name and no timestamp.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from releng.config import SourceSection
@@ -60,6 +64,7 @@ class SourceTarball:
     sums: Path
     sums_signature: Path
     origin: str  # the commit id, or the upstream URL
+    upstream_signature: Path | None = None  # upstream's, of a url source kept as it is
 
 
 @dataclass(frozen=True)
@@ -194,7 +199,7 @@ def _git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
 
 
 def _resolve_ref(gitdir: Path, src: SourceSection, version: Version) -> tuple[str, str]:
-    ref = src.release_tag.format(version=version.text) if version.is_release else src.nightly_ref
+    ref = src.tag_for(version) if version.is_release else src.nightly_ref
     found = _git(gitdir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
     if found.returncode != 0:
         if version.is_release:
@@ -250,64 +255,179 @@ def _git_entries(work: Path, subdir: str, *, submodules: bool, prune: list[str])
 
 # --- url sources --------------------------------------------------------------------------
 
+_MAGIC = {
+    "gz": b"\x1f\x8b",
+    "xz": b"\xfd7zXZ\x00",
+    "bz2": b"BZh",
+    "zst": b"\x28\xb5\x2f\xfd",
+}
 
-def download(url: str, *, cache_dir: Path, expected_sha256: str | None) -> Path:
-    """Fetch ``url`` into ``cache_dir`` once; a pinned sha256 is checked before caching."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "download"
-    cached = cache_dir / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
-    if cached.exists() and (expected_sha256 is None or sha256_file(cached) == expected_sha256):
-        log.info("using cached %s", cached)
-        return cached
-    log.info("downloading %s", url)
-    fd, tmpname = tempfile.mkstemp(dir=cache_dir, prefix=".part-")
-    tmp = Path(tmpname)
+
+def _compression_of(path: Path) -> str | None:
+    with path.open("rb") as f:
+        head = f.read(8)
+    return next((ext for ext, magic in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def open_tarball(path: Path) -> tarfile.TarFile:
+    """A tarball compressed with gzip, xz, bzip2 or zstd (through ``zstd``: Python 3.11's
+    tarfile has no zstd), opened for reading; SourceError when it is none of those."""
     try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310  (configured source URL)
-            while block := resp.read(_CHUNK):
-                digest.update(block)
-                f.write(block)
-        if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
-            raise SourceError(
-                f"{url}: sha256 {digest.hexdigest()} does not match the pinned {expected_sha256}; "
-                "the upstream file changed or the pin in [source.sha256] is wrong"
-            )
-        tmp.replace(cached)
-    except (urllib.error.URLError, OSError) as exc:
+        if _compression_of(path) == "zst":
+            unpacked = subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=False)
+            if unpacked.returncode != 0:
+                raise SourceError(
+                    f"{path}: not a readable zstd tarball "
+                    f"({unpacked.stderr.decode(errors='replace').strip()[-200:]})"
+                )
+            return tarfile.open(fileobj=io.BytesIO(unpacked.stdout), mode="r:")
+        return tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise SourceError(f"{path}: not a readable tarball ({exc})") from None
+
+
+def _check_tarball(path: Path, url: str, *, compression: str | None) -> None:
+    """A downloaded file is a whole tarball (compressed as its name says, when it is kept as
+    upstream's orig tarball); SourceError saying what came instead."""
+    found = _compression_of(path)
+    if compression is not None and found != compression:
+        with path.open("rb") as f:
+            head = f.read(60).decode("ascii", errors="replace")
+        what = f"a {found} file" if found else f"not a compressed tarball (it begins {head!r})"
         raise SourceError(
-            f"cannot download {url}: {exc}; check [source] url and the network"
+            f"{url} gave {what}, not the .tar.{compression} its name says; nothing was cached: "
+            "check [source] url (open it in a browser), then run the same command again"
+        )
+    try:
+        with open_tarball(path) as tar:
+            if not tar.getmembers():
+                raise SourceError(f"{path}: an empty tarball")
+    except SourceError as exc:
+        raise SourceError(
+            f"{url} did not give a readable tarball ({exc}); nothing was cached: check "
+            "[source] url (open it in a browser), then run the same command again"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return cached
 
 
-def _verify_upstream_signature(path: Path, signature: Path, keyring: Path) -> None:
+def _verify_upstream_signature(path: Path, signature: Path, keyring: Path, url: str) -> None:
     cmd = ["gpgv", "--keyring", str(keyring), str(signature), str(path)]
     log.debug("%s", shlex.join(cmd))
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise SourceError(
-            f"upstream signature {signature.name} does not verify {path.name} with {keyring}: "
-            f"{result.stderr.strip().splitlines()[-1:] or ['?']}"
+            f"upstream signature {signature.name} does not verify {url} with {keyring}: "
+            f"{result.stderr.strip().splitlines()[-1:] or ['?']}; nothing was cached: check "
+            "[source] signature_url and keyring, then run the same command again"
         )
+
+
+def _fetch(url: str, dest: Path) -> None:
+    log.info("downloading %s", url)
+    try:
+        with dest.open("wb") as f, urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310  (configured source URL)
+            while block := resp.read(_CHUNK):
+                f.write(block)
+    except (urllib.error.URLError, OSError) as exc:
+        raise SourceError(
+            f"cannot download {url}: {exc}; nothing was cached: check [source] url and the "
+            "network, then run the same command again"
+        ) from None
+
+
+def _cache_path(cache_dir: Path, url: str) -> Path:
+    name = url.rstrip("/").rsplit("/", 1)[-1] or "download"
+    return cache_dir / f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{name}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Upstream:
+    """What to fetch for one version of a url source, and how to tell it is right."""
+
+    url: str
+    sha256: str | None  # the pin from [source.sha256]
+    signature_url: str | None
+    keyring: Path | None
+    compression: str | None  # the orig tarball's, when upstream's file is kept as it is
+
+    @classmethod
+    def of(cls, project: Project, version: Version) -> Upstream:
+        src = project.config.source
+        if src.signature_url and not src.keyring:
+            raise SourceError(
+                "[source] signature_url is set but keyring is empty; name the upstream keyring"
+            )
+        return cls(
+            url=src.url.format(version=version.text),
+            sha256=src.sha256.get(version.text),
+            signature_url=src.signature_url.format(version=version.text) or None,
+            keyring=project.root / src.keyring if src.signature_url else None,
+            compression=src.compression if src.pristine else None,
+        )
+
+    def verify(self, archive: Path, signature: Path | None) -> None:
+        """SourceError unless ``archive`` matches the pin, is a tarball and verifies."""
+        if self.sha256 is not None:
+            digest = sha256_file(archive)
+            if digest != self.sha256:
+                raise SourceError(
+                    f"{self.url}: sha256 {digest} does not match the pinned {self.sha256}; "
+                    "nothing was cached: if upstream changed the file on purpose, fix the pin "
+                    "in [source.sha256], then run the same command again"
+                )
+        _check_tarball(archive, self.url, compression=self.compression)
+        if signature is not None and self.keyring is not None:
+            _verify_upstream_signature(archive, signature, self.keyring, self.url)
+
+
+def download(upstream: Upstream, *, cache_dir: Path) -> tuple[Path, Path | None]:
+    """The verified upstream file and its signature: from the cache, else downloaded.
+
+    Only verified files enter the cache (pin, tarball, signature), through a rename: a
+    failed or interrupted download leaves nothing a later run would trust.
+    """
+    archive = _cache_path(cache_dir, upstream.url)
+    signature = _cache_path(cache_dir, upstream.signature_url) if upstream.signature_url else None
+    if archive.exists() and (signature is None or signature.exists()):
+        try:
+            upstream.verify(archive, signature)
+        except SourceError as exc:
+            log.warning("the cached %s does not verify (%s); downloading it again", archive, exc)
+        else:
+            log.info("using cached %s", archive)
+            return archive, signature
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".part-") as tmp:
+        got = Path(tmp) / archive.name
+        _fetch(upstream.url, got)
+        got_sig = None
+        if upstream.signature_url and signature is not None:
+            got_sig = Path(tmp) / signature.name
+            _fetch(upstream.signature_url, got_sig)
+        upstream.verify(got, got_sig)
+        if got_sig is not None and signature is not None:
+            got_sig.replace(signature)
+        got.replace(archive)
+    return archive, signature
+
+
+def _member_path(member: tarfile.TarInfo) -> str:
+    """A member's path with ``./`` prefixes removed (and nothing else: ``.gitignore`` stays)."""
+    name = member.name
+    while name.startswith("./"):
+        name = name[2:]
+    return name.rstrip("/")
 
 
 def _url_entries(archive: Path, prune: list[str]) -> tuple[list[_Entry], int]:
     """Members of an upstream tarball with its single top-level directory stripped."""
-    try:
-        tar = tarfile.open(archive, "r:*")  # noqa: SIM115  (closed by the `with` below)
-    except (tarfile.TarError, OSError) as exc:
-        raise SourceError(f"{archive}: not a readable tarball ({exc})") from None
-    with tar:
-        members = [m for m in tar.getmembers() if m.name not in (".", "./")]
-        tops = {m.name.lstrip("./").split("/", 1)[0] for m in members}
-        strip = len(tops) == 1 and any("/" in m.name.lstrip("./") for m in members)
+    with open_tarball(archive) as tar:
+        members = [m for m in tar.getmembers() if _member_path(m) not in ("", ".")]
+        tops = {_member_path(m).split("/", 1)[0] for m in members}
+        strip = len(tops) == 1 and any("/" in _member_path(m) for m in members)
         entries: list[_Entry] = []
         newest = 0
         for m in members:
-            rel = m.name.lstrip("./")
+            rel = _member_path(m)
             if strip:
                 rel = rel.split("/", 1)[1] if "/" in rel else ""
             if not rel or rel.startswith("/") or ".." in rel.split("/") or _pruned(rel, prune):
@@ -315,7 +435,7 @@ def _url_entries(archive: Path, prune: list[str]) -> tuple[list[_Entry], int]:
             newest = max(newest, int(m.mtime))
             if m.issym():
                 entries.append(_Entry(rel, "symlink", target=m.linkname))
-            elif m.isfile():
+            elif m.isfile() or m.islnk():  # a hard link: the file's content once more
                 f = tar.extractfile(m)
                 data = f.read() if f else b""
                 entries.append(_Entry(rel, "file", executable=bool(m.mode & 0o111), data=data))
@@ -338,41 +458,40 @@ def _mtime(env: Mapping[str, str], fallback: int) -> int:
     return fallback
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Collected:
+    """What the tarball is made of: entries to pack, or upstream's file kept as it is."""
+
+    origin: str  # the commit id, or the upstream URL
+    entries: list[_Entry] = field(default_factory=list)
+    mtime: int = 0
+    pristine: Path | None = None  # upstream's verified file: the tarball, byte for byte
+    upstream_signature: Path | None = None
+
+
 def _collect(
-    project: Project, version: Version, env: Mapping[str, str]
-) -> tuple[list[_Entry], int, str, contextlib.ExitStack]:
+    project: Project, version: Version, env: Mapping[str, str], stack: contextlib.ExitStack
+) -> _Collected:
     src = project.config.source
-    stack = contextlib.ExitStack()
     if src.kind == "url":
-        url = src.url.format(version=version.text)
-        cache = project.root / src.cache_dir
-        archive = download(url, cache_dir=cache, expected_sha256=src.sha256.get(version.text))
-        if src.signature_url:
-            if not src.keyring:
-                raise SourceError(
-                    "[source] signature_url is set but keyring is empty; name the upstream keyring"
-                )
-            sig = download(
-                src.signature_url.format(version=version.text),
-                cache_dir=cache,
-                expected_sha256=None,
-            )
-            _verify_upstream_signature(archive, sig, project.root / src.keyring)
+        upstream = Upstream.of(project, version)
+        archive, signature = download(upstream, cache_dir=project.root / src.cache_dir)
+        if src.pristine:
+            return _Collected(origin=upstream.url, pristine=archive, upstream_signature=signature)
         entries, newest = _url_entries(archive, src.prune)
-        return entries, _mtime(env, newest), url, stack
+        return _Collected(origin=upstream.url, entries=entries, mtime=_mtime(env, newest))
     gitdir, subdir = _git_origin(project, src)
     ref, commit = _resolve_ref(gitdir, src, version)
     log.info("source %s at %s (%s)", version, ref, commit[:12])
     commit_time = int(_git(gitdir, "show", "-s", "--format=%ct", commit).stdout.strip())
     work = stack.enter_context(_checkout(gitdir, commit, submodules=src.submodules))
     entries = _git_entries(work, subdir, submodules=src.submodules, prune=src.prune)
-    return entries, _mtime(env, commit_time), commit, stack
+    return _Collected(origin=commit, entries=entries, mtime=_mtime(env, commit_time))
 
 
 def _paths(project: Project, version: Version) -> tuple[Path, Path, Path, Path]:
     tarball = project.tarball_path(version)
-    stem = f"{project.config.package_name(version)}-{version.text}"
-    sums = tarball.with_name(f"{stem}.SHA256SUMS")
+    sums = tarball.with_name(f"{project.source_stem(version)}.SHA256SUMS")
     return (
         tarball,
         tarball.with_name(tarball.name + ".asc"),
@@ -384,28 +503,42 @@ def _paths(project: Project, version: Version) -> tuple[Path, Path, Path, Path]:
 def make_source_tarball(
     project: Project, version: Version, *, env: Mapping[str, str], signer: Signer | None = None
 ) -> SourceTarball:
-    """Make, sign and verify the source tarball for ``version``; all four files or none.
+    """Make, sign and verify the source tarball for ``version``; all its files or none.
 
-    ``signer``: the one :func:`releng.gpg.signer_for` gives, when the caller has it already.
+    A url source with no ``prune`` keeps upstream's verified file byte for byte (and
+    upstream's signature beside it, as ``<tarball>.upstream.asc``); anything else is packed
+    reproducibly. ``signer``: the one :func:`releng.gpg.signer_for` gives, when the caller
+    has it already.
     """
     signer = signer or signer_for(project, env, release=version.is_release)  # before any work
     tarball, asc, sums, sums_asc = _paths(project, version)
+    upstream_asc = project.upstream_signature_path(version)
     project.out_dir.mkdir(parents=True, exist_ok=True)
-    entries, mtime, origin, stack = _collect(project, version, env)
-    with stack, tempfile.TemporaryDirectory(dir=project.out_dir, prefix=".tmp-source-") as tmp:
+    with (
+        contextlib.ExitStack() as stack,
+        tempfile.TemporaryDirectory(dir=project.out_dir, prefix=".tmp-source-") as tmp,
+    ):
+        got = _collect(project, version, env, stack)
         staged = Path(tmp) / tarball.name
-        prefix = f"{project.config.package_name(version)}-{version.text}"
-        write_reproducible_tarball(entries, staged, prefix=prefix, mtime=mtime)
+        names = [tarball.name, asc.name, sums.name, sums_asc.name]
+        if got.pristine is not None:
+            shutil.copyfile(got.pristine, staged)
+            if got.upstream_signature is not None and upstream_asc is not None:
+                shutil.copyfile(got.upstream_signature, Path(tmp) / upstream_asc.name)
+                names.append(upstream_asc.name)
+        else:
+            prefix = project.source_stem(version)
+            write_reproducible_tarball(got.entries, staged, prefix=prefix, mtime=got.mtime)
         digest = sha256_file(staged)
         staged_sums = Path(tmp) / sums.name
         staged_sums.write_text(f"{digest}  {tarball.name}\n")
         with ThreadPoolExecutor(2) as pool:  # two gpg runs (each verified) at once
             list(pool.map(signer.sign_file, [staged, staged_sums]))
-        for name in (tarball.name, asc.name, sums.name, sums_asc.name):
+        for name in names:
             (Path(tmp) / name).replace(project.out_dir / name)
     stamp = project.state_dir / _STAMP_DIR / f"{tarball.name}.json"
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"origin": origin, "sha256": digest, "mtime": mtime}))
+    stamp.write_text(json.dumps({"origin": got.origin, "sha256": digest}))
     log.info("wrote %s (sha256 %s), signed by %s", tarball, digest, signer.fingerprint)
     return SourceTarball(
         tarball=tarball,
@@ -413,7 +546,8 @@ def make_source_tarball(
         signature=asc,
         sums=sums,
         sums_signature=sums_asc,
-        origin=origin,
+        origin=got.origin,
+        upstream_signature=upstream_asc,
     )
 
 
@@ -424,8 +558,10 @@ def current_source_tarball(project: Project, version: Version) -> SourceTarball 
     nightly is remade when the nightly ref now points at another commit.
     """
     tarball, asc, sums, sums_asc = _paths(project, version)
+    upstream_asc = project.upstream_signature_path(version)
     stamp = project.state_dir / _STAMP_DIR / f"{tarball.name}.json"
-    if not all(p.exists() for p in (tarball, asc, sums, sums_asc, stamp)):
+    wanted = [tarball, asc, sums, sums_asc, stamp, *([upstream_asc] if upstream_asc else [])]
+    if not all(p.exists() for p in wanted):
         return None
     recorded = json.loads(stamp.read_text())
     current = recorded["origin"]
@@ -442,6 +578,7 @@ def current_source_tarball(project: Project, version: Version) -> SourceTarball 
         sums=sums,
         sums_signature=sums_asc,
         origin=current,
+        upstream_signature=upstream_asc,
     )
 
 
@@ -456,8 +593,9 @@ def ensure_source_tarball(
 
 def remove_source_tarball(project: Project, version: Version) -> None:
     """Forget a made tarball (its four files and its stamp)."""
-    for path in _paths(project, version):
-        path.unlink(missing_ok=True)
+    for path in [*_paths(project, version), project.upstream_signature_path(version)]:
+        if path is not None:
+            path.unlink(missing_ok=True)
     shutil.rmtree(
         project.state_dir / _STAMP_DIR / f"{project.tarball_name(version)}.json", ignore_errors=True
     )

@@ -83,7 +83,8 @@ def settings_for(project: Project) -> RepoSettings:
         "distro": _alternatives(d.id for d in distros) if distros else "[a-z0-9.-]+",
         "major": r"\d+",
         "minor": r"\d+",
-        "version": r"\d+\.\d+\.\d+|\d{4}\.\d{2}\.\d{2}",
+        "version": r"[0-9][A-Za-z0-9.+~]*",  # releng.version: any upstream version
+        "release_line": r"[0-9][A-Za-z0-9.+~]*",
     }
     templates = [*repos.suites, *repos.release_suites, *repos.nightly_suites]
     name = project.config.name

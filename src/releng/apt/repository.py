@@ -1022,4 +1022,17 @@ def collect_inputs(paths: Sequence[Path]) -> tuple[list[str], list[Path]]:  # no
             f"no .deb, .dsc or .changes found in {', '.join(str(p) for p in paths)}; "
             "build the packages first (invoke make-package)"
         )
+    _refuse_udebs(debs)
     return list(debs), list(dscs)
+
+
+def _refuse_udebs(debs: Iterable[str]) -> None:
+    """Installer packages are refused: this archive has no main/debian-installer/ indexes,
+    and listed in main/binary-<arch>/Packages they would be offered to ordinary apt clients."""
+    udebs = sorted(os.path.basename(d) for d in debs if d.endswith(".udeb"))  # noqa: PTH119  (plain strings, see above)
+    if udebs:
+        raise RepoError(
+            f"{', '.join(udebs)}: .udeb (debian-installer) packages are not supported, since "
+            "releng's suites have no main/debian-installer/ index; drop the udeb package from "
+            "debian/control (or remove it from the build's output) and include the rest"
+        )

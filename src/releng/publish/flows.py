@@ -268,7 +268,7 @@ def scratch_url(bucket: str, version: Version, part: str) -> S3Url:
 
 def _source_files(project: Project, version: Version) -> list[Path]:
     tarball = project.tarball_path(version)
-    sums = tarball.with_name(f"{project.config.package_name(version)}-{version.text}.SHA256SUMS")
+    sums = tarball.with_name(f"{project.source_stem(version)}.SHA256SUMS")
     return [
         tarball,
         tarball.with_name(tarball.name + ".asc"),

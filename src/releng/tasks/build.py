@@ -33,13 +33,23 @@ def base_image(c: Context, distro: str, bootstrap: bool = False) -> None:
 @task(
     help={
         "distro": "a distro directory name, e.g. debian-12-bookworm",
-        "version": "YYYY.MM.DD (nightly) or X.Y.Z (release); default: today's nightly (UTC)",
-        "force": "rebuild even when the inputs match the last successful build",
+        "version": "YYYY.MM.DD (nightly) or a release such as 2.10 or 1.2.3~rc1; default: today's nightly (UTC)",
+        "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
+        "force": "rebuild even when the inputs match the last successful build (and allow a "
+        "nightly dated more than a day ahead)",
         "keep": "on failure, commit the container so `invoke interactive DISTRO --from-failed` opens it",
+        "lintian": "run lintian after the build (as [lintian] run = true does): summary printed, "
+        "report kept as lintian.log beside the build, fails only on [lintian] fail_on tags",
     }
 )
-def make_package(
-    c: Context, distro: str, version: str = "", force: bool = False, keep: bool = False
+def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
+    c: Context,
+    distro: str,
+    version: str = "",
+    force: bool = False,
+    keep: bool = False,
+    release: bool = False,
+    lintian: bool = False,
 ) -> None:
     """Build DISTRO's .debs in a throwaway container into out/<version>/<DISTRO>/."""
     from releng.build import make_package as make
@@ -48,11 +58,21 @@ def make_package(
     from releng.version import Version
 
     proj = project(c)
-    v = Version.parse_or_nightly(version)
+    v = Version.requested(version, release=release, force=force)
     proj.distro(distro)  # an unknown distro fails before the engine is asked
     with terminate_as_interrupt():
         engine = Engine.from_env(os.environ)
-        result = make(engine, proj, distro, v, env=os.environ, force=force, keep=keep, on_line=note)
+        result = make(
+            engine,
+            proj,
+            distro,
+            v,
+            env=os.environ,
+            force=force,
+            keep=keep,
+            on_line=note,
+            lintian=lintian,
+        )
     if result.up_to_date:
         out(f"{distro} {v}: up to date in {result.out_dir} (--force rebuilds)")
         return
@@ -63,7 +83,8 @@ def make_package(
 
 @task(
     help={
-        "version": "YYYY.MM.DD (nightly) or X.Y.Z (release); default: today's nightly (UTC)",
+        "version": "YYYY.MM.DD (nightly) or a release such as 2.10 or 1.2.3~rc1; default: today's nightly (UTC)",
+        "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
         "jobs": "how many distros build at once (default 2)",
         "distros": "comma-separated distros (default: distros/TARGETS)",
         "force": "rebuild even when up to date",
@@ -77,6 +98,7 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
     distros: str = "",
     force: bool = False,
     quiet: bool = False,
+    release: bool = False,
 ) -> None:
     """Build several distros at once (default: the TARGETS): prefixed live logs, a summary table."""
     from releng.build import terminate_as_interrupt
@@ -85,7 +107,7 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
     from releng.version import Version
 
     proj = project(c)
-    v = Version.parse_or_nightly(version)
+    v = Version.requested(version, release=release, force=force)
     ids = [d.strip() for d in distros.split(",") if d.strip()] or proj.targets()
     for d in ids:
         proj.distro(d)

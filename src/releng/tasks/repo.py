@@ -56,26 +56,32 @@ def repo_include(  # noqa: PLR0917  (invoke passes task arguments positionally)
         component=component or None,
     )
     out(f"{dist}: {len(result.added)} new package file(s); {len(result.written)} file(s) written")
-    _snippet(proj.name, root, url, [dist], list(apt.settings_for(proj).components))
+    _snippets(proj.name, root, url, {dist: [dist]}, list(apt.settings_for(proj).components))
 
 
 @task(
     help={
         "version": "the version whose builds to include (default: tonight's nightly)",
+        "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
         "repo": f"the repository directory (default {DEFAULT_REPO})",
         "url": "the URL clients will use, for the printed .sources snippet",
         "dest": "publish to s3://BUCKET/PREFIX instead: builds come from the scratch bucket, "
         "then ordered sync, index pages, CloudFront (see releng.publish)",
     }
 )
-def update_repos(
-    c: Context, version: str = "", repo: str = "", url: str = "", dest: str = ""
+def update_repos(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
+    c: Context,
+    version: str = "",
+    repo: str = "",
+    url: str = "",
+    dest: str = "",
+    release: bool = False,
 ) -> None:
     """Include every distro's build output for a version into the suites product.toml names."""
     from releng import apt, gpg
 
     proj = project(c)
-    ver = Version.parse_or_nightly(version or None)
+    ver = Version.parse_or_nightly(version or None, release=release)
     if dest:
         from releng.publish import flows as publish
 
@@ -89,11 +95,10 @@ def update_repos(
     root = _repo_dir(c, repo)
     signer = gpg.signer_for(proj, os.environ, release=ver.is_release)
     results = apt.update_repos(proj, signer, version=ver, repo=root)
-    all_suites: list[str] = []
     for distro, result in results.items():
         out(f"{distro}: {', '.join(result.suites)} ({len(result.added)} new package file(s))")
-        all_suites += [s for s in result.suites if s not in all_suites]
-    _snippet(proj.name, root, url, all_suites, proj.config.repositories.components)
+    clients = {distro: list(result.suites) for distro, result in results.items()}
+    _snippets(proj.name, root, url, clients, proj.config.repositories.components)
 
 
 @task(
@@ -146,13 +151,23 @@ def repo_check(c: Context, repo: str = "", keyring: str = "", json: bool = False
         )
 
 
-def _snippet(name: str, root: Path, url: str, suites: list[str], components: list[str]) -> None:
+def _snippets(
+    name: str, root: Path, url: str, clients: dict[str, list[str]], components: list[str]
+) -> None:
+    """Per kind of client (a distro), a .sources naming one suite: a machine runs one
+    release; the other suites it could follow instead are named after it."""
     from releng import apt
 
     out(f"public key: {root / f'{name}-archive-keyring.gpg'} (and .asc)")
-    out(f"clients: /etc/apt/sources.list.d/{name}.sources")
-    out(
-        apt.sources_snippet(
-            name=name, url=url or root.resolve().as_uri(), suites=suites, components=components
-        ).rstrip("\n")
-    )
+    for client, suites in clients.items():
+        out(f"clients on {client}: /etc/apt/sources.list.d/{name}.sources")
+        out(
+            apt.sources_snippet(
+                name=name,
+                url=url or root.resolve().as_uri(),
+                suites=suites[:1],
+                components=components,
+            ).rstrip("\n")
+        )
+        if suites[1:]:
+            out(f"(or, in Suites, one of: {', '.join(suites[1:])})")
