@@ -157,3 +157,21 @@ def test_targets_naming_an_unknown_distro(repo: Path) -> None:
     (repo / "distros" / "TARGETS").write_text("# default\ndebian-12-bookworm\ndebian-99-nope\n")
     with pytest.raises(DistroError, match=r"TARGETS:3: unknown distro 'debian-99-nope'"):
         read_targets(repo)
+
+
+@pytest.mark.parametrize("name", ["DOCKER_BASE", "PKGVER"])
+def test_binary_bytes_in_a_one_line_file_are_refused(repo: Path, name: str) -> None:
+    d = make(repo, "debian-12-bookworm", **GOOD)
+    (d / name).write_bytes(b"\x89PNG\r\n\x1a\n\xff")
+    with pytest.raises(DistroError, match=rf"{name}: not UTF-8 text \(byte 0 is b'\\x89'\)"):
+        load_distro_dir(d, repo_root=repo)
+
+
+@pytest.mark.parametrize("link", ["debian", "make-package"])
+def test_a_symlink_loop_is_refused_naming_it(repo: Path, link: str) -> None:
+    d = make(repo, "debian-12-bookworm", **GOOD)
+    (d / link).unlink(missing_ok=True)
+    os.symlink(link + ".loop", d / link)
+    os.symlink(link, d / (link + ".loop"))
+    with pytest.raises(DistroError, match=rf"{link} is a symlink that cannot be followed"):
+        load_distro_dir(d, repo_root=repo)

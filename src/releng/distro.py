@@ -100,12 +100,33 @@ class Distro:
 def _read_one_line(path: Path, *, what: str) -> str:
     if not path.is_file():
         raise DistroError(f"{path} is missing; {what}")
-    text = path.read_text(encoding="utf-8").strip()
+    try:
+        text = path.read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise DistroError(
+            f"{path}: not UTF-8 text (byte {exc.start} is "
+            f"{exc.object[exc.start : exc.start + 1]!r}); {what}"
+        ) from None
+    except OSError as exc:
+        raise DistroError(f"cannot read {path}: {exc.strerror}; {what}") from None
+    if any(ord(ch) < 32 and ch != "\n" for ch in text):
+        raise DistroError(f"{path}: holds control characters; {what}")
     if not text:
         raise DistroError(f"{path} is empty; {what}")
     if "\n" in text:
         raise DistroError(f"{path}: must hold a single line; {what}")
     return text
+
+
+def _resolved(link: Path) -> Path:
+    """``link`` with every symlink followed; a loop or an unreadable link is a DistroError."""
+    try:
+        return link.resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: "Symlink loop" (Python < 3.13)
+        raise DistroError(
+            f"{link} is a symlink that cannot be followed ({exc}); point it at a real "
+            "file or directory inside the repository"
+        ) from None
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -137,7 +158,7 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
     make_package = path / "make-package"
     own_builder = make_package.exists() or make_package.is_symlink()
     if own_builder:
-        real = make_package.resolve()
+        real = _resolved(make_package)
         if not _inside(real, root):
             raise DistroError(
                 f"{make_package} points outside the repository ({real}); link inside it"
@@ -168,7 +189,7 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
             raise DistroError(
                 f"{debian} is missing; add a debian/ tree or a symlink to a shared one under packaging/"
             )
-        real = debian.resolve()
+        real = _resolved(debian)
         if not _inside(real, root):
             raise DistroError(
                 f"{debian} is a symlink that leaves the repository (to {real}); "
