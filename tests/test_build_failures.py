@@ -358,3 +358,23 @@ def test_a_run_after_a_sigkill_removes_what_the_dead_run_left_and_nothing_else(
         assert leftovers(project, "2026.11.12") == [BOOKWORM]
     finally:
         live.remove(force=True)
+
+
+@pytest.mark.parametrize("immutable", ["out/V", "out/V/distro"])
+def test_an_immutable_version_or_distro_output_directory_is_one_clear_error(
+    engine: Engine, project_copy: Project, immutable: str
+) -> None:
+    version = Version.parse("2026.11.10")
+    build_dir = project_copy.build_dir(version, BOOKWORM)
+    build_dir.mkdir(parents=True)
+    (build_dir / "build.json").write_text("{}\n")
+    target = build_dir if immutable.endswith("distro") else build_dir.parent
+    subprocess.run(["chattr", "+i", str(target)], check=True)
+    try:
+        with pytest.raises(BuildError) as info:
+            make_package(engine, project_copy, BOOKWORM, version, env={"PATH": os.environ["PATH"]})
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+    assert f"cannot write to {target}: Operation not permitted" in str(info.value)
+    assert leftovers(project_copy, "2026.11.10") == [BOOKWORM]
+    assert sorted(p.name for p in build_dir.iterdir()) == ["build.json"]

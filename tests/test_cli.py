@@ -126,3 +126,27 @@ def test_missing_release_tag_via_the_cli(make_project, gpg_key) -> None:  # type
     )
     assert_one_error_line(result, "release tag 'tally-v7.7.7' for version 7.7.7 does not exist")
     assert not list(project.out_dir.glob("*.tar.gz"))
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (OSError(28, "No space left on device", "/r/pool/x.deb"), "/r/pool/x.deb: No space left"),
+        (PermissionError(1, "Operation not permitted", "/r/lock"), "chattr -i if immutable"),
+        (NotADirectoryError(20, "Not a directory", "/f/repo"), "a file stands where"),
+    ],
+)
+def test_an_oserror_of_the_machine_is_one_line_naming_the_path(
+    error: OSError, expected: str
+) -> None:
+    from releng.cli import machine_error
+
+    message = machine_error(error)
+    assert message is not None and expected in message
+    assert "\n" not in message
+
+
+def test_an_oserror_that_is_a_bug_keeps_its_traceback() -> None:
+    from releng.cli import machine_error
+
+    assert machine_error(OSError(9, "Bad file descriptor")) is None
