@@ -294,20 +294,23 @@ class RepoState:
         if not records:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        with self.pool_path.open("ab+") as f:
-            end = f.seek(0, os.SEEK_END)
-            if end:
-                f.seek(max(0, end - 2))
-                if f.read(2) != b"\n\n":  # a torn last record: cut it off
-                    f.seek(0)
-                    data = f.read()
-                    cut = data.rfind(b"\n\n")
-                    f.truncate(cut + 2 if cut >= 0 else 0)
-            f.seek(0, os.SEEK_END)
-            f.write(b"".join(r.to_block() for r in records))
-            covered = f.tell()
-            f.seek(max(0, covered - 64))
-            check = f.read(64)
+        try:
+            with self.pool_path.open("ab+") as f:
+                end = f.seek(0, os.SEEK_END)
+                if end:
+                    f.seek(max(0, end - 2))
+                    if f.read(2) != b"\n\n":  # a torn last record: cut it off
+                        f.seek(0)
+                        data = f.read()
+                        cut = data.rfind(b"\n\n")
+                        f.truncate(cut + 2 if cut >= 0 else 0)
+                f.seek(0, os.SEEK_END)
+                f.write(b"".join(r.to_block() for r in records))
+                covered = f.tell()
+                f.seek(max(0, covered - 64))
+                check = f.read(64)
+        except OSError as exc:  # a full disk: a torn record, which the next append cuts off
+            raise OSError(exc.errno, exc.strerror, os.fspath(self.pool_path)) from None
         if end == 0 and self._pool is None:
             self._pool = {}  # a new file: these records are all of it
         if self._pool is not None:
