@@ -38,7 +38,7 @@ def _retention(repo: Repository, _args: Sequence[str]) -> object:
 
 
 OPERATIONS: dict[str, Operation] = {
-    "include": Operation({"keep_versions": 3}, _include, needs_suites=False),
+    "include": Operation({"keep_versions": 2}, _include, needs_suites=False),
     "retention": Operation({"keep_versions": 1}, _retention, needs_suites=True),
 }
 

@@ -1,11 +1,12 @@
 """Randomized crash test: SIGKILL a publisher at a random moment, rerun, and require convergence.
 
 Each round runs one repository operation (``tests.crash_worker.OPERATIONS``) in its own
-process and kills it, either at a random named crash point or after a random delay. The
-same operation then runs again to completion, and the repository must be exactly right:
+process and kills it, either at a random named crash point or after a random delay; what
+it leaves must pass repo-check (the old or the new state). The same operation then runs
+again to completion, and the repository must be exactly right:
 repo-check finds no problem and no warning, no temporary file or staging directory is left,
 and the pool holds exactly the files the published suites reference. apt reads the
-result in test_apt_in_container.py. ``RELENG_CRASH_ROUNDS`` (default 12) bounds the
+result in test_apt_in_container.py. ``RELENG_CRASH_ROUNDS`` (default 20) bounds the
 rounds; ``RELENG_CRASH_SEED`` replays a failure (each message names its seed).
 """
 
@@ -29,7 +30,7 @@ from tests.crash_worker import OPERATIONS
 from tests.fixtures.gpg import TestKey, make_key
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-ROUNDS = int(os.environ.get("RELENG_CRASH_ROUNDS", "12"))
+ROUNDS = int(os.environ.get("RELENG_CRASH_ROUNDS", "20"))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def crash_rounds(root: Path, key: TestKey, tmp_path: Path, *, seed: int, rounds:
         if operation == "include":
             # A new release-line suite now and then: first publishes get killed too.
             suites = f"bookworm,bookworm-1.{i % 4}"
-            deb = make_deb(tmp_path, f"pkg{i % 3}", f"1.{i}")
+            deb = make_deb(tmp_path, f"pkg{i % 2}", f"1.{i}")
             args = [suites, str(deb)]
         context = f"seed {seed} round {i} {operation}"
         if rng.random() < 0.5:
@@ -115,6 +116,10 @@ def crash_rounds(root: Path, key: TestKey, tmp_path: Path, *, seed: int, rounds:
             time.sleep(delay)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
+        if any(p.name[0] != "." for p in (root / "dists").glob("*")):
+            # Killed at any moment, the repository is still one apt accepts (old or new).
+            report = check_repository(root)
+            assert report.problems == [], (context, report.problems)
         rerun = subprocess.run(
             worker(root, key, operation, "", args),
             env=env,

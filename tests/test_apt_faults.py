@@ -92,7 +92,7 @@ def test_a_collection_killed_between_records_and_files_is_finished_by_the_next_r
     two = make_deb(tmp_path, "hello", "2.0")
     other = make_deb(tmp_path, "other", "1.0")
     completes(root, key, "include", "bookworm", str(one))
-    completes(root, key, "include", "bookworm", str(two))  # keep_versions 3: both kept
+    completes(root, key, "include", "bookworm", str(two))  # keep_versions 2: both kept
     # Retention (keep_versions 1) drops hello 1.0; killed after its record went, before its file.
     killed(root, key, "retention", "gc-records")
     assert (root / "pool/main/h/hello/hello_1.0_amd64.deb").is_file()
