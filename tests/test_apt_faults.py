@@ -234,3 +234,11 @@ def test_a_repository_path_that_is_a_file_or_under_one_is_refused(
     with pytest.raises(RepoError, match="is a file, not a repository directory"):
         check_repository(afile)
     assert afile.read_text() == "not a repository\n"
+
+
+@pytest.mark.parametrize("suite", ["bookworm\n", "book worm", "../bookworm", "bookworm/x"])
+def test_a_suite_name_must_match_in_full(tmp_path: Path, signer: Signer, suite: str) -> None:
+    deb = make_deb(tmp_path, "hello", "1.0")
+    with pytest.raises(RepoError, match="is not valid"):
+        Repository(tmp_path / "repo", SETTINGS, signer).include([suite], [deb])
+    assert not (tmp_path / "repo" / "dists").exists()

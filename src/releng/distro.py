@@ -140,7 +140,7 @@ def _inside(path: Path, root: Path) -> bool:
 def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
     """Validate one distro directory. ``repo_root`` bounds where symlinks may point."""
     name = path.name
-    m = _DIR_RE.match(name)
+    m = _DIR_RE.fullmatch(name)
     if not m:
         raise DistroError(
             f"{path}: {name!r} is not a distro directory name; expected "
@@ -176,12 +176,12 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
         distribution = _read_one_line(
             path / "DISTRIBUTION", what="it holds the codename, e.g. bookworm"
         )
-        if not _CODENAME_RE.match(distribution):
+        if not _CODENAME_RE.fullmatch(distribution):
             raise DistroError(f"{path / 'DISTRIBUTION'}: {distribution!r} is not a codename")
         pkgver = _read_one_line(
             path / "PKGVER", what=f"it holds the Debian revision, e.g. 1~{distribution}"
         )
-        if not _PKGVER_RE.match(pkgver) or not pkgver[0].isdigit():
+        if not _PKGVER_RE.fullmatch(pkgver) or not pkgver[0].isdigit():
             raise DistroError(
                 f"{path / 'PKGVER'}: {pkgver!r} is not a Debian revision; expected e.g. 1~{distribution}"
             )

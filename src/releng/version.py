@@ -29,7 +29,7 @@ class Version:
     def parse(cls, text: str) -> Version:
         """Parse ``YYYY.MM.DD`` (a real date) or ``X.Y.Z``; anything else is a VersionError."""
         text = text.strip()
-        m = _NIGHTLY.match(text)
+        m = _NIGHTLY.fullmatch(text)
         if m:
             try:
                 dt.date(int(m["y"]), int(m["m"]), int(m["d"]))
@@ -39,7 +39,7 @@ class Version:
                     "use YYYY.MM.DD (e.g. 2026.11.22) or X.Y.Z (e.g. 1.2.3)"
                 ) from None
             return cls(text, VersionKind.NIGHTLY)
-        if _RELEASE.match(text):
+        if _RELEASE.fullmatch(text):
             return cls(text, VersionKind.RELEASE)
         raise VersionError(
             f"version {text!r} is neither a nightly YYYY.MM.DD (e.g. 2026.11.22) "

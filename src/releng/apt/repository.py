@@ -87,7 +87,7 @@ class RepoSettings(NamedTuple):
     suite_patterns: tuple[str, ...] = ()
 
     def check_suite(self, suite: str, *, existing: Iterable[str] = ()) -> None:
-        if not _SUITE_RE.match(suite):
+        if not _SUITE_RE.fullmatch(suite):
             raise RepoError(
                 f"suite name {suite!r} is not valid; use letters, digits, '.', '-', '_'"
             )
