@@ -691,7 +691,7 @@ class _Background:
     def __exit__(self, *exc: object) -> None:
         # A second Ctrl-C right after the first must not cut the removal short: it would
         # leave the container behind (it waits for its creation to finish first).
-        with _interrupts_deferred():
+        with interrupts_deferred():
             try:
                 if self._started is not None:
                     self._started.exception()  # a container being created cannot be removed
@@ -947,7 +947,7 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
+def interrupts_deferred() -> Iterator[None]:
     """SIGINT and SIGTERM wait until the block (a clean-up) has finished, then raise
     KeyboardInterrupt; a third one interrupts at once (the user insists)."""
     if threading.current_thread() is not threading.main_thread():
