@@ -242,3 +242,20 @@ def test_a_suite_name_must_match_in_full(tmp_path: Path, signer: Signer, suite: 
     with pytest.raises(RepoError, match="is not valid"):
         Repository(tmp_path / "repo", SETTINGS, signer).include([suite], [deb])
     assert not (tmp_path / "repo" / "dists").exists()
+
+
+def test_repo_publish_removes_every_pool_file_no_suite_references(
+    tmp_path: Path, signer: Signer
+) -> None:
+    repo = Repository(tmp_path / "repo", SETTINGS, signer)
+    repo.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0")])
+    # What an older releng's killed runs left: a pool file with no record, a half copy.
+    orphan = repo.root / "pool/main/o/old/old_1.0_amd64.deb"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"left behind")
+    half = repo.root / "pool/main/h/hello" / f".hello_2.0_amd64.deb.{dead_pid()}.tmp"
+    half.write_bytes(b"half")
+    result = repo.publish()
+    assert "pool/main/o/old/old_1.0_amd64.deb" in result.removed
+    assert not orphan.exists() and not half.exists() and not (repo.root / "pool/main/o").exists()
+    assert_converged(repo.root, "publish")

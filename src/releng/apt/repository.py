@@ -333,7 +333,9 @@ class Repository:
             self._ensure_keys(signer, run)
             for suite in dict.fromkeys([*self.state.pending(), *names]):
                 self._publish_suite(suite, signer, run, {}, _nothing)
-            self._gc(run)
+            # An explicit republish (rare) also looks at every pool file, so that it converges
+            # whatever left files there: one directory walk.
+            self._gc(run, whole_pool=True)
         return PublishResult(
             suites=tuple(names), written=tuple(run.written), removed=tuple(run.removed)
         )
@@ -830,8 +832,9 @@ class Repository:
         self._crash("published")
         log.info("published %s: %d packages, %d index files", suite, len(st.members), len(entries))
 
-    def _gc(self, run: _Run) -> None:
-        """Remove pool files that no suite references any more."""
+    def _gc(self, run: _Run, *, whole_pool: bool = False) -> None:
+        """Remove pool files that no suite references any more; ``whole_pool``: also every
+        other file under pool/ that no record names (what older releases left, or hands)."""
         if self.state.pending():
             return  # a suite failed to publish: its old Release may still need them
         pool = self.state.pool()
@@ -841,7 +844,8 @@ class Repository:
         dead = [rec for path, rec in pool.items() if path not in referenced]
         # Pool files a killed or failed run placed (or a killed collection did not remove):
         # recorded as candidates before they were written, so none is left behind for good.
-        candidates = self.state.gc_candidates()
+        journaled = self.state.gc_candidates()
+        candidates = journaled | (_files_under(self.root, "pool") if whole_pool else set())
         if not dead and not candidates:
             self.state.clear_gc_needed()
             return
@@ -849,14 +853,15 @@ class Repository:
         still = {p for r in keep.values() for p in (r.path, *(f[0] for f in r.files))}
         # e.g. an orig tarball another source version still lists stays
         doomed = {p for rec in dead for p in (rec.path, *(f[0] for f in rec.files))} - still
+        doomed_or_orphaned = doomed | (candidates - still)
+        # Every file to go is noted first: a kill between the records and the files (or among
+        # the files) leaves them to the next run rather than to no one.
+        self.state.mark_gc_needed(sorted(doomed_or_orphaned - journaled))
         if dead:
-            # The files go after their records: noted first, so a kill in between leaves them
-            # to the next run rather than to no one.
-            self.state.mark_gc_needed(sorted(doomed - candidates))
             self.state.rewrite_pool(keep)
             self._crash("gc-records")
         directories: set[Path] = set()
-        for path in sorted(doomed | (candidates - still)):
+        for path in sorted(doomed_or_orphaned):
             full = self.root / path
             directories.add(full.parent)
             try:
@@ -968,6 +973,16 @@ def _remove_stale_temps(root: Path) -> None:
                 with contextlib.suppress(OSError):
                     (d / name).unlink()
                     log.info("removed %s, left by a killed run", d / name)
+
+
+def _files_under(root: Path, top: str) -> set[str]:
+    """Every regular file under ``root/top``, relative to ``root``."""
+    found: set[str] = set()
+    base = os.fspath(root)
+    for here, _dirs, files in os.walk(os.path.join(base, top)):  # noqa: PTH118
+        rel = os.path.relpath(here, base)
+        found.update(f"{rel}/{name}" for name in files)
+    return found
 
 
 def _remove_empty_parents(directory: Path, stop: Path) -> None:
