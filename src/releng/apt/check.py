@@ -70,7 +70,7 @@ _FIELD_NAME_RE = re.compile(r"[!-9;-~]+")
 _SEGMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_~-]*")
 _SHA256_LINE_RE = re.compile(r" [0-9a-f]{64} +\d+ (\S+)")
 _KEYRING_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+-archive-keyring\.gpg")
-_DATE_SLACK = dt.timedelta(minutes=5)  # clocks differ a little; apt compares with its own
+_DATE_SLACK = dt.timedelta(seconds=10)  # apt's Acquire::Max-FutureTime default
 
 
 def _release_fields(text: str, suite: str, problem: Callable[[str], None]) -> dict[str, str]:
