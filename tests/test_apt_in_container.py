@@ -8,6 +8,7 @@ of their own beside it, under the same server.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import http.server
 import shutil
@@ -318,3 +319,88 @@ echo "updates: $n"
     print(f"{updates} apt-get update runs overlapped 20 publishes")
     assert updates >= 10, result.output
     assert "Package: busy20\n" in (root / "dists/bookworm/main/binary-amd64/Packages").read_text()
+
+
+def _oracle_repositories(root: Path, signer: Signer, tmp_path: Path) -> dict[str, bool]:
+    """Repositories made with settings that product.toml once let through (its checks now
+    refuse them, so Repository is called directly) and by killed publishers: name -> whether
+    it is one that apt must reject (a repository releng must never make)."""
+    now = dt.datetime.now(dt.UTC)
+    cases: dict[str, tuple[dict[str, Any], dt.datetime, bool]] = {
+        "good": ({}, now, False),
+        "name-newline": ({"name": "tally\n", "origin": "tally\n", "label": "tally\n"}, now, True),
+        "label-injects-a-field": ({"label": "x\nSuite: evil"}, now, True),
+        "origin-newline": ({"origin": "a\nb"}, now, True),
+        "components-with-a-space": ({"components": ("main contrib",)}, now, True),
+        "byhash-keep-0": ({"byhash_keep": 0}, now, True),
+        "byhash-keep-negative": ({"byhash_keep": -1}, now, True),
+        "expired": ({"valid_for_days": 1}, now - dt.timedelta(days=3), True),
+        "dated-tomorrow": ({}, now + dt.timedelta(days=1), True),
+    }
+    bad: dict[str, bool] = {}
+    for name, (overrides, when, must_fail) in cases.items():
+        fields: dict[str, Any] = {"name": "tally", "origin": "tests", "label": "tests"}
+        settings = RepoSettings(**{**fields, **overrides})
+        repo = Repository(root / name, settings, signer, clock=lambda when=when: when)
+        repo.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0")])
+        repo.include(["bookworm"], [make_deb(tmp_path, "hello", "2.0")])  # by-hash pruned
+        bad[name] = must_fail
+    return bad
+
+
+def test_repo_check_says_all_good_only_when_apt_updates_without_a_warning(
+    served: Served,
+    engine: Any,
+    base_image: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """apt is the oracle: every repository the hardening cases produce, and those killed
+    publishers leave (tests/test_apt_crash.py), goes through repo-check and through
+    `apt-get update` in a bookworm container; "all good" must mean apt prints no W:/E:."""
+    from tests.test_apt_crash import crash_rounds
+
+    root = served.www / "oracle"
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    signer = fast_signer(home)
+    must_fail = _oracle_repositories(root, signer, tmp_path)
+    crash_key = make_key(tmp_path / "crash-gnupg", name="releng crash key", passphrase=None)
+    for seed in (1, 2):
+        crash_rounds(root / f"crashed-{seed}", crash_key, tmp_path, seed=seed, rounds=4)
+        must_fail[f"crashed-{seed}"] = False
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    script = ["set -e", "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*"]
+    reports = {}
+    for name in must_fail:
+        keyring = next((root / name).glob("*-archive-keyring.gpg"))
+        shutil.copy(keyring, keys / f"{name}.gpg")
+        reports[name] = check_repository(root / name, keyring=keyring)
+        for suite in sorted(p.name for p in (root / name / "dists").iterdir()):
+            script += [
+                f"echo '=== {name} {suite}'",
+                "rm -rf /var/lib/apt/lists/*",
+                "cat > /etc/apt/sources.list.d/oracle.sources <<EOF",
+                f"Types: deb\nURIs: {served.url}/oracle/{name}\nSuites: {suite}\n"
+                f"Components: main\nSigned-By: /keys/{name}.gpg",
+                "EOF",
+                "apt-get update 2>&1 || true",
+            ]
+    result = engine.run(
+        base_image(BOOKWORM),
+        ["sh", "-c", "\n".join(script)],
+        mounts=[Mount(source=keys, target="/keys")],
+        network="host",
+    )
+    assert result.exit_code == 0, result.output
+    apt_says: dict[str, list[str]] = {name: [] for name in must_fail}
+    for block in result.output.split("=== ")[1:]:
+        apt_says[block.split()[0]] += warnings_and_errors(block)
+    for name, failing in must_fail.items():
+        problems = reports[name].problems
+        print(f"{name}: repo-check {len(problems)} problem(s); apt: {apt_says[name]}")
+        if not problems:  # repo-check: all good
+            assert apt_says[name] == [], (name, apt_says[name])
+        # repo-check may be stricter than apt (an injected field apt happens to ignore is still
+        # refused), never laxer; and it passes what releng makes, killed or not.
+        assert bool(problems) == failing, (name, problems, apt_says[name])

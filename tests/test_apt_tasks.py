@@ -112,3 +112,70 @@ def test_update_repos_includes_each_build_into_its_codename_and_release_line(
     # A version with no builds is one clear error.
     missing = invoke("update-repos", "--version", "1.2.4", root=project.root, env=env)
     assert_one_error_line(missing, "no build output for version 1.2.4")
+
+
+def included(project: Project, tmp_path: Path) -> Path:
+    deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
+    result = invoke("repo-include", "--dist", "bookworm", str(deb), root=project.root)
+    assert result.returncode == 0, result.stderr
+    return project.root / "out" / "repo"
+
+
+def test_repo_check_into_a_closed_pipe_ends_quietly(project_copy: Project, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_cli import REPO_ROOT
+
+    included(project_copy, tmp_path)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head -0`: the reader is gone before the first line
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), "repo-check"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "RELENG_ROOT": str(project_copy.root)},
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141, proc.stderr  # as SIGPIPE would end it
+    assert "Traceback" not in proc.stderr
+    assert "BrokenPipe" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+def test_an_immutable_repository_is_one_error_line_and_stays_unchanged(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    import subprocess
+
+    repo = included(project_copy, tmp_path)
+    before = sorted((p.relative_to(repo), p.stat().st_mtime_ns) for p in repo.rglob("*"))
+    subprocess.run(["chattr", "-R", "+i", str(repo)], check=True)
+    try:
+        deb = make_deb(tmp_path, "tally", "1.0.1-1~bookworm")
+        result = invoke("repo-include", "--dist", "bookworm", str(deb), root=project_copy.root)
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(repo)], check=True)
+    assert_one_error_line(result, "Operation not permitted; check its permissions and attributes")
+    assert str(repo / ".releng-repo") in result.stderr.strip().splitlines()[-1]
+    assert sorted((p.relative_to(repo), p.stat().st_mtime_ns) for p in repo.rglob("*")) == before
+
+
+def test_a_repo_option_naming_a_file_is_one_error_line(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    afile = tmp_path / "not-a-repo"
+    afile.write_text("x\n")
+    deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
+    for args in (
+        ("repo-include", "--dist", "bookworm", "--repo", str(afile), str(deb)),
+        ("repo-include", "--dist", "bookworm", "--repo", str(afile / "repo"), str(deb)),
+        ("repo-publish", "--repo", str(afile)),
+        ("repo-check", "--repo", str(afile)),
+    ):
+        assert_one_error_line(invoke(*args, root=project_copy.root), str(afile))
+    assert afile.read_text() == "x\n"

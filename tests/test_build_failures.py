@@ -6,12 +6,21 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from releng.build import LABEL_PROJECT, LABEL_SMOKE, BuildFailed, failed_image, make_package
+from releng.build import (
+    LABEL_OWNER,
+    LABEL_PROJECT,
+    LABEL_SMOKE,
+    BuildFailed,
+    failed_image,
+    make_package,
+    owner_label,
+)
 from releng.engine import Engine
 from releng.errors import BuildError
 from releng.project import Project
@@ -262,3 +271,115 @@ def test_sigterm_stops_make_all_packages_and_cleans_every_build(
     )
     terminate_mid_build(proc, engine, project, builds=2, timeout=120)
     assert leftovers(project, "2026.11.14") == []
+
+
+def slow_hook_project(tmp_path: Path) -> Project:
+    root = copy_repo(tmp_path / "repo")
+    hook = root / "distros" / BOOKWORM / "make-package.prebuild"
+    hook.write_text("#!/bin/sh\necho prebuild hook runs; sleep 120\n")
+    hook.chmod(0o755)
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "a slow prebuild hook")
+    return Project.load(root)
+
+
+def start_until_the_hook_runs(
+    project: Project, engine: Engine, version: str, *, smoke_idle: bool
+) -> subprocess.Popen[str]:
+    """make-package running its slow hook; ``smoke_idle``: and its smoke container created."""
+    proc = invoke(
+        project.root, "make-package", BOOKWORM, "--version", version, stdout=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "prebuild hook runs" in line:
+            break
+    else:
+        pytest.fail(f"ended before the build ran the hook (exit {proc.wait()})")
+    deadline = time.monotonic() + 120
+    while smoke_idle and not containers_of(engine, project, LABEL_SMOKE):
+        assert time.monotonic() < deadline, "no smoke container was made"
+        time.sleep(0.05)
+    return proc
+
+
+@pytest.mark.parametrize("smoke_idle", [False, True], ids=["smoke-being-made", "smoke-idle"])
+def test_a_double_ctrl_c_leaves_no_container_and_no_output(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path, smoke_idle: bool
+) -> None:
+    base_image(BOOKWORM)
+    project = slow_hook_project(tmp_path)
+    proc = start_until_the_hook_runs(project, engine, "2026.11.13", smoke_idle=smoke_idle)
+    try:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.01)  # two Ctrl-Cs 10 ms apart: the second lands in the clean-up
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout is not None
+        proc.stdout.read()
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert containers_of(engine, project) == []
+    assert containers_of(engine, project, LABEL_SMOKE) == []
+    assert leftovers(project, "2026.11.13") == []
+
+
+def test_a_run_after_a_sigkill_removes_what_the_dead_run_left_and_nothing_else(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    image = base_image(BOOKWORM)
+    project = slow_hook_project(tmp_path)
+    proc = start_until_the_hook_runs(project, engine, "2026.11.12", smoke_idle=True)
+    proc.kill()
+    proc.wait()
+    assert len(containers_of(engine, project)) == 1  # the build's, and the smoke one:
+    assert len(containers_of(engine, project, LABEL_SMOKE)) == 1
+    assert [n for n in leftovers(project, "2026.11.12") if n.startswith(f".tmp-{BOOKWORM}-")]
+    # A container of a live run of the same checkout (this test's process) is not touched.
+    live = engine.client.containers.create(
+        image,
+        ["true"],
+        labels={LABEL_PROJECT: str(project.root), LABEL_OWNER: owner_label()},
+    )
+    try:
+        # The rerun goes through: the hook is fast now (the distro directory is mounted).
+        (project.root / "distros" / BOOKWORM / "make-package.prebuild").write_text(
+            "#!/bin/sh\necho prebuild hook is fast now\n"
+        )
+        rerun = invoke(
+            project.root,
+            "make-package",
+            BOOKWORM,
+            "--version",
+            "2026.11.12",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        _out, err = rerun.communicate(timeout=900)
+        assert rerun.returncode == 0, err
+        assert [c.id for c in containers_of(engine, project)] == [live.id]  # type: ignore[attr-defined]
+        assert containers_of(engine, project, LABEL_SMOKE) == []
+        assert leftovers(project, "2026.11.12") == [BOOKWORM]
+    finally:
+        live.remove(force=True)
+
+
+@pytest.mark.parametrize("immutable", ["out/V", "out/V/distro"])
+def test_an_immutable_version_or_distro_output_directory_is_one_clear_error(
+    engine: Engine, project_copy: Project, immutable: str
+) -> None:
+    version = Version.parse("2026.11.10")
+    build_dir = project_copy.build_dir(version, BOOKWORM)
+    build_dir.mkdir(parents=True)
+    (build_dir / "build.json").write_text("{}\n")
+    target = build_dir if immutable.endswith("distro") else build_dir.parent
+    subprocess.run(["chattr", "+i", str(target)], check=True)
+    try:
+        with pytest.raises(BuildError) as info:
+            make_package(engine, project_copy, BOOKWORM, version, env={"PATH": os.environ["PATH"]})
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+    assert f"cannot write to {target}: Operation not permitted" in str(info.value)
+    assert leftovers(project_copy, "2026.11.10") == [BOOKWORM]
+    assert sorted(p.name for p in build_dir.iterdir()) == ["build.json"]

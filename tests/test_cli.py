@@ -182,3 +182,27 @@ def test_help_after_a_task_becomes_invokes_task_help(
     argv: list[str], expected: list[str] | None
 ) -> None:
     assert help_argv(argv, ["distros", "make-package", "repo-include", "interactive"]) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (OSError(28, "No space left on device", "/r/pool/x.deb"), "/r/pool/x.deb: No space left"),
+        (PermissionError(1, "Operation not permitted", "/r/lock"), "chattr -i if immutable"),
+        (NotADirectoryError(20, "Not a directory", "/f/repo"), "a file stands where"),
+    ],
+)
+def test_an_oserror_of_the_machine_is_one_line_naming_the_path(
+    error: OSError, expected: str
+) -> None:
+    from releng.cli import machine_error
+
+    message = machine_error(error)
+    assert message is not None and expected in message
+    assert "\n" not in message
+
+
+def test_an_oserror_that_is_a_bug_keeps_its_traceback() -> None:
+    from releng.cli import machine_error
+
+    assert machine_error(OSError(9, "Bad file descriptor")) is None

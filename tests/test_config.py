@@ -84,8 +84,32 @@ def test_custom_suites_and_values_are_read() -> None:
             '[source]\nkind = "svn"',
             "[source] kind = 'svn' is not allowed; expected one of 'git', 'url'",
         ),
-        ("[repositories]\nkeep_versions = 0", "keep_versions must be at least 1"),
-        ("[images]\nkeep_builders = 0", "keep_builders must be at least 1"),
+        ("[repositories]\nkeep_versions = 0", "keep_versions = 0 is out of range; allowed: 1"),
+        ("[images]\nkeep_builders = 0", "keep_builders = 0 is out of range; allowed: 1"),
+        ("[repositories]\nbyhash_keep = 0", "byhash_keep = 0 is out of range; allowed: 1 to"),
+        ("[repositories]\nbyhash_keep = -3", "byhash_keep = -3 is out of range"),
+        ("[repositories]\nvalid_for_days = -1", "valid_for_days = -1 is out of range"),
+        ("[repositories]\nnightly_max_age_days = -1", "nightly_max_age_days = -1 is out of"),
+        ("[repositories]\nkeep_versions = 99999999", "keep_versions = 99999999 is out of range"),
+        ('[product]\nname = "tally\\n"', "is not a Debian package name"),
+        ('[repositories]\norigin = "a\\nb"', "origin = 'a\\nb' is not allowed"),
+        ('[repositories]\nlabel = "x\\nSuite: evil"', "label = 'x\\nSuite: evil' is not"),
+        ('[repositories]\nlabel = "tab\\there"', "remove control characters"),
+        ('[repositories]\ncomponents = ["../../escape"]', "entry '../../escape' is not allowed"),
+        ('[repositories]\ncomponents = ["main contrib"]', "list several as separate strings"),
+        ('[repositories]\ncomponents = ["main/debug"]', "one path segment"),
+        ('[repositories]\ncomponents = ["main\\n"]', "is not allowed"),
+        ('[repositories]\ncomponents = ["main", "main"]', "lists one twice"),
+        ('[repositories]\narchitectures = ["amd64 arm64"]', "a Debian architecture"),
+        ('[repositories]\nsuites = ["{codename}\\n"]', "is not a suite name template"),
+        ('[repositories]\nsuites = ["../{codename}"]', "is not a suite name template"),
+        ('[repositories]\nnightly_suites = ["{codename} nightly"]', "not a suite name"),
+        ('[source]\nkind = "url"\nurl = "{version}"', "url = '{version}' is not a URL"),
+        (
+            '[source]\nkind = "url"\nurl = "https://x.org/{version}.tgz"\nsignature_url = "sig"',
+            "signature_url = 'sig' is not a URL",
+        ),
+        ("[product]\nsummary = " + "[" * 5000 + "]" * 5000, "nest more than 64 deep"),
         ('[repositories]\nsuites = ["{codename}-{arch}"]', "uses arch; allowed fields: {codename}"),
         ('[product]\nname = "Tally_App"', "is not a Debian package name"),
         ('[source]\nrelease_tag = "latest"', "must contain '{version}'"),
@@ -109,3 +133,25 @@ def test_error_names_the_real_file(tmp_path: Path) -> None:
         ConfigError, match=rf"^{tmp_path / PRODUCT_FILE}: unknown key \[signing\] 'keyid'"
     ):
         Project.load(tmp_path)
+
+
+def test_a_binary_product_toml_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / PRODUCT_FILE).write_bytes(b'[product]\nname = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match=r"product.toml: not UTF-8 text \(byte 18"):
+        load_product(tmp_path)
+
+
+def test_a_product_toml_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / PRODUCT_FILE).mkdir()
+    with pytest.raises(ConfigError, match=r"product\.toml is a directory"):
+        load_product(tmp_path)
+
+
+def test_valid_names_and_components_still_pass() -> None:
+    cfg = parse(
+        '[product]\nname = "hhvm-nightly"\n[repositories]\ncomponents = ["main", "contrib"]\n'
+        'origin = "HHVM Project"\nlabel = "HHVM"\nsuites = ["{codename}", "{codename}-lts~1"]\n'
+        'byhash_keep = 1\nvalid_for_days = 0\n[source]\nkind = "url"\n'
+        'url = "https://dl.example.org/hhvm-{version}.tar.gz"\n'
+    )
+    assert cfg.repositories.components == ["main", "contrib"]

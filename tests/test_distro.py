@@ -221,7 +221,25 @@ def test_codename_revisions_are_warned_about_in_distros_and_the_build(repo: Path
         text=True,
         check=True,
     )
-    assert f"warning: {warnings[0]}" in listed.stdout
+    assert f"warning: {warnings[0]}" in listed.stderr
     # A user's own revisions that sort keep working, with no warning.
     (repo / "distros" / "debian-11-bullseye" / "PKGVER").write_text("0.1\n")
     assert revision_order_warnings(load_all(repo)) == []
+
+
+@pytest.mark.parametrize("name", ["DOCKER_BASE", "PKGVER"])
+def test_binary_bytes_in_a_one_line_file_are_refused(repo: Path, name: str) -> None:
+    d = make(repo, "debian-12-bookworm", **GOOD)
+    (d / name).write_bytes(b"\x89PNG\r\n\x1a\n\xff")
+    with pytest.raises(DistroError, match=rf"{name}: not UTF-8 text \(byte 0 is b'\\x89'\)"):
+        load_distro_dir(d, repo_root=repo)
+
+
+@pytest.mark.parametrize("link", ["debian", "make-package"])
+def test_a_symlink_loop_is_refused_naming_it(repo: Path, link: str) -> None:
+    d = make(repo, "debian-12-bookworm", **GOOD)
+    (d / link).unlink(missing_ok=True)
+    os.symlink(link + ".loop", d / link)
+    os.symlink(link, d / (link + ".loop"))
+    with pytest.raises(DistroError, match=rf"{link} is a symlink that cannot be followed"):
+        load_distro_dir(d, repo_root=repo)

@@ -128,3 +128,79 @@ def test_unreadable_lock_counts_as_expired() -> None:
     info = LockInfo.from_bytes(b"garbage")
     assert info.owner == "<unreadable lock>"
     assert info.expires < dt.datetime.now(dt.UTC)
+
+
+HOLDER = """
+import datetime as dt, sys, time
+from releng.publish.lock import S3Lock
+from releng.publish.sync import S3Url, s3_client
+lock = S3Lock(s3_client(), S3Url(sys.argv[1], sys.argv[2]), owner="doomed@worker pid 7",
+              renew_every=dt.timedelta(seconds=float(sys.argv[3])))
+lock.acquire(timeout=0)
+print("locked", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_killed_publishers_lock_is_taken_over_after_missed_renewals_not_at_expiry(
+    dest, caplog
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, dest.bucket, dest.prefix, "0.5"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(src)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        client = s3_client()
+        info, _ = S3Lock(client, dest).read()  # type: ignore[misc]
+        assert info.renewed is not None and info.renew_every == dt.timedelta(seconds=0.5)
+        assert info.expires - info.acquired == dt.timedelta(minutes=30)
+        holder.send_signal(signal.SIGKILL)  # mid-publish: its 30-minute lock stays behind
+        holder.wait()
+        rerun = S3Lock(client, dest, owner="rerun pid 8", poll=0.1)
+        with caplog.at_level(logging.WARNING, logger="releng.publish.lock"):
+            rerun.acquire(timeout=60)  # far less than the 30 minutes to the expiry
+        try:
+            assert "took over the abandoned publisher lock of doomed@worker pid 7" in caplog.text
+            assert rerun.read()[0].owner == "rerun pid 8"  # type: ignore[index]
+        finally:
+            rerun.release()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_live_holder_that_renews_is_never_taken_over(dest) -> None:
+    client = s3_client()
+    holder = S3Lock(client, dest, owner="busy", renew_every=dt.timedelta(seconds=0.2))
+    holder.acquire(timeout=0)
+    try:
+        other = S3Lock(client, dest, owner="waiter", poll=0.1)
+        with pytest.raises(LockError, match="locked by busy"):
+            other.acquire(timeout=2)  # ten renewals pass while it watches
+        holder.check()
+    finally:
+        holder.release()
+
+
+def test_a_lock_whose_recorded_renewal_is_long_past_is_taken_over_at_once(dest, caplog) -> None:
+    client = s3_client()
+    start = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+    dead = S3Lock(client, dest, owner="gone", heartbeat=False, clock=lambda: start)
+    dead.acquire(timeout=0)
+    later = start + dt.timedelta(minutes=5)  # 3 renewals of 30 s missed, beyond any skew
+    late = S3Lock(client, dest, owner="next", heartbeat=False, clock=lambda: later)
+    with caplog.at_level(logging.WARNING, logger="releng.publish.lock"):
+        late.acquire(timeout=0)
+    assert "took over the abandoned publisher lock of gone" in caplog.text
+    assert "last renewed 2026-11-22T12:00:00+00:00" in caplog.text
+    late.release()

@@ -29,11 +29,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
+import socket
 import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -66,6 +69,7 @@ LABEL_PROJECT = "org.releng.project"
 LABEL_DISTRO = "org.releng.distro"
 LABEL_RUN = "org.releng.run"
 LABEL_SMOKE = "org.releng.smoke-of"  # the idle smoke-test container of a project
+LABEL_OWNER = "org.releng.owner"  # host, pid and start time of the process that made it
 BINARIES_READY = ">>> binaries ready:"  # packaging/binaries-ready's hand-over line
 GATE_FILE = ".releng-go"  # in /var/out: the source's dates, which open a gated build
 # A gated build container waits for GATE_FILE, reads it, removes it, then runs the builder.
@@ -75,6 +79,78 @@ _GATE = (
 )
 _T = TypeVar("_T")
 RUN_ID = uuid.uuid4().hex  # this process's containers (make-all-packages removes them on Ctrl-C)
+
+
+# -- what dead runs left ------------------------------------------------------------------
+
+
+def _start_time(pid: int) -> str | None:
+    """A process's start time (clock ticks since boot, /proc/PID/stat field 22); None when it
+    is gone. With the pid it names one process: a pid reused later has another start time."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _owner() -> tuple[str, int, str]:
+    return socket.gethostname(), os.getpid(), _start_time(os.getpid()) or "0"
+
+
+def owner_label() -> str:
+    """``HOST PID START``: the label that lets a later run tell whether this one is dead."""
+    host, pid, start = _owner()
+    return f"{host} {pid} {start}"
+
+
+def _host_tag(host: str) -> str:
+    return hashlib.sha256(host.encode()).hexdigest()[:8]
+
+
+def _tmp_prefix(distro_id: str) -> str:
+    """``.tmp-<distro>-<pid>x<start>x<host hash>-``: a build's temporary output directory."""
+    host, pid, start = _owner()
+    return f".tmp-{distro_id}-{pid}x{start}x{_host_tag(host)}-"
+
+
+_TMP_OWNER_RE = re.compile(r"\.tmp-.+-(\d+)x(\d+)x([0-9a-f]{8})-[^-]+")
+
+
+def _dead(host: str, pid: int, start: str) -> bool:
+    """Whether the process is certainly gone (another host's processes are never judged)."""
+    return host == socket.gethostname() and _start_time(pid) != start
+
+
+def remove_dead_runs(engine: Engine, project: Project) -> int:
+    """Remove the containers and temporary output directories that runs of this checkout
+    left when they were killed (SIGKILL, a double Ctrl-C): only those whose owner process,
+    named by a label (containers) or the name (directories), is dead. Returns how many."""
+    removed = 0
+    seen: set[str] = set()
+    for label in (LABEL_PROJECT, LABEL_SMOKE):
+        found = engine.client.containers.list(
+            all=True, filters={"label": f"{label}={project.root}"}
+        )
+        for c in found:
+            owner = (c.labels or {}).get(LABEL_OWNER, "").split()
+            if str(c.id) in seen or len(owner) != 3 or not owner[1].isdigit():
+                continue  # made by an older releng: its owner cannot be told
+            seen.add(str(c.id))
+            if _dead(owner[0], int(owner[1]), owner[2]):
+                with contextlib.suppress(Exception):  # removed meanwhile by another run
+                    c.remove(force=True, v=True)
+                    removed += 1
+                    log.info("removed container %s left by dead pid %s", c.short_id, owner[1])
+    host = _host_tag(socket.gethostname())
+    for tmp in project.out_dir.glob("*/.tmp-*"):
+        m = _TMP_OWNER_RE.fullmatch(tmp.name)
+        if m and m[3] == host and _start_time(int(m[1])) != m[2]:
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed += 1
+            log.info("removed %s, left by dead pid %s", tmp, m[1])
+    return removed
 
 
 # -- inputs ------------------------------------------------------------------------------
@@ -421,6 +497,7 @@ def build_spec(
             LABEL_PROJECT: str(project.root),
             LABEL_DISTRO: plan.distro.id,
             LABEL_RUN: RUN_ID,
+            LABEL_OWNER: owner_label(),
         },
     )
 
@@ -441,6 +518,7 @@ def smoke_spec(plan: BuildPlan, debs_dir: Path) -> ContainerSpec:
             LABEL_SMOKE: str(plan.project.root),
             LABEL_DISTRO: plan.distro.id,
             LABEL_RUN: RUN_ID,
+            LABEL_OWNER: owner_label(),
         },
     )
 
@@ -514,6 +592,10 @@ def make_package(
     for warning in family_revision_warnings(project.root, distro):
         log.warning("warning: %s", warning)
     check_writable(project.out_dir)
+    for directory in (project.out_dir / version.text, project.build_dir(version, distro_id)):
+        if directory.is_dir():  # renamed into (or out of) place: it must be writable too
+            check_writable(directory)
+    remove_dead_runs(engine, project)
     source = current_source_tarball(project, version)
     # A signing problem fails now, not after the images are made.
     signer = None if source else signer_for(project, env, release=version.is_release)
@@ -560,7 +642,9 @@ def _build(
     target.out_dir.parent.mkdir(parents=True, exist_ok=True)
     with (
         _failed_log_kept(log_path, owner),
-        tempfile.TemporaryDirectory(dir=target.out_dir.parent, prefix=f".tmp-{distro_id}-") as tmp,
+        tempfile.TemporaryDirectory(
+            dir=target.out_dir.parent, prefix=_tmp_prefix(distro_id)
+        ) as tmp,
         log_path.open("w", encoding="utf-8") as log_file,
     ):
         work = Path(tmp)
@@ -730,14 +814,17 @@ class _Background:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        try:
-            if self._started is not None:
-                self._started.exception()  # a container still being created cannot be removed
-            if self._removal is not None:
-                self._removal.result()
-            self.container.remove()
-        finally:
-            self._pool.shutdown()
+        # A second Ctrl-C right after the first must not cut the removal short: it would
+        # leave the container behind (it waits for its creation to finish first).
+        with interrupts_deferred():
+            try:
+                if self._started is not None:
+                    self._started.exception()  # a container being created cannot be removed
+                if self._removal is not None:
+                    self._removal.result()
+                self.container.remove()
+            finally:
+                self._pool.shutdown()
 
     def begin(self) -> None:
         if self._started is None:
@@ -982,6 +1069,32 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block (a clean-up) has finished, then raise
+    KeyboardInterrupt; a third one interrupts at once (the user insists)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if len(received) >= 2:
+            raise KeyboardInterrupt
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if received:
+        raise KeyboardInterrupt
 
 
 def remove_run_containers(engine: Engine) -> int:

@@ -2,12 +2,16 @@
 
 :func:`task` wraps ``invoke.task``: it sets up logging once, turns a
 RelengError into one ``error: ...`` line on stderr and a non-zero exit (no
-traceback), and a KeyboardInterrupt into exit 130. Anything else is a bug and
-keeps its traceback. Only this module and ``releng.tasks`` print.
+traceback), and a KeyboardInterrupt into exit 130. An OSError from the machine
+(a full disk, a read-only or immutable directory, a file where a directory should
+be) becomes one line naming the path; a closed stdout (``| head``) ends the task
+quietly with 141, as SIGPIPE would. Anything else is a bug and keeps its traceback.
+Only this module and ``releng.tasks`` print.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -60,6 +64,44 @@ def fail(message: str, code: int = 1) -> Exit:
     return Exit(f"error: {message}", code=code)
 
 
+class OutputClosed(Exception):
+    """stdout is a pipe whose reader has gone (``invoke repo-check | head``)."""
+
+
+# OSErrors that the machine's state causes, not releng: each with what to do.
+_MACHINE_ERRORS = {
+    errno.ENOSPC: "free some space on that filesystem and run again",
+    errno.EDQUOT: "free some space (a disk quota is reached) and run again",
+    errno.EACCES: "check its permissions (or run as its owner)",
+    errno.EPERM: "check its permissions and attributes (lsattr -d; chattr -i if immutable)",
+    errno.EROFS: "the filesystem is read-only; use a writable directory",
+    errno.ENOTDIR: "a file stands where a directory is needed; move it or choose another path",
+    errno.EISDIR: "a directory stands where a file is needed; move it or choose another path",
+    errno.EEXIST: "something else already exists at that path; move it or choose another path",
+    errno.ELOOP: "a symlink loop is in the way; fix the link",
+    errno.ENAMETOOLONG: "use a shorter path",
+    errno.EIO: "the disk reported an I/O error; check it",
+}
+
+
+def machine_error(exc: OSError) -> str | None:
+    """One line for an OSError the machine causes (None: not one of those: a bug)."""
+    advice = _MACHINE_ERRORS.get(exc.errno or 0)
+    if advice is None:
+        return None
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return f"{where}{exc.strerror}; {advice}"
+
+
+def _close_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
 def task(*args: Any, **kwargs: Any) -> Callable[[_F], Task[Any]]:
     """``invoke.task`` plus the error boundary. Use exactly like ``@task(help={...})``."""
 
@@ -73,6 +115,15 @@ def task(*args: Any, **kwargs: Any) -> Callable[[_F], Task[Any]]:
                 raise fail(str(exc)) from None
             except KeyboardInterrupt:
                 raise Exit("interrupted", code=130) from None
+            except OutputClosed:
+                _close_stdout()
+                raise Exit(code=141) from None
+            except OSError as exc:
+                message = machine_error(exc)
+                if message is None:
+                    raise
+                logging.getLogger(__name__).debug("the error in full", exc_info=True)
+                raise fail(message) from None
 
         made: Task[Any] = invoke_task(*args, **kwargs)(wrapper)
         return made
@@ -91,7 +142,10 @@ def project(c: Context) -> Project:
 
 def out(line: str = "") -> None:
     """Print a result for the user (stdout). Library code logs instead."""
-    print(line, flush=True)
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        raise OutputClosed from None
 
 
 def note(line: str = "") -> None:
@@ -101,7 +155,10 @@ def note(line: str = "") -> None:
 
 def out_json(data: object) -> None:
     """A ``--json`` result: one JSON document on one line of stdout (JSON lines when repeated)."""
-    print(json.dumps(data, default=str), flush=True)
+    try:
+        print(json.dumps(data, default=str), flush=True)
+    except BrokenPipeError:
+        raise OutputClosed from None
 
 
 def help_argv(argv: list[str], task_names: Iterable[str]) -> list[str] | None:

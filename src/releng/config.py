@@ -13,6 +13,7 @@ import re
 import tomllib
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +24,27 @@ from releng.version import DEFAULT_RELEASE_LINE, RELEASE_LINE_FIELDS, Version
 
 PRODUCT_FILE = "product.toml"
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1 (source and binary names)
+# Every pattern below is used with fullmatch: `$` would also match before a final newline.
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+")  # Debian policy 5.6.1 (source and binary names)
 _SUITE_FIELDS = {"codename", "major", "minor", "version", "distro", "release_line"}
+# A suite template's literal text: what a suite name (dists/<suite>/, the Suite field) may hold.
+_SUITE_TEXT_RE = re.compile(r"[A-Za-z0-9.+~_-]*")
+# A component is one path segment (dists/<suite>/<component>/, pool/<component>/): no '/'.
+_COMPONENT_RE = re.compile(r"[a-z0-9][a-z0-9.+-]*")
+_ARCH_RE = re.compile(r"[a-z0-9][a-z0-9-]*")
+# Control characters break a Release file's lines (a newline even injects a field).
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# Each integer setting's (minimum, maximum): beyond them a value is a typo, not a policy.
+_RANGES: dict[tuple[str, str], tuple[int, int, str]] = {
+    ("repositories", "keep_versions"): (1, 10_000, "versions kept per package"),
+    ("repositories", "nightly_max_age_days"): (0, 36_500, "days; 0 keeps nightlies forever"),
+    ("repositories", "valid_for_days"): (0, 3_650, "days; 0 writes no Valid-Until"),
+    ("repositories", "byhash_keep"): (1, 100, "by-hash generations kept per index"),
+    ("images", "keep_builders"): (1, 100, "builder images kept per distro"),
+}
+_MAX_NESTING = 64  # product.toml is a few flat tables; deeper is not a product description
 _PRISTINE_URL = re.compile(r"\.tar\.(gz|xz|bz2|zst)$")  # what dpkg-source takes as an orig tarball
-_SUFFIX_RE = re.compile(r"^[+~][A-Za-z0-9.+~]*$")
+_SUFFIX_RE = re.compile(r"[+~][A-Za-z0-9.+~]*")
 _TAG_TILDES = ("-", "_", "+", "%")  # what `~` may become in a git tag (git refuses `~`)
 
 
@@ -264,7 +282,7 @@ def _section(cls: type[_T], table: Mapping[str, Any], *, where: str, section: st
 
 def _check_semantics(cfg: ProductConfig, where: str) -> None:
     name = cfg.product.name
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise ConfigError(
             f"{where}: [product] name = {name!r} is not a Debian package name; "
             "use lower-case letters, digits, '+', '-' and '.' (at least 2 characters)"
@@ -282,12 +300,15 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
         raise ConfigError(
             f"{where}: [source] url = {src.url!r} must contain '{{version}}' when kind = 'url'"
         )
-    elif src.pristine and not _PRISTINE_URL.search(src.url):
+    else:
+        for key in ("url", "signature_url"):
+            _check_url(getattr(src, key), where=where, key=key)
+    if src.kind == "url" and src.pristine and not _PRISTINE_URL.search(src.url):
         raise ConfigError(
             f"{where}: [source] url = {src.url!r} must end in .tar.gz, .tar.xz, .tar.bz2 or "
             ".tar.zst: upstream's file becomes the orig tarball as it is (or set prune to repack it)"
         )
-    if not _SUFFIX_RE.match(src.repack_suffix):
+    if not _SUFFIX_RE.fullmatch(src.repack_suffix):
         raise ConfigError(
             f"{where}: [source] repack_suffix = {src.repack_suffix!r} must start with '+' or '~' "
             "and hold only letters, digits, '.', '+' and '~', e.g. '+ds'"
@@ -319,8 +340,20 @@ def _check_repositories(cfg: ProductConfig, where: str) -> None:
                     f"{', '.join(sorted(fields - _SUITE_FIELDS))}; allowed fields: "
                     + ", ".join("{" + f + "}" for f in sorted(_SUITE_FIELDS))
                 )
+            literal = re.sub(r"{\w*}", "", template)
+            if not template or not _SUITE_TEXT_RE.fullmatch(literal) or template[0] in ".-~_+":
+                raise ConfigError(
+                    f"{where}: [repositories] {key} entry {template!r} is not a suite name "
+                    "template; use letters, digits and '.', '+', '~', '_', '-' (not first) "
+                    "around the fields"
+                )
     line_fields = set(re.findall(r"{(\w*)}", repos.release_line))
-    if not line_fields or not line_fields <= RELEASE_LINE_FIELDS:
+    line_literal = re.sub(r"{\w*}", "", repos.release_line)
+    if (
+        not line_fields
+        or not line_fields <= RELEASE_LINE_FIELDS
+        or not _SUITE_TEXT_RE.fullmatch(line_literal)
+    ):
         raise ConfigError(
             f"{where}: [repositories] release_line = {repos.release_line!r} must use "
             + ", ".join("{" + f + "}" for f in sorted(RELEASE_LINE_FIELDS))
@@ -328,15 +361,62 @@ def _check_repositories(cfg: ProductConfig, where: str) -> None:
         )
     if not repos.components or not repos.architectures:
         raise ConfigError(f"{where}: [repositories] components and architectures must not be empty")
+    for key, pattern, allowed in (
+        ("components", _COMPONENT_RE, "one path segment such as 'main' or 'contrib'"),
+        ("architectures", _ARCH_RE, "a Debian architecture such as 'amd64' or 'arm64'"),
+    ):
+        values: list[str] = getattr(repos, key)
+        for value in values:
+            if not pattern.fullmatch(value) or value in ("all", "source", "by-hash"):
+                raise ConfigError(
+                    f"{where}: [repositories] {key} entry {value!r} is not allowed; expected "
+                    f"{allowed}: lower-case letters, digits, '-'"
+                    + (", '+', '.'" if key == "components" else "")
+                    + " (list several as separate strings)"
+                )
+        if len(set(values)) != len(values):
+            raise ConfigError(f"{where}: [repositories] {key} = {values!r} lists one twice")
+    for key in ("origin", "label"):
+        value = getattr(repos, key)
+        if _CONTROL_RE.search(value) or value != value.strip():
+            raise ConfigError(
+                f"{where}: [repositories] {key} = {value!r} is not allowed: it goes into each "
+                "Release file as one line; remove control characters (newlines, tabs) and "
+                "leading or trailing spaces"
+            )
+
+
+def _check_url(url: str, *, where: str, key: str) -> None:
+    if not url:
+        return
+    parsed = urllib.parse.urlsplit(url.replace("{version}", "1.0.0"))
+    if parsed.scheme not in ("http", "https", "file") or (
+        parsed.scheme != "file" and not parsed.netloc
+    ):
+        raise ConfigError(
+            f"{where}: [source] {key} = {url!r} is not a URL; expected "
+            "'https://host/path/name-{version}.tar.gz' (http, https or file)"
+        )
+    if _CONTROL_RE.search(url) or " " in url:
+        raise ConfigError(f"{where}: [source] {key} = {url!r} holds spaces or control characters")
 
 
 def _check_counts(cfg: ProductConfig, where: str) -> None:
-    for section, key, value in (
-        ("repositories", "keep_versions", cfg.repositories.keep_versions),
-        ("images", "keep_builders", cfg.images.keep_builders),
-    ):
-        if value < 1:
-            raise ConfigError(f"{where}: [{section}] {key} must be at least 1")
+    for (section, key), (low, high, unit) in _RANGES.items():
+        value = getattr(getattr(cfg, section), key)
+        if not low <= value <= high:
+            raise ConfigError(
+                f"{where}: [{section}] {key} = {value} is out of range; "
+                f"allowed: {low} to {high} ({unit})"
+            )
+
+
+def _depth(value: object, limit: int) -> int:
+    """How deeply ``value`` nests tables and arrays, counting at most to ``limit`` + 1."""
+    if limit < 0 or not isinstance(value, dict | list):
+        return 0
+    items = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in items), default=0)
 
 
 def parse_product(text: str, *, path: Path | None, where: str) -> ProductConfig:
@@ -344,6 +424,13 @@ def parse_product(text: str, *, path: Path | None, where: str) -> ProductConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    except RecursionError:
+        data = None
+    if data is None or _depth(data, _MAX_NESTING) > _MAX_NESTING:
+        raise ConfigError(
+            f"{where}: arrays or tables nest more than {_MAX_NESTING} deep; "
+            "product.toml holds a few flat tables (see the README's Configuration)"
+        )
     sections: dict[str, Any] = {}
     for name, table in data.items():
         if name not in _SECTIONS:
@@ -361,6 +448,17 @@ def parse_product(text: str, *, path: Path | None, where: str) -> ProductConfig:
 def load_product(root: Path) -> ProductConfig:
     """Read ``root/product.toml``; with no file, the embedded demo product."""
     path = root / PRODUCT_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return ProductConfig(path=None)
-    return parse_product(path.read_text(encoding="utf-8"), path=path, where=str(path))
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start} is {exc.object[exc.start : exc.start + 1]!r}); "
+            "product.toml must be a TOML text file"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; product.toml must be a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}; fix it or remove it") from None
+    return parse_product(text, path=path, where=str(path))

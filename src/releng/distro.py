@@ -104,12 +104,33 @@ class Distro:
 def _read_one_line(path: Path, *, what: str) -> str:
     if not path.is_file():
         raise DistroError(f"{path} is missing; {what}")
-    text = path.read_text(encoding="utf-8").strip()
+    try:
+        text = path.read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise DistroError(
+            f"{path}: not UTF-8 text (byte {exc.start} is "
+            f"{exc.object[exc.start : exc.start + 1]!r}); {what}"
+        ) from None
+    except OSError as exc:
+        raise DistroError(f"cannot read {path}: {exc.strerror}; {what}") from None
+    if any(ord(ch) < 32 and ch != "\n" for ch in text):
+        raise DistroError(f"{path}: holds control characters; {what}")
     if not text:
         raise DistroError(f"{path} is empty; {what}")
     if "\n" in text:
         raise DistroError(f"{path}: must hold a single line; {what}")
     return text
+
+
+def _resolved(link: Path) -> Path:
+    """``link`` with every symlink followed; a loop or an unreadable link is a DistroError."""
+    try:
+        return link.resolve()
+    except (RuntimeError, OSError) as exc:  # RuntimeError: "Symlink loop" (Python < 3.13)
+        raise DistroError(
+            f"{link} is a symlink that cannot be followed ({exc}); point it at a real "
+            "file or directory inside the repository"
+        ) from None
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -123,7 +144,7 @@ def _inside(path: Path, root: Path) -> bool:
 def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
     """Validate one distro directory. ``repo_root`` bounds where symlinks may point."""
     name = path.name
-    m = _DIR_RE.match(name)
+    m = _DIR_RE.fullmatch(name)
     if not m:
         raise DistroError(
             f"{path}: {name!r} is not a distro directory name; expected "
@@ -141,7 +162,7 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
     make_package = path / "make-package"
     own_builder = make_package.exists() or make_package.is_symlink()
     if own_builder:
-        real = make_package.resolve()
+        real = _resolved(make_package)
         if not _inside(real, root):
             raise DistroError(
                 f"{make_package} points outside the repository ({real}); link inside it"
@@ -159,12 +180,12 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
         distribution = _read_one_line(
             path / "DISTRIBUTION", what="it holds the codename, e.g. bookworm"
         )
-        if not _CODENAME_RE.match(distribution):
+        if not _CODENAME_RE.fullmatch(distribution):
             raise DistroError(f"{path / 'DISTRIBUTION'}: {distribution!r} is not a codename")
         pkgver = _read_one_line(
             path / "PKGVER", what="it holds the Debian revision, e.g. 1~deb12u1"
         )
-        if not _PKGVER_RE.match(pkgver) or not pkgver[0].isdigit():
+        if not _PKGVER_RE.fullmatch(pkgver) or not pkgver[0].isdigit():
             raise DistroError(
                 f"{path / 'PKGVER'}: {pkgver!r} is not a Debian revision; expected e.g. 1~deb12u1"
             )
@@ -172,7 +193,7 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
             raise DistroError(
                 f"{debian} is missing; add a debian/ tree or a symlink to a shared one under packaging/"
             )
-        real = debian.resolve()
+        real = _resolved(debian)
         if not _inside(real, root):
             raise DistroError(
                 f"{debian} is a symlink that leaves the repository (to {real}); "

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from releng.build import BuildFailed, make_package, remove_run_containers
+from releng.build import BuildFailed, interrupts_deferred, make_package, remove_run_containers
 from releng.engine import Engine
 from releng.errors import RelengError
 from releng.project import Project
@@ -125,11 +125,13 @@ def build_all(
     except BaseException:
         # Ctrl-C / SIGTERM: stop queued builds, remove running containers so the worker
         # threads fall out of their log streams and clean their temporary directories.
-        for f in futures:
-            f.cancel()
-        removed = remove_run_containers(engine)
-        log.warning("interrupted: removed %d running build container(s)", removed)
-        pool.shutdown(wait=True, cancel_futures=True)
+        # A second Ctrl-C waits for this clean-up (a third one does not).
+        with interrupts_deferred():
+            for f in futures:
+                f.cancel()
+            removed = remove_run_containers(engine)
+            log.warning("interrupted: removed %d running build container(s)", removed)
+            pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
     return outcomes

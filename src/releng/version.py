@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 from releng.errors import VersionError
 
-_NIGHTLY = re.compile(r"^(?P<y>\d{4})\.(?P<m>\d{2})\.(?P<d>\d{2})$")
+_NIGHTLY = re.compile(r"(?P<y>\d{4})\.(?P<m>\d{2})\.(?P<d>\d{2})")  # fullmatch
 # dpkg's upstream_version alphabet, without '-' and ':' (releng adds the revision, no epoch).
-_UPSTREAM = re.compile(r"^[0-9][A-Za-z0-9.+~]*$")
+_UPSTREAM = re.compile(r"[0-9][A-Za-z0-9.+~]*")  # fullmatch
 _NUMBERS = re.compile(r"^(?P<major>\d+)(?:\.(?P<minor>\d+))?(?:\.(?P<patch>\d+))?")
 _FORMS = (
     "use a nightly YYYY.MM.DD (e.g. 2026.11.22) or a release: an upstream version that "
@@ -75,8 +75,8 @@ class Version:
         bad = sorted({c for c in text if not (c.isascii() and (c.isalnum() or c in ".+~"))})
         if bad:
             raise _refuse(text, f"contains {' '.join(repr(c) for c in bad)}, which is not allowed")
-        assert _UPSTREAM.match(text)  # what the checks above leave
-        m = _NIGHTLY.match(text)
+        assert _UPSTREAM.fullmatch(text)  # what the checks above leave
+        m = _NIGHTLY.fullmatch(text)
         if m and not release:
             try:
                 dt.date(int(m["y"]), int(m["m"]), int(m["d"]))

@@ -63,7 +63,7 @@ def read_control_file(path: Path) -> dict[str, str]:
 
 def checked_name(value: str, *, what: str, where: str) -> str:
     """A package or source name that is safe as a path component, else BadPackageError."""
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise BadPackageError(
             f"{where}: {what} {value!r} is not a valid Debian package name "
             "(lower-case letters, digits, '+', '-', '.'; no '/' or '..' at the start)"
@@ -72,7 +72,7 @@ def checked_name(value: str, *, what: str, where: str) -> str:
 
 
 def checked_version(value: str, *, where: str) -> str:
-    if not VERSION_RE.match(value):
+    if not VERSION_RE.fullmatch(value):
         raise BadPackageError(f"{where}: version {value!r} is not a valid Debian version")
     return value
 
@@ -88,7 +88,7 @@ def _file_lists(fields: dict[str, str], *, where: str) -> dict[str, dict[str, tu
             if len(parts) < 3:
                 raise BadPackageError(f"{where}: malformed {key} line {line.strip()!r}")
             digest, size, name = parts[0], parts[1], parts[-1]
-            if not _FILENAME_RE.match(name) or ".." in name:
+            if not _FILENAME_RE.fullmatch(name) or ".." in name:
                 raise BadPackageError(
                     f"{where}: {key} names {name!r}, which is not a plain file name"
                 )

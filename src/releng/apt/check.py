@@ -10,15 +10,26 @@ clients could trip on, and what a publish in progress looks like: ``Release`` /
 longer) matching. After a completed publish there are neither. A suite for a
 release whose apt verifies with gpgv 1.4 (xenial and older) signed with a key
 that gpgv cannot verify (ed25519, ECDSA) is warned about too.
+
+The signed Release text is held to what apt accepts without a warning: one deb822
+paragraph, no control characters, no field twice, a ``Suite`` or ``Codename``
+that is the directory's name, a ``Date`` not in the future and a ``Valid-Until``
+not past, and every component (one path segment) with a ``Packages`` index for
+each architecture it lists.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import hashlib
 import logging
+import os
+import re
 import shlex
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +100,105 @@ def _old_client_warning(keyring: Path, suite: str, inrelease: Path) -> str | Non
     )
 
 
+_FIELD_NAME_RE = re.compile(r"[!-9;-~]+")
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_~-]*")
+_SHA256_LINE_RE = re.compile(r" [0-9a-f]{64} +\d+ (\S+)")
+_KEYRING_RE = re.compile(r"[a-z0-9][a-z0-9+.-]+-archive-keyring\.gpg")
+_DATE_SLACK = dt.timedelta(seconds=10)  # apt's Acquire::Max-FutureTime default
+
+
+def _release_fields(text: str, suite: str, problem: Callable[[str], None]) -> dict[str, str]:
+    """The signed Release text's fields, each problem apt would see reported."""
+    where = f"dists/{suite}/InRelease"
+    fields: dict[str, str] = {}
+    last: str | None = None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for n, line in enumerate(lines, 1):
+        if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", line):
+            problem(f"{where} line {n} holds a control character: {line[:60]!r}")
+            continue
+        if not line.strip():
+            problem(f"{where} line {n} is blank: apt reads only the fields before it")
+            break
+        if line[0] in " \t":
+            if last is None:
+                problem(f"{where} line {n} continues no field")
+            else:
+                fields[last] += "\n" + line
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not _FIELD_NAME_RE.fullmatch(name):
+            problem(f"{where} line {n} is not a field: {line[:60]!r}")
+            last = None
+            continue
+        if name in fields:
+            problem(f"{where} has the field {name} twice (line {n})")
+        fields[name] = value.strip()
+        last = name
+    return fields
+
+
+def _check_release(
+    fields: dict[str, str], entries: list[IndexEntry], suite: str, problem: Callable[[str], None]
+) -> None:
+    """What apt requires of a Release beyond its signature and its files."""
+    where = f"dists/{suite}/InRelease"
+    if suite not in (fields.get("Suite"), fields.get("Codename")):
+        problem(
+            f"{where}: neither Suite ({fields.get('Suite')!r}) nor Codename "
+            f"({fields.get('Codename')!r}) is {suite!r}; apt reports a conflicting distribution"
+        )
+    _check_dates(fields, where, problem)
+    listed = {e.path for e in entries}
+    for line in fields.get("SHA256", "").split("\n")[1:]:
+        m = _SHA256_LINE_RE.fullmatch(line)
+        if m is None or ".." in m[1].split("/") or m[1].startswith("/"):
+            problem(f"{where}: malformed SHA256 line {line[:80]!r}")
+    if "SHA256" not in fields or not entries:
+        problem(f"{where} lists no files under SHA256")
+    archs = fields.get("Architectures", "").split()
+    components = fields.get("Components", "").split()
+    if not components:
+        problem(f"{where} has no Components field")
+    for component in components:
+        if not _SEGMENT_RE.fullmatch(component):
+            problem(f"{where}: component {component!r} is not one path segment")
+            continue
+        for arch in archs:
+            if arch == "all":
+                continue
+            index = f"{component}/binary-{arch}/Packages"
+            if not any(f"{index}{ext}" in listed for ext in ("", ".gz", ".xz")):
+                problem(f"{where} lists no {index}: apt cannot find that index")
+
+
+def _check_dates(fields: dict[str, str], where: str, problem: Callable[[str], None]) -> None:
+    """A Date apt accepts now, and a Valid-Until not past."""
+    now = dt.datetime.now(dt.UTC)
+    limits: dict[str, Callable[[dt.datetime], bool]] = {
+        "Date": lambda t: t > now + _DATE_SLACK,
+        "Valid-Until": lambda t: t < now,
+    }
+    for name, bad in limits.items():
+        value = fields.get(name)
+        if value is None:
+            if name == "Date":
+                problem(f"{where} has no Date field")
+            continue
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            problem(f"{where}: {name} {value!r} is not an RFC 2822 date")
+            continue
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        if bad(when):
+            state = "in the future" if name == "Date" else "past: the Release has expired"
+            problem(f"{where}: {name} {value} is {state}; republish (invoke repo-publish)")
+
+
 def _last_line(err: str) -> str:
     return err.splitlines()[-1] if err else "gpgv failed"
 
@@ -138,6 +248,8 @@ def _verify_index(
 
 def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:  # noqa: PLR0912, PLR0915
     """Every signature, checksum and referenced file; problems listed, nothing raised for them."""
+    if root.exists() and not root.is_dir():
+        raise RepoError(f"{root} is a file, not a repository directory; name one with --repo")
     keyring = keyring or find_keyring(root)
     report = CheckReport()
     dists = root / "dists"
@@ -148,7 +260,14 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
     def problem(msg: str) -> None:
         report.problems.append(msg)
 
+    if not _KEYRING_RE.fullmatch(keyring.name):
+        problem(f"the keyring file name {keyring.name!r} is not NAME-archive-keyring.gpg")
+
     def pool_file(path: Path, size: int, sha256: str, *, where: str) -> None:
+        rel = os.path.normpath(os.path.relpath(path, root))
+        if rel.startswith("..") or not rel.startswith("pool/"):
+            problem(f"{where} names {rel}, which is outside the repository's pool")
+            return
         if path not in hashed:
             if not path.is_file():
                 problem(f"{where} names {path.relative_to(root)}, which is missing")
@@ -162,7 +281,10 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
                 f"{path.relative_to(root)}: size/sha256 {got[0]}/{got[1]} but {where} says {size}/{sha256}"
             )
 
-    for suite_dir in sorted(p for p in dists.iterdir() if p.is_dir()):
+    suite_dirs = sorted(p for p in dists.iterdir() if p.is_dir())
+    for staging in (p for p in suite_dirs if p.name.startswith(".")):
+        report.warnings.append(f"{staging.relative_to(root)}: a killed first publish's staging")
+    for suite_dir in (p for p in suite_dirs if not p.name.startswith(".")):
         suite = suite_dir.name
         report.suites.append(suite)
         inrelease = suite_dir / "InRelease"
@@ -190,8 +312,16 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
                     f"dists/{suite}/Release.gpg does not verify: {_last_line(err)}"
                 )
         release = signed
-        by_hash = "\nAcquire-By-Hash: yes\n" in release.decode(errors="replace")
-        for entry in parse_release_sha256(release.decode()):
+        try:
+            release_text = release.decode("utf-8")
+        except UnicodeDecodeError:
+            problem(f"dists/{suite}/InRelease is not UTF-8 text")
+            continue
+        fields = _release_fields(release_text, suite, problem)
+        entries = parse_release_sha256(release_text)
+        _check_release(fields, entries, suite, problem)
+        by_hash = fields.get("Acquire-By-Hash") == "yes"
+        for entry in entries:
             path = suite_dir / entry.path
             byhash = path.parent / "by-hash" / "SHA256" / entry.sha256
             good = _verify_index(

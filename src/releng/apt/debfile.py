@@ -191,6 +191,7 @@ def read_deb(path: str | Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass 
                 f"{where}: no control.tar member (truncated or not a binary package)"
             )
         size_total = len(buf)
+        first = buf
         if not eof:
             # The rest into one reused buffer: a fresh 1 MiB bytes per read would be mapped and
             # faulted in anew each time (~5% more CPU for large packages).
@@ -200,6 +201,8 @@ def read_deb(path: str | Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass 
                 size_total += n
                 digest.update(view[:n])
         del buf
+        _check_ar_members(f.fileno(), first, start + size + (size & 1), size_total, where=where)
+        del first
     fields = parse_paragraph(control, where=f"{where}: control")
     missing = [k for k in ("Package", "Version", "Architecture") if not fields.get(k)]
     if missing:
@@ -210,6 +213,42 @@ def read_deb(path: str | Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass 
     return DebInfo(
         path=where, control=fields, size=size_total, sha256=digest.hexdigest(), source=source
     )
+
+
+def _check_ar_members(fd: int, head: bytearray, pos: int, total: int, *, where: str) -> None:
+    """The ar members after ``control.tar*`` (at ``pos``) add up to the file's ``total`` size.
+
+    A file cut short (a copy interrupted, a full disk) still has its control member, and
+    would otherwise be published with a Packages stanza that apt's download then fails.
+    Headers come from the first bytes already read, else a 60-byte pread (page-cached).
+    """
+    data = False
+    while pos < total:
+        if total - pos == 1 and pos % 2 == 1:
+            break  # the pad byte after an odd-sized last member
+        header = bytes(head[pos : pos + _AR_HEADER]) if pos + _AR_HEADER <= len(head) else b""
+        if not header:
+            header = os.pread(fd, _AR_HEADER, pos)
+        if len(header) < _AR_HEADER or header[58:60] != b"`\n":
+            raise BadPackageError(
+                f"{where}: corrupt or truncated ar member header at byte {pos} of {total}; "
+                "the file is damaged: build or download it again"
+            )
+        name = header[:16].decode("ascii", "replace").strip().rstrip("/")
+        digits = header[48:58].strip()
+        if not digits.isdigit() or not name.isprintable() or not name:
+            raise BadPackageError(f"{where}: corrupt ar member header at byte {pos}")
+        size = int(digits)
+        end = pos + _AR_HEADER + size
+        if end > total:
+            raise BadPackageError(
+                f"{where} is truncated: its {name} member needs {end} bytes, the file has "
+                f"{total}; build or download it again"
+            )
+        data |= name.startswith("data.tar")
+        pos = end + (size & 1)
+    if not data:
+        raise BadPackageError(f"{where}: no data.tar member (truncated or not a binary package)")
 
 
 def hash_file(path: Path) -> tuple[int, str, str]:

@@ -39,7 +39,7 @@ from releng.apt import changes as _changes
 from releng.apt import index as _index
 from releng.apt.debfile import BadPackageError, DebInfo, read_deb, sha256_file
 from releng.apt.lock import RepoLock
-from releng.apt.state import Member, PoolRecord, RepoState, SuiteState, write_atomic
+from releng.apt.state import STATE_DIR, Member, PoolRecord, RepoState, SuiteState, write_atomic
 from releng.errors import RepoError
 from releng.gpg import Signer
 
@@ -62,7 +62,9 @@ CRASH_POINTS = (
     "release-gpg-written",
     "published",
     "gc-records",
+    "gc-files",
 )
+_STAGING_PREFIX = ".staging-"  # dists/.staging-<suite>: a new suite until its Release is signed
 
 
 class RepoSettings(NamedTuple):
@@ -85,7 +87,7 @@ class RepoSettings(NamedTuple):
     suite_patterns: tuple[str, ...] = ()
 
     def check_suite(self, suite: str, *, existing: Iterable[str] = ()) -> None:
-        if not _SUITE_RE.match(suite):
+        if not _SUITE_RE.fullmatch(suite):
             raise RepoError(
                 f"suite name {suite!r} is not valid; use letters, digits, '.', '-', '_'"
             )
@@ -242,6 +244,7 @@ class Repository:
                 f"({', '.join(self.settings.components)})"
             )
         signer = self._require_signer()
+        _check_root(self.root)
         for suite in suites:
             self.settings.check_suite(suite, existing=self.state.suites())
         # A new repository (or key) needs the public key exported: two gpg runs, started now
@@ -252,6 +255,7 @@ class Repository:
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock(), _no_cyclic_gc(self.state):
             self.state.forget()
+            _remove_stale_temps(self.root)
             # Records added by a run that did not finish may be referenced by no suite.
             collect = self.state.gc_needed()
             run = _Run()
@@ -304,12 +308,14 @@ class Repository:
     def publish(self, suites: Sequence[str] | None = None) -> PublishResult:
         """Republish ``suites`` (default: every suite), with retention; re-signs their Release."""
         signer = self._require_signer()
+        _check_root(self.root)
         if not self.state.suites():
             raise RepoError(
                 f"{self.root} holds no suites yet; include packages first (invoke repo-include)"
             )
         with self._lock(), _no_cyclic_gc(self.state):
             self.state.forget()
+            _remove_stale_temps(self.root)
             names = list(suites) if suites is not None else self.state.suites()
             existing = self.state.suites()
             for suite in names:
@@ -327,7 +333,9 @@ class Repository:
             self._ensure_keys(signer, run)
             for suite in dict.fromkeys([*self.state.pending(), *names]):
                 self._publish_suite(suite, signer, run, {}, _nothing)
-            self._gc(run)
+            # An explicit republish (rare) also looks at every pool file, so that it converges
+            # whatever left files there: one directory walk.
+            self._gc(run, whole_pool=True)
         return PublishResult(
             suites=tuple(names), written=tuple(run.written), removed=tuple(run.removed)
         )
@@ -510,15 +518,32 @@ class Repository:
             if d not in made:
                 os.makedirs(os.path.join(root, d), exist_ok=True)  # noqa: PTH103, PTH118
                 made.add(d)
+        # New pool files are garbage-collection candidates until a suite names them: a run
+        # killed (or out of space) between placing them and saving the suites leaves them to
+        # the next run's collection, which removes every candidate that nothing references.
+        unknown = [f.path for f, k in zip(files, known, strict=True) if not k]
+        if unknown:
+            self.state.mark_gc_needed(unknown)
         copying = not self.link_inputs
-        if copying and self.workers > 1 and len(files) > 1 and _total_size(files) > PARALLEL_BYTES:
-            from concurrent.futures import ThreadPoolExecutor
+        try:
+            if (
+                copying
+                and self.workers > 1
+                and len(files) > 1
+                and _total_size(files) > PARALLEL_BYTES
+            ):
+                from concurrent.futures import ThreadPoolExecutor
 
-            # Copies run in the kernel (sendfile) without the GIL: copy on every core.
-            with ThreadPoolExecutor(self.workers) as ex:
-                placed = list(ex.map(self._place, files, known))
-        else:
-            placed = [self._place(f, k) for f, k in zip(files, known, strict=True)]
+                # Copies run in the kernel (sendfile) without the GIL: copy on every core.
+                with ThreadPoolExecutor(self.workers) as ex:
+                    placed = list(ex.map(self._place, files, known))
+            else:
+                placed = [self._place(f, k) for f, k in zip(files, known, strict=True)]
+        except BaseException:
+            for path in unknown:  # unreferenced: this run's copies (or a killed run's)
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, path))  # noqa: PTH108, PTH118
+            raise
         run.written += [f.path for f, new in zip(files, placed, strict=True) if new]
         self._crash("pool-written")
         # A record with this path has its sha256 (else _check_conflicts refused): the same one.
@@ -549,9 +574,17 @@ class Repository:
         tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")  # noqa: PTH118
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)  # noqa: PTH108
-        shutil.copyfile(f.source, tmp)
-        os.chmod(tmp, 0o644)  # noqa: PTH101
-        os.replace(tmp, dest)  # noqa: PTH105
+        try:
+            shutil.copyfile(f.source, tmp)
+            os.chmod(tmp, 0o644)  # noqa: PTH101
+            os.replace(tmp, dest)  # noqa: PTH105
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # noqa: PTH108
+            # Reading the input fails with its name alone; sendfile names both files.
+            if exc.filename2 is None and str(exc.filename) == os.fspath(f.source):
+                raise RepoError(f"cannot read {f.source}: {exc.strerror}") from None
+            raise OSError(exc.errno, exc.strerror, dest) from None
         return True
 
     # -- suite membership and retention ---------------------------------------------------------
@@ -694,13 +727,14 @@ class Repository:
             entries=entries,
         )
 
-    def _write_indexes(self, placed: Sequence[_Placed], run: _Run) -> None:
-        """Every index under by-hash, then the plain names (hard links to those)."""
+    def _write_indexes(self, placed: Sequence[_Placed], run: _Run, suite: str, dists: Path) -> None:
+        """Every index under by-hash, then the plain names (hard links to those); ``dists``:
+        where the suite's files are written (its staging directory for a new suite)."""
         for byhash, _plain, _path, data in placed:
             if not byhash.is_file():
                 byhash.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(byhash, data)
-                run.written.append(str(byhash.relative_to(self.root)))
+                run.written.append(f"dists/{suite}/{byhash.relative_to(dists)}")
         self._crash("byhash-written")
         for byhash, plain, _path, _data in placed:
             if plain.is_file() and plain.samefile(byhash):
@@ -709,10 +743,10 @@ class Repository:
             tmp.unlink(missing_ok=True)
             os.link(byhash, tmp)
             tmp.replace(plain)
-            run.written.append(str(plain.relative_to(self.root)))
+            run.written.append(f"dists/{suite}/{plain.relative_to(dists)}")
         self._crash("indexes-written")
 
-    def _publish_suite(
+    def _publish_suite(  # noqa: PLR0915  (one publish, in the order of its writes)
         self,
         suite: str,
         signer: Signer,
@@ -723,7 +757,8 @@ class Repository:
         """Render, sign and switch one suite; ``before_indexes`` runs before any index file is
         written (while gpg signs)."""
         st = self.state.load_suite(suite)
-        dists = self.root / "dists" / suite
+        final = self.root / "dists" / suite
+        dists = _writing_dir(final)
         tables = self._render_indexes(st, fresh)
         entries: list[_index.IndexEntry] = []
         placed: list[_Placed] = []
@@ -757,7 +792,7 @@ class Repository:
         signing = _sign_both(signer, release)
         try:
             before_indexes()
-            self._write_indexes(placed, run)
+            self._write_indexes(placed, run, suite, dists)
             # The tables name this publish's by-hash files, which pruning below keeps.
             # Tagged with the members they show, as saved (no tag: changes not saved).
             tag = st.saved_tag if st.saved_tag != st.tag or not st.changed else None
@@ -790,13 +825,16 @@ class Repository:
             for f in directory.iterdir():
                 if f.name not in keep:
                     f.unlink()
-                    run.removed.append(str(f.relative_to(self.root)))
+                    run.removed.append(f"dists/{suite}/{f.relative_to(dists)}")
+        if dists != final:
+            dists.rename(final)
         self.state.clear_pending(suite)
         self._crash("published")
         log.info("published %s: %d packages, %d index files", suite, len(st.members), len(entries))
 
-    def _gc(self, run: _Run) -> None:
-        """Remove pool files that no suite references any more."""
+    def _gc(self, run: _Run, *, whole_pool: bool = False) -> None:
+        """Remove pool files that no suite references any more; ``whole_pool``: also every
+        other file under pool/ that no record names (what older releases left, or hands)."""
         if self.state.pending():
             return  # a suite failed to publish: its old Release may still need them
         pool = self.state.pool()
@@ -804,20 +842,39 @@ class Repository:
         for suite in self.state.suites():
             referenced.update(self.state.load_suite(suite).members)
         dead = [rec for path, rec in pool.items() if path not in referenced]
-        if not dead:
+        # Pool files a killed or failed run placed (or a killed collection did not remove):
+        # recorded as candidates before they were written, so none is left behind for good.
+        journaled = self.state.gc_candidates()
+        candidates = journaled | (_files_under(self.root, "pool") if whole_pool else set())
+        if not dead and not candidates:
             self.state.clear_gc_needed()
             return
         keep = {p: r for p, r in pool.items() if p in referenced}
         still = {p for r in keep.values() for p in (r.path, *(f[0] for f in r.files))}
-        self.state.rewrite_pool(keep)
-        self._crash("gc-records")
-        for rec in dead:
-            for path in (rec.path, *(f[0] for f in rec.files)):
-                if path in still:
-                    continue  # e.g. an orig tarball another source version still lists
-                (self.root / path).unlink(missing_ok=True)
-                run.removed.append(path)
+        # e.g. an orig tarball another source version still lists stays
+        doomed = {p for rec in dead for p in (rec.path, *(f[0] for f in rec.files))} - still
+        doomed_or_orphaned = doomed | (candidates - still)
+        # Every file to go is noted first: a kill between the records and the files (or among
+        # the files) leaves them to the next run rather than to no one.
+        self.state.mark_gc_needed(sorted(doomed_or_orphaned - journaled))
+        if dead:
+            self.state.rewrite_pool(keep)
+            self._crash("gc-records")
+        directories: set[Path] = set()
+        for path in sorted(doomed_or_orphaned):
+            full = self.root / path
+            directories.add(full.parent)
+            try:
+                full.unlink()
+            except FileNotFoundError:
+                if path not in doomed:
+                    continue  # a candidate that was never written
+            else:
                 log.info("removed unreferenced %s", path)
+            run.removed.append(path)
+            self._crash("gc-files")
+        for directory in sorted(directories, reverse=True):
+            _remove_empty_parents(directory, self.root / "pool")
         self.state.clear_gc_needed()
 
 
@@ -839,6 +896,108 @@ def _no_cyclic_gc(state: RepoState) -> Iterator[None]:
         state.forget()
         if was:
             gc.enable()
+
+
+def _writing_dir(final: Path) -> Path:
+    """Where a suite's files are written: ``final``, or for a new suite a staging directory
+    renamed into place whole once signed, so that a client (or a run killed half-way) never
+    sees ``dists/<suite>`` without its InRelease."""
+    if (final / "InRelease").is_file():
+        return final
+    staging = final.with_name(f"{_STAGING_PREFIX}{final.name}")
+    shutil.rmtree(staging, ignore_errors=True)  # a killed run's
+    if final.is_dir():  # left by a killed first publish of an older releng
+        shutil.rmtree(final)
+    return staging
+
+
+def _check_root(root: Path) -> None:
+    """The repository path is a directory, or can become one."""
+    for parent in (root, *root.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is" if parent == root else f"is under {parent}, which is"
+                raise RepoError(
+                    f"the repository path {root} {where} a file, not a directory; "
+                    "name a directory with --repo"
+                )
+            return
+
+
+_TEMP_RE = re.compile(r"\.(.+)\.(\d+)\.tmp")
+
+
+def _is_stale_temp(name: str) -> bool:
+    """Whether ``name`` is a ``.NAME.PID.tmp`` of a process that is gone (or of this one,
+    which holds the lock and so is writing none of them now)."""
+    m = _TEMP_RE.fullmatch(name)
+    if m is None:
+        return False
+    pid = int(m[2])
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # alive, another user's
+    return False
+
+
+def _remove_stale_temps(root: Path) -> None:
+    """Remove temporary files (and staging directories) that killed runs left in the state
+    directories and under dists/; those under pool/ go with the collection of candidates.
+
+    Called under the lock: a few directory listings, no walk of the pool.
+    """
+    state = root / STATE_DIR
+    dirs = [state, state / "suites"]
+    chunks = state / "chunks"
+    with contextlib.suppress(OSError):
+        dirs += [p for p in chunks.iterdir() if p.is_dir()]
+    dists = root / "dists"
+    with contextlib.suppress(OSError):
+        for suite in dists.iterdir():
+            if suite.name.startswith(_STAGING_PREFIX):
+                continue  # removed when that suite is published again (it is pending)
+            dirs += [Path(here) for here, _subdirs, _files in os.walk(suite)]
+    for d in dict.fromkeys(dirs):
+        try:
+            with os.scandir(d) as it:
+                names = [e.name for e in it if e.name.endswith(".tmp") and e.is_file()]
+        except OSError:
+            continue
+        for name in names:
+            if _is_stale_temp(name):
+                with contextlib.suppress(OSError):
+                    (d / name).unlink()
+                    log.info("removed %s, left by a killed run", d / name)
+
+
+def _files_under(root: Path, top: str) -> set[str]:
+    """Every regular file under ``root/top``, relative to ``root``."""
+    found: set[str] = set()
+    base = os.fspath(root)
+    for here, _dirs, files in os.walk(os.path.join(base, top)):  # noqa: PTH118
+        rel = os.path.relpath(here, base)
+        found.update(f"{rel}/{name}" for name in files)
+    return found
+
+
+def _remove_empty_parents(directory: Path, stop: Path) -> None:
+    """Remove ``directory`` and its parents up to (not including) ``stop`` while empty, and
+    the stale temporary files in it."""
+    with contextlib.suppress(OSError):
+        for e in os.scandir(directory):
+            if _is_stale_temp(e.name):
+                os.unlink(e.path)  # noqa: PTH108
+    while directory != stop and stop in directory.parents:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
+        directory = directory.parent
 
 
 def _chooser(component: str, arch: str | None, single: bool) -> Callable[[str, Member], bool]:

@@ -137,19 +137,25 @@ def write_atomic(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     pieces = [data] if isinstance(data, bytes) else data
     try:
-        size = sum(len(p) for p in pieces)
-        if size >= _PREALLOCATE:
-            with contextlib.suppress(OSError):  # not supported here: written as usual
-                os.posix_fallocate(fd, 0, size)
-        for start in range(0, len(pieces), _IOV_MAX):
-            batch = pieces[start : start + _IOV_MAX]
-            done = os.writev(fd, batch)
-            rest = memoryview(b"".join(batch))[done:] if done < sum(len(p) for p in batch) else b""
-            while rest:  # a short write (rare for a file): the rest, piece by piece
-                rest = rest[os.write(fd, rest) :]
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+        try:
+            size = sum(len(p) for p in pieces)
+            if size >= _PREALLOCATE:
+                with contextlib.suppress(OSError):  # not supported here: written as usual
+                    os.posix_fallocate(fd, 0, size)
+            for start in range(0, len(pieces), _IOV_MAX):
+                batch = pieces[start : start + _IOV_MAX]
+                done = os.writev(fd, batch)
+                total = sum(len(p) for p in batch)
+                rest = memoryview(b"".join(batch))[done:] if done < total else b""
+                while rest:  # a short write (rare for a file): the rest, piece by piece
+                    rest = rest[os.write(fd, rest) :]
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        # A full disk fails in writev, which names no file: name the one being written.
+        raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
 
 
 class RepoState:
@@ -288,20 +294,23 @@ class RepoState:
         if not records:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        with self.pool_path.open("ab+") as f:
-            end = f.seek(0, os.SEEK_END)
-            if end:
-                f.seek(max(0, end - 2))
-                if f.read(2) != b"\n\n":  # a torn last record: cut it off
-                    f.seek(0)
-                    data = f.read()
-                    cut = data.rfind(b"\n\n")
-                    f.truncate(cut + 2 if cut >= 0 else 0)
-            f.seek(0, os.SEEK_END)
-            f.write(b"".join(r.to_block() for r in records))
-            covered = f.tell()
-            f.seek(max(0, covered - 64))
-            check = f.read(64)
+        try:
+            with self.pool_path.open("ab+") as f:
+                end = f.seek(0, os.SEEK_END)
+                if end:
+                    f.seek(max(0, end - 2))
+                    if f.read(2) != b"\n\n":  # a torn last record: cut it off
+                        f.seek(0)
+                        data = f.read()
+                        cut = data.rfind(b"\n\n")
+                        f.truncate(cut + 2 if cut >= 0 else 0)
+                f.seek(0, os.SEEK_END)
+                f.write(b"".join(r.to_block() for r in records))
+                covered = f.tell()
+                f.seek(max(0, covered - 64))
+                check = f.read(64)
+        except OSError as exc:  # a full disk: a torn record, which the next append cuts off
+            raise OSError(exc.errno, exc.strerror, os.fspath(self.pool_path)) from None
         if end == 0 and self._pool is None:
             self._pool = {}  # a new file: these records are all of it
         if self._pool is not None:
@@ -407,14 +416,33 @@ class RepoState:
     def _gc_marker(self) -> Path:
         return self.dir / "gc-needed"
 
-    def mark_gc_needed(self) -> None:
+    def mark_gc_needed(self, candidates: Sequence[str] = ()) -> None:
+        """Ask the next collection to run; ``candidates``: pool files about to be written or
+        removed, which it removes unless a record still names them (one per line, appended:
+        a torn last line from a killed writer names no file that exists)."""
         self.dir.mkdir(parents=True, exist_ok=True)
+        if candidates:
+            with self._gc_candidates.open("ab") as f:
+                f.write("".join(f"{p}\n" for p in candidates).encode())
         self._gc_marker.touch()
+
+    @property
+    def _gc_candidates(self) -> Path:
+        return self.dir / "gc-candidates"
+
+    def gc_candidates(self) -> set[str]:
+        try:
+            lines = self._gc_candidates.read_bytes().decode(errors="replace").split("\n")
+        except FileNotFoundError:
+            return set()
+        # Only pool paths: the file is private state, but a path never leaves the pool.
+        return {p for p in lines if p.startswith("pool/") and "/../" not in p and "\\" not in p}
 
     def gc_needed(self) -> bool:
         return self._gc_marker.exists()
 
     def clear_gc_needed(self) -> None:
+        self._gc_candidates.unlink(missing_ok=True)
         self._gc_marker.unlink(missing_ok=True)
 
     # -- pending publishes ----------------------------------------------------------------------

@@ -2,15 +2,19 @@
 
 The lock is ``PREFIX/.releng/lock.json``. It is created with ``If-None-Match: *``
 (S3 answers 412 when it already exists), so exactly one of two racing
-publishers gets it. It names its owner (user, host, pid) and an expiry; the
-holder renews it in the background with ``If-Match: <its ETag>``, so a lock
-whose owner died expires, and a later publisher takes it over -- with the same
-``If-Match`` on the ETag it read, so two of them cannot both take it over --
-and logs that it did. A holder whose renewal fails (taken over after a stall)
-learns it at the next :meth:`S3Lock.check` and stops before writing more.
+publishers gets it. It names its owner (user, host, pid), an expiry, when it
+was last renewed and how often it is renewed; the holder renews it in the
+background (every 30 s by default) with ``If-Match: <its ETag>``. A lock whose
+owner died stops changing: a waiting publisher takes it over once its owner has
+missed a few renewals (``MISSED_RENEWALS``), seen either in the recorded last
+renewal or in its own observation of an unchanged ETag (which no clock skew
+affects), and at the latest at its expiry -- with the same ``If-Match`` on the
+ETag it read, so two of them cannot both take it over -- and logs that it did.
+A holder whose renewal fails (taken over after a stall) learns it at the next
+:meth:`S3Lock.check` and stops before writing more.
 
-Expiry is wall-clock time of the writer; the default TTL (30 minutes, renewed
-every 10) is far above any plausible clock skew between publishers.
+Expiry and renewal times are wall-clock time of the writer; a reader allows
+``CLOCK_SKEW`` for the difference between the clocks of two publishers.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_TTL = dt.timedelta(minutes=30)
+DEFAULT_RENEW_EVERY = dt.timedelta(seconds=30)
+MISSED_RENEWALS = 3  # renewals a holder may miss (a stalled network) before it counts as dead
+CLOCK_SKEW = dt.timedelta(seconds=60)  # allowed between the holder's and a waiter's clock
 DEFAULT_TIMEOUT = 600.0  # seconds to wait for another publisher
 _CONFLICT = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
 
@@ -57,26 +64,40 @@ class LockInfo:
     token: str
     acquired: dt.datetime
     expires: dt.datetime
+    renewed: dt.datetime | None = None  # None: a lock from before renewals were recorded
+    renew_every: dt.timedelta | None = None
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "owner": self.owner,
-                "token": self.token,
-                "acquired": self.acquired.isoformat(timespec="seconds"),
-                "expires": self.expires.isoformat(timespec="seconds"),
-            }
-        ).encode()
+        body = {
+            "owner": self.owner,
+            "token": self.token,
+            "acquired": self.acquired.isoformat(timespec="seconds"),
+            "expires": self.expires.isoformat(timespec="seconds"),
+        }
+        if self.renewed is not None and self.renew_every is not None:
+            body["renewed"] = self.renewed.isoformat(timespec="milliseconds")
+            body["renew_every_seconds"] = f"{self.renew_every.total_seconds():g}"
+        return json.dumps(body).encode()
+
+    def missed_renewals(self, now: dt.datetime) -> bool:
+        """Whether the owner has missed MISSED_RENEWALS renewals by the recorded times."""
+        if self.renewed is None or self.renew_every is None:
+            return False
+        return now >= self.renewed + MISSED_RENEWALS * self.renew_every + CLOCK_SKEW
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LockInfo:
         try:
             body = json.loads(data)
+            renewed = body.get("renewed")
+            every = body.get("renew_every_seconds")
             return cls(
                 owner=str(body["owner"]),
                 token=str(body["token"]),
                 acquired=dt.datetime.fromisoformat(body["acquired"]),
                 expires=dt.datetime.fromisoformat(body["expires"]),
+                renewed=dt.datetime.fromisoformat(renewed) if renewed else None,
+                renew_every=dt.timedelta(seconds=float(every)) if every else None,
             )
         except (ValueError, KeyError, TypeError):
             # Unreadable: treat as expired long ago, so it can be taken over (and logged).
@@ -99,6 +120,7 @@ class S3Lock:
         *,
         owner: str | None = None,
         ttl: dt.timedelta = DEFAULT_TTL,
+        renew_every: dt.timedelta = DEFAULT_RENEW_EVERY,
         poll: float = 5.0,
         heartbeat: bool = True,
         clock: Callable[[], dt.datetime] | None = None,
@@ -108,7 +130,10 @@ class S3Lock:
         self.key = dest.key(LOCK)
         self.owner = owner or default_owner()
         self.ttl = ttl
+        # At least three renewals per TTL: one missed renewal must not let the lock expire.
+        self.renew_every = min(renew_every, ttl / 3)
         self.poll = poll
+        self._acquired: dt.datetime | None = None
         self._heartbeat_enabled = heartbeat
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self._token = uuid.uuid4().hex
@@ -127,7 +152,28 @@ class S3Lock:
 
     def _info(self) -> LockInfo:
         now = self._clock()
-        return LockInfo(owner=self.owner, token=self._token, acquired=now, expires=now + self.ttl)
+        return LockInfo(
+            owner=self.owner,
+            token=self._token,
+            acquired=self._acquired or now,
+            expires=now + self.ttl,
+            renewed=now,
+            renew_every=self.renew_every,
+        )
+
+    def _dead(self, holder: LockInfo, etag: str, seen: dict[str, float]) -> str | None:
+        """Why the holder counts as gone (None: it does not): expired, or it stopped renewing
+        (by its recorded last renewal, or by this waiter's watch of an unchanged ETag)."""
+        now = self._clock()
+        if now >= holder.expires:
+            return f"expired {holder.expires.isoformat(timespec='seconds')}"
+        if holder.missed_renewals(now) and holder.renewed is not None:
+            return f"last renewed {holder.renewed.isoformat(timespec='seconds')}"
+        every = holder.renew_every or self.renew_every
+        watched = time.monotonic() - seen.setdefault(etag, time.monotonic())
+        if watched >= MISSED_RENEWALS * every.total_seconds():
+            return f"not renewed in the {watched:.0f} s this publisher watched it"
+        return None
 
     def _put(self, info: LockInfo, **condition: str) -> str:
         response = self.client.put_object(
@@ -157,6 +203,8 @@ class S3Lock:
         from botocore.exceptions import ClientError
 
         deadline = time.monotonic() + timeout
+        seen: dict[str, float] = {}  # ETag -> when this waiter first saw it (monotonic)
+        self._acquired = None
         with s3_errors("take the publisher lock", self.dest):
             while True:
                 try:
@@ -170,20 +218,22 @@ class S3Lock:
                 if current is None:
                     continue  # released between our two requests: try again at once
                 holder, etag = current
-                if self._clock() >= holder.expires:
+                why = self._dead(holder, etag, seen)
+                if why is not None:
                     try:
                         self._etag = self._put(self._info(), IfMatch=etag)
                     except ClientError as exc:
                         if not _conflict(exc):
                             raise
                         continue  # someone else took it over first
+                    expired = why.startswith("expired")
                     log.warning(
-                        "took over the expired publisher lock of %s at %s (held since %s, "
-                        "expired %s)",
+                        "took over the %s publisher lock of %s at %s (held since %s, %s)",
+                        "expired" if expired else "abandoned",
                         holder.owner,
                         self.dest,
                         holder.acquired.isoformat(timespec="seconds"),
-                        holder.expires.isoformat(timespec="seconds"),
+                        why,
                     )
                     break
                 remaining = deadline - time.monotonic()
@@ -192,10 +242,12 @@ class S3Lock:
                         f"{self.dest} is locked by {holder.owner} since "
                         f"{holder.acquired.isoformat(timespec='seconds')} (expires "
                         f"{holder.expires.isoformat(timespec='seconds')}); waited {timeout:g}s. "
-                        "Wait for that publish to finish, or retry after the expiry if it died"
+                        "Wait for that publish to finish; a publisher that died is taken over once it "
+                        f"misses {MISSED_RENEWALS} renewals"
                     )
                 log.info("%s is locked by %s; waiting", self.dest, holder.owner)
                 time.sleep(min(self.poll, remaining))
+        self._acquired = self._clock()
         self._lost = None
         if self._heartbeat_enabled:
             self._stop.clear()
@@ -223,7 +275,7 @@ class S3Lock:
                 log.warning("could not renew the publisher lock of %s: %s", self.dest, exc)
 
     def _renew_loop(self) -> None:
-        interval = max(self.ttl.total_seconds() / 3, 0.1)
+        interval = max(self.renew_every.total_seconds(), 0.1)
         while not self._stop.wait(interval):
             self.refresh()
 
