@@ -76,6 +76,8 @@ class RepositoriesSection:
     suites: list[str] = field(default_factory=lambda: ["{codename}"])
     release_suites: list[str] = field(default_factory=lambda: ["{codename}-{major}.{minor}"])
     nightly_suites: list[str] = field(default_factory=list)
+    # Suites builds do not go into, that exist for promotion (repo-copy), e.g. "{codename}-stable".
+    promotion_suites: list[str] = field(default_factory=list)
     components: list[str] = field(default_factory=lambda: ["main"])
     architectures: list[str] = field(default_factory=lambda: ["amd64"])
     origin: str = ""
@@ -84,6 +86,7 @@ class RepositoriesSection:
     nightly_max_age_days: int = 40
     valid_for_days: int = 0  # 0: no Valid-Until field
     byhash_keep: int = 3
+    keep_history: int = 20  # publishes per suite kept for repo-history and repo-rollback
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,7 +248,7 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
 
 def _check_repositories(cfg: ProductConfig, where: str) -> None:
     repos = cfg.repositories
-    for key in ("suites", "release_suites", "nightly_suites"):
+    for key in ("suites", "release_suites", "nightly_suites", "promotion_suites"):
         for template in getattr(repos, key):
             fields = set(re.findall(r"{(\w*)}", template))
             if not fields <= _SUITE_FIELDS:
@@ -261,6 +264,7 @@ def _check_repositories(cfg: ProductConfig, where: str) -> None:
 def _check_counts(cfg: ProductConfig, where: str) -> None:
     for section, key, value in (
         ("repositories", "keep_versions", cfg.repositories.keep_versions),
+        ("repositories", "keep_history", cfg.repositories.keep_history),
         ("images", "keep_builders", cfg.images.keep_builders),
     ):
         if value < 1:

@@ -85,7 +85,12 @@ def settings_for(project: Project) -> RepoSettings:
         "minor": r"\d+",
         "version": r"\d+\.\d+\.\d+|\d{4}\.\d{2}\.\d{2}",
     }
-    templates = [*repos.suites, *repos.release_suites, *repos.nightly_suites]
+    templates = [
+        *repos.suites,
+        *repos.release_suites,
+        *repos.nightly_suites,
+        *repos.promotion_suites,
+    ]
     name = project.config.name
     return RepoSettings(
         name=name,
@@ -97,6 +102,7 @@ def settings_for(project: Project) -> RepoSettings:
         nightly_max_age_days=repos.nightly_max_age_days,
         valid_for_days=repos.valid_for_days,
         byhash_keep=repos.byhash_keep,
+        keep_history=repos.keep_history,
         suite_patterns=tuple(_template_regex(t, values) for t in templates),
     )
 

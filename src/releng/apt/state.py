@@ -8,11 +8,12 @@ Layout (all of it private: never served, never synced as public files)::
                             include, compacted on garbage collection
       pool.snapshot         the records parsed, for a faster start (a cache: may be deleted);
                             first the SHA256 of every pool file, then the records
-      suites/<suite>.members  the suite's members (marshal): (tag, {pool path -> (time
-                            added, kind, package, version, arch)}), a new random tag each
-                            time it is written; older repositories have
-                            suites/<suite>.json (pool path -> time added), read once
+      suites/<suite>.members  the suite's members (the text format below), with a new
+                            random tag each time it is written; older repositories have a
+                            marshal file there, or suites/<suite>.json (pool path -> time
+                            added): read once, written anew in this format
       suites/<suite>.byhash.json  per index, its recent by-hash SHA256s, newest first
+      history/<suite>/      the suite's publishes, for repo-history and rollback (history.py)
       pending/<suite>       exists while a suite's state is newer than its published Release
       gc-needed             exists while pool records may be unreferenced (a run added or
                             dropped some and has not finished): the next run collects them
@@ -24,6 +25,12 @@ objects) ``[path, kind ("deb"|"dsc"), package, version, arch, source, size,
 sha256, stanza, files?]`` where ``files`` lists a source package's other pool
 files as ``[path, size, sha256]``. A torn last line
 (a writer killed mid-append) is ignored and cut off by the next writer.
+
+A ``.members`` file is text that does not depend on the Python that wrote it (it is synced
+to S3 and read by other publishers): a first line ``releng-members 1 <tag, 16 hex digits>``,
+then one line per member, fields separated by a tab: ``pool path, time added (epoch
+seconds), kind, package, version, arch``. No field can hold a tab or a newline (names and
+versions are checked on include). 10,000 members load in a few ms.
 """
 
 from __future__ import annotations
@@ -361,8 +368,17 @@ class RepoState:
                 for p, t in legacy.items()
                 if (r := pool.get(p)) is not None
             }
+        if data.startswith(MEMBERS_MAGIC):
+            try:
+                return parse_members(data)
+            except ValueError as exc:
+                raise RepoError(
+                    f"{path} is corrupt ({exc}); restore it from a backup or remove the suite's "
+                    "state and include its packages again"
+                ) from None
         try:
-            # (tag, members); private state, written under the lock.
+            # The format before MEMBERS_MAGIC: (tag, members), marshalled; private state
+            # written under the lock. The next save writes it in the current format.
             loaded = marshal.loads(data)  # noqa: S302
             tag, members = (None, loaded) if isinstance(loaded, dict) else loaded
             if not isinstance(members, dict) or not isinstance(tag, bytes | None):
@@ -391,7 +407,7 @@ class RepoState:
         path = self.suite_path(state.name)
         path.parent.mkdir(parents=True, exist_ok=True)
         tag = os.urandom(8)
-        write_atomic(path, marshal.dumps((tag, state.members)))
+        write_atomic(path, dump_members(tag, state.members))
         state.saved_tag = tag
         path.with_suffix(".json").unlink(missing_ok=True)  # the old format, now converted
         self._suites[state.name] = state
@@ -430,6 +446,30 @@ class RepoState:
     def pending(self) -> list[str]:
         d = self.dir / "pending"
         return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+MEMBERS_MAGIC = b"releng-members 1 "
+
+
+def dump_members(tag: bytes | None, members: dict[str, Member]) -> bytes:
+    """A suite's members in the ``.members`` format (see the module's docstring)."""
+    head = MEMBERS_MAGIC + (tag or b"").hex().encode() + b"\n"
+    body = "".join([f"{p}\t{m[0]}\t{m[1]}\t{m[2]}\t{m[3]}\t{m[4]}\n" for p, m in members.items()])
+    return head + body.encode()
+
+
+def parse_members(data: bytes) -> tuple[bytes | None, dict[str, Member]]:
+    """``(tag, members)`` of a ``.members`` file; ValueError when it is not one."""
+    text = data.decode()
+    first, _, rest = text.partition("\n")
+    if not data.startswith(MEMBERS_MAGIC) or (rest and not rest.endswith("\n")):
+        raise ValueError("not a complete members file")
+    tag_hex = first[len(MEMBERS_MAGIC) :]
+    members: dict[str, Member] = {}
+    for line in rest.split("\n")[:-1] if rest else ():
+        path, added, kind, package, version, arch = line.split("\t")
+        members[path] = (int(added), kind, package, version, arch)
+    return (bytes.fromhex(tag_hex) if tag_hex else None), members
 
 
 def _shas_of(records: Iterable[PoolRecord]) -> dict[str, str]:

@@ -1,0 +1,50 @@
+"""Durability: the files a new Release names reach the disk before it replaces the old one.
+
+One ``syncfs(2)`` of the repository's filesystem per switch, not an ``fsync`` per file: a
+publish writes dozens of files (pool files, by-hash indexes, their plain names) and one call
+flushes them all, with their directory entries. Without it, a power cut soon after a publish
+could leave an ``InRelease`` (renamed into place, its metadata journaled) naming indexes whose
+blocks never reached the disk: empty or missing files, a Hash Sum mismatch for every client.
+Where ``syncfs`` is missing (not Linux), ``os.sync`` does the same for every filesystem.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        fn = ctypes.CDLL(name, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def sync_filesystem(path: Path) -> None:
+    """Flush every written file of the filesystem that holds ``path`` to the disk."""
+    syncfs = _syncfs()
+    if syncfs is None:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
