@@ -5,7 +5,7 @@ after it, members saved with a pending marker, each changed suite republished (b
 first, ``InRelease``/``Release`` last, after one syncfs), history recorded, pool garbage
 collected. A copy never touches the pool: both suites name the same pool file.
 
-A SPEC is ``name`` or ``name=version``. ``name`` matches a binary package of that name and
+A SPEC is ``name`` or ``name=version``; ``name`` may be a glob (``tally*``, ``*``). ``name`` matches a binary package of that name and
 the binaries and source package of a source of that name. Unless ``related`` is false, a
 match brings its relatives of the same version: a source package its binaries, a binary its
 source package (and the source's other binaries); without them, ``name`` matches only
@@ -28,7 +28,7 @@ from releng.apt.repository import PublishResult, Repository
 from releng.apt.state import Member, RepoState, SuiteState
 from releng.errors import RepoError
 
-_SPEC_RE = re.compile(r"^([a-z0-9][a-z0-9+.-]*)(?:=([A-Za-z0-9.+~:_-]+))?$")
+_SPEC_RE = re.compile(r"^([a-z0-9*?\[][a-z0-9+.*?\[\]-]*)(?:=([A-Za-z0-9.+~:_-]+))?$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,9 +54,14 @@ class Spec:
         m = _SPEC_RE.match(text)
         if not m:
             raise RepoError(
-                f"{text!r} is not a package SPEC; use NAME or NAME=VERSION (e.g. tally=1.0.0-1)"
+                f"{text!r} is not a package SPEC; use NAME or NAME=VERSION (e.g. tally=1.0.0-1; "
+                "NAME may be a glob such as 'tally*' or '*')"
             )
         return cls(name=m[1], version=m[2])
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in self.name for c in "*?[")
 
     def __str__(self) -> str:
         return self.name if self.version is None else f"{self.name}={self.version}"
@@ -109,9 +114,13 @@ def select(
                 f"{spec} matches nothing in suite {suite!r}; "
                 f"see invoke repo-list --dist {suite} --package '{spec.name}*'"
             )
-        if newest and spec.version is None:
-            top = max((m[3] for m in hits.values()), key=_VersionKey)
-            hits = {p: m for p, m in hits.items() if m[3] == top}
+        if newest and spec.version is None:  # the newest version of each package matched
+            top: dict[tuple[str, str, str], str] = {}
+            for m in hits.values():
+                k = (m[1], m[2], m[4])
+                if k not in top or _VersionKey(top[k]) < _VersionKey(m[3]):
+                    top[k] = m[3]
+            hits = {p: m for p, m in hits.items() if top[(m[1], m[2], m[4])] == m[3]}
         chosen.update(hits)
     if related:
         wanted = {(_source_of(p, m), m[3]) for p, m in chosen.items()}
@@ -121,7 +130,12 @@ def select(
 
 def _matches(spec: Spec, path: str, m: Member, *, by_source: bool = True) -> bool:
     """``by_source``: a source's name matches its binaries too."""
-    named = m[2] == spec.name or (by_source and _source_of(path, m) == spec.name)
+    if spec.is_glob:
+        named = fnmatch.fnmatchcase(m[2], spec.name) or (
+            by_source and fnmatch.fnmatchcase(_source_of(path, m), spec.name)
+        )
+    else:
+        named = m[2] == spec.name or (by_source and _source_of(path, m) == spec.name)
     return named and (spec.version is None or m[3] == spec.version)
 
 

@@ -147,8 +147,8 @@ _LIFE_HELP = {
     "(an empty disk works), changed, synced",
     "dry_run": "show what would change, change nothing",
     "json": "print JSON",
-    "spec": "NAME or NAME=VERSION; several separated by commas or spaces",
-    "all": "every package of the suite",
+    "spec": "NAME or NAME=VERSION, several separated by commas or spaces; NAME may be a glob: "
+    "'*' is every package",
     "no_related": "only the packages named: not a source's binaries, nor a binary's source",
 }
 
@@ -263,19 +263,16 @@ def repo_list(  # noqa: PLR0917  (invoke passes task arguments positionally)
         "dest",
         "dry_run",
         "spec",
-        "all",
         "no_related",
         from_="the suite to copy from, e.g. bookworm-staging",
         to="the suite to copy to (re-signed), e.g. bookworm",
     ),
-    positional=["spec"],
 )
 def repo_copy(  # noqa: PLR0917  (invoke passes task arguments positionally)
     c: Context,
-    spec: str = "",
+    spec: str,
     from_: str = "",
     to: str = "",
-    all: bool = False,
     no_related: bool = False,
     repo: str = "",
     dest: str = "",
@@ -298,7 +295,6 @@ def repo_copy(  # noqa: PLR0917  (invoke passes task arguments positionally)
             source=from_,
             target=to,
             specs=specs,
-            all_packages=all,
             related=not no_related,
             dry_run=dry_run,
         ),
@@ -307,15 +303,13 @@ def repo_copy(  # noqa: PLR0917  (invoke passes task arguments positionally)
 
 @task(
     help=_life_help(
-        "repo", "dest", "dry_run", "spec", "all", "no_related", dist="the suite to remove from"
+        "repo", "dest", "dry_run", "spec", "no_related", dist="the suite to remove from"
     ),
-    positional=["spec"],
 )
 def repo_remove(  # noqa: PLR0917  (invoke passes task arguments positionally)
     c: Context,
-    spec: str = "",
+    spec: str,
     dist: str = "",
-    all: bool = False,
     no_related: bool = False,
     repo: str = "",
     dest: str = "",
@@ -334,7 +328,7 @@ def repo_remove(  # noqa: PLR0917  (invoke passes task arguments positionally)
         dest=dest,
         dry_run=dry_run,
         operate=lambda r: lifecycle.remove(
-            r, suite=dist, specs=specs, all_packages=all, related=not no_related, dry_run=dry_run
+            r, suite=dist, specs=specs, related=not no_related, dry_run=dry_run
         ),
     )
 
