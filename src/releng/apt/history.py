@@ -29,11 +29,19 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from releng.apt.state import Member, RepoState, SuiteState, dump_members, parse_members
+from releng.apt.state import (
+    MEMBERS_MAGIC,
+    Member,
+    RepoState,
+    SuiteState,
+    dump_members,
+    parse_members,
+)
 from releng.errors import RepoError
 
 HEAD = "head.members"
@@ -156,15 +164,19 @@ class History:
         tag = (st.saved_tag or b"").hex()
         note = self._read_note(tag)
         numbers = self.numbers()
-        newest = self.entry(numbers[-1]) if numbers else None
-        if newest is not None and tag and newest.tag == tag:
+        newest_tag = self._peek_tag(numbers[-1]) if numbers else None
+        if newest_tag is not None and tag and newest_tag == tag:
             self._link_head(st)  # recorded by a run killed before it linked the head
             return None
-        before = self.head(newest)
-        members = st.members
-        added = {p: m for p, m in members.items() if before.get(p) != m}
-        removed = {p: m for p, m in before.items() if members.get(p) != m}
-        if newest is not None and not added and not removed:
+        delta = self._delta_from_run(st, newest_tag) if newest_tag is not None else None
+        if delta is None:  # compare every member with the newest entry's
+            before = self.head(self.entry(numbers[-1]) if numbers else None)
+            members = st.members
+            added = {p: m for p, m in members.items() if before.get(p) != m}
+            removed = {p: m for p, m in before.items() if members.get(p) != m}
+        else:
+            added, removed = delta
+        if numbers and not added and not removed:
             return None
         entry = Entry(
             n=numbers[-1] + 1 if numbers else 1,
@@ -182,10 +194,59 @@ class History:
         crash("history-written")
         self._link_head(st)
         (self.dir / NOTE).unlink(missing_ok=True)
-        for old in [*numbers, entry.n][:-keep] if keep > 0 else []:
+        kept = [*numbers, entry.n]
+        pruned = kept[:-keep] if keep > 0 else []
+        if pruned and (keep < 2 or self.entry(kept[-keep]).removed):
+            # The new oldest entry's removals are needed no longer (see needed_paths).
+            self.state.mark_gc_needed()
+        for old in pruned:
             (self.dir / f"{old}.json").unlink(missing_ok=True)
-            self.state.mark_gc_needed()  # what only that entry needed may go now
         return entry
+
+    def _peek_tag(self, n: int) -> str | None:
+        """Entry ``n``'s members tag, from its first bytes (a first entry may list 10,000)."""
+        path = self.dir / f"{n}.json"
+        with path.open("rb") as f:
+            m = re.search(rb'"tag":"([0-9a-f]*)"', f.read(512))
+        return m[1].decode() if m else self.entry(n).tag
+
+    def _delta_from_run(
+        self, st: SuiteState, newest_tag: str
+    ) -> tuple[dict[str, Member], dict[str, Member]] | None:
+        """What changed since the newest entry, from what this run added and dropped, when the
+        run read the members that entry published (else None). Only the changed members'
+        lines of ``head.members`` are read, not all of them."""
+        try:
+            data = (self.dir / HEAD).read_bytes()
+        except FileNotFoundError:
+            return None
+        first = data[: data.find(b"\n")]
+        head_tag = first[len(MEMBERS_MAGIC) :].decode() if first.startswith(MEMBERS_MAGIC) else None
+        if head_tag != newest_tag or st.tag is None or st.tag.hex() != head_tag:
+            return None
+
+        def before(path: str) -> Member | None:
+            start = data.find(b"\n" + path.encode() + b"\t")
+            if start < 0:
+                return None
+            end = data.find(b"\n", start + 1)
+            _tag, one = parse_members(first + data[start:end] + b"\n")
+            return one.get(path)
+
+        added: dict[str, Member] = {}
+        removed: dict[str, Member] = {}
+        for path in st.added:
+            now = st.members.get(path)
+            old = before(path)
+            if now is not None and now != old:
+                added[path] = now
+                if old is not None:
+                    removed[path] = old
+        for path in st.dropped:
+            old = before(path)
+            if old is not None and path not in st.members:
+                removed[path] = old
+        return added, removed
 
     def set_note(self, note: str) -> None:
         """What the next entry says the change was (``copy from X``, ``rollback to N``), for

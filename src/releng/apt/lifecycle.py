@@ -108,7 +108,7 @@ def select(
     """The members ``specs`` name (see the module's docstring); an error when one names none."""
     chosen: dict[str, Member] = {}
     for spec in specs:
-        hits = {p: m for p, m in members.items() if _matches(spec, p, m, by_source=related)}
+        hits = _hits(members, spec, by_source=related)
         if not hits:
             raise RepoError(
                 f"{spec} matches nothing in suite {suite!r}; "
@@ -126,6 +126,21 @@ def select(
         wanted = {(_source_of(p, m), m[3]) for p, m in chosen.items()}
         chosen.update({p: m for p, m in members.items() if (_source_of(p, m), m[3]) in wanted})
     return chosen
+
+
+def _hits(members: dict[str, Member], spec: Spec, *, by_source: bool) -> dict[str, Member]:
+    """The members ``spec`` matches; a plain name without calls per member (10,000 members)."""
+    if spec.is_glob:
+        return {p: m for p, m in members.items() if _matches(spec, p, m, by_source=by_source)}
+    name, version = spec.name, spec.version
+    # A binary's source is its pool directory: pool/<component>/<prefix>/<source>/<file>.
+    directory = f"/{_index.pool_prefix(name)}/{name}/"
+    return {
+        p: m
+        for p, m in members.items()
+        if (m[2] == name or (by_source and directory in p and _source_of(p, m) == name))
+        and (version is None or m[3] == version)
+    }
 
 
 def _matches(spec: Spec, path: str, m: Member, *, by_source: bool = True) -> bool:
@@ -273,7 +288,7 @@ def remove(
 
 def _removed_last(state: RepoState, suite: str, spec: Spec, members: dict[str, Member]) -> bool:
     """Whether ``spec`` matches no member because the suite's last publish removed it."""
-    if any(_matches(spec, p, m) for p, m in members.items()):
+    if _hits(members, spec, by_source=True):
         return False
     history = History(state, suite)
     numbers = history.numbers()
@@ -300,9 +315,7 @@ def rollback(repo: Repository, *, suite: str, to: int, dry_run: bool = False) ->
             st.drop(path)
         for path, member in target.items():
             if path not in st.members:
-                st.add(path, member)
-            elif st.members[path] != member:
-                st.members[path] = member  # when it was added: as it was then
+                st.add(path, member)  # with the time it was added then
         return [st]
 
     return repo.change(edit, note=f"rollback to {to}", retain=False, dry_run=dry_run)

@@ -41,7 +41,14 @@ from releng.apt.debfile import BadPackageError, DebInfo, read_deb, sha256_file
 from releng.apt.durable import sync_filesystem
 from releng.apt.history import History, needed_paths
 from releng.apt.lock import RepoLock
-from releng.apt.state import Member, PoolRecord, RepoState, SuiteState, write_atomic
+from releng.apt.state import (
+    Member,
+    PoolRecord,
+    RepoState,
+    SuiteState,
+    find_records,
+    write_atomic,
+)
 from releng.errors import RepoError
 from releng.gpg import Signer
 
@@ -373,7 +380,9 @@ class Repository:
                     added=tuple(p for st in changed for p in st.added),
                     removed=tuple(p for st in changed for p in st.dropped),
                 )
-            if any(st.dropped for st in changed):
+            if any(st.dropped for st in changed) and self.settings.keep_history < 2:
+                # With 2 or more kept, this publish's entry keeps what it drops; pruning the
+                # history later marks what it frees (history.py).
                 self.state.mark_gc_needed()
             for st in changed:
                 self.state.mark_pending(st.name)
@@ -382,8 +391,9 @@ class Repository:
                 self._crash("suite-written")
                 run.added += st.added
             self._ensure_keys(signer, run)
+            fresh = find_records(self.state, [p for st in changed for p in st.added])
             for st in changed:
-                self._publish_suite(st.name, signer, run, {}, _nothing)
+                self._publish_suite(st.name, signer, run, fresh, _nothing)
             if self.state.gc_needed():
                 self._gc(run)
         return PublishResult(
@@ -864,10 +874,24 @@ class Repository:
         self._crash("published")
         log.info("published %s: %d packages, %d index files", suite, len(st.members), len(entries))
 
+    def _maybe_unreferenced(self) -> bool:
+        """Whether some pool record may be unreferenced, from the records' paths alone (their
+        SHA256 index), without loading every record: most collections find nothing."""
+        referenced = needed_paths(self.state)
+        for suite in self.state.suites():
+            referenced.update(self.state.load_suite(suite).members)
+        return any(
+            p.endswith((".deb", ".udeb", ".dsc")) and p not in referenced
+            for p in self.state.known_paths()
+        )
+
     def _gc(self, run: _Run) -> None:
         """Remove pool files that no suite references any more."""
         if self.state.pending():
             return  # a suite failed to publish: its old Release may still need them
+        if not self._maybe_unreferenced():
+            self.state.clear_gc_needed()
+            return
         pool = self.state.pool()
         referenced: set[str] = set()
         for suite in self.state.suites():

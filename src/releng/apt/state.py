@@ -291,6 +291,10 @@ class RepoState:
         """The SHA256 the records give for a pool file (a .deb, a .dsc or a source file)."""
         return self._sha_index().get(path)
 
+    def known_paths(self) -> Iterable[str]:
+        """Every pool file the records name (packages and a source's other files)."""
+        return self._sha_index().keys()
+
     def append(self, records: list[PoolRecord]) -> None:
         if not records:
             return
@@ -479,6 +483,32 @@ def _shas_of(records: Iterable[PoolRecord]) -> dict[str, str]:
         for path, _size, sha in r.files:
             shas[path] = sha
     return shas
+
+
+def find_records(state: RepoState, paths: Iterable[str]) -> dict[str, PoolRecord]:
+    """The pool records of ``paths``, found in ``pool.records`` by their header's first bytes
+    rather than by loading every record (a copy of 1 package into a 10,000-package suite
+    needs one stanza); a path with no complete record is left out."""
+    wanted = list(paths)
+    if not wanted:
+        return {}
+    if state._pool is not None:
+        return {p: r for p in wanted if (r := state._pool.get(p)) is not None}
+    try:
+        data = state.pool_path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    found: dict[str, PoolRecord] = {}
+    for path in wanted:
+        needle = b'["' + path.encode() + b'",'
+        start = data.rfind(b"\n\n" + needle)  # the last: a later record is the current one
+        start = start + 2 if start >= 0 else (0 if data.startswith(needle) else -1)
+        if start < 0:
+            continue
+        end = data.find(b"\n\n", start)
+        block = data[start : end + 2] if end >= 0 else data[start:]
+        found.update(_parse_pool(block))
+    return found
 
 
 def _parse_pool(data: bytes) -> dict[str, PoolRecord]:
