@@ -10,8 +10,6 @@ Where ``syncfs`` is missing (not Linux), ``os.sync`` does the same for every fil
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import functools
 import logging
 import os
@@ -23,11 +21,10 @@ log = logging.getLogger(__name__)
 
 @functools.cache
 def _syncfs() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
+    import ctypes  # here, not at the top: this module is on every include's start-up path
+
     try:
-        fn = ctypes.CDLL(name, use_errno=True).syncfs
+        fn = ctypes.CDLL(None, use_errno=True).syncfs  # libc's, from the running interpreter
     except (OSError, AttributeError):
         return None
     fn.argtypes = [ctypes.c_int]
@@ -44,6 +41,8 @@ def sync_filesystem(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         if syncfs(fd) != 0:
+            import ctypes
+
             err = ctypes.get_errno()
             raise OSError(err, f"syncfs({path}): {os.strerror(err)}")
     finally:

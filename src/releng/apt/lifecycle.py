@@ -124,7 +124,14 @@ def select(
         chosen.update(hits)
     if related:
         wanted = {(_source_of(p, m), m[3]) for p, m in chosen.items()}
-        chosen.update({p: m for p, m in members.items() if (_source_of(p, m), m[3]) in wanted})
+        versions = {v for _s, v in wanted}
+        chosen.update(
+            {
+                p: m
+                for p, m in members.items()
+                if m[3] in versions and (_source_of(p, m), m[3]) in wanted
+            }
+        )
     return chosen
 
 
