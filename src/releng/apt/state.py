@@ -469,11 +469,19 @@ def parse_members(data: bytes) -> tuple[bytes | None, dict[str, Member]]:
     if not data.startswith(MEMBERS_MAGIC) or (rest and not rest.endswith("\n")):
         raise ValueError("not a complete members file")
     tag_hex = first[len(MEMBERS_MAGIC) :]
-    members: dict[str, Member] = {}
-    for line in rest.split("\n")[:-1] if rest else ():
-        path, added, kind, package, version, arch = line.split("\t")
-        members[path] = (int(added), kind, package, version, arch)
-    return (bytes.fromhex(tag_hex) if tag_hex else None), members
+    tag = bytes.fromhex(tag_hex) if tag_hex else None
+    if not rest:
+        return tag, {}
+    # One split over every field, then columns by slicing: the loops run in C (10,000 members
+    # in a few ms; a split per line takes several times longer).
+    fields = rest[:-1].replace("\n", "\t").split("\t")
+    if len(fields) % 6:
+        raise ValueError("a line without its 6 fields")
+    paths = fields[0::6]
+    rows = zip(
+        map(int, fields[1::6]), fields[2::6], fields[3::6], fields[4::6], fields[5::6], strict=True
+    )
+    return tag, dict(zip(paths, rows, strict=True))
 
 
 def _shas_of(records: Iterable[PoolRecord]) -> dict[str, str]:
