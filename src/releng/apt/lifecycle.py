@@ -19,8 +19,8 @@ import datetime as dt
 import fnmatch
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from releng.apt import index as _index
 from releng.apt.history import Entry, History
@@ -31,9 +31,9 @@ from releng.errors import RepoError
 _SPEC_RE = re.compile(r"^([a-z0-9*?\[][a-z0-9+.*?\[\]-]*)(?:=([A-Za-z0-9.+~:_-]+))?$")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Listed:
-    """One package version in a suite, for ``repo-list``."""
+class Listed(NamedTuple):
+    """One package version in a suite, for ``repo-list``. (NamedTuples, not dataclasses, here:
+    ``repo-copy`` runs this module at every start, where the dataclasses import costs.)"""
 
     suite: str
     package: str
@@ -44,8 +44,9 @@ class Listed:
     path: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class Spec:
+class Spec(NamedTuple):
+    """``NAME`` or ``NAME=VERSION``; NAME may be a glob."""
+
     name: str
     version: str | None = None
 

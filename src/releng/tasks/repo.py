@@ -243,14 +243,13 @@ def repo_list(  # noqa: PLR0917  (invoke passes task arguments positionally)
     json: bool = False,
 ) -> None:
     """List each suite's packages: version, architecture, size, when it was added."""
-    import dataclasses
     import json as _json
 
     from releng.apt import lifecycle
 
     rows = lifecycle.list_packages(_read_root(c, repo, dest), suite=dist or None, package=package)
     if json:
-        out(_json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+        out(_json.dumps([r._asdict() for r in rows], indent=1))
         return
     for r in rows:
         out(f"{r.suite:<20} {r.package:<28} {r.version:<24} {r.arch:<8} {r.size:>10}  {r.added}")
