@@ -27,6 +27,8 @@ from releng.apt.lifecycle import Spec
 from releng.apt.state import STATE_DIR, RepoState
 from releng.errors import RepoError
 from releng.gpg import Signer
+from releng.project import Project
+from releng.version import Version
 from tests.apt_debs import make_deb, make_source
 from tests.fixtures.gpg import TestKey, make_key
 
@@ -456,3 +458,30 @@ def test_kill_9_at_any_point_of_a_change_leaves_a_valid_repository_and_a_rerun_c
         }[op]
         notes = [e.note for e in History(RepoState(root), suite).entries()]
         assert notes.count(note) == times, (point, notes)
+
+
+def test_promotion_suites_and_keep_history_in_product_toml(
+    make_project: Callable[[str], Project],
+) -> None:
+    from releng.apt import settings_for
+    from releng.config import parse_product
+    from releng.errors import ConfigError
+
+    project = make_project(
+        '[repositories]\npromotion_suites = ["{codename}-staging"]\nkeep_history = 3\n'
+    )
+    settings = settings_for(project)
+    assert settings.keep_history == 3
+    settings.check_suite("bookworm-staging")  # repo-copy may go there
+    with pytest.raises(RepoError, match="unknown suite 'bookworm-nope'"):
+        settings.check_suite("bookworm-nope")
+    # Builds never go into a promotion suite.
+    assert "bookworm-staging" not in project.config.suites_for(
+        codename="bookworm", distro="debian-12-bookworm", version=Version.parse("1.2.3")
+    )
+    for text, message in (
+        ("[repositories]\nkeep_history = 0\n", "keep_history must be at least 1"),
+        ('[repositories]\npromotion_suites = ["{arch}-x"]\n', "promotion_suites entry"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            parse_product(text, path=None, where="product.toml")
