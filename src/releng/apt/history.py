@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -41,6 +42,7 @@ from releng.apt.state import (
     SuiteState,
     dump_members,
     parse_members,
+    write_atomic,
 )
 from releng.errors import RepoError
 
@@ -159,8 +161,6 @@ class History:
         crash: Callable[[str], None] = lambda _p: None,
     ) -> Entry | None:
         """Add an entry for the publish that just switched, when it changed the members."""
-        import hashlib
-
         tag = (st.saved_tag or b"").hex()
         note = self._read_note(tag)
         numbers = self.numbers()
@@ -187,8 +187,6 @@ class History:
             added=added,
             removed=removed,
         )
-        from releng.apt.state import write_atomic
-
         self.dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.dir / f"{entry.n}.json", entry.to_json())
         crash("history-written")
@@ -252,8 +250,6 @@ class History:
         """What the next entry says the change was (``copy from X``, ``rollback to N``), for
         the members just saved (the note names their tag: it outlives a killed run, and
         never labels another change)."""
-        from releng.apt.state import write_atomic
-
         st = self.state.load_suite(self.suite)
         if not note or st.saved_tag is None:
             return
@@ -273,8 +269,6 @@ class History:
 
     def _link_head(self, st: SuiteState) -> None:
         """``head.members``: the members file just published (a hard link), else a copy."""
-        from releng.apt.state import write_atomic
-
         head = self.dir / HEAD
         tmp = head.with_name(f".{HEAD}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
