@@ -13,6 +13,12 @@ Scenarios (the issue's targets in brackets):
 2. 1 .deb added to a 10,000-package suite, republished signed [<= 0.3 s; <= 1.0 x reprepro]
 3. 1 GB of large .debs [<= 1.3 x SHA256 of the same bytes on all cores]
 4. peak memory including 10,000 packages [< 200 MB]
+5. lifecycle in a 10,000-package suite, re-signed: copy (promote) 1 package and remove 1
+   [<= 0.3 s; <= 1.0 x reprepro copy/remove], vs aptly repo copy + snapshot + publish switch;
+   rollback [<= 0.5 s], vs aptly publish switch to an older snapshot; and what the syncfs before
+   each Release switch costs
+
+    python benchmarks/bench_repo.py --lifecycle    # scenario 5 alone (about 2 minutes)
 """
 
 from __future__ import annotations
@@ -191,6 +197,41 @@ print(f"include: {time.perf_counter() - start:.4f}")
 """
 
 
+RELENG_LIFECYCLE = """
+import sys, time
+from pathlib import Path
+from releng.apt import Repository, RepoSettings, lifecycle
+from releng.apt.lifecycle import Spec
+from releng.gpg import Signer
+repo, home, fpr, sync, op, *args = sys.argv[1:]
+signer = Signer(gnupghome=Path(home), key=fpr, passphrase=None)
+settings = RepoSettings(
+    name="bench", origin="bench", label="bench", nightly_max_age_days=0,
+    sync_before_switch=sync == "sync",
+)
+r = Repository(Path(repo), settings, signer, link_inputs=True)
+start = time.perf_counter()
+if op == "include":
+    r.include([args[0]], [Path(p) for p in args[1:]])
+elif op == "copy":
+    lifecycle.copy(r, source=args[0], target=args[1], specs=[Spec.parse(a) for a in args[2:]])
+elif op == "remove":
+    lifecycle.remove(r, suite=args[0], specs=[Spec.parse(a) for a in args[1:]])
+elif op == "rollback":
+    lifecycle.rollback(r, suite=args[0], to=int(args[1]))
+print(f"include: {time.perf_counter() - start:.4f}")
+"""
+
+
+def releng_op(repo: Path, home: Path, fpr: str, *args: str, sync: bool = True) -> Run:
+    """One lifecycle operation (or an include) as its own process, as `invoke repo-copy` runs it."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(WORK / "pycache")
+    cmd = [sys.executable, "-c", RELENG_LIFECYCLE, str(repo), str(home), fpr]
+    return timed([*cmd, "sync" if sync else "nosync", *args], env=env)
+
+
 def releng(repo: Path, home: Path, fpr: str, paths: list[Path], *, link: bool = True) -> Run:
     """One include as its own process, as `invoke update-repos` runs it (inputs hard-linked)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
@@ -274,6 +315,7 @@ def line(label: str, ours: Run, theirs: Run, target: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
+    parser.add_argument("--lifecycle", action="store_true", help="scenario 5 alone")
     args = parser.parse_args()
     n_small, n_big, large_total = (200, 1000, 100 << 20) if args.quick else (2000, 10000, 1 << 30)
     WORK.mkdir(parents=True, exist_ok=True)
@@ -284,6 +326,10 @@ def main() -> None:
         f"inputs under {WORK}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}; "
         f"signing key {fpr[-16:]} (no passphrase); best of a few runs"
     )
+
+    if args.lifecycle:
+        lifecycle(home, fpr, env, n_big)
+        return
 
     # 1. small debs into a fresh signed suite.
     small = make_many(WORK / "small", n_small, "small")
@@ -401,7 +447,119 @@ def main() -> None:
         f"{ours_add.rss / 1024:.1f} MB (target < 200 MB); {n_small} small {ours.rss / 1024:.1f} MB; "
         f"1 GB large {ol.rss / 1024:.1f} MB. reprepro filling: {rep_fill.rss / 1024:.1f} MB"
     )
+    lifecycle(home, fpr, env, n_big)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+
+
+def lifecycle(home: Path, fpr: str, env: dict[str, str], n_big: int) -> None:
+    """5. copy / remove / rollback in a suite of ``n_big`` packages, against reprepro and aptly."""
+    big = make_many(WORK / "big", n_big, "big")
+    extra_dir = WORK / "life-extra"
+    shutil.rmtree(extra_dir, ignore_errors=True)
+    extra_dir.mkdir()
+    rounds = 3
+    extras = [make_deb(extra_dir, f"promo{i}", "1.0-1") for i in range(rounds)]
+
+    # releng: bench (10,000) promoted whole into stable, then 1 package at a time.
+    ours = WORK / "releng-life"
+    fresh(ours)
+    releng_op(ours, home, fpr, "include", SUITE, str(WORK / "big"))
+    bulk = releng_op(ours, home, fpr, "copy", SUITE, "stable", "*")
+    copies, removes, rollbacks, nosync = [], [], [], []
+    for i, deb in enumerate(extras):
+        releng_op(ours, home, fpr, "include", SUITE, str(deb))
+        copies.append(releng_op(ours, home, fpr, "copy", SUITE, "stable", f"promo{i}"))
+        removes.append(releng_op(ours, home, fpr, "remove", "stable", f"promo{i}"))
+        # stable's history: 1 the bulk copy, then a copy and a remove per round.
+        rollbacks.append(releng_op(ours, home, fpr, "rollback", "stable", str(2 * i + 2)))
+        nosync.append(releng_op(ours, home, fpr, "rollback", "stable", str(2 * i + 1), sync=False))
+    ours_copy, ours_remove = min(copies, key=_wall), min(removes, key=_wall)
+    ours_rollback, ours_nosync = min(rollbacks, key=_wall), min(nosync, key=_wall)
+
+    # reprepro: the same two suites, copy and remove.
+    base = WORK / "reprepro-life"
+    fresh(base)
+    (base / "conf").mkdir(parents=True)
+    (base / "conf" / "distributions").write_text(
+        "".join(
+            f"Codename: {name}\nSuite: {name}\nArchitectures: amd64 source\nComponents: main\n"
+            f"SignWith: {fpr}\n\n"
+            for name in (SUITE, "stable")
+        )
+    )
+    (base / "conf" / "options").write_text("export changed\n")
+    rr = ["reprepro", "-b", str(base)]
+    timed([*rr, "includedeb", SUITE, *map(str, big), *map(str, extras)], env=env)
+    timed([*rr, "copymatched", "stable", SUITE, "big*"], env=env)
+    rep_copy = best(
+        rounds, _rounds([[*rr, "copy", "stable", SUITE, f"promo{i}"] for i in range(rounds)], env)
+    )
+    rep_remove = best(
+        rounds, _rounds([[*rr, "remove", "stable", f"promo{i}"] for i in range(rounds)], env)
+    )
+
+    # aptly: repos, a snapshot of stable published; promote = repo copy + snapshot + switch.
+    abase = WORK / "aptly-life"
+    fresh(abase)
+    abase.mkdir()
+    conf = abase / "aptly.conf"
+    conf.write_text(json.dumps({"rootDir": str(abase / "root"), "gpgProvider": "gpg"}))
+    aptly = ["aptly", f"-config={conf}"]
+    timed([*aptly, "repo", "create", SUITE], env=env)
+    timed([*aptly, "repo", "create", "stable"], env=env)
+    timed([*aptly, "repo", "add", SUITE, str(WORK / "big"), str(extra_dir)], env=env)
+    timed([*aptly, "repo", "copy", SUITE, "stable", "Name (% big*)"], env=env)
+    timed([*aptly, "snapshot", "create", "s0", "from", "repo", "stable"], env=env)
+    sign = [f"-gpg-key={fpr}"]
+    timed(
+        [
+            *aptly,
+            "publish",
+            "snapshot",
+            *sign,
+            "-architectures=amd64",
+            "-distribution=stable",
+            "s0",
+        ],
+        env=env,
+    )
+    apt_copies, apt_switches = [], []
+    for i in range(rounds):
+        copy = timed([*aptly, "repo", "copy", SUITE, "stable", f"promo{i}"], env=env)
+        copy += timed(
+            [*aptly, "snapshot", "create", f"s{i + 1}", "from", "repo", "stable"], env=env
+        )
+        copy += timed([*aptly, "publish", "switch", *sign, "stable", f"s{i + 1}"], env=env)
+        apt_copies.append(copy)
+        apt_switches.append(timed([*aptly, "publish", "switch", *sign, "stable", "s0"], env=env))
+    apt_copy, apt_switch = min(apt_copies, key=_wall), min(apt_switches, key=_wall)
+
+    print(f"\n5. lifecycle in a {n_big}-package suite (each change re-signed)")
+    print(f"   promoting all {n_big} packages to a new suite: releng {bulk.wall:.3f} s (info)")
+    line("   copy 1 package, vs reprepro copy", ours_copy, rep_copy, "<= 1.0, and <= 0.3 s")
+    line("   remove 1 package, vs reprepro remove", ours_remove, rep_remove, "<= 1.0, and <= 0.3 s")
+    line("   copy 1, vs aptly repo copy + snapshot + publish switch", ours_copy, apt_copy, "(info)")
+    line(
+        "   rollback, vs aptly publish switch to a snapshot", ours_rollback, apt_switch, "<= 0.5 s"
+    )
+    print(
+        f"   (Repository work alone: copy {ours_copy.inner:.3f} s, remove {ours_remove.inner:.3f} s, "
+        f"rollback {ours_rollback.inner:.3f} s)"
+    )
+    print(
+        f"   durability: the syncfs before the switch; rollback with it {ours_rollback.inner:.3f} s, "
+        f"without {ours_nosync.inner:.3f} s in-process (the cost depends on what else the "
+        "filesystem has dirty)"
+    )
+
+
+def _wall(run: Run) -> float:
+    return run.wall
+
+
+def _rounds(cmds: list[list[str]], env: dict[str, str]) -> Callable[[], Run]:
+    todo = list(cmds)
+    return lambda: timed(todo.pop(0), env=env)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ three uploaders are measured the same way:
 - the earlier system: ``aws s3 sync`` of the packages, then of everything (with --delete);
 - a full re-upload of every file (what a publisher without any comparison does).
 
-Scenario: publish a repository of N packages, add 1 package, publish again.
+Scenario: publish a repository of N packages, add 1 package, publish again. Then the
+lifecycle on the bucket (``change_repository``: lock, pull the state, change, sync): promote
+all N packages to a second suite, add 1 package to the first, promote it (the incremental
+cost of a promotion, which must not grow with N), roll the second suite back.
 """
 
 from __future__ import annotations
@@ -182,6 +185,35 @@ def main() -> None:
     )
     again = measure(counter, "releng: nothing changed", lambda: sync_repo(dest, repo))
 
+    from releng.apt import lifecycle
+    from releng.apt.lifecycle import Spec
+    from releng.publish.flows import change_repository
+
+    work = WORK / "work"  # the publisher's work directory, kept between runs
+    shutil.rmtree(work, ignore_errors=True)
+
+    def on_s3(op):  # type: ignore[no-untyped-def]
+        return lambda: change_repository(
+            dest, work, lambda root: op(Repository(root, settings, signer))
+        )
+
+    def promote(spec: str):  # type: ignore[no-untyped-def]
+        return on_s3(
+            lambda r: lifecycle.copy(r, source=SUITE, target="stable", specs=[Spec.parse(spec)])
+        )
+
+    second = bench_repo.make_deb(extra_dir, "promoted", "1.0-1")
+    measure(counter, f"releng: promote all {count:,} to a new suite", promote("*"))
+    measure(
+        counter, "releng: +1 package (on the bucket)", on_s3(lambda r: r.include([SUITE], [second]))
+    )
+    promoted = measure(counter, "releng: promote 1 package", promote("promoted"))
+    measure(
+        counter,
+        "releng: roll the suite back 1 publish",
+        on_s3(lambda r: lifecycle.rollback(r, suite="stable", to=1)),
+    )
+
     print()
     print(f"releng +1 package: {ours[1]} writes of {ours[0]} requests, {ours[2] / 1e6:.2f} MB")
     print(f"  then index pages: {pages[0]} requests, {pages[1]} writes")
@@ -194,6 +226,10 @@ def main() -> None:
     )
     print(f"releng first publish vs aws s3 sync x2: requests x{first[0] / aws_first[0]:.3f}")
     print(f"releng with nothing to publish: {again[0]} requests, {again[1]} writes")
+    print(
+        f"releng promotion of 1 package into a {count:,}-package suite: {promoted[0]} requests, "
+        f"{promoted[1]} writes, {promoted[2] / 1e6:.2f} MB"
+    )
     server.shutdown()  # type: ignore[attr-defined]
 
 

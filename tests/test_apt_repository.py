@@ -313,7 +313,8 @@ def test_a_missing_signing_key_is_refused_before_anything_is_written(tmp_path: P
 def test_retention_keeps_the_last_n_versions_and_collects_pool_files(
     tmp_path: Path, repo: Callable[..., Repository]
 ) -> None:
-    r = repo(keep_versions=2)
+    # History keeps only each suite's current publish (what more it keeps: test_apt_lifecycle).
+    r = repo(keep_versions=2, keep_history=1)
     r.include(["bookworm", "trixie"], [make_deb(tmp_path, "hello", "1.0-1")])
     r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.10-1")])
     result = r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.9-1")])
@@ -397,7 +398,9 @@ CRASHER = textwrap.dedent(
     def hook(name):
         if name == point:
             os.kill(os.getpid(), signal.SIGKILL)
-    settings = RepoSettings(name="tally", origin="o", label="l", keep_versions=1, byhash_keep=1)
+    settings = RepoSettings(
+        name="tally", origin="o", label="l", keep_versions=1, byhash_keep=1, keep_history=1
+    )
     signer = Signer(gnupghome=Path(home), key=fpr, passphrase=passphrase or None)
     Repository(Path(root), settings, signer, crash_hook=hook).include(
         ["bookworm", "trixie"], [Path(d) for d in debs]
@@ -501,7 +504,7 @@ def test_a_second_publisher_waits_for_the_first(tmp_path: Path, signer: Signer) 
 def test_one_repository_object_sees_what_another_publisher_did_meanwhile(
     tmp_path: Path, repo: Callable[..., Repository]
 ) -> None:
-    first, other = repo(keep_versions=1), repo(keep_versions=1)
+    first, other = repo(keep_versions=1, keep_history=1), repo(keep_versions=1, keep_history=1)
     first.include(["bookworm"], [make_deb(tmp_path, "one", "1.0")])
     other.include(["trixie"], [make_deb(tmp_path, "two", "1.0")])
     # one 1.0 is dropped (keep_versions = 1): the pool records are rewritten without it.

@@ -40,6 +40,7 @@ _RANGES: dict[tuple[str, str], tuple[int, int, str]] = {
     ("repositories", "nightly_max_age_days"): (0, 36_500, "days; 0 keeps nightlies forever"),
     ("repositories", "valid_for_days"): (0, 3_650, "days; 0 writes no Valid-Until"),
     ("repositories", "byhash_keep"): (1, 100, "by-hash generations kept per index"),
+    ("repositories", "keep_history"): (1, 10_000, "publishes kept per suite for rollback"),
     ("images", "keep_builders"): (1, 100, "builder images kept per distro"),
 }
 _MAX_NESTING = 64  # product.toml is a few flat tables; deeper is not a product description
@@ -127,6 +128,8 @@ class RepositoriesSection:
     # A release's line from its version: {major}, {minor}, {patch}, {version} (1.2 of 1.2.3~rc1).
     release_line: str = DEFAULT_RELEASE_LINE
     nightly_suites: list[str] = field(default_factory=list)
+    # Suites builds do not go into, that exist for promotion (repo-copy), e.g. "{codename}-stable".
+    promotion_suites: list[str] = field(default_factory=list)
     components: list[str] = field(default_factory=lambda: ["main"])
     architectures: list[str] = field(default_factory=lambda: ["amd64"])
     origin: str = ""
@@ -135,6 +138,7 @@ class RepositoriesSection:
     nightly_max_age_days: int = 40
     valid_for_days: int = 0  # 0: no Valid-Until field
     byhash_keep: int = 3
+    keep_history: int = 20  # publishes per suite kept for repo-history and repo-rollback
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -331,7 +335,7 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
 
 def _check_repositories(cfg: ProductConfig, where: str) -> None:
     repos = cfg.repositories
-    for key in ("suites", "release_suites", "nightly_suites"):
+    for key in ("suites", "release_suites", "nightly_suites", "promotion_suites"):
         for template in getattr(repos, key):
             fields = set(re.findall(r"{(\w*)}", template))
             if not fields <= _SUITE_FIELDS:

@@ -86,7 +86,12 @@ def settings_for(project: Project) -> RepoSettings:
         "version": r"[0-9][A-Za-z0-9.+~]*",  # releng.version: any upstream version
         "release_line": r"[0-9][A-Za-z0-9.+~]*",
     }
-    templates = [*repos.suites, *repos.release_suites, *repos.nightly_suites]
+    templates = [
+        *repos.suites,
+        *repos.release_suites,
+        *repos.nightly_suites,
+        *repos.promotion_suites,
+    ]
     name = project.config.name
     return RepoSettings(
         name=name,
@@ -98,6 +103,7 @@ def settings_for(project: Project) -> RepoSettings:
         nightly_max_age_days=repos.nightly_max_age_days,
         valid_for_days=repos.valid_for_days,
         byhash_keep=repos.byhash_keep,
+        keep_history=repos.keep_history,
         suite_patterns=tuple(_template_regex(t, values) for t in templates),
     )
 

@@ -38,8 +38,18 @@ from typing import NamedTuple, TypeVar
 from releng.apt import changes as _changes
 from releng.apt import index as _index
 from releng.apt.debfile import BadPackageError, DebInfo, read_deb, sha256_file
+from releng.apt.durable import sync_filesystem
+from releng.apt.history import History, needed_paths
 from releng.apt.lock import RepoLock
-from releng.apt.state import STATE_DIR, Member, PoolRecord, RepoState, SuiteState, write_atomic
+from releng.apt.state import (
+    STATE_DIR,
+    Member,
+    PoolRecord,
+    RepoState,
+    SuiteState,
+    find_records,
+    write_atomic,
+)
 from releng.errors import RepoError
 from releng.gpg import Signer
 
@@ -60,6 +70,7 @@ CRASH_POINTS = (
     "inrelease-written",
     "release-written",
     "release-gpg-written",
+    "history-written",
     "published",
     "gc-records",
     "gc-files",
@@ -85,6 +96,9 @@ class RepoSettings(NamedTuple):
     byhash_keep: int = 3
     # Regular expressions a suite name must match in full; empty: any well-formed name.
     suite_patterns: tuple[str, ...] = ()
+    keep_history: int = 20  # publishes per suite kept for repo-history and repo-rollback
+    # One syncfs before each Release switch (durable.py); off only for throwaway repositories.
+    sync_before_switch: bool = True
 
     def check_suite(self, suite: str, *, existing: Iterable[str] = ()) -> None:
         if not _SUITE_RE.fullmatch(suite):
@@ -338,6 +352,64 @@ class Repository:
             self._gc(run, whole_pool=True)
         return PublishResult(
             suites=tuple(names), written=tuple(run.written), removed=tuple(run.removed)
+        )
+
+    def change(
+        self,
+        edit: Callable[[RepoState], Sequence[SuiteState]],
+        *,
+        retain: bool = True,
+        note: str = "",
+        dry_run: bool = False,
+    ) -> PublishResult:
+        """Change suites' members and publish them, under the lock (copy, remove, rollback).
+
+        Suites a killed run left pending are published first (so a rerun of a killed change
+        finds it made). Then ``edit`` reads the state and returns the suites it changed, or
+        raises a RepoError having changed nothing. Retention applies to them unless
+        ``retain`` is false (a rollback publishes exactly what it restored); ``note`` goes
+        into their history entries. ``dry_run``: ``edit`` runs, nothing is written.
+        """
+        signer = self._require_signer()
+        with self._lock(), _no_cyclic_gc(self.state):
+            self.state.forget()
+            run = _Run()
+            finished = [] if dry_run else self.state.pending()
+            if finished:
+                self._ensure_keys(signer, run)
+                for suite in finished:
+                    self._publish_suite(suite, signer, run, {}, _nothing)
+            changed = [st for st in edit(self.state) if st.changed]
+            if retain:
+                for st in changed:
+                    self._retain(st)
+            if dry_run:
+                return PublishResult(
+                    suites=tuple(st.name for st in changed),
+                    added=tuple(p for st in changed for p in st.added),
+                    removed=tuple(p for st in changed for p in st.dropped),
+                )
+            if any(st.dropped for st in changed) and self.settings.keep_history < 2:
+                # With 2 or more kept, this publish's entry keeps what it drops; pruning the
+                # history later marks what it frees (history.py).
+                self.state.mark_gc_needed()
+            for st in changed:
+                self.state.mark_pending(st.name)
+                self.state.save_members(st)
+                History(self.state, st.name).set_note(note)
+                self._crash("suite-written")
+                run.added += st.added
+            self._ensure_keys(signer, run)
+            fresh = find_records(self.state, [p for st in changed for p in st.added])
+            for st in changed:
+                self._publish_suite(st.name, signer, run, fresh, _nothing)
+            if self.state.gc_needed():
+                self._gc(run)
+        return PublishResult(
+            suites=tuple(dict.fromkeys([*finished, *(st.name for st in changed)])),
+            added=tuple(run.added),
+            written=tuple(run.written),
+            removed=tuple(run.removed),
         )
 
     @property
@@ -746,7 +818,7 @@ class Repository:
             run.written.append(f"dists/{suite}/{plain.relative_to(dists)}")
         self._crash("indexes-written")
 
-    def _publish_suite(  # noqa: PLR0915  (one publish, in the order of its writes)
+    def _publish_suite(  # noqa: PLR0912, PLR0915  (one suite's publish, in the order of its writes)
         self,
         suite: str,
         signer: Signer,
@@ -810,6 +882,8 @@ class Repository:
             st.byhash[path] = [byhash.name, *older][:keep_n]
             keep_by_dir[byhash.parent].update(st.byhash[path])
         self.state.save_byhash(st)
+        if self.settings.sync_before_switch:
+            sync_filesystem(self.root)  # every file the new Release names is on disk first
         # InRelease first: it is what apt reads, and it is one file. Release and Release.gpg
         # (for older clients) follow back to back; between those two renames the pair disagrees.
         for fname, signed, point in (
@@ -828,19 +902,40 @@ class Repository:
                     run.removed.append(f"dists/{suite}/{f.relative_to(dists)}")
         if dists != final:
             dists.rename(final)
+        History(self.state, suite).record(
+            st,
+            release=release,
+            keep=self.settings.keep_history,
+            crash=self._crash,
+        )
         self.state.clear_pending(suite)
         self._crash("published")
         log.info("published %s: %d packages, %d index files", suite, len(st.members), len(entries))
+
+    def _maybe_unreferenced(self) -> bool:
+        """Whether some pool record may be unreferenced, from the records' paths alone (their
+        SHA256 index), without loading every record: most collections find nothing."""
+        referenced = needed_paths(self.state)
+        for suite in self.state.suites():
+            referenced.update(self.state.load_suite(suite).members)
+        return any(
+            p.endswith((".deb", ".udeb", ".dsc")) and p not in referenced
+            for p in self.state.known_paths()
+        )
 
     def _gc(self, run: _Run, *, whole_pool: bool = False) -> None:
         """Remove pool files that no suite references any more; ``whole_pool``: also every
         other file under pool/ that no record names (what older releases left, or hands)."""
         if self.state.pending():
             return  # a suite failed to publish: its old Release may still need them
+        if not whole_pool and not self.state.gc_candidates() and not self._maybe_unreferenced():
+            self.state.clear_gc_needed()
+            return
         pool = self.state.pool()
         referenced: set[str] = set()
         for suite in self.state.suites():
             referenced.update(self.state.load_suite(suite).members)
+        referenced |= needed_paths(self.state)  # what kept history entries would roll back to
         dead = [rec for path, rec in pool.items() if path not in referenced]
         # Pool files a killed or failed run placed (or a killed collection did not remove):
         # recorded as candidates before they were written, so none is left behind for good.

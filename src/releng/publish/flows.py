@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudfront import CloudFrontClient
     from mypy_boto3_s3 import S3Client
 
+    from releng.apt import PublishResult as RepoChange
     from releng.distro import Distro
     from releng.gpg import Signer
     from releng.project import Project
@@ -672,3 +673,63 @@ def update_repos_to(
         work=work_dir_for(project, destination.url),
         keep_scratch=keep_scratch,
     )
+
+
+# --------------------------------------------------------------------------- lifecycle on S3
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChangeResult:
+    """A repository change (copy, remove, rollback) made on the bucket's state and synced."""
+
+    change: RepoChange
+    publish: PublishResult | None  # None: a dry run
+
+
+def change_repository(
+    dest: Destination,
+    work: Path,
+    operate: Callable[[Path], RepoChange],
+) -> ChangeResult:
+    """Under the destination's lock: pull the repository's state into ``work`` (so an empty
+    disk works), ``operate`` on it (a lifecycle change with the apt library, which needs no
+    pool file), then sync, ordered, and update index pages and CloudFront.
+
+    A run killed anywhere leaves the bucket old or new; the next run pulls the bucket's state
+    again (the bucket is the truth) and completes. The sync runs even when the change was
+    already made, so that it also finishes what a killed sync left.
+    """
+    lock = dest.new_lock()
+    lock.acquire(timeout=dest.lock.timeout)
+    try:
+        with s3_errors("pull the published repository", dest.url):
+            pull_repository(dest.s3, dest.url, work)
+        change = operate(work)
+        if dest.sync.dry_run:
+            return ChangeResult(change=change, publish=None)
+        lock.check()
+        sync = sync_tree(
+            dest.s3,
+            work,
+            dest.url,
+            state_dir=REPO_STATE_DIR,
+            options=dest.sync,
+            clock=dest.clock,
+            checkpoint=lock.check,
+            remote=_remote_only(work),
+        )
+        lock.check()
+        return ChangeResult(
+            change=change, publish=PublishResult(sync=sync, indices=_after_sync(dest, indices=True))
+        )
+    finally:
+        lock.release()
+
+
+def read_repository(dest: Destination, work: Path) -> Path:
+    """Pull the repository's state and ``dists/`` into ``work`` for reading (list, history),
+    under the lock so that no publish is half-way through."""
+    with dest.new_lock() as lock, s3_errors("pull the published repository", dest.url):
+        lock.check()
+        pull_repository(dest.s3, dest.url, work)
+    return work

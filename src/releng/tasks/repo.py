@@ -1,10 +1,13 @@
-"""repo tasks: include packages into signed apt suites, update them from builds, check them."""
+"""repo tasks: include packages into signed apt suites, update them from builds, check them;
+list, copy (promote), remove, history and rollback."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from releng.cli import Context, out, out_json, project, task
 from releng.version import Version
@@ -149,6 +152,263 @@ def repo_check(c: Context, repo: str = "", keyring: str = "", json: bool = False
         out(
             f"{root}: {len(report.suites)} suite(s), {report.files_checked} file(s) verified, all good"
         )
+
+
+_LIFE_HELP = {
+    "repo": f"the repository directory (default {DEFAULT_REPO})",
+    "dest": "work on s3://BUCKET/PREFIX instead: its state is pulled under the S3 lock "
+    "(an empty disk works), changed, synced",
+    "dry_run": "show what would change, change nothing",
+    "json": "print JSON",
+    "spec": "NAME or NAME=VERSION, several separated by commas or spaces; NAME may be a glob: "
+    "'*' is every package",
+    "no_related": "only the packages named: not a source's binaries, nor a binary's source",
+}
+
+
+def _life_help(*names: str, **more: str) -> dict[str, str]:
+    return {**{n: _LIFE_HELP[n] for n in names}, **more}
+
+
+def _specs(spec: str) -> list[Any]:
+    from releng.apt.lifecycle import Spec
+
+    return [Spec.parse(s) for s in spec.replace(",", " ").split()]
+
+
+def _lifecycle(
+    c: Context,
+    *,
+    repo: str,
+    dest: str,
+    dry_run: bool,
+    operate: Callable[[Any], Any],
+) -> Any:
+    """Run ``operate(repository)`` on the local repository or, with ``dest``, on the
+    bucket's; print what changed. Returns the apt library's result."""
+    from releng import apt, gpg
+
+    proj = project(c)
+    signer = gpg.signer_for(proj, os.environ, release=False)
+    settings = apt.settings_for(proj)
+    if dest:
+        from releng.publish import flows as publish
+
+        destination = publish.destination_for(proj, dest, dry_run=dry_run)
+        done = publish.change_repository(
+            destination,
+            publish.work_dir_for(proj, destination.url),
+            lambda work: operate(apt.Repository(work, settings, signer)),
+        )
+        _report(done.change, dry_run=dry_run)
+        if done.publish is not None:
+            for line in publish.describe(done.publish):
+                out(line)
+        return done.change
+    result = operate(apt.Repository(_repo_dir(c, repo), settings, signer))
+    _report(result, dry_run=dry_run)
+    return result
+
+
+def _report(result: Any, *, dry_run: bool) -> None:
+    if not result.suites:
+        out("nothing to do: the suites already hold that")
+        return
+    would = "would " if dry_run else ""
+    for path in result.added:
+        out(f"{would}add {path.rsplit('/', 1)[-1]}")
+    if dry_run:
+        for path in result.removed:
+            out(f"{would}drop {path.rsplit('/', 1)[-1]}")
+        out(f"would republish {', '.join(result.suites)}")
+        return
+    out(
+        f"republished {', '.join(result.suites)}; {len(result.written)} file(s) written, "
+        f"{len(result.removed)} removed"
+    )
+
+
+def _read_root(c: Context, repo: str, dest: str) -> Path:
+    if not dest:
+        return _repo_dir(c, repo)
+    from releng.publish import flows as publish
+
+    proj = project(c)
+    destination = publish.destination_for(proj, dest)
+    return publish.read_repository(destination, publish.work_dir_for(proj, destination.url))
+
+
+@task(
+    help=_life_help(
+        "repo",
+        "dest",
+        "json",
+        dist="only this suite (default: every suite)",
+        package="only packages whose name matches this glob, e.g. 'tally*'",
+    )
+)
+def repo_list(  # noqa: PLR0917  (invoke passes task arguments positionally)
+    c: Context,
+    dist: str = "",
+    package: str = "",
+    repo: str = "",
+    dest: str = "",
+    json: bool = False,
+) -> None:
+    """List each suite's packages: version, architecture, size, when it was added."""
+    from releng.apt import lifecycle
+
+    rows = lifecycle.list_packages(_read_root(c, repo, dest), suite=dist or None, package=package)
+    if json:
+        out_json([r._asdict() for r in rows])
+        return
+    for r in rows:
+        out(f"{r.suite:<20} {r.package:<28} {r.version:<24} {r.arch:<8} {r.size:>10}  {r.added}")
+    out(f"{len(rows)} package file(s)")
+
+
+@task(
+    help=_life_help(
+        "repo",
+        "dest",
+        "dry_run",
+        "spec",
+        "no_related",
+        from_="the suite to copy from, e.g. bookworm-staging",
+        to="the suite to copy to (re-signed), e.g. bookworm",
+    ),
+)
+def repo_copy(  # noqa: PLR0917  (invoke passes task arguments positionally)
+    c: Context,
+    spec: str,
+    from_: str = "",
+    to: str = "",
+    no_related: bool = False,
+    repo: str = "",
+    dest: str = "",
+    dry_run: bool = False,
+) -> None:
+    """Promote packages from one suite to another without rebuilding (the pool file is shared)."""
+    from releng.apt import lifecycle
+    from releng.errors import RepoError
+
+    if not from_ or not to:
+        raise RepoError("name both suites: --from SUITE --to SUITE")
+    specs = _specs(spec)
+    _lifecycle(
+        c,
+        repo=repo,
+        dest=dest,
+        dry_run=dry_run,
+        operate=lambda r: lifecycle.copy(
+            r,
+            source=from_,
+            target=to,
+            specs=specs,
+            related=not no_related,
+            dry_run=dry_run,
+        ),
+    )
+
+
+@task(
+    help=_life_help(
+        "repo", "dest", "dry_run", "spec", "no_related", dist="the suite to remove from"
+    ),
+)
+def repo_remove(  # noqa: PLR0917  (invoke passes task arguments positionally)
+    c: Context,
+    spec: str,
+    dist: str = "",
+    no_related: bool = False,
+    repo: str = "",
+    dest: str = "",
+    dry_run: bool = False,
+) -> None:
+    """Drop packages from a suite; pool files go when no suite and no kept history entry needs them."""
+    from releng.apt import lifecycle
+    from releng.errors import RepoError
+
+    if not dist:
+        raise RepoError("name the suite: --dist SUITE")
+    specs = _specs(spec)
+    _lifecycle(
+        c,
+        repo=repo,
+        dest=dest,
+        dry_run=dry_run,
+        operate=lambda r: lifecycle.remove(
+            r, suite=dist, specs=specs, related=not no_related, dry_run=dry_run
+        ),
+    )
+
+
+@task(help=_life_help("repo", "dest", "json", dist="the suite"))
+def repo_history(
+    c: Context, dist: str = "", repo: str = "", dest: str = "", json: bool = False
+) -> None:
+    """A suite's publishes, numbered: date, what changed, the Release's sha256."""
+    from releng.apt import lifecycle
+    from releng.errors import RepoError
+
+    if not dist:
+        raise RepoError("name the suite: --dist SUITE")
+    entries = lifecycle.history(_read_root(c, repo, dest), dist)
+    if json:
+        rows = [
+            {
+                "n": e.n,
+                "date": e.date,
+                "release_sha256": e.release_sha256,
+                "note": e.note,
+                "added": [
+                    {"path": p, "package": m[2], "version": m[3], "arch": m[4]}
+                    for p, m in sorted(e.added.items())
+                ],
+                "removed": [
+                    {"path": p, "package": m[2], "version": m[3], "arch": m[4]}
+                    for p, m in sorted(e.removed.items())
+                ],
+            }
+            for e in entries
+        ]
+        out_json(rows)
+        return
+    shown = 10
+    for e in entries:
+        note = f"  ({e.note})" if e.note else ""
+        out(f"{e.n:>4}  {e.date}  Release sha256 {e.release_sha256}{note}")
+        changes = [("+", m) for m in e.added.values()] + [("-", m) for m in e.removed.values()]
+        changes.sort(key=lambda x: (x[1][2], x[1][3], x[1][4], x[0]))
+        for sign, m in changes[:shown]:
+            out(f"        {sign} {m[2]} {m[3]} {m[4]}")
+        if len(changes) > shown:
+            out(f"        ... and {len(changes) - shown} more (--json lists all)")
+    if not entries:
+        out(f"{dist}: no publishes recorded yet")
+
+
+@task(
+    help=_life_help(
+        "repo", "dest", "dry_run", dist="the suite", to="the publish number (see repo-history)"
+    )
+)
+def repo_rollback(  # noqa: PLR0917  (invoke passes task arguments positionally)
+    c: Context, dist: str = "", to: int = 0, repo: str = "", dest: str = "", dry_run: bool = False
+) -> None:
+    """Republish a suite with the packages it had at an earlier publish (freshly signed)."""
+    from releng.apt import lifecycle
+    from releng.errors import RepoError
+
+    if not dist or to < 1:
+        raise RepoError("name the suite and the publish: --dist SUITE --to N (see repo-history)")
+    _lifecycle(
+        c,
+        repo=repo,
+        dest=dest,
+        dry_run=dry_run,
+        operate=lambda r: lifecycle.rollback(r, suite=dist, to=to, dry_run=dry_run),
+    )
 
 
 def _snippets(
