@@ -25,6 +25,7 @@ PRODUCT_FILE = "product.toml"
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1 (source and binary names)
 _SUITE_FIELDS = {"codename", "major", "minor", "version", "distro"}
+_BRANCH_FIELDS = {"name", "major", "minor", "version"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +59,15 @@ class SourceSection:
     signature_url: str = ""
     keyring: str = ""
     cache_dir: str = ".releng/cache/downloads"
+    # Release day (invoke publish-release-source): once a release's packages are live, its
+    # tag and release branch are pushed from `repository` (possibly private staging) here.
+    public_repository: str = ""
+    # A template with {name}, {version}, {major}, {minor}; empty: push the tag only.
+    release_branch: str = ""
+    # A keyring file (armored or binary): when set, `git verify-tag` must accept the tag first.
+    tag_keyring: str = ""
+    # An environment variable holding an HTTPS token for public_repository (never logged).
+    public_token_env: str = "RELENG_GIT_TOKEN"  # noqa: S105  (a variable name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,6 +242,14 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
         raise ConfigError(
             f"{where}: [source] url = {src.url!r} must contain '{{version}}' when kind = 'url'"
         )
+    if src.release_branch:
+        fields = set(re.findall(r"{(\w*)}", src.release_branch))
+        if not fields <= _BRANCH_FIELDS:
+            raise ConfigError(
+                f"{where}: [source] release_branch = {src.release_branch!r} uses "
+                f"{', '.join(sorted(fields - _BRANCH_FIELDS))}; allowed fields: "
+                + ", ".join("{" + f + "}" for f in sorted(_BRANCH_FIELDS))
+            )
     for version, digest in src.sha256.items():
         Version.parse(version)
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
