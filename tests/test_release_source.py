@@ -8,12 +8,14 @@ for the demo. Packages are published into a real signed local repository by
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from releng.errors import ReleaseSourceError
 from releng.project import Project
 from releng.publish.release_source import expected_publications
 from releng.version import Version
@@ -258,4 +260,54 @@ def test_the_tag_signature_is_verified_before_anything_is_pushed(
     (project.root / "product.toml").write_text(base + f'tag_keyring = "{good}"\n')
     accepted = invoke("publish-release-source", VERSION, root=project.root, env=env)
     assert accepted.returncode == 0, accepted.stderr
+    assert f"refs/tags/{TAG}" in _refs(public)
+
+
+@pytest.mark.aws
+def test_against_the_bucket_the_embargo_reads_the_published_suites(
+    release, moto_server, monkeypatch, tmp_path
+) -> None:
+    """--dest: the embargo reads the bucket's suites; the source goes from scratch to source/."""
+    from releng.gpg import Signer
+    from releng.publish import flows
+    from releng.publish.release_source import publish_release_source
+    from releng.publish.sync import S3Url, SyncOptions, s3_client
+
+    project, public, env = release
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    client = s3_client()
+    bucket, scratch = f"pub-{tmp_path.name[-8:]}".lower(), f"scr-{tmp_path.name[-8:]}".lower()
+    client.create_bucket(Bucket=bucket)
+    client.create_bucket(Bucket=scratch)
+    dest = flows.Destination(
+        s3=client,
+        url=S3Url(bucket, "apt"),
+        lock=flows.LockOptions(timeout=60, poll=0.2),
+        sync=SyncOptions(grace=dt.timedelta(0)),
+    )
+    version = Version.parse(VERSION)
+    signing = project.config.signing
+    signer = Signer(
+        gnupghome=Path(signing.gnupghome), key=signing.key, passphrase=env["TEST_PASSPHRASE"]
+    )
+    for item in expected_publications(project, version):
+        out = project.build_dir(version, item.distro)
+        if not out.is_dir():
+            out.mkdir(parents=True)
+            make_deb(out, item.package, item.version)
+            flows.upload_build(client, project, version, item.distro, scratch=scratch)
+    flows.upload_build(client, project, version, "source", scratch=scratch)
+    run = {"env": env, "repo": tmp_path / "unused", "dest": dest, "scratch": scratch}
+
+    with pytest.raises(ReleaseSourceError, match="the embargo holds"):
+        publish_release_source(project, version, **run)
+    assert _refs(public) == {}
+    flows.update_repos(
+        project, signer, version=version, dest=dest, scratch=scratch, work=tmp_path / "work"
+    )
+    result = publish_release_source(project, version, **run)
+    assert [u.ref for u in result.pushed] == [f"refs/tags/{TAG}", f"refs/heads/{BRANCH}"]
+    assert "source/tally-1.0.0.tar.gz" in result.copied
+    body = client.get_object(Bucket=bucket, Key="apt/source/tally-1.0.0.tar.gz")["Body"].read()
+    assert body == (project.out_dir / "tally-1.0.0.tar.gz").read_bytes()
     assert f"refs/tags/{TAG}" in _refs(public)

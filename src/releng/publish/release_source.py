@@ -283,10 +283,7 @@ def publish_release_source(
         if dry_run:
             copied = [f"{SOURCE_DIR}/{f.name}" for f in source_files(project, version)]
         else:
-            from releng.publish.sync import s3_client
-
-            client = s3_client(region=project.config.publish.region or None)
-            copied = publish_source(client, project, version, scratch=scratch, dest=dest)
+            copied = publish_source(dest.s3, project, version, scratch=scratch, dest=dest)
     else:
         copied = _copy_local_source(project, version, repo, dry_run=dry_run)
 
