@@ -47,6 +47,7 @@ _MAX_NESTING = 64  # product.toml is a few flat tables; deeper is not a product 
 _PRISTINE_URL = re.compile(r"\.tar\.(gz|xz|bz2|zst)$")  # what dpkg-source takes as an orig tarball
 _SUFFIX_RE = re.compile(r"[+~][A-Za-z0-9.+~]*")
 _TAG_TILDES = ("-", "_", "+", "%")  # what `~` may become in a git tag (git refuses `~`)
+_BRANCH_FIELDS = {"name", "major", "minor", "version", "release_line"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +109,16 @@ class SourceSection:
     def tag_for(self, version: Version) -> str:
         """A release's git tag: ``release_tag`` with ``~`` in the version mapped to ``tag_tilde``."""
         return self.release_tag.format(version=version.tag_text(self.tag_tilde))
+
+    # Release day (invoke publish-release-source): once a release's packages are live, its
+    # tag and release branch are pushed from `repository` (possibly private staging) here.
+    public_repository: str = ""
+    # A template with {name}, {version}, {major}, {minor}, {release_line}; empty: the tag only.
+    release_branch: str = ""
+    # A keyring file (armored or binary): when set, `git verify-tag` must accept the tag first.
+    tag_keyring: str = ""
+    # An environment variable holding an HTTPS token for public_repository (never logged).
+    public_token_env: str = "RELENG_GIT_TOKEN"  # noqa: S105  (a variable name)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,6 +333,7 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
             f"{where}: [source] tag_tilde = {src.tag_tilde!r} is not allowed in a git tag in "
             f"place of '~'; use one of {', '.join(repr(t) for t in _TAG_TILDES)}"
         )
+    _check_release_branch(src, where)
     for version, digest in src.sha256.items():
         Version.parse(version, release=True)
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
@@ -331,6 +343,22 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
             )
     _check_repositories(cfg, where)
     _check_counts(cfg, where)
+
+
+def _check_release_branch(src: SourceSection, where: str) -> None:
+    fields = set(re.findall(r"{(\w*)}", src.release_branch))
+    if not fields <= _BRANCH_FIELDS:
+        raise ConfigError(
+            f"{where}: [source] release_branch = {src.release_branch!r} uses "
+            f"{', '.join(sorted(fields - _BRANCH_FIELDS))}; allowed fields: "
+            + ", ".join("{" + f + "}" for f in sorted(_BRANCH_FIELDS))
+        )
+    literal = re.sub(r"{\w*}", "", src.release_branch)
+    if _CONTROL_RE.search(literal) or re.search(r"[\s~^:?*\[\\]|\.\.|@\{|//", literal):
+        raise ConfigError(
+            f"{where}: [source] release_branch = {src.release_branch!r} is not a git branch "
+            "name; use letters, digits, '.', '-', '_' and '/' around the fields"
+        )
 
 
 def _check_repositories(cfg: ProductConfig, where: str) -> None:

@@ -58,3 +58,7 @@ class LockError(RelengError):
 
 class AwsError(RelengError):
     """An AWS orchestration step failed or was refused."""
+
+
+class ReleaseSourceError(RelengError):
+    """A release's source cannot go public (embargo, missing or conflicting git refs)."""

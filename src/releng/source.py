@@ -158,7 +158,7 @@ def _is_url(repository: str) -> bool:
     return "://" in repository or repository.startswith("git@")
 
 
-def _git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
+def git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
     """The git directory to read from and the subdirectory of the source inside it."""
     if _is_url(src.repository):
         mirror = (
@@ -480,7 +480,7 @@ def _collect(
             return _Collected(origin=upstream.url, pristine=archive, upstream_signature=signature)
         entries, newest = _url_entries(archive, src.prune)
         return _Collected(origin=upstream.url, entries=entries, mtime=_mtime(env, newest))
-    gitdir, subdir = _git_origin(project, src)
+    gitdir, subdir = git_origin(project, src)
     ref, commit = _resolve_ref(gitdir, src, version)
     log.info("source %s at %s (%s)", version, ref, commit[:12])
     commit_time = int(_git(gitdir, "show", "-s", "--format=%ct", commit).stdout.strip())
@@ -566,7 +566,7 @@ def current_source_tarball(project: Project, version: Version) -> SourceTarball 
     recorded = json.loads(stamp.read_text())
     current = recorded["origin"]
     if project.config.source.kind == "git" and version.is_nightly:
-        gitdir, _ = _git_origin(project, project.config.source)
+        gitdir, _ = git_origin(project, project.config.source)
         current = _resolve_ref(gitdir, project.config.source, version)[1]
     if current != recorded["origin"] or sha256_file(tarball) != recorded["sha256"]:
         return None

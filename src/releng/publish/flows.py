@@ -267,7 +267,7 @@ def scratch_url(bucket: str, version: Version, part: str) -> S3Url:
     return S3Url(bucket, f"{version.text}/{part}")
 
 
-def _source_files(project: Project, version: Version) -> list[Path]:
+def source_files(project: Project, version: Version) -> list[Path]:
     tarball = project.tarball_path(version)
     sums = tarball.with_name(f"{project.source_stem(version)}.SHA256SUMS")
     return [
@@ -296,7 +296,7 @@ def upload_build(
     if not scratch:
         raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
     if part == SCRATCH_SOURCE:
-        files = {p.name: p for p in _source_files(project, version)}
+        files = {p.name: p for p in source_files(project, version)}
         missing = [str(p) for p in files.values() if not p.is_file()]
         if missing:
             raise PublishError(
@@ -574,7 +574,7 @@ def publish_source(
     if not scratch:
         raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
     src = scratch_url(scratch, version, SCRATCH_SOURCE)
-    names = [p.name for p in _source_files(project, version)]
+    names = [p.name for p in source_files(project, version)]
     with s3_errors("look for the source tarball in scratch", src):
         for name in names:
             try:

@@ -6,6 +6,7 @@ and calls releng.publish as well.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from releng.cli import Context, out, project, task
@@ -74,6 +75,47 @@ def publish_source(c: Context, version: str, dest: str = "") -> None:
     )
     for rel in published:
         out(f"published {destination.url}/{rel}")
+
+
+@task(
+    help={
+        "version": "the release whose source goes public (a nightly has nothing to push)",
+        "repo": "the local repository the packages must be live in (default out/repo)",
+        "dest": "check the bucket s3://BUCKET/PREFIX instead, and copy the source from the "
+        "scratch bucket to its source/",
+        "force": "go public even if some suites do not serve the release yet (loudly)",
+        "dry_run": "say what would be copied and pushed; change nothing",
+    }
+)
+def publish_release_source(  # noqa: PLR0917  (invoke passes task arguments positionally)
+    c: Context,
+    version: str,
+    repo: str = "",
+    dest: str = "",
+    force: bool = False,
+    dry_run: bool = False,
+) -> None:
+    """After a release's packages are live: its source to source/, its tag and branch to public."""
+    from releng.gitrefs import redact
+    from releng.publish import flows as publish
+    from releng.publish import release_source
+
+    proj = project(c)
+    destination = publish.destination_for(proj, dest, dry_run=dry_run) if dest else None
+    root = Path(repo or "out/repo")
+    result = release_source.publish_release_source(
+        proj,
+        Version.parse(version),
+        env=os.environ,
+        repo=root if root.is_absolute() else proj.root / root,
+        dest=destination,
+        scratch=proj.config.publish.scratch_bucket,
+        force=force,
+        dry_run=dry_run,
+    )
+    public = redact(proj.config.source.public_repository)
+    for line in release_source.describe(result, public=public):
+        out(line)
 
 
 @task(

@@ -1,0 +1,327 @@
+"""Release day: a release's source goes public only after its packages are live.
+
+``invoke publish-release-source VERSION`` (and the AWS publish step, for
+releases) does three things in order, and each is safe to rerun:
+
+1. **The embargo check.** For every target distro, every suite that
+   product.toml names for the version must serve the product's source package
+   at ``<version>-<PKGVER>``, as apt would see it: the signed suite's
+   ``Release`` lists the ``Packages``/``Sources`` files, whose sha256 must
+   match, and one of them must carry the package. Locally the repository is
+   ``out/repo``; with ``--dest`` it is the bucket. Anything missing refuses
+   the whole step (``--force`` overrides, with a warning per missing suite).
+2. **The source tarball** with its ``.asc`` and ``SHA256SUMS``: to the public
+   ``source/`` (from the scratch bucket with ``--dest``, else from ``out/``
+   into ``<repo>/source/``).
+3. **The release tag and branch** from the staging repository (``[source]
+   repository``) to ``[source] public_repository``: fast-forward only, one
+   atomic push, the same commit a no-op (:mod:`releng.gitrefs`).
+
+Nightlies are cut from the public main branch: nothing to push.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import lzma
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from debian.deb822 import Deb822
+
+from releng import gitrefs
+from releng.errors import ReleaseSourceError
+from releng.publish.flows import SOURCE_DIR, publish_source, source_files
+from releng.publish.sync import get_bytes
+
+if TYPE_CHECKING:
+    from releng.project import Project
+    from releng.publish.flows import Destination
+    from releng.version import Version
+
+log = logging.getLogger(__name__)
+
+Reader = Callable[[str], bytes | None]  # a repository-relative path -> its bytes, None if absent
+_INDEX = re.compile(r"^[^/]+/(?:binary-[^/]+/Packages|source/Sources)$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Expected:
+    """One suite that must serve the release before its source goes public."""
+
+    suite: str
+    distro: str
+    package: str  # the source package name
+    version: str  # <upstream>-<PKGVER>
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReleaseSourceResult:
+    version: str
+    nightly: bool = False
+    dry_run: bool = False
+    missing: tuple[Expected, ...] = ()  # suites not yet serving it (only with force)
+    copied: tuple[str, ...] = ()  # source/ paths written (or that would be)
+    pushed: tuple[gitrefs.RefUpdate, ...] = ()  # refs pushed (or that would be)
+    present: tuple[gitrefs.RefUpdate, ...] = ()  # refs public already had
+    push_skipped: str = ""  # why nothing was pushed, when nothing was to push
+
+
+def expected_publications(project: Project, version: Version) -> list[Expected]:
+    """Every (suite, package, version) the targets' builds of ``version`` go into."""
+    package = project.config.package_name(version)
+    expected = []
+    for distro_id in project.targets():
+        distro = project.distro(distro_id)
+        if not distro.is_debianish:
+            continue
+        debian_version = f"{version.text}-{distro.pkgver}" if distro.pkgver else version.text
+        for suite in project.config.suites_for(
+            codename=distro.codename, distro=distro.id, version=version
+        ):
+            expected.append(
+                Expected(suite=suite, distro=distro.id, package=package, version=debian_version)
+            )
+    return expected
+
+
+def local_reader(root: Path) -> Reader:
+    def read(rel: str) -> bytes | None:
+        path = root / rel
+        return path.read_bytes() if path.is_file() else None
+
+    return read
+
+
+def bucket_reader(dest: Destination) -> Reader:
+    def read(rel: str) -> bytes | None:
+        return get_bytes(dest.s3, dest.url.bucket, dest.url.key(rel))
+
+    return read
+
+
+def _release_indexes(release: bytes) -> dict[str, str]:
+    """``{path: sha256}`` of the files a Release's SHA256 field lists."""
+    stanza = Deb822(release.decode("utf-8", "replace"))
+    listed: dict[str, str] = {}
+    for line in stanza.get("SHA256", "").splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            listed[parts[2]] = parts[0]
+    return listed
+
+
+def _index_text(read: Reader, suite: str, name: str, listed: Mapping[str, str]) -> str | None:
+    """An index's text, from its plain, .gz or .xz file, checked against Release's sha256."""
+    for suffix, unpack in (("", bytes), (".gz", gzip.decompress), (".xz", lzma.decompress)):
+        if name + suffix not in listed:
+            continue
+        data = read(f"dists/{suite}/{name}{suffix}")
+        if data is None or hashlib.sha256(data).hexdigest() != listed[name + suffix]:
+            return None  # listed but missing or stale: apt would refuse it too
+        return unpack(data).decode("utf-8", "replace")
+    return None
+
+
+def published_sources(read: Reader, suite: str) -> set[tuple[str, str]]:
+    """(source package, version) pairs a suite serves, as apt would read them."""
+    release = read(f"dists/{suite}/Release")
+    if release is None:
+        return set()
+    listed = _release_indexes(release)
+    bases = {re.sub(r"\.(gz|xz)$", "", name) for name in listed}
+    served: set[tuple[str, str]] = set()
+    for name in sorted(b for b in bases if _INDEX.match(b)):
+        text = _index_text(read, suite, name, listed)
+        if text is None:
+            continue
+        for para in Deb822.iter_paragraphs(text):
+            if "Package" not in para or "Version" not in para:
+                continue
+            if name.endswith("/Sources"):
+                served.add((para["Package"], para["Version"]))
+                continue
+            source, _, rest = para.get("Source", para["Package"]).partition(" ")
+            version = rest.strip("() ") or para["Version"]
+            served.add((source, version))
+    return served
+
+
+def check_embargo(read: Reader, expected: list[Expected]) -> list[Expected]:
+    """The expected publications that are not live yet."""
+    cache: dict[str, set[tuple[str, str]]] = {}
+    missing = []
+    for item in expected:
+        if item.suite not in cache:
+            cache[item.suite] = published_sources(read, item.suite)
+        if (item.package, item.version) not in cache[item.suite]:
+            missing.append(item)
+    return missing
+
+
+def _describe_missing(missing: list[Expected]) -> str:
+    shown = ", ".join(f"{m.suite} ({m.package} {m.version})" for m in missing[:4])
+    more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+    return shown + more
+
+
+def _copy_local_source(
+    project: Project, version: Version, repo: Path, *, dry_run: bool
+) -> list[str]:
+    files = source_files(project, version)
+    absent = [f for f in files if not f.is_file()]
+    if absent:
+        raise ReleaseSourceError(
+            f"{absent[0]} does not exist; make it first: invoke make-source-tarball "
+            f"--version {version}"
+        )
+    target = repo / SOURCE_DIR
+    copied = [f"{SOURCE_DIR}/{f.name}" for f in files]
+    if dry_run:
+        return copied
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target, prefix=".tmp-source-") as tmp:
+        for f in files:  # the tarball, then its signature, then the checksums: renamed in order
+            staged = Path(tmp) / f.name
+            shutil.copyfile(f, staged)
+            staged.replace(target / f.name)
+    return copied
+
+
+def release_tag(project: Project, version: Version) -> str:
+    return project.config.source.release_tag.format(version=version.text)
+
+
+def release_branch(project: Project, version: Version) -> str:
+    template = project.config.source.release_branch
+    if not template:
+        return ""
+    return template.format(
+        name=project.name, version=version.text, major=version.major, minor=version.minor
+    )
+
+
+def publish_release_source(
+    project: Project,
+    version: Version,
+    *,
+    env: Mapping[str, str],
+    repo: Path,
+    dest: Destination | None = None,
+    scratch: str = "",
+    force: bool = False,
+    dry_run: bool = False,
+) -> ReleaseSourceResult:
+    """The three steps of the module docstring; see there."""
+    from releng.source import git_origin
+
+    if version.is_nightly:
+        return ReleaseSourceResult(version=version.text, nightly=True, dry_run=dry_run)
+    src = project.config.source
+    # Everything that can be refused for the configuration is refused before any write.
+    public = (
+        gitrefs.GitRemote(url=src.public_repository, token_env=src.public_token_env)
+        if src.public_repository
+        else None
+    )
+    staging = src.repository if src.kind == "git" else ""
+    if public is not None and staging:
+        staging_dir, _ = git_origin(project, src)
+        if public.same_as(gitrefs.GitRemote(url=str(staging_dir))) or public.same_as(
+            gitrefs.GitRemote(url=staging)
+        ):
+            raise ReleaseSourceError(
+                f"[source] public_repository {public} is the staging repository itself; "
+                "name the public repository the release goes to"
+            )
+
+    # 1. The embargo holds until every target suite serves the release.
+    read = bucket_reader(dest) if dest is not None else local_reader(repo)
+    missing = check_embargo(read, expected_publications(project, version))
+    where = str(dest.url) if dest is not None else str(repo)
+    if missing and not force:
+        raise ReleaseSourceError(
+            f"the embargo holds: {version} is not yet published in {_describe_missing(missing)} "
+            f"of {where}; publish the packages first (invoke update-repos --version {version}"
+            f"{' --dest ' + where if dest is not None else ''}), or pass --force to go public anyway"
+        )
+    for item in missing:
+        log.warning(
+            "--force: %s goes public although %s %s is not in %s of %s",
+            version,
+            item.package,
+            item.version,
+            item.suite,
+            where,
+        )
+
+    # Everything git can refuse is refused before any write: a missing tag or branch, a bad
+    # signature, a conflict in public, an unreachable public repository.
+    plan: gitrefs.RefPlan | None = None
+    if public is not None and staging:
+        gitdir, _ = git_origin(project, src)
+        tag = release_tag(project, version)
+        if src.tag_keyring:
+            keyring = Path(src.tag_keyring)
+            signer = gitrefs.verify_tag(
+                gitdir, tag, keyring if keyring.is_absolute() else project.root / keyring
+            )
+            log.info("tag %s is signed by %s", tag, signer)
+        plan = gitrefs.plan_ref_copy(
+            gitdir, staging, public, tag=tag, branch=release_branch(project, version), env=env
+        )
+
+    # 2. The source tarball, its signature and checksums.
+    if dest is not None:
+        if dry_run:
+            copied = [f"{SOURCE_DIR}/{f.name}" for f in source_files(project, version)]
+        else:
+            copied = publish_source(dest.s3, project, version, scratch=scratch, dest=dest)
+    else:
+        copied = _copy_local_source(project, version, repo, dry_run=dry_run)
+
+    # 3. The tag and the release branch, staging -> public.
+    if plan is None or public is None:
+        reason = (
+            "no [source] public_repository is set"
+            if public is None
+            else "the source is an upstream URL, not a git repository"
+        )
+        return ReleaseSourceResult(
+            version=version.text,
+            dry_run=dry_run,
+            missing=tuple(missing),
+            copied=tuple(copied),
+            push_skipped=reason,
+        )
+    pushed = plan.to_push if dry_run else gitrefs.push_refs(gitdir, public, plan, env=env)
+    return ReleaseSourceResult(
+        version=version.text,
+        dry_run=dry_run,
+        missing=tuple(missing),
+        copied=tuple(copied),
+        pushed=pushed,
+        present=tuple(u for u in plan.updates if u not in plan.to_push),
+    )
+
+
+def describe(result: ReleaseSourceResult, *, public: str) -> list[str]:
+    """What the task prints."""
+    if result.nightly:
+        return [f"{result.version} is a nightly: its source is already public; nothing to push"]
+    would = "would " if result.dry_run else ""
+    lines = [f"{would}copy {rel}" if result.dry_run else f"copied {rel}" for rel in result.copied]
+    for u in result.pushed:
+        verb = "push" if result.dry_run else "pushed"
+        lines.append(f"{would}{verb} {u.ref} ({u.action.value}, commit {u.commit}) to {public}")
+    lines += [f"{u.ref} already at commit {u.commit} in {public}" for u in result.present]
+    if result.push_skipped:
+        lines.append(f"nothing pushed: {result.push_skipped}")
+    return lines
