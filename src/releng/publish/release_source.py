@@ -82,7 +82,8 @@ def expected_publications(project: Project, version: Version) -> list[Expected]:
         distro = project.distro(distro_id)
         if not distro.is_debianish:
             continue
-        debian_version = f"{version.text}-{distro.pkgver}" if distro.pkgver else version.text
+        upstream = project.config.source.upstream_version(version)  # 2.10+ds when repacked
+        debian_version = f"{upstream}-{distro.pkgver}" if distro.pkgver else upstream
         for suite in project.config.suites_for(
             codename=distro.codename, distro=distro.id, version=version
         ):
@@ -195,16 +196,17 @@ def _copy_local_source(
     return copied
 
 
-def release_tag(project: Project, version: Version) -> str:
-    return project.config.source.release_tag.format(version=version.text)
-
-
 def release_branch(project: Project, version: Version) -> str:
-    template = project.config.source.release_branch
-    if not template:
+    """``[source] release_branch`` for ``version`` ("" when unset); `~` as in tags."""
+    src = project.config.source
+    if not src.release_branch:
         return ""
-    return template.format(
-        name=project.name, version=version.text, major=version.major, minor=version.minor
+    return src.release_branch.format(
+        name=project.name,
+        version=version.tag_text(src.tag_tilde),
+        major=version.major,
+        minor=version.minor,
+        release_line=version.release_line(project.config.repositories.release_line),
     )
 
 
@@ -267,7 +269,7 @@ def publish_release_source(
     plan: gitrefs.RefPlan | None = None
     if public is not None and staging:
         gitdir, _ = git_origin(project, src)
-        tag = release_tag(project, version)
+        tag = src.tag_for(version)
         if src.tag_keyring:
             keyring = Path(src.tag_keyring)
             signer = gitrefs.verify_tag(
