@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
 from releng.aws import statemachine, template
@@ -143,30 +145,90 @@ def test_cloudfront_serves_directory_index_pages() -> None:
 
 
 def test_lambda_zip_imports_on_its_own(tmp_path) -> None:
-    """The Lambda code is self-contained: the entry point imports from the zip alone."""
+    """The Lambda code is self-contained: the entry point, releng and the boto3/botocore it
+    was tested with all come from the zip (not the runtime's, not this checkout's), with the
+    service models of every client the handlers make."""
     import io
     import os
     import sys
     import zipfile
+
+    import boto3
 
     from releng.aws import deploy
     from releng.aws.catalog import Catalog
     from releng.project import Project
 
     data = deploy.lambda_zip(ROOT, Catalog.from_project(Project.load(ROOT)))
+    assert len(data) < 50 * 1024 * 1024  # Lambda's limit for a zip
     zipfile.ZipFile(io.BytesIO(data)).extractall(tmp_path)
-    code = (
-        "import handlers, releng, releng.publish; "
-        "print(releng.__file__); print(sorted(handlers._CATALOG.distros))"
+    clients = "; ".join(
+        f"boto3.client({s!r}, region_name='eu-west-1')" for s in deploy.LAMBDA_SERVICES
     )
-    env = {"PATH": os.environ["PATH"], "AWS_DEFAULT_REGION": "us-east-1", "RELENG_STACK": "t"}
-    # boto3 from site-packages, releng only from the zip (not this checkout's src/).
-    paths = [p for p in sys.path[1:] if p and not p.startswith(str(ROOT))]
+    code = (
+        "import handlers, releng, releng.publish, boto3, botocore; "
+        f"{clients}; "
+        "print(releng.__file__); print(boto3.__file__); print(boto3.__version__); "
+        "print(sorted(handlers._CATALOG.distros))"
+    )
+    env = {"PATH": os.environ["PATH"], "AWS_DEFAULT_REGION": "us-east-1", "RELENG_STACK": "t",
+           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}  # fmt: skip
+    # the standard library only: no site-packages, not this checkout's src/
+    paths = [p for p in sys.path[1:] if p and "-packages" not in p and not p.startswith(str(ROOT))]
     proc = subprocess.run(
-        [sys.executable, "-S", "-c", f"import sys; sys.path[1:1] = {paths!r}; {code}"],
+        [sys.executable, "-S", "-c", f"import sys; sys.path[1:] = {paths!r}; {code}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    first, distros = proc.stdout.splitlines()
-    assert first.startswith(str(tmp_path))
+    releng_file, boto3_file, version, distros = proc.stdout.splitlines()
+    assert releng_file.startswith(str(tmp_path))
+    assert boto3_file.startswith(str(tmp_path))
+    assert version == boto3.__version__
     assert "debian-12-bookworm" in distros
+
+
+@pytest.mark.aws
+def test_deploy_uploads_to_its_region_and_passes_exactly_the_template_parameters(moto_server):
+    """deploy()'s first half against moto in a region other than us-east-1: the artifacts
+    bucket needs a LocationConstraint there; the template goes by URL (moto's CloudFormation
+    reads it from the bucket, as AWS does); the parameters are exactly the template's (an
+    unknown one is refused by CloudFormation, a missing one without default too). moto's
+    CloudFormation cannot create the stack itself (no CloudFront distribution, function or
+    bucket policy resources): docs/aws.md lists what that leaves untested."""
+    import boto3
+
+    from releng.aws import deploy
+    from releng.aws.catalog import Catalog
+    from releng.project import Project
+
+    region = "eu-west-1"
+
+    def client(service):
+        return boto3.client(service, endpoint_url=moto_server.endpoint_url, region_name=region)
+
+    client("ssm").put_parameter(Name="/releng/test/ami", Value="ami-12c6146b", Type="String")
+    project = Project.load(ROOT)
+    name = f"deploy-{uuid.uuid4().hex[:8]}"
+    params = {**deploy.parameters_from(project.config, repository_url="https://example.com/p.git"),
+              "ImageId": "/releng/test/ami"}  # fmt: skip
+    uploaded = deploy.upload_artifacts(
+        client, ROOT, name, catalog=Catalog.from_project(project), parameters=params, vendor=False
+    )
+    s3 = client("s3")
+    assert s3.get_bucket_location(Bucket=uploaded.bucket)["LocationConstraint"] == region
+    assert uploaded.template_url.startswith(f"https://{uploaded.bucket}.s3.{region}.amazonaws.com/")
+    key = uploaded.template_url.split(".amazonaws.com/", 1)[1]
+    body = s3.get_object(Bucket=uploaded.bucket, Key=key)["Body"].read()
+    assert body == (ROOT / template.TEMPLATE_FILE).read_bytes()
+    assert s3.head_object(Bucket=uploaded.bucket, Key=uploaded.parameters["CodeKey"])
+    assert uploaded.parameters["ImageId"] == "ami-12c6146b"
+    declared = _load()["Parameters"]
+    assert set(uploaded.parameters) <= set(declared)
+    assert {k for k, v in declared.items() if "Default" not in v} <= set(uploaded.parameters)
+    # CloudFormation reads it from that URL (moto's validation parses it; AWS checks more)
+    client("cloudformation").validate_template(TemplateURL=uploaded.template_url)
+    # a second deploy reuses the bucket
+    again = deploy.upload_artifacts(
+        client, ROOT, name, catalog=Catalog.from_project(project), parameters=params, vendor=False
+    )
+    assert again.bucket == uploaded.bucket

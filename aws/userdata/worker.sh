@@ -6,9 +6,19 @@
 # terminate on shutdown. `bash worker.sh STEP...` runs only the named steps (the tests do).
 set -eu -o pipefail
 
+# The stack's values, once.
+QUEUE_URL="${QueueUrl}"
+SCRATCH_BUCKET="${ScratchBucket}"
+REPOSITORY_URL="${RepositoryUrl}"
+BRANCH="${Branch}"
+GIT_CREDENTIALS_PARAMETER="${GitCredentialsParameter}"
+SIGNS="${Signs}"
+SIGNING_KEY_PARAMETER="${SigningKeyParameter}"
+SIGNING_PASSPHRASE_PARAMETER="${SigningPassphraseParameter}"
+export AWS_DEFAULT_REGION="${AWS::Region}" DEBIAN_FRONTEND=noninteractive
+
 ALIVE=/run/releng-worker.alive
 STALE_SECONDS=1800
-export AWS_DEFAULT_REGION=${AWS::Region} DEBIAN_FRONTEND=noninteractive
 
 # No fixed lifetime: a worker runs many tasks, each with its own deadline (the worker stops a
 # task's commands at it). The watchdog powers off only an instance whose worker stopped
@@ -25,7 +35,7 @@ start_watchdog() {
 }
 
 upload_log_and_power_off() {
-  aws s3 cp /var/log/releng-worker.log "s3://${ScratchBucket}/logs/instances/$INSTANCE.log" || true
+  aws s3 cp /var/log/releng-worker.log "s3://$SCRATCH_BUCKET/logs/instances/$INSTANCE.log" || true
   shutdown -h now
 }
 
@@ -49,9 +59,9 @@ install_packages() {
 
 # A private repository: an SSH deploy key from SSM (read-only; every worker clones).
 git_credentials() {
-  if [ -n "${GitCredentialsParameter}" ]; then
+  if [ -n "$GIT_CREDENTIALS_PARAMETER" ]; then
     install -d -m 700 /root/.ssh
-    aws ssm get-parameter --with-decryption --name "${GitCredentialsParameter}" \
+    aws ssm get-parameter --with-decryption --name "$GIT_CREDENTIALS_PARAMETER" \
       --query Parameter.Value --output text >/root/.ssh/releng-deploy-key
     chmod 600 /root/.ssh/releng-deploy-key
     export GIT_SSH_COMMAND="ssh -i /root/.ssh/releng-deploy-key -o StrictHostKeyChecking=accept-new"
@@ -60,7 +70,7 @@ git_credentials() {
 
 # releng at the stack's branch, its dependencies pinned by hash (requirements/runtime.txt).
 install_releng() {
-  git clone --branch "${Branch}" --depth 1 "${RepositoryUrl}" /opt/releng
+  git clone --branch "$BRANCH" --depth 1 "$REPOSITORY_URL" /opt/releng
   python3 -m venv /opt/venv
   /opt/venv/bin/pip install -q --require-hashes -r /opt/releng/requirements/runtime.txt
   /opt/venv/bin/pip install -q --no-deps /opt/releng
@@ -69,20 +79,20 @@ install_releng() {
 # Tarball makers and the publisher sign: the key comes from SSM (SecureString), never from
 # the repository. Builders have no permission to read it and never ask.
 import_signing_key() {
-  if [ "${Signs}" = yes ]; then
+  if [ "$SIGNS" = yes ]; then
     export GNUPGHOME=/root/.gnupg RELENG_SIGNING_PASSPHRASE
     install -d -m 700 "$GNUPGHOME"
-    aws ssm get-parameter --with-decryption --name "${SigningKeyParameter}" \
+    aws ssm get-parameter --with-decryption --name "$SIGNING_KEY_PARAMETER" \
       --query Parameter.Value --output text | gpg --batch --import
     RELENG_SIGNING_PASSPHRASE=$(aws ssm get-parameter --with-decryption \
-      --name "${SigningPassphraseParameter}" --query Parameter.Value --output text)
+      --name "$SIGNING_PASSPHRASE_PARAMETER" --query Parameter.Value --output text)
   fi
 }
 
 run_worker() {
   systemctl start docker
   cd /opt/releng
-  /opt/venv/bin/python -m releng.aws.worker --queue-url "${QueueUrl}" --root /opt/releng \
+  /opt/venv/bin/python -m releng.aws.worker --queue-url "$QUEUE_URL" --root /opt/releng \
     --idle-seconds 300 --alive-file "$ALIVE"
 }
 

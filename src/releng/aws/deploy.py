@@ -278,12 +278,27 @@ def lambda_zip(root: Path, catalog: Catalog, *, vendor: bool = True) -> bytes:
     return buf.getvalue()
 
 
+DEBIAN_AMI_PARAMETER = "/aws/service/debian/release/12/latest/amd64"
+
+
+def resolve_ami(ssm: Any, ami: str) -> str:
+    """An AMI id as given, or the one the SSM parameter ``ami`` holds now."""
+    if not ami.startswith("/"):
+        return ami
+    from botocore.exceptions import ClientError
+
+    try:
+        return str(ssm.get_parameter(Name=ami)["Parameter"]["Value"])
+    except ClientError as exc:
+        raise AwsError(
+            f"cannot read the AMI parameter {ami} in {ssm.meta.region_name}: {exc}; set "
+            "[aws] ami to an AMI id or to an SSM parameter that exists in this region"
+        ) from None
+
+
 def template_url(s3: Any, bucket: str, key: str) -> str:
-    """The S3 URL CloudFormation reads a template from (its own endpoint under moto)."""
-    endpoint = s3.meta.endpoint_url.rstrip("/")
-    if "amazonaws.com" in endpoint:
-        return f"https://{bucket}.s3.{s3.meta.region_name}.amazonaws.com/{key}"
-    return f"{endpoint}/{bucket}/{key}"
+    """The S3 URL CloudFormation reads the template from (the bucket is in the stack's region)."""
+    return f"https://{bucket}.s3.{s3.meta.region_name}.amazonaws.com/{key}"
 
 
 def _stack_exists(cfn: Any, name: str) -> bool:
@@ -298,7 +313,16 @@ def _stack_exists(cfn: Any, name: str) -> bool:
     return bool(stacks) and stacks[0].get("StackStatus") != "REVIEW_IN_PROGRESS"
 
 
-def deploy(
+@dataclass(frozen=True, kw_only=True)
+class Artifacts:
+    """What deploy() uploaded: where CloudFormation reads the template, and the parameters."""
+
+    bucket: str
+    template_url: str
+    parameters: dict[str, str]
+
+
+def upload_artifacts(
     client: Any,
     root: Path,
     name: str,
@@ -306,11 +330,12 @@ def deploy(
     catalog: Catalog,
     parameters: dict[str, str],
     vendor: bool = True,
-) -> Stack:
-    """Create or update the CloudFormation stack and push the Lambda code."""
-    from botocore.exceptions import ClientError, WaiterError
+) -> Artifacts:
+    """The artifacts bucket (made in the client's region, private), the Lambda zip and the
+    template in it, and the stack's parameters with the AMI resolved and the code's place."""
+    from botocore.exceptions import ClientError
 
-    s3, cfn, sts = (client(s) for s in ("s3", "cloudformation", "sts"))
+    s3, sts, ssm = (client(s) for s in ("s3", "sts", "ssm"))
     account = sts.get_caller_identity()["Account"]
     artifacts = f"{name}-artifacts-{account}"
     try:
@@ -332,12 +357,33 @@ def deploy(
     body = (root / TEMPLATE_FILE).read_bytes()
     template_key = f"templates/{hashlib.sha256(body).hexdigest()}.yaml"
     s3.put_object(Bucket=artifacts, Key=template_key, Body=body)
-    url = template_url(s3, artifacts, template_key)
-    params = [
-        {"ParameterKey": k, "ParameterValue": v}
-        for k, v in {**parameters, "CodeBucket": artifacts, "CodeKey": key}.items()
-    ]
+    ami = resolve_ami(ssm, parameters.get("ImageId") or DEBIAN_AMI_PARAMETER)
+    return Artifacts(
+        bucket=artifacts,
+        template_url=template_url(s3, artifacts, template_key),
+        parameters={**parameters, "ImageId": ami, "CodeBucket": artifacts, "CodeKey": key},
+    )
+
+
+def deploy(
+    client: Any,
+    root: Path,
+    name: str,
+    *,
+    catalog: Catalog,
+    parameters: dict[str, str],
+    vendor: bool = True,
+) -> Stack:
+    """Create or update the CloudFormation stack (its Lambda code changes with it)."""
+    from botocore.exceptions import ClientError, WaiterError
+
+    uploaded = upload_artifacts(
+        client, root, name, catalog=catalog, parameters=parameters, vendor=vendor
+    )
+    cfn = client("cloudformation")
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in uploaded.parameters.items()]
     caps = ["CAPABILITY_IAM"]
+    url = uploaded.template_url
     log.info("deploying stack %s from %s", name, url)
     try:
         if _stack_exists(cfn, name):
@@ -364,8 +410,14 @@ def deploy(
 
 def parameters(project: Any) -> dict[str, str]:
     """The stack's parameters from product.toml's [aws] section."""
-    cfg = project.config.aws
-    if not cfg.repository_url:
+    return parameters_from(project.config)
+
+
+def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
+    """:func:`parameters` of a ProductConfig (``repository_url`` in place of an empty one)."""
+    cfg = config.aws
+    repository = cfg.repository_url or repository_url
+    if not repository:
         raise AwsError(
             "product.toml: [aws] repository_url is empty; workers clone it, e.g. "
             "repository_url = 'https://github.com/example/packaging.git'"
@@ -379,7 +431,7 @@ def parameters(project: Any) -> dict[str, str]:
     if any(n < 1 for n in cfg.max_workers.values()):
         raise AwsError("product.toml: [aws] max_workers values must be at least 1")
     params = {
-        "RepositoryUrl": cfg.repository_url,
+        "RepositoryUrl": repository,
         "Branch": cfg.branch,
         "BuilderInstanceType": cfg.builder_instance_type,
         "SmallInstanceType": cfg.small_instance_type,
@@ -390,13 +442,12 @@ def parameters(project: Any) -> dict[str, str]:
             {q: cfg.max_workers.get(q, k.max_workers) for q, k in S.WORKER_KINDS.items()},
             sort_keys=True,
         ),
-        "DownloadsPrefix": project.config.publish.prefix.strip("/"),
+        "DownloadsPrefix": config.publish.prefix.strip("/"),
     }
-    if cfg.ami.startswith("ami-"):
-        params["ImageId"] = cfg.ami
-    elif cfg.ami.startswith("/"):
-        params["ImageParameter"] = cfg.ami
-    elif cfg.ami:
+    ami = cfg.ami or DEBIAN_AMI_PARAMETER
+    if ami.startswith(("ami-", "/")):
+        params["ImageId"] = ami  # a parameter name is resolved by deploy()
+    else:
         raise AwsError(
             f"product.toml: [aws] ami = {cfg.ami!r} is neither an AMI id (ami-...) nor an SSM "
             "parameter name (/aws/service/debian/release/12/latest/amd64)"
