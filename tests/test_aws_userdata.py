@@ -100,7 +100,7 @@ def test_user_data_installs_releng_in_stock_bookworm(docker_client, base_image, 
             "GIT_CONFIG_COUNT": "1",
             "GIT_CONFIG_KEY_0": "safe.directory",
             "GIT_CONFIG_VALUE_0": "*",
-        },  # fmt: skip
+        },
     )
     try:
         result = container.wait(timeout=1800)
