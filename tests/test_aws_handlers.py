@@ -253,7 +253,19 @@ def test_update_indices_then_invalidate_cloudfront(ctx, moto_server):
     indices = handlers.update_indices({}, ctx)
     assert indices == {"pages": 0, "invalidate": []}
     assert handlers.invalidate_cloudfront({"indices": indices}, ctx) == {"invalidation": None}
-    result = handlers.invalidate_cloudfront({"indices": {"invalidate": ["/dists/bookworm/*"]}}, ctx)
+    paths = {"invalidate": ["/dists/bookworm/*"]}
+    result = handlers.invalidate_cloudfront({"indices": paths, "execution": "night-1"}, ctx)
     assert result["invalidation"]
     listed = cf.list_invalidations(DistributionId=dist)["InvalidationList"]["Items"]
     assert [i["Id"] for i in listed] == [result["invalidation"]]
+    # the next nightly changes the same paths: a new invalidation, not the old one returned
+    # (CloudFront answers a CallerReference it has seen with that invalidation)
+    nxt = handlers.invalidate_cloudfront({"indices": paths, "execution": "night-2"}, ctx)
+    assert nxt["invalidation"] not in (None, result["invalidation"])
+    refs = {
+        cf.get_invalidation(DistributionId=dist, Id=i)["Invalidation"]["InvalidationBatch"][
+            "CallerReference"
+        ]
+        for i in (result["invalidation"], nxt["invalidation"])
+    }
+    assert len(refs) == 2
