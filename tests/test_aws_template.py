@@ -232,3 +232,22 @@ def test_deploy_uploads_to_its_region_and_passes_exactly_the_template_parameters
         client, ROOT, name, catalog=Catalog.from_project(project), parameters=params, vendor=False
     )
     assert again.bucket == uploaded.bucket
+
+
+def test_product_toml_must_name_the_stacks_buckets(make_project):
+    """The workers' invoke commands read [publish] from the checkout they clone: deploy-aws
+    prints the lines, and build-on-aws refuses to start while they differ."""
+    from releng.aws import deploy
+    from releng.errors import AwsError
+
+    stack = deploy.Stack(
+        name="releng", state_machine_arn="arn:sm", scratch_bucket="releng-scratchbucket-1a",
+        downloads_bucket="releng-downloadsbucket-2b", distribution_id="E123",
+    )  # fmt: skip
+    project = make_project('[publish]\nbucket = "old"\nscratch_bucket = "older"\n')
+    with pytest.raises(AwsError, match="releng-scratchbucket-1a"):
+        deploy.check_product_toml(project, stack)
+    lines = "\n".join(deploy.product_toml_lines(stack))
+    fixed = make_project(lines + "\n", name="fixed")
+    deploy.check_product_toml(fixed, stack)
+    assert fixed.config.publish.cloudfront_distribution == "E123"
