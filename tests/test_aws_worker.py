@@ -47,7 +47,10 @@ def test_a_message_past_its_deadline_is_dropped_unrun(moto_server, tmp_path) -> 
     assert worker.run(idle_seconds=3, max_tasks=1) == 1
     assert not (tmp_path / "ran").exists()
     assert s3.list_objects_v2(Bucket=name).get("KeyCount", 0) == 0  # no status, no log
-    assert sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"][
-        "ApproximateNumberOfMessages"
-    ] == "0"
+    assert (
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+        == "0"
+    )
     assert (tmp_path / "alive").exists()  # the watchdog's file is touched while it polls
