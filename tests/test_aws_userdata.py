@@ -5,6 +5,7 @@ installed from its hash-pinned requirements, the worker importable."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import uuid
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from releng.aws import template
-from tests.fixtures.project import copy_repo, git
+from tests.fixtures.project import git
 
 ROOT = Path(__file__).resolve().parents[1]
 BRANCH = "release-line"
@@ -47,6 +48,7 @@ def test_user_data_is_shellcheck_clean(queue, tmp_path) -> None:
     script = tmp_path / "user-data.sh"
     script.write_text(_rendered(queue, "https://git.example.com/packaging.git"))
     assert "${" not in script.read_text().replace("$((", "")
+    assert len(script.read_bytes()) < 16 * 1024  # EC2's user data limit
     proc = subprocess.run(
         [exe, "--shell=bash", "--severity=style", str(script)],
         capture_output=True, text=True, check=False,
@@ -56,10 +58,29 @@ def test_user_data_is_shellcheck_clean(queue, tmp_path) -> None:
     assert signs == (queue != "build")
 
 
+def _checkout_copy(dest: Path) -> Path:
+    """This checkout as it is (tracked and new files, not ignored ones), committed in ``dest``:
+    what the workers clone."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
+    for rel in filter(None, listed.split("\0")):
+        src = ROOT / rel
+        if src.is_file() or src.is_symlink():
+            target = dest / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target, follow_symlinks=False)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "the checkout")
+    return dest
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_user_data_installs_releng_in_stock_bookworm(docker_client, base_image, tmp_path) -> None:
-    repo = copy_repo(tmp_path / "repo")
+    repo = _checkout_copy(tmp_path / "repo")
     git(repo, "checkout", "-q", "-b", BRANCH)
     (repo / "on-the-branch").write_text("the clone must be of the configured branch\n")
     git(repo, "add", "on-the-branch")
@@ -73,7 +94,7 @@ def test_user_data_installs_releng_in_stock_bookworm(docker_client, base_image, 
         ""
         if has_lock
         else "python3 -m venv /tmp/lock && /tmp/lock/bin/pip install -q pip-tools && "
-        "cd /src/repo && /tmp/lock/bin/pip-compile -q --generate-hashes --strip-extras "
+        "cd /src/repo && mkdir -p requirements && /tmp/lock/bin/pip-compile -q --generate-hashes --strip-extras "
         "-o requirements/runtime.txt pyproject.toml && git add requirements && "
         "git -c user.name=t -c user.email=t@t commit -q -m lock && cd / && "
     )
@@ -86,21 +107,26 @@ def test_user_data_installs_releng_in_stock_bookworm(docker_client, base_image, 
         "/opt/venv/bin/python -c 'import boto3, docker, gnupg, debian, invoke, releng.aws.worker'; "
         "/opt/venv/bin/pip check; echo USERDATA-OK"
     )
+    volumes = {
+        str(script): {"bind": "/user-data.sh", "mode": "ro"},
+        str(repo): {"bind": "/src/repo", "mode": "rw"},
+    }
+    environment = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
+                   "GIT_CONFIG_VALUE_0": "*"}  # fmt: skip
+    # This machine's TLS trust for pip (an egress proxy's CA where there is one), as an
+    # instance trusts PyPI with Debian's certificates.
+    ca = os.environ.get("PIP_CERT") or os.environ.get("REQUESTS_CA_BUNDLE") or ""
+    if ca and Path(ca).is_file():
+        volumes[ca] = {"bind": "/etc/releng-test-ca.crt", "mode": "ro"}
+        environment["PIP_CERT"] = "/etc/releng-test-ca.crt"
     name = f"releng-userdata-{uuid.uuid4().hex[:8]}"
     container = docker_client.containers.run(
         base_image("debian-12-bookworm"),
         ["bash", "-c", steps],
         name=name,
         detach=True,
-        volumes={
-            str(script): {"bind": "/user-data.sh", "mode": "ro"},
-            str(repo): {"bind": "/src/repo", "mode": "rw"},
-        },
-        environment={
-            "GIT_CONFIG_COUNT": "1",
-            "GIT_CONFIG_KEY_0": "safe.directory",
-            "GIT_CONFIG_VALUE_0": "*",
-        },
+        volumes=volumes,
+        environment=environment,
     )
     try:
         result = container.wait(timeout=1800)
