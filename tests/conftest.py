@@ -8,4 +8,5 @@ pytest_plugins = [
     "tests.fixtures.http",
     "tests.fixtures.docker",
     "tests.fixtures.moto",
+    "tests.fixtures.iam",
 ]

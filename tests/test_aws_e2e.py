@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.aws, pytest.mark.docker, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[1]
 DISTROS = ["debian-12-bookworm", "debian-13-trixie"]
-# The builds take longer than the heartbeat: they pass only if the workers' heartbeats arrive.
+# Short deadlines; the workers report (and extend their messages) every few seconds.
 SHORT = {"timeouts": {"tarball": 300, "build": 900, "publish": 600}, "heartbeat_seconds": 10}
 
 

@@ -139,14 +139,67 @@ def test_prepare_task_publish_steps(ctx):
     assert nightly["reason"] == "nightlies publish no source tarball"
 
 
-def test_launch_workers_starts_tagged_instances_and_one_publisher_at_most(ctx):
+def test_launch_workers_fills_a_bounded_pool_and_reuses_it(ctx):
     launched = handlers.launch_workers({"queue": S.BUILD_QUEUE, "count": 2}, ctx)["launched"]
     assert len(launched) == 2
     assert ctx.launcher.live(S.BUILD_QUEUE) == 2
+    # two live workers and nothing queued: the next task goes to one of them
+    assert handlers.launch_workers({"queue": S.BUILD_QUEUE, "count": 1}, ctx)["launched"] == []
+    # a long queue grows the pool only up to its maximum
+    ctx.settings = {**ctx.settings, handlers.MAX_WORKERS: json.dumps({S.BUILD_QUEUE: 3})}
+    url = json.loads(ctx.settings[handlers.QUEUE_URLS])[S.BUILD_QUEUE]
+    for _ in range(5):
+        ctx.client("sqs").send_message(QueueUrl=url, MessageBody="{}")
+    assert len(handlers.launch_workers({"queue": S.BUILD_QUEUE}, ctx)["launched"]) == 1
+    assert handlers.launch_workers({"queue": S.BUILD_QUEUE}, ctx)["launched"] == []
+    assert ctx.launcher.live(S.BUILD_QUEUE) == 3
+    # one publisher at most
     assert (
         len(handlers.launch_workers({"queue": S.PUBLISH_QUEUE, "count": 3}, ctx)["launched"]) == 1
     )
     assert handlers.launch_workers({"queue": S.PUBLISH_QUEUE, "count": 1}, ctx)["launched"] == []
+
+
+class _RefusingEc2:
+    """An EC2 client whose RunInstances is refused as AWS refuses it at a quota or without
+    capacity (moto never refuses); DescribeInstances goes to moto."""
+
+    def __init__(self, real, codes):
+        self.real, self.codes, self.calls = real, list(codes), []
+
+    def get_paginator(self, name):
+        return self.real.get_paginator(name)
+
+    def run_instances(self, **kw):
+        from botocore.exceptions import ClientError
+
+        self.calls.append(kw.get("SubnetId"))
+        if self.codes:
+            code = self.codes.pop(0)
+            raise ClientError({"Error": {"Code": code, "Message": code}}, "RunInstances")
+        return self.real.run_instances(**kw)
+
+
+def test_a_launch_refused_for_capacity_or_quota_waits_instead_of_failing(ctx, moto_server):
+    ec2 = moto_server.client("ec2")
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:2]
+    refusing = _RefusingEc2(ec2, ["VcpuLimitExceeded"])
+    ctx.launcher = Ec2Launcher(
+        ec2=refusing, launch_templates=ctx.launcher.launch_templates, stack=ctx.launcher.stack,
+        subnets=subnets,
+    )  # fmt: skip
+    # the quota: no instance, no error, and no other subnet tried (it would not help)
+    assert handlers.launch_workers({"queue": S.BUILD_QUEUE}, ctx)["launched"] == []
+    assert refusing.calls == subnets[:1]
+    # no capacity in the first zone: the next subnet gets the instance
+    refusing.codes, refusing.calls = ["InsufficientInstanceCapacity"], []
+    assert len(handlers.launch_workers({"queue": S.BUILD_QUEUE}, ctx)["launched"]) == 1
+    assert refusing.calls == [subnets[0], subnets[1]]
+    # anything else is a real error, retried by the state machine as a service error
+    refusing.codes = ["UnauthorizedOperation"]
+    ctx.settings = {**ctx.settings, handlers.MAX_WORKERS: json.dumps({S.BUILD_QUEUE: 5})}
+    with pytest.raises(Exception, match="UnauthorizedOperation"):
+        handlers.launch_workers({"queue": S.BUILD_QUEUE, "count": 2}, ctx)
 
 
 def test_health_check_launches_for_waiting_tasks_only(ctx):
@@ -174,8 +227,11 @@ def test_check_if_repos_changed_and_check_for_failures(ctx):
     assert report["count"] == 1
     assert report["summary"] == "make-binary-package 1.2.4 debian-13-trixie: States.Timeout"
     scratch = ctx.settings[handlers.SCRATCH_BUCKET]
-    assert report["failures"][0]["log"] == (
-        f"s3://{scratch}/logs/ex9/1.2.4/debian-13-trixie/make-binary-package.log"
+    assert report["report"] == f"s3://{scratch}/logs/ex9/failures.json"
+    body = ctx.client("s3").get_object(Bucket=scratch, Key="logs/ex9/failures.json")["Body"]
+    (failure,) = json.loads(body.read())
+    assert (
+        failure["log"] == f"s3://{scratch}/logs/ex9/1.2.4/debian-13-trixie/make-binary-package.log"
     )
 
 
@@ -197,7 +253,19 @@ def test_update_indices_then_invalidate_cloudfront(ctx, moto_server):
     indices = handlers.update_indices({}, ctx)
     assert indices == {"pages": 0, "invalidate": []}
     assert handlers.invalidate_cloudfront({"indices": indices}, ctx) == {"invalidation": None}
-    result = handlers.invalidate_cloudfront({"indices": {"invalidate": ["/dists/bookworm/*"]}}, ctx)
+    paths = {"invalidate": ["/dists/bookworm/*"]}
+    result = handlers.invalidate_cloudfront({"indices": paths, "execution": "night-1"}, ctx)
     assert result["invalidation"]
     listed = cf.list_invalidations(DistributionId=dist)["InvalidationList"]["Items"]
     assert [i["Id"] for i in listed] == [result["invalidation"]]
+    # the next nightly changes the same paths: a new invalidation, not the old one returned
+    # (CloudFront answers a CallerReference it has seen with that invalidation)
+    nxt = handlers.invalidate_cloudfront({"indices": paths, "execution": "night-2"}, ctx)
+    assert nxt["invalidation"] not in (None, result["invalidation"])
+    refs = {
+        cf.get_invalidation(DistributionId=dist, Id=i)["Invalidation"]["InvalidationBatch"][
+            "CallerReference"
+        ]
+        for i in (result["invalidation"], nxt["invalidation"])
+    }
+    assert len(refs) == 2

@@ -31,7 +31,9 @@ def test_every_queue_is_a_placeholder_and_render_fills_them() -> None:
         statemachine.render(statemachine.dumps(), {})
 
 
-def test_worker_steps_have_timeouts_heartbeats_and_catch() -> None:
+def test_worker_steps_have_one_deadline_and_catch() -> None:
+    """A task may wait for a slot in its pool: no heartbeat timeout, one deadline (the state's
+    TimeoutSecondsPath), which the worker is given too; no retry of a timed-out task."""
     tasks = {}
 
     def walk(states: dict) -> None:
@@ -50,8 +52,17 @@ def test_worker_steps_have_timeouts_heartbeats_and_catch() -> None:
     ):
         state = tasks[name]
         assert state["Resource"] == statemachine.SQS_WAIT
-        assert state["HeartbeatSecondsPath"] == "$.config.heartbeat_seconds"
+        assert "HeartbeatSecondsPath" not in state
         assert state["TimeoutSecondsPath"].startswith("$.config.timeouts.")
+        body = state["Parameters"]["MessageBody"]
+        assert body["timeout_seconds.$"] == state["TimeoutSecondsPath"]
+        retried = {e for r in state["Retry"] for e in r["ErrorEquals"]}
+        assert not retried & {"States.Timeout", "States.HeartbeatTimeout", "States.ALL"}
         assert state["Catch"][0]["Next"] == f"{name}Failed"
     assert tasks["PublishBinaryPackages"]["Parameters"]["MessageGroupId"] == "publish"
+    # launches run one at a time: two never both see the same free slot in a pool
+    assert tasks["LaunchMakeBinaryPackageWorker"]["Parameters"]["MessageGroupId"] == "launch"
+    # publish only what was built
+    prepare = tasks["PreparePublishBinaryPackages"]["Parameters"]["MessageBody"]["input"]
+    assert prepare["builds.$"] == "$.builds"
     assert json.loads(statemachine.dumps())["StartAt"] == "ParseInput"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 
 from releng.aws import statemachine, template
@@ -35,13 +37,40 @@ def test_committed_template_is_the_generated_one() -> None:
     assert committed == template.dumps(ROOT), "run `invoke generate-aws` and commit aws/"
 
 
-def test_cfn_lint_passes() -> None:
+def test_cfn_lint_passes_with_warnings_as_failures() -> None:
+    """The newest cfn-lint (pyproject's floor is its latest release): its warnings are what
+    CloudFormation rejects (W1101: YAML aliases) or AWS does differently."""
     exe = shutil.which("cfn-lint")
     assert exe, "cfn-lint is missing: pip install -e '.[test]'"
-    proc = subprocess.run(
-        [exe, str(ROOT / template.TEMPLATE_FILE)], capture_output=True, text=True, check=False
+    floor = next(
+        line.split(">=")[1].split('"')[0]
+        for line in (ROOT / "pyproject.toml").read_text().splitlines()
+        if '"cfn-lint>=' in line
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    from importlib.metadata import version
+
+    assert tuple(map(int, version("cfn-lint").split("."))) >= tuple(map(int, floor.split(".")))
+    # exit code: bit 2 errors, bit 4 warnings; both fail (informational notes, 8, do not)
+    proc = subprocess.run(
+        [exe, "--format", "parseable", str(ROOT / template.TEMPLATE_FILE)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode & 6 == 0, proc.stdout + proc.stderr
+
+
+def test_yaml_has_no_anchors_or_aliases() -> None:
+    """CloudFormation rejects YAML anchors and aliases; PyYAML writes them for shared objects."""
+    events = yaml.parse((ROOT / template.TEMPLATE_FILE).read_text(encoding="utf-8"))
+    for event in events:
+        assert not isinstance(event, yaml.AliasEvent), event
+        assert getattr(event, "anchor", None) is None, event
+
+
+def test_template_fits_a_template_url_not_a_template_body() -> None:
+    """deploy() uploads the template and passes TemplateURL: TemplateBody takes 51,200 bytes,
+    TemplateURL 1 MB. The check keeps the template within the URL limit with room to grow."""
+    size = len((ROOT / template.TEMPLATE_FILE).read_bytes())
+    assert 51_200 < size < 1_000_000 // 2
 
 
 def test_state_machine_is_the_committed_definition_with_every_placeholder_mapped() -> None:
@@ -50,12 +79,19 @@ def test_state_machine_is_the_committed_definition_with_every_placeholder_mapped
     assert sorted(props["DefinitionSubstitutions"]) == statemachine.placeholders()
 
 
-def test_least_privilege_builders_never_write_downloads() -> None:
+def _statements(role: dict) -> str:
+    return json.dumps(role["Properties"]["Policies"])
+
+
+def test_least_privilege_builders_never_sign_nor_write_downloads() -> None:
     res = _load()["Resources"]
-    builder = json.dumps(res["BuilderRole"]["Properties"]["Policies"])
-    publisher = json.dumps(res["PublisherRole"]["Properties"]["Policies"])
-    assert "DownloadsBucket" not in builder
-    assert "DownloadsBucket" in publisher
+    roles = {q: res[template.worker_role_id(q)] for q in S.WORKER_QUEUES}
+    assert "DownloadsBucket" not in _statements(roles["build"])
+    assert "DownloadsBucket" not in _statements(roles["tarball"])
+    assert "DownloadsBucket" in _statements(roles["publish"])
+    for queue, role in roles.items():
+        signs = "SigningKeyParameter" in _statements(role)
+        assert signs == (queue != "build"), queue
     assert "CreateInvalidation" not in json.dumps(res["ParseInputFunctionRole"]["Properties"])
     for queue in S.WORKER_QUEUES:
         data = res[f"{queue.capitalize()}LaunchTemplate"]["Properties"]["LaunchTemplateData"]
@@ -70,31 +106,148 @@ def test_least_privilege_builders_never_write_downloads() -> None:
     )
 
 
+def test_handler_queues_outlast_their_functions_six_times() -> None:
+    """AWS's advice for SQS event sources: visibility >= 6 x the function's timeout, or a
+    throttled invocation reappears only after its task timed out; the state waits for it."""
+    res = _load()["Resources"]
+    machine = json.loads(res["StateMachine"]["Properties"]["DefinitionString"])
+    states = {}
+
+    def collect(d):
+        for name, state in d["States"].items():
+            states[name] = state
+            if "ItemProcessor" in state:
+                collect(state["ItemProcessor"])
+
+    collect(machine)
+    for handler in S.QUEUE_HANDLERS:
+        camel = "".join(p.capitalize() for p in handler.split("_"))
+        timeout = res[f"{camel}Function"]["Properties"]["Timeout"]
+        visibility = res[f"{camel}Queue"]["Properties"]["VisibilityTimeout"]
+        assert visibility >= 6 * timeout, handler
+        waits = [
+            s["TimeoutSeconds"]
+            for s in states.values()
+            if s.get("Type") == "Task"
+            and s["Parameters"]["QueueUrl"] == "${" + S.queue_key(handler) + "}"
+        ]
+        assert waits, handler
+        assert all(w > visibility + timeout for w in waits), handler
+
+
+def test_cloudfront_serves_directory_index_pages() -> None:
+    config = _load()["Resources"]["Distribution"]["Properties"]["DistributionConfig"]
+    assert config["DefaultRootObject"] == "index.html"
+    (assoc,) = config["DefaultCacheBehavior"]["FunctionAssociations"]
+    assert assoc["EventType"] == "viewer-request"
+    code = _load()["Resources"]["DirectoryIndexFunction"]["Properties"]["FunctionCode"]
+    assert 'endsWith("/")' in code and "index.html" in code
+
+
 def test_lambda_zip_imports_on_its_own(tmp_path) -> None:
-    """The Lambda code is self-contained: the entry point imports from the zip alone."""
+    """The Lambda code is self-contained: the entry point, releng and the boto3/botocore it
+    was tested with all come from the zip (not the runtime's, not this checkout's), with the
+    service models of every client the handlers make."""
     import io
     import os
     import sys
     import zipfile
+
+    import boto3
 
     from releng.aws import deploy
     from releng.aws.catalog import Catalog
     from releng.project import Project
 
     data = deploy.lambda_zip(ROOT, Catalog.from_project(Project.load(ROOT)))
+    assert len(data) < 50 * 1024 * 1024  # Lambda's limit for a zip
     zipfile.ZipFile(io.BytesIO(data)).extractall(tmp_path)
-    code = (
-        "import handlers, releng, releng.publish; "
-        "print(releng.__file__); print(sorted(handlers._CATALOG.distros))"
+    clients = "; ".join(
+        f"boto3.client({s!r}, region_name='eu-west-1')" for s in deploy.LAMBDA_SERVICES
     )
-    env = {"PATH": os.environ["PATH"], "AWS_DEFAULT_REGION": "us-east-1", "RELENG_STACK": "t"}
-    # boto3 from site-packages, releng only from the zip (not this checkout's src/).
-    paths = [p for p in sys.path[1:] if p and not p.startswith(str(ROOT))]
+    code = (
+        "import handlers, releng, releng.publish, boto3, botocore; "
+        f"{clients}; "
+        "print(releng.__file__); print(boto3.__file__); print(boto3.__version__); "
+        "print(sorted(handlers._CATALOG.distros))"
+    )
+    env = {"PATH": os.environ["PATH"], "AWS_DEFAULT_REGION": "us-east-1", "RELENG_STACK": "t",
+           "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}  # fmt: skip
+    # the standard library only: no site-packages, not this checkout's src/
+    paths = [p for p in sys.path[1:] if p and "-packages" not in p and not p.startswith(str(ROOT))]
     proc = subprocess.run(
-        [sys.executable, "-S", "-c", f"import sys; sys.path[1:1] = {paths!r}; {code}"],
+        [sys.executable, "-S", "-c", f"import sys; sys.path[1:] = {paths!r}; {code}"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    first, distros = proc.stdout.splitlines()
-    assert first.startswith(str(tmp_path))
+    releng_file, boto3_file, version, distros = proc.stdout.splitlines()
+    assert releng_file.startswith(str(tmp_path))
+    assert boto3_file.startswith(str(tmp_path))
+    assert version == boto3.__version__
     assert "debian-12-bookworm" in distros
+
+
+@pytest.mark.aws
+def test_deploy_uploads_to_its_region_and_passes_exactly_the_template_parameters(moto_server):
+    """deploy()'s first half against moto in a region other than us-east-1: the artifacts
+    bucket needs a LocationConstraint there; the template goes by URL (moto's CloudFormation
+    reads it from the bucket, as AWS does); the parameters are exactly the template's (an
+    unknown one is refused by CloudFormation, a missing one without default too). moto's
+    CloudFormation cannot create the stack itself (no CloudFront distribution, function or
+    bucket policy resources): docs/aws.md lists what that leaves untested."""
+    import boto3
+
+    from releng.aws import deploy
+    from releng.aws.catalog import Catalog
+    from releng.project import Project
+
+    region = "eu-west-1"
+
+    def client(service):
+        return boto3.client(service, endpoint_url=moto_server.endpoint_url, region_name=region)
+
+    client("ssm").put_parameter(Name="/releng/test/ami", Value="ami-12c6146b", Type="String")
+    project = Project.load(ROOT)
+    name = f"deploy-{uuid.uuid4().hex[:8]}"
+    params = {**deploy.parameters_from(project.config, repository_url="https://example.com/p.git"),
+              "ImageId": "/releng/test/ami"}  # fmt: skip
+    uploaded = deploy.upload_artifacts(
+        client, ROOT, name, catalog=Catalog.from_project(project), parameters=params, vendor=False
+    )
+    s3 = client("s3")
+    assert s3.get_bucket_location(Bucket=uploaded.bucket)["LocationConstraint"] == region
+    assert uploaded.template_url.startswith(f"https://{uploaded.bucket}.s3.{region}.amazonaws.com/")
+    key = uploaded.template_url.split(".amazonaws.com/", 1)[1]
+    body = s3.get_object(Bucket=uploaded.bucket, Key=key)["Body"].read()
+    assert body == (ROOT / template.TEMPLATE_FILE).read_bytes()
+    assert s3.head_object(Bucket=uploaded.bucket, Key=uploaded.parameters["CodeKey"])
+    assert uploaded.parameters["ImageId"] == "ami-12c6146b"
+    declared = _load()["Parameters"]
+    assert set(uploaded.parameters) <= set(declared)
+    assert {k for k, v in declared.items() if "Default" not in v} <= set(uploaded.parameters)
+    # CloudFormation reads it from that URL (moto's validation parses it; AWS checks more)
+    client("cloudformation").validate_template(TemplateURL=uploaded.template_url)
+    # a second deploy reuses the bucket
+    again = deploy.upload_artifacts(
+        client, ROOT, name, catalog=Catalog.from_project(project), parameters=params, vendor=False
+    )
+    assert again.bucket == uploaded.bucket
+
+
+def test_product_toml_must_name_the_stacks_buckets(make_project):
+    """The workers' invoke commands read [publish] from the checkout they clone: deploy-aws
+    prints the lines, and build-on-aws refuses to start while they differ."""
+    from releng.aws import deploy
+    from releng.errors import AwsError
+
+    stack = deploy.Stack(
+        name="releng", state_machine_arn="arn:sm", scratch_bucket="releng-scratchbucket-1a",
+        downloads_bucket="releng-downloadsbucket-2b", distribution_id="E123",
+    )  # fmt: skip
+    project = make_project('[publish]\nbucket = "old"\nscratch_bucket = "older"\n')
+    with pytest.raises(AwsError, match="releng-scratchbucket-1a"):
+        deploy.check_product_toml(project, stack)
+    lines = "\n".join(deploy.product_toml_lines(stack))
+    fixed = make_project(lines + "\n", name="fixed")
+    deploy.check_product_toml(fixed, stack)
+    assert fixed.config.publish.cloudfront_distribution == "E123"

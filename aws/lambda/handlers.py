@@ -2,7 +2,8 @@
 
 The function's environment names the handler (RELENG_HANDLER), the buckets and
 queues; the logic is releng.aws.handlers, bundled beside this file with a
-catalog.json of the distros by `invoke deploy-aws`.
+catalog.json of the distros and the boto3/botocore releng was tested with, by
+`invoke deploy-aws`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _CONTEXT = handlers.Context(
         ec2=boto3.client("ec2"),
         launch_templates=json.loads(os.environ.get("RELENG_LAUNCH_TEMPLATES", "{}")),
         stack=os.environ.get("RELENG_STACK", "releng"),
+        subnets=[s for s in os.environ.get("RELENG_SUBNETS", "").split(",") if s],
     ),
 )
 

@@ -1,36 +1,117 @@
 #!/bin/bash
-# EC2 user data of a releng worker (a CloudFormation Fn::Sub template: dollar-brace names are stack
-# values; shell variables are written without braces). The instance installs the engine
-# and this repository at the stack's branch, works the queue until it is idle, uploads
-# its own log, and powers off; instances terminate on shutdown.
+# EC2 user data of a releng worker: a CloudFormation Fn::Sub template (dollar-brace names are
+# stack values; shell variables are written without braces). The instance installs the engine
+# and releng from this repository at the stack's branch, works its queue for as many tasks as
+# come (one of a bounded pool), uploads its own log when idle, and powers off; instances
+# terminate on shutdown. `bash worker.sh STEP...` runs only the named steps (the tests do).
 set -eu -o pipefail
-exec > /var/log/releng-worker.log 2>&1
 
-# Safety net: whatever happens below, the instance is gone within the task timeout.
-shutdown -h +${SafetyMinutes} "releng safety shutdown" || true
-trap 'aws s3 cp /var/log/releng-worker.log "s3://${ScratchBucket}/logs/instances/$INSTANCE.log" || true; shutdown -h now' EXIT
+# The stack's values, once.
+QUEUE_URL="${QueueUrl}"
+SCRATCH_BUCKET="${ScratchBucket}"
+REPOSITORY_URL="${RepositoryUrl}"
+BRANCH="${Branch}"
+GIT_CREDENTIALS_PARAMETER="${GitCredentialsParameter}"
+SIGNS="${Signs}"
+SIGNING_KEY_PARAMETER="${SigningKeyParameter}"
+SIGNING_PASSPHRASE_PARAMETER="${SigningPassphraseParameter}"
+export AWS_DEFAULT_REGION="${AWS::Region}" DEBIAN_FRONTEND=noninteractive
 
-TOKEN=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
-INSTANCE=$(curl -sS -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/instance-id)
-export AWS_DEFAULT_REGION=${AWS::Region} RELENG_INSTANCE_ID=$INSTANCE
+ALIVE=/run/releng-worker.alive
+STALE_SECONDS=1800
 
-apt-get update -q
-apt-get install -y -q docker.io git python3-venv mmdebstrap awscli gnupg
-systemctl start docker
+# No fixed lifetime: a worker runs many tasks, each with its own deadline (the worker stops a
+# task's commands at it). The watchdog powers off only an instance whose worker stopped
+# reporting (the worker touches ALIVE between polls and while a task runs) or whose set-up hung.
+start_watchdog() {
+  touch "$ALIVE"
+  (
+    while sleep 60; do
+      if [ $(($(date +%s) - $(stat -c %Y "$ALIVE"))) -gt "$STALE_SECONDS" ]; then
+        shutdown -h now "releng: the worker stopped reporting"
+      fi
+    done
+  ) &
+}
 
-git clone --branch "${Branch}" --depth 1 "${RepositoryUrl}" /opt/releng
-cd /opt/releng
-python3 -m venv /opt/venv
-/opt/venv/bin/pip install -q -e .
-export PATH=/opt/venv/bin:$PATH
+upload_log_and_power_off() {
+  aws s3 cp /var/log/releng-worker.log "s3://$SCRATCH_BUCKET/logs/instances/$INSTANCE.log" || true
+  shutdown -h now
+}
 
-# Tarball makers and the publisher sign: the key comes from SSM (SecureString), never
-# from the repository; builders never see it.
-if [ "${Queue}" != build ]; then
-  export GNUPGHOME=/root/.gnupg RELENG_SIGNING_PASSPHRASE
-  mkdir -p -m 700 "$GNUPGHOME"
-  aws ssm get-parameter --with-decryption --name "${SigningKeyParameter}" --query Parameter.Value --output text | gpg --batch --import
-  RELENG_SIGNING_PASSPHRASE=$(aws ssm get-parameter --with-decryption --name "${SigningPassphraseParameter}" --query Parameter.Value --output text)
+instance_id() {
+  local token
+  token=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")
+  curl -sS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/instance-id
+}
+
+# cloud-init and unattended-upgrades may hold dpkg's lock at boot: wait for it, do not fail.
+apt_get() {
+  apt-get -q -o DPkg::Lock::Timeout=900 "$@"
+}
+
+install_packages() {
+  apt_get update
+  apt_get install -y --no-install-recommends \
+    ca-certificates curl git openssh-client gnupg python3-venv python3-pip awscli \
+    docker.io mmdebstrap
+}
+
+# A private repository: an SSH deploy key from SSM (read-only; every worker clones).
+git_credentials() {
+  if [ -n "$GIT_CREDENTIALS_PARAMETER" ]; then
+    install -d -m 700 /root/.ssh
+    aws ssm get-parameter --with-decryption --name "$GIT_CREDENTIALS_PARAMETER" \
+      --query Parameter.Value --output text >/root/.ssh/releng-deploy-key
+    chmod 600 /root/.ssh/releng-deploy-key
+    export GIT_SSH_COMMAND="ssh -i /root/.ssh/releng-deploy-key -o StrictHostKeyChecking=accept-new"
+  fi
+}
+
+# releng at the stack's branch, its dependencies pinned by hash (requirements/runtime.txt).
+install_releng() {
+  git clone --branch "$BRANCH" --depth 1 "$REPOSITORY_URL" /opt/releng
+  python3 -m venv /opt/venv
+  /opt/venv/bin/pip install -q --require-hashes -r /opt/releng/requirements/runtime.txt
+  /opt/venv/bin/pip install -q --no-deps /opt/releng
+}
+
+# Tarball makers and the publisher sign: the key comes from SSM (SecureString), never from
+# the repository. Builders have no permission to read it and never ask.
+import_signing_key() {
+  if [ "$SIGNS" = yes ]; then
+    export GNUPGHOME=/root/.gnupg RELENG_SIGNING_PASSPHRASE
+    install -d -m 700 "$GNUPGHOME"
+    aws ssm get-parameter --with-decryption --name "$SIGNING_KEY_PARAMETER" \
+      --query Parameter.Value --output text | gpg --batch --import
+    RELENG_SIGNING_PASSPHRASE=$(aws ssm get-parameter --with-decryption \
+      --name "$SIGNING_PASSPHRASE_PARAMETER" --query Parameter.Value --output text)
+  fi
+}
+
+run_worker() {
+  systemctl start docker
+  cd /opt/releng
+  /opt/venv/bin/python -m releng.aws.worker --queue-url "$QUEUE_URL" --root /opt/releng \
+    --idle-seconds 300 --alive-file "$ALIVE"
+}
+
+main() {
+  exec >/var/log/releng-worker.log 2>&1
+  start_watchdog
+  INSTANCE=$(instance_id)
+  export RELENG_INSTANCE_ID=$INSTANCE
+  trap upload_log_and_power_off EXIT
+  install_packages
+  git_credentials
+  install_releng
+  import_signing_key
+  export PATH=/opt/venv/bin:$PATH
+  run_worker
+}
+
+if [ $# -eq 0 ]; then
+  main
+else
+  for step in "$@"; do "$step"; done
 fi
-
-python3 -m releng.aws.worker --queue-url "${QueueUrl}" --root /opt/releng --idle-seconds 300

@@ -194,7 +194,11 @@ class AwsSection:
     branch: str = "main"
     builder_instance_type: str = "c6i.4xlarge"
     small_instance_type: str = "t3.small"
-    ami: str = ""
+    ami: str = ""  # an AMI id, or an SSM parameter name holding one; empty: Debian 12's latest
+    subnets: list[str] = field(default_factory=list)  # empty: the default VPC
+    security_groups: list[str] = field(default_factory=list)  # empty: the VPC's default group
+    max_workers: dict[str, int] = field(default_factory=dict)  # queue -> pool size
+    git_credentials_parameter: str = ""  # SSM SecureString: SSH deploy key of a private repo
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,9 +1,11 @@
 """Deploying the stack, and finding it again.
 
 * :func:`deploy` (``invoke deploy-aws``): package the Lambda code (handlers,
-  the few releng modules they import, a catalog.json of the distros) into an
-  artifacts bucket, create or update the CloudFormation stack from
-  ``aws/template.yaml``, then push the code to every function.
+  the few releng modules they import, a catalog.json of the distros, and the
+  boto3/botocore this checkout was tested with) into an artifacts bucket made
+  in the stack's region, upload ``aws/template.yaml`` beside it (larger than
+  the 51,200 bytes CloudFormation takes inline) and create or update the stack
+  from its URL, then push the code to every function.
 * :func:`deploy_dev` (``invoke deploy-aws --dev``): the same queues, buckets and
   state machine made by direct API calls, for an endpoint without
   CloudFormation's full resource set (moto on this machine). The state machine
@@ -15,6 +17,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -158,15 +162,20 @@ def deploy_dev(client: Any, root: Path, name: str, *, role_arn: str = "") -> Sta
     sqs, s3, sfn, cfn = (client(s) for s in ("sqs", "s3", "stepfunctions", "cloudformation"))
     scratch, downloads = f"{name}-scratch", f"{name}-downloads"
     for bucket in (scratch, downloads):
-        s3.create_bucket(Bucket=bucket)
+        create_bucket(s3, bucket)
     # As the template's DownloadsBucketPolicy: anonymous reads of the published trees only.
     s3.put_bucket_policy(Bucket=downloads, Policy=json.dumps(public_read_policy(downloads)))
     urls = {
-        S.queue_key(q): _queue(sqs, f"{name}-{q}", fifo=q == S.PUBLISH_QUEUE)
+        S.queue_key(q): _queue(sqs, f"{name}-{q}", fifo=q in S.MESSAGE_GROUPS)
         for q in S.WORKER_QUEUES
     }
     urls |= {
-        S.queue_key(h): _queue(sqs, f"{name}-fn-{h.replace('_', '-')}", visibility=900)
+        S.queue_key(h): _queue(
+            sqs,
+            f"{name}-fn-{h.replace('_', '-')}",
+            fifo=h in S.MESSAGE_GROUPS,
+            visibility=S.handler_visibility(h),
+        )
         for h in S.QUEUE_HANDLERS
     }
     text = statemachine.render(_read_definition(root), urls)
@@ -208,8 +217,53 @@ def deploy_dev(client: Any, root: Path, name: str, *, role_arn: str = "") -> Sta
     return stack
 
 
-def lambda_zip(root: Path, catalog: Catalog) -> bytes:
-    """The Lambda code: the thin entry point, the releng modules it needs, catalog.json."""
+def create_bucket(s3: Any, bucket: str) -> None:
+    """Create ``bucket`` in the client's region (us-east-1 takes no LocationConstraint, every
+    other region requires one)."""
+    region = s3.meta.region_name or "us-east-1"
+    if region == "us-east-1":
+        s3.create_bucket(Bucket=bucket)
+    else:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+
+
+# The AWS SDK the handlers were tested with, bundled rather than taken from the Lambda
+# runtime (whose boto3 lags and changes under the functions). botocore's service models are
+# kept only for the services the handlers call (and their endpoints), which makes the zip
+# about a tenth of the size.
+VENDORED_DISTRIBUTIONS = (
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "python-dateutil",
+    "six",
+    "urllib3",
+)
+LAMBDA_SERVICES = ("s3", "sqs", "ec2", "stepfunctions", "cloudfront", "sts")
+
+
+def _vendored_files() -> list[tuple[Path, str]]:
+    files: list[tuple[Path, str]] = []
+    for name in VENDORED_DISTRIBUTIONS:
+        dist = importlib.metadata.distribution(name)
+        for entry in dist.files or []:
+            rel = entry.as_posix()
+            if rel.startswith("..") or "__pycache__" in rel or ".dist-info/" in rel:
+                continue
+            parts = rel.split("/")
+            other_service = len(parts) > 3 and parts[2] not in LAMBDA_SERVICES
+            if parts[:2] == ["botocore", "data"] and other_service:
+                continue
+            path = Path(str(dist.locate_file(entry)))
+            if path.is_file():
+                files.append((path, rel))
+    return files
+
+
+def lambda_zip(root: Path, catalog: Catalog, *, vendor: bool = True) -> bytes:
+    """The Lambda code: the thin entry point, the releng modules it needs, catalog.json and
+    (``vendor``) the installed boto3 and botocore with their dependencies."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.write(root / LAMBDA_ENTRY, "handlers.py")
@@ -218,67 +272,211 @@ def lambda_zip(root: Path, catalog: Catalog) -> bytes:
             if path.exists():
                 zf.write(path, module)
         zf.writestr(CATALOG_FILE, catalog.to_json())
+        if vendor:
+            for path, rel in _vendored_files():
+                zf.write(path, rel)
     return buf.getvalue()
 
 
-def deploy(
-    client: Any, root: Path, name: str, *, catalog: Catalog, parameters: dict[str, str]
-) -> Stack:
-    """Create or update the CloudFormation stack and push the Lambda code."""
+DEBIAN_AMI_PARAMETER = "/aws/service/debian/release/12/latest/amd64"
+
+
+def resolve_ami(ssm: Any, ami: str) -> str:
+    """An AMI id as given, or the one the SSM parameter ``ami`` holds now."""
+    if not ami.startswith("/"):
+        return ami
     from botocore.exceptions import ClientError
 
-    s3, cfn, lam, sts = (client(s) for s in ("s3", "cloudformation", "lambda", "sts"))
+    try:
+        return str(ssm.get_parameter(Name=ami)["Parameter"]["Value"])
+    except ClientError as exc:
+        raise AwsError(
+            f"cannot read the AMI parameter {ami} in {ssm.meta.region_name}: {exc}; set "
+            "[aws] ami to an AMI id or to an SSM parameter that exists in this region"
+        ) from None
+
+
+def template_url(s3: Any, bucket: str, key: str) -> str:
+    """The S3 URL CloudFormation reads the template from (the bucket is in the stack's region)."""
+    return f"https://{bucket}.s3.{s3.meta.region_name}.amazonaws.com/{key}"
+
+
+def _stack_exists(cfn: Any, name: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return False
+        raise AwsError(f"cannot read stack {name!r}: {exc}") from None
+    return bool(stacks) and stacks[0].get("StackStatus") != "REVIEW_IN_PROGRESS"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artifacts:
+    """What deploy() uploaded: where CloudFormation reads the template, and the parameters."""
+
+    bucket: str
+    template_url: str
+    parameters: dict[str, str]
+
+
+def upload_artifacts(
+    client: Any,
+    root: Path,
+    name: str,
+    *,
+    catalog: Catalog,
+    parameters: dict[str, str],
+    vendor: bool = True,
+) -> Artifacts:
+    """The artifacts bucket (made in the client's region, private), the Lambda zip and the
+    template in it, and the stack's parameters with the AMI resolved and the code's place."""
+    from botocore.exceptions import ClientError
+
+    s3, sts, ssm = (client(s) for s in ("s3", "sts", "ssm"))
     account = sts.get_caller_identity()["Account"]
     artifacts = f"{name}-artifacts-{account}"
     try:
         s3.head_bucket(Bucket=artifacts)
     except ClientError:
-        s3.create_bucket(Bucket=artifacts)
-    code = lambda_zip(root, catalog)
-    key = f"lambda/{__import__('hashlib').sha256(code).hexdigest()}.zip"
-    s3.put_object(Bucket=artifacts, Key=key, Body=code)
-    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in {**parameters,
-              "CodeBucket": artifacts, "CodeKey": key}.items()]  # fmt: skip
-    body = (root / TEMPLATE_FILE).read_text(encoding="utf-8")
-    caps = ["CAPABILITY_NAMED_IAM"]
-    try:
-        cfn.describe_stacks(StackName=name)
-        exists = True
-    except ClientError:
-        exists = False
-    if exists:
-        try:
-            cfn.update_stack(
-                StackName=name, TemplateBody=body, Parameters=params, Capabilities=caps
-            )
-            cfn.get_waiter("stack_update_complete").wait(StackName=name)
-        except ClientError as exc:
-            if "No updates are to be performed" not in str(exc):
-                raise AwsError(f"updating stack {name} failed: {exc}") from None
-    else:
-        cfn.create_stack(StackName=name, TemplateBody=body, Parameters=params, Capabilities=caps)
-        cfn.get_waiter("stack_create_complete").wait(StackName=name)
-    for handler in (*S.QUEUE_HANDLERS, "health_check"):
-        lam.update_function_code(
-            FunctionName=f"{name}-{handler.replace('_', '-')}", S3Bucket=artifacts, S3Key=key
+        create_bucket(s3, artifacts)
+        s3.put_public_access_block(
+            Bucket=artifacts,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
         )
+    code = lambda_zip(root, catalog, vendor=vendor)
+    key = f"lambda/{hashlib.sha256(code).hexdigest()}.zip"
+    s3.put_object(Bucket=artifacts, Key=key, Body=code)
+    body = (root / TEMPLATE_FILE).read_bytes()
+    template_key = f"templates/{hashlib.sha256(body).hexdigest()}.yaml"
+    s3.put_object(Bucket=artifacts, Key=template_key, Body=body)
+    ami = resolve_ami(ssm, parameters.get("ImageId") or DEBIAN_AMI_PARAMETER)
+    return Artifacts(
+        bucket=artifacts,
+        template_url=template_url(s3, artifacts, template_key),
+        parameters={**parameters, "ImageId": ami, "CodeBucket": artifacts, "CodeKey": key},
+    )
+
+
+def deploy(
+    client: Any,
+    root: Path,
+    name: str,
+    *,
+    catalog: Catalog,
+    parameters: dict[str, str],
+    vendor: bool = True,
+) -> Stack:
+    """Create or update the CloudFormation stack (its Lambda code changes with it)."""
+    from botocore.exceptions import ClientError, WaiterError
+
+    uploaded = upload_artifacts(
+        client, root, name, catalog=catalog, parameters=parameters, vendor=vendor
+    )
+    cfn = client("cloudformation")
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in uploaded.parameters.items()]
+    caps = ["CAPABILITY_IAM"]
+    url = uploaded.template_url
+    log.info("deploying stack %s from %s", name, url)
+    try:
+        if _stack_exists(cfn, name):
+            try:
+                cfn.update_stack(
+                    StackName=name, TemplateURL=url, Parameters=params, Capabilities=caps
+                )
+            except ClientError as exc:
+                if "No updates are to be performed" not in str(exc):
+                    raise AwsError(f"updating stack {name} failed: {exc}") from None
+            else:
+                cfn.get_waiter("stack_update_complete").wait(StackName=name)
+        else:
+            cfn.create_stack(StackName=name, TemplateURL=url, Parameters=params, Capabilities=caps)
+            cfn.get_waiter("stack_create_complete").wait(StackName=name)
+    except WaiterError as exc:
+        raise AwsError(
+            f"stack {name} did not deploy ({exc}); its events say why: "
+            f"aws cloudformation describe-stack-events --stack-name {name}"
+        ) from None
+    # The functions' code changes with the stack: CodeKey is the zip's hash.
     return load_stack(cfn, name)
 
 
 def parameters(project: Any) -> dict[str, str]:
     """The stack's parameters from product.toml's [aws] section."""
-    cfg = project.config.aws
-    if not cfg.repository_url:
+    return parameters_from(project.config)
+
+
+def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
+    """:func:`parameters` of a ProductConfig (``repository_url`` in place of an empty one)."""
+    cfg = config.aws
+    repository = cfg.repository_url or repository_url
+    if not repository:
         raise AwsError(
             "product.toml: [aws] repository_url is empty; workers clone it, e.g. "
             "repository_url = 'https://github.com/example/packaging.git'"
         )
+    unknown = sorted(set(cfg.max_workers) - set(S.WORKER_KINDS))
+    if unknown:
+        raise AwsError(
+            f"product.toml: [aws] max_workers names unknown queues {', '.join(unknown)}; "
+            f"valid: {', '.join(S.WORKER_KINDS)}"
+        )
+    if any(n < 1 for n in cfg.max_workers.values()):
+        raise AwsError("product.toml: [aws] max_workers values must be at least 1")
     params = {
-        "RepositoryUrl": cfg.repository_url,
+        "RepositoryUrl": repository,
         "Branch": cfg.branch,
         "BuilderInstanceType": cfg.builder_instance_type,
         "SmallInstanceType": cfg.small_instance_type,
+        "SubnetIds": ",".join(cfg.subnets),
+        "SecurityGroupIds": ",".join(cfg.security_groups),
+        "GitCredentialsParameter": cfg.git_credentials_parameter,
+        "MaxWorkers": json.dumps(
+            {q: cfg.max_workers.get(q, k.max_workers) for q, k in S.WORKER_KINDS.items()},
+            sort_keys=True,
+        ),
+        "DownloadsPrefix": config.publish.prefix.strip("/"),
     }
-    if cfg.ami:
-        params["ImageId"] = cfg.ami
+    ami = cfg.ami or DEBIAN_AMI_PARAMETER
+    if ami.startswith(("ami-", "/")):
+        params["ImageId"] = ami  # a parameter name is resolved by deploy()
+    else:
+        raise AwsError(
+            f"product.toml: [aws] ami = {cfg.ami!r} is neither an AMI id (ami-...) nor an SSM "
+            "parameter name (/aws/service/debian/release/12/latest/amd64)"
+        )
     return params
+
+
+def product_toml_lines(stack: Stack) -> list[str]:
+    """What product.toml's [publish] must say for the workers' commands to use this stack."""
+    lines = [
+        "[publish]",
+        f'bucket = "{stack.downloads_bucket}"',
+        f'scratch_bucket = "{stack.scratch_bucket}"',
+    ]
+    if stack.downloads_prefix:
+        lines.append(f'prefix = "{stack.downloads_prefix}"')
+    if stack.distribution_id:
+        lines.append(f'cloudfront_distribution = "{stack.distribution_id}"')
+    return lines
+
+
+def check_product_toml(project: Any, stack: Stack) -> None:
+    """An AwsError when product.toml's [publish] names other buckets than the stack's: the
+    workers' commands read them from the checkout they clone."""
+    cfg = project.config.publish
+    if (cfg.bucket, cfg.scratch_bucket) != (stack.downloads_bucket, stack.scratch_bucket):
+        raise AwsError(
+            f"product.toml's [publish] names bucket {cfg.bucket!r} and scratch_bucket "
+            f"{cfg.scratch_bucket!r}, but stack {stack.name} has {stack.downloads_bucket!r} "
+            f"and {stack.scratch_bucket!r}; set them (`invoke deploy-aws` prints the lines), "
+            "commit and push to the branch the workers clone"
+        )

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import hashlib
 import json
 import logging
 import re
 import traceback
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,12 +40,14 @@ DOWNLOADS_BUCKET = "RELENG_DOWNLOADS_BUCKET"
 DOWNLOADS_PREFIX = "RELENG_DOWNLOADS_PREFIX"
 DISTRIBUTION_ID = "RELENG_CLOUDFRONT_DISTRIBUTION"
 QUEUE_URLS = "RELENG_QUEUE_URLS"  # JSON: {"tarball": url, "build": url, "publish": url}
+MAX_WORKERS = "RELENG_MAX_WORKERS"  # JSON: {"build": 16, ...}; missing queues: WorkerKind's
+
+# What goes into the execution's state from a failure: a line, and where the rest is.
+MAX_CAUSE = 1000
+MAX_SUMMARY_FAILURES = 20
 
 # Written last by `invoke upload-build` (releng.publish.COMPLETE): the upload is whole.
 COMPLETE = ".releng-complete.json"
-
-# How many workers health_check may start per queue in one pass.
-MAX_WORKERS = {S.TARBALL_QUEUE: 4, S.BUILD_QUEUE: 32, S.PUBLISH_QUEUE: 1}
 
 
 class Launcher(Protocol):
@@ -287,18 +291,50 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
     }
 
 
+def max_workers(ctx: Context) -> dict[str, int]:
+    """Each queue's pool size: the stack's MaxWorkers, else the WorkerKind's default."""
+    given = json.loads(ctx.settings.get(MAX_WORKERS) or "{}")
+    return {q: int(given.get(q, k.max_workers)) for q, k in S.WORKER_KINDS.items()}
+
+
+def _queued(ctx: Context, queue: str) -> int:
+    """Tasks on ``queue`` waiting or being worked on."""
+    urls = json.loads(ctx.setting(QUEUE_URLS))
+    attrs = ctx.client("sqs").get_queue_attributes(
+        QueueUrl=urls[queue],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs.get("ApproximateNumberOfMessages", "0")) + int(
+        attrs.get("ApproximateNumberOfMessagesNotVisible", "0")
+    )
+
+
+def _top_up(ctx: Context, queue: str, coming: int) -> dict[str, Any]:
+    """Start workers until the pool matches the work (queued + ``coming``), never above its
+    maximum. Live workers take the next task when they finish theirs, so a full pool means
+    the task waits in the queue; a launch refused for capacity or quota is left for the next
+    health check (every 5 minutes), never a failure."""
+    limit = max_workers(ctx)[queue]
+    live = ctx.launcher.live(queue)
+    work = _queued(ctx, queue) + coming
+    want = max(0, min(limit, work) - live)
+    launched = ctx.launcher.launch(queue, want) if want else []
+    if want:
+        log.info(
+            "%s: %d task(s), %d live worker(s) of %d; launched %d",
+            queue, work, live, limit, len(launched),
+        )  # fmt: skip
+    return {"queue": queue, "live": live, "wanted": want, "launched": launched}
+
+
 def launch_workers(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
-    """Start ``count`` workers for ``queue`` (publish: never more than one alive)."""
+    """Make sure a worker will take the task about to be queued on ``queue`` (its pool)."""
     queue = str(event["queue"])
     if queue not in S.WORKER_QUEUES:
         raise AwsError(
             f"launch_workers: unknown queue {queue!r}; valid: {', '.join(S.WORKER_QUEUES)}"
         )
-    count = int(event.get("count", 1))
-    if queue == S.PUBLISH_QUEUE:
-        count = max(0, min(count, MAX_WORKERS[queue] - ctx.launcher.live(queue)))
-    launched = ctx.launcher.launch(queue, count) if count else []
-    return {"queue": queue, "launched": launched}
+    return _top_up(ctx, queue, int(event.get("count", 1)))
 
 
 def _walk(node: object) -> Iterator[dict[str, Any]]:
@@ -355,12 +391,24 @@ def invalidate_cloudfront(event: Mapping[str, Any], ctx: Context) -> dict[str, A
         return {"invalidation": None, "reason": "no CloudFront distribution configured"}
     from releng.publish.cloudfront import Invalidator
 
-    return {"invalidation": Invalidator(ctx.client("cloudfront"), distribution).invalidate(paths)}
+    # Unique per execution: CloudFront returns the old invalidation for a CallerReference it
+    # has seen, so the next nightly with the same paths would invalidate nothing. A retry
+    # within this execution reuses it (one invalidation, not two).
+    execution = str(event.get("execution") or uuid.uuid4().hex)
+    digest = hashlib.sha256("\n".join(sorted(paths)).encode()).hexdigest()[:16]
+    invalidator = Invalidator(ctx.client("cloudfront"), distribution)
+    return {"invalidation": invalidator.invalidate(paths, reference=f"{execution}-{digest}")}
+
+
+def failures_key(execution: str) -> str:
+    return f"logs/{execution}/failures.json"
 
 
 def check_for_failures(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
-    """Every failure record in the execution, and one line listing them all."""
+    """Every failure record in the execution, the first few in one line; the whole list goes to
+    ``s3://<scratch>/logs/<execution>/failures.json`` (the state keeps its count and place)."""
     scratch = ctx.settings.get(SCRATCH_BUCKET, "")
+    execution = str(event.get("execution", ""))
     failures = []
     for d in _walk(event):
         if d.get("failed") is True:
@@ -374,45 +422,40 @@ def check_for_failures(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]
                     "cause": error.get("Cause") or "",
                     "log": f"s3://{scratch}/"
                     + log_key(
-                        str(event.get("execution", "")),
-                        d.get("version", ""),
-                        d.get("distro", ""),
-                        d.get("step", ""),
+                        execution, d.get("version", ""), d.get("distro", ""), d.get("step", "")
                     ),
                 }
             )
+    report = ""
+    if failures and scratch:
+        key = failures_key(execution)
+        ctx.client("s3").put_object(
+            Bucket=scratch,
+            Key=key,
+            Body=json.dumps(failures, indent=1).encode(),
+            ContentType="application/json",
+        )
+        report = f"s3://{scratch}/{key}"
+    shown = failures[:MAX_SUMMARY_FAILURES]
     summary = "; ".join(
         f"{f['step']} {f['version']} {f['distro']}".strip()
-        + f": {f['error']} {f['cause']}".rstrip()
-        for f in failures
+        + f": {f['error']} {f['cause'][:300]}".rstrip()
+        for f in shown
     )
-    return {"count": len(failures), "failures": failures, "summary": summary}
+    if len(failures) > len(shown):
+        summary += f"; and {len(failures) - len(shown)} more; every failure: {report}"
+    return {"count": len(failures), "summary": summary, "report": report}
 
 
 def health_check(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
-    """Start workers for queued tasks nobody is working on (a worker died, a launch failed)."""
+    """Start workers for queued tasks nobody is working on (a worker died, a launch was
+    refused for capacity)."""
     del event
-    sqs = ctx.client("sqs")
-    urls = json.loads(ctx.setting(QUEUE_URLS))
-    launched: dict[str, list[str]] = {}
+    launched = {}
     for queue in S.WORKER_QUEUES:
-        attrs = sqs.get_queue_attributes(
-            QueueUrl=urls[queue], AttributeNames=["ApproximateNumberOfMessages"]
-        )["Attributes"]
-        waiting = int(attrs.get("ApproximateNumberOfMessages", "0"))
-        if waiting == 0:
-            continue
-        live = ctx.launcher.live(queue)
-        want = min(waiting, MAX_WORKERS[queue]) - live
-        if want > 0:
-            launched[queue] = ctx.launcher.launch(queue, want)
-            log.info(
-                "health check: %d waiting on %s, %d live; launched %s",
-                waiting,
-                queue,
-                live,
-                launched[queue],
-            )
+        result = _top_up(ctx, queue, 0)
+        if result["launched"]:
+            launched[queue] = result["launched"]
     return {"launched": launched}
 
 
@@ -447,6 +490,27 @@ def run_handler(name: str, event: Any, ctx: Context) -> Any:
     return HANDLERS[name](event, ctx)
 
 
+def _failure_cause(exc: BaseException, handler: str, execution: str, ctx: Context) -> str:
+    """One line for the execution's state; a traceback goes to S3 and the line says where.
+
+    Failure records are kept in the state until the end, and a state over 256 KiB ends the
+    execution (States.DataLimitExceeded) with the summary lost, so tracebacks never go in."""
+    if isinstance(exc, RelengError):
+        return str(exc)[:MAX_CAUSE]
+    text = traceback.format_exc()
+    line = (text.strip().splitlines() or [repr(exc)])[-1][: MAX_CAUSE // 2]
+    scratch = ctx.settings.get(SCRATCH_BUCKET, "")
+    if not scratch:
+        return line
+    key = f"logs/{execution}/handlers/{handler}-{uuid.uuid4().hex[:12]}.txt"
+    try:
+        ctx.client("s3").put_object(Bucket=scratch, Key=key, Body=text.encode())
+    except Exception as upload:  # the failure is reported either way
+        log.warning("could not store the traceback of %s: %s\n%s", handler, upload, text)
+        return line
+    return f"{line}; traceback: s3://{scratch}/{key}"
+
+
 def dispatch(message: Mapping[str, Any], ctx: Context) -> bool:
     """Run one handler-queue message and answer its task token. True when it succeeded."""
     name = str(message.get("handler", ""))
@@ -457,9 +521,9 @@ def dispatch(message: Mapping[str, Any], ctx: Context) -> bool:
         output = run_handler(name, event, ctx)
     except Exception as exc:
         error = error_name(exc)
-        cause = str(exc) if isinstance(exc, RelengError) else traceback.format_exc()
-        log.warning("handler %s failed: %s: %s", name, error, cause.strip().splitlines()[-1])
-        sfn.send_task_failure(taskToken=token, error=error, cause=cause[:32000])
+        cause = _failure_cause(exc, name, str(message.get("execution") or "local"), ctx)
+        log.warning("handler %s failed: %s: %s", name, error, cause)
+        sfn.send_task_failure(taskToken=token, error=error, cause=cause)
         return False
     if name == "parse_input":
         output["execution"] = str(

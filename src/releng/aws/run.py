@@ -20,7 +20,7 @@ from typing import Any
 
 from releng.aws import request
 from releng.aws.catalog import Catalog
-from releng.aws.deploy import Stack, load_stack
+from releng.aws.deploy import Stack, check_product_toml, load_stack
 from releng.errors import AwsError
 from releng.project import Project
 
@@ -111,6 +111,7 @@ def start(
     raw = _raw(versions, distros, steps, config)
     plan = check(project, versions=versions, distros=distros, steps=steps, config=config)
     stack = load_stack(aws.client("cloudformation"), project.config.aws.stack_name)
+    check_product_toml(project, stack)
     name = execution_name([v["version"] for v in plan["versions"]])
     arn = aws.client("stepfunctions").start_execution(
         stateMachineArn=stack.state_machine_arn, name=name, input=json.dumps(raw)

@@ -9,7 +9,7 @@ else, so the definition that runs in the end-to-end test is the deployed one.
 Every task is ``arn:aws:states:::sqs:sendMessage.waitForTaskToken``:
 
 * worker steps go to the tarball, build and publish queues, where EC2 workers
-  (:mod:`releng.aws.worker`) take them; timeouts and heartbeats come from
+  (:mod:`releng.aws.worker`) take them; their timeouts come from
   ``$.config`` so a test can make them short;
 * handler steps go to one queue per handler, consumed on AWS by that handler's
   Lambda function through an SQS event source mapping. Both AWS and moto's
@@ -49,9 +49,12 @@ _HANDLER_RETRY = [
         "BackoffRate": 2,
     }
 ]
-# A worker that died without answering (instance lost, spot reclaimed) shows up as a
-# heartbeat timeout; the message is visible again for another worker, so retry twice
-# (the earlier system's worker policy was 2 x (60 s, x5); the wait is the queue's).
+# Worker tasks retry only the sending of their message. A worker that dies is retried by SQS:
+# it stops extending its message's visibility, the message returns to the queue and another
+# worker of the pool takes it (health_check starts one if none is alive). There is no
+# HeartbeatSeconds and no retry on States.Timeout: a task may wait in the queue for a slot
+# in its bounded pool, so silence is not death, and TimeoutSecondsPath is the one deadline
+# of a task (queueing, boot and work), which the worker enforces too by stopping the work.
 _WORKER_RETRY = [
     {
         "ErrorEquals": ["SQS.SdkClientException", "SQS.AmazonSQSException"],
@@ -80,11 +83,14 @@ def _handler(
         body["input.$"] = "$"
     else:
         body["input"] = dict(parameters)
+    params: dict[str, Any] = {"QueueUrl": "${" + S.queue_key(handler) + "}", "MessageBody": body}
+    if handler in S.MESSAGE_GROUPS:
+        params["MessageGroupId"] = S.MESSAGE_GROUPS[handler]
     state: State = {
         "Type": "Task",
         "Resource": SQS_WAIT,
-        "Parameters": {"QueueUrl": "${" + S.queue_key(handler) + "}", "MessageBody": body},
-        "TimeoutSeconds": S.HANDLER_TIMEOUT,
+        "Parameters": params,
+        "TimeoutSeconds": S.handler_state_timeout(handler),
         "Retry": _HANDLER_RETRY,
         "ResultPath": result_path,
     }
@@ -115,7 +121,9 @@ def _catch(target: str) -> list[dict[str, Any]]:
     return [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": target}]
 
 
-def _worker_step(name: str, step: str, *, distro: bool, after: str) -> dict[str, State]:
+def _worker_step(
+    name: str, step: str, *, distro: bool, after: str, builds: bool = False
+) -> dict[str, State]:
     """Prepare (skip when the output exists) -> launch a worker -> the task on its queue."""
     queue = S.QUEUE_OF_STEP[step]
     slot = f"$.tasks.{name}"  # each step keeps its own record: check_for_failures reads them all
@@ -127,19 +135,22 @@ def _worker_step(name: str, step: str, *, distro: bool, after: str) -> dict[str,
     }
     if distro:
         prepare_input["distro.$"] = "$.distro"
+    if builds:  # publish only what was built: prepare_task skips when every build failed
+        prepare_input["builds.$"] = "$.builds"
     failed = f"{name}Failed"
     message: dict[str, Any] = {
         "token.$": "$$.Task.Token",
         "task.$": slot,
         "heartbeat_seconds.$": "$.config.heartbeat_seconds",
+        "timeout_seconds.$": f"$.config.timeouts.{queue}",  # the worker's deadline for it
     }
     parameters: dict[str, Any] = {
         "QueueUrl": "${" + S.queue_key(queue) + "}",
         "MessageBody": message,
     }
-    if queue == S.PUBLISH_QUEUE:
+    if queue in S.MESSAGE_GROUPS:
         # One FIFO message group: SQS hands out one publish task at a time, across versions.
-        parameters["MessageGroupId"] = "publish"
+        parameters["MessageGroupId"] = S.MESSAGE_GROUPS[queue]
     prepare = _handler(
         "prepare_task", parameters=prepare_input, result_path=slot, next_state=f"{name}Needed"
     )
@@ -166,7 +177,6 @@ def _worker_step(name: str, step: str, *, distro: bool, after: str) -> dict[str,
             "Resource": SQS_WAIT,
             "Parameters": parameters,
             "TimeoutSecondsPath": f"$.config.timeouts.{queue}",
-            "HeartbeatSecondsPath": "$.config.heartbeat_seconds",
             "Retry": _WORKER_RETRY,
             "ResultPath": f"{slot}.result",
             "Catch": _catch(failed),
@@ -221,6 +231,7 @@ def _version_branch() -> State:
             S.PUBLISH_BINARY_PACKAGES,
             distro=False,
             after="PreparePublishSourceTarball",
+            builds=True,
         )
     )
     states.update(
@@ -228,7 +239,17 @@ def _version_branch() -> State:
             "PublishSourceTarball", S.PUBLISH_SOURCE_TARBALL, distro=False, after="VersionDone"
         )
     )
-    states["VersionDone"] = {"Type": "Pass", "End": True}
+    # What a version leaves in the execution's state: its records, not its plan and config
+    # again (20 versions x 8 distros must stay far below the 256 KiB state limit).
+    states["VersionDone"] = {
+        "Type": "Pass",
+        "Parameters": {
+            "version.$": "$.version.version",
+            "tasks.$": "$.tasks",
+            "builds.$": "$.builds",
+        },
+        "End": True,
+    }
     return {
         "ProcessorConfig": {"Mode": "INLINE"},
         "StartAt": "PrepareMakeSourceTarball",
@@ -304,7 +325,11 @@ def definition() -> dict[str, Any]:
         **_after_all(
             S.INVALIDATE_CLOUDFRONT,
             "invalidate_cloudfront",
-            parameters={"config.$": "$.config", "indices.$": "$.indices"},
+            parameters={
+                "config.$": "$.config",
+                "indices.$": "$.indices",
+                "execution.$": "$$.Execution.Name",
+            },
             result_path="$.invalidation",
             next_state="CheckForFailures",
         ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 MAKE_SOURCE_TARBALL: Final = "make-source-tarball"
@@ -52,10 +53,85 @@ QUEUE_HANDLERS: Final = tuple(
     h for h in HANDLERS if h not in ("get_distros_for_version", "health_check")
 )
 
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerKind:
+    """One worker queue and the instances that serve it: one entry here gives a queue, an IAM
+    role with exactly ``permissions`` (names in :mod:`releng.aws.template`), a launch template
+    and a bounded pool (``[aws] max_workers``) without touching the rest."""
+
+    queue: str
+    instance_param: str  # the stack parameter holding its instance type
+    disk_gb: int
+    max_workers: int  # default pool size; [aws] max_workers overrides it
+    permissions: tuple[str, ...]
+    message_group: str = ""  # a FIFO queue with this one group: one task at a time
+
+
+WORKER_KINDS: Final = {
+    TARBALL_QUEUE: WorkerKind(
+        queue=TARBALL_QUEUE,
+        instance_param="SmallInstanceType",
+        disk_gb=30,
+        max_workers=4,
+        permissions=("scratch-read", "scratch-write", "signing-key"),
+    ),
+    # Builders never sign: no signing-key permission, whatever their user data does.
+    BUILD_QUEUE: WorkerKind(
+        queue=BUILD_QUEUE,
+        instance_param="BuilderInstanceType",
+        disk_gb=256,
+        max_workers=16,
+        permissions=("scratch-read", "scratch-write"),
+    ),
+    PUBLISH_QUEUE: WorkerKind(
+        queue=PUBLISH_QUEUE,
+        instance_param="SmallInstanceType",
+        disk_gb=30,
+        max_workers=1,
+        permissions=(
+            "scratch-read",
+            "scratch-delete",
+            "downloads-write",
+            "signing-key",
+            "cloudfront-invalidate",
+        ),
+        message_group="publish",
+    ),
+}
+assert tuple(WORKER_KINDS) == WORKER_QUEUES
+
+# Queues that are FIFO with one message group: their tasks are taken one at a time.
+# launch_workers runs serially so that two launches never both see a free slot in a pool.
+MESSAGE_GROUPS: Final = {
+    **{k.queue: k.message_group for k in WORKER_KINDS.values() if k.message_group},
+    "launch_workers": "launch",
+}
+
 # Defaults, in seconds (the earlier system's: tarball 30 min, build 4 h, publish 4 h).
 DEFAULT_TIMEOUTS: Final = {TARBALL_QUEUE: 30 * 60, BUILD_QUEUE: 4 * 3600, PUBLISH_QUEUE: 4 * 3600}
-DEFAULT_HEARTBEAT: Final = 10 * 60  # covers an instance's boot before its first heartbeat
-HANDLER_TIMEOUT: Final = 15 * 60  # Lambda's maximum
+# A worker task's timeout runs from the moment its message is queued: it covers waiting for a
+# slot in the pool, the instance's boot and the work. The worker enforces the same deadline.
+DEFAULT_HEARTBEAT: Final = 10 * 60  # how often a worker reports progress (interval: a third)
+
+# Lambda function timeouts; the handler queues' visibility timeout is six times the function's
+# (AWS's advice for SQS event sources, so a throttled invocation is retried), and a handler
+# state waits for one redelivery: visibility plus one more run.
+HANDLER_FUNCTION_TIMEOUT: Final = {"update_indices": 900}
+DEFAULT_FUNCTION_TIMEOUT: Final = 120
+VISIBILITY_FACTOR: Final = 6
+
+
+def function_timeout(handler: str) -> int:
+    return HANDLER_FUNCTION_TIMEOUT.get(handler, DEFAULT_FUNCTION_TIMEOUT)
+
+
+def handler_visibility(handler: str) -> int:
+    return VISIBILITY_FACTOR * function_timeout(handler)
+
+
+def handler_state_timeout(handler: str) -> int:
+    return handler_visibility(handler) + function_timeout(handler) + 60
 
 
 def queue_key(name: str) -> str:

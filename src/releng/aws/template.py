@@ -18,6 +18,7 @@ shutdown, a nightly schedule, and a health-check schedule.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,19 @@ USERDATA_FILE = "aws/userdata/worker.sh"
 
 Json = dict[str, Any]
 
-# What each handler calls beyond answering its own task token.
+# CloudFront viewer-request function: a request for a directory gets its index page.
+DIRECTORY_INDEX_JS = """\
+function handler(event) {
+  var request = event.request;
+  if (request.uri.endsWith("/")) {
+    request.uri += "index.html";
+  }
+  return request;
+}
+"""
+
+# What each handler calls beyond answering its own task token and writing its tracebacks
+# and reports under logs/ in scratch (every handler may).
 _HANDLER_NEEDS: dict[str, tuple[str, ...]] = {
     "parse_input": (),
     "prepare_task": ("read-scratch", "write-status", "read-downloads"),
@@ -44,12 +57,6 @@ _HANDLER_NEEDS: dict[str, tuple[str, ...]] = {
 }
 QUEUE_HANDLERS = S.QUEUE_HANDLERS
 assert set(QUEUE_HANDLERS) == set(_HANDLER_NEEDS)
-_INSTANCE_TYPE = {
-    S.TARBALL_QUEUE: "SmallInstanceType",
-    S.BUILD_QUEUE: "BuilderInstanceType",
-    S.PUBLISH_QUEUE: "SmallInstanceType",
-}
-_DISK_GB = {S.TARBALL_QUEUE: 30, S.BUILD_QUEUE: 256, S.PUBLISH_QUEUE: 30}
 
 
 def _ref(name: str) -> Json:
@@ -108,7 +115,7 @@ _LAMBDA_LOGS = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole
 
 def _queues(res: Json) -> None:
     for name in (*S.WORKER_QUEUES, *QUEUE_HANDLERS):
-        fifo = name == S.PUBLISH_QUEUE
+        fifo = name in S.MESSAGE_GROUPS
         extra: Json = {"FifoQueue": True, "ContentBasedDeduplication": True} if fifo else {}
         qid = _queue_id(name)
         res[f"{qid}Dlq"] = {
@@ -119,8 +126,10 @@ def _queues(res: Json) -> None:
             "Type": "AWS::SQS::Queue",
             "Properties": {
                 **extra,
-                # Workers extend it while they run; short so a dead worker's task returns soon.
-                "VisibilityTimeout": 120 if name in S.WORKER_QUEUES else 900,
+                # Workers extend it while they run: short, so a dead worker's task returns
+                # soon. Handler queues: six times the function's timeout (AWS's advice for
+                # Lambda event sources), so a throttled invocation is retried.
+                "VisibilityTimeout": 120 if name in S.WORKER_QUEUES else S.handler_visibility(name),
                 "RedrivePolicy": {
                     "deadLetterTargetArn": _att(f"{qid}Dlq", "Arn"),
                     "maxReceiveCount": 5,
@@ -201,6 +210,15 @@ def _buckets(res: Json) -> None:
             },
         },
     }
+    res["DirectoryIndexFunction"] = {
+        "Type": "AWS::CloudFront::Function",
+        "Properties": {
+            "Name": _sub("${AWS::StackName}-directory-index"),
+            "AutoPublish": True,
+            "FunctionConfig": {"Comment": "dir/ -> dir/index.html", "Runtime": "cloudfront-js-2.0"},
+            "FunctionCode": DIRECTORY_INDEX_JS,
+        },
+    }
     res["Distribution"] = {
         "Type": "AWS::CloudFront::Distribution",
         "Properties": {
@@ -214,11 +232,20 @@ def _buckets(res: Json) -> None:
                         "S3OriginConfig": {"OriginAccessIdentity": ""},
                     }
                 ],
+                # An S3 REST origin serves no index documents: "/" and every "dir/" the
+                # index pages link to would be 403 without these two.
+                "DefaultRootObject": "index.html",
                 "DefaultCacheBehavior": {
                     "TargetOriginId": "downloads",
                     "ViewerProtocolPolicy": "allow-all",  # apt verifies signatures; http is fine
                     "CachePolicyId": "658327ea-f89d-4fab-a63d-7e88639e58f6",  # Managed-CachingOptimized
                     "AllowedMethods": ["GET", "HEAD"],
+                    "FunctionAssociations": [
+                        {
+                            "EventType": "viewer-request",
+                            "FunctionARN": _att("DirectoryIndexFunction", "FunctionARN"),
+                        }
+                    ],
                 },
                 "HttpVersion": "http2",
                 "PriceClass": "PriceClass_100",
@@ -227,87 +254,121 @@ def _buckets(res: Json) -> None:
     }
 
 
-def _worker_roles(res: Json, script: str) -> None:
-    def queue_access(queues: list[str]) -> Json:
-        return _statement(
-            [
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:ChangeMessageVisibility",
-                "sqs:GetQueueAttributes",
-            ],
-            [_att(_queue_id(q), "Arn") for q in queues],
-        )
+def _parameter_arn(param: str) -> Json:
+    return _sub(
+        f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter${{{param}}}"
+    )
 
-    scratch_rw = _statement(
-        ["s3:GetObject", "s3:PutObject", "s3:ListBucket"], _bucket_arns("ScratchBucket")
-    )
-    scratch_ro = _statement(["s3:GetObject", "s3:ListBucket"], _bucket_arns("ScratchBucket"))
-    scratch_logs = _statement(
-        ["s3:PutObject"],
-        [_sub("${ScratchBucket.Arn}/logs/*"), _sub("${ScratchBucket.Arn}/status/*")],
-    )
-    downloads_rw = _statement(
-        ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
-        _bucket_arns("DownloadsBucket"),
-    )
-    signing = _statement(
-        ["ssm:GetParameter"],
-        [
-            _sub(
-                "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SigningKeyParameter}"
-            ),
-            _sub(
-                "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SigningPassphraseParameter}"
-            ),
+
+def _distribution_arn() -> Json:
+    return _sub("arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${Distribution}")
+
+
+def _worker_permissions() -> dict[str, list[Json]]:
+    """What a worker kind may be granted, by the names ``steps.WORKER_KINDS`` uses."""
+    return {
+        # fetch the source tarball; the worker's checks of what exists (ListBucket: a missing
+        # key is a 404, not a 403)
+        "scratch-read": [
+            _statement(["s3:GetObject", "s3:ListBucket"], _bucket_arns("ScratchBucket"))
         ],
-    )
-    invalidate = _statement(
-        ["cloudfront:CreateInvalidation"],
-        _sub("arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${Distribution}"),
-    )
-    # Builders write only scratch; the publisher reads scratch and writes downloads.
-    res["BuilderRole"] = _role(
-        "ec2.amazonaws.com",
-        [queue_access([S.TARBALL_QUEUE, S.BUILD_QUEUE]), scratch_rw, _SEND_TASK, signing],
-    )
-    res["PublisherRole"] = _role(
-        "ec2.amazonaws.com",
-        [
-            queue_access([S.PUBLISH_QUEUE]),
-            scratch_ro,
-            scratch_logs,
-            downloads_rw,
+        # upload-build: deletes the completion marker first, then puts the files
+        "scratch-write": [
+            _statement(["s3:PutObject", "s3:DeleteObject"], _sub("${ScratchBucket.Arn}/*"))
+        ],
+        # update-repos removes the builds it published; publish-source only reads
+        "scratch-delete": [_statement(["s3:DeleteObject"], _sub("${ScratchBucket.Arn}/*"))],
+        "downloads-write": [
+            _statement(
+                ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
+                _bucket_arns("DownloadsBucket"),
+            )
+        ],
+        "signing-key": [
+            _statement(
+                ["ssm:GetParameter"],
+                [
+                    _parameter_arn("SigningKeyParameter"),
+                    _parameter_arn("SigningPassphraseParameter"),
+                ],
+            )
+        ],
+        "cloudfront-invalidate": [
+            _statement(["cloudfront:CreateInvalidation"], _distribution_arn())
+        ],
+    }
+
+
+def worker_role_id(queue: str) -> str:
+    return f"{_camel(queue)}WorkerRole"
+
+
+def _worker_roles(res: Json, script: str) -> None:
+    permissions = _worker_permissions()
+    for queue, kind in S.WORKER_KINDS.items():
+        statements = [
+            _statement(
+                [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                ],
+                _att(_queue_id(queue), "Arn"),
+            ),
             _SEND_TASK,
-            signing,
-            invalidate,
-        ],
-    )
-    for role in ("Builder", "Publisher"):
-        res[f"{role}Profile"] = {
+            # the worker's own records: status, task logs, the instance's log
+            _statement(
+                ["s3:PutObject"],
+                [_sub("${ScratchBucket.Arn}/logs/*"), _sub("${ScratchBucket.Arn}/status/*")],
+            ),
+            # a private repository's deploy key (every worker clones it), when one is configured
+            {
+                "Fn::If": [
+                    "HasGitCredentials",
+                    _statement(["ssm:GetParameter"], _parameter_arn("GitCredentialsParameter")),
+                    _ref("AWS::NoValue"),
+                ]
+            },
+        ]
+        for name in kind.permissions:
+            statements += permissions[name]
+        role = worker_role_id(queue)
+        res[role] = _role("ec2.amazonaws.com", statements)
+        res[f"{_camel(queue)}WorkerProfile"] = {
             "Type": "AWS::IAM::InstanceProfile",
-            "Properties": {"Roles": [_ref(f"{role}Role")]},
+            "Properties": {"Roles": [_ref(role)]},
         }
-    for queue in S.WORKER_QUEUES:
-        profile = "PublisherProfile" if queue == S.PUBLISH_QUEUE else "BuilderProfile"
-        safety = {S.TARBALL_QUEUE: 60, S.BUILD_QUEUE: 5 * 60, S.PUBLISH_QUEUE: 5 * 60}[queue]
         res[f"{_camel(queue)}LaunchTemplate"] = {
             "Type": "AWS::EC2::LaunchTemplate",
             "Properties": {
                 "LaunchTemplateData": {
                     "ImageId": _ref("ImageId"),
-                    "InstanceType": _ref(_INSTANCE_TYPE[queue]),
-                    "IamInstanceProfile": {"Arn": _att(profile, "Arn")},
+                    "InstanceType": _ref(kind.instance_param),
+                    "IamInstanceProfile": {"Arn": _att(f"{_camel(queue)}WorkerProfile", "Arn")},
                     "InstanceInitiatedShutdownBehavior": "terminate",
                     "MetadataOptions": {"HttpTokens": "required"},
+                    "SecurityGroupIds": {
+                        "Fn::If": [
+                            "HasSecurityGroups",
+                            _ref("SecurityGroupIds"),
+                            _ref("AWS::NoValue"),
+                        ]
+                    },
                     "BlockDeviceMappings": [
                         {
                             "DeviceName": "/dev/xvda",
                             "Ebs": {
-                                "VolumeSize": _DISK_GB[queue],
+                                "VolumeSize": kind.disk_gb,
                                 "VolumeType": "gp3",
                                 "DeleteOnTermination": True,
                             },
+                        }
+                    ],
+                    "TagSpecifications": [
+                        {
+                            "ResourceType": "volume",
+                            "Tags": [{"Key": "releng:stack", "Value": _ref("AWS::StackName")}],
                         }
                     ],
                     "UserData": {
@@ -317,7 +378,7 @@ def _worker_roles(res: Json, script: str) -> None:
                                 {
                                     "Queue": queue,
                                     "QueueUrl": _ref(_queue_id(queue)),
-                                    "SafetyMinutes": str(safety),
+                                    "Signs": "yes" if "signing-key" in kind.permissions else "no",
                                 },
                             ]
                         }
@@ -343,13 +404,21 @@ def _handler_env(name: str) -> Json:
             + ", ".join(f'"{q}": "${{{_camel(q)}LaunchTemplate}}"' for q in S.WORKER_QUEUES)
             + "}"
         ),
+        "RELENG_MAX_WORKERS": _ref("MaxWorkers"),
+        "RELENG_SUBNETS": {"Fn::Join": [",", _ref("SubnetIds")]},
     }
 
 
 def _functions(res: Json) -> None:
     ec2 = [
+        # RunInstances from a launch template touches many resources (image, subnet, volume,
+        # network interface, security group); instances are tagged as they are created.
         _statement(["ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeInstances"], "*"),
-        _statement(["iam:PassRole"], [_att("BuilderRole", "Arn"), _att("PublisherRole", "Arn")]),
+        _statement(["iam:PassRole"], [_att(worker_role_id(q), "Arn") for q in S.WORKER_QUEUES]),
+        # the pools are sized to the queued work
+        _statement(
+            ["sqs:GetQueueAttributes"], [_att(_queue_id(q), "Arn") for q in S.WORKER_QUEUES]
+        ),
     ]
     needs: dict[str, list[Json]] = {
         "read-scratch": [
@@ -365,27 +434,19 @@ def _functions(res: Json) -> None:
                 _bucket_arns("DownloadsBucket"),
             )
         ],
-        "cloudfront": [
-            _statement(
-                ["cloudfront:CreateInvalidation"],
-                _sub(
-                    "arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${Distribution}"
-                ),
-            )
-        ],
+        "cloudfront": [_statement(["cloudfront:CreateInvalidation"], _distribution_arn())],
         "ec2": ec2,
     }
     code = {"S3Bucket": _ref("CodeBucket"), "S3Key": _ref("CodeKey")}
     for name in (*QUEUE_HANDLERS, "health_check"):
         fid = f"{_camel(name)}Function"
-        statements: list[Json] = [_SEND_TASK]
+        # tracebacks and the failure report go to S3 (the execution's state keeps references)
+        statements: list[Json] = [
+            _SEND_TASK,
+            _statement(["s3:PutObject"], _sub("${ScratchBucket.Arn}/logs/*")),
+        ]
         if name == "health_check":
-            statements += [
-                *ec2,
-                _statement(
-                    ["sqs:GetQueueAttributes"], [_att(_queue_id(q), "Arn") for q in S.WORKER_QUEUES]
-                ),
-            ]
+            statements += ec2
         else:
             statements.append(
                 _statement(
@@ -406,7 +467,7 @@ def _functions(res: Json) -> None:
                 else "handlers.handler",
                 "Code": code,
                 "Role": _att(f"{fid}Role", "Arn"),
-                "Timeout": 900 if name in ("update_indices", "prepare_task") else 120,
+                "Timeout": S.function_timeout(name),
                 "MemorySize": 512,
                 "Environment": {"Variables": _handler_env(name)},
             },
@@ -478,6 +539,10 @@ def _state_machine(res: Json, definition: str) -> None:
     }
 
 
+def _not_empty(value: Json) -> Json:
+    return {"Fn::Not": [{"Fn::Equals": [value, ""]}]}
+
+
 def template(definition: str, userdata: str) -> Json:
     """The whole template for ``definition`` (the committed state machine JSON)."""
     params: Json = {
@@ -485,9 +550,22 @@ def template(definition: str, userdata: str) -> Json:
         "Branch": {"Type": "String", "Default": "main"},
         "BuilderInstanceType": {"Type": "String", "Default": "c6i.4xlarge"},
         "SmallInstanceType": {"Type": "String", "Default": "t3.small"},
-        "ImageId": {
-            "Type": "AWS::SSM::Parameter::Value<AWS::EC2::Image::Id>",
-            "Default": "/aws/service/debian/release/12/latest/amd64",
+        # deploy-aws resolves [aws] ami (an AMI id or an SSM parameter name, by default
+        # Debian 12's latest) at each deploy and passes the id.
+        "ImageId": {"Type": "AWS::EC2::Image::Id"},
+        # Networking: empty lists use the default VPC (its subnets give public IPs). Subnets
+        # of another VPC need a route out (NAT or public IPs): workers reach git, apt and AWS.
+        "SubnetIds": {"Type": "CommaDelimitedList", "Default": ""},
+        "SecurityGroupIds": {"Type": "CommaDelimitedList", "Default": ""},
+        "MaxWorkers": {
+            "Type": "String",
+            "Description": "JSON: queue -> the most instances alive at once",
+            "Default": json.dumps({q: k.max_workers for q, k in S.WORKER_KINDS.items()}),
+        },
+        "GitCredentialsParameter": {
+            "Type": "String",
+            "Default": "",
+            "Description": "SSM SecureString with an SSH deploy key for a private repository",
         },
         "CodeBucket": {
             "Type": "String",
@@ -520,14 +598,22 @@ def template(definition: str, userdata: str) -> Json:
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "releng: build and publish signed apt repositories (generated by releng.aws.template)",
         "Parameters": params,
-        "Conditions": {"HasPrefix": {"Fn::Not": [{"Fn::Equals": [_ref("DownloadsPrefix"), ""]}]}},
+        "Conditions": {
+            "HasPrefix": _not_empty(_ref("DownloadsPrefix")),
+            "HasSecurityGroups": _not_empty({"Fn::Join": ["", _ref("SecurityGroupIds")]}),
+            "HasGitCredentials": _not_empty(_ref("GitCredentialsParameter")),
+        },
         "Resources": res,
         "Outputs": outputs,
     }
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    """Plain YAML: CloudFormation rejects anchors and aliases (cfn-lint W1101), which PyYAML
+    writes for every object used twice."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
@@ -545,6 +631,22 @@ def dumps(root: Path) -> str:
     return (
         "# Generated by releng.aws.template (`invoke generate-aws`); do not edit by hand.\n" + body
     )
+
+
+def render_sub(text: str, values: dict[str, str]) -> str:
+    """``text`` as CloudFormation's Fn::Sub renders it: ``${Name}`` -> its value, ``${!Name}``
+    -> ``${Name}`` (the tests render the user data with a stack's real values this way)."""
+    import re
+
+    def one(match: re.Match[str]) -> str:
+        name = match[1]
+        if name.startswith("!"):
+            return "${" + name[1:] + "}"
+        if name not in values:
+            raise KeyError(f"no value for ${{{name}}}")
+        return values[name]
+
+    return re.sub(r"\$\{([^}]+)\}", one, text)
 
 
 def write(root: Path) -> Path:

@@ -7,10 +7,17 @@ SendTaskSuccess with timing or SendTaskFailure naming the step, upload the
 log to S3 and delete the message. A worker that dies leaves its message to
 reappear after the visibility timeout, for another worker.
 
+A worker takes as many tasks as come (instances are a bounded pool per queue).
+Each task has one deadline, its message's send time plus the step's timeout
+(the state's TimeoutSeconds): the worker stops the task's commands there, since
+nobody waits for them any more, and takes the next one. ``--alive-file`` is
+touched between polls and while a task runs; the user data's watchdog powers
+off an instance whose worker stopped touching it.
+
 The loop ends after ``idle_seconds`` without a message; on EC2 the user data
 then shuts the instance down (instances terminate on shutdown).
 
-    python -m releng.aws.worker --queue-url URL [--root DIR] [--idle-seconds N]
+    python -m releng.aws.worker --queue-url URL [--root DIR] [--idle-seconds N] [--alive-file F]
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import json
 import logging
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -36,9 +44,7 @@ log = logging.getLogger(__name__)
 
 _DEAD_TOKEN = ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
 VISIBILITY_SECONDS = 120
-TOKEN_GRACE_SECONDS = (
-    10.0  # extended while the task runs; short so a dead worker's task returns fast
-)
+TOKEN_GRACE_SECONDS = 3.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,12 +71,18 @@ class Worker:
     )
     wait_seconds: int = 20
     visibility_seconds: int = VISIBILITY_SECONDS
+    alive_file: Path | None = None
     done: int = 0
+
+    def _alive(self) -> None:
+        if self.alive_file is not None:
+            self.alive_file.touch()
 
     def run(self, *, idle_seconds: float, max_tasks: int = 0) -> int:
         """Process messages until idle for ``idle_seconds`` (or ``max_tasks`` done). Returns tasks done."""
         idle_since = time.monotonic()
         while time.monotonic() - idle_since < idle_seconds:
+            self._alive()
             wait = max(
                 1, min(self.wait_seconds, int(idle_seconds - (time.monotonic() - idle_since)) or 1)
             )
@@ -79,6 +91,7 @@ class Worker:
                 MaxNumberOfMessages=1,
                 WaitTimeSeconds=wait,
                 VisibilityTimeout=self.visibility_seconds,
+                MessageSystemAttributeNames=["SentTimestamp"],
             )
             for message in reply.get("Messages", []):
                 self.handle(message)
@@ -100,6 +113,11 @@ class Worker:
         task = body["task"]
         heartbeat = int(body.get("heartbeat_seconds") or 600)
         name = f"{task['step']} {task['version']} {task.get('distro') or ''}".strip()
+        deadline = _deadline(message, body)
+        if deadline is not None and time.time() >= deadline:
+            log.warning("worker %s: %s is past its deadline; dropping it", self.instance, name)
+            self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return Outcome(ok=False, seconds=0.0, returncode=-1, command="", log="")
         if not self._token_alive(token):
             # The execution gave up on this task (timed out, stopped) or it was answered already:
             # a message that reappeared after its worker died. Nobody waits for it; drop it.
@@ -122,7 +140,7 @@ class Worker:
         )
         beat.start()
         try:
-            outcome = self._run(task, log_path)
+            outcome = self._run(task, log_path, deadline=deadline)
         finally:
             stop.set()
             beat.join()
@@ -143,10 +161,12 @@ class Worker:
         return outcome
 
     def _token_alive(self, token: str) -> bool:
-        """Whether the execution still waits for this task (a heartbeat is accepted).
+        """Whether the execution may still wait for this task: False only when Step Functions
+        says the task timed out or does not exist.
 
-        InvalidToken is retried for a few seconds: moto registers a task's heartbeat only after
-        its message is sent, so a fast worker can beat it; AWS accepts the token at once.
+        InvalidToken is retried for a few seconds, then taken as "unknown": moto registers a
+        heartbeat only for tasks with HeartbeatSeconds (these have none, see the state
+        machine) and only once its message is sent. The deadline bounds such a task anyway.
         """
         from botocore.exceptions import ClientError
 
@@ -158,8 +178,11 @@ class Worker:
                 code = exc.response.get("Error", {}).get("Code")
                 if code not in _DEAD_TOKEN:
                     raise
-                if code != "InvalidToken" or time.monotonic() > deadline:
+                if code != "InvalidToken":
                     return False
+                if time.monotonic() > deadline:
+                    log.info("worker %s: the task token is not confirmed (%s)", self.instance, code)
+                    return True
                 time.sleep(0.5)
             else:
                 return True
@@ -195,17 +218,23 @@ class Worker:
     def _heartbeat(self, token: str, receipt: str, heartbeat: int, stop: threading.Event) -> None:
         interval = max(1.0, min(heartbeat, self.visibility_seconds) / 3)
         while not stop.wait(interval):
-            try:
-                self.sfn.send_task_heartbeat(taskToken=token)
+            self._alive()
+            try:  # the message first: it is what keeps another worker off this task
                 self.sqs.change_message_visibility(
                     QueueUrl=self.queue_url,
                     ReceiptHandle=receipt,
                     VisibilityTimeout=self.visibility_seconds,
                 )
             except Exception as exc:
+                log.warning("extending the message's visibility failed: %s", exc)
+            try:
+                self.sfn.send_task_heartbeat(taskToken=token)
+            except Exception as exc:
                 log.warning("heartbeat failed: %s", exc)
 
-    def _run(self, task: Mapping[str, Any], log_path: Path) -> Outcome:
+    def _run(
+        self, task: Mapping[str, Any], log_path: Path, *, deadline: float | None = None
+    ) -> Outcome:
         start = time.monotonic()
         with log_path.open("w", encoding="utf-8") as logf:
             for fetch in task.get("fetch", []):
@@ -219,19 +248,17 @@ class Worker:
                 log.info("worker %s: %s", self.instance, command)
                 logf.write(f"$ {command}\n")
                 logf.flush()
-                proc = subprocess.run(
-                    argv,
-                    cwd=self.root,
-                    env=dict(self.env),
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    check=False,
+                returncode = _run_until(
+                    argv, cwd=self.root, env=self.env, out=logf, deadline=deadline
                 )
-                if proc.returncode != 0:
+                if returncode is None:
+                    logf.write(f"releng: stopped at the task's deadline ({command})\n")
+                    returncode = -signal.SIGTERM
+                if returncode != 0:
                     return Outcome(
                         ok=False,
                         seconds=time.monotonic() - start,
-                        returncode=proc.returncode,
+                        returncode=returncode,
                         command=command,
                         log=str(log_path),
                     )
@@ -271,6 +298,39 @@ class Worker:
         return f"s3://{bucket}/{key}"
 
 
+def _deadline(message: Mapping[str, Any], body: Mapping[str, Any]) -> float | None:
+    """When the state stops waiting for this task: sent + the step's timeout (epoch seconds)."""
+    sent = message.get("Attributes", {}).get("SentTimestamp")
+    timeout = body.get("timeout_seconds")
+    if not sent or not timeout:
+        return None
+    return int(sent) / 1000 + int(timeout)
+
+
+def _run_until(
+    argv: list[str], *, cwd: Path, env: Mapping[str, str], out: Any, deadline: float | None
+) -> int | None:
+    """Run ``argv`` in its own process group; its exit code, or None when it was stopped at
+    ``deadline`` (the group gets SIGTERM, then SIGKILL after 30 s)."""
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        return proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        return None
+    finally:
+        if proc.poll() is None:  # interrupted: never leave a build behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     import boto3
 
@@ -282,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-seconds", type=float, default=300)
     parser.add_argument("--wait-seconds", type=int, default=20)
     parser.add_argument("--visibility-seconds", type=int, default=VISIBILITY_SECONDS)
+    parser.add_argument("--alive-file", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
@@ -294,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         s3=boto3.client("s3"),
         wait_seconds=args.wait_seconds,
         visibility_seconds=args.visibility_seconds,
+        alive_file=args.alive_file,
     )
     worker.run(idle_seconds=args.idle_seconds)
     return 0

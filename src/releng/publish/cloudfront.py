@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import urllib.parse
+import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -85,7 +86,10 @@ class Invalidator:
             return None
         if any(p.startswith("/pool/") or "/pool/" in p for p in paths):
             raise PublishError(f"refusing to invalidate pool paths on CloudFront: {paths[:3]}")
-        ref = reference or hashlib.sha256("\n".join(paths).encode()).hexdigest()[:32]
+        # Unique per call: CloudFront answers a CallerReference it has seen with the old
+        # invalidation, so a hash of the paths alone invalidated nothing the next time.
+        digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:20]
+        ref = reference or f"{digest}-{uuid.uuid4().hex[:12]}"
         log.info("CloudFront %s: invalidating %d path(s)", self.distribution_id, len(paths))
         if self.dry_run:
             return None

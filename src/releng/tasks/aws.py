@@ -165,6 +165,7 @@ def deploy_aws(c: Context, dev: bool = False, stack: str = "") -> None:
     """Create or update the CloudFormation stack and the Lambda code."""
     from releng.aws import deploy, run
     from releng.aws.catalog import Catalog
+    from releng.errors import AwsError
 
     proj = project(c)
     aws = run.connect(proj, os.environ)
@@ -172,7 +173,6 @@ def deploy_aws(c: Context, dev: bool = False, stack: str = "") -> None:
     if dev:
         result = deploy.deploy_dev(aws.client, proj.root, name)
     else:
-        cfg = proj.config.aws
         result = deploy.deploy(
             aws.client,
             proj.root,
@@ -180,9 +180,14 @@ def deploy_aws(c: Context, dev: bool = False, stack: str = "") -> None:
             catalog=Catalog.from_project(proj),
             parameters=deploy.parameters(proj),
         )
-        del cfg
     out(f"stack {result.name}: state machine {result.state_machine_arn}")
     out(f"scratch s3://{result.scratch_bucket}  downloads s3://{result.downloads_bucket}")
+    try:
+        deploy.check_product_toml(proj, result)
+    except AwsError:
+        out("product.toml must name the stack's buckets (workers read them); set, commit, push:")
+        for line in deploy.product_toml_lines(result):
+            out(f"  {line}")
 
 
 @task

@@ -1,0 +1,359 @@
+"""The generated roles, enforced: every worker's and handler's real operations run as an IAM
+user holding exactly its role's statements, on a moto server that enforces IAM.
+
+An action missing from a role fails here (AccessDenied), as it would on the first real run;
+so does a build role that can read the signing key. How far moto's evaluation goes (and
+where the tests complete it with moto's own evaluator) is in tests/fixtures/iam.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from botocore.exceptions import ClientError
+
+from releng.aws import handlers, template
+from releng.aws import steps as S
+from releng.aws.catalog import Catalog
+from releng.aws.deploy import create_bucket
+from releng.aws.launch import Ec2Launcher
+from releng.aws.worker import Worker
+from releng.gpg import Signer
+from releng.publish.flows import (
+    Destination,
+    LockOptions,
+    publish_source,
+    scratch_builds,
+    update_repos,
+    upload_build,
+)
+from releng.publish.sync import S3Url, SyncOptions
+from releng.version import Version
+from tests.apt_debs import make_deb
+from tests.fixtures.iam import ACCOUNT, REGION, IamMoto, allowed, resolve
+from tests.fixtures.moto import create_distribution
+
+pytestmark = pytest.mark.aws
+
+ROOT = Path(__file__).resolve().parents[1]
+DISTRO = "debian-12-bookworm"
+VERSION = Version.parse("1.0.0")
+SIGNING_KEY = "/releng/signing-key"
+SIGNING_PASSPHRASE = "/releng/signing-passphrase"
+ROLE_IDS = {
+    **{q: template.worker_role_id(q) for q in S.WORKER_QUEUES},
+    **{
+        h: "".join(p.capitalize() for p in h.split("_")) + "FunctionRole"
+        for h in (*S.QUEUE_HANDLERS, "health_check")
+    },
+}
+
+
+class Stack:
+    """The stack's resources made by the admin on the enforcing server, and its roles' policies
+    resolved to them."""
+
+    def __init__(self, server: IamMoto) -> None:
+        self.server = server
+        tag = uuid.uuid4().hex[:8]
+        self.name = f"iam-{tag}"
+        self.scratch, self.downloads = f"{self.name}-scratch", f"{self.name}-downloads"
+        s3, sqs, ec2 = (server.client(s) for s in ("s3", "sqs", "ec2"))
+        for bucket in (self.scratch, self.downloads):
+            create_bucket(s3, bucket)
+        self.queue_urls: dict[str, str] = {}
+        for name in (*S.WORKER_QUEUES, *S.QUEUE_HANDLERS):
+            fifo = name in S.MESSAGE_GROUPS
+            attrs = {"FifoQueue": "true", "ContentBasedDeduplication": "true"} if fifo else {}
+            qname = f"{self.name}-{name.replace('_', '-')}" + (".fifo" if fifo else "")
+            self.queue_urls[name] = sqs.create_queue(QueueName=qname, Attributes=attrs)["QueueUrl"]
+        self.distribution = create_distribution(
+            server.client("cloudfront"), f"{self.downloads}.s3.amazonaws.com"
+        )
+        self.launch_templates = {
+            q: ec2.create_launch_template(
+                LaunchTemplateName=f"{self.name}-{q}",
+                LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.small"},
+            )["LaunchTemplate"]["LaunchTemplateId"]
+            for q in S.WORKER_QUEUES
+        }
+        ssm = server.client("ssm")
+        ssm.put_parameter(Name=SIGNING_KEY, Value="-----BEGIN PGP PRIVATE KEY BLOCK-----", Type="SecureString", Overwrite=True)  # fmt: skip
+        ssm.put_parameter(Name=SIGNING_PASSPHRASE, Value="secret", Type="SecureString", Overwrite=True)  # fmt: skip
+        self.documents = self._documents()
+        self.credentials = {
+            role: server.user(f"{self.name}-{role}", doc) for role, doc in self.documents.items()
+        }
+
+    def arn(self, service: str, rest: str) -> str:
+        return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{rest}"
+
+    def _documents(self) -> dict[str, dict]:
+        tmpl = yaml.safe_load((ROOT / template.TEMPLATE_FILE).read_text(encoding="utf-8"))
+        values: dict[str, object] = {
+            "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
+            "AWS::StackName": self.name, "SigningKeyParameter": SIGNING_KEY,
+            "SigningPassphraseParameter": SIGNING_PASSPHRASE, "GitCredentialsParameter": "",
+            "DownloadsPrefix": "", "Distribution": self.distribution,
+            "ScratchBucket": self.scratch, "ScratchBucket.Arn": f"arn:aws:s3:::{self.scratch}",
+            "DownloadsBucket": self.downloads,
+            "DownloadsBucket.Arn": f"arn:aws:s3:::{self.downloads}",
+        }  # fmt: skip
+        for name, url in self.queue_urls.items():
+            qid = "".join(p.capitalize() for p in name.split("_")) + "Queue"
+            values[qid] = url
+            values[f"{qid}.Arn"] = self.arn("sqs", url.rsplit("/", 1)[1])
+        for role_id in ROLE_IDS.values():
+            values[f"{role_id}.Arn"] = f"arn:aws:iam::{ACCOUNT}:role/{self.name}-{role_id}"
+        conditions = dict.fromkeys(tmpl["Conditions"], False)
+        resources = tmpl["Resources"]
+        return {
+            role: resolve(
+                resources[role_id]["Properties"]["Policies"][0]["PolicyDocument"],
+                values,
+                conditions,
+            )
+            for role, role_id in ROLE_IDS.items()
+        }
+
+    def client(self, role: str, service: str):
+        return self.server.client(service, self.credentials[role])
+
+    def factory(self, role: str):
+        return lambda service: self.client(role, service)
+
+
+@pytest.fixture(scope="module")
+def stack(iam_moto) -> Stack:
+    return Stack(iam_moto)
+
+
+@pytest.fixture
+def signer(gpg_key) -> Signer:
+    return Signer(gnupghome=gpg_key.home, key=gpg_key.fingerprint, passphrase=gpg_key.passphrase)
+
+
+def _denied(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("accessdenied", "access denied", "not authorized"))
+
+
+def _source_files(project) -> list[Path]:
+    tarball = project.tarball_path(VERSION)
+    tarball.parent.mkdir(parents=True, exist_ok=True)
+    sums = tarball.with_name(f"{project.config.package_name(VERSION)}-1.0.0.SHA256SUMS")
+    files = [tarball, tarball.with_name(tarball.name + ".asc"), sums, sums.with_name(sums.name + ".asc")]  # fmt: skip
+    for path in files:
+        path.write_bytes(f"{path.name}\n".encode())
+    return files
+
+
+def _build(project) -> None:
+    out = project.build_dir(VERSION, DISTRO)
+    out.mkdir(parents=True, exist_ok=True)
+    make_deb(out, "tally", "1.0.0-1~bookworm")
+
+
+def _run_worker(stack: Stack, role: str, task: dict, tmp_path: Path, caplog) -> None:
+    """One task through the real worker loop, as the worker role: receive, visibility, status
+    records, fetch, the commands, log upload, answer, delete. The token is not a real one
+    (moto runs no execution here): Step Functions' answer must be "no such task", not
+    AccessDenied."""
+    queue = role
+    body = {"token": f"token-{uuid.uuid4().hex}", "task": task, "heartbeat_seconds": 3,
+            "timeout_seconds": 600}  # fmt: skip
+    extra = {"MessageGroupId": S.MESSAGE_GROUPS[queue]} if queue in S.MESSAGE_GROUPS else {}
+    stack.server.client("sqs").send_message(
+        QueueUrl=stack.queue_urls[queue], MessageBody=json.dumps(body), **extra
+    )
+    worker = Worker(
+        queue_url=stack.queue_urls[queue], root=tmp_path, sqs=stack.client(role, "sqs"),
+        sfn=stack.client(role, "stepfunctions"), s3=stack.client(role, "s3"),
+        env={"PATH": "/usr/bin:/bin"}, instance=f"i-{role}", wait_seconds=1, visibility_seconds=30,
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO):
+        assert worker.run(idle_seconds=5, max_tasks=1) == 1
+    assert not _denied(Exception(caplog.text)), caplog.text
+    assert "extending the message's visibility failed" not in caplog.text
+    s3 = stack.server.client("s3")
+    status = json.loads(
+        s3.get_object(
+            Bucket=stack.scratch,
+            Key=f"status/iam/{task['version']}/{task.get('distro') or 'all'}/{task['step']}.json",
+        )["Body"].read()
+    )
+    assert status["state"] == "succeeded", status
+    assert s3.get_object(Bucket=stack.scratch, Key=task["log"]["key"])["Body"].read()
+
+
+def _task(stack: Stack, step: str, distro: str = "") -> dict:
+    return {
+        "step": step, "version": VERSION.text, "distro": distro, "execution": "iam",
+        "log": {"bucket": stack.scratch, "key": handlers.log_key("iam", VERSION.text, distro, step)},
+        "commands": [["sleep", "2"]],  # the heartbeat thread extends the message meanwhile
+        "fetch": [{"bucket": stack.scratch, "prefix": f"{VERSION.text}/source/", "dest": "out/"}],
+    }  # fmt: skip
+
+
+def test_tarball_worker(stack, project_copy, tmp_path, caplog) -> None:
+    s3 = stack.client("tarball", "s3")
+    _source_files(project_copy)
+    for _ in range(2):  # the second upload starts by deleting the first one's completion marker
+        upload_build(s3, project_copy, VERSION, "source", scratch=stack.scratch)
+    _run_worker(stack, "tarball", _task(stack, S.MAKE_SOURCE_TARBALL), tmp_path, caplog)
+    ssm = stack.client("tarball", "ssm")
+    for name in (SIGNING_KEY, SIGNING_PASSPHRASE):
+        assert ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+
+
+def test_build_worker_and_it_cannot_read_the_signing_key(stack, project_copy, tmp_path, caplog) -> None:  # fmt: skip
+    s3 = stack.client("build", "s3")
+    _build(project_copy)
+    for _ in range(2):
+        upload_build(s3, project_copy, VERSION, DISTRO, scratch=stack.scratch)
+    assert DISTRO in scratch_builds(s3, stack.scratch, VERSION)
+    _run_worker(stack, "build", _task(stack, S.MAKE_BINARY_PACKAGE, DISTRO), tmp_path, caplog)
+    with pytest.raises(ClientError) as denied:
+        stack.client("build", "ssm").get_parameter(Name=SIGNING_KEY, WithDecryption=True)
+    assert _denied(denied.value)
+    # and it may not write the public bucket
+    with pytest.raises(ClientError) as denied:
+        s3.put_object(Bucket=stack.downloads, Key="dists/x", Body=b"x")
+    assert _denied(denied.value)
+
+
+def test_publish_worker(stack, project_copy, signer, tmp_path, caplog) -> None:
+    admin = stack.server.client("s3")
+    _build(project_copy)
+    upload_build(admin, project_copy, VERSION, DISTRO, scratch=stack.scratch)
+    _source_files(project_copy)
+    upload_build(admin, project_copy, VERSION, "source", scratch=stack.scratch)
+    s3 = stack.client("publish", "s3")
+    dest = Destination(
+        s3=s3, url=S3Url(stack.downloads, ""), cloudfront=stack.client("publish", "cloudfront"),
+        distribution_id=stack.distribution, sync=SyncOptions(grace=dt.timedelta(0)),
+        lock=LockOptions(timeout=60, poll=0.2), title="tally packages",
+    )  # fmt: skip
+    result = update_repos(
+        project_copy, signer, version=VERSION, dest=dest, scratch=stack.scratch,
+        work=tmp_path / "work",
+    )  # fmt: skip
+    assert result.included == {DISTRO: ("bookworm", "bookworm-1.0")}
+    assert result.scratch_deleted > 0  # the publisher removes what it published from scratch
+    assert publish_source(s3, project_copy, VERSION, scratch=stack.scratch, dest=dest)
+    _run_worker(stack, "publish", _task(stack, S.PUBLISH_BINARY_PACKAGES), tmp_path, caplog)
+    assert stack.client("publish", "ssm").get_parameter(Name=SIGNING_KEY, WithDecryption=True)
+
+
+def _context(stack: Stack, role: str) -> handlers.Context:
+    return handlers.Context(
+        client=stack.factory(role),
+        catalog=_catalog(),
+        settings={
+            handlers.SCRATCH_BUCKET: stack.scratch,
+            handlers.DOWNLOADS_BUCKET: stack.downloads,
+            handlers.DOWNLOADS_PREFIX: "",
+            handlers.DISTRIBUTION_ID: stack.distribution,
+            handlers.QUEUE_URLS: json.dumps({q: stack.queue_urls[q] for q in S.WORKER_QUEUES}),
+        },
+        launcher=Ec2Launcher(
+            ec2=stack.client(role, "ec2"), launch_templates=stack.launch_templates, stack=stack.name
+        ),
+        today=lambda: dt.date(2026, 11, 30),
+    )
+
+
+def _catalog() -> Catalog:
+    from releng.project import Project
+
+    return Catalog.from_project(Project.load(ROOT))
+
+
+def _handler_events(stack: Stack) -> dict[str, list[dict]]:
+    plan = {"version": VERSION.text, "kind": "release", "distros": [DISTRO], "steps": list(S.STEPS)}
+    config = {"timeouts": dict(S.DEFAULT_TIMEOUTS), "heartbeat_seconds": 600}
+    prepare = [
+        {"step": step, "version": plan, "config": config, "execution": "iam", "distro": DISTRO}
+        for step in (S.MAKE_SOURCE_TARBALL, S.MAKE_BINARY_PACKAGE, S.PUBLISH_SOURCE_TARBALL)
+    ] + [{"step": S.PUBLISH_BINARY_PACKAGES, "version": plan, "config": config, "execution": "iam",
+          "builds": [{"step": S.MAKE_BINARY_PACKAGE, "distro": DISTRO}]}]  # fmt: skip
+    failure = {"failed": True, "step": S.MAKE_BINARY_PACKAGE, "version": VERSION.text,
+               "distro": DISTRO, "error": {"Error": "Releng.StepFailed", "Cause": "exit 2"}}  # fmt: skip
+    return {
+        "parse_input": [{"versions": [VERSION.text]}],
+        "prepare_task": prepare,
+        "launch_workers": [{"queue": q} for q in S.WORKER_QUEUES],
+        "check_if_repos_changed": [{"results": []}],
+        "update_indices": [{"repos": {"changed": True}}],
+        "invalidate_cloudfront": [
+            {"indices": {"invalidate": ["/dists/bookworm/*"]}, "execution": "iam"}
+        ],
+        "check_for_failures": [{"execution": "iam", "results": [failure]}],
+        "health_check": [{}],
+    }
+
+
+@pytest.mark.parametrize("handler", [*S.QUEUE_HANDLERS, "health_check"])
+def test_handler(stack, handler) -> None:
+    """Each handler's work as its function's role; then its answer to Step Functions and a
+    failure's traceback going to S3, as every handler does in dispatch."""
+    ctx = _context(stack, handler)
+    if handler == "health_check":
+        stack.server.client("sqs").send_message(
+            QueueUrl=stack.queue_urls["tarball"], MessageBody="{}"
+        )
+    for event in _handler_events(stack)[handler]:
+        handlers.run_handler(handler, event, ctx)
+    sfn = stack.client(handler, "stepfunctions")
+    for call in (
+        lambda: sfn.send_task_success(taskToken="no-such-task", output="{}"),
+        lambda: sfn.send_task_failure(taskToken="no-such-task", error="E", cause="c"),
+    ):
+        try:  # this server runs no executions: "no such task" or a no-op, never AccessDenied
+            call()
+        except ClientError as exc:
+            assert not _denied(exc), exc
+    try:
+        raise RuntimeError("a bug")
+    except RuntimeError as exc:
+        cause = handlers._failure_cause(exc, handler, "iam", ctx)
+    assert f"traceback: s3://{stack.scratch}/logs/iam/handlers/{handler}-" in cause
+
+
+def test_a_missing_action_fails_the_run(stack, project_copy) -> None:
+    """The build role without s3:DeleteObject (the defect this test was written for): the
+    second upload's first request is refused."""
+    doc = json.loads(json.dumps(stack.documents["build"]))
+    for st in doc["Statement"]:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        st["Action"] = [a for a in actions if a != "s3:DeleteObject"] or ["s3:GetObject"]
+    creds = stack.server.user(f"{stack.name}-build-without-delete", doc)
+    _build(project_copy)
+    with pytest.raises(Exception) as denied:
+        upload_build(stack.server.client("s3", creds), project_copy, VERSION, DISTRO, scratch=stack.scratch)  # fmt: skip
+    assert _denied(denied.value)
+
+
+def test_only_the_signing_roles_can_read_the_signing_key(stack) -> None:
+    """Resource-level, with moto's evaluator and the parameters' real ARNs (moto checks SSM
+    calls against "*" only): the tarball and publish workers, nobody else."""
+    readers = {
+        role
+        for role, doc in stack.documents.items()
+        for name in (SIGNING_KEY, SIGNING_PASSPHRASE)
+        if allowed(doc, "ssm:GetParameter", stack.arn("ssm", f"parameter{name}"))
+    }
+    assert readers == {"tarball", "publish"}
+    signing = {role for role, kind in S.WORKER_KINDS.items() if "signing-key" in kind.permissions}
+    assert readers == signing
+    # CloudFront invalidation and PassRole name their resources too
+    dist = f"arn:aws:cloudfront::{ACCOUNT}:distribution/{stack.distribution}"
+    assert {r for r, d in stack.documents.items() if allowed(d, "cloudfront:CreateInvalidation", dist)} == {"publish", "invalidate_cloudfront"}  # fmt: skip
+    build_role = f"arn:aws:iam::{ACCOUNT}:role/{stack.name}-{template.worker_role_id('build')}"
+    assert {r for r, d in stack.documents.items() if allowed(d, "iam:PassRole", build_role)} == {"launch_workers", "health_check"}  # fmt: skip
