@@ -59,8 +59,17 @@ def e2e(moto_server, project_copy, gpg_key, demo_build, monkeypatch):
         f'\n[publish]\nbucket = "{name}-downloads"\nscratch_bucket = "{name}-scratch"\n'
         f'\n[aws]\nstack_name = "{name}"\n'
     )
+    # Release day: the publish step pushes the release tag and branch to this "public" repository.
+    public = root.parent / "public.git"
+    git(root.parent, "init", "-q", "--bare", str(public))
+    text = text.replace(
+        "[source]\n",
+        f'[source]\npublic_repository = "{public}"\nrelease_branch = "{{name}}-{{major}}.{{minor}}"\n',
+        1,
+    )
     product.write_text(text)
     git(root, "commit", "-q", "-am", "test key, test stack")
+    git(root, "branch", "tally-1.0")
     proj = Project.load(root)
     aws = run.connect(proj, env)
     stack = deploy.deploy_dev(aws.client, REPO, name)
@@ -123,6 +132,10 @@ def test_release_end_to_end_then_rerun_builds_nothing(moto_server, e2e, gpg_key,
     assert records[("publish-binary-packages", "")]["state"] == "succeeded"
     assert records[("publish-source-tarball", "")]["state"] == "succeeded"
     s3.head_object(Bucket=stack.downloads_bucket, Key="source/tally-1.0.0.tar.gz")
+    # ... and only then the release tag and branch went to the public repository.
+    public = proj.root.parent / "public.git"
+    for ref in ("refs/tags/tally-v1.0.0", "refs/heads/tally-1.0"):
+        assert git(public, "rev-parse", ref) == git(proj.root, "rev-parse", ref)
     sfn = moto_server.client("stepfunctions")
     assert {"UpdateIndices", "InvalidateCloudfront"} <= _states_entered(sfn, started.arn)
     keyring = gpg_key.public_keyring(tmp_path / "key.gpg")

@@ -46,6 +46,7 @@ DISTRO = "debian-12-bookworm"
 VERSION = Version.parse("1.0.0")
 SIGNING_KEY = "/releng/signing-key"
 SIGNING_PASSPHRASE = "/releng/signing-passphrase"
+PUBLIC_GIT_TOKEN = "/releng/public-git-token"
 ROLE_IDS = {
     **{q: template.worker_role_id(q) for q in S.WORKER_QUEUES},
     **{
@@ -86,6 +87,7 @@ class Stack:
         ssm = server.client("ssm")
         ssm.put_parameter(Name=SIGNING_KEY, Value="-----BEGIN PGP PRIVATE KEY BLOCK-----", Type="SecureString", Overwrite=True)  # fmt: skip
         ssm.put_parameter(Name=SIGNING_PASSPHRASE, Value="secret", Type="SecureString", Overwrite=True)  # fmt: skip
+        ssm.put_parameter(Name=PUBLIC_GIT_TOKEN, Value="ghp_token", Type="SecureString", Overwrite=True)  # fmt: skip
         self.documents = self._documents()
         self.credentials = {
             role: server.user(f"{self.name}-{role}", doc) for role, doc in self.documents.items()
@@ -100,6 +102,7 @@ class Stack:
             "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
             "AWS::StackName": self.name, "SigningKeyParameter": SIGNING_KEY,
             "SigningPassphraseParameter": SIGNING_PASSPHRASE, "GitCredentialsParameter": "",
+            "PublicGitTokenParameter": PUBLIC_GIT_TOKEN,
             "DownloadsPrefix": "", "Distribution": self.distribution,
             "ScratchBucket": self.scratch, "ScratchBucket.Arn": f"arn:aws:s3:::{self.scratch}",
             "DownloadsBucket": self.downloads,
@@ -112,6 +115,7 @@ class Stack:
         for role_id in ROLE_IDS.values():
             values[f"{role_id}.Arn"] = f"arn:aws:iam::{ACCOUNT}:role/{self.name}-{role_id}"
         conditions = dict.fromkeys(tmpl["Conditions"], False)
+        conditions["HasPublicGitToken"] = True  # release day: the publisher pushes with a token
         resources = tmpl["Resources"]
         return {
             role: resolve(
@@ -357,3 +361,13 @@ def test_only_the_signing_roles_can_read_the_signing_key(stack) -> None:
     assert {r for r, d in stack.documents.items() if allowed(d, "cloudfront:CreateInvalidation", dist)} == {"publish", "invalidate_cloudfront"}  # fmt: skip
     build_role = f"arn:aws:iam::{ACCOUNT}:role/{stack.name}-{template.worker_role_id('build')}"
     assert {r for r, d in stack.documents.items() if allowed(d, "iam:PassRole", build_role)} == {"launch_workers", "health_check"}  # fmt: skip
+
+
+def test_only_the_publisher_can_read_the_public_repositorys_token(stack) -> None:
+    """The HTTPS token publish-release-source pushes the release tag with: the publish worker
+    reads it (a real call), and no other role may (moto's evaluator on the real ARN)."""
+    arn = stack.arn("ssm", f"parameter{PUBLIC_GIT_TOKEN}")
+    readers = {r for r, d in stack.documents.items() if allowed(d, "ssm:GetParameter", arn)}
+    assert readers == {"publish"}
+    ssm = stack.client("publish", "ssm")
+    assert ssm.get_parameter(Name=PUBLIC_GIT_TOKEN, WithDecryption=True)["Parameter"]["Value"]

@@ -37,6 +37,8 @@ def _rendered(queue: str, repository: str) -> str:
         "Queue": local["Queue"],
         "QueueUrl": f"https://sqs.eu-central-1.amazonaws.com/123456789012/releng-{queue}",
         "Signs": local["Signs"],
+        "Pushes": local["Pushes"],
+        "PublicGitTokenParameter": "/releng/public-git-token",
     }
     return template.render_sub(script, values)
 

@@ -13,6 +13,8 @@ REPOSITORY_URL="${RepositoryUrl}"
 BRANCH="${Branch}"
 GIT_CREDENTIALS_PARAMETER="${GitCredentialsParameter}"
 SIGNS="${Signs}"
+PUSHES="${Pushes}"
+PUBLIC_GIT_TOKEN_PARAMETER="${PublicGitTokenParameter}"
 SIGNING_KEY_PARAMETER="${SigningKeyParameter}"
 SIGNING_PASSPHRASE_PARAMETER="${SigningPassphraseParameter}"
 export AWS_DEFAULT_REGION="${AWS::Region}" DEBIAN_FRONTEND=noninteractive
@@ -89,6 +91,17 @@ import_signing_key() {
   fi
 }
 
+# The publisher pushes a release's tag and branch to the public repository with an HTTPS
+# token from SSM, handed to git through GIT_ASKPASS by releng (never on a command line or in
+# a log). Only the publisher's role may read it; other workers never ask.
+public_git_token() {
+  if [ "$PUSHES" = yes ] && [ -n "$PUBLIC_GIT_TOKEN_PARAMETER" ]; then
+    RELENG_GIT_TOKEN=$(aws ssm get-parameter --with-decryption \
+      --name "$PUBLIC_GIT_TOKEN_PARAMETER" --query Parameter.Value --output text)
+    export RELENG_GIT_TOKEN
+  fi
+}
+
 run_worker() {
   systemctl start docker
   cd /opt/releng
@@ -106,6 +119,7 @@ main() {
   git_credentials
   install_releng
   import_signing_key
+  public_git_token
   export PATH=/opt/venv/bin:$PATH
   run_worker
 }

@@ -199,6 +199,9 @@ class AwsSection:
     security_groups: list[str] = field(default_factory=list)  # empty: the VPC's default group
     max_workers: dict[str, int] = field(default_factory=dict)  # queue -> pool size
     git_credentials_parameter: str = ""  # SSM SecureString: SSH deploy key of a private repo
+    # SSM SecureString: the HTTPS token publish-release-source pushes to public_repository with
+    # (only the publisher's role reads it; the worker hands it over as [source] public_token_env).
+    public_git_token_parameter: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

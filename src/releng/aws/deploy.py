@@ -438,6 +438,7 @@ def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
         "SubnetIds": ",".join(cfg.subnets),
         "SecurityGroupIds": ",".join(cfg.security_groups),
         "GitCredentialsParameter": cfg.git_credentials_parameter,
+        "PublicGitTokenParameter": cfg.public_git_token_parameter,
         "MaxWorkers": json.dumps(
             {q: cfg.max_workers.get(q, k.max_workers) for q, k in S.WORKER_KINDS.items()},
             sort_keys=True,

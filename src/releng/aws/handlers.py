@@ -30,6 +30,7 @@ from releng.aws import request, status
 from releng.aws import steps as S
 from releng.aws.catalog import Catalog
 from releng.errors import AwsError, RelengError
+from releng.publish.sync import release_record_key
 from releng.version import Version
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,7 @@ class Context:
 #                     <version>/<distro>/<.changes, .deb, .dsc, ...>
 #                     logs/<execution>/<version>/<distro or "all">/<step>.log
 # downloads (public): <prefix>/dists/<suite>/..., <prefix>/pool/..., <prefix>/source/<tarball>
-
-
-def tarball_name(catalog: Catalog, version: Version) -> str:
-    return f"{version.package_name(catalog.product)}-{version.text}.tar.gz"
+#                     <prefix>/.releng/releases/<version>.json (private: the release went public)
 
 
 def scratch_source_prefix(version: Version) -> str:
@@ -174,8 +172,11 @@ def get_distros_for_version(event: Mapping[str, Any], ctx: Context) -> list[str]
     return request.distros_for_version(version, requested, ctx.catalog)
 
 
-def _commands(step: str, version: Version, distro: str, ctx: Context) -> dict[str, Any]:
-    """What a worker runs for ``step``, and what it fetches and uploads around it."""
+def _commands(
+    step: str, version: Version, distro: str, ctx: Context, *, distros: list[str]
+) -> dict[str, Any]:
+    """What a worker runs for ``step``, and what it fetches and uploads around it
+    (``distros``: the version's distros in this execution)."""
     v = version.text
     scratch = ctx.setting(SCRATCH_BUCKET)
     source = {"bucket": scratch, "prefix": scratch_source_prefix(version), "dest": "out/"}
@@ -210,7 +211,13 @@ def _commands(step: str, version: Version, distro: str, ctx: Context) -> dict[st
         }
     if step == S.PUBLISH_SOURCE_TARBALL:
         return {
-            "commands": [["invoke", "publish-source", "--version", v, "--dest", dest]],
+            # The embargo check, the source to source/, the tag and branch to the public
+            # repository: see releng.publish.release_source.
+            # The embargo covers the distros this execution builds the release for.
+            "commands": [
+                ["invoke", "publish-release-source", v, "--dest", dest]
+                + (["--distros", ",".join(distros)] if distros else [])
+            ],
             "uploads": [],
             "fetch": [],
         }
@@ -261,7 +268,6 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
         return skip("step not selected")
     s3 = ctx.client("s3")
     scratch = ctx.setting(SCRATCH_BUCKET)
-    tarball = tarball_name(ctx.catalog, version)
     if step == S.MAKE_SOURCE_TARBALL:
         done = scratch_source_prefix(version) + COMPLETE
         if _exists(s3, scratch, done):
@@ -280,12 +286,13 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
     elif step == S.PUBLISH_SOURCE_TARBALL:
         if version.is_nightly:
             return skip("nightlies publish no source tarball")
-        key = _join(ctx.settings.get(DOWNLOADS_PREFIX, ""), f"source/{tarball}")
+        # Written last by publish-release-source: the source is public and the tag pushed.
+        key = _join(ctx.settings.get(DOWNLOADS_PREFIX, ""), release_record_key(version.text))
         if _exists(s3, ctx.setting(DOWNLOADS_BUCKET), key):
-            return skip(f"s3://{ctx.setting(DOWNLOADS_BUCKET)}/{key} exists")
+            return skip(f"released: s3://{ctx.setting(DOWNLOADS_BUCKET)}/{key} exists")
     return {
         **task,
-        **_commands(step, version, distro, ctx),
+        **_commands(step, version, distro, ctx, distros=[str(d) for d in plan.get("distros", [])]),
         "run": True,
         "reason": "output missing",
     }

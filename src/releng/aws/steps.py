@@ -94,6 +94,7 @@ WORKER_KINDS: Final = {
             "scratch-delete",
             "downloads-write",
             "signing-key",
+            "public-git-token",  # publish-release-source pushes the release tag and branch
             "cloudfront-invalidate",
         ),
         message_group="publish",

@@ -293,6 +293,16 @@ def _worker_permissions() -> dict[str, list[Json]]:
                 ],
             )
         ],
+        # The HTTPS token publish-release-source pushes the release tag with: the publisher only.
+        "public-git-token": [
+            {
+                "Fn::If": [
+                    "HasPublicGitToken",
+                    _statement(["ssm:GetParameter"], _parameter_arn("PublicGitTokenParameter")),
+                    _ref("AWS::NoValue"),
+                ]
+            }
+        ],
         "cloudfront-invalidate": [
             _statement(["cloudfront:CreateInvalidation"], _distribution_arn())
         ],
@@ -379,6 +389,9 @@ def _worker_roles(res: Json, script: str) -> None:
                                     "Queue": queue,
                                     "QueueUrl": _ref(_queue_id(queue)),
                                     "Signs": "yes" if "signing-key" in kind.permissions else "no",
+                                    "Pushes": (
+                                        "yes" if "public-git-token" in kind.permissions else "no"
+                                    ),
                                 },
                             ]
                         }
@@ -567,6 +580,12 @@ def template(definition: str, userdata: str) -> Json:
             "Default": "",
             "Description": "SSM SecureString with an SSH deploy key for a private repository",
         },
+        "PublicGitTokenParameter": {
+            "Type": "String",
+            "Default": "",
+            "Description": "SSM SecureString with the HTTPS token that pushes release tags to "
+            "[source] public_repository (read by the publisher only)",
+        },
         "CodeBucket": {
             "Type": "String",
             "Description": "bucket holding the Lambda zip (deploy-aws)",
@@ -602,6 +621,7 @@ def template(definition: str, userdata: str) -> Json:
             "HasPrefix": _not_empty(_ref("DownloadsPrefix")),
             "HasSecurityGroups": _not_empty({"Fn::Join": ["", _ref("SecurityGroupIds")]}),
             "HasGitCredentials": _not_empty(_ref("GitCredentialsParameter")),
+            "HasPublicGitToken": _not_empty(_ref("PublicGitTokenParameter")),
         },
         "Resources": res,
         "Outputs": outputs,

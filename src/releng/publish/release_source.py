@@ -22,14 +22,16 @@ Nightlies are cut from the public main branch: nothing to push.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
+import json
 import logging
 import lzma
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,7 +41,7 @@ from debian.deb822 import Deb822
 from releng import gitrefs
 from releng.errors import ReleaseSourceError
 from releng.publish.flows import SOURCE_DIR, publish_source, source_files
-from releng.publish.sync import get_bytes
+from releng.publish.sync import get_bytes, release_record_key
 
 if TYPE_CHECKING:
     from releng.project import Project
@@ -74,11 +76,14 @@ class ReleaseSourceResult:
     push_skipped: str = ""  # why nothing was pushed, when nothing was to push
 
 
-def expected_publications(project: Project, version: Version) -> list[Expected]:
-    """Every (suite, package, version) the targets' builds of ``version`` go into."""
+def expected_publications(
+    project: Project, version: Version, distros: Sequence[str] | None = None
+) -> list[Expected]:
+    """Every (suite, package, version) the builds of ``version`` for ``distros`` (default:
+    the targets) go into."""
     package = project.config.package_name(version)
     expected = []
-    for distro_id in project.targets():
+    for distro_id in distros or project.targets():
         distro = project.distro(distro_id)
         if not distro.is_debianish:
             continue
@@ -210,49 +215,68 @@ def release_branch(project: Project, version: Version) -> str:
     )
 
 
-def publish_release_source(
-    project: Project,
-    version: Version,
-    *,
-    env: Mapping[str, str],
-    repo: Path,
-    dest: Destination | None = None,
-    scratch: str = "",
-    force: bool = False,
-    dry_run: bool = False,
-) -> ReleaseSourceResult:
-    """The three steps of the module docstring; see there."""
+@dataclass(frozen=True, kw_only=True)
+class _Push:
+    """What step 3 will do, planned (read-only) before anything is written."""
+
+    gitdir: Path
+    public: gitrefs.GitRemote
+    plan: gitrefs.RefPlan
+
+
+def _plan_push(project: Project, version: Version, env: Mapping[str, str]) -> _Push | str:
+    """The push of the release tag and branch; a string says why there is none.
+
+    Everything git can refuse is refused here, before any write: the public repository
+    being staging itself, a missing tag or branch, a bad signature, a conflict in public,
+    an unreachable public repository.
+    """
     from releng.source import git_origin
 
-    if version.is_nightly:
-        return ReleaseSourceResult(version=version.text, nightly=True, dry_run=dry_run)
     src = project.config.source
-    # Everything that can be refused for the configuration is refused before any write.
-    public = (
-        gitrefs.GitRemote(url=src.public_repository, token_env=src.public_token_env)
-        if src.public_repository
-        else None
+    if not src.public_repository:
+        return "no [source] public_repository is set"
+    if src.kind != "git":
+        return "the source is an upstream URL, not a git repository"
+    public = gitrefs.GitRemote(url=src.public_repository, token_env=src.public_token_env)
+    gitdir, _ = git_origin(project, src)
+    if public.same_as(gitrefs.GitRemote(url=str(gitdir))) or public.same_as(
+        gitrefs.GitRemote(url=src.repository)
+    ):
+        raise ReleaseSourceError(
+            f"[source] public_repository {public} is the staging repository itself; "
+            "name the public repository the release goes to"
+        )
+    tag = src.tag_for(version)
+    if src.tag_keyring:
+        keyring = Path(src.tag_keyring)
+        signer = gitrefs.verify_tag(
+            gitdir, tag, keyring if keyring.is_absolute() else project.root / keyring
+        )
+        log.info("tag %s is signed by %s", tag, signer)
+    plan = gitrefs.plan_ref_copy(
+        gitdir, src.repository, public, tag=tag, branch=release_branch(project, version), env=env
     )
-    staging = src.repository if src.kind == "git" else ""
-    if public is not None and staging:
-        staging_dir, _ = git_origin(project, src)
-        if public.same_as(gitrefs.GitRemote(url=str(staging_dir))) or public.same_as(
-            gitrefs.GitRemote(url=staging)
-        ):
-            raise ReleaseSourceError(
-                f"[source] public_repository {public} is the staging repository itself; "
-                "name the public repository the release goes to"
-            )
+    return _Push(gitdir=gitdir, public=public, plan=plan)
 
-    # 1. The embargo holds until every target suite serves the release.
-    read = bucket_reader(dest) if dest is not None else local_reader(repo)
-    missing = check_embargo(read, expected_publications(project, version))
-    where = str(dest.url) if dest is not None else str(repo)
+
+def _hold_embargo(
+    read: Reader,
+    project: Project,
+    version: Version,
+    distros: Sequence[str] | None,
+    *,
+    where: str,
+    bucket: bool,
+    force: bool,
+) -> list[Expected]:
+    """Step 1: refuse unless every target suite serves the release (``force``: warn instead)."""
+    missing = check_embargo(read, expected_publications(project, version, distros))
     if missing and not force:
         raise ReleaseSourceError(
             f"the embargo holds: {version} is not yet published in {_describe_missing(missing)} "
             f"of {where}; publish the packages first (invoke update-repos --version {version}"
-            f"{' --dest ' + where if dest is not None else ''}), or pass --force to go public anyway"
+            f"{' --dest ' + where if bucket else ''}), or pass --force to go public anyway"
         )
     for item in missing:
         log.warning(
@@ -263,54 +287,77 @@ def publish_release_source(
             item.suite,
             where,
         )
+    return missing
 
-    # Everything git can refuse is refused before any write: a missing tag or branch, a bad
-    # signature, a conflict in public, an unreachable public repository.
-    plan: gitrefs.RefPlan | None = None
-    if public is not None and staging:
-        gitdir, _ = git_origin(project, src)
-        tag = src.tag_for(version)
-        if src.tag_keyring:
-            keyring = Path(src.tag_keyring)
-            signer = gitrefs.verify_tag(
-                gitdir, tag, keyring if keyring.is_absolute() else project.root / keyring
-            )
-            log.info("tag %s is signed by %s", tag, signer)
-        plan = gitrefs.plan_ref_copy(
-            gitdir, staging, public, tag=tag, branch=release_branch(project, version), env=env
-        )
+
+def publish_release_source(
+    project: Project,
+    version: Version,
+    *,
+    env: Mapping[str, str],
+    repo: Path,
+    dest: Destination | None = None,
+    scratch: str = "",
+    distros: Sequence[str] | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> ReleaseSourceResult:
+    """The three steps of the module docstring; see there. ``distros``: whose suites the
+    embargo covers (default: the targets)."""
+    if version.is_nightly:
+        return ReleaseSourceResult(version=version.text, nightly=True, dry_run=dry_run)
+    # Every refusal comes before any write: the push is planned (read-only) first.
+    push = _plan_push(project, version, env)
+    read = bucket_reader(dest) if dest is not None else local_reader(repo)
+    where = str(dest.url) if dest is not None else str(repo)
+    missing = _hold_embargo(
+        read, project, version, distros, where=where, bucket=dest is not None, force=force
+    )
 
     # 2. The source tarball, its signature and checksums.
-    if dest is not None:
-        if dry_run:
-            copied = [f"{SOURCE_DIR}/{f.name}" for f in source_files(project, version)]
-        else:
-            copied = publish_source(dest.s3, project, version, scratch=scratch, dest=dest)
-    else:
+    if dest is None:
         copied = _copy_local_source(project, version, repo, dry_run=dry_run)
+    elif dry_run:
+        copied = [f"{SOURCE_DIR}/{f.name}" for f in source_files(project, version)]
+    else:
+        copied = publish_source(dest.s3, project, version, scratch=scratch, dest=dest)
 
     # 3. The tag and the release branch, staging -> public.
-    if plan is None or public is None:
-        reason = (
-            "no [source] public_repository is set"
-            if public is None
-            else "the source is an upstream URL, not a git repository"
+    base = ReleaseSourceResult(
+        version=version.text, dry_run=dry_run, missing=tuple(missing), copied=tuple(copied)
+    )
+    if isinstance(push, str):
+        result = dataclasses.replace(base, push_skipped=push)
+    else:
+        plan = push.plan
+        pushed = (
+            plan.to_push if dry_run else gitrefs.push_refs(push.gitdir, push.public, plan, env=env)
         )
-        return ReleaseSourceResult(
-            version=version.text,
-            dry_run=dry_run,
-            missing=tuple(missing),
-            copied=tuple(copied),
-            push_skipped=reason,
-        )
-    pushed = plan.to_push if dry_run else gitrefs.push_refs(gitdir, public, plan, env=env)
-    return ReleaseSourceResult(
-        version=version.text,
-        dry_run=dry_run,
-        missing=tuple(missing),
-        copied=tuple(copied),
-        pushed=pushed,
-        present=tuple(u for u in plan.updates if u not in plan.to_push),
+        present = tuple(u for u in plan.updates if u not in plan.to_push)
+        result = dataclasses.replace(base, pushed=pushed, present=present)
+    if dest is not None and not dry_run:
+        _record_release(dest, version, result, None if isinstance(push, str) else push.plan)
+    return result
+
+
+def _record_release(
+    dest: Destination,
+    version: Version,
+    result: ReleaseSourceResult,
+    plan: gitrefs.RefPlan | None,
+) -> None:
+    """Say in the bucket that the release is public (what the AWS publish step's rerun checks)."""
+    record = {
+        "version": result.version,
+        "source": list(result.copied),
+        "refs": {u.ref: u.commit for u in plan.updates} if plan is not None else {},
+        "missing": [f"{m.suite} {m.package} {m.version}" for m in result.missing],
+    }
+    dest.s3.put_object(
+        Bucket=dest.url.bucket,
+        Key=dest.url.key(release_record_key(version.text)),
+        Body=json.dumps(record, indent=1).encode(),
+        ContentType="application/json",
     )
 
 

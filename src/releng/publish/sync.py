@@ -64,6 +64,15 @@ INTENT = f"{CONTROL_DIR}/intent.json"
 CHANGES = f"{CONTROL_DIR}/changes.json"
 LOCK = f"{CONTROL_DIR}/lock.json"
 STATE = f"{CONTROL_DIR}/state"
+# One record per release whose source went public (publish-release-source writes it last).
+RELEASES = f"{CONTROL_DIR}/releases"
+
+
+def release_record_key(version: str) -> str:
+    """The bucket-relative path of a release's record (see :data:`RELEASES`)."""
+    return f"{RELEASES}/{version}.json"
+
+
 INDEX_PAGE = "index.html"
 # Local-only parts of the repository's state directory: its flock file, and its cache of
 # compressed index chunks (a publisher without it recompresses; the indexes are the same).

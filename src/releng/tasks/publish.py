@@ -83,6 +83,8 @@ def publish_source(c: Context, version: str, dest: str = "") -> None:
         "repo": "the local repository the packages must be live in (default out/repo)",
         "dest": "check the bucket s3://BUCKET/PREFIX instead, and copy the source from the "
         "scratch bucket to its source/",
+        "distros": "whose suites must serve the release, comma-separated (default: the targets)",
+        "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
         "force": "go public even if some suites do not serve the release yet (loudly)",
         "dry_run": "say what would be copied and pushed; change nothing",
     }
@@ -92,6 +94,8 @@ def publish_release_source(  # noqa: PLR0917  (invoke passes task arguments posi
     version: str,
     repo: str = "",
     dest: str = "",
+    distros: str = "",
+    release: bool = False,
     force: bool = False,
     dry_run: bool = False,
 ) -> None:
@@ -105,11 +109,12 @@ def publish_release_source(  # noqa: PLR0917  (invoke passes task arguments posi
     root = Path(repo or "out/repo")
     result = release_source.publish_release_source(
         proj,
-        Version.parse(version),
+        Version.parse(version, release=release),
         env=os.environ,
         repo=root if root.is_absolute() else proj.root / root,
         dest=destination,
         scratch=proj.config.publish.scratch_bucket,
+        distros=[proj.distro(d).id for d in distros.split(",") if d] or None,
         force=force,
         dry_run=dry_run,
     )
