@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from releng.apt import RepoSettings, Repository
+from releng.apt import RepoSettings, Repository, lifecycle
+from releng.apt.history import History
+from releng.apt.state import RepoState
 from releng.gpg import Signer
 
 
@@ -37,9 +39,30 @@ def _retention(repo: Repository, _args: Sequence[str]) -> object:
     return repo.publish()
 
 
+def _copy(repo: Repository, _args: Sequence[str]) -> object:
+    """Promote everything in bookworm to bookworm-stable (the pool files are shared)."""
+    return lifecycle.copy(
+        repo, source="bookworm", target="bookworm-stable", specs=[], all_packages=True
+    )
+
+
+def _remove(repo: Repository, _args: Sequence[str]) -> object:
+    """Empty bookworm: collection keeps only what other suites and kept history need."""
+    return lifecycle.remove(repo, suite="bookworm", specs=[], all_packages=True)
+
+
+def _rollback(repo: Repository, _args: Sequence[str]) -> object:
+    """Republish bookworm as it was at its oldest kept publish."""
+    oldest = History(RepoState(repo.root), "bookworm").numbers()[0]
+    return lifecycle.rollback(repo, suite="bookworm", to=oldest)
+
+
 OPERATIONS: dict[str, Operation] = {
     "include": Operation({"keep_versions": 2}, _include, needs_suites=False),
     "retention": Operation({"keep_versions": 1}, _retention, needs_suites=True),
+    "copy": Operation({"keep_history": 5}, _copy, needs_suites=True),
+    "remove": Operation({"keep_history": 5}, _remove, needs_suites=True),
+    "rollback": Operation({"keep_history": 5}, _rollback, needs_suites=True),
 }
 
 

@@ -24,7 +24,8 @@ import pytest
 
 from releng.apt import CRASH_POINTS, check_repository
 from releng.apt.debfile import parse_paragraph
-from releng.apt.state import STATE_DIR
+from releng.apt.history import needed_paths
+from releng.apt.state import STATE_DIR, RepoState
 from tests.apt_debs import make_deb
 from tests.crash_worker import OPERATIONS
 from tests.fixtures.gpg import TestKey, make_key
@@ -59,8 +60,9 @@ def worker_env() -> dict[str, str]:
 
 
 def referenced_files(root: Path) -> set[str]:
-    """Every pool file a published Packages or Sources index names."""
-    names: set[str] = set()
+    """Every pool file a published Packages or Sources index names, and every one a kept
+    history entry needs (repo-rollback to it must find its files)."""
+    names: set[str] = set(needed_paths(RepoState(root)))
     for index in [
         *root.glob("dists/*/*/binary-*/Packages"),
         *root.glob("dists/*/*/source/Sources"),

@@ -278,6 +278,9 @@ class History:
             write_atomic(head, dump_members(st.saved_tag, st.members))
             return
         tmp.replace(head)
+        # rename(2) does nothing when both names are links to one file (head was already this
+        # members file): the temporary name would stay behind.
+        tmp.unlink(missing_ok=True)
 
     def needed_paths(self) -> set[str]:
         """Pool paths that kept entries other than the newest members need (see the docstring)."""

@@ -373,6 +373,8 @@ class Repository:
         signer = self._require_signer()
         with self._lock(), _no_cyclic_gc(self.state):
             self.state.forget()
+            if not dry_run:
+                _remove_stale_temps(self.root)
             run = _Run()
             finished = [] if dry_run else self.state.pending()
             if finished:
@@ -1048,9 +1050,9 @@ def _remove_stale_temps(root: Path) -> None:
     """
     state = root / STATE_DIR
     dirs = [state, state / "suites"]
-    chunks = state / "chunks"
-    with contextlib.suppress(OSError):
-        dirs += [p for p in chunks.iterdir() if p.is_dir()]
+    for parent in (state / "chunks", state / "history"):  # one directory per suite in each
+        with contextlib.suppress(OSError):
+            dirs += [p for p in parent.iterdir() if p.is_dir()]
     dists = root / "dists"
     with contextlib.suppress(OSError):
         for suite in dists.iterdir():
