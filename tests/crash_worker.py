@@ -58,8 +58,10 @@ def _rollback(repo: Repository, _args: Sequence[str]) -> object:
 
 
 OPERATIONS: dict[str, Operation] = {
-    "include": Operation({"keep_versions": 2}, _include, needs_suites=False),
-    "retention": Operation({"keep_versions": 1}, _retention, needs_suites=True),
+    # keep_history 1: what retention drops is collectable at once (the fault tests kill that
+    # collection); the lifecycle operations keep 5 publishes, so kept history holds files too.
+    "include": Operation({"keep_versions": 2, "keep_history": 1}, _include, needs_suites=False),
+    "retention": Operation({"keep_versions": 1, "keep_history": 1}, _retention, needs_suites=True),
     "copy": Operation({"keep_history": 5}, _copy, needs_suites=True),
     "remove": Operation({"keep_history": 5}, _remove, needs_suites=True),
     "rollback": Operation({"keep_history": 5}, _rollback, needs_suites=True),
