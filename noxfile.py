@@ -9,13 +9,15 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
-from releng.distro import read_targets  # noqa: E402  (stdlib-only module)
+from releng.config import load_product  # noqa: E402  (stdlib-only modules)
+from releng.distro import read_targets  # noqa: E402
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 nox.options.default_venv_backend = "venv"
 
 TARGETS = read_targets(ROOT)
+ARCHITECTURES = load_product(ROOT).repositories.architectures
 
 
 # The venvs see the packages scripts/setup installed, so a fresh CI checkout does not
@@ -39,12 +41,26 @@ def lint(session: nox.Session) -> None:
     session.run("python", "-m", "mypy")
 
 
-@nox.session(venv_params=SITE)
-@nox.parametrize("distro", TARGETS)
-def packages(session: nox.Session, distro: str) -> None:
-    """Build the product's packages for one target distro in a throwaway container."""
+def _packages(session: nox.Session, distro: str, arch: str = "") -> None:
+    """Build the product's packages for one target distro (and architecture) in a container."""
     session.install("-e", ".")
-    session.run("python", "-m", "invoke", "make-package", distro, *session.posargs)
+    session.run(
+        "python",
+        "-m",
+        "invoke",
+        "make-package",
+        distro,
+        *(["--arch", arch] if arch else []),
+        *session.posargs,
+    )
+
+
+# One session per target distro: packages(distro='debian-12-bookworm'); times the
+# architectures when product.toml lists several: packages(arch='arm64', distro='...').
+_matrix = nox.parametrize("distro", TARGETS)(_packages)
+if len(ARCHITECTURES) > 1:
+    _matrix = nox.parametrize("arch", ARCHITECTURES)(_matrix)
+packages = nox.session(name="packages", venv_params=SITE)(_matrix)
 
 
 @nox.session(default=False, venv_params=SITE)

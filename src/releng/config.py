@@ -95,6 +95,10 @@ class ImagesSection:
     snapshot_mirror: str = "http://snapshot.debian.org/archive/debian"
     # Builder images kept per distro (the newest); older ones are removed when one is made.
     keep_builders: int = 2
+    # How another architecture than the host's builds: "cross" (a cross toolchain on the
+    # host's architecture) or "emulated" (that architecture's images under qemu-user-static).
+    # A distro's BUILD_MODE file and `make-package --mode` override it.
+    build_mode: str = "cross"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +244,11 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
                 "(64 lower-case hex digits)"
             )
     _check_repositories(cfg, where)
+    if cfg.images.build_mode not in ("cross", "emulated"):
+        raise ConfigError(
+            f"{where}: [images] build_mode = {cfg.images.build_mode!r} is not allowed; "
+            "use 'cross' or 'emulated'"
+        )
     _check_counts(cfg, where)
 
 
