@@ -785,9 +785,16 @@ def _run_build(
         dates = [f"ENV {k}={json.dumps(v)}" for k, v in source_dates(plan.tarball).items()]
         container.commit(repo, tag, changes=['CMD ["bash", "-l"]', f"WORKDIR {BUILD_DIR}", *dates])
         hint = f"; the failed container is kept: invoke interactive {distro_id} --from-failed"
+    target = plan.target
+    what = f"build of {distro_id} {version}"
+    if target.mode == BuildMode.CROSS.value:
+        what = f"cross build of {distro_id} {version} for {target.arch}"
+        hint += (
+            f"; a package that builds natively may not cross-build: invoke make-package "
+            f"{distro_id} --arch {target.arch} --mode emulated"
+        )
     raise BuildFailed(
-        f"build of {distro_id} {version} failed (exit {code}): {_last(log_path)}; "
-        f"full log: {log_path}{hint}",
+        f"{what} failed (exit {code}): {_last(log_path)}; full log: {log_path}{hint}",
         log_path,
     )
 
