@@ -105,3 +105,21 @@ def test_make_package_refuses_bad_architectures_in_one_line(
     result = invoke("make-package", "debian-12-bookworm", *args, root=project.root, env=env)
     assert_one_error_line(result, message)
     assert not (project.root / "out").exists() or not any((project.root / "out").iterdir())
+
+
+def test_the_build_mode_is_checked_in_product_toml_and_the_distro(
+    make_project: Callable[[str], Project],
+) -> None:
+    from releng.config import parse_product
+    from releng.distro import load_distro_dir
+    from releng.errors import ConfigError, DistroError
+
+    with pytest.raises(ConfigError, match=r"\[images\] build_mode = 'qemu' is not allowed"):
+        parse_product('[images]\nbuild_mode = "qemu"\n', path=None, where="product.toml")
+    project = make_project(TWO_ARCHS)
+    distro_dir = project.root / "distros/debian-12-bookworm"
+    (distro_dir / "BUILD_MODE").write_text("emulated\n")
+    assert load_distro_dir(distro_dir, repo_root=project.root).build_mode == "emulated"
+    (distro_dir / "BUILD_MODE").write_text("fast\n")
+    with pytest.raises(DistroError, match="'fast' is not a build mode; use cross or emulated"):
+        load_distro_dir(distro_dir, repo_root=project.root)
