@@ -23,7 +23,7 @@ and the emulated build (qemu-user-static) over the cross build.
 
 Run: ``python benchmarks/bench_build.py`` (or ``nox -s benchmarks``); about 5-12 minutes,
 plus the arm64 part. ``--demo-only`` skips GNU hello (about 2 minutes); ``--arch-only``
-runs only the arm64 part; ``--no-arch`` skips it.
+runs only the arm64 part; ``--no-arch`` skips it; ``--hello-only`` skips the demo.
 """
 
 from __future__ import annotations
@@ -391,7 +391,7 @@ def main() -> None:
         args = sys.argv[1:]
         results: dict[str, dict[str, float]] = {}
         arch_results: dict[str, dict[str, float]] = {}
-        if "--arch-only" not in args:
+        if "--arch-only" not in args and "--hello-only" not in args:
             results["demo (tally)"] = bench(
                 "demo (tally)",
                 engine,
@@ -401,7 +401,7 @@ def main() -> None:
                 change=change_demo,
                 rounds=5,  # a round takes about 6 s
             )
-        if "--no-arch" not in args:
+        if "--no-arch" not in args and "--hello-only" not in args:
             arch_results["demo (tally)"] = bench_arch(
                 "demo (tally)", engine, demo, nightly, env={"PATH": os.environ["PATH"]}, rounds=1
             )
@@ -448,6 +448,8 @@ def report_arch(results: dict[str, dict[str, float]]) -> None:
 
 
 def report(results: dict[str, dict[str, float]]) -> None:
+    if not results:
+        return
     print("\n== ratios (make-package vs peers; cached builder image)")
     for name, r in results.items():
         print(
