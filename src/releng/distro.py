@@ -98,6 +98,8 @@ class Distro:
             out.append("prebuild hook")
         if self.apt_sources is not None:
             out.append("APT_SOURCES")
+        if self.build_mode is not None:
+            out.append(f"BUILD_MODE={self.build_mode}")
         return out
 
 
