@@ -149,7 +149,7 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
         out(line)
     failed = [o.distro_id for o in outcomes if o.status is Status.FAILED]
     if failed:
-        raise fail(f"{len(failed)} of {len(builds)} build(s) failed: {', '.join(failed)}")
+        raise fail(f"{len(failed)} of {len(builds)} distro(s) failed: {', '.join(failed)}")
 
 
 @task(
