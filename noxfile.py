@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
 # stdlib-only modules, importable before any venv exists
 from releng.checkout_venv import hand_over  # noqa: E402
+from releng.config import load_product  # noqa: E402
 from releng.distro import read_targets  # noqa: E402
 from releng.lockfile import LOCK, LockError, compile_locks, stale  # noqa: E402
 
@@ -23,6 +24,7 @@ nox.options.reuse_venv = "yes"
 nox.options.default_venv_backend = "uv|venv"
 
 TARGETS = read_targets(ROOT)
+ARCHITECTURES = load_product(ROOT).repositories.architectures
 
 
 def _install(session: nox.Session) -> None:
@@ -54,12 +56,26 @@ def lint(session: nox.Session) -> None:
         session.error("; ".join(problems))
 
 
-@nox.session
-@nox.parametrize("distro", TARGETS)
-def packages(session: nox.Session, distro: str) -> None:
-    """Build the product's packages for one target distro in a throwaway container."""
+def _packages(session: nox.Session, distro: str, arch: str = "") -> None:
+    """Build the product's packages for one target distro (and architecture) in a container."""
     _install(session)
-    session.run("python", "-m", "invoke", "make-package", distro, *session.posargs)
+    session.run(
+        "python",
+        "-m",
+        "invoke",
+        "make-package",
+        distro,
+        *(["--arch", arch] if arch else []),
+        *session.posargs,
+    )
+
+
+# One session per target distro: packages(distro='debian-12-bookworm'); times the
+# architectures when product.toml lists several: packages(arch='arm64', distro='...').
+_matrix = nox.parametrize("distro", TARGETS)(_packages)
+if len(ARCHITECTURES) > 1:
+    _matrix = nox.parametrize("arch", ARCHITECTURES)(_matrix)
+packages = nox.session(name="packages")(_matrix)
 
 
 @nox.session(default=False)

@@ -334,6 +334,70 @@ def test_retention_keeps_the_last_n_versions_and_collects_pool_files(
     assert_checks(r.root)
 
 
+def test_two_architectures_each_index_their_own_and_share_architecture_all(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    r = repo(architectures=("amd64", "arm64"), keep_versions=1)
+    doc = make_deb(tmp_path, "hello-doc", "1.0-1", arch="all", source="hello")
+    r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0-1"), doc])
+    r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0-1", arch="arm64")])
+    release = (r.root / "dists/bookworm/Release").read_text()
+    assert "Architectures: amd64 arm64\n" in release
+    for arch in ("amd64", "arm64"):
+        text = packages(r.root, arch=arch)
+        assert f"Filename: pool/main/h/hello/hello_1.0-1_{arch}.deb\n" in text
+        # As in Debian's archive: Architecture: all packages are in every architecture's index.
+        assert "Filename: pool/main/h/hello/hello-doc_1.0-1_all.deb\n" in text
+        assert text.count("Package: ") == 2
+        assert f" main/binary-{arch}/Packages.xz\n" in release
+    # Retention counts each architecture on its own: a new amd64 build leaves arm64's.
+    result = r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.1-1")])
+    assert "pool/main/h/hello/hello_1.0-1_amd64.deb" in result.removed
+    assert "Version: 1.0-1\n" in packages(r.root, arch="arm64")
+    assert (r.root / "pool/main/h/hello/hello_1.0-1_arm64.deb").is_file()
+    assert_checks(r.root)
+
+
+def test_repo_check_finds_a_package_in_another_architectures_index(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """A hand-made suite (releng's own indexes cannot be wrong this way): an arm64 package in
+    binary-amd64/Packages and a binary-arm64 index the Release's Architectures omits."""
+    root = tmp_path / "repo"
+    pool = root / "pool/main/h/hello"
+    pool.mkdir(parents=True)
+    deb = make_deb(pool, "hello", "1.0-1", arch="arm64")
+    digest = hashlib.sha256(deb.read_bytes()).hexdigest()
+    stanza = (
+        f"Package: hello\nVersion: 1.0-1\nArchitecture: arm64\n"
+        f"Filename: {deb.relative_to(root)}\nSize: {deb.stat().st_size}\nSHA256: {digest}\n"
+    ).encode()
+    suite = root / "dists/bookworm"
+    lines = []
+    for arch in ("amd64", "arm64"):
+        index = suite / f"main/binary-{arch}/Packages"
+        index.parent.mkdir(parents=True)
+        index.write_bytes(stanza)
+        lines.append(
+            f" {hashlib.sha256(stanza).hexdigest()} {len(stanza)} main/binary-{arch}/Packages"
+        )
+    release = (
+        "Suite: bookworm\nArchitectures: amd64\nComponents: main\nSHA256:\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+    (suite / "Release").write_text(release)
+    (suite / "Release.gpg").write_bytes(signer.detached_signature(release.encode()))
+    (suite / "InRelease").write_bytes(signer.clearsign(release.encode()))
+    (root / "tally-archive-keyring.gpg").write_bytes(signer.export_public(armor=False))
+    problems = check_repository(root).problems
+    assert problems == [
+        "dists/bookworm/main/binary-amd64/Packages: 'hello' is built for arm64, not amd64 (or all)",
+        "dists/bookworm/main/binary-arm64/Packages is listed, but arm64 is not in the Release's "
+        "Architectures",
+    ]
+
+
 def test_nightlies_older_than_the_limit_are_dropped(
     tmp_path: Path, repo: Callable[..., Repository]
 ) -> None:

@@ -46,6 +46,14 @@ from pathlib import Path
 from types import FrameType
 from typing import NamedTuple, TypeVar
 
+from releng.arch import (
+    BuildMode,
+    check_architecture,
+    check_emulation,
+    host_architecture,
+    image_for,
+    runs_natively,
+)
 from releng.distro import Distro, family_revision_warnings
 from releng.engine import Container, ContainerSpec, Engine, Mount, RunResult
 from releng.errors import BuildError, RelengError
@@ -230,8 +238,77 @@ class BuildPlan:
     inputs: dict[str, str]
     out_dir: Path
     up_to_date: bool
+    target: Target
+    smoke_image_id: str  # the base image of ``target.arch`` (cross builds: not the builder's)
     # lintian after the build (None: not run), failing on these tags (see releng.lintian).
     lintian_fail_on: tuple[str, ...] | None = None
+
+    @property
+    def stamp(self) -> str:
+        return self.target.stamp
+
+    @property
+    def log_name(self) -> str:
+        return self.target.log_name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """The architecture a build is for, and how it is built.
+
+    The first of product.toml's ``[repositories] architectures`` is the primary one: its
+    build makes the source package and the ``Architecture: all`` packages and writes
+    ``build.json``. The others build only their architecture's packages
+    (``dpkg-buildpackage -B``) into the same directory, each with its own
+    ``build-<arch>.json`` and ``build-<arch>.log``.
+    """
+
+    arch: str
+    mode: str  # "native", or a BuildMode value
+    primary: bool
+
+    @property
+    def stamp(self) -> str:
+        return BUILD_JSON if self.primary else f"build-{self.arch}.json"
+
+    @property
+    def log_name(self) -> str:
+        return BUILD_LOG if self.primary else f"build-{self.arch}.log"
+
+    @property
+    def foreign(self) -> bool:
+        """Built for another architecture than the host's."""
+        return self.arch != host_architecture()
+
+    def dpkg_buildpackage_args(self) -> str:
+        args = [] if self.primary else ["-B"]  # Architecture: all comes with the primary
+        if self.mode == BuildMode.CROSS.value:
+            args += [f"--host-arch={self.arch}", "-Pcross,nocheck"]
+        return " ".join(args or ["-sa"])
+
+
+def resolve_target(
+    project: Project,
+    distro: Distro,
+    *,
+    arch: str | None,
+    mode: str | None,
+    env: Mapping[str, str],
+) -> Target:
+    """Check ``arch`` (default: the host's) and choose its build mode: ``mode``, else the
+    distro's BUILD_MODE, else ``[images] build_mode``. A foreign architecture needs emulation
+    here (its smoke test, and its build when emulated)."""
+    architectures = project.config.repositories.architectures
+    arch = arch or host_architecture()
+    where = str(project.config.path or "product.toml (absent: the built-in default)")
+    check_architecture(arch, architectures, where=where)
+    chosen = BuildMode.parse(
+        mode or distro.build_mode or project.config.images.build_mode, where="--mode"
+    )
+    if runs_natively(arch):
+        return Target(arch=arch, mode="native", primary=arch == architectures[0])
+    check_emulation(arch, env)
+    return Target(arch=arch, mode=chosen.value, primary=arch == architectures[0])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,6 +320,7 @@ class BuildResult:
     files: list[str] = field(default_factory=list)
     log_path: Path | None = None
     seconds: float = 0.0
+    arch: str = ""
 
 
 class BuildFailed(BuildError):
@@ -253,9 +331,9 @@ class BuildFailed(BuildError):
         self.log_path = log_path
 
 
-def _read_build_json(out_dir: Path) -> dict[str, object] | None:
+def _read_build_json(out_dir: Path, stamp: str = BUILD_JSON) -> dict[str, object] | None:
     try:
-        data = json.loads((out_dir / BUILD_JSON).read_text())
+        data = json.loads((out_dir / stamp).read_text())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -269,15 +347,18 @@ def plan_build(
     *,
     env: Mapping[str, str],
     force: bool = False,
+    arch: str | None = None,
+    mode: str | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> BuildPlan:
     """Ensure the tarball and images exist, gather the inputs, decide whether to build."""
     from releng.source import ensure_source_tarball
 
     _check_buildable(distro)
+    wanted = resolve_target(project, distro, arch=arch, mode=mode, env=env)
     check_writable(project.out_dir)
     source = ensure_source_tarball(project, version, env=env)
-    target = _target(engine, project, distro, version, on_line=on_line)
+    target = _target(engine, project, distro, version, wanted, env=env, on_line=on_line)
     return _decide(target, source, force=force)
 
 
@@ -291,12 +372,36 @@ def _target(
     project: Project,
     distro: Distro,
     version: Version,
+    wanted: Target,
     *,
+    env: Mapping[str, str],
     on_line: Callable[[str], None] | None,
 ) -> BuildPlan:
-    """What is built in which images, before the source tarball is known (no inputs yet)."""
-    base_id = ensure_base_image(engine, project, distro)
-    builder = ensure_builder_image(engine, project, distro, base_id=base_id, on_line=on_line)
+    """What is built in which images, before the source tarball is known (no inputs yet).
+
+    A foreign architecture's packages are smoke-tested in its own base image; a cross
+    build runs in a builder of the host's base image, an emulated one in a builder of
+    the architecture's base image.
+    """
+    from releng.images.foreign import ensure_foreign_base_image
+
+    if not wanted.foreign:
+        base_id = ensure_base_image(engine, project, distro)
+        builder = ensure_builder_image(engine, project, distro, base_id=base_id, on_line=on_line)
+        smoke_id = base_id
+    else:
+        smoke_id = ensure_foreign_base_image(engine, project, distro, wanted.arch, env=env)
+        cross = wanted.mode == BuildMode.CROSS.value
+        base_id = ensure_base_image(engine, project, distro) if cross else smoke_id
+        builder = ensure_builder_image(
+            engine,
+            project,
+            distro,
+            base_id=base_id,
+            arch=wanted.arch,
+            cross=cross,
+            on_line=on_line,
+        )
     return BuildPlan(
         project=project,
         distro=distro,
@@ -307,6 +412,8 @@ def _target(
         inputs={},
         out_dir=project.build_dir(version, distro.id),
         up_to_date=False,
+        target=wanted,
+        smoke_image_id=smoke_id,
     )
 
 
@@ -320,7 +427,10 @@ def _decide(target: BuildPlan, source: SourceTarball, *, force: bool) -> BuildPl
     }
     if target.lintian_fail_on is not None:
         inputs["lintian"] = " ".join(target.lintian_fail_on) or "report"
-    previous = _read_build_json(target.out_dir)
+    if target.target.foreign:
+        inputs["architecture"] = target.target.arch
+        inputs["build_mode"] = target.target.mode
+    previous = _read_build_json(target.out_dir, target.stamp)
     up_to_date = (
         not force
         and previous is not None
@@ -402,7 +512,13 @@ def _fixed_environment(plan: BuildPlan, *, cpus: int) -> dict[str, str]:
         "WORK": BUILD_DIR,
         "MAINTAINER": project.config.product.maintainer,
         "DEB_BUILD_OPTIONS": f"parallel={cpus}",
+        # The architecture built for, how, and dpkg-buildpackage's arguments for that.
+        "HOST_ARCH": plan.target.arch,
+        "BUILD_MODE": plan.target.mode,
+        "DPKG_BUILDPACKAGE_ARGS": plan.target.dpkg_buildpackage_args(),
     }
+    if plan.target.mode == BuildMode.CROSS.value:
+        env["DEB_BUILD_OPTIONS"] += " nocheck"  # goes with the nocheck profile
     if distro.debian_dir is not None:
         env["DEBIAN_DIR"] = debian_mount(project)  # prepared by releng: see stage_debian
         env["DISTRO_DEBIAN_DIR"] = in_container(project, distro.debian_dir)  # as it is
@@ -508,7 +624,7 @@ def smoke_spec(plan: BuildPlan, debs_dir: Path) -> ContainerSpec:
     It is created and started while the build runs; :func:`smoke_command` then runs in it.
     """
     return ContainerSpec(
-        image=plan.base_image_id,
+        image=plan.smoke_image_id,
         command=["sleep", "infinity"],
         mounts=[Mount(debs_dir, SMOKE_MOUNT)],
         environment={"DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8"},
@@ -551,11 +667,12 @@ def _chown_tree(path: Path, owner: Owner) -> None:
             os.chown(Path(root) / name, owner.uid, owner.gid, follow_symlinks=False)
 
 
-def _new_log(project: Project, distro_id: str, version: Version) -> Path:
+def _new_log(project: Project, distro_id: str, version: Version, target: Target) -> Path:
     logs = project.state_dir / LOGS_DIR
     logs.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return logs / f"{distro_id}-{version.text}-{stamp}-{os.getpid()}.log"
+    arch = "" if target.primary else f"-{target.arch}"
+    return logs / f"{distro_id}{arch}-{version.text}-{stamp}-{os.getpid()}.log"
 
 
 def make_package(
@@ -568,6 +685,8 @@ def make_package(
     force: bool = False,
     keep: bool = False,
     cpus: int | None = None,
+    arch: str | None = None,
+    mode: str | None = None,
     on_line: Callable[[str], None] | None = None,
     lintian: bool = False,
 ) -> BuildResult:
@@ -575,6 +694,8 @@ def make_package(
 
     ``lintian`` (or ``[lintian] run``): run lintian after the build, keep its report
     beside the build, fail on the tags ``[lintian] fail_on`` lists.
+    ``arch`` (default: the host's) and ``mode``: see :func:`resolve_target`; other
+    architectures' builds of the same source in that directory are kept.
 
     Up to date (same inputs as the last successful build): nothing runs unless
     ``force``. A failure raises :class:`BuildFailed` naming the log; ``keep``
@@ -591,6 +712,7 @@ def make_package(
     _check_buildable(distro)
     for warning in family_revision_warnings(project.root, distro):
         log.warning("warning: %s", warning)
+    wanted = resolve_target(project, distro, arch=arch, mode=mode, env=env)
     check_writable(project.out_dir)
     for directory in (project.out_dir / version.text, project.build_dir(version, distro_id)):
         if directory.is_dir():  # renamed into (or out of) place: it must be writable too
@@ -599,7 +721,7 @@ def make_package(
     source = current_source_tarball(project, version)
     # A signing problem fails now, not after the images are made.
     signer = None if source else signer_for(project, env, release=version.is_release)
-    target = _target(engine, project, distro, version, on_line=on_line)
+    target = _target(engine, project, distro, version, wanted, env=env, on_line=on_line)
     if lintian or project.config.lintian.run:
         target = dataclasses.replace(
             target, lintian_fail_on=tuple(sorted(project.config.lintian.fail_on))
@@ -638,7 +760,7 @@ def _build(
     """Run the build of ``plan_or_make``: the plan, or (when the source tarball must be made)
     the call that makes it and gives the plan, which runs while the gated container starts."""
     project, distro_id, version = target.project, target.distro.id, target.version
-    log_path = _new_log(project, distro_id, version)
+    log_path = _new_log(project, distro_id, version, target.target)
     target.out_dir.parent.mkdir(parents=True, exist_ok=True)
     with (
         _failed_log_kept(log_path, owner),
@@ -699,14 +821,8 @@ def _build(
                     log_path=log_path,
                 )
                 # The containers are being removed meanwhile.
-                metadata = _metadata(plan, out_tmp, files, digests)
                 log_file.flush()
-                shutil.copyfile(log_path, out_tmp / BUILD_LOG)
-                (out_tmp / BUILD_JSON).write_text(
-                    json.dumps(metadata, indent=2, sort_keys=True) + "\n"
-                )
-                _chown_tree(out_tmp, owner)
-                _replace_dir(out_tmp, plan.out_dir, work)
+                _place_output(plan, out_tmp, files, digests, log_path=log_path, owner=owner)
     log_path.unlink()  # it is out/<version>/<distro>/build.log now
     log.info("built %s %s into %s", distro_id, version, plan.out_dir)
     return BuildResult(
@@ -715,9 +831,30 @@ def _build(
         out_dir=plan.out_dir,
         up_to_date=False,
         files=files,
-        log_path=plan.out_dir / BUILD_LOG,
+        log_path=plan.out_dir / plan.log_name,
         seconds=time.monotonic() - started,
+        arch=plan.target.arch,
     )
+
+
+def _place_output(
+    plan: BuildPlan,
+    out_tmp: Path,
+    files: list[str],
+    digests: dict[str, str],
+    *,
+    log_path: Path,
+    owner: Owner,
+) -> None:
+    """The log and the stamp into the staged output, then the output into
+    ``out/<version>/<distro>/`` whole (keeping the other architectures' builds there)."""
+    metadata = _metadata(plan, out_tmp, files, digests)
+    shutil.copyfile(log_path, out_tmp / plan.log_name)
+    (out_tmp / plan.stamp).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    _chown_tree(out_tmp, owner)
+    with _out_dir_lock(plan.out_dir):
+        _keep_other_architectures(plan, out_tmp)
+        _replace_dir(out_tmp, plan.out_dir, out_tmp.parent)
 
 
 def _debian_stage(work: Path, distro: Distro) -> Path | None:
@@ -768,7 +905,7 @@ def _lint(
 
 
 def _up_to_date(plan: BuildPlan, started: float) -> BuildResult:
-    previous = _read_build_json(plan.out_dir) or {}
+    previous = _read_build_json(plan.out_dir, plan.stamp) or {}
     log.info("%s %s is up to date in %s", plan.distro.id, plan.version, plan.out_dir)
     return BuildResult(
         distro_id=plan.distro.id,
@@ -777,6 +914,7 @@ def _up_to_date(plan: BuildPlan, started: float) -> BuildResult:
         up_to_date=True,
         files=[str(f) for f in list(previous.get("files") or [])],  # type: ignore[call-overload]
         seconds=time.monotonic() - started,
+        arch=plan.target.arch,
     )
 
 
@@ -870,9 +1008,16 @@ def _run_build(
         dates = [f"ENV {k}={json.dumps(v)}" for k, v in source_dates(plan.tarball).items()]
         container.commit(repo, tag, changes=['CMD ["bash", "-l"]', f"WORKDIR {BUILD_DIR}", *dates])
         hint = f"; the failed container is kept: invoke interactive {distro_id} --from-failed"
+    target = plan.target
+    what = f"build of {distro_id} {version}"
+    if target.mode == BuildMode.CROSS.value:
+        what = f"cross build of {distro_id} {version} for {target.arch}"
+        hint += (
+            f"; a package that builds natively may not cross-build: invoke make-package "
+            f"{distro_id} --arch {target.arch} --mode emulated"
+        )
     raise BuildFailed(
-        f"build of {distro_id} {version} failed (exit {code}): {_last(log_path)}; "
-        f"full log: {log_path}{hint}",
+        f"{what} failed (exit {code}): {_last(log_path)}; full log: {log_path}{hint}",
         log_path,
     )
 
@@ -964,7 +1109,8 @@ class _SmokeTest:
             )
         digests = {f: file_sha256(self.out_tmp / f) for f in files}
         run = self._early.result() if self._early is not None else None
-        where = f"a fresh {self.plan.distro.docker_base} container"
+        arch = self.plan.target.arch
+        where = f"a fresh {image_for(self.plan.distro.docker_base, arch)} container"
         if run is not None and run.debs == debs and all(run.digests[d] == digests[d] for d in debs):
             self.record(f"releng: installed {', '.join(debs)} in {where} as they were built")
         else:
@@ -1004,7 +1150,12 @@ def _metadata(
         "version": plan.version.text,
         "package": plan.project.config.package_name(plan.version),
         "inputs": plan.inputs,
-        "base_image": {"reference": plan.distro.docker_base, "id": plan.base_image_id},
+        "architecture": plan.target.arch,
+        "build_mode": plan.target.mode,
+        "base_image": {
+            "reference": image_for(plan.distro.docker_base, plan.target.arch),
+            "id": plan.smoke_image_id,
+        },
         "builder_image": {"reference": plan.builder.reference, "id": plan.builder.id},
         "files": files,
         "sha256": {f: digests[f] for f in files},
@@ -1021,6 +1172,42 @@ def _failed_log_kept(log_path: Path, owner: Owner) -> Iterator[None]:
         if log_path.exists() and os.getuid() == 0:
             os.chown(log_path.parent, owner.uid, owner.gid)
             os.chown(log_path, owner.uid, owner.gid)
+
+
+@contextlib.contextmanager
+def _out_dir_lock(out_dir: Path) -> Iterator[None]:
+    """Serialises the builds of several architectures putting their output into one directory."""
+    import fcntl
+
+    with (out_dir.parent / f".{out_dir.name}.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _keep_other_architectures(plan: BuildPlan, out_tmp: Path) -> None:
+    """Hard-link into ``out_tmp`` what other architectures' builds of the same source tarball
+    left in the output directory (their stamp, log and files); builds of another source are
+    dropped with the old directory."""
+    if not plan.out_dir.is_dir():
+        return
+    for stamp in sorted(plan.out_dir.glob("build*.json")):
+        if stamp.name == plan.stamp:
+            continue
+        data = _read_build_json(plan.out_dir, stamp.name) or {}
+        inputs = data.get("inputs")
+        if not isinstance(inputs, dict) or inputs.get("tarball_sha256") != plan.inputs.get(
+            "tarball_sha256"
+        ):
+            log.info("dropping %s: a build of another source", stamp)
+            continue
+        files = [str(f) for f in list(data.get("files") or [])]  # type: ignore[call-overload]
+        for name in [stamp.name, f"{stamp.stem}.log", *files]:
+            source = plan.out_dir / name
+            if source.is_file() and not (out_tmp / name).exists():
+                os.link(source, out_tmp / name)
 
 
 def _replace_dir(new: Path, dest: Path, scratch: Path) -> None:

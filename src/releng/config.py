@@ -166,6 +166,10 @@ class ImagesSection:
     ubuntu_keyring: str = ""
     # Builder images kept per distro (the newest); older ones are removed when one is made.
     keep_builders: int = 2
+    # How another architecture than the host's builds: "cross" (a cross toolchain on the
+    # host's architecture) or "emulated" (that architecture's images under qemu-user-static).
+    # A distro's BUILD_MODE file and `make-package --mode` override it.
+    build_mode: Literal["cross", "emulated"] = "cross"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -54,6 +54,9 @@ def repo_root_of(path: Path) -> Path:
     return path.resolve().parent
 
 
+BUILD_MODES = ("cross", "emulated")  # how foreign architectures build (releng.arch.BuildMode)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Distro:
     """One validated distro directory."""
@@ -69,6 +72,7 @@ class Distro:
     make_package: Path | None  # the distro's own builder, if any
     prebuild_hook: Path | None
     apt_sources: str | None
+    build_mode: str | None = None  # BUILD_MODE: cross or emulated, for foreign architectures
 
     @property
     def is_debianish(self) -> bool:
@@ -98,6 +102,8 @@ class Distro:
             out.append("prebuild hook")
         if self.apt_sources is not None:
             out.append("APT_SOURCES")
+        if self.build_mode is not None:
+            out.append(f"BUILD_MODE={self.build_mode}")
         return out
 
 
@@ -139,6 +145,16 @@ def _inside(path: Path, root: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _read_build_mode(path: Path) -> str | None:
+    """BUILD_MODE, optional: how other architectures than the host's build (cross, emulated)."""
+    if not path.exists():
+        return None
+    mode = _read_one_line(path, what="it holds cross or emulated")
+    if mode not in BUILD_MODES:
+        raise DistroError(f"{path}: {mode!r} is not a build mode; use cross or emulated")
+    return mode
 
 
 def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
@@ -216,6 +232,7 @@ def load_distro_dir(path: Path, *, repo_root: Path) -> Distro:
         make_package=make_package if own_builder else None,
         prebuild_hook=hook if hook.exists() else None,
         apt_sources=apt_sources.read_text(encoding="utf-8") if apt_sources.is_file() else None,
+        build_mode=_read_build_mode(path / "BUILD_MODE"),
     )
 
 

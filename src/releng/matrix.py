@@ -75,16 +75,25 @@ def build_all(
     jobs: int = 2,
     force: bool = False,
     reporter: Reporter,
+    architectures: Sequence[str] = (),
 ) -> list[Outcome]:
-    """Build every distro, ``jobs`` at a time; one Outcome per distro, in the given order."""
-    reporter.width = max((len(d) for d in distro_ids), default=0)
-    jobs = max(1, min(jobs, len(distro_ids) or 1))
+    """Build every distro for each of ``architectures`` (default: the host's), ``jobs`` at a
+    time; one Outcome per build, in the given order, named ``distro`` or ``distro/arch``."""
+    archs: list[str | None] = list(architectures) or [None]
+    builds = [(d, a) for d in distro_ids for a in archs]
+
+    def name(distro_id: str, arch: str | None) -> str:
+        return distro_id if len(archs) == 1 else f"{distro_id}/{arch}"
+
+    reporter.width = max((len(name(d, a)) for d, a in builds), default=0)
+    jobs = max(1, min(jobs, len(builds) or 1))
     # Share the CPUs between the concurrent builds (DEB_BUILD_OPTIONS=parallel=N).
     import os
 
     cpus = max(1, (os.cpu_count() or 1) // jobs)
 
-    def one(distro_id: str) -> Outcome:
+    def one(distro_id: str, arch: str | None) -> Outcome:
+        label = name(distro_id, arch)
         started = time.monotonic()
         try:
             result = make_package(
@@ -95,18 +104,19 @@ def build_all(
                 env=env,
                 force=force,
                 cpus=cpus,
-                on_line=lambda text: reporter.line(distro_id, text),
+                arch=arch,
+                on_line=lambda text: reporter.line(label, text),
             )
         except RelengError as exc:
             outcome = Outcome(
-                distro_id=distro_id,
+                distro_id=label,
                 status=Status.FAILED,
                 seconds=time.monotonic() - started,
                 detail=str(exc) if isinstance(exc, BuildFailed) else f"{exc}",
             )
         else:
             outcome = Outcome(
-                distro_id=distro_id,
+                distro_id=label,
                 status=Status.UP_TO_DATE if result.up_to_date else Status.BUILT,
                 seconds=time.monotonic() - started,
                 detail=str(result.out_dir),
@@ -119,7 +129,7 @@ def build_all(
 
     ensure_source_tarball(project, version, env=env)
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build")
-    futures: list[Future[Outcome]] = [pool.submit(one, d) for d in distro_ids]
+    futures: list[Future[Outcome]] = [pool.submit(one, d, a) for d, a in builds]
     try:
         outcomes = [f.result() for f in futures]
     except BaseException:

@@ -2,8 +2,10 @@
 
 For every suite under ``dists/``: ``InRelease`` verifies with ``gpgv`` against
 the repository's exported keyring, every file it lists exists with its size and
-SHA256 (under ``by-hash`` and under its name), and every pool file a Packages or
-Sources index names exists with the size and SHA256 the index gives. Problems
+SHA256 (under ``by-hash`` and under its name), every pool file a Packages or
+Sources index names exists with the size and SHA256 the index gives, and each
+``binary-<arch>`` index is of an architecture the Release lists and holds only
+packages of that architecture or ``all``. Problems
 are what would make apt fail. Warnings are what only older or non-by-hash
 clients could trip on, and what a publish in progress looks like: ``Release`` /
 ``Release.gpg`` not matching ``InRelease``, a plain index name not yet (or no
@@ -203,6 +205,13 @@ def _last_line(err: str) -> str:
     return err.splitlines()[-1] if err else "gpgv failed"
 
 
+def _release_architectures(release: str) -> set[str]:
+    for line in release.splitlines():
+        if line.startswith("Architectures:"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
 def _stanzas(text: str, where: str) -> list[dict[str, str]]:
     out = []
     for block in text.split("\n\n"):
@@ -321,6 +330,7 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
         entries = parse_release_sha256(release_text)
         _check_release(fields, entries, suite, problem)
         by_hash = fields.get("Acquire-By-Hash") == "yes"
+        archs = _release_architectures(release_text)
         for entry in entries:
             path = suite_dir / entry.path
             byhash = path.parent / "by-hash" / "SHA256" / entry.sha256
@@ -330,12 +340,22 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
             if good is None or "." in path.name:
                 continue  # pool references are read from the uncompressed index
             where = str(path.relative_to(root))
+            index_arch = path.parent.name.removeprefix("binary-")
+            if path.name == "Packages" and index_arch not in archs:
+                problem(
+                    f"{where} is listed, but {index_arch} is not in the Release's Architectures"
+                )
             try:
                 stanzas = _stanzas(good.decode("utf-8"), where)
             except (BadPackageError, UnicodeDecodeError) as exc:
                 problem(f"{where} cannot be parsed: {exc}")
                 continue
             for st in stanzas:
+                if path.name == "Packages" and st.get("Architecture") not in (index_arch, "all"):
+                    problem(
+                        f"{where}: {st.get('Package')!r} is built for {st.get('Architecture')}, "
+                        f"not {index_arch} (or all)"
+                    )
                 if path.name == "Packages":
                     try:
                         pool_file(root / st["Filename"], int(st["Size"]), st["SHA256"], where=where)

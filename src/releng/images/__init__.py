@@ -1,4 +1,5 @@
-"""Images builds run in: base images (:mod:`.base`) and builder images (:mod:`.builder`)."""
+"""Images builds run in: base images (:mod:`.base`; another architecture's: :mod:`.foreign`)
+and builder images (:mod:`.builder`)."""
 
 from __future__ import annotations
 

@@ -56,25 +56,41 @@ class BuilderImage:
     created: bool  # made by this call (False: reused)
 
 
-def builder_inputs(project: Project, distro: Distro, base_id: str) -> dict[str, str]:
-    """Everything that shapes the builder image, as plain data."""
+def builder_inputs(
+    project: Project, distro: Distro, base_id: str, *, arch: str = "", cross: bool = False
+) -> dict[str, str]:
+    """Everything that shapes the builder image, as plain data. ``arch``: the architecture it
+    builds for when that is not the host's: ``cross`` with the host's tools and a cross
+    toolchain, else ``base_id`` is an image of ``arch`` that runs emulated."""
     if distro.debian_dir is None:
         raise ImageError(f"{distro.id} has no debian/ directory: the default builder needs one")
     setup = project.root / BUILDER_SETUP
     if not setup.is_file():
         raise ImageError(f"{setup} is missing; it provisions builder images (restore it from git)")
-    return {
+    inputs = {
         "format": BUILDER_FORMAT,
         "base_image": base_id,
         "build_depends": build_depends(distro.debian_dir),
         "apt_sources": distro.apt_sources or "",
         "builder_setup": hashlib.sha256(setup.read_bytes()).hexdigest(),
     }
+    if arch:
+        inputs["architecture"] = arch
+        inputs["cross"] = "1" if cross else ""
+    return inputs
+
+
+def builder_repository(project: Project, inputs: dict[str, str]) -> str:
+    """``releng-builder-<name>``; ``-cross-<arch>`` or ``-<arch>`` (emulated) for another
+    architecture than the host's. Each is pruned on its own."""
+    arch = inputs.get("architecture", "")
+    flavour = f"-cross-{arch}" if inputs.get("cross") else f"-{arch}" if arch else ""
+    return f"releng-builder-{project.name}{flavour}"
 
 
 def builder_reference(project: Project, distro: Distro, inputs: dict[str, str]) -> tuple[str, str]:
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-    return f"releng-builder-{project.name}:{distro.id}-{digest[:16]}", digest
+    return f"{builder_repository(project, inputs)}:{distro.id}-{digest[:16]}", digest
 
 
 def apt_cache_volume(project: Project, distro: Distro) -> str:
@@ -88,12 +104,15 @@ def ensure_builder_image(
     distro: Distro,
     *,
     base_id: str | None = None,
+    arch: str = "",
+    cross: bool = False,
     on_line: Callable[[str], None] | None = None,
 ) -> BuilderImage:
-    """The builder image for ``distro``: reused when its inputs match, else made and committed."""
+    """The builder image for ``distro``: reused when its inputs match, else made and committed.
+    ``arch`` and ``cross``: see :func:`builder_inputs`."""
     if base_id is None:
         base_id = ensure_base_image(engine, project, distro)
-    inputs = builder_inputs(project, distro, base_id)
+    inputs = builder_inputs(project, distro, base_id, arch=arch, cross=cross)
     reference, digest = builder_reference(project, distro, inputs)
     existing = engine.image_id(reference)
     if existing is not None:
@@ -116,22 +135,30 @@ def ensure_builder_image(
             digest=digest,
             on_line=on_line,
         )
-    prune_builder_images(engine, project, distro, keep=project.config.images.keep_builders)
+    prune_builder_images(
+        engine,
+        project,
+        distro,
+        keep=project.config.images.keep_builders,
+        repository=builder_repository(project, inputs),
+    )
     return made
 
 
 def prune_builder_images(
-    engine: Engine, project: Project, distro: Distro, *, keep: int
+    engine: Engine, project: Project, distro: Distro, *, keep: int, repository: str = ""
 ) -> list[str]:
     """Remove all but the newest ``keep`` builder images of ``distro``; the removed references.
 
     An image a container still uses (another build, an interactive shell) is left alone.
+    ``repository``: the builders of another architecture (:func:`builder_repository`).
     """
     import docker.errors
 
-    prefix = f"releng-builder-{project.name}:{distro.id}-"
+    repository = repository or f"releng-builder-{project.name}"
+    prefix = f"{repository}:{distro.id}-"
     tagged: list[tuple[tuple[str, str], str]] = []  # (creation time, reference)
-    for image in engine.client.images.list(name=f"releng-builder-{project.name}"):
+    for image in engine.client.images.list(name=repository):
         # RFC 3339 in UTC with trailing zeros of the nanoseconds cut: pad them to compare.
         seconds, _, fraction = str(image.attrs.get("Created", "")).rstrip("Z").partition(".")
         created = (seconds, fraction.ljust(9, "0"))
@@ -183,6 +210,8 @@ def _make_builder(
         params.chmod(0o755)
         (params / "build-depends").write_text(inputs["build_depends"] + "\n")
         (params / "apt-sources").write_text(inputs["apt_sources"])
+        if inputs.get("cross"):
+            (params / "cross-arch").write_text(inputs["architecture"])
         spec = ContainerSpec(
             image=base_id,
             command=["sh", f"{project.packaging_mount}/{BUILDER_SETUP}", SETUP_PARAMS],
@@ -226,7 +255,7 @@ def _run_setup(
         container.stream(collect)
         code = container.wait()
         if code != 0:
-            raise ImageError(_setup_failure(distro, inputs["build_depends"], lines, code))
+            raise ImageError(_setup_failure(distro, inputs, lines, code))
         changes = [
             f"LABEL {LABEL_PREFIX}.builder-for={json.dumps(distro.id)}",
             f"LABEL {LABEL_PREFIX}.base-image={json.dumps(inputs['base_image'])}",
@@ -243,7 +272,8 @@ def _setup_mount(project: Project) -> Mount:
     return Mount(setup, f"{project.packaging_mount}/{BUILDER_SETUP}")
 
 
-def _setup_failure(distro: Distro, depends: str, lines: list[str], code: int) -> str:
+def _setup_failure(distro: Distro, inputs: dict[str, str], lines: list[str], code: int) -> str:
+    depends = inputs["build_depends"]
     unsatisfiable = [
         ln.strip()
         for ln in lines
@@ -253,6 +283,14 @@ def _setup_failure(distro: Distro, depends: str, lines: list[str], code: int) ->
         or "Unsatisfied dependencies" in ln
         or ("Depends:" in ln and "but" in ln)
     ]
+    if unsatisfiable and inputs.get("cross"):
+        arch = inputs["architecture"]
+        return (
+            f"{distro.id}: cannot cross-build for {arch}: the Build-Depends ({depends}) have no "
+            f"{arch} candidate on {distro.codename} with the cross and nocheck profiles: "
+            f"{unsatisfiable[-1]}; build it emulated: invoke make-package {distro.id} "
+            f"--arch {arch} --mode emulated"
+        )
     if unsatisfiable:
         return (
             f"{distro.id}: the Build-Depends ({depends}) cannot be installed on {distro.codename}: "

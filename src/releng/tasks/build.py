@@ -13,19 +13,31 @@ from releng.cli import Context, fail, note, out, project, task
     help={
         "distro": "a distro directory name, e.g. debian-12-bookworm",
         "bootstrap": "bootstrap afresh with mmdebstrap (Debian suites), even if the engine has the image",
+        "arch": "a Debian architecture (default: the host's); another one is named like "
+        "arm64v8/debian:bookworm and bootstrapped through qemu-user-static",
     }
 )
-def base_image(c: Context, distro: str, bootstrap: bool = False) -> None:
+def base_image(c: Context, distro: str, bootstrap: bool = False, arch: str = "") -> None:
     """Make sure DISTRO's DOCKER_BASE image is in the engine: use it, else pull, else bootstrap."""
+    from releng.arch import check_architecture, host_architecture, image_for
     from releng.engine import Engine
     from releng.images import ensure_base_image
+    from releng.images.foreign import ensure_foreign_base_image
 
     proj = project(c)
     d = proj.distro(distro)
+    arch = arch or host_architecture()
+    check_architecture(arch, [arch], where="product.toml")  # known to dpkg, has images
     engine = Engine.from_env(os.environ)
-    image_id = ensure_base_image(engine, proj, d, bootstrap=bootstrap)
-    labels = engine.image_labels(d.docker_base)
-    out(f"{d.docker_base}  {image_id}")
+    if arch == host_architecture():
+        image_id = ensure_base_image(engine, proj, d, bootstrap=bootstrap)
+    else:
+        image_id = ensure_foreign_base_image(
+            engine, proj, d, arch, env=os.environ, bootstrap=bootstrap
+        )
+    reference = image_for(d.docker_base, arch)
+    labels = engine.image_labels(reference)
+    out(f"{reference}  {image_id}")
     for key in sorted(k for k in labels if k.startswith("org.releng.")):
         out(f"  {key}={labels[key]}")
 
@@ -40,6 +52,10 @@ def base_image(c: Context, distro: str, bootstrap: bool = False) -> None:
         "keep": "on failure, commit the container so `invoke interactive DISTRO --from-failed` opens it",
         "lintian": "run lintian after the build (as [lintian] run = true does): summary printed, "
         "report kept as lintian.log beside the build, fails only on [lintian] fail_on tags",
+        "arch": "the Debian architecture to build for (default: the host's); one of "
+        "[repositories] architectures",
+        "mode": "for another architecture: cross (a cross toolchain) or emulated (qemu); "
+        "default: the distro's BUILD_MODE, else [images] build_mode",
     }
 )
 def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
@@ -50,6 +66,8 @@ def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     keep: bool = False,
     release: bool = False,
     lintian: bool = False,
+    arch: str = "",
+    mode: str = "",
 ) -> None:
     """Build DISTRO's .debs in a throwaway container into out/<version>/<DISTRO>/."""
     from releng.build import make_package as make
@@ -72,11 +90,14 @@ def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
             keep=keep,
             on_line=note,
             lintian=lintian,
+            arch=arch or None,
+            mode=mode or None,
         )
+    what = f"{distro} {result.arch} {v}"
     if result.up_to_date:
-        out(f"{distro} {v}: up to date in {result.out_dir} (--force rebuilds)")
+        out(f"{what}: up to date in {result.out_dir} (--force rebuilds)")
         return
-    out(f"{distro} {v}: built in {result.seconds:.0f}s into {result.out_dir}")
+    out(f"{what}: built in {result.seconds:.0f}s into {result.out_dir}")
     for name in result.files:
         out(f"  {name}")
 
@@ -87,6 +108,7 @@ def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
         "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
         "jobs": "how many distros build at once (default 2)",
         "distros": "comma-separated distros (default: distros/TARGETS)",
+        "arches": "comma-separated architectures (default: [repositories] architectures)",
         "force": "rebuild even when up to date",
         "quiet": "no live build logs, only progress and the summary",
     }
@@ -96,11 +118,12 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
     version: str = "",
     jobs: int = 2,
     distros: str = "",
+    arches: str = "",
     force: bool = False,
     quiet: bool = False,
     release: bool = False,
 ) -> None:
-    """Build several distros at once (default: the TARGETS): prefixed live logs, a summary table."""
+    """Build several distros x architectures at once (default: the TARGETS x product.toml's)."""
     from releng.build import terminate_as_interrupt
     from releng.engine import Engine
     from releng.matrix import Reporter, Status, build_all, summary_table
@@ -111,18 +134,30 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
     ids = [d.strip() for d in distros.split(",") if d.strip()] or proj.targets()
     for d in ids:
         proj.distro(d)
-    note(f"building {v} for {len(ids)} distro(s), {jobs} at a time: {', '.join(ids)}")
+    archs = [a.strip() for a in arches.split(",") if a.strip()]
+    archs = archs or list(proj.config.repositories.architectures)
+    builds = [(d, a) for d in ids for a in archs]
+    names = ", ".join(ids) + ("" if len(archs) == 1 else f" x {', '.join(archs)}")
+    note(f"building {v} for {len(builds)} distro(s), {jobs} at a time: {names}")
     with terminate_as_interrupt():
         engine = Engine.from_env(os.environ)
-        reporter = Reporter(note, total=len(ids), quiet=quiet)
+        reporter = Reporter(note, total=len(builds), quiet=quiet)
         outcomes = build_all(
-            engine, proj, ids, v, env=os.environ, jobs=jobs, force=force, reporter=reporter
+            engine,
+            proj,
+            ids,
+            v,
+            env=os.environ,
+            jobs=jobs,
+            force=force,
+            reporter=reporter,
+            architectures=archs,
         )
     for line in summary_table(outcomes):
         out(line)
     failed = [o.distro_id for o in outcomes if o.status is Status.FAILED]
     if failed:
-        raise fail(f"{len(failed)} of {len(ids)} distro(s) failed: {', '.join(failed)}")
+        raise fail(f"{len(failed)} of {len(builds)} distro(s) failed: {', '.join(failed)}")
 
 
 @task(

@@ -1,0 +1,125 @@
+"""Architectures: names, the checks a build makes before anything runs, and their errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from releng.arch import (
+    ArchError,
+    check_architecture,
+    check_emulation,
+    dpkg_architectures,
+    host_architecture,
+    image_for,
+)
+from releng.build import Target
+from releng.project import Project
+from tests.test_cli import assert_one_error_line, invoke
+
+TWO_ARCHS = '[repositories]\narchitectures = ["amd64", "arm64"]\n'
+# What qemu-user-static's handler looks like once registered (scripts/setup-binfmt).
+HANDLER = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags: POF\noffset 0\n"
+
+
+def test_dpkg_knows_the_architectures_releng_names() -> None:
+    assert {"amd64", "arm64", "armhf"} <= dpkg_architectures()
+    assert host_architecture() == "amd64"  # this project's machines; tests below assume it
+
+
+def test_foreign_images_are_named_as_the_registries_name_them() -> None:
+    assert image_for("debian:bookworm", "arm64") == "arm64v8/debian:bookworm"
+    assert image_for("ubuntu:24.04", "armhf") == "arm32v7/ubuntu:24.04"
+    assert image_for("debian:bookworm", "amd64") == "debian:bookworm"
+    assert image_for("registry.example/ns/debian:12", "arm64") == (
+        "registry.example/ns/arm64v8-debian:12"
+    )
+
+
+@pytest.mark.parametrize(
+    ("arch", "allowed", "message"),
+    [
+        ("arm65", ["amd64"], "unknown architecture 'arm65': dpkg does not know it"),
+        ("arm64", ["amd64"], "architecture arm64 is not in [repositories] architectures"),
+        ("hurd-amd64", ["hurd-amd64"], "releng has no base images for hurd-amd64"),
+    ],
+)
+def test_an_architecture_is_checked_before_anything_runs(
+    arch: str, allowed: list[str], message: str
+) -> None:
+    with pytest.raises(ArchError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check_architecture(arch, allowed, where="product.toml")
+
+
+def test_emulation_needs_an_enabled_handler_with_the_fix_binary_flag(tmp_path: Path) -> None:
+    env = {"RELENG_BINFMT_MISC": str(tmp_path)}
+    with pytest.raises(ArchError, match=r"does not exist .*run ./scripts/setup-binfmt"):
+        check_emulation("arm64", env)
+    (tmp_path / "qemu-aarch64").write_text(HANDLER.replace("POF", "PO"))
+    with pytest.raises(ArchError, match="registered without the F flag"):
+        check_emulation("arm64", env)
+    (tmp_path / "qemu-aarch64").write_text(HANDLER.replace("enabled", "disabled"))
+    with pytest.raises(ArchError, match="is disabled"):
+        check_emulation("arm64", env)
+    (tmp_path / "qemu-aarch64").write_text(HANDLER)
+    check_emulation("arm64", env)
+    check_emulation("amd64", {"RELENG_BINFMT_MISC": str(tmp_path / "none")})  # native
+    check_emulation("i386", {"RELENG_BINFMT_MISC": str(tmp_path / "none")})  # amd64 runs it
+
+
+def test_the_first_architecture_builds_everything_the_others_only_theirs() -> None:
+    primary = Target(arch="amd64", mode="native", primary=True)
+    assert (primary.stamp, primary.log_name) == ("build.json", "build.log")
+    assert primary.dpkg_buildpackage_args() == "-sa"
+    cross = Target(arch="arm64", mode="cross", primary=False)
+    assert (cross.stamp, cross.log_name) == ("build-arm64.json", "build-arm64.log")
+    assert cross.dpkg_buildpackage_args() == "-B --host-arch=arm64 -Pcross,nocheck"
+    assert Target(arch="arm64", mode="emulated", primary=False).dpkg_buildpackage_args() == "-B"
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("args", "product", "env", "message"),
+    [
+        (["--arch", "arm65"], "", {}, "unknown architecture 'arm65'"),
+        (["--arch", "arm64"], "", {}, "architecture arm64 is not in [repositories] architectures"),
+        (["--arch", "arm64", "--mode", "native"], TWO_ARCHS, {}, "unknown build mode 'native'"),
+        (
+            ["--arch", "arm64", "--mode", "emulated"],
+            TWO_ARCHS,
+            {"RELENG_BINFMT_MISC": "/nonexistent"},
+            "cannot run arm64 programs on this amd64 host",
+        ),
+    ],
+)
+def test_make_package_refuses_bad_architectures_in_one_line(
+    make_project: Callable[[str], Project],
+    args: list[str],
+    product: str,
+    env: dict[str, str],
+    message: str,
+) -> None:
+    project = make_project(product)
+    result = invoke("make-package", "debian-12-bookworm", *args, root=project.root, env=env)
+    assert_one_error_line(result, message)
+    assert not (project.root / "out").exists() or not any((project.root / "out").iterdir())
+
+
+def test_the_build_mode_is_checked_in_product_toml_and_the_distro(
+    make_project: Callable[[str], Project],
+) -> None:
+    from releng.config import parse_product
+    from releng.distro import load_distro_dir
+    from releng.errors import ConfigError, DistroError
+
+    with pytest.raises(ConfigError, match=r"\[images\] build_mode = 'qemu' is not allowed"):
+        parse_product('[images]\nbuild_mode = "qemu"\n', path=None, where="product.toml")
+    project = make_project(TWO_ARCHS)
+    distro_dir = project.root / "distros/debian-12-bookworm"
+    (distro_dir / "BUILD_MODE").write_text("emulated\n")
+    assert load_distro_dir(distro_dir, repo_root=project.root).build_mode == "emulated"
+    (distro_dir / "BUILD_MODE").write_text("fast\n")
+    with pytest.raises(DistroError, match="'fast' is not a build mode; use cross or emulated"):
+        load_distro_dir(distro_dir, repo_root=project.root)
