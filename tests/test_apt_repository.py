@@ -405,11 +405,14 @@ def test_nightlies_older_than_the_limit_are_dropped(
     old = make_deb(tmp_path, "tally-nightly", "2026.09.01-1~bookworm")
     new = make_deb(tmp_path, "tally-nightly", "2026.11.20-1~bookworm")
     release = make_deb(tmp_path, "tally", "2019.1.0-1~bookworm")  # not a YYYY.MM.DD nightly
-    r.include(["bookworm"], [old, new, release])
+    # A release shaped like a date (make-package --release): not a nightly, never aged out.
+    dated = make_deb(tmp_path, "other", "2024.01.15-1~bookworm")
+    r.include(["bookworm"], [old, new, release, dated])
     text = packages(r.root)
     assert "Version: 2026.11.20-1~bookworm\n" in text
     assert "Version: 2026.09.01-1~bookworm\n" not in text
     assert "Version: 2019.1.0-1~bookworm\n" in text
+    assert "Version: 2024.01.15-1~bookworm\n" in text
     assert not (
         r.root / "pool/main/t/tally-nightly/tally-nightly_2026.09.01-1~bookworm_amd64.deb"
     ).exists()

@@ -58,6 +58,7 @@ T = TypeVar("T")
 
 PARALLEL_BYTES = 64 << 20  # below this, reading or copying inputs on several threads does not pay
 _SUITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]*$")
+NIGHTLY_SUFFIX = "-nightly"  # what releng.version names a nightly's packages
 _NIGHTLY_RE = re.compile(r"^(?:\d+:)?(\d{4})\.(\d{2})\.(\d{2})")
 
 # Named points where a test may kill the publisher (see Repository(crash_hook=...)).
@@ -693,7 +694,9 @@ class Repository:
             drop += [
                 path
                 for path, m in members.items()
-                if m[3][:1].isdigit() and _too_old(m[3], today, max_age)
+                # Nightlies are the renamed <name>-nightly packages: a release whose version
+                # looks like a date (made with --release) keeps its own name, and is kept.
+                if m[2].endswith(NIGHTLY_SUFFIX) and _too_old(m[3], today, max_age)
             ]
         keep = self.settings.keep_versions
         # Groups of (kind, package, arch) with more than ``keep`` versions. Package names are
