@@ -337,7 +337,8 @@ def test_retention_keeps_the_last_n_versions_and_collects_pool_files(
 def test_two_architectures_each_index_their_own_and_share_architecture_all(
     tmp_path: Path, repo: Callable[..., Repository]
 ) -> None:
-    r = repo(architectures=("amd64", "arm64"), keep_versions=1)
+    # keep_history 1: what retention drops is collected at once (no rollback keeps it)
+    r = repo(architectures=("amd64", "arm64"), keep_versions=1, keep_history=1)
     doc = make_deb(tmp_path, "hello-doc", "1.0-1", arch="all", source="hello")
     r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0-1"), doc])
     r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0-1", arch="arm64")])
