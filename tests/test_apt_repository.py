@@ -7,6 +7,7 @@ file); apt itself reads them in test_apt_in_container.py.
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import gzip
 import hashlib
 import lzma
@@ -382,8 +383,9 @@ def test_repo_check_finds_a_package_in_another_architectures_index(
         lines.append(
             f" {hashlib.sha256(stanza).hexdigest()} {len(stanza)} main/binary-{arch}/Packages"
         )
+    date = email.utils.format_datetime(dt.datetime.now(dt.UTC), usegmt=True)
     release = (
-        "Suite: bookworm\nArchitectures: amd64\nComponents: main\nSHA256:\n"
+        f"Suite: bookworm\nDate: {date}\nArchitectures: amd64\nComponents: main\nSHA256:\n"
         + "\n".join(lines)
         + "\n"
     )
