@@ -43,6 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NamedTuple, TypeVar
 
+from releng.compiler_cache import LOG_PREFIX, CompilerCache, S3Sync, ensure_volume, plan_cache
 from releng.distro import Distro
 from releng.engine import Container, ContainerSpec, Engine, Mount, RunResult
 from releng.errors import BuildError, RelengError
@@ -154,6 +155,9 @@ class BuildPlan:
     inputs: dict[str, str]
     out_dir: Path
     up_to_date: bool
+    compiler_cache: CompilerCache = field(
+        default_factory=lambda: CompilerCache(mode="off", reason="not planned")
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -215,6 +219,7 @@ def _target(
     version: Version,
     *,
     on_line: Callable[[str], None] | None,
+    no_cache: bool = False,
 ) -> BuildPlan:
     """What is built in which images, before the source tarball is known (no inputs yet)."""
     base_id = ensure_base_image(engine, project, distro)
@@ -229,6 +234,7 @@ def _target(
         inputs={},
         out_dir=project.build_dir(version, distro.id),
         up_to_date=False,
+        compiler_cache=plan_cache(project, distro, no_cache=no_cache),
     )
 
 
@@ -354,15 +360,18 @@ def build_spec(
     that depends on the tarball); ``plan`` then needs no inputs yet.
     """
     project = plan.project
-    command = build_command(plan)
+    cache = plan.compiler_cache
+    command = cache.command(build_command(plan), project.packaging_mount)
+    environment = (
+        _fixed_environment(plan, cpus=cpus) if gated else build_environment(plan, cpus=cpus)
+    )
     return ContainerSpec(
         image=plan.builder.id,
         command=["sh", "-c", _GATE, "releng-gate", *command] if gated else command,
         mounts=build_mounts(project, plan.distro, out_tmp),
+        volumes=cache.volumes(),
         masks=secret_masks(project),
-        environment=(
-            _fixed_environment(plan, cpus=cpus) if gated else build_environment(plan, cpus=cpus)
-        ),
+        environment={**environment, **cache.environment()},
         network="none",
         user=owner.build_user,
         workdir=BUILD_DIR,
@@ -438,6 +447,7 @@ def make_package(
     env: Mapping[str, str],
     force: bool = False,
     keep: bool = False,
+    no_cache: bool = False,
     cpus: int | None = None,
     on_line: Callable[[str], None] | None = None,
 ) -> BuildResult:
@@ -446,6 +456,7 @@ def make_package(
     Up to date (same inputs as the last successful build): nothing runs unless
     ``force``. A failure raises :class:`BuildFailed` naming the log; ``keep``
     first commits the failed container to ``releng-failed-<name>:<distro>``.
+    ``no_cache``: this build runs without the compiler cache (releng.compiler_cache).
 
     When the source tarball must be made, the build container starts meanwhile and
     waits for it (see :func:`build_spec`'s ``gated``).
@@ -460,7 +471,7 @@ def make_package(
     source = current_source_tarball(project, version)
     # A signing problem fails now, not after the images are made.
     signer = None if source else signer_for(project, env, release=version.is_release)
-    target = _target(engine, project, distro, version, on_line=on_line)
+    target = _target(engine, project, distro, version, on_line=on_line, no_cache=no_cache)
     ready = None if source is None else _decide(target, source, force=force)
     if ready is not None and ready.up_to_date:
         return _up_to_date(ready, started)
@@ -478,6 +489,7 @@ def make_package(
         keep=keep,
         on_line=on_line,
         started=started,
+        env=env,
     )
 
 
@@ -491,6 +503,7 @@ def _build(
     keep: bool,
     on_line: Callable[[str], None] | None,
     started: float,
+    env: Mapping[str, str],
 ) -> BuildResult:
     """Run the build of ``plan_or_make``: the plan, or (when the source tarball must be made)
     the call that makes it and gives the plan, which runs while the gated container starts."""
@@ -515,6 +528,7 @@ def _build(
             if on_line is not None:
                 on_line(line)
 
+        cache_run = _start_cache(engine, target, owner=owner, env=env, record=record)
         spec = build_spec(target, out_tmp, owner=owner, cpus=cpus, gated=True)
         record(f"releng: {spec.describe()}")
         log.info("building %s %s in %s", distro_id, version, target.builder.reference)
@@ -535,12 +549,14 @@ def _build(
                 def watch(line: str) -> None:
                     record(line)
                     smoke.watch(line)
+                    cache_run.watch(line)
 
                 build.wait_started()
                 smoke.begin()
                 _run_build(build.container, plan, record=watch, log_path=log_path, keep=keep)
                 build.remove_soon()
                 files, digests = smoke.finish()
+                cache_run.end()  # the log ends with the cache's hit rate
                 # The containers are being removed meanwhile.
                 metadata = _metadata(plan, out_tmp, files, digests)
                 log_file.flush()
@@ -561,6 +577,42 @@ def _build(
         log_path=plan.out_dir / BUILD_LOG,
         seconds=time.monotonic() - started,
     )
+
+
+def _start_cache(
+    engine: Engine,
+    target: BuildPlan,
+    *,
+    owner: Owner,
+    env: Mapping[str, str],
+    record: Callable[[str], None],
+) -> _CacheRun:
+    """The compiler cache's volume, filled from S3 in s3 mode, before the build."""
+    cache = target.compiler_cache
+    record(f"releng: compiler cache: {cache.describe()}")
+    ensure_volume(engine, cache, target.distro.id)
+    uid, gid = (int(x) for x in owner.build_user.split(":"))
+    shared = S3Sync(engine, cache, target.distro.id, env, record, uid, gid)
+    shared.pull()
+    return _CacheRun(shared, record, f"releng: compiler cache: {cache.describe()}")
+
+
+class _CacheRun:
+    """Remembers the wrapper's last ``>>> compiler cache:`` line (the hit rate, or why the
+    cache was off); :meth:`end` uploads new entries (s3 mode) and logs that line last."""
+
+    def __init__(self, shared: S3Sync, record: Callable[[str], None], summary: str) -> None:
+        self.shared = shared
+        self.record = record
+        self.summary = summary
+
+    def watch(self, line: str) -> None:
+        if line.startswith(LOG_PREFIX):
+            self.summary = "releng: compiler cache:" + line[len(LOG_PREFIX) :]
+
+    def end(self) -> None:
+        self.shared.push()
+        self.record(self.summary)
 
 
 def _up_to_date(plan: BuildPlan, started: float) -> BuildResult:

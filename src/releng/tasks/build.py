@@ -36,10 +36,16 @@ def base_image(c: Context, distro: str, bootstrap: bool = False) -> None:
         "version": "YYYY.MM.DD (nightly) or X.Y.Z (release); default: today's nightly (UTC)",
         "force": "rebuild even when the inputs match the last successful build",
         "keep": "on failure, commit the container so `invoke interactive DISTRO --from-failed` opens it",
+        "no_cache": "build without the compiler cache ([build] compiler_cache) this once",
     }
 )
-def make_package(
-    c: Context, distro: str, version: str = "", force: bool = False, keep: bool = False
+def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
+    c: Context,
+    distro: str,
+    version: str = "",
+    force: bool = False,
+    keep: bool = False,
+    no_cache: bool = False,
 ) -> None:
     """Build DISTRO's .debs in a throwaway container into out/<version>/<DISTRO>/."""
     from releng.build import make_package as make
@@ -52,7 +58,17 @@ def make_package(
     proj.distro(distro)  # an unknown distro fails before the engine is asked
     with terminate_as_interrupt():
         engine = Engine.from_env(os.environ)
-        result = make(engine, proj, distro, v, env=os.environ, force=force, keep=keep, on_line=out)
+        result = make(
+            engine,
+            proj,
+            distro,
+            v,
+            env=os.environ,
+            force=force,
+            keep=keep,
+            no_cache=no_cache,
+            on_line=out,
+        )
     if result.up_to_date:
         out(f"{distro} {v}: up to date in {result.out_dir} (--force rebuilds)")
         return
@@ -138,3 +154,42 @@ def interactive(
     code = attach(engine, spec)
     if code:
         raise Exit(code=code)
+
+
+@task(
+    help={"distro": 'a distro directory name; "" (or nothing) for every distro\'s cache'},
+    positional=["distro"],
+)
+def cache_stats(c: Context, distro: str | None = None) -> None:
+    """Show the compiler cache of DISTRO (or of every distro): ccache's size and hit counters."""
+    from releng.compiler_cache import cache_stats as stats
+    from releng.engine import Engine
+
+    proj = project(c)
+    if distro:
+        proj.distro(distro)
+    found = stats(Engine.from_env(os.environ), proj, distro or "")
+    if not found:
+        out(f"no compiler cache {'of ' + distro if distro else 'yet'}: make-package makes one")
+    for s in found:
+        out(f"{s.volume} ({s.distro_id or '?'}, {s.arch or '?'}):")
+        for line in s.report.splitlines():
+            out(f"  {line}")
+
+
+@task(
+    help={"distro": 'a distro directory name; "" (or nothing) for every distro\'s cache'},
+    positional=["distro"],
+)
+def cache_clear(c: Context, distro: str | None = None) -> None:
+    """Empty the compiler cache of DISTRO (or of every distro) on this machine: remove its volume."""
+    from releng.compiler_cache import cache_clear as clear
+    from releng.engine import Engine
+
+    proj = project(c)
+    if distro:
+        proj.distro(distro)
+    removed = clear(Engine.from_env(os.environ), proj, distro or "")
+    out(
+        f"removed {len(removed)} compiler cache volume(s){': ' if removed else ''}{', '.join(removed)}"
+    )
