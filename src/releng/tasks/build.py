@@ -157,7 +157,8 @@ def interactive(
 
 
 @task(
-    help={"distro": 'a distro directory name; "" (or nothing) for every distro\'s cache'},
+    help={"distro": 'a distro directory name; "" for every distro\'s cache'},
+    # As for `interactive`: invoke has no optional positionals, so "" means every distro.
     positional=["distro"],
 )
 def cache_stats(c: Context, distro: str | None = None) -> None:
@@ -178,7 +179,8 @@ def cache_stats(c: Context, distro: str | None = None) -> None:
 
 
 @task(
-    help={"distro": 'a distro directory name; "" (or nothing) for every distro\'s cache'},
+    help={"distro": 'a distro directory name; "" for every distro\'s cache'},
+    # As for `interactive`: invoke has no optional positionals, so "" means every distro.
     positional=["distro"],
 )
 def cache_clear(c: Context, distro: str | None = None) -> None:
