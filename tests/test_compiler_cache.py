@@ -173,6 +173,7 @@ def test_a_warm_cache_builds_the_same_debs_as_no_cache(
     assert (hits, total) == (0, UNITS)
     warm = make_package(engine, project, BOOKWORM, NIGHTLY, env=_env(), force=True)
     assert hit_rate(warm) == (UNITS, UNITS)
+    assert log_lines(warm)[-1].endswith("; limit 5.0G")  # [build] cache_size reached ccache
 
     assert debs(off) == debs(cold) == debs(warm)
     assert len(debs(off)) >= 1
@@ -312,3 +313,33 @@ def test_a_broken_cache_says_so_in_one_line_and_the_build_goes_on(  # noqa: PLR0
     lines = [ln for ln in output.splitlines() if ln.startswith(">>> compiler cache:")]
     assert len(lines) == 1, output
     assert lines[0].startswith(">>> compiler cache: off for this build: " + said), lines[0]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_cache_volume_of_another_user_costs_one_line_not_the_build(
+    engine: Engine,
+    base_image: Callable[[str], str],
+    project_copy: Project,
+    volumes_removed: list[Project],
+) -> None:
+    base = base_image(BOOKWORM)
+    volumes_removed.append(project_copy)
+    cache = plan_cache(project_copy, project_copy.distro(BOOKWORM))
+    cache_clear(engine, project_copy)
+    engine.run_spec(
+        ContainerSpec(
+            image=base,
+            command=["sh", "-c", "chmod 1777 /v && mkdir -p /v/a/b && touch /v/a/b/rootsR"],
+            volumes={cache.volume: "/v"},
+            user="0",
+        )
+    )
+    result = make_package(engine, project_copy, BOOKWORM, NIGHTLY, env=_env())
+    said = [ln for ln in log_lines(result) if "off for this build" in ln]
+    assert said[0] == (
+        ">>> compiler cache: off for this build: the volume holds files of another user "
+        "(a); invoke cache-clear DISTRO empties it"
+    )
+    assert said[1:] == ["releng: compiler cache:" + said[0].removeprefix(">>> compiler cache:")]
+    assert log_lines(result)[-1] == said[1]  # the log still ends with the cache's state

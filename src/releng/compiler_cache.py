@@ -54,6 +54,7 @@ LABEL_DISTRO = "org.releng.ccache-distro"
 LABEL_ARCH = "org.releng.ccache-arch"
 DEFAULT_S3_PREFIX = "compiler-cache"
 S3_WORKERS = 16
+NOBODY = "65534:65534"
 # ccache's entries: <level dirs of one character>/<digest><kind>; R results, M manifests
 # (rewritten as entries are added), W raw files. Stats, locks, tmp/ and ccache.conf are not.
 _ENTRY_RE = re.compile(r"^(?:[0-9a-z]/){1,4}[0-9a-z_]+[RMW]$")
@@ -446,6 +447,8 @@ def cache_stats(engine: Engine, project: Project, distro_id: str = "") -> list[V
                 volumes={volume.name: CACHE_MOUNT},
                 environment={"CCACHE_DIR": CACHE_MOUNT},
                 network="none",
+                # Not root: nothing it might write may belong to another user than the build's.
+                user=NOBODY,
             )
             report = engine.run_spec(spec).output.rstrip()
         stats.append(
