@@ -68,6 +68,25 @@ def test_the_s3_credential_reaches_only_the_cache_prefix() -> None:
     assert not any("Delete" in str(s["Action"]) for s in statements)
 
 
+def test_the_plan_mounts_one_volume_per_distro_and_arch_and_wraps_the_builder(
+    make_project: Callable[..., Project],
+) -> None:
+    project = make_project('[build]\ncache_size = "500M"\n')
+    distro = project.distro(BOOKWORM)
+    cache = plan_cache(project, distro, arch="arm64")
+    assert cache.volumes() == {f"releng-ccache-tally-{BOOKWORM}-arm64": CACHE_MOUNT}
+    assert cache.environment() == {"CCACHE_DIR": CACHE_MOUNT, "CCACHE_MAXSIZE": "500M"}
+    assert cache.command(["sh", "b"], "/opt/p") == [
+        "sh",
+        "/opt/p/packaging/with-compiler-cache",
+        "sh",
+        "b",
+    ]
+    off = plan_cache(project, distro, no_cache=True)
+    assert (off.volumes(), off.environment(), off.command(["b"], "/opt/p")) == ({}, {}, ["b"])
+    assert off.describe() == "off (--no-cache)"
+
+
 # -- a C++ product ------------------------------------------------------------------------------
 
 
