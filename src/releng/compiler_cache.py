@@ -79,6 +79,11 @@ def size_bytes(size: str) -> int:
     return int(float(size[:-1]) * _SIZE_UNITS[size[-1]])
 
 
+def ccache_size(size: str) -> str:
+    """``[build] cache_size`` as ccache's max_size (which spells kilo as a lower-case k)."""
+    return size.replace("K", "k")
+
+
 @dataclass(frozen=True, kw_only=True)
 class S3Location:
     bucket: str
@@ -124,8 +129,7 @@ class CompilerCache:
     def environment(self) -> dict[str, str]:
         if not self.on:
             return {}
-        # ccache spells kilo as a lower-case k.
-        return {"CCACHE_DIR": CACHE_MOUNT, "CCACHE_MAXSIZE": self.max_size.replace("K", "k")}
+        return {"CCACHE_DIR": CACHE_MOUNT, "CCACHE_MAXSIZE": ccache_size(self.max_size)}
 
     def volumes(self) -> dict[str, str]:
         return {self.volume: CACHE_MOUNT} if self.on else {}
@@ -445,7 +449,10 @@ def cache_stats(engine: Engine, project: Project, distro_id: str = "") -> list[V
                 image=image,
                 command=["sh", "-c", "ccache --show-stats --verbose 2>&1 || true"],
                 volumes={volume.name: CACHE_MOUNT},
-                environment={"CCACHE_DIR": CACHE_MOUNT},
+                environment={
+                    "CCACHE_DIR": CACHE_MOUNT,
+                    "CCACHE_MAXSIZE": ccache_size(project.config.build.cache_size),
+                },
                 network="none",
                 # Not root: nothing it might write may belong to another user than the build's.
                 user=NOBODY,
