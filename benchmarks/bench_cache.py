@@ -74,7 +74,7 @@ CPUS = os.cpu_count() or 1
 # the changed source at the same path, timed.
 BY_HAND = r"""
 set -e
-export CCACHE_DIR=/tmp/ccache PATH="/usr/lib/ccache:$PATH" HOME=/build
+export CCACHE_DIR=/tmp/ccache CCACHE_BASEDIR=/build PATH="/usr/lib/ccache:$PATH" HOME=/build
 cp -a /seed /tmp/ccache
 ccache --zero-stats >/dev/null
 cd /build
