@@ -143,7 +143,12 @@ def hello_project(base: Path) -> tuple[Project, dict[str, str]]:
     debian_tar = fetch(HELLO_DEBIAN)
     root = base / "hello"
     (root / "packaging").mkdir(parents=True)
-    for name in ("builder-setup", "make-debianish-package", "binaries-ready"):
+    for name in (
+        "builder-setup",
+        "make-debianish-package",
+        "binaries-ready",
+        "with-compiler-cache",
+    ):
         shutil.copy2(ROOT / "packaging" / name, root / "packaging" / name)
     with tarfile.open(debian_tar) as tf:
         tf.extractall(root / "packaging", filter="data")

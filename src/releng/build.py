@@ -54,6 +54,7 @@ from releng.arch import (
     image_for,
     runs_natively,
 )
+from releng.compiler_cache import LOG_PREFIX, CompilerCache, S3Sync, ensure_volume, plan_cache
 from releng.distro import Distro, family_revision_warnings
 from releng.engine import Container, ContainerSpec, Engine, Mount, RunResult
 from releng.errors import BuildError, RelengError
@@ -242,6 +243,9 @@ class BuildPlan:
     smoke_image_id: str  # the base image of ``target.arch`` (cross builds: not the builder's)
     # lintian after the build (None: not run), failing on these tags (see releng.lintian).
     lintian_fail_on: tuple[str, ...] | None = None
+    compiler_cache: CompilerCache = field(
+        default_factory=lambda: CompilerCache(mode="off", reason="not planned")
+    )
 
     @property
     def stamp(self) -> str:
@@ -376,6 +380,7 @@ def _target(
     *,
     env: Mapping[str, str],
     on_line: Callable[[str], None] | None,
+    no_cache: bool = False,
 ) -> BuildPlan:
     """What is built in which images, before the source tarball is known (no inputs yet).
 
@@ -414,6 +419,7 @@ def _target(
         up_to_date=False,
         target=wanted,
         smoke_image_id=smoke_id,
+        compiler_cache=plan_cache(project, distro, no_cache=no_cache, arch=wanted.arch),
     )
 
 
@@ -597,15 +603,18 @@ def build_spec(
     that depends on the tarball); ``plan`` then needs no inputs yet.
     """
     project = plan.project
-    command = build_command(plan)
+    cache = plan.compiler_cache
+    command = cache.command(build_command(plan), project.packaging_mount)
+    environment = (
+        _fixed_environment(plan, cpus=cpus) if gated else build_environment(plan, cpus=cpus)
+    )
     return ContainerSpec(
         image=plan.builder.id,
         command=["sh", "-c", _GATE, "releng-gate", *command] if gated else command,
         mounts=build_mounts(project, plan.distro, out_tmp, debian=debian),
+        volumes=cache.volumes(),
         masks=secret_masks(project),
-        environment=(
-            _fixed_environment(plan, cpus=cpus) if gated else build_environment(plan, cpus=cpus)
-        ),
+        environment={**environment, **cache.environment()},
         network="none",
         user=owner.build_user,
         workdir=BUILD_DIR,
@@ -684,6 +693,7 @@ def make_package(
     env: Mapping[str, str],
     force: bool = False,
     keep: bool = False,
+    no_cache: bool = False,
     cpus: int | None = None,
     arch: str | None = None,
     mode: str | None = None,
@@ -700,6 +710,7 @@ def make_package(
     Up to date (same inputs as the last successful build): nothing runs unless
     ``force``. A failure raises :class:`BuildFailed` naming the log; ``keep``
     first commits the failed container to ``releng-failed-<name>:<distro>``.
+    ``no_cache``: this build runs without the compiler cache (releng.compiler_cache).
 
     When the source tarball must be made, the build container starts meanwhile and
     waits for it (see :func:`build_spec`'s ``gated``).
@@ -721,7 +732,9 @@ def make_package(
     source = current_source_tarball(project, version)
     # A signing problem fails now, not after the images are made.
     signer = None if source else signer_for(project, env, release=version.is_release)
-    target = _target(engine, project, distro, version, wanted, env=env, on_line=on_line)
+    target = _target(
+        engine, project, distro, version, wanted, env=env, on_line=on_line, no_cache=no_cache
+    )
     if lintian or project.config.lintian.run:
         target = dataclasses.replace(
             target, lintian_fail_on=tuple(sorted(project.config.lintian.fail_on))
@@ -743,6 +756,7 @@ def make_package(
         keep=keep,
         on_line=on_line,
         started=started,
+        env=env,
     )
 
 
@@ -756,6 +770,7 @@ def _build(
     keep: bool,
     on_line: Callable[[str], None] | None,
     started: float,
+    env: Mapping[str, str],
 ) -> BuildResult:
     """Run the build of ``plan_or_make``: the plan, or (when the source tarball must be made)
     the call that makes it and gives the plan, which runs while the gated container starts."""
@@ -783,6 +798,7 @@ def _build(
                 on_line(line)
 
         debian = _debian_stage(work, target.distro)
+        cache_run = _start_cache(engine, target, owner=owner, env=env, record=record)
         spec = build_spec(target, out_tmp, owner=owner, cpus=cpus, gated=True, debian=debian)
         record(f"releng: {spec.describe()}")
         log.info("building %s %s in %s", distro_id, version, target.builder.reference)
@@ -804,6 +820,7 @@ def _build(
                 def watch(line: str) -> None:
                     record(line)
                     smoke.watch(line)
+                    cache_run.watch(line)
 
                 build.wait_started()
                 smoke.begin()
@@ -820,6 +837,7 @@ def _build(
                     record=record,
                     log_path=log_path,
                 )
+                cache_run.end()  # the log ends with the cache's hit rate
                 # The containers are being removed meanwhile.
                 log_file.flush()
                 _place_output(plan, out_tmp, files, digests, log_path=log_path, owner=owner)
@@ -902,6 +920,42 @@ def _lint(
             log_path,
         )
     return sorted([*files, REPORT])
+
+
+def _start_cache(
+    engine: Engine,
+    target: BuildPlan,
+    *,
+    owner: Owner,
+    env: Mapping[str, str],
+    record: Callable[[str], None],
+) -> _CacheRun:
+    """The compiler cache's volume, filled from S3 in s3 mode, before the build."""
+    cache = target.compiler_cache
+    record(f"releng: compiler cache: {cache.describe()}")
+    ensure_volume(engine, cache, target.distro.id)
+    uid, gid = (int(x) for x in owner.build_user.split(":"))
+    shared = S3Sync(engine, cache, target.distro.id, env, record, uid, gid)
+    shared.pull()
+    return _CacheRun(shared, record, f"releng: compiler cache: {cache.describe()}")
+
+
+class _CacheRun:
+    """Remembers the wrapper's last ``>>> compiler cache:`` line (the hit rate, or why the
+    cache was off); :meth:`end` uploads new entries (s3 mode) and logs that line last."""
+
+    def __init__(self, shared: S3Sync, record: Callable[[str], None], summary: str) -> None:
+        self.shared = shared
+        self.record = record
+        self.summary = summary
+
+    def watch(self, line: str) -> None:
+        if line.startswith(LOG_PREFIX):
+            self.summary = "releng: compiler cache:" + line[len(LOG_PREFIX) :]
+
+    def end(self) -> None:
+        self.shared.push()
+        self.record(self.summary)
 
 
 def _up_to_date(plan: BuildPlan, started: float) -> BuildResult:

@@ -181,6 +181,17 @@ class LintianSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class BuildSection:
+    # Compiler output cache (ccache) for C and C++: "off"; "local", a Docker volume per
+    # distro and architecture; "s3", that volume synced with a bucket prefix shared by
+    # every worker (releng.compiler_cache).
+    compiler_cache: Literal["off", "local", "s3"] = "local"
+    cache_size: str = "5G"  # the cache's size limit (ccache's max_size): 500M, 5G, 1T
+    # s3 mode: s3://BUCKET/PREFIX; empty: s3://<[publish] scratch_bucket>/compiler-cache
+    cache_url: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class PublishSection:
     bucket: str = ""
     prefix: str = ""
@@ -219,6 +230,7 @@ class ProductConfig:
     repositories: RepositoriesSection = field(default_factory=RepositoriesSection)
     images: ImagesSection = field(default_factory=ImagesSection)
     lintian: LintianSection = field(default_factory=LintianSection)
+    build: BuildSection = field(default_factory=BuildSection)
     publish: PublishSection = field(default_factory=PublishSection)
     aws: AwsSection = field(default_factory=AwsSection)
 
@@ -354,6 +366,7 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
             )
     _check_repositories(cfg, where)
     _check_counts(cfg, where)
+    _check_build(cfg, where)
 
 
 def _check_release_branch(src: SourceSection, where: str) -> None:
@@ -460,6 +473,31 @@ def _depth(value: object, limit: int) -> int:
         return 0
     items = value.values() if isinstance(value, dict) else value
     return 1 + max((_depth(v, limit - 1) for v in items), default=0)
+
+
+CACHE_SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([KMGT])$")
+
+
+def _check_build(cfg: ProductConfig, where: str) -> None:
+    build = cfg.build
+    size = CACHE_SIZE_RE.match(build.cache_size)
+    if size is None or float(size.group(1)) <= 0:
+        raise ConfigError(
+            f"{where}: [build] cache_size = {build.cache_size!r} is not a size; "
+            "use a positive number with K, M, G or T, e.g. '5G'"
+        )
+    if build.cache_url and not re.fullmatch(
+        r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?", build.cache_url
+    ):
+        raise ConfigError(
+            f"{where}: [build] cache_url = {build.cache_url!r} is not an S3 URL; "
+            "use s3://BUCKET/PREFIX"
+        )
+    if build.compiler_cache == "s3" and not (build.cache_url or cfg.publish.scratch_bucket):
+        raise ConfigError(
+            f"{where}: [build] compiler_cache = 's3' needs a bucket; set [build] cache_url "
+            "(s3://BUCKET/PREFIX) or [publish] scratch_bucket"
+        )
 
 
 def parse_product(text: str, *, path: Path | None, where: str) -> ProductConfig:

@@ -56,6 +56,7 @@ def base_image(c: Context, distro: str, bootstrap: bool = False, arch: str = "")
         "[repositories] architectures",
         "mode": "for another architecture: cross (a cross toolchain) or emulated (qemu); "
         "default: the distro's BUILD_MODE, else [images] build_mode",
+        "no_cache": "build without the compiler cache ([build] compiler_cache) this once",
     }
 )
 def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
@@ -68,6 +69,7 @@ def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     lintian: bool = False,
     arch: str = "",
     mode: str = "",
+    no_cache: bool = False,
 ) -> None:
     """Build DISTRO's .debs in a throwaway container into out/<version>/<DISTRO>/."""
     from releng.build import make_package as make
@@ -92,6 +94,7 @@ def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
             lintian=lintian,
             arch=arch or None,
             mode=mode or None,
+            no_cache=no_cache,
         )
     what = f"{distro} {result.arch} {v}"
     if result.up_to_date:
@@ -194,3 +197,44 @@ def interactive(
     code = attach(engine, spec)
     if code:
         raise Exit(code=code)
+
+
+@task(
+    help={"distro": 'a distro directory name; "" for every distro\'s cache'},
+    # As for `interactive`: invoke has no optional positionals, so "" means every distro.
+    positional=["distro"],
+)
+def cache_stats(c: Context, distro: str | None = None) -> None:
+    """Show the compiler cache of DISTRO (or of every distro): ccache's size and hit counters."""
+    from releng.compiler_cache import cache_stats as stats
+    from releng.engine import Engine
+
+    proj = project(c)
+    if distro:
+        proj.distro(distro)
+    found = stats(Engine.from_env(os.environ), proj, distro or "")
+    if not found:
+        out(f"no compiler cache {'of ' + distro if distro else 'yet'}: make-package makes one")
+    for s in found:
+        out(f"{s.volume} ({s.distro_id or '?'}, {s.arch or '?'}):")
+        for line in s.report.splitlines():
+            out(f"  {line}")
+
+
+@task(
+    help={"distro": 'a distro directory name; "" for every distro\'s cache'},
+    # As for `interactive`: invoke has no optional positionals, so "" means every distro.
+    positional=["distro"],
+)
+def cache_clear(c: Context, distro: str | None = None) -> None:
+    """Empty the compiler cache of DISTRO (or of every distro) on this machine: remove its volume."""
+    from releng.compiler_cache import cache_clear as clear
+    from releng.engine import Engine
+
+    proj = project(c)
+    if distro:
+        proj.distro(distro)
+    removed = clear(Engine.from_env(os.environ), proj, distro or "")
+    out(
+        f"removed {len(removed)} compiler cache volume(s){': ' if removed else ''}{', '.join(removed)}"
+    )
