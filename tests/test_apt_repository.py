@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -584,3 +585,18 @@ def test_one_repository_object_sees_what_another_publisher_did_meanwhile(
     assert "pool/main/t/two/two_1.0_amd64.deb" in RepoState(first.root).pool()
     assert (first.root / "pool/main/t/two/two_1.0_amd64.deb").is_file()
     assert_checks(first.root)
+
+
+def test_each_publish_moves_the_release_files_mtime_past_the_last_ones(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    """HTTP's If-Modified-Since has one-second resolution: a publish in the same second as
+    the last (here: a last one stamped in the future) must still look newer to a client."""
+    r = repo()
+    r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0")])
+    inrelease = r.root / "dists/bookworm/InRelease"
+    ahead = int(time.time()) + 10
+    os.utime(inrelease, (ahead, ahead))
+    r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.1")])
+    for name in ("InRelease", "Release", "Release.gpg"):
+        assert int((r.root / "dists/bookworm" / name).stat().st_mtime) > ahead, name

@@ -891,12 +891,14 @@ class Repository:
             sync_filesystem(self.root)  # every file the new Release names is on disk first
         # InRelease first: it is what apt reads, and it is one file. Release and Release.gpg
         # (for older clients) follow back to back; between those two renames the pair disagrees.
+        previous = _mtime_second(dists / "InRelease")
         for fname, signed, point in (
             ("InRelease", inrelease, "inrelease-written"),
             ("Release", release, "release-written"),
             ("Release.gpg", detached, "release-gpg-written"),
         ):
             write_atomic(dists / fname, signed)
+            _later_than(dists / fname, previous)
             run.written.append(f"dists/{suite}/{fname}")
             self._crash(point)
         # by-hash files past the last byhash_keep versions of every index.
@@ -1218,6 +1220,25 @@ def _newer(a: tuple[str, str], b: tuple[str, str]) -> int:
 
 
 _newest_first = functools.cmp_to_key(_newer)
+
+
+def _mtime_second(path: Path) -> int | None:
+    try:
+        return int(path.stat().st_mtime)
+    except FileNotFoundError:
+        return None
+
+
+def _later_than(path: Path, previous: int | None) -> None:
+    """Move ``path``'s mtime past ``previous`` (a whole second) when it is not already.
+
+    HTTP's Last-Modified and If-Modified-Since have one-second resolution: a Release
+    published in the same second as the one before would be answered "304 Not Modified"
+    to an apt that fetched in between (static servers such as nginx and Python's compare
+    seconds), and that client would miss the publish until the next one.
+    """
+    if previous is not None and int(path.stat().st_mtime) <= previous:
+        os.utime(path, (previous + 1, previous + 1))
 
 
 def _too_old(version: str, today: dt.date, max_age: int) -> bool:
