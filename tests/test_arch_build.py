@@ -26,7 +26,7 @@ from releng.images.foreign import ensure_foreign_base_image, image_architecture
 from releng.project import Project
 from releng.version import Version
 from tests.fixtures.gpg import make_key
-from tests.fixtures.project import copy_repo, git
+from tests.fixtures.project import REPO_ROOT, copy_repo, git
 from tests.test_apt_in_container import (  # noqa: F401  (served: a fixture, used by name)
     Served,
     apt_script,
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 BOOKWORM = "debian-12-bookworm"
 VERSION = Version.parse("1.0.0")
-REVISION = "1.0.0-1~bookworm"
+REVISION = f"1.0.0-{(REPO_ROOT / 'distros' / BOOKWORM / 'PKGVER').read_text().strip()}"
 ELF_MACHINE_AARCH64 = 0xB7
 
 
