@@ -46,9 +46,12 @@ def invoke(
 
 
 def leftovers(project: Project, version: str) -> list[str]:
-    """What a failed or interrupted build must not leave: anything under out/<version>/."""
+    """What a failed or interrupted build must not leave: anything under out/<version>/
+    but the per-distro lock files the architectures' builds share (``.<distro>.lock``)."""
     directory = project.out_dir / version
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    if not directory.exists():
+        return []
+    return sorted(p.name for p in directory.iterdir() if not p.name.endswith(".lock"))
 
 
 def containers_of(engine: Engine, project: Project, label: str = LABEL_PROJECT) -> list[object]:
@@ -288,10 +291,10 @@ def start_until_the_hook_runs(
 ) -> subprocess.Popen[str]:
     """make-package running its slow hook; ``smoke_idle``: and its smoke container created."""
     proc = invoke(
-        project.root, "make-package", BOOKWORM, "--version", version, stdout=subprocess.PIPE
+        project.root, "make-package", BOOKWORM, "--version", version, stderr=subprocess.PIPE
     )
-    assert proc.stdout is not None
-    for line in proc.stdout:
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the live build log is on stderr
         if "prebuild hook runs" in line:
             break
     else:
@@ -314,8 +317,8 @@ def test_a_double_ctrl_c_leaves_no_container_and_no_output(
         proc.send_signal(signal.SIGINT)
         time.sleep(0.01)  # two Ctrl-Cs 10 ms apart: the second lands in the clean-up
         proc.send_signal(signal.SIGINT)
-        assert proc.stdout is not None
-        proc.stdout.read()
+        assert proc.stderr is not None
+        proc.stderr.read()
         assert proc.wait(timeout=120) == 130
     finally:
         if proc.poll() is None:
