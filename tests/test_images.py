@@ -357,7 +357,9 @@ def test_a_keyring_that_does_not_verify_the_ubuntu_archive_is_one_line_and_impor
 ) -> None:
     product = project_copy.root / "product.toml"
     wrong = "/usr/share/keyrings/debian-archive-keyring.gpg"
-    product.write_text(f'{product.read_text()}ubuntu_keyring = "{wrong}"\n')  # [images] is last
+    product.write_text(
+        product.read_text().replace("[images]\n", f'[images]\nubuntu_keyring = "{wrong}"\n', 1)
+    )
     reference = f"releng-test-keyring/ubuntu:jammy-{uuid.uuid4().hex[:8]}"
     project = _add_distro(
         project_copy, "ubuntu-22.04-wrongkey", docker_base=reference, codename="jammy"
