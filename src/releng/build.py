@@ -153,13 +153,31 @@ def remove_dead_runs(engine: Engine, project: Project) -> int:
                     removed += 1
                     log.info("removed container %s left by dead pid %s", c.short_id, owner[1])
     host = _host_tag(socket.gethostname())
-    for tmp in project.out_dir.glob("*/.tmp-*"):
+    for tmp in _build_temps(project.out_dir):
         m = _TMP_OWNER_RE.fullmatch(tmp.name)
         if m and m[3] == host and _start_time(int(m[1])) != m[2]:
             shutil.rmtree(tmp, ignore_errors=True)
             removed += 1
             log.info("removed %s, left by dead pid %s", tmp, m[1])
     return removed
+
+
+def _build_temps(out_dir: Path) -> list[Path]:
+    """``out/<version>/.tmp-*``: a concurrent build's short-lived entries in out/ (its
+    write probe, a version directory made and renamed) may vanish while they are listed."""
+    found: list[Path] = []
+    try:
+        with os.scandir(out_dir) as it:
+            versions = [e.path for e in it if not e.name.startswith(".")]
+    except FileNotFoundError:
+        return found
+    for version in versions:
+        try:
+            with os.scandir(version) as it:
+                found += [Path(e.path) for e in it if e.name.startswith(".tmp-")]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return found
 
 
 # -- inputs ------------------------------------------------------------------------------
