@@ -13,6 +13,7 @@ from releng.aws import steps as S
 from releng.aws.catalog import Catalog, DistroInfo
 from releng.aws.launch import Ec2Launcher
 from releng.aws.request import InputError
+from releng.errors import AwsError
 
 pytestmark = pytest.mark.aws
 
@@ -25,6 +26,7 @@ CATALOG = Catalog(
         "debian-13-trixie": DistroInfo(id="debian-13-trixie", codename="trixie", pkgver="1~trixie"),
     },
     targets=["debian-12-bookworm", "debian-13-trixie"],
+    architectures=["amd64", "arm64"],
 )
 
 
@@ -59,7 +61,13 @@ def test_parse_input_defaults_to_tonights_nightly_and_the_targets(ctx):
     plan = handlers.parse_input({}, ctx)
     assert [v["version"] for v in plan["versions"]] == ["2026.11.22"]
     assert plan["versions"][0]["distros"] == CATALOG.targets
+    # the build Map: distro x architecture, product.toml's architectures by default
+    assert plan["versions"][0]["matrix"] == [
+        {"distro": d, "arch": a} for d in CATALOG.targets for a in ("amd64", "arm64")
+    ]
     assert plan["config"]["timeouts"][S.BUILD_QUEUE] == 4 * 3600
+    arm64 = handlers.parse_input({"architectures": ["arm64"]}, ctx)["versions"][0]["matrix"]
+    assert arm64 == [{"distro": d, "arch": "arm64"} for d in CATALOG.targets]
 
 
 def test_parse_input_names_the_valid_choices(ctx):
@@ -74,6 +82,12 @@ def test_parse_input_names_the_valid_choices(ctx):
         InputError, match=r"unknown timeout 'gpu'; allowed: tarball, build, publish"
     ):
         handlers.parse_input({"config": {"timeouts": {"gpu": 5}}}, ctx)
+    with pytest.raises(
+        InputError,
+        match=r"architecture 'riscv64' is not in \[repositories\] architectures of product.toml "
+        r"\(amd64, arm64\)",
+    ):
+        handlers.parse_input({"architectures": ["riscv64"]}, ctx)
 
 
 def test_get_distros_for_version(ctx):
@@ -91,25 +105,31 @@ def _prepare(ctx, step, distro="", **extra):
 
 
 def test_prepare_task_runs_until_the_output_is_in_s3(ctx):
+    """Per (version, distro, arch): each architecture's build has its own queue, scratch
+    part, completion marker, log and status record, and one done does not skip the other."""
     s3 = ctx.client("s3")
     scratch = ctx.settings[handlers.SCRATCH_BUCKET]
-    task = _prepare(ctx, S.MAKE_BINARY_PACKAGE, "debian-12-bookworm")
+    urls = json.loads(ctx.settings[handlers.QUEUE_URLS])
+    bookworm = "debian-12-bookworm"
+    task = _prepare(ctx, S.MAKE_BINARY_PACKAGE, bookworm, arch="amd64")
     assert task["run"] is True
-    assert task["commands"][0] == [
-        "invoke",
-        "make-package",
-        "debian-12-bookworm",
-        "--version",
-        "1.2.3",
+    assert (task["queue"], task["queue_url"]) == ("build", urls["build"])
+    arm64 = _prepare(ctx, S.MAKE_BINARY_PACKAGE, bookworm, arch="arm64")
+    assert (arm64["queue"], arm64["queue_url"]) == ("build_arm64", urls["build_arm64"])
+    # natively on the arm64 instance: the same commands with --arch arm64
+    assert arm64["commands"] == [
+        ["invoke", "make-package", bookworm, "--version", "1.2.3", "--arch", "arm64"],
+        ["invoke", "upload-build", "--version", "1.2.3", "--arch", "arm64", bookworm],
     ]
-    assert task["log"] == {
+    assert arm64["log"] == {
         "bucket": scratch,
-        "key": "logs/ex1/1.2.3/debian-12-bookworm/make-binary-package.log",
+        "key": f"logs/ex1/1.2.3/{bookworm}/arm64/make-binary-package.log",
     }
-    s3.put_object(Bucket=scratch, Key="1.2.3/debian-12-bookworm/.releng-complete.json", Body=b"{}")
-    task = _prepare(ctx, S.MAKE_BINARY_PACKAGE, "debian-12-bookworm")
+    s3.put_object(Bucket=scratch, Key=f"1.2.3/{bookworm}/amd64/.releng-complete.json", Body=b"{}")
+    task = _prepare(ctx, S.MAKE_BINARY_PACKAGE, bookworm, arch="amd64")
     assert task["run"] is False
     assert "built" in task["reason"]
+    assert _prepare(ctx, S.MAKE_BINARY_PACKAGE, bookworm, arch="arm64")["run"] is True
     # The published repository counts too: a build deleted from scratch is not redone.
     downloads = ctx.settings[handlers.DOWNLOADS_BUCKET]
     s3.put_object(
@@ -117,18 +137,23 @@ def test_prepare_task_runs_until_the_output_is_in_s3(ctx):
         Key="dists/trixie/main/binary-amd64/Packages",
         Body=b"Package: tally\nVersion: 1.2.3-1~trixie\nArchitecture: amd64\n",
     )
-    assert _prepare(ctx, S.MAKE_BINARY_PACKAGE, "debian-13-trixie")["run"] is False
+    assert _prepare(ctx, S.MAKE_BINARY_PACKAGE, "debian-13-trixie", arch="amd64")["run"] is False
+    assert _prepare(ctx, S.MAKE_BINARY_PACKAGE, "debian-13-trixie", arch="arm64")["run"] is True
     status = json.loads(
         s3.get_object(
-            Bucket=scratch, Key="status/ex1/1.2.3/debian-13-trixie/make-binary-package.json"
+            Bucket=scratch, Key="status/ex1/1.2.3/debian-13-trixie/amd64/make-binary-package.json"
         )["Body"].read()
     )
-    assert status["state"] == "skipped"
+    assert (status["state"], status["arch"]) == ("skipped", "amd64")
+    # an architecture without AWS builders fails that build's branch in one line
+    with pytest.raises(AwsError, match="no AWS builders for architecture 'riscv64'"):
+        _prepare(ctx, S.MAKE_BINARY_PACKAGE, bookworm, arch="riscv64")
 
 
 def test_prepare_task_publish_steps(ctx):
     assert _prepare(ctx, S.PUBLISH_BINARY_PACKAGES, builds=[])["reason"] == "no distro was built"
-    task = _prepare(ctx, S.PUBLISH_BINARY_PACKAGES, builds=[{"distro": "debian-12-bookworm"}])
+    built = [{"distro": "debian-12-bookworm", "arch": a} for a in ("amd64", "arm64")]
+    task = _prepare(ctx, S.PUBLISH_BINARY_PACKAGES, builds=built)
     assert task["run"] is True
     assert task["commands"][0][:4] == ["invoke", "update-repos", "--version", "1.2.3"]
     plan = handlers.parse_input({"versions": ["2026.11.21"]}, ctx)["versions"][0]

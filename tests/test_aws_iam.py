@@ -9,6 +9,7 @@ where the tests complete it with moto's own evaluator) is in tests/fixtures/iam.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import logging
 import uuid
@@ -23,8 +24,10 @@ from releng.aws import steps as S
 from releng.aws.catalog import Catalog
 from releng.aws.deploy import create_bucket
 from releng.aws.launch import Ec2Launcher
+from releng.aws.status import record_key
 from releng.aws.worker import Worker
 from releng.gpg import Signer
+from releng.project import Project
 from releng.publish.flows import (
     Destination,
     LockOptions,
@@ -164,6 +167,22 @@ def _build(project) -> None:
     make_deb(out, "tally", "1.0.0-1~bookworm")
 
 
+def _two_arch_build(project) -> Project:
+    """``project`` with product.toml's architectures amd64 and arm64, and both builds in
+    out/<V>/<DISTRO>/ as make-package leaves them: each its packages and its stamp."""
+    text = (project.root / "product.toml").read_text()
+    two = text.replace('architectures = ["amd64"]', 'architectures = ["amd64", "arm64"]', 1)
+    assert two != text
+    (project.root / "product.toml").write_text(two)
+    project = Project.load(project.root)
+    out = project.build_dir(VERSION, DISTRO)
+    out.mkdir(parents=True, exist_ok=True)
+    for arch, stamp in (("amd64", "build.json"), ("arm64", "build-arm64.json")):
+        deb = make_deb(out, "tally", "1.0.0-1~bookworm", arch=arch)
+        (out / stamp).write_text(json.dumps({"architecture": arch, "files": [deb.name]}))
+    return project
+
+
 def _run_worker(stack: Stack, role: str, task: dict, tmp_path: Path, caplog) -> None:
     """One task through the real worker loop, as the worker role: receive, visibility, status
     records, fetch, the commands, log upload, answer, delete. The token is not a real one
@@ -189,17 +208,20 @@ def _run_worker(stack: Stack, role: str, task: dict, tmp_path: Path, caplog) -> 
     status = json.loads(
         s3.get_object(
             Bucket=stack.scratch,
-            Key=f"status/iam/{task['version']}/{task.get('distro') or 'all'}/{task['step']}.json",
+            Key=record_key(
+                "iam", task["version"], task["distro"], task["step"], task.get("arch", "")
+            ),
         )["Body"].read()
     )
     assert status["state"] == "succeeded", status
     assert s3.get_object(Bucket=stack.scratch, Key=task["log"]["key"])["Body"].read()
 
 
-def _task(stack: Stack, step: str, distro: str = "") -> dict:
+def _task(stack: Stack, step: str, distro: str = "", arch: str = "") -> dict:
     return {
-        "step": step, "version": VERSION.text, "distro": distro, "execution": "iam",
-        "log": {"bucket": stack.scratch, "key": handlers.log_key("iam", VERSION.text, distro, step)},
+        "step": step, "version": VERSION.text, "distro": distro, "arch": arch, "execution": "iam",
+        "log": {"bucket": stack.scratch,
+                "key": handlers.log_key("iam", VERSION.text, distro, step, arch)},
         "commands": [["sleep", "2"]],  # the heartbeat thread extends the message meanwhile
         "fetch": [{"bucket": stack.scratch, "prefix": f"{VERSION.text}/source/", "dest": "out/"}],
     }  # fmt: skip
@@ -232,10 +254,33 @@ def test_build_worker_and_it_cannot_read_the_signing_key(stack, project_copy, tm
     assert _denied(denied.value)
 
 
+def test_arm64_build_worker_and_it_cannot_read_the_signing_key(
+    stack, project_copy, tmp_path, caplog
+) -> None:
+    """The Graviton builders' role: its own queue, its architecture's part of scratch."""
+    project = _two_arch_build(project_copy)
+    s3 = stack.client("build_arm64", "s3")
+    for _ in range(2):
+        upload_build(s3, project, VERSION, DISTRO, scratch=stack.scratch, arch="arm64")
+    # its own part: the arm64 stamp and packages only, whatever else out/<V>/<DISTRO>/ holds
+    part = scratch_builds(s3, stack.scratch, VERSION)[DISTRO]["arm64"]
+    assert sorted(part) == ["build-arm64.json", "tally_1.0.0-1~bookworm_arm64.deb"]
+    task = _task(stack, S.MAKE_BINARY_PACKAGE, DISTRO, "arm64")
+    _run_worker(stack, "build_arm64", task, tmp_path, caplog)
+    with pytest.raises(ClientError) as denied:
+        stack.client("build_arm64", "ssm").get_parameter(Name=SIGNING_KEY, WithDecryption=True)
+    assert _denied(denied.value)
+
+
 def test_publish_worker(stack, project_copy, signer, tmp_path, caplog) -> None:
+    """The publisher collects every architecture's part of a distro's build (uploaded by
+    the amd64 and the arm64 builders) into one include."""
+    project_copy = _two_arch_build(project_copy)
+    upload_build(stack.client("build", "s3"), project_copy, VERSION, DISTRO,
+                 scratch=stack.scratch, arch="amd64")  # fmt: skip
+    upload_build(stack.client("build_arm64", "s3"), project_copy, VERSION, DISTRO,
+                 scratch=stack.scratch, arch="arm64")  # fmt: skip
     admin = stack.server.client("s3")
-    _build(project_copy)
-    upload_build(admin, project_copy, VERSION, DISTRO, scratch=stack.scratch)
     _source_files(project_copy)
     upload_build(admin, project_copy, VERSION, "source", scratch=stack.scratch)
     s3 = stack.client("publish", "s3")
@@ -249,7 +294,13 @@ def test_publish_worker(stack, project_copy, signer, tmp_path, caplog) -> None:
         work=tmp_path / "work",
     )  # fmt: skip
     assert result.included == {DISTRO: ("bookworm", "bookworm-1.0")}
+    for arch in ("amd64", "arm64"):  # each architecture's index lists its own build
+        packages = admin.get_object(
+            Bucket=stack.downloads, Key=f"dists/bookworm/main/binary-{arch}/Packages.gz"
+        )["Body"].read()
+        assert f"Architecture: {arch}\n".encode() in gzip.decompress(packages), arch
     assert result.scratch_deleted > 0  # the publisher removes what it published from scratch
+    assert scratch_builds(admin, stack.scratch, VERSION) == {}
     assert publish_source(s3, project_copy, VERSION, scratch=stack.scratch, dest=dest)
     _run_worker(stack, "publish", _task(stack, S.PUBLISH_BINARY_PACKAGES), tmp_path, caplog)
     assert stack.client("publish", "ssm").get_parameter(Name=SIGNING_KEY, WithDecryption=True)
@@ -274,21 +325,25 @@ def _context(stack: Stack, role: str) -> handlers.Context:
 
 
 def _catalog() -> Catalog:
-    from releng.project import Project
-
     return Catalog.from_project(Project.load(ROOT))
 
 
 def _handler_events(stack: Stack) -> dict[str, list[dict]]:
-    plan = {"version": VERSION.text, "kind": "release", "distros": [DISTRO], "steps": list(S.STEPS)}
+    matrix = [{"distro": DISTRO, "arch": arch} for arch in ("amd64", "arm64")]
+    plan = {"version": VERSION.text, "kind": "release", "distros": [DISTRO], "matrix": matrix,
+            "steps": list(S.STEPS)}  # fmt: skip
     config = {"timeouts": dict(S.DEFAULT_TIMEOUTS), "heartbeat_seconds": 600}
     prepare = [
         {"step": step, "version": plan, "config": config, "execution": "iam", "distro": DISTRO}
-        for step in (S.MAKE_SOURCE_TARBALL, S.MAKE_BINARY_PACKAGE, S.PUBLISH_SOURCE_TARBALL)
+        for step in (S.MAKE_SOURCE_TARBALL, S.PUBLISH_SOURCE_TARBALL)
+    ] + [  # each architecture's build: its scratch part, its queue
+        {"step": S.MAKE_BINARY_PACKAGE, "version": plan, "config": config, "execution": "iam",
+         **build}
+        for build in matrix
     ] + [{"step": S.PUBLISH_BINARY_PACKAGES, "version": plan, "config": config, "execution": "iam",
-          "builds": [{"step": S.MAKE_BINARY_PACKAGE, "distro": DISTRO}]}]  # fmt: skip
+          "builds": [{"step": S.MAKE_BINARY_PACKAGE, **b} for b in matrix]}]  # fmt: skip
     failure = {"failed": True, "step": S.MAKE_BINARY_PACKAGE, "version": VERSION.text,
-               "distro": DISTRO, "error": {"Error": "Releng.StepFailed", "Cause": "exit 2"}}  # fmt: skip
+               "distro": DISTRO, "arch": "arm64", "error": {"Error": "Releng.StepFailed", "Cause": "exit 2"}}  # fmt: skip
     return {
         "parse_input": [{"versions": [VERSION.text]}],
         "prepare_task": prepare,

@@ -1,6 +1,6 @@
 """The execution's state in the worst case stays under Step Functions' 256 KiB limit.
 
-20 versions x 8 distros, every distro's branch failed with the longest failure a handler
+20 versions x 8 distros x 2 architectures, every build's branch failed with the longest failure a handler
 reports (a deep traceback: it goes to S3, the state keeps a line and its place). The state
 is assembled from the real handlers' outputs and the Pass states' Parameters of the
 deployed definition (so a change to either changes what is measured); the measure is the
@@ -30,6 +30,7 @@ CATALOG = Catalog(
     product="tally",
     distros={d: DistroInfo(id=d, codename=d.rsplit("-", 1)[1], pkgver="1") for d in DISTROS},
     targets=DISTROS,
+    architectures=["amd64", "arm64"],
 )
 
 
@@ -116,8 +117,8 @@ def test_worst_case_state_fits(moto_server) -> None:
             "log": f"s3://{scratch}/" + "logs/worst-case/x/all/make-source-tarball.log",
         }  # fmt: skip
         builds = []
-        for distro in version["distros"]:
-            item = _apply(states["Distros"]["ItemSelector"], branch, {"Map": {"Item": {"Value": distro}}})  # fmt: skip
+        for build in version["matrix"]:
+            item = _apply(states["Distros"]["ItemSelector"], branch, {"Map": {"Item": {"Value": build}}})  # fmt: skip
             item["error"] = {"Error": "Releng.Bug", "Cause": cause}
             builds.append(_apply(states["MakeBinaryPackageFailed"]["Parameters"], item))
         branch["builds"] = builds
@@ -134,7 +135,7 @@ def test_worst_case_state_fits(moto_server) -> None:
         _apply(states["CheckIfReposChanged"]["Parameters"]["MessageBody"]["input"], state), ctx
     )
     state["failures"] = handlers.check_for_failures(state, ctx)
-    assert state["failures"]["count"] == len(VERSIONS) * len(DISTROS)
+    assert state["failures"]["count"] == len(VERSIONS) * len(DISTROS) * 2
     size = len(json.dumps(state, separators=(",", ":")).encode())
     message = {"handler": "check_for_failures", "token": "t" * 1024, "execution": "worst-case",
                "input": state}  # fmt: skip

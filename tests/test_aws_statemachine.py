@@ -21,13 +21,16 @@ def test_committed_definition_is_the_generated_one() -> None:
 
 def test_every_queue_is_a_placeholder_and_render_fills_them() -> None:
     names = statemachine.placeholders()
+    # a build's queue is its architecture's: prepare_task names it in the task
+    builds = {S.queue_key(q) for q in S.BUILD_QUEUE_OF_ARCH.values()}
     assert set(names) == {S.queue_key(q) for q in (*S.WORKER_QUEUES, *S.HANDLERS)} - {
         S.queue_key("get_distros_for_version"),
         S.queue_key("health_check"),
+        *builds,
     }
     text = statemachine.render(statemachine.dumps(), {n: f"https://sqs/{n}" for n in names})
     assert "${" not in text
-    with pytest.raises(AwsError, match="BuildQueueUrl"):
+    with pytest.raises(AwsError, match="TarballQueueUrl"):
         statemachine.render(statemachine.dumps(), {})
 
 
@@ -59,6 +62,15 @@ def test_worker_steps_have_one_deadline_and_catch() -> None:
         retried = {e for r in state["Retry"] for e in r["ErrorEquals"]}
         assert not retried & {"States.Timeout", "States.HeartbeatTimeout", "States.ALL"}
         assert state["Catch"][0]["Next"] == f"{name}Failed"
+    build = tasks["MakeBinaryPackage"]["Parameters"]
+    assert build["QueueUrl.$"] == "$.tasks.MakeBinaryPackage.queue_url"
+    assert tasks["LaunchMakeBinaryPackageWorker"]["Parameters"]["MessageBody"]["input"][
+        "queue.$"
+    ] == ("$.tasks.MakeBinaryPackage.queue")
+    # the build Map: one item per distro and architecture
+    distros = tasks["Distros"]
+    assert distros["ItemsPath"] == "$.version.matrix"
+    assert distros["ItemSelector"]["arch.$"] == "$$.Map.Item.Value.arch"
     assert tasks["PublishBinaryPackages"]["Parameters"]["MessageGroupId"] == "publish"
     # launches run one at a time: two never both see the same free slot in a pool
     assert tasks["LaunchMakeBinaryPackageWorker"]["Parameters"]["MessageGroupId"] == "launch"

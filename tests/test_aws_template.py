@@ -86,16 +86,26 @@ def _statements(role: dict) -> str:
 def test_least_privilege_builders_never_sign_nor_write_downloads() -> None:
     res = _load()["Resources"]
     roles = {q: res[template.worker_role_id(q)] for q in S.WORKER_QUEUES}
-    assert "DownloadsBucket" not in _statements(roles["build"])
+    builders = set(S.BUILD_QUEUE_OF_ARCH.values())
+    assert builders == {"build", "build_arm64"}
+    for builder in builders:
+        assert "DownloadsBucket" not in _statements(roles[builder])
     assert "DownloadsBucket" not in _statements(roles["tarball"])
     assert "DownloadsBucket" in _statements(roles["publish"])
     for queue, role in roles.items():
         signs = "SigningKeyParameter" in _statements(role)
-        assert signs == (queue != "build"), queue
+        assert signs == (queue not in builders), queue
     assert "CreateInvalidation" not in json.dumps(res["ParseInputFunctionRole"]["Properties"])
     for queue in S.WORKER_QUEUES:
-        data = res[f"{queue.capitalize()}LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+        camel = "".join(p.capitalize() for p in queue.split("_"))
+        data = res[f"{camel}LaunchTemplate"]["Properties"]["LaunchTemplateData"]
         assert data["InstanceInitiatedShutdownBehavior"] == "terminate"
+    # arm64 builds run natively on Graviton: their own AMI (arm64) and instance type
+    arm64 = res["BuildArm64LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert arm64["ImageId"] == {"Ref": "Arm64ImageId"}
+    assert arm64["InstanceType"] == {"Ref": "Arm64BuilderInstanceType"}
+    params = _load()["Parameters"]
+    assert params["Arm64BuilderInstanceType"]["Default"].startswith("c7g.")
     assert res["PublishQueue"]["Properties"]["FifoQueue"] is True
     for name, resource in res.items():
         if resource["Type"] == "AWS::SQS::Queue" and not name.endswith("Dlq"):
@@ -129,7 +139,7 @@ def test_handler_queues_outlast_their_functions_six_times() -> None:
             s["TimeoutSeconds"]
             for s in states.values()
             if s.get("Type") == "Task"
-            and s["Parameters"]["QueueUrl"] == "${" + S.queue_key(handler) + "}"
+            and s["Parameters"].get("QueueUrl") == "${" + S.queue_key(handler) + "}"
         ]
         assert waits, handler
         assert all(w > visibility + timeout for w in waits), handler
@@ -206,11 +216,13 @@ def test_deploy_uploads_to_its_region_and_passes_exactly_the_template_parameters
     def client(service):
         return boto3.client(service, endpoint_url=moto_server.endpoint_url, region_name=region)
 
-    client("ssm").put_parameter(Name="/releng/test/ami", Value="ami-12c6146b", Type="String")
+    ssm = client("ssm")
+    ssm.put_parameter(Name="/releng/test/ami", Value="ami-12c6146b", Type="String")
+    ssm.put_parameter(Name="/releng/test/arm64-ami", Value="ami-0a64b6b0e1d3c5f27", Type="String")
     project = Project.load(ROOT)
     name = f"deploy-{uuid.uuid4().hex[:8]}"
     params = {**deploy.parameters_from(project.config, repository_url="https://example.com/p.git"),
-              "ImageId": "/releng/test/ami"}  # fmt: skip
+              "ImageId": "/releng/test/ami", "Arm64ImageId": "/releng/test/arm64-ami"}  # fmt: skip
     uploaded = deploy.upload_artifacts(
         client, ROOT, name, catalog=Catalog.from_project(project), parameters=params, vendor=False
     )
@@ -222,6 +234,7 @@ def test_deploy_uploads_to_its_region_and_passes_exactly_the_template_parameters
     assert body == (ROOT / template.TEMPLATE_FILE).read_bytes()
     assert s3.head_object(Bucket=uploaded.bucket, Key=uploaded.parameters["CodeKey"])
     assert uploaded.parameters["ImageId"] == "ami-12c6146b"
+    assert uploaded.parameters["Arm64ImageId"] == "ami-0a64b6b0e1d3c5f27"  # the Graviton builders'
     declared = _load()["Parameters"]
     assert set(uploaded.parameters) <= set(declared)
     assert {k for k, v in declared.items() if "Default" not in v} <= set(uploaded.parameters)

@@ -93,7 +93,7 @@ def test_update_repos_from_an_empty_disk(
     build(project_copy, "1.0.0", "tally", "tally-doc")
     upload_build(client, project_copy, Version.parse("1.0.0"), DISTRO, scratch=scratch)
     assert set(scratch_builds(client, scratch, Version.parse("1.0.0"))) == {DISTRO}
-    marker = f"{moto_server.endpoint_url}/{scratch}/1.0.0/{DISTRO}/{COMPLETE}"
+    marker = f"{moto_server.endpoint_url}/{scratch}/1.0.0/{DISTRO}/amd64/{COMPLETE}"
     assert status(marker) == 403  # scratch is private: no policy, no anonymous read
 
     result = update_repos(
@@ -201,7 +201,7 @@ def test_a_lock_held_by_another_publisher(buckets, project_copy, signer, tmp_pat
         other.release()
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=url.bucket).get("Contents", [])}
     assert keys == set()  # nothing published; the lock is gone too
-    assert f"1.0.0/{DISTRO}/{COMPLETE}" in {
+    assert f"1.0.0/{DISTRO}/amd64/{COMPLETE}" in {
         o["Key"] for o in client.list_objects_v2(Bucket=scratch)["Contents"]
     }
 

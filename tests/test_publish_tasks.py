@@ -58,7 +58,9 @@ def test_update_repos_dest_and_sync_repos_end_to_end(project_copy, aws_env, tmp_
         "upload-build", "debian-12-bookworm", "--version", "2026.11.20", root=root, env=aws_env
     )
     assert done.returncode == 0, done.stderr
-    assert f"uploaded 1 file(s) to s3://{scratch}/2026.11.20/debian-12-bookworm/" in done.stdout
+    assert (
+        f"uploaded 1 file(s) to s3://{scratch}/2026.11.20/debian-12-bookworm/amd64/" in done.stdout
+    )
     done = invoke(
         "update-repos",
         "--version",

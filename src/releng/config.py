@@ -208,8 +208,10 @@ class AwsSection:
     repository_url: str = ""
     branch: str = "main"
     builder_instance_type: str = "c6i.4xlarge"
+    arm64_instance_type: str = "c7g.4xlarge"  # the arm64 builders (Graviton: native builds)
     small_instance_type: str = "t3.small"
     ami: str = ""  # an AMI id, or an SSM parameter name holding one; empty: Debian 12's latest
+    arm64_ami: str = ""  # the same for the arm64 builders; empty: Debian 12's latest arm64
     subnets: list[str] = field(default_factory=list)  # empty: the default VPC
     security_groups: list[str] = field(default_factory=list)  # empty: the VPC's default group
     max_workers: dict[str, int] = field(default_factory=dict)  # queue -> pool size

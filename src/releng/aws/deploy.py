@@ -279,10 +279,15 @@ def lambda_zip(root: Path, catalog: Catalog, *, vendor: bool = True) -> bytes:
 
 
 DEBIAN_AMI_PARAMETER = "/aws/service/debian/release/12/latest/amd64"
+DEBIAN_ARM64_AMI_PARAMETER = "/aws/service/debian/release/12/latest/arm64"
+# The stack parameter of each worker kind's AMI, and where it comes from by default.
+AMI_DEFAULTS = {"ImageId": DEBIAN_AMI_PARAMETER, "Arm64ImageId": DEBIAN_ARM64_AMI_PARAMETER}
+_AMI_SETTING = {"ImageId": "ami", "Arm64ImageId": "arm64_ami"}
 
 
-def resolve_ami(ssm: Any, ami: str) -> str:
-    """An AMI id as given, or the one the SSM parameter ``ami`` holds now."""
+def resolve_ami(ssm: Any, ami: str, *, key: str = "ami") -> str:
+    """An AMI id as given, or the one the SSM parameter ``ami`` holds now (``key``: the
+    [aws] setting it came from)."""
     if not ami.startswith("/"):
         return ami
     from botocore.exceptions import ClientError
@@ -292,7 +297,7 @@ def resolve_ami(ssm: Any, ami: str) -> str:
     except ClientError as exc:
         raise AwsError(
             f"cannot read the AMI parameter {ami} in {ssm.meta.region_name}: {exc}; set "
-            "[aws] ami to an AMI id or to an SSM parameter that exists in this region"
+            f"[aws] {key} to an AMI id or to an SSM parameter that exists in this region"
         ) from None
 
 
@@ -357,11 +362,14 @@ def upload_artifacts(
     body = (root / TEMPLATE_FILE).read_bytes()
     template_key = f"templates/{hashlib.sha256(body).hexdigest()}.yaml"
     s3.put_object(Bucket=artifacts, Key=template_key, Body=body)
-    ami = resolve_ami(ssm, parameters.get("ImageId") or DEBIAN_AMI_PARAMETER)
+    amis = {
+        param: resolve_ami(ssm, parameters.get(param) or default, key=_AMI_SETTING[param])
+        for param, default in AMI_DEFAULTS.items()
+    }
     return Artifacts(
         bucket=artifacts,
         template_url=template_url(s3, artifacts, template_key),
-        parameters={**parameters, "ImageId": ami, "CodeBucket": artifacts, "CodeKey": key},
+        parameters={**parameters, **amis, "CodeBucket": artifacts, "CodeKey": key},
     )
 
 
@@ -434,6 +442,7 @@ def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
         "RepositoryUrl": repository,
         "Branch": cfg.branch,
         "BuilderInstanceType": cfg.builder_instance_type,
+        "Arm64BuilderInstanceType": cfg.arm64_instance_type,
         "SmallInstanceType": cfg.small_instance_type,
         "SubnetIds": ",".join(cfg.subnets),
         "SecurityGroupIds": ",".join(cfg.security_groups),
@@ -445,14 +454,14 @@ def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
         ),
         "DownloadsPrefix": config.publish.prefix.strip("/"),
     }
-    ami = cfg.ami or DEBIAN_AMI_PARAMETER
-    if ami.startswith(("ami-", "/")):
-        params["ImageId"] = ami  # a parameter name is resolved by deploy()
-    else:
-        raise AwsError(
-            f"product.toml: [aws] ami = {cfg.ami!r} is neither an AMI id (ami-...) nor an SSM "
-            "parameter name (/aws/service/debian/release/12/latest/amd64)"
-        )
+    for param, given in (("ImageId", cfg.ami), ("Arm64ImageId", cfg.arm64_ami)):
+        ami = given or AMI_DEFAULTS[param]
+        if not ami.startswith(("ami-", "/")):
+            raise AwsError(
+                f"product.toml: [aws] {_AMI_SETTING[param]} = {given!r} is neither an AMI id "
+                f"(ami-...) nor an SSM parameter name ({AMI_DEFAULTS[param]})"
+            )
+        params[param] = ami  # a parameter name is resolved by deploy()
     return params
 
 

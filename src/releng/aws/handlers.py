@@ -40,11 +40,14 @@ SCRATCH_BUCKET = "RELENG_SCRATCH_BUCKET"
 DOWNLOADS_BUCKET = "RELENG_DOWNLOADS_BUCKET"
 DOWNLOADS_PREFIX = "RELENG_DOWNLOADS_PREFIX"
 DISTRIBUTION_ID = "RELENG_CLOUDFRONT_DISTRIBUTION"
-QUEUE_URLS = "RELENG_QUEUE_URLS"  # JSON: {"tarball": url, "build": url, "publish": url}
+QUEUE_URLS = "RELENG_QUEUE_URLS"  # JSON: worker queue -> URL ({"tarball": url, ...})
 MAX_WORKERS = "RELENG_MAX_WORKERS"  # JSON: {"build": 16, ...}; missing queues: WorkerKind's
 
 # What goes into the execution's state from a failure: a line, and where the rest is.
 MAX_CAUSE = 1000
+# A traceback's last line, before the place of the whole: 20 versions x 8 distros x 2
+# architectures of them must fit the state (tests/test_aws_payload.py).
+MAX_TRACEBACK_LINE = 200
 MAX_SUMMARY_FAILURES = 20
 
 # Written last by `invoke upload-build` (releng.publish.COMPLETE): the upload is whole.
@@ -76,8 +79,9 @@ class Context:
 
 # ----------------------------------------------------------------- S3 layout
 # scratch (private):  <version>/source/<tarball>[.asc|SHA256SUMS...]
-#                     <version>/<distro>/<.changes, .deb, .dsc, ...>
-#                     logs/<execution>/<version>/<distro or "all">/<step>.log
+#                     <version>/<distro>/<arch>/<.changes, .deb, .dsc, ...>
+#                     logs/<execution>/<version>/<distro>/<arch>/<step>.log (builds)
+#                     logs/<execution>/<version>/all/<step>.log (the version's steps)
 # downloads (public): <prefix>/dists/<suite>/..., <prefix>/pool/..., <prefix>/source/<tarball>
 #                     <prefix>/.releng/releases/<version>.json (private: the release went public)
 
@@ -86,12 +90,14 @@ def scratch_source_prefix(version: Version) -> str:
     return f"{version.text}/source/"
 
 
-def scratch_build_prefix(version: Version, distro: str) -> str:
-    return f"{version.text}/{distro}/"
+def scratch_build_prefix(version: Version, distro: str, arch: str) -> str:
+    """One architecture's build of ``distro`` (releng.publish.flows.scratch_url)."""
+    return f"{version.text}/{distro}/{arch}/"
 
 
-def log_key(execution: str, version: str, distro: str, step: str) -> str:
-    return f"logs/{execution}/{version}/{distro or 'all'}/{step}.log"
+def log_key(execution: str, version: str, distro: str, step: str, arch: str = "") -> str:
+    part = f"{distro}/{arch}" if distro and arch else distro or "all"
+    return f"logs/{execution}/{version}/{part}/{step}.log"
 
 
 def _join(prefix: str, key: str) -> str:
@@ -121,14 +127,17 @@ def _read(s3: Any, bucket: str, key: str) -> bytes | None:
         raise
 
 
-def published_versions(ctx: Context, suite: str) -> set[tuple[str, str]]:
-    """(package, version) pairs in the downloads repository's Packages for ``suite``."""
+def published_versions(
+    ctx: Context, suite: str, arches: list[str] | None = None
+) -> set[tuple[str, str]]:
+    """(package, version) pairs in the downloads repository's Packages for ``suite``
+    (``arches``: those architectures' indexes only; default: every one)."""
     s3 = ctx.client("s3")
     bucket = ctx.setting(DOWNLOADS_BUCKET)
     prefix = ctx.settings.get(DOWNLOADS_PREFIX, "")
     found: set[tuple[str, str]] = set()
     for component in ctx.catalog.components:
-        for arch in ctx.catalog.architectures:
+        for arch in ctx.catalog.architectures if arches is None else arches:
             base = _join(prefix, f"dists/{suite}/{component}/binary-{arch}/Packages")
             data = _read(s3, bucket, base + ".gz")
             text = (
@@ -143,7 +152,8 @@ def published_versions(ctx: Context, suite: str) -> set[tuple[str, str]]:
     return found
 
 
-def _is_published(ctx: Context, version: Version, distro: str) -> bool:
+def _is_published(ctx: Context, version: Version, distro: str, arch: str) -> bool:
+    """Whether the suite's ``binary-<arch>`` index lists this build's main package."""
     info = ctx.catalog.distro(distro)
     suite = ctx.catalog.suites[0].format(
         codename=info.codename,
@@ -153,7 +163,7 @@ def _is_published(ctx: Context, version: Version, distro: str) -> bool:
         minor=version.minor if version.is_release else "",
     )
     wanted = (version.package_name(ctx.catalog.product), f"{version.text}-{info.pkgver}")
-    return wanted in published_versions(ctx, suite)
+    return wanted in published_versions(ctx, suite, [arch])
 
 
 # ------------------------------------------------------------------ handlers
@@ -173,7 +183,7 @@ def get_distros_for_version(event: Mapping[str, Any], ctx: Context) -> list[str]
 
 
 def _commands(
-    step: str, version: Version, distro: str, ctx: Context, *, distros: list[str]
+    step: str, version: Version, distro: str, ctx: Context, *, arch: str, distros: list[str]
 ) -> dict[str, Any]:
     """What a worker runs for ``step``, and what it fetches and uploads around it
     (``distros``: the version's distros in this execution)."""
@@ -190,11 +200,12 @@ def _commands(
             "fetch": [],
         }
     if step == S.MAKE_BINARY_PACKAGE:
-        # The tarball comes from scratch (an EC2 builder starts with an empty out/).
+        # The tarball comes from scratch (an EC2 builder starts with an empty out/). The
+        # worker's instance is of ``arch`` (its queue's launch template): a native build.
         return {
             "commands": [
-                ["invoke", "make-package", distro, "--version", v],
-                ["invoke", "upload-build", "--version", v, distro],
+                ["invoke", "make-package", distro, "--version", v, "--arch", arch],
+                ["invoke", "upload-build", "--version", v, "--arch", arch, distro],
             ],
             "uploads": [],
             "fetch": [source],
@@ -226,13 +237,15 @@ def _commands(
     )
 
 
-def _built_distros(event: Mapping[str, Any]) -> list[str]:
-    """Distros whose MakeBinaryPackage branch ended without a failure record."""
+def _built(event: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(distro, arch) of the builds whose MakeBinaryPackage branch ended without a failure
+    record (no records: every build of the plan)."""
     builds = event.get("builds")
     if not isinstance(builds, list):
-        return list(event.get("version", {}).get("distros", []))
+        matrix = event.get("version", {}).get("matrix", [])
+        return [(str(b["distro"]), str(b["arch"])) for b in matrix]
     return [
-        b["distro"]
+        (str(b["distro"]), str(b.get("arch") or ""))
         for b in builds
         if isinstance(b, dict) and not b.get("failed") and b.get("distro")
     ]
@@ -244,21 +257,25 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
     plan = event["version"]
     version = Version.parse(plan["version"])
     distro = str(event.get("distro") or "")
+    builds = step == S.MAKE_BINARY_PACKAGE
+    # the build's architecture (an input without one: product.toml's primary)
+    arch = str(event.get("arch") or ctx.catalog.architectures[0]) if builds else ""
     execution = str(event.get("execution") or "local")
-    built = _built_distros(event)
+    built = _built(event)
     task: dict[str, Any] = {
         "step": step,
         "version": version.text,
         "distro": distro,
+        **({"arch": arch} if builds else {}),
         "execution": execution,
         "log": {
             "bucket": ctx.setting(SCRATCH_BUCKET),
-            "key": log_key(execution, version.text, distro, step),
+            "key": log_key(execution, version.text, distro, step, arch),
         },
     }
 
     def skip(reason: str) -> dict[str, Any]:
-        log.info("skip %s %s %s: %s", step, version.text, distro or "-", reason)
+        log.info("skip %s %s %s %s: %s", step, version.text, distro or "-", arch or "-", reason)
         status.put_record(
             ctx.client("s3"), ctx.setting(SCRATCH_BUCKET), task, "skipped", reason=reason
         )
@@ -273,15 +290,15 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
         if _exists(s3, scratch, done):
             return skip(f"s3://{scratch}/{done} exists")
     elif step == S.MAKE_BINARY_PACKAGE:
-        done = scratch_build_prefix(version, distro) + COMPLETE
+        done = scratch_build_prefix(version, distro, arch) + COMPLETE
         if _exists(s3, scratch, done):
             return skip(f"built: s3://{scratch}/{done} exists")
-        if _is_published(ctx, version, distro):
+        if _is_published(ctx, version, distro, arch):
             return skip("already in the downloads repository")
     elif step == S.PUBLISH_BINARY_PACKAGES:
         if not built:
             return skip("no distro was built")
-        if all(_is_published(ctx, version, d) for d in built):
+        if all(_is_published(ctx, version, d, a) for d, a in built):
             return skip("every built distro is already in the downloads repository")
     elif step == S.PUBLISH_SOURCE_TARBALL:
         if version.is_nightly:
@@ -292,10 +309,30 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
             return skip(f"released: s3://{ctx.setting(DOWNLOADS_BUCKET)}/{key} exists")
     return {
         **task,
-        **_commands(step, version, distro, ctx, distros=[str(d) for d in plan.get("distros", [])]),
+        **(_build_queue(ctx, arch) if builds else {}),
+        **_commands(
+            step,
+            version,
+            distro,
+            ctx,
+            arch=arch,
+            distros=[str(d) for d in plan.get("distros", [])],
+        ),
         "run": True,
         "reason": "output missing",
     }
+
+
+def _build_queue(ctx: Context, arch: str) -> dict[str, str]:
+    """A build's queue is its architecture's (the Task state sends the task there)."""
+    queue = S.build_queue(arch)
+    urls = json.loads(ctx.setting(QUEUE_URLS))
+    if queue not in urls:
+        raise AwsError(
+            f"the stack has no {queue} queue (deployed before it existed); "
+            "redeploy with `invoke deploy-aws`"
+        )
+    return {"queue": queue, "queue_url": str(urls[queue])}
 
 
 def max_workers(ctx: Context) -> dict[str, int]:
@@ -425,11 +462,16 @@ def check_for_failures(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]
                     "step": d.get("step", ""),
                     "version": d.get("version", ""),
                     "distro": d.get("distro", ""),
+                    "arch": d.get("arch", ""),
                     "error": error.get("Error", ""),
                     "cause": error.get("Cause") or "",
                     "log": f"s3://{scratch}/"
                     + log_key(
-                        execution, d.get("version", ""), d.get("distro", ""), d.get("step", "")
+                        execution,
+                        d.get("version", ""),
+                        d.get("distro", ""),
+                        d.get("step", ""),
+                        d.get("arch", ""),
                     ),
                 }
             )
@@ -445,7 +487,7 @@ def check_for_failures(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]
         report = f"s3://{scratch}/{key}"
     shown = failures[:MAX_SUMMARY_FAILURES]
     summary = "; ".join(
-        f"{f['step']} {f['version']} {f['distro']}".strip()
+        f"{f['step']} {f['version']} {f['distro']} {f['arch']}".strip()
         + f": {f['error']} {f['cause'][:300]}".rstrip()
         for f in shown
     )
@@ -505,7 +547,7 @@ def _failure_cause(exc: BaseException, handler: str, execution: str, ctx: Contex
     if isinstance(exc, RelengError):
         return str(exc)[:MAX_CAUSE]
     text = traceback.format_exc()
-    line = (text.strip().splitlines() or [repr(exc)])[-1][: MAX_CAUSE // 2]
+    line = (text.strip().splitlines() or [repr(exc)])[-1][:MAX_TRACEBACK_LINE]
     scratch = ctx.settings.get(SCRATCH_BUCKET, "")
     if not scratch:
         return line

@@ -45,10 +45,11 @@ def normalise(
     """The plan for ``raw``: ``{"versions": [...], "steps": [...], "config": {...}}``."""
     if not isinstance(raw, Mapping):
         raise InputError(f"the execution input must be a JSON object, not {type(raw).__name__}")
-    unknown = sorted(set(raw) - {"versions", "distros", "steps", "config"})
+    unknown = sorted(set(raw) - {"versions", "distros", "architectures", "steps", "config"})
     if unknown:
         raise InputError(
-            f"unknown input keys: {', '.join(unknown)}; allowed: versions, distros, steps, config"
+            f"unknown input keys: {', '.join(unknown)}; "
+            "allowed: versions, distros, architectures, steps, config"
         )
     try:
         versions = [Version.parse(v) for v in _strings(raw, "versions")] or [Version.nightly(today)]
@@ -61,6 +62,7 @@ def normalise(
             f"unknown distro {', '.join(repr(b) for b in bad)}; valid distros: "
             + ", ".join(sorted(catalog.distros))
         )
+    arches = _architectures(_strings(raw, "architectures"), catalog)
     steps = _strings(raw, "steps")
     bad = [s for s in steps if s not in S.STEPS]
     if bad:
@@ -69,16 +71,21 @@ def normalise(
         )
     config = _config(raw.get("config") or {})
     selected = [s for s in S.STEPS if s in steps] if steps else list(S.STEPS)
-    return {
-        "versions": [
+    plans = []
+    for v in dict.fromkeys(versions):
+        chosen = distros_for_version(v, distros, catalog)
+        plans.append(
             {
                 "version": v.text,
                 "kind": v.kind.value,
-                "distros": distros_for_version(v, distros, catalog),
+                "distros": chosen,
+                # the Distros Map's items: one build per distro and architecture
+                "matrix": [{"distro": d, "arch": a} for d in chosen for a in arches],
                 "steps": selected,
             }
-            for v in dict.fromkeys(versions)
-        ],
+        )
+    return {
+        "versions": plans,
         "steps": selected,
         "config": config,
     }
@@ -88,6 +95,25 @@ def distros_for_version(version: Version, requested: Sequence[str], catalog: Cat
     """The distros built for ``version``: those requested, else the default targets."""
     del version  # every version builds the same targets today; the hook is here for branches
     return list(dict.fromkeys(requested)) if requested else list(catalog.targets)
+
+
+def _architectures(requested: list[str], catalog: Catalog) -> list[str]:
+    """The architectures built: those requested, else product.toml's (the catalog's), in
+    product.toml's order (the first is the primary: source and ``Architecture: all``)."""
+    bad = [a for a in requested if a not in catalog.architectures]
+    if bad:
+        raise InputError(
+            f"architecture {', '.join(repr(b) for b in bad)} is not in [repositories] "
+            f"architectures of product.toml ({', '.join(catalog.architectures)})"
+        )
+    chosen = [a for a in catalog.architectures if not requested or a in requested]
+    no_builders = [a for a in chosen if a not in S.BUILD_QUEUE_OF_ARCH]
+    if no_builders:
+        raise InputError(
+            f"no AWS builders for architecture {', '.join(no_builders)}; "
+            f"AWS builds {', '.join(S.BUILD_QUEUE_OF_ARCH)}"
+        )
+    return chosen
 
 
 def _config(raw: object) -> dict[str, Any]:
@@ -104,7 +130,7 @@ def _config(raw: object) -> dict[str, Any]:
         raise InputError(f"config 'timeouts' must be an object, not {given!r}")
     for queue, value in given.items():
         if queue not in timeouts:
-            raise InputError(f"unknown timeout {queue!r}; allowed: {', '.join(S.WORKER_QUEUES)}")
+            raise InputError(f"unknown timeout {queue!r}; allowed: {', '.join(S.DEFAULT_TIMEOUTS)}")
         timeouts[queue] = _positive_int(value, what=f"timeout {queue!r}")
     heartbeat = _positive_int(
         raw.get("heartbeat_seconds", S.DEFAULT_HEARTBEAT), what="heartbeat_seconds"

@@ -1,7 +1,8 @@
 """Step records and ``invoke aws-status``.
 
 Every step writes one small JSON record to the scratch bucket at
-``status/<execution>/<version>/<distro or all>/<step>.json``: prepare_task
+``status/<execution>/<version>/<distro>/<arch>/<step>.json`` (a build) or
+``status/<execution>/<version>/all/<step>.json`` (the version's steps): prepare_task
 writes ``skipped`` or ``queued``, the worker ``running`` then ``succeeded`` or
 ``failed`` with its instance, duration and log location. :func:`table` joins
 them with the execution's own state.
@@ -16,16 +17,19 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def record_key(execution: str, version: str, distro: str, step: str) -> str:
-    return f"status/{execution}/{version}/{distro or 'all'}/{step}.json"
+def record_key(execution: str, version: str, distro: str, step: str, arch: str = "") -> str:
+    part = f"{distro}/{arch}" if distro and arch else distro or "all"
+    return f"status/{execution}/{version}/{part}/{step}.json"
 
 
 def put_record(s3: Any, bucket: str, task: Mapping[str, Any], state: str, **extra: Any) -> None:
-    key = record_key(task["execution"], task["version"], task.get("distro") or "", task["step"])
+    distro, arch = task.get("distro") or "", task.get("arch") or ""
+    key = record_key(task["execution"], task["version"], distro, task["step"], arch)
     body = {
         "step": task["step"],
         "version": task["version"],
-        "distro": task.get("distro") or "",
+        "distro": distro,
+        "arch": arch,
         "state": state,
         "time": time.time(),
         **extra,
@@ -39,6 +43,7 @@ def put_record(s3: Any, bucket: str, task: Mapping[str, Any], state: str, **extr
 class Row:
     version: str
     distro: str
+    arch: str
     step: str
     state: str
     seconds: float | None
@@ -58,6 +63,7 @@ def rows(s3: Any, bucket: str, execution: str) -> list[Row]:
                 Row(
                     version=data["version"],
                     distro=data["distro"] or "-",
+                    arch=data.get("arch") or "-",
                     step=data["step"],
                     state=data["state"],
                     seconds=data.get("seconds"),
@@ -66,7 +72,7 @@ def rows(s3: Any, bucket: str, execution: str) -> list[Row]:
                 )
             )
     order = {"make-source-tarball": 0, "make-binary-package": 1, "publish-binary-packages": 2}
-    return sorted(out, key=lambda r: (r.version, order.get(r.step, 3), r.distro))
+    return sorted(out, key=lambda r: (r.version, order.get(r.step, 3), r.distro, r.arch))
 
 
 def table(execution: Mapping[str, Any], step_rows: list[Row]) -> list[str]:
@@ -74,9 +80,9 @@ def table(execution: Mapping[str, Any], step_rows: list[Row]) -> list[str]:
     lines = [f"{execution['name']}: {execution['status']}"]
     if execution.get("error") or execution.get("cause"):
         lines.append(f"  failed: {execution.get('error', '')}: {execution.get('cause', '')}")
-    head = ("VERSION", "DISTRO", "STEP", "STATE", "TIME", "INSTANCE", "DETAIL")
+    head = ("VERSION", "DISTRO", "ARCH", "STEP", "STATE", "TIME", "INSTANCE", "DETAIL")
     body = [
-        (r.version, r.distro, r.step, r.state, f"{r.seconds:.0f}s" if r.seconds is not None else "-",
+        (r.version, r.distro, r.arch, r.step, r.state, f"{r.seconds:.0f}s" if r.seconds is not None else "-",
          r.instance or "-", r.detail)
         for r in step_rows
     ]  # fmt: skip

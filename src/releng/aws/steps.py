@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from releng.errors import AwsError
+
 MAKE_SOURCE_TARBALL: Final = "make-source-tarball"
 MAKE_BINARY_PACKAGE: Final = "make-binary-package"
 PUBLISH_BINARY_PACKAGES: Final = "publish-binary-packages"
@@ -25,8 +27,12 @@ STEPS: Final = (
 # Worker queues: which queue a worker step's message goes to.
 TARBALL_QUEUE: Final = "tarball"
 BUILD_QUEUE: Final = "build"
+BUILD_ARM64_QUEUE: Final = "build_arm64"  # arm64 builds, natively on Graviton instances
 PUBLISH_QUEUE: Final = "publish"  # FIFO, one message group: one publisher at a time
-WORKER_QUEUES: Final = (TARBALL_QUEUE, BUILD_QUEUE, PUBLISH_QUEUE)
+WORKER_QUEUES: Final = (TARBALL_QUEUE, BUILD_QUEUE, BUILD_ARM64_QUEUE, PUBLISH_QUEUE)
+# make-binary-package's queue is its architecture's (prepare_task picks it; the others are
+# the step's own). Each builds natively: the same worker code on an instance of that arch.
+BUILD_QUEUE_OF_ARCH: Final = {"amd64": BUILD_QUEUE, "arm64": BUILD_ARM64_QUEUE}
 QUEUE_OF_STEP: Final = {
     MAKE_SOURCE_TARBALL: TARBALL_QUEUE,
     MAKE_BINARY_PACKAGE: BUILD_QUEUE,
@@ -62,6 +68,7 @@ class WorkerKind:
 
     queue: str
     instance_param: str  # the stack parameter holding its instance type
+    image_param: str = "ImageId"  # the stack parameter holding its AMI (of its architecture)
     disk_gb: int
     max_workers: int  # default pool size; [aws] max_workers overrides it
     permissions: tuple[str, ...]
@@ -80,6 +87,16 @@ WORKER_KINDS: Final = {
     BUILD_QUEUE: WorkerKind(
         queue=BUILD_QUEUE,
         instance_param="BuilderInstanceType",
+        disk_gb=256,
+        max_workers=16,
+        permissions=("scratch-read", "scratch-write"),
+    ),
+    # The same builder on Graviton: `make-package DISTRO --arch arm64` is the host's
+    # architecture there (no cross toolchain, no qemu).
+    BUILD_ARM64_QUEUE: WorkerKind(
+        queue=BUILD_ARM64_QUEUE,
+        instance_param="Arm64BuilderInstanceType",
+        image_param="Arm64ImageId",
         disk_gb=256,
         max_workers=16,
         permissions=("scratch-read", "scratch-write"),
@@ -110,6 +127,7 @@ MESSAGE_GROUPS: Final = {
 }
 
 # Defaults, in seconds (the earlier system's: tarball 30 min, build 4 h, publish 4 h).
+# Keyed by the step's own queue: "build" is every architecture's build deadline.
 DEFAULT_TIMEOUTS: Final = {TARBALL_QUEUE: 30 * 60, BUILD_QUEUE: 4 * 3600, PUBLISH_QUEUE: 4 * 3600}
 # A worker task's timeout runs from the moment its message is queued: it covers waiting for a
 # slot in the pool, the instance's boot and the work. The worker enforces the same deadline.
@@ -133,6 +151,16 @@ def handler_visibility(handler: str) -> int:
 
 def handler_state_timeout(handler: str) -> int:
     return handler_visibility(handler) + function_timeout(handler) + 60
+
+
+def build_queue(arch: str) -> str:
+    """The worker queue of ``arch``'s builds; an AwsError for one no worker kind builds."""
+    if arch not in BUILD_QUEUE_OF_ARCH:
+        raise AwsError(
+            f"no AWS builders for architecture {arch!r}; the build queues are for "
+            f"{', '.join(BUILD_QUEUE_OF_ARCH)} (releng.aws.steps.WORKER_KINDS)"
+        )
+    return BUILD_QUEUE_OF_ARCH[arch]
 
 
 def queue_key(name: str) -> str:

@@ -353,7 +353,7 @@ def _worker_roles(res: Json, script: str) -> None:
             "Type": "AWS::EC2::LaunchTemplate",
             "Properties": {
                 "LaunchTemplateData": {
-                    "ImageId": _ref("ImageId"),
+                    "ImageId": _ref(kind.image_param),  # an AMI of the kind's architecture
                     "InstanceType": _ref(kind.instance_param),
                     "IamInstanceProfile": {"Arn": _att(f"{_camel(queue)}WorkerProfile", "Arn")},
                     "InstanceInitiatedShutdownBehavior": "terminate",
@@ -528,8 +528,11 @@ def _state_machine(res: Json, definition: str) -> None:
             "StateMachineName": _ref("AWS::StackName"),
             "RoleArn": _att("StateMachineRole", "Arn"),
             "DefinitionString": definition,
+            # the queues the definition names (a build's queue comes from prepare_task)
             "DefinitionSubstitutions": {
-                S.queue_key(q): _ref(_queue_id(q)) for q in (*S.WORKER_QUEUES, *QUEUE_HANDLERS)
+                S.queue_key(q): _ref(_queue_id(q))
+                for q in (*S.WORKER_QUEUES, *QUEUE_HANDLERS)
+                if "${" + S.queue_key(q) + "}" in definition
             },
         },
     }
@@ -562,10 +565,16 @@ def template(definition: str, userdata: str) -> Json:
         "RepositoryUrl": {"Type": "String", "Description": "git URL of this packaging repository"},
         "Branch": {"Type": "String", "Default": "main"},
         "BuilderInstanceType": {"Type": "String", "Default": "c6i.4xlarge"},
+        "Arm64BuilderInstanceType": {
+            "Type": "String",
+            "Default": "c7g.4xlarge",
+            "Description": "the arm64 builders' instance type (Graviton)",
+        },
         "SmallInstanceType": {"Type": "String", "Default": "t3.small"},
-        # deploy-aws resolves [aws] ami (an AMI id or an SSM parameter name, by default
-        # Debian 12's latest) at each deploy and passes the id.
+        # deploy-aws resolves [aws] ami and arm64_ami (AMI ids or SSM parameter names, by
+        # default Debian 12's latest for amd64 and arm64) at each deploy and passes the ids.
         "ImageId": {"Type": "AWS::EC2::Image::Id"},
+        "Arm64ImageId": {"Type": "AWS::EC2::Image::Id"},
         # Networking: empty lists use the default VPC (its subnets give public IPs). Subnets
         # of another VPC need a route out (NAT or public IPs): workers reach git, apt and AWS.
         "SubnetIds": {"Type": "CommaDelimitedList", "Default": ""},

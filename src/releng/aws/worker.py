@@ -112,7 +112,9 @@ class Worker:
         token = body["token"]
         task = body["task"]
         heartbeat = int(body.get("heartbeat_seconds") or 600)
-        name = f"{task['step']} {task['version']} {task.get('distro') or ''}".strip()
+        name = " ".join(
+            str(task.get(k) or "") for k in ("step", "version", "distro", "arch") if task.get(k)
+        )
         deadline = _deadline(message, body)
         if deadline is not None and time.time() >= deadline:
             log.warning("worker %s: %s is past its deadline; dropping it", self.instance, name)

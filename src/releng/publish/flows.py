@@ -262,9 +262,49 @@ SCRATCH_SOURCE = "source"  # s3://<scratch>/<version>/source/: not a distro id
 COMPLETE = ".releng-complete.json"  # written last by upload-build: the build's file list
 
 
-def scratch_url(bucket: str, version: Version, part: str) -> S3Url:
-    """``s3://<scratch>/<version>/<distro or 'source'>``."""
-    return S3Url(bucket, f"{version.text}/{part}")
+def scratch_url(bucket: str, version: Version, part: str, arch: str = "") -> S3Url:
+    """``s3://<scratch>/<version>/source`` or one architecture's build of a distro,
+    ``s3://<scratch>/<version>/<distro>/<arch>``: each architecture's part has its own files
+    and completion marker, so builds of one distro on two machines never overwrite each
+    other, and the publish collects every complete part."""
+    return S3Url(bucket, f"{version.text}/{part}" + (f"/{arch}" if arch else ""))
+
+
+def build_files(project: Project, version: Version, distro: str, arch: str) -> dict[str, Path]:
+    """The files of ``arch``'s build in ``out/<version>/<distro>/`` (which may hold other
+    architectures' builds too): its stamp (``build.json`` for the primary architecture,
+    ``build-<arch>.json`` for the others: releng.build.Target.stamp), its log and the files
+    the stamp lists. A directory with no stamp at all (packages put there by hand) is the
+    primary architecture's as a whole."""
+    architectures = project.config.repositories.architectures
+    if arch not in architectures:
+        raise PublishError(
+            f"architecture {arch} is not in [repositories] architectures of product.toml "
+            f"({', '.join(architectures)})"
+        )
+    primary = arch == architectures[0]
+    build = project.build_dir(version, distro)
+    stamp, log_name = (
+        ("build.json", "build.log") if primary else (f"build-{arch}.json", f"build-{arch}.log")
+    )
+    made = f"run `invoke make-package {distro} --version {version} --arch {arch}` first"
+    if not build.is_dir():
+        raise PublishError(f"no build output in {build}; {made}")
+    if not any(build.glob("build*.json")) and primary:
+        return {
+            p.relative_to(build).as_posix(): p
+            for p in sorted(build.rglob("*"))
+            if p.is_file() and not any(s.startswith(".") for s in p.relative_to(build).parts)
+        }
+    try:
+        listed = json.loads((build / stamp).read_text(encoding="utf-8")).get("files") or []
+    except (OSError, ValueError, AttributeError):
+        raise PublishError(f"no complete {arch} build in {build} (no {stamp}); {made}") from None
+    names = [stamp, *([log_name] if (build / log_name).is_file() else []), *map(str, listed)]
+    missing = [n for n in names if not (build / n).is_file()]
+    if missing:
+        raise PublishError(f"the {arch} build in {build} lacks {', '.join(missing)}; {made}")
+    return {n: build / n for n in names}
 
 
 def source_files(project: Project, version: Version) -> list[Path]:
@@ -285,10 +325,12 @@ def upload_build(
     part: str,
     *,
     scratch: str,
+    arch: str = "",
     dry_run: bool = False,
 ) -> list[str]:
-    """``upload-build``: put one build's outputs (or, for ``source``, the source tarball and
-    its signature and checksums) into the private scratch bucket.
+    """``upload-build``: put one architecture's build (``arch``, default: the primary one)
+    or, for ``source``, the source tarball and its signature and checksums, into the private
+    scratch bucket.
 
     The file list with sha256s goes last (``.releng-complete.json``): update-repos takes
     only complete builds, and checks every file it downloads against that list.
@@ -305,21 +347,14 @@ def upload_build(
             )
     else:
         project.distro(part)  # a DistroError names the known distros
-        build = project.build_dir(version, part)
-        files = (
-            {
-                p.relative_to(build).as_posix(): p
-                for p in sorted(build.rglob("*"))
-                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(build).parts)
-            }
-            if build.is_dir()
-            else {}
-        )
+        arch = arch or project.config.repositories.architectures[0]
+        files = build_files(project, version, part, arch)
         if not files:
             raise PublishError(
-                f"no build output in {build}; run `invoke make-package {part} --version {version}` first"
+                f"no build output in {project.build_dir(version, part)}; run "
+                f"`invoke make-package {part} --version {version} --arch {arch}` first"
             )
-    dest = scratch_url(scratch, version, part)
+    dest = scratch_url(scratch, version, part, "" if part == SCRATCH_SOURCE else arch)
     listing = {rel: sha256_file(path) for rel, path in files.items()}
     if dry_run:
         return sorted(listing)
@@ -343,19 +378,21 @@ def upload_build(
     return sorted(listing)
 
 
-def scratch_builds(client: S3Client, scratch: str, version: Version) -> dict[str, dict[str, str]]:
-    """The complete builds of ``version`` in scratch: distro id -> {file: sha256}."""
+def scratch_builds(
+    client: S3Client, scratch: str, version: Version
+) -> dict[str, dict[str, dict[str, str]]]:
+    """The complete builds of ``version`` in scratch: distro id -> arch -> {file: sha256}."""
     root = S3Url(scratch, version.text)
-    builds: dict[str, dict[str, str]] = {}
+    builds: dict[str, dict[str, dict[str, str]]] = {}
     with s3_errors("look for builds in scratch", root):
         for obj in list_keys(client, scratch, root.key_prefix):
-            rel = root.rel(obj["Key"])
-            part, _, name = rel.partition("/")
-            if name != COMPLETE or part == SCRATCH_SOURCE:
+            parts = root.rel(obj["Key"]).split("/")
+            if len(parts) != 3 or parts[2] != COMPLETE or parts[0] == SCRATCH_SOURCE:
                 continue
             data = get_bytes(client, scratch, obj["Key"]) or b"{}"
-            builds[part] = dict(json.loads(data).get("files", {}))
-    return builds
+            files = dict(json.loads(data).get("files", {}))
+            builds.setdefault(parts[0], {})[parts[1]] = files
+    return {d: dict(sorted(arches.items())) for d, arches in sorted(builds.items())}
 
 
 def _download_verified(client: S3Client, src: S3Url, files: dict[str, str], dest_dir: Path) -> None:
@@ -448,7 +485,7 @@ def _remote_only(work: Path) -> dict[str, str]:
 
 def _builds_to_include(
     project: Project, client: S3Client, scratch: str, version: Version
-) -> tuple[dict[str, dict[str, str]], dict[str, Distro]]:
+) -> tuple[dict[str, dict[str, dict[str, str]]], dict[str, Distro]]:
     """The complete Debian builds of ``version`` in scratch; an error when there are none."""
     if not scratch:
         raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
@@ -468,10 +505,13 @@ def _builds_to_include(
     return builds, distros
 
 
-def _delete_scratch(client: S3Client, scratch: str, version: Version, distro_ids: list[str]) -> int:
+def _delete_scratch(
+    client: S3Client, scratch: str, version: Version, parts: list[tuple[str, str]]
+) -> int:
+    """Remove the published (distro, arch) builds; a part uploaded meanwhile stays."""
     deleted = 0
-    for distro_id in distro_ids:
-        src = scratch_url(scratch, version, distro_id)
+    for distro_id, arch in parts:
+        src = scratch_url(scratch, version, distro_id, arch)
         with s3_errors("remove published builds from scratch", src):
             keys = [o["Key"] for o in list_keys(client, scratch, src.key_prefix)]
             # the completion marker first: a half-deleted build is never taken again
@@ -501,7 +541,7 @@ def update_repos(
 ) -> UpdateResult:
     """``update-repos --dest``: scratch builds of ``version`` -> the public repository.
 
-    1. find the complete builds in ``s3://<scratch>/<version>/<distro>/`` (none: error,
+    1. find the complete builds in ``s3://<scratch>/<version>/<distro>/<arch>/`` (none: error,
        nothing changed); 2. take the destination's lock, then pull the repository's
        state and ``dists/`` (so a publisher with an empty disk works, and a concurrent
        publisher's packages are never lost); 3. include the builds with the apt
@@ -523,16 +563,21 @@ def update_repos(
         added: list[str] = []
         with tempfile.TemporaryDirectory(prefix="releng-builds-") as tmp:
             repository = apt.Repository(work, settings, signer)
-            for distro_id, files in builds.items():
+            for distro_id, arches in builds.items():
+                # every architecture's part into one directory, as out/<V>/<DISTRO>/ locally
                 build_dir = Path(tmp) / distro_id
-                src = scratch_url(scratch, version, distro_id)
-                with s3_errors("download a build from scratch", src):
-                    _download_verified(dest.s3, src, files, build_dir)
+                for arch, files in arches.items():
+                    src = scratch_url(scratch, version, distro_id, arch)
+                    with s3_errors("download a build from scratch", src):
+                        _download_verified(dest.s3, src, files, build_dir)
                 d = distros[distro_id]
                 suites = project.config.suites_for(
                     codename=d.codename, distro=d.id, version=version
                 )
-                log.info("including %s of %s into %s", distro_id, version, ", ".join(suites))
+                log.info(
+                    "including %s (%s) of %s into %s",
+                    distro_id, ", ".join(arches), version, ", ".join(suites),
+                )  # fmt: skip
                 result = repository.include(suites, [build_dir])
                 included[distro_id] = tuple(suites)
                 added += result.added
@@ -553,7 +598,8 @@ def update_repos(
         publish = PublishResult(sync=sync, indices=_after_sync(dest, indices=True))
     finally:
         lock.release()
-    deleted = 0 if keep_scratch else _delete_scratch(dest.s3, scratch, version, list(builds))
+    parts = [(d, a) for d, arches in builds.items() for a in arches]
+    deleted = 0 if keep_scratch else _delete_scratch(dest.s3, scratch, version, parts)
     return UpdateResult(
         publish=publish, included=included, added=tuple(added), scratch_deleted=deleted
     )

@@ -128,26 +128,32 @@ def publish_release_source(  # noqa: PLR0917  (invoke passes task arguments posi
         "distro": "the distro id whose build to upload (distros/<id>), or 'source' for the "
         "source tarball",
         "version": "the version that was built (default: tonight's nightly)",
+        "arch": "the architecture whose build to upload (default: the host's, as make-package)",
         "dry_run": "list the files, upload nothing",
     }
 )
-def upload_build(c: Context, distro: str, version: str = "", dry_run: bool = False) -> None:
+def upload_build(
+    c: Context, distro: str, version: str = "", arch: str = "", dry_run: bool = False
+) -> None:
     """Put one build's outputs into the private scratch bucket (workers run this)."""
+    from releng.arch import host_architecture
     from releng.publish import flows as publish
     from releng.publish.sync import s3_client
 
     proj = project(c)
     ver = Version.parse_or_nightly(version or None)
     scratch = proj.config.publish.scratch_bucket
+    arch = "" if distro == publish.SCRATCH_SOURCE else arch or host_architecture()
     files = publish.upload_build(
         s3_client(region=proj.config.publish.region or None),
         proj,
         ver,
         distro,
         scratch=scratch,
+        arch=arch,
         dry_run=dry_run,
     )
-    where = publish.scratch_url(scratch or "SCRATCH", ver, distro)
+    where = publish.scratch_url(scratch or "SCRATCH", ver, distro, arch)
     out(f"{'would upload' if dry_run else 'uploaded'} {len(files)} file(s) to {where}/")
 
 
