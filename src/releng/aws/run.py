@@ -69,10 +69,12 @@ def _raw(
     distros: Sequence[str],
     steps: Sequence[str],
     config: Mapping[str, Any] | None,
+    architectures: Sequence[str] = (),
 ) -> dict[str, Any]:
     return {
         "versions": list(versions),
         "distros": list(distros),
+        **({"architectures": list(architectures)} if architectures else {}),
         "steps": list(steps),
         "config": dict(config or {}),
     }
@@ -85,9 +87,11 @@ def check(
     distros: Sequence[str] = (),
     steps: Sequence[str] = (),
     config: Mapping[str, Any] | None = None,
+    architectures: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The plan for this input, or an InputError; no AWS call (the invoke tasks run it first)."""
-    return request.normalise(_raw(versions, distros, steps, config), Catalog.from_project(project))
+    raw = _raw(versions, distros, steps, config, architectures)
+    return request.normalise(raw, Catalog.from_project(project))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,10 +110,18 @@ def start(
     distros: Sequence[str] = (),
     steps: Sequence[str] = (),
     config: Mapping[str, Any] | None = None,
+    architectures: Sequence[str] = (),
 ) -> Started:
     """Validate everything, then start one execution. Nothing starts when anything is wrong."""
-    raw = _raw(versions, distros, steps, config)
-    plan = check(project, versions=versions, distros=distros, steps=steps, config=config)
+    raw = _raw(versions, distros, steps, config, architectures)
+    plan = check(
+        project,
+        versions=versions,
+        distros=distros,
+        steps=steps,
+        config=config,
+        architectures=architectures,
+    )
     stack = load_stack(aws.client("cloudformation"), project.config.aws.stack_name)
     check_product_toml(project, stack)
     name = execution_name([v["version"] for v in plan["versions"]])

@@ -23,19 +23,21 @@ def _build(
     *,
     fake_ec2: bool,
     timeout: int,
+    arches: str = "",
 ) -> None:
     from releng.aws import run
 
     proj = project(c)
     config = {"fake_ec2": True} if fake_ec2 else {}
-    run.check(proj, versions=versions, distros=_split(distros), steps=_split(steps), config=config)
+    wanted = {"distros": _split(distros), "steps": _split(steps), "architectures": _split(arches)}
+    run.check(proj, versions=versions, config=config, **wanted)
     aws = run.connect(proj, os.environ)
-    started = run.start(
-        proj, aws, versions=versions, distros=_split(distros), steps=_split(steps), config=config
-    )
+    started = run.start(proj, aws, versions=versions, config=config, **wanted)
     for v in started.plan["versions"]:
+        built = list(dict.fromkeys(b["arch"] for b in v["matrix"]))
         out(
-            f"{v['version']} ({v['kind']}): {', '.join(v['distros'])}; steps: {', '.join(v['steps'])}"
+            f"{v['version']} ({v['kind']}): {', '.join(v['distros'])} x {', '.join(built)}; "
+            f"steps: {', '.join(v['steps'])}"
         )
     out(f"started {started.arn}")
     if not fake_ec2:
@@ -54,6 +56,8 @@ def _build(
         "versions": "versions, comma or space separated (X.Y.Z releases, YYYY.MM.DD nightlies); "
         "default: tonight's nightly",
         "distros": "distros to build, comma separated; default: distros/TARGETS",
+        "arches": "architectures to build, comma separated; default: product.toml's "
+        "[repositories] architectures (arm64 builds run on Graviton instances)",
         "steps": "steps to run, comma separated (make-source-tarball, make-binary-package, "
         "publish-binary-packages, publish-source-tarball, update-indices, invalidate-cloudfront); default: all",
         "fake_ec2": _FAKE,
@@ -67,9 +71,11 @@ def build_on_aws(  # noqa: PLR0917  (invoke maps parameters to options)
     steps: str = "",
     fake_ec2: bool = False,
     timeout: int = 6 * 3600,
+    arches: str = "",
 ) -> None:
-    """Start a Step Functions execution: versions x distros, tarball, packages, publish."""
-    _build(c, _split(versions), distros, steps, fake_ec2=fake_ec2, timeout=timeout)
+    """Start a Step Functions execution: versions x distros x architectures, tarball, packages,
+    publish."""
+    _build(c, _split(versions), distros, steps, fake_ec2=fake_ec2, timeout=timeout, arches=arches)
 
 
 @task(
