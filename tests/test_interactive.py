@@ -15,7 +15,7 @@ import pytest
 from releng.build import LABEL_PROJECT
 from releng.engine import Engine
 from releng.project import Project
-from tests.fixtures.project import REPO_ROOT
+from tests.fixtures.project import REPO_ROOT, git
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -132,3 +132,73 @@ def test_interactive_xenial_opens_a_shell_on_16_04(
     )
     assert "os=[16.04]" in screen, screen
     assert code == 0, screen
+
+
+def _interactive(*args: str) -> list[str]:
+    return [sys.executable, "-m", "invoke", "-r", str(REPO_ROOT), "interactive", *args]
+
+
+def test_interactive_arm64_cross_and_emulated(
+    engine: Engine, base_image: Callable[[str], str], project_copy: Project
+) -> None:
+    """`--arch arm64`: the cross builder (this host's architecture, with the arm64 toolchain
+    and what a build would run in its environment) or, `--mode emulated`, the arm64 builder
+    itself through qemu. The images are the ones make-package --arch arm64 uses."""
+    from releng.images.foreign import ensure_foreign_base_image
+
+    root = project_copy.root
+    product = root / "product.toml"
+    text = product.read_text()
+    product.write_text(
+        text.replace('architectures = ["amd64"]', 'architectures = ["amd64", "arm64"]', 1)
+    )
+    git(root, "commit", "-q", "-am", "amd64 and arm64")
+    base_image("debian-12-bookworm")
+    project = Project.load(root)
+    ensure_foreign_base_image(
+        engine, project, project.distro("debian-12-bookworm"), "arm64", env=os.environ, pull=False
+    )
+    env = {**os.environ, "RELENG_ROOT": str(root), "TERM": "dumb"}
+    typed = (
+        b'echo "dpkg=[$(dpkg --print-architecture)] host=[$HOST_ARCH] mode=[$BUILD_MODE] '
+        b'args=[$DPKG_BUILDPACKAGE_ARGS] cc=[$(command -v aarch64-linux-gnu-gcc)]"; exit 0\n'
+    )
+    common = ("debian-12-bookworm", "--version", "2026.11.20", "--arch", "arm64")
+    code, screen = run_in_pty(_interactive(*common), env, typed)
+    assert code == 0, screen
+    assert "(builder image, arm64, cross)" in screen, screen
+    assert (
+        "dpkg=[amd64] host=[arm64] mode=[cross] args=[-B --host-arch=arm64 -Pcross,nocheck] "
+        "cc=[/usr/bin/aarch64-linux-gnu-gcc]"
+    ) in screen, screen
+    code, screen = run_in_pty(_interactive(*common, "--mode", "emulated"), env, typed)
+    assert code == 0, screen
+    assert "dpkg=[arm64] host=[arm64] mode=[emulated] args=[-B] cc=[" in screen, screen
+    leftover = engine.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={root}"})
+    assert leftover == []
+
+
+@pytest.mark.parametrize(
+    ("arch", "message"),
+    [
+        ("arm64", "error: architecture arm64 is not in [repositories] architectures of "),
+        ("sparc99", "error: unknown architecture 'sparc99': dpkg does not know it"),
+    ],
+)
+def test_interactive_refuses_a_bad_architecture_in_one_line(
+    project_copy: Project, arch: str, message: str
+) -> None:
+    """Before anything else (even the terminal check): nothing is made."""
+    proc = subprocess.run(
+        _interactive("debian-12-bookworm", "--arch", arch),
+        env={**os.environ, "RELENG_ROOT": str(project_copy.root)},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (Path(project_copy.root) / "out").exists()

@@ -6,6 +6,11 @@ The shell gets the same read-only mounts as a build (the repository at
 as a build of ``version``, network (to ``apt-get install gdb``), and
 ``seccomp=unconfined`` so that gdb and strace work. ``--from-failed`` opens the
 image that ``make-package --keep`` committed from a failed build instead.
+
+``--arch`` (and ``--mode``) choose the builder as ``make-package`` does: for another
+architecture than the host's, the cross builder (the host's image with the cross toolchain;
+``HOST_ARCH`` and ``DPKG_BUILDPACKAGE_ARGS`` say what a build would run) or the emulated one
+(the architecture's own image, every program run through qemu-user-static).
 """
 
 from __future__ import annotations
@@ -61,11 +66,14 @@ def interactive_spec(
     *,
     env: Mapping[str, str],
     from_failed: bool = False,
+    arch: str | None = None,
+    mode: str | None = None,
     command: Sequence[str] = ("bash", "-l"),
 ) -> ContainerSpec:
-    """The container an interactive session runs in (plain data; nothing started)."""
+    """The container an interactive session runs in (plain data; nothing started).
+    ``arch`` (default: the host's) and ``mode``: :func:`releng.build.resolve_target`."""
     distro = project.distro(distro_id)
-    plan = plan_build(engine, project, distro, version, env=env, force=True)
+    plan = plan_build(engine, project, distro, version, env=env, force=True, arch=arch, mode=mode)
     image = plan.builder.id
     if from_failed:
         image = failed_image(project, distro_id)

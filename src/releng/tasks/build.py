@@ -168,22 +168,35 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
         "distro": 'a distro directory name; "" for the first of distros/TARGETS',
         "version": "the version whose build environment to set up (default: today's nightly)",
         "from_failed": "open the image `make-package --keep` committed from the last failed build",
+        "arch": "the architecture whose builder to open (default: the host's), as make-package",
+        "mode": "for another architecture: cross (the cross builder) or emulated (its own "
+        "image through qemu); default as make-package",
     },
     # invoke has no optional positionals (it fills one only while its value is None and
     # requires it at the end), so DISTRO is positional and "" means the first target.
     positional=["distro"],
 )
-def interactive(
-    c: Context, distro: str | None = None, version: str = "", from_failed: bool = False
+def interactive(  # noqa: PLR0917  (invoke maps parameters to options)
+    c: Context,
+    distro: str | None = None,
+    version: str = "",
+    from_failed: bool = False,
+    arch: str = "",
+    mode: str = "",
 ) -> None:
     """Open a shell in DISTRO's builder image with the build's mounts (seccomp=unconfined for gdb)."""
+    from releng.build import resolve_target
     from releng.engine import Engine
     from releng.interactive import attach, interactive_spec, require_terminal
     from releng.version import Version
 
-    require_terminal()
     proj = project(c)
     distro = distro or proj.targets()[0]
+    # bad input first, in one line, before the terminal check and any image is made
+    target = resolve_target(
+        proj, proj.distro(distro), arch=arch or None, mode=mode or None, env=os.environ
+    )
+    require_terminal()
     engine = Engine.from_env(os.environ)
     spec = interactive_spec(
         engine,
@@ -192,8 +205,13 @@ def interactive(
         Version.parse_or_nightly(version),
         env=os.environ,
         from_failed=from_failed,
+        arch=target.arch,
+        mode=mode or None,
     )
-    note(f"shell in {distro} ({'failed build' if from_failed else 'builder image'}); exit to leave")
+    what = "failed build" if from_failed else "builder image"
+    if target.foreign:
+        what += f", {target.arch}, {target.mode}"
+    note(f"shell in {distro} ({what}); exit to leave")
     code = attach(engine, spec)
     if code:
         raise Exit(code=code)
