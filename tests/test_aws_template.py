@@ -264,3 +264,31 @@ def test_product_toml_must_name_the_stacks_buckets(make_project):
     fixed = make_project(lines + "\n", name="fixed")
     deploy.check_product_toml(fixed, stack)
     assert fixed.config.publish.cloudfront_distribution == "E123"
+
+
+def test_stack_parameters_carry_the_arm64_builders_settings() -> None:
+    """[aws] arm64_instance_type and arm64_ami reach the Graviton launch template's
+    parameters; an AMI that is neither an id nor an SSM name is one line naming the key."""
+    import dataclasses
+
+    from releng.aws import deploy
+    from releng.errors import AwsError
+    from releng.project import Project
+
+    config = Project.load(ROOT).config
+    params = deploy.parameters_from(config, repository_url="https://example.com/p.git")
+    assert params["Arm64BuilderInstanceType"] == "c7g.4xlarge"
+    assert params["Arm64ImageId"] == "/aws/service/debian/release/12/latest/arm64"
+    aws = dataclasses.replace(config.aws, arm64_instance_type="m7g.large", arm64_ami="debian")
+    with pytest.raises(AwsError, match=r"\[aws\] arm64_ami = 'debian' is neither an AMI id"):
+        deploy.parameters_from(
+            dataclasses.replace(config, aws=aws), repository_url="https://example.com/p.git"
+        )
+    aws = dataclasses.replace(aws, arm64_ami="ami-0a64b6b0e1d3c5f27")
+    params = deploy.parameters_from(
+        dataclasses.replace(config, aws=aws), repository_url="https://example.com/p.git"
+    )
+    assert (params["Arm64BuilderInstanceType"], params["Arm64ImageId"]) == (
+        "m7g.large",
+        "ami-0a64b6b0e1d3c5f27",
+    )

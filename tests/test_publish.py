@@ -13,6 +13,7 @@ import pytest
 
 from releng.errors import LockError, PublishError
 from releng.gpg import Signer
+from releng.project import Project
 from releng.publish.flows import (
     COMPLETE,
     Destination,
@@ -210,6 +211,48 @@ def test_upload_build_refuses_a_missing_build(buckets, project_copy) -> None:
     _url, scratch = buckets
     with pytest.raises(PublishError, match=r"no build output in .*invoke make-package"):
         upload_build(s3_client(), project_copy, Version.parse("1.0.0"), DISTRO, scratch=scratch)
+
+
+def test_upload_build_takes_one_architectures_part(buckets, project_copy) -> None:
+    """out/<V>/<DISTRO>/ holds every architecture's build; upload-build --arch takes one:
+    its stamp and the files it lists, into <V>/<DISTRO>/<arch>/ with its own marker."""
+    _url, scratch = buckets
+    client = s3_client()
+    product = project_copy.root / "product.toml"
+    product.write_text(
+        product.read_text().replace(
+            'architectures = ["amd64"]', 'architectures = ["amd64", "arm64"]', 1
+        )
+    )
+    project = Project.load(project_copy.root)
+    version = Version.parse("1.0.0")
+    out = project.build_dir(version, DISTRO)
+    out.mkdir(parents=True)
+    amd64 = make_deb(out, "tally", f"1.0.0-1~{SUITE}")
+    (out / "build.json").write_text(json.dumps({"files": [amd64.name]}))
+    (out / "build.log").write_text("the amd64 build\n")
+    arm64 = make_deb(out, "tally", f"1.0.0-1~{SUITE}", arch="arm64")  # no stamp yet
+    with pytest.raises(
+        PublishError,
+        match=r"no complete arm64 build in .* \(no build-arm64\.json\); run `invoke "
+        rf"make-package {DISTRO} --version 1\.0\.0 --arch arm64` first",
+    ):
+        upload_build(client, project, version, DISTRO, scratch=scratch, arch="arm64")
+    with pytest.raises(PublishError, match=r"architecture riscv64 is not in \[repositories\]"):
+        upload_build(client, project, version, DISTRO, scratch=scratch, arch="riscv64")
+    assert upload_build(client, project, version, DISTRO, scratch=scratch, arch="amd64") == sorted(
+        ["build.json", "build.log", amd64.name]
+    )
+    (out / "build-arm64.json").write_text(json.dumps({"files": [arm64.name]}))
+    assert upload_build(client, project, version, DISTRO, scratch=scratch, arch="arm64") == [
+        "build-arm64.json",
+        arm64.name,
+    ]
+    parts = scratch_builds(client, scratch, version)[DISTRO]
+    assert {a: sorted(f) for a, f in parts.items()} == {
+        "amd64": sorted(["build.json", "build.log", amd64.name]),
+        "arm64": ["build-arm64.json", arm64.name],
+    }
 
 
 def test_publish_source(moto_server, buckets, project_copy) -> None:
