@@ -150,9 +150,11 @@ def test_release_end_to_end_then_rerun_builds_nothing(moto_server, e2e, gpg_key,
     assert status.returncode == 0, status.stderr
     assert f"{started.name}: SUCCEEDED" in status.stdout
     rows = [line.split() for line in status.stdout.splitlines()]
-    built = [r for r in rows if r[:3] in (["1.0.0", d, "make-binary-package"] for d in DISTROS)]
-    assert [r[3] for r in built] == ["succeeded", "succeeded"], status.stdout
-    assert all(r[4].endswith("s") and r[5].startswith("local-build-") for r in built), status.stdout
+    built = [
+        r for r in rows if r[:4] in (["1.0.0", d, "amd64", "make-binary-package"] for d in DISTROS)
+    ]
+    assert [r[4] for r in built] == ["succeeded", "succeeded"], status.stdout
+    assert all(r[5].endswith("s") and r[6].startswith("local-build-") for r in built), status.stdout
 
     # Resume: the same input again does no build and publishes nothing new.
     deploy.deploy_dev(aws.client, REPO, proj.config.aws.stack_name)  # moto: see test_aws_pipeline
