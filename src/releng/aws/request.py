@@ -1,9 +1,9 @@
 """The execution input: validated once in the invoke task and again in ParseInput.
 
 Pure logic, no AWS calls: :func:`normalise` turns what a user asked for
-(versions, distros, steps, optional timeouts) into the plan the state machine
-maps over, or raises :class:`InputError` with one line naming the bad value
-and the valid ones.
+(versions, distros, architectures, steps, optional timeouts) into the plan the
+state machine maps over (a build per version, distro and architecture), or
+raises :class:`InputError` with one line naming the bad value and the valid ones.
 """
 
 from __future__ import annotations

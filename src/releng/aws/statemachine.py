@@ -9,8 +9,9 @@ else, so the definition that runs in the end-to-end test is the deployed one.
 Every task is ``arn:aws:states:::sqs:sendMessage.waitForTaskToken``:
 
 * worker steps go to the tarball, build and publish queues, where EC2 workers
-  (:mod:`releng.aws.worker`) take them; their timeouts come from
-  ``$.config`` so a test can make them short;
+  (:mod:`releng.aws.worker`) take them; a build goes to its architecture's queue
+  (``build``, ``build_arm64``: Graviton instances), which prepare_task names; their
+  timeouts come from ``$.config`` so a test can make them short;
 * handler steps go to one queue per handler, consumed on AWS by that handler's
   Lambda function through an SQS event source mapping. Both AWS and moto's
   executor run this pattern; moto cannot run Lambda code here (its runtime
