@@ -318,12 +318,13 @@ def _setup_failure(
     if inputs.get("cross") and any(ln.startswith(NO_PORTS) for ln in lines):
         arch = inputs["architecture"]
         mirror = project.config.images.ubuntu_ports_mirror
+        ports = f"{mirror} cannot be reached" if mirror else "is empty"
         return (
             f"{distro.id}: cannot cross-build for {arch}: the Build-Depends ({depends}) need "
-            f"{arch} packages, which only Ubuntu's ports archive has, and no ports mirror is "
-            f"reachable ([images] ubuntu_ports_mirror: {mirror or 'empty'}): "
-            f"{unsatisfiable[-1] if unsatisfiable else 'see the log'}; set ubuntu_ports_mirror "
-            "in product.toml to a reachable mirror of ubuntu-ports"
+            f"{arch} packages, which only Ubuntu's ports archive has, and [images] "
+            f"ubuntu_ports_mirror {ports}"
+            f"{': ' + unsatisfiable[-1] if unsatisfiable else ''}; set ubuntu_ports_mirror in "
+            "product.toml to a reachable mirror of ubuntu-ports"
         )
     if unsatisfiable and inputs.get("cross"):
         arch = inputs["architecture"]

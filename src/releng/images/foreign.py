@@ -78,10 +78,18 @@ def ensure_foreign_base_image(
                 return _pull(engine, reference, info)
             except ImageError as exc:
                 tried.append(f"pull failed ({exc})")
-    if distro.bootstrappable:
+    if distro.bootstrappable and distro.family == "ubuntu":
+        # Its other architectures are on ports, which may be out of reach: said with the rest.
+        check_emulation(arch, env)
+        try:
+            return bootstrap_foreign_image(engine, project, distro, arch)
+        except ImageError as exc:
+            tried.append(f"bootstrap failed ({str(exc).removeprefix(f'{distro.id}: ')})")
+    elif distro.bootstrappable:
         check_emulation(arch, env)  # mmdebstrap's second stage runs arm64 programs
         return bootstrap_foreign_image(engine, project, distro, arch)
-    tried.append(f"bootstrap not possible ({distro.id} is not a Debian suite mmdebstrap makes)")
+    else:
+        tried.append(f"bootstrap not possible ({distro.id} is not a Debian suite mmdebstrap makes)")
     raise ImageError(
         f"no base image {reference} for {distro.id} on {arch}: {'; '.join(tried)}; load it "
         f"(`docker load -i FILE`, or `docker pull --platform {info.platform} {reference}` where a "
