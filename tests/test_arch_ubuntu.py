@@ -21,6 +21,7 @@ import pytest
 from releng.build import make_package
 from releng.errors import ImageError
 from releng.images.builder import builder_inputs, builder_reference
+from releng.images.foreign import foreign_bootstrap_command
 from releng.images.ubuntu import reachable_ports_mirror
 from releng.project import Project
 from releng.version import Version
@@ -85,6 +86,15 @@ def test_the_ports_mirror_is_used_only_when_it_answers(
         toml.write_text(text.replace("[images]\n", f'[images]\nubuntu_ports_mirror = "{mirror}"\n'))
         project = Project.load(root)
         assert reachable_ports_mirror(project, project.distro(NOBLE)) == expected, mirror
+
+
+def test_arm64_ubuntu_is_bootstrapped_from_ports() -> None:
+    project = Project.load(REPO_ROOT)
+    cmd = foreign_bootstrap_command(project, project.distro(NOBLE), "arm64", Path("/tmp/x.tar"))
+    assert "--architectures=arm64" in cmd
+    ports = project.config.images.ubuntu_ports_mirror
+    assert f"deb {ports} noble-updates main universe" in cmd
+    assert not any(project.config.images.ubuntu_mirror in arg for arg in cmd)
 
 
 @pytest.mark.docker
