@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from releng.aws import template
+from tests.fixtures.docker import DOWNLOAD_CACHE_VOLUMES, PRIME_APT_ARCHIVES, SAVE_APT_ARCHIVES
 from tests.fixtures.project import git
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +102,7 @@ def test_user_data_installs_releng_in_stock_bookworm(docker_client, base_image, 
         "git -c user.name=t -c user.email=t@t commit -q -m lock && cd / && "
     )
     steps = (
-        "set -e; bash /user-data.sh install_packages; "
+        f"{PRIME_APT_ARCHIVES}; set -e; bash /user-data.sh install_packages; {SAVE_APT_ARCHIVES}; "
         + make_lock
         + "bash /user-data.sh git_credentials install_releng import_signing_key; "
         "test -f /opt/releng/on-the-branch; "
@@ -112,7 +113,7 @@ def test_user_data_installs_releng_in_stock_bookworm(docker_client, base_image, 
     volumes = {
         str(script): {"bind": "/user-data.sh", "mode": "ro"},
         str(repo): {"bind": "/src/repo", "mode": "rw"},
-    }
+    } | DOWNLOAD_CACHE_VOLUMES
     environment = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "safe.directory",
                    "GIT_CONFIG_VALUE_0": "*"}  # fmt: skip
     # This machine's TLS trust for pip (an egress proxy's CA where there is one), as an

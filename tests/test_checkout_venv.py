@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from releng.checkout_venv import COMPLETE, VENV
+from releng.checkout_venv import COMPLETE, LAUNCHER_TAG, VENV
 from tests.fixtures.project import REPO_ROOT
 
 # Stands in for tasks.py: hand over, else say who ran.
@@ -48,3 +49,15 @@ def test_a_half_made_venv_is_not_used(tmp_path: Path) -> None:
 def test_inside_a_venv_nothing_changes(tmp_path: Path) -> None:
     assert sys.prefix != sys.base_prefix, "the test suite runs in a venv (nox, .venv)"
     assert run(sys.executable, fake_checkout(tmp_path, complete=True)).startswith("not handed over")
+
+
+def test_a_releng_launcher_is_run_with_sigint_blocked(tmp_path: Path) -> None:
+    """hand_over execs .venv/bin/TOOL when it is releng's launcher, with SIGINT blocked:
+    the launcher unblocks it once it can handle it (releng.launchers)."""
+    root = fake_checkout(tmp_path, complete=True)
+    launcher = root / VENV / "bin" / "site"
+    launcher.write_text(f"#!/bin/sh\n{LAUNCHER_TAG}\nexec grep ^SigBlk: /proc/self/status\n")
+    launcher.chmod(0o755)
+    base = getattr(sys, "_base_executable", sys.executable)
+    blocked = int(run(base, root).split()[1], 16)
+    assert blocked & (1 << (signal.SIGINT - 1))

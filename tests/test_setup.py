@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from releng import lockfile
+from tests.fixtures.docker import DOWNLOAD_CACHE_VOLUMES, PRIME_APT_ARCHIVES, SAVE_APT_ARCHIVES
 from tests.fixtures.project import REPO_ROOT, git
 
 README = (REPO_ROOT / "README.md").read_text()
@@ -64,6 +65,7 @@ def stock_bookworm(docker_client: Any, base_image: Any) -> Iterator[tuple[Any, P
     fresh_clone(checkout)
     sock = "/var/run/docker.sock"
     volumes = {sock: {"bind": sock}, str(checkout): {"bind": str(checkout)}}
+    volumes |= DOWNLOAD_CACHE_VOLUMES
     env = {}
     # A network that intercepts TLS needs its CA, as this machine's pip does (PIP_CERT);
     # it is mounted apart from /etc/ssl, which the image's ca-certificates will own.
@@ -81,8 +83,10 @@ def stock_bookworm(docker_client: Any, base_image: Any) -> Iterator[tuple[Any, P
         labels={"org.releng.test": "stock-bookworm"},
     )
     try:
+        container.exec_run(["sh", "-c", PRIME_APT_ARCHIVES])
         yield container, checkout
     finally:
+        container.exec_run(["sh", "-c", SAVE_APT_ARCHIVES])
         container.remove(force=True)
         shutil.rmtree(checkout, ignore_errors=True)
 

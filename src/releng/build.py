@@ -57,7 +57,7 @@ from releng.arch import (
 from releng.compiler_cache import LOG_PREFIX, CompilerCache, S3Sync, ensure_volume, plan_cache
 from releng.distro import Distro, family_revision_warnings
 from releng.engine import Container, ContainerSpec, Engine, Mount, RunResult
-from releng.errors import BuildError, RelengError
+from releng.errors import BuildError, ImageError, RelengError
 from releng.images import BuilderImage, ensure_base_image, ensure_builder_image
 from releng.project import Project
 from releng.source import SourceTarball, open_tarball
@@ -259,6 +259,7 @@ class BuildPlan:
     up_to_date: bool
     target: Target
     smoke_image_id: str  # the base image of ``target.arch`` (cross builds: not the builder's)
+    smoke_test: bool = True  # False: make-package --no-smoke (smoke_image_id may be "")
     # lintian after the build (None: not run), failing on these tags (see releng.lintian).
     lintian_fail_on: tuple[str, ...] | None = None
     compiler_cache: CompilerCache = field(
@@ -316,10 +317,12 @@ def resolve_target(
     arch: str | None,
     mode: str | None,
     env: Mapping[str, str],
+    smoke_test: bool = True,
 ) -> Target:
     """Check ``arch`` (default: the host's) and choose its build mode: ``mode``, else the
     distro's BUILD_MODE, else ``[images] build_mode``. A foreign architecture needs emulation
-    here (its smoke test, and its build when emulated)."""
+    here (its smoke test, and its build when emulated; not a cross build without
+    ``smoke_test``)."""
     architectures = project.config.repositories.architectures
     arch = arch or host_architecture()
     where = str(project.config.path or "product.toml (absent: the built-in default)")
@@ -329,7 +332,8 @@ def resolve_target(
     )
     if runs_natively(arch):
         return Target(arch=arch, mode="native", primary=arch == architectures[0])
-    check_emulation(arch, env)
+    if smoke_test or chosen == BuildMode.EMULATED:
+        check_emulation(arch, env)
     return Target(arch=arch, mode=chosen.value, primary=arch == architectures[0])
 
 
@@ -399,22 +403,26 @@ def _target(
     env: Mapping[str, str],
     on_line: Callable[[str], None] | None,
     no_cache: bool = False,
+    smoke_test: bool = True,
 ) -> BuildPlan:
     """What is built in which images, before the source tarball is known (no inputs yet).
 
     A foreign architecture's packages are smoke-tested in its own base image; a cross
     build runs in a builder of the host's base image, an emulated one in a builder of
-    the architecture's base image.
+    the architecture's base image. Without ``smoke_test`` a cross build needs no image
+    of the architecture.
     """
-    from releng.images.foreign import ensure_foreign_base_image
-
     if not wanted.foreign:
         base_id = ensure_base_image(engine, project, distro)
         builder = ensure_builder_image(engine, project, distro, base_id=base_id, on_line=on_line)
         smoke_id = base_id
     else:
-        smoke_id = ensure_foreign_base_image(engine, project, distro, wanted.arch, env=env)
         cross = wanted.mode == BuildMode.CROSS.value
+        smoke_id = (
+            _foreign_base(engine, project, distro, wanted, env=env, cross=cross)
+            if smoke_test or not cross
+            else ""
+        )
         base_id = ensure_base_image(engine, project, distro) if cross else smoke_id
         builder = ensure_builder_image(
             engine,
@@ -437,8 +445,32 @@ def _target(
         up_to_date=False,
         target=wanted,
         smoke_image_id=smoke_id,
+        smoke_test=smoke_test,
         compiler_cache=plan_cache(project, distro, no_cache=no_cache, arch=wanted.arch),
     )
+
+
+def _foreign_base(
+    engine: Engine,
+    project: Project,
+    distro: Distro,
+    wanted: Target,
+    *,
+    env: Mapping[str, str],
+    cross: bool,
+) -> str:
+    """The base image of ``wanted.arch``: an emulated build's, a cross build's smoke test's."""
+    from releng.images.foreign import ensure_foreign_base_image
+
+    try:
+        return ensure_foreign_base_image(engine, project, distro, wanted.arch, env=env)
+    except ImageError as exc:
+        if not cross:
+            raise
+        raise ImageError(
+            f"{exc}; it runs the smoke test: to cross-build without one, invoke make-package "
+            f"{distro.id} --arch {wanted.arch} --no-smoke"
+        ) from None
 
 
 def _decide(target: BuildPlan, source: SourceTarball, *, force: bool) -> BuildPlan:
@@ -454,6 +486,8 @@ def _decide(target: BuildPlan, source: SourceTarball, *, force: bool) -> BuildPl
     if target.target.foreign:
         inputs["architecture"] = target.target.arch
         inputs["build_mode"] = target.target.mode
+    if not target.smoke_test:
+        inputs["smoke_test"] = "skipped"
     previous = _read_build_json(target.out_dir, target.stamp)
     up_to_date = (
         not force
@@ -717,6 +751,7 @@ def make_package(
     mode: str | None = None,
     on_line: Callable[[str], None] | None = None,
     lintian: bool = False,
+    smoke_test: bool = True,
 ) -> BuildResult:
     """Build ``distro_id``'s packages of ``version`` into ``out/<version>/<distro>/``.
 
@@ -729,6 +764,8 @@ def make_package(
     ``force``. A failure raises :class:`BuildFailed` naming the log; ``keep``
     first commits the failed container to ``releng-failed-<name>:<distro>``.
     ``no_cache``: this build runs without the compiler cache (releng.compiler_cache).
+    ``smoke_test=False``: the packages are not installed nor their smoke command run
+    (make-package --no-smoke; the stamp says so).
 
     When the source tarball must be made, the build container starts meanwhile and
     waits for it (see :func:`build_spec`'s ``gated``).
@@ -741,7 +778,7 @@ def make_package(
     _check_buildable(distro)
     for warning in family_revision_warnings(project.root, distro):
         log.warning("warning: %s", warning)
-    wanted = resolve_target(project, distro, arch=arch, mode=mode, env=env)
+    wanted = resolve_target(project, distro, arch=arch, mode=mode, env=env, smoke_test=smoke_test)
     check_writable(project.out_dir)
     for directory in (project.out_dir / version.text, project.build_dir(version, distro_id)):
         if directory.is_dir():  # renamed into (or out of) place: it must be writable too
@@ -751,7 +788,15 @@ def make_package(
     # A signing problem fails now, not after the images are made.
     signer = None if source else signer_for(project, env, release=version.is_release)
     target = _target(
-        engine, project, distro, version, wanted, env=env, on_line=on_line, no_cache=no_cache
+        engine,
+        project,
+        distro,
+        version,
+        wanted,
+        env=env,
+        on_line=on_line,
+        no_cache=no_cache,
+        smoke_test=smoke_test,
     )
     if lintian or project.config.lintian.run:
         target = dataclasses.replace(
@@ -1142,10 +1187,13 @@ class _SmokeTest:
 
     def begin(self) -> None:
         """Begin creating and starting the idle smoke container (in the background)."""
-        self._box.begin()
+        if self.plan.smoke_test:
+            self._box.begin()
 
     def watch(self, line: str) -> None:
         """Called with each line of the build's output: starts the early run on a hand-over."""
+        if not self.plan.smoke_test:
+            return
         if self._early is None and line.startswith(BINARIES_READY):
             debs = sorted(n for n in line[len(BINARIES_READY) :].split() if n.endswith(".deb"))
             if debs and all(_plain_name(n) for n in debs):
@@ -1180,6 +1228,9 @@ class _SmokeTest:
                 self.log_path,
             )
         digests = {f: file_sha256(self.out_tmp / f) for f in files}
+        if not self.plan.smoke_test:
+            self.record("releng: smoke test skipped (--no-smoke): the packages were not installed")
+            return files, digests
         run = self._early.result() if self._early is not None else None
         arch = self.plan.target.arch
         where = f"a fresh {image_for(self.plan.distro.docker_base, arch)} container"
@@ -1224,6 +1275,7 @@ def _metadata(
         "inputs": plan.inputs,
         "architecture": plan.target.arch,
         "build_mode": plan.target.mode,
+        "smoke_test": "passed" if plan.smoke_test else "skipped",
         "base_image": {
             "reference": image_for(plan.distro.docker_base, plan.target.arch),
             "id": plan.smoke_image_id,

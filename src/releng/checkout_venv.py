@@ -14,12 +14,14 @@ Stdlib-only: it runs before anything else is imported.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
 VENV = ".venv"
 COMPLETE = ".releng-setup-complete"
 _GUARD = "RELENG_HANDED_OVER"
+LAUNCHER_TAG = "# releng launcher"  # the second line of .venv/bin/invoke and nox
 
 
 def venv_python(root: Path) -> Path | None:
@@ -47,4 +49,17 @@ def hand_over(root: Path, module: str) -> None:
             file=sys.stderr,
         )
     sys.stdout.flush()
+    launcher = python.parent / module
+    if is_launcher(launcher):  # it unblocks SIGINT once it can handle it (releng.launchers)
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+        os.execv(launcher, [str(launcher), *sys.argv[1:]])  # noqa: S606  (the same command, in the venv)
     os.execv(python, [str(python), "-m", module, *sys.argv[1:]])  # noqa: S606  (the same command, in the venv)
+
+
+def is_launcher(path: Path) -> bool:
+    """Whether ``path`` is a launcher :mod:`releng.launchers` wrote (its second line says so)."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as script:
+            return script.readline().startswith("#!") and script.readline().startswith(LAUNCHER_TAG)
+    except OSError:
+        return False

@@ -164,6 +164,10 @@ class ImagesSection:
     # Ubuntu archive keyring releng carries).
     ubuntu_mirror: str = "http://archive.ubuntu.com/ubuntu"
     ubuntu_keyring: str = ""
+    # Ubuntu's archive of the architectures other than amd64 and i386 (arm64), for cross
+    # builders' Build-Depends when it is reachable; empty: never used (see README,
+    # Architectures).
+    ubuntu_ports_mirror: str = "http://ports.ubuntu.com/ubuntu-ports"
     # Builder images kept per distro (the newest); older ones are removed when one is made.
     keep_builders: int = 2
     # How another architecture than the host's builds: "cross" (a cross toolchain on the

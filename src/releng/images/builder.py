@@ -1,8 +1,9 @@
 """Builder images: a base image after ``packaging/builder-setup`` ran in it.
 
 A builder image's tag is a hash of everything that shapes it (base image id,
-Build-Depends, APT_SOURCES, the setup script), so it is reused until one of
-those changes.
+Build-Depends, APT_SOURCES, the setup script; for a cross builder also
+``packaging/cross-setup`` and, on Ubuntu, the ports mirror it uses), so it is
+reused until one of those changes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from releng.project import Project
 log = logging.getLogger(__name__)
 
 BUILDER_SETUP = "packaging/builder-setup"
+CROSS_SETUP = "packaging/cross-setup"  # run by builder-setup in cross builders only
+NO_PORTS = "releng: no ports:"  # cross-setup: the Build-Depends need Ubuntu's ports archive
 SETUP_PARAMS = "/opt/releng-setup"  # builder-setup's parameters, mounted read-only
 APT_CACHE = "/var/cache/releng-apt"  # the download cache volume (builder-setup copies in and out)
 BUILDER_FORMAT = "2"  # bump when the way builder images are made changes outside builder-setup
@@ -57,11 +60,18 @@ class BuilderImage:
 
 
 def builder_inputs(
-    project: Project, distro: Distro, base_id: str, *, arch: str = "", cross: bool = False
+    project: Project,
+    distro: Distro,
+    base_id: str,
+    *,
+    arch: str = "",
+    cross: bool = False,
+    ports_mirror: str = "",
 ) -> dict[str, str]:
     """Everything that shapes the builder image, as plain data. ``arch``: the architecture it
     builds for when that is not the host's: ``cross`` with the host's tools and a cross
-    toolchain, else ``base_id`` is an image of ``arch`` that runs emulated."""
+    toolchain, else ``base_id`` is an image of ``arch`` that runs emulated. ``ports_mirror``:
+    an Ubuntu cross builder's (:func:`releng.images.ubuntu.reachable_ports_mirror`)."""
     if distro.debian_dir is None:
         raise ImageError(f"{distro.id} has no debian/ directory: the default builder needs one")
     setup = project.root / BUILDER_SETUP
@@ -77,6 +87,15 @@ def builder_inputs(
     if arch:
         inputs["architecture"] = arch
         inputs["cross"] = "1" if cross else ""
+    if arch and cross:
+        cross_setup = project.root / CROSS_SETUP
+        if not cross_setup.is_file():
+            raise ImageError(
+                f"{cross_setup} is missing; it provisions cross builders (restore it from git)"
+            )
+        inputs["cross_setup"] = hashlib.sha256(cross_setup.read_bytes()).hexdigest()
+        if distro.family == "ubuntu":
+            inputs["ports_mirror"] = ports_mirror
     return inputs
 
 
@@ -112,7 +131,14 @@ def ensure_builder_image(
     ``arch`` and ``cross``: see :func:`builder_inputs`."""
     if base_id is None:
         base_id = ensure_base_image(engine, project, distro)
-    inputs = builder_inputs(project, distro, base_id, arch=arch, cross=cross)
+    ports_mirror = ""
+    if arch and cross and distro.family == "ubuntu":
+        from releng.images.ubuntu import reachable_ports_mirror
+
+        ports_mirror = reachable_ports_mirror(project, distro)
+    inputs = builder_inputs(
+        project, distro, base_id, arch=arch, cross=cross, ports_mirror=ports_mirror
+    )
     reference, digest = builder_reference(project, distro, inputs)
     existing = engine.image_id(reference)
     if existing is not None:
@@ -210,17 +236,21 @@ def _make_builder(
         params.chmod(0o755)
         (params / "build-depends").write_text(inputs["build_depends"] + "\n")
         (params / "apt-sources").write_text(inputs["apt_sources"])
+        mounts = [_setup_mount(project, BUILDER_SETUP), Mount(params, SETUP_PARAMS)]
         if inputs.get("cross"):
             (params / "cross-arch").write_text(inputs["architecture"])
+            (params / "ports-mirror").write_text(inputs.get("ports_mirror", ""))
+            mounts.append(_setup_mount(project, CROSS_SETUP))
         spec = ContainerSpec(
             image=base_id,
             command=["sh", f"{project.packaging_mount}/{BUILDER_SETUP}", SETUP_PARAMS],
-            mounts=[_setup_mount(project), Mount(params, SETUP_PARAMS)],
+            mounts=mounts,
             volumes={apt_cache_volume(project, distro): APT_CACHE},
         )
         image_id = _run_setup(
             engine,
             spec,
+            project=project,
             distro=distro,
             inputs=inputs,
             reference=reference,
@@ -236,6 +266,7 @@ def _run_setup(
     engine: Engine,
     spec: ContainerSpec,
     *,
+    project: Project,
     distro: Distro,
     inputs: dict[str, str],
     reference: str,
@@ -255,7 +286,7 @@ def _run_setup(
         container.stream(collect)
         code = container.wait()
         if code != 0:
-            raise ImageError(_setup_failure(distro, inputs, lines, code))
+            raise ImageError(_setup_failure(project, distro, inputs, lines, code))
         changes = [
             f"LABEL {LABEL_PREFIX}.builder-for={json.dumps(distro.id)}",
             f"LABEL {LABEL_PREFIX}.base-image={json.dumps(inputs['base_image'])}",
@@ -267,12 +298,13 @@ def _run_setup(
         return container.commit(repository, tag, changes=changes)
 
 
-def _setup_mount(project: Project) -> Mount:
-    setup = project.root / BUILDER_SETUP
-    return Mount(setup, f"{project.packaging_mount}/{BUILDER_SETUP}")
+def _setup_mount(project: Project, script: str) -> Mount:
+    return Mount(project.root / script, f"{project.packaging_mount}/{script}")
 
 
-def _setup_failure(distro: Distro, inputs: dict[str, str], lines: list[str], code: int) -> str:
+def _setup_failure(
+    project: Project, distro: Distro, inputs: dict[str, str], lines: list[str], code: int
+) -> str:
     depends = inputs["build_depends"]
     unsatisfiable = [
         ln.strip()
@@ -283,6 +315,17 @@ def _setup_failure(distro: Distro, inputs: dict[str, str], lines: list[str], cod
         or "Unsatisfied dependencies" in ln
         or ("Depends:" in ln and "but" in ln)
     ]
+    if inputs.get("cross") and any(ln.startswith(NO_PORTS) for ln in lines):
+        arch = inputs["architecture"]
+        mirror = project.config.images.ubuntu_ports_mirror
+        ports = f"{mirror} cannot be reached" if mirror else "is empty"
+        return (
+            f"{distro.id}: cannot cross-build for {arch}: the Build-Depends ({depends}) need "
+            f"{arch} packages, which only Ubuntu's ports archive has, and [images] "
+            f"ubuntu_ports_mirror {ports}"
+            f"{': ' + unsatisfiable[-1] if unsatisfiable else ''}; set ubuntu_ports_mirror in "
+            "product.toml to a reachable mirror of ubuntu-ports"
+        )
     if unsatisfiable and inputs.get("cross"):
         arch = inputs["architecture"]
         return (

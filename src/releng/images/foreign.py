@@ -27,7 +27,7 @@ from releng.distro import Distro
 from releng.engine import Engine, image_ref_parts
 from releng.errors import ImageError
 from releng.images import bootstrap
-from releng.images.base import LABEL_PREFIX, bootstrap_command, first_line
+from releng.images.base import LABEL_PREFIX, bootstrap_recipe, first_line
 from releng.project import Project
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,18 @@ def ensure_foreign_base_image(
                 return _pull(engine, reference, info)
             except ImageError as exc:
                 tried.append(f"pull failed ({exc})")
-    if distro.bootstrappable:
+    if distro.bootstrappable and distro.family == "ubuntu":
+        # Its other architectures are on ports, which may be out of reach: said with the rest.
+        check_emulation(arch, env)
+        try:
+            return bootstrap_foreign_image(engine, project, distro, arch)
+        except ImageError as exc:
+            tried.append(f"bootstrap failed ({str(exc).removeprefix(f'{distro.id}: ')})")
+    elif distro.bootstrappable:
         check_emulation(arch, env)  # mmdebstrap's second stage runs arm64 programs
         return bootstrap_foreign_image(engine, project, distro, arch)
-    tried.append(f"bootstrap not possible ({distro.id} is not a Debian suite mmdebstrap makes)")
+    else:
+        tried.append(f"bootstrap not possible ({distro.id} is not a Debian suite mmdebstrap makes)")
     raise ImageError(
         f"no base image {reference} for {distro.id} on {arch}: {'; '.join(tried)}; load it "
         f"(`docker load -i FILE`, or `docker pull --platform {info.platform} {reference}` where a "
@@ -101,11 +109,29 @@ def _pull(engine: Engine, reference: str, info: ArchInfo) -> str:
     return str(image.id)
 
 
+def foreign_recipe(project: Project, distro: Distro, arch: str) -> bootstrap.Recipe:
+    """How mmdebstrap makes ``distro``'s base image for ``arch``: as for the host's, but an
+    Ubuntu release's other architectures than amd64 and i386 come from its ports archive."""
+    if distro.family == "ubuntu":
+        from releng.images import ubuntu
+
+        if (
+            not project.config.images.ubuntu_ports_mirror
+            and arch not in ubuntu.ARCHIVE_ARCHITECTURES
+        ):
+            raise ImageError(
+                f"{distro.id}: cannot bootstrap {image_for(distro.docker_base, arch)}: Ubuntu's "
+                f"{arch} packages are on its ports archive and [images] ubuntu_ports_mirror is empty"
+            )
+        return ubuntu.recipe(project, distro, arch=arch)
+    return bootstrap_recipe(project, distro)
+
+
 def foreign_bootstrap_command(
     project: Project, distro: Distro, arch: str, tarball: Path
 ) -> list[str]:
     """:func:`releng.images.base.bootstrap_command` for ``arch``."""
-    cmd = bootstrap_command(project, distro, tarball)
+    cmd = bootstrap.command(foreign_recipe(project, distro, arch), tarball)
     return [cmd[0], f"--architectures={arch}", *cmd[1:]]
 
 
@@ -113,6 +139,9 @@ def bootstrap_foreign_image(engine: Engine, project: Project, distro: Distro, ar
     """mmdebstrap ``distro``'s suite for ``arch`` and load it as an ``arch`` image."""
     info = ARCHITECTURES[arch]
     reference = image_for(distro.docker_base, arch)
+    # The archive is asked first (Ubuntu: its Release verified): an unreachable one fails
+    # in one line before mmdebstrap starts.
+    bootstrap.check_archive(distro.id, foreign_recipe(project, distro, arch))
     with tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         cmd = foreign_bootstrap_command(project, distro, arch, rootfs)

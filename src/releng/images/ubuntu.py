@@ -18,16 +18,23 @@ package installs.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from releng.distro import Distro
 from releng.images.bootstrap import AptSource, Recipe, parse_sources
 from releng.project import Project
 
+log = logging.getLogger(__name__)
+
 BUNDLED_KEYRING = Path(__file__).parent / "keyrings" / "ubuntu-archive-keyring.gpg"
 COMPONENTS = ("main", "universe")
 POCKETS = ("", "-updates", "-security")
 SETTINGS = "[images] ubuntu_mirror and ubuntu_keyring in product.toml, or the distro's APT_SOURCES"
+PORTS_SETTINGS = "[images] ubuntu_ports_mirror and ubuntu_keyring in product.toml"
+# The architectures Ubuntu's main archive carries; the others are on ports
+# ([images] ubuntu_ports_mirror).
+ARCHIVE_ARCHITECTURES = frozenset({"amd64", "i386"})
 
 # systemd (in xenial's required set) runs chfn from its postinst, which fails with
 # "PAM: Critical error" in a bootstrap chroot: chfn is diverted to a stub while the
@@ -46,21 +53,25 @@ def keyring(project: Project) -> Path:
     return (project.root / configured).expanduser() if configured else BUNDLED_KEYRING
 
 
-def sources(project: Project, distro: Distro) -> list[AptSource]:
-    """The distro's APT_SOURCES ``deb`` lines, else the release's pockets on the mirror."""
+def sources(project: Project, distro: Distro, *, arch: str = "") -> list[AptSource]:
+    """The distro's APT_SOURCES ``deb`` lines, else the release's pockets on the mirror:
+    ``[images] ubuntu_mirror``, or ``ubuntu_ports_mirror`` for an ``arch`` it lacks."""
     if distro.apt_sources is not None:
         listed = parse_sources(distro.apt_sources)
         if listed:
             return listed
-    mirror = project.config.images.ubuntu_mirror.rstrip("/")
+    images = project.config.images
+    ports = bool(arch) and arch not in ARCHIVE_ARCHITECTURES
+    mirror = (images.ubuntu_ports_mirror if ports else images.ubuntu_mirror).rstrip("/")
     return [
         AptSource(uri=mirror, suite=distro.codename + pocket, components=COMPONENTS)
         for pocket in POCKETS
     ]
 
 
-def recipe(project: Project, distro: Distro) -> Recipe:
-    listed = sources(project, distro)
+def recipe(project: Project, distro: Distro, *, arch: str = "") -> Recipe:
+    """``arch``: a foreign architecture's (its packages may be on ports)."""
+    listed = sources(project, distro, arch=arch)
     return Recipe(
         suite=distro.codename,
         mirror=listed[0].uri,
@@ -74,5 +85,36 @@ def recipe(project: Project, distro: Distro) -> Recipe:
         ),
         keyring=keyring(project),
         verify=tuple(listed),
-        settings_hint=SETTINGS,
+        settings_hint=PORTS_SETTINGS if listed[0].uri.rstrip("/") == _ports(project) else SETTINGS,
     )
+
+
+def _ports(project: Project) -> str:
+    return project.config.images.ubuntu_ports_mirror.rstrip("/")
+
+
+def reachable_ports_mirror(project: Project, distro: Distro, *, timeout: float = 10.0) -> str:
+    """``[images] ubuntu_ports_mirror`` when it serves ``distro``'s release (its
+    ``dists/<codename>/InRelease`` answers), else empty: a cross builder then does without
+    (packaging/cross-setup). A release on APT_SOURCES (archived) has none."""
+    import urllib.error
+    import urllib.request
+
+    mirror = project.config.images.ubuntu_ports_mirror.rstrip("/")
+    if not mirror.startswith(("http://", "https://")) or distro.apt_sources:
+        return ""
+    url = f"{mirror}/dists/{distro.codename}/InRelease"
+    request = urllib.request.Request(url, method="HEAD")  # noqa: S310 (http(s) only, above)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310
+            return mirror
+    except (OSError, ValueError) as exc:  # URLError and HTTPError are OSErrors
+        reason = getattr(exc, "reason", None) or exc
+        log.warning(
+            "%s: the Ubuntu ports mirror %s cannot be reached (%s): cross-building "
+            "without an archive of other architectures",
+            distro.id,
+            mirror,
+            reason,
+        )
+        return ""

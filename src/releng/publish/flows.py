@@ -211,19 +211,34 @@ def sync_repo(dest: Destination, root: Path, *, indices: bool = True) -> Publish
     lock = dest.new_lock()
     lock.acquire(timeout=dest.lock.timeout)
     try:
-        result = sync_tree(
-            dest.s3,
-            root,
-            dest.url,
-            state_dir=REPO_STATE_DIR,
-            options=dest.sync,
-            clock=dest.clock,
-            checkpoint=lock.check,
-        )
-        lock.check()
-        return PublishResult(sync=result, indices=_after_sync(dest, indices=indices))
+        return _publish_locked(dest, root, lock, indices=indices)
     finally:
         lock.release()
+
+
+def _publish_locked(
+    dest: Destination,
+    root: Path,
+    lock: S3Lock,
+    *,
+    remote: Mapping[str, str] | None = None,
+    indices: bool = True,
+) -> PublishResult:
+    """Sync ``root`` to the destination while ``lock`` is held (checked before, during and
+    after), then update the index pages and invalidations for what changed."""
+    lock.check()
+    sync = sync_tree(
+        dest.s3,
+        root,
+        dest.url,
+        state_dir=REPO_STATE_DIR,
+        options=dest.sync,
+        clock=dest.clock,
+        checkpoint=lock.check,
+        remote=remote,
+    )
+    lock.check()
+    return PublishResult(sync=sync, indices=_after_sync(dest, indices=indices))
 
 
 def update_indices(dest: Destination, *, full: bool = False) -> IndicesResult:
@@ -582,20 +597,7 @@ def update_repos(
                 included[distro_id] = tuple(suites)
                 added += result.added
             repository.export_keys()
-        lock.check()
-        remote = _remote_only(work)
-        sync = sync_tree(
-            dest.s3,
-            work,
-            dest.url,
-            state_dir=REPO_STATE_DIR,
-            options=dest.sync,
-            clock=dest.clock,
-            checkpoint=lock.check,
-            remote=remote,
-        )
-        lock.check()
-        publish = PublishResult(sync=sync, indices=_after_sync(dest, indices=True))
+        publish = _publish_locked(dest, work, lock, remote=_remote_only(work))
     finally:
         lock.release()
     parts = [(d, a) for d, arches in builds.items() for a in arches]
@@ -753,20 +755,8 @@ def change_repository(
         change = operate(work)
         if dest.sync.dry_run:
             return ChangeResult(change=change, publish=None)
-        lock.check()
-        sync = sync_tree(
-            dest.s3,
-            work,
-            dest.url,
-            state_dir=REPO_STATE_DIR,
-            options=dest.sync,
-            clock=dest.clock,
-            checkpoint=lock.check,
-            remote=_remote_only(work),
-        )
-        lock.check()
         return ChangeResult(
-            change=change, publish=PublishResult(sync=sync, indices=_after_sync(dest, indices=True))
+            change=change, publish=_publish_locked(dest, work, lock, remote=_remote_only(work))
         )
     finally:
         lock.release()

@@ -57,6 +57,8 @@ def base_image(c: Context, distro: str, bootstrap: bool = False, arch: str = "")
         "mode": "for another architecture: cross (a cross toolchain) or emulated (qemu); "
         "default: the distro's BUILD_MODE, else [images] build_mode",
         "no_cache": "build without the compiler cache ([build] compiler_cache) this once",
+        "no_smoke": "do not install the packages and run the smoke command (the build stamp "
+        "says so): for an architecture whose base image cannot be had here",
     }
 )
 def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
@@ -70,6 +72,7 @@ def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     arch: str = "",
     mode: str = "",
     no_cache: bool = False,
+    no_smoke: bool = False,
 ) -> None:
     """Build DISTRO's .debs in a throwaway container into out/<version>/<DISTRO>/."""
     from releng.build import make_package as make
@@ -95,6 +98,7 @@ def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
             arch=arch or None,
             mode=mode or None,
             no_cache=no_cache,
+            smoke_test=not no_smoke,
         )
     what = f"{distro} {result.arch} {v}"
     if result.up_to_date:
