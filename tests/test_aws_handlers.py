@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from releng.aws import handlers
+from releng.aws import handlers, status
 from releng.aws import steps as S
 from releng.aws.catalog import Catalog, DistroInfo
 from releng.aws.launch import Ec2Launcher
@@ -90,6 +90,32 @@ def test_parse_input_names_the_valid_choices(ctx):
         handlers.parse_input({"architectures": ["riscv64"]}, ctx)
 
 
+def test_a_release_shaped_like_a_date_stays_a_release_in_every_command(ctx):
+    """`build-on-aws --release` / make-multiple-releases-on-aws send "releases": the plan
+    says release, and each worker command carries --release (else a nightly is built)."""
+    plan = handlers.parse_input({"versions": ["2026.11.21"], "releases": ["2024.01.15"]}, ctx)
+    kinds = {v["version"]: v["kind"] for v in plan["versions"]}
+    assert kinds == {"2026.11.21": "nightly", "2024.01.15": "release"}
+    release = next(v for v in plan["versions"] if v["version"] == "2024.01.15")
+    commands = []
+    for step, extra in (
+        (S.MAKE_SOURCE_TARBALL, {}),
+        (S.MAKE_BINARY_PACKAGE, {"distro": "debian-12-bookworm", "arch": "amd64"}),
+        (S.PUBLISH_BINARY_PACKAGES, {"builds": [{"distro": "debian-12-bookworm"}]}),
+        (S.PUBLISH_SOURCE_TARBALL, {}),
+    ):
+        event = {"step": step, "version": release, "execution": "e", **extra}
+        task = handlers.prepare_task(event, ctx)
+        assert task["run"] is True, task
+        commands += task["commands"]
+    assert len(commands) == 6
+    for command in commands:
+        assert "2024.01.15" in command and "--release" in command, command
+    nightly = next(v for v in plan["versions"] if v["version"] == "2026.11.21")
+    event = {"step": S.MAKE_SOURCE_TARBALL, "version": nightly, "execution": "e"}
+    assert "--release" not in handlers.prepare_task(event, ctx)["commands"][0]
+
+
 def test_get_distros_for_version(ctx):
     assert handlers.get_distros_for_version({"version": "1.2.3"}, ctx) == CATALOG.targets
     assert handlers.get_distros_for_version(
@@ -118,8 +144,8 @@ def test_prepare_task_runs_until_the_output_is_in_s3(ctx):
     assert (arm64["queue"], arm64["queue_url"]) == ("build_arm64", urls["build_arm64"])
     # natively on the arm64 instance: the same commands with --arch arm64
     assert arm64["commands"] == [
-        ["invoke", "make-package", bookworm, "--version", "1.2.3", "--arch", "arm64"],
-        ["invoke", "upload-build", "--version", "1.2.3", "--arch", "arm64", bookworm],
+        ["invoke", "make-package", bookworm, "--version", "1.2.3", "--release", "--arch", "arm64"],
+        ["invoke", "upload-build", "--version", "1.2.3", "--release", "--arch", "arm64", bookworm],
     ]
     assert arm64["log"] == {
         "bucket": scratch,
@@ -294,3 +320,18 @@ def test_update_indices_then_invalidate_cloudfront(ctx, moto_server):
         for i in (result["invalidation"], nxt["invalidation"])
     }
     assert len(refs) == 2
+
+
+def test_aws_status_lists_versions_in_dpkg_order_then_steps_in_run_order(ctx):
+    s3 = ctx.client("s3")
+    scratch = ctx.settings[handlers.SCRATCH_BUCKET]
+    for version in ("1.10.0", "1.9.0", "1.9.0~rc1"):
+        for step, distro in ((S.PUBLISH_BINARY_PACKAGES, ""), (S.MAKE_SOURCE_TARBALL, "")):
+            task = {"step": step, "version": version, "distro": distro, "execution": "ex"}
+            status.put_record(s3, scratch, task, "succeeded")
+    rows = status.rows(s3, scratch, "ex")
+    assert [(r.version, r.step) for r in rows] == [
+        (v, step)
+        for v in ("1.9.0~rc1", "1.9.0", "1.10.0")
+        for step in (S.MAKE_SOURCE_TARBALL, S.PUBLISH_BINARY_PACKAGES)
+    ]

@@ -188,13 +188,15 @@ def _commands(
     """What a worker runs for ``step``, and what it fetches and uploads around it
     (``distros``: the version's distros in this execution)."""
     v = version.text
+    # a release shaped like a date is still a release for every command (not a nightly)
+    release = [] if version.is_nightly else ["--release"]
     scratch = ctx.setting(SCRATCH_BUCKET)
     source = {"bucket": scratch, "prefix": scratch_source_prefix(version), "dest": "out/"}
     if step == S.MAKE_SOURCE_TARBALL:
         return {
             "commands": [
-                ["invoke", "make-source-tarball", "--version", v],
-                ["invoke", "upload-build", "--version", v, "source"],
+                ["invoke", "make-source-tarball", "--version", v, *release],
+                ["invoke", "upload-build", "--version", v, *release, "source"],
             ],
             "uploads": [],
             "fetch": [],
@@ -204,8 +206,8 @@ def _commands(
         # worker's instance is of ``arch`` (its queue's launch template): a native build.
         return {
             "commands": [
-                ["invoke", "make-package", distro, "--version", v, "--arch", arch],
-                ["invoke", "upload-build", "--version", v, "--arch", arch, distro],
+                ["invoke", "make-package", distro, "--version", v, *release, "--arch", arch],
+                ["invoke", "upload-build", "--version", v, *release, "--arch", arch, distro],
             ],
             "uploads": [],
             "fetch": [source],
@@ -216,7 +218,7 @@ def _commands(
     # publisher): nothing to fetch.
     if step == S.PUBLISH_BINARY_PACKAGES:
         return {
-            "commands": [["invoke", "update-repos", "--version", v, "--dest", dest]],
+            "commands": [["invoke", "update-repos", "--version", v, *release, "--dest", dest]],
             "uploads": [],
             "fetch": [],
         }
@@ -226,7 +228,7 @@ def _commands(
             # repository: see releng.publish.release_source.
             # The embargo covers the distros this execution builds the release for.
             "commands": [
-                ["invoke", "publish-release-source", v, "--dest", dest]
+                ["invoke", "publish-release-source", v, *release, "--dest", dest]
                 + (["--distros", ",".join(distros)] if distros else [])
             ],
             "uploads": [],
@@ -255,7 +257,7 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
     """Decide from S3 whether ``event["step"]`` must run; if so, the worker's task."""
     step = str(event["step"])
     plan = event["version"]
-    version = Version.parse(plan["version"])
+    version = Version.parse(plan["version"], release=plan.get("kind") == "release")
     distro = str(event.get("distro") or "")
     builds = step == S.MAKE_BINARY_PACKAGE
     # the build's architecture (an input without one: product.toml's primary)

@@ -45,14 +45,15 @@ def normalise(
     """The plan for ``raw``: ``{"versions": [...], "steps": [...], "config": {...}}``."""
     if not isinstance(raw, Mapping):
         raise InputError(f"the execution input must be a JSON object, not {type(raw).__name__}")
-    unknown = sorted(set(raw) - {"versions", "distros", "architectures", "steps", "config"})
+    allowed = ("versions", "releases", "distros", "architectures", "steps", "config")
+    unknown = sorted(set(raw) - set(allowed))
     if unknown:
-        raise InputError(
-            f"unknown input keys: {', '.join(unknown)}; "
-            "allowed: versions, distros, architectures, steps, config"
-        )
+        raise InputError(f"unknown input keys: {', '.join(unknown)}; allowed: {', '.join(allowed)}")
     try:
-        versions = [Version.parse(v) for v in _strings(raw, "versions")] or [Version.nightly(today)]
+        # "releases": releases even when shaped like a date (--release)
+        versions = [Version.parse(v) for v in _strings(raw, "versions")]
+        versions += [Version.parse(v, release=True) for v in _strings(raw, "releases")]
+        versions = versions or [Version.nightly(today)]
     except VersionError as exc:
         raise InputError(str(exc)) from None
     distros = _strings(raw, "distros")

@@ -69,10 +69,13 @@ def _raw(
     distros: Sequence[str],
     steps: Sequence[str],
     config: Mapping[str, Any] | None,
+    *,
     architectures: Sequence[str] = (),
+    releases: Sequence[str] = (),
 ) -> dict[str, Any]:
     return {
         "versions": list(versions),
+        **({"releases": list(releases)} if releases else {}),
         "distros": list(distros),
         **({"architectures": list(architectures)} if architectures else {}),
         "steps": list(steps),
@@ -88,9 +91,11 @@ def check(
     steps: Sequence[str] = (),
     config: Mapping[str, Any] | None = None,
     architectures: Sequence[str] = (),
+    releases: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The plan for this input, or an InputError; no AWS call (the invoke tasks run it first)."""
-    raw = _raw(versions, distros, steps, config, architectures)
+    """The plan for this input, or an InputError; no AWS call (the invoke tasks run it first).
+    ``releases``: versions that are releases even when shaped like a date (``--release``)."""
+    raw = _raw(versions, distros, steps, config, architectures=architectures, releases=releases)
     return request.normalise(raw, Catalog.from_project(project))
 
 
@@ -111,9 +116,10 @@ def start(
     steps: Sequence[str] = (),
     config: Mapping[str, Any] | None = None,
     architectures: Sequence[str] = (),
+    releases: Sequence[str] = (),
 ) -> Started:
     """Validate everything, then start one execution. Nothing starts when anything is wrong."""
-    raw = _raw(versions, distros, steps, config, architectures)
+    raw = _raw(versions, distros, steps, config, architectures=architectures, releases=releases)
     plan = check(
         project,
         versions=versions,
@@ -121,6 +127,7 @@ def start(
         steps=steps,
         config=config,
         architectures=architectures,
+        releases=releases,
     )
     stack = load_stack(aws.client("cloudformation"), project.config.aws.stack_name)
     check_product_toml(project, stack)

@@ -10,6 +10,7 @@ them with the execution's own state.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Mapping
@@ -71,8 +72,13 @@ def rows(s3: Any, bucket: str, execution: str) -> list[Row]:
                     detail=data.get("reason") or data.get("log") or "",
                 )
             )
+    from releng.apt.index import version_compare
+
+    # versions in dpkg's order (1.9.0 before 1.10.0), then the steps in the order they run
+    versions = sorted({r.version for r in out}, key=functools.cmp_to_key(version_compare))
+    place = {v: i for i, v in enumerate(versions)}
     order = {"make-source-tarball": 0, "make-binary-package": 1, "publish-binary-packages": 2}
-    return sorted(out, key=lambda r: (r.version, order.get(r.step, 3), r.distro, r.arch))
+    return sorted(out, key=lambda r: (place[r.version], order.get(r.step, 3), r.distro, r.arch))
 
 
 def table(execution: Mapping[str, Any], step_rows: list[Row]) -> list[str]:

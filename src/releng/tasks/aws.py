@@ -9,6 +9,7 @@ from releng.cli import Context, note, out, out_json, project, task
 
 _FAKE = "run the handlers and workers on this machine (moto or a dev stack: deploy-aws --dev)"
 _TIMEOUT = "with --fake-ec2: give up waiting after this many seconds"
+_RELEASE = "every version is a release, even one shaped like a date (as make-package --release)"
 
 
 def _split(text: str) -> list[str]:
@@ -24,12 +25,15 @@ def _build(
     fake_ec2: bool,
     timeout: int,
     arches: str = "",
+    release: bool = False,
 ) -> None:
+    """``release``: every version is a release, even one shaped like a date."""
     from releng.aws import run
 
     proj = project(c)
     config = {"fake_ec2": True} if fake_ec2 else {}
     wanted = {"distros": _split(distros), "steps": _split(steps), "architectures": _split(arches)}
+    wanted["releases"], versions = (versions, []) if release else ([], versions)
     run.check(proj, versions=versions, config=config, **wanted)
     aws = run.connect(proj, os.environ)
     started = run.start(proj, aws, versions=versions, config=config, **wanted)
@@ -62,6 +66,7 @@ def _build(
         "publish-binary-packages, publish-source-tarball, update-indices, invalidate-cloudfront); default: all",
         "fake_ec2": _FAKE,
         "timeout": _TIMEOUT,
+        "release": _RELEASE,
     },
 )
 def build_on_aws(  # noqa: PLR0917  (invoke maps parameters to options)
@@ -72,10 +77,20 @@ def build_on_aws(  # noqa: PLR0917  (invoke maps parameters to options)
     fake_ec2: bool = False,
     timeout: int = 6 * 3600,
     arches: str = "",
+    release: bool = False,
 ) -> None:
     """Start a Step Functions execution: versions x distros x architectures, tarball, packages,
     publish."""
-    _build(c, _split(versions), distros, steps, fake_ec2=fake_ec2, timeout=timeout, arches=arches)
+    _build(
+        c,
+        _split(versions),
+        distros,
+        steps,
+        fake_ec2=fake_ec2,
+        timeout=timeout,
+        arches=arches,
+        release=release,
+    )
 
 
 @task(
@@ -84,13 +99,19 @@ def build_on_aws(  # noqa: PLR0917  (invoke maps parameters to options)
         "distro": "one distro directory name",
         "fake_ec2": _FAKE,
         "timeout": _TIMEOUT,
+        "release": _RELEASE,
     }
 )
-def make_package_on_aws(
-    c: Context, version: str, distro: str, fake_ec2: bool = False, timeout: int = 6 * 3600
+def make_package_on_aws(  # noqa: PLR0917  (invoke maps parameters to options)
+    c: Context,
+    version: str,
+    distro: str,
+    fake_ec2: bool = False,
+    timeout: int = 6 * 3600,
+    release: bool = False,
 ) -> None:
     """Build (and publish) one version for one distro on AWS."""
-    _build(c, [version], distro, "", fake_ec2=fake_ec2, timeout=timeout)
+    _build(c, [version], distro, "", fake_ec2=fake_ec2, timeout=timeout, release=release)
 
 
 @task(
@@ -105,7 +126,7 @@ def make_multiple_releases_on_aws(
     c: Context, versions: str, fake_ec2: bool = False, timeout: int = 6 * 3600
 ) -> None:
     """Build and publish several releases in one execution (e.g. a security release)."""
-    _build(c, _split(versions), "", "", fake_ec2=fake_ec2, timeout=timeout)
+    _build(c, _split(versions), "", "", fake_ec2=fake_ec2, timeout=timeout, release=True)
 
 
 def _print_status(aws: object, bucket: str, desc: dict[str, object], *, json: bool = False) -> None:

@@ -132,8 +132,13 @@ def publish_release_source(  # noqa: PLR0917  (invoke passes task arguments posi
         "dry_run": "list the files, upload nothing",
     }
 )
-def upload_build(
-    c: Context, distro: str, version: str = "", arch: str = "", dry_run: bool = False
+def upload_build(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
+    c: Context,
+    distro: str,
+    version: str = "",
+    arch: str = "",
+    dry_run: bool = False,
+    release: bool = False,
 ) -> None:
     """Put one build's outputs into the private scratch bucket (workers run this)."""
     from releng.arch import host_architecture
@@ -141,7 +146,7 @@ def upload_build(
     from releng.publish.sync import s3_client
 
     proj = project(c)
-    ver = Version.parse_or_nightly(version or None)
+    ver = Version.parse_or_nightly(version or None, release=release)
     scratch = proj.config.publish.scratch_bucket
     arch = "" if distro == publish.SCRATCH_SOURCE else arch or host_architecture()
     files = publish.upload_build(
