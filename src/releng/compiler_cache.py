@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from releng.errors import BuildError
 
 if TYPE_CHECKING:
+    from releng.config import ProductConfig
     from releng.distro import Distro
     from releng.engine import Engine
     from releng.project import Project
@@ -395,24 +396,34 @@ def _reason(exc: BaseException) -> str:
     return text.split(': "', 1)[0][:200]  # botocore's connection errors quote the whole URL
 
 
-def iam_statements(location: S3Location) -> list[dict[str, Any]]:
+def iam_statements(location: S3Location, *, partition: str = "aws") -> list[dict[str, Any]]:
     """What a worker's role needs for the s3 mode, and nothing more: list, read and write
-    under the cache prefix (for the CloudFormation template's worker role)."""
+    under the cache prefix. The CloudFormation template's builder role holds them for a
+    cache bucket other than scratch (its bucket, prefix and partition as ``${...}``)."""
     return [
         {
             "Sid": "CompilerCacheList",
             "Effect": "Allow",
             "Action": "s3:ListBucket",
-            "Resource": f"arn:aws:s3:::{location.bucket}",
+            "Resource": f"arn:{partition}:s3:::{location.bucket}",
             "Condition": {"StringLike": {"s3:prefix": [f"{location.prefix}/*"]}},
         },
         {
             "Sid": "CompilerCacheObjects",
             "Effect": "Allow",
             "Action": ["s3:GetObject", "s3:PutObject"],
-            "Resource": f"arn:aws:s3:::{location.bucket}/{location.prefix}/*",
+            "Resource": f"arn:{partition}:s3:::{location.bucket}/{location.prefix}/*",
         },
     ]
+
+
+def separate_cache_bucket(config: ProductConfig) -> S3Location | None:
+    """The s3 mode's location when it is not in ``[publish] scratch_bucket`` (whose whole
+    bucket the builders may use anyway): the stack grants its prefix to the builders."""
+    if config.build.compiler_cache != "s3" or not config.build.cache_url:
+        return None
+    location = S3Location.parse(config.build.cache_url)
+    return None if location.bucket == config.publish.scratch_bucket else location
 
 
 # -- cache-stats and cache-clear -------------------------------------------------------------

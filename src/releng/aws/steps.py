@@ -82,7 +82,7 @@ WORKER_KINDS: Final = {
         instance_param="BuilderInstanceType",
         disk_gb=256,
         max_workers=16,
-        permissions=("scratch-read", "scratch-write"),
+        permissions=("scratch-read", "scratch-write", "compiler-cache"),
     ),
     PUBLISH_QUEUE: WorkerKind(
         queue=PUBLISH_QUEUE,
