@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from releng import compiler_cache
 from releng.build import BUILD_JSON, BuildResult, make_package
 from releng.compiler_cache import (
     CACHE_MOUNT,
@@ -74,7 +75,9 @@ def test_the_plan_mounts_one_volume_per_distro_and_arch_and_wraps_the_builder(
     project = make_project('[build]\ncache_size = "500M"\n')
     distro = project.distro(BOOKWORM)
     cache = plan_cache(project, distro, arch="arm64")
-    assert cache.volumes() == {f"releng-ccache-tally-{BOOKWORM}-arm64": CACHE_MOUNT}
+    assert cache.volumes() == {
+        f"{compiler_cache.VOLUME_PREFIX}-tally-{BOOKWORM}-arm64": CACHE_MOUNT
+    }
     assert cache.environment() == {"CCACHE_DIR": CACHE_MOUNT, "CCACHE_MAXSIZE": "500M"}
     assert cache.command(["sh", "b"], "/opt/p") == [
         "sh",
@@ -198,7 +201,7 @@ def test_a_warm_cache_builds_the_same_debs_as_no_cache(
     assert len(debs(off)) >= 1
 
     (stats,) = cache_stats(engine, project, BOOKWORM)
-    assert stats.volume == f"releng-ccache-tally-{BOOKWORM}-amd64"
+    assert stats.volume == f"{compiler_cache.VOLUME_PREFIX}-tally-{BOOKWORM}-amd64"
     assert re.search(r"Hits:\s+12 /", stats.report), stats.report
     assert cache_clear(engine, project, BOOKWORM) == [stats.volume]
     assert cache_stats(engine, project, BOOKWORM) == []

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The volumes' names start with it (a test run sets one of its own: tests/fixtures/docker.py).
+VOLUME_PREFIX = "releng-ccache"
 CACHE_MOUNT = "/var/cache/releng-ccache"  # also made (mode 1777) by packaging/builder-setup
 WRAPPER = "packaging/with-compiler-cache"
 LOG_PREFIX = ">>> compiler cache:"  # the wrapper's lines: the last one is the hit rate
@@ -72,7 +74,7 @@ def host_architecture() -> str:
 
 
 def cache_volume(project: Project, distro_id: str, arch: str) -> str:
-    return f"releng-ccache-{project.name}-{distro_id}-{arch}"
+    return f"{VOLUME_PREFIX}-{project.name}-{distro_id}-{arch}"
 
 
 def size_bytes(size: str) -> int:
@@ -438,7 +440,9 @@ class VolumeStats:
 
 
 def project_volumes(engine: Engine, project: Project, distro_id: str = "") -> list[Any]:
-    prefix = cache_volume(project, distro_id, "") if distro_id else f"releng-ccache-{project.name}-"
+    prefix = (
+        cache_volume(project, distro_id, "") if distro_id else f"{VOLUME_PREFIX}-{project.name}-"
+    )
     volumes = engine.client.volumes.list(filters={"name": prefix})
     return sorted((v for v in volumes if v.name.startswith(prefix)), key=lambda v: str(v.name))
 
