@@ -84,7 +84,7 @@ cd /build
 cp /bench/new.tar.gz "${PACKAGE}_${VERSION}.orig.tar.gz"
 mkdir "$PACKAGE-$VERSION"
 tar -xzf /bench/new.tar.gz -C "$PACKAGE-$VERSION" --strip-components=1
-cp -RL "$DEBIAN_DIR" "$PACKAGE-$VERSION/debian" && chmod -R u+w "$PACKAGE-$VERSION/debian"
+cp -RL "$DISTRO_DEBIAN_DIR" "$PACKAGE-$VERSION/debian" && chmod -R u+w "$PACKAGE-$VERSION/debian"
 printf '%s (%s-%s) %s; urgency=medium\n\n  * bench\n\n -- %s  %s\n' "$PACKAGE" "$VERSION" \
   "$PKGVER" "$DISTRIBUTION" "$MAINTAINER" "$CHANGELOG_DATE" >"$PACKAGE-$VERSION/debian/changelog"
 cd "$PACKAGE-$VERSION"
