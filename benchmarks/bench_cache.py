@@ -20,12 +20,15 @@ One run, built with make-package for debian-12-bookworm as release 1.23.0:
    builder image as the same user, ccache first on PATH and a copy of the cache as it
    was before 3 (so the same entries: the floor of a warm rebuild with ccache);
 5. a fresh worker (the volume removed) building the changed source with the shared
-   S3 cache that 2 filled: over 1 (target <= 0.4).
+   S3 cache that 2 filled: over 1 (target <= 0.4);
+6. the floor: the changed source once more, every compilation a hit. What a warm
+   rebuild cannot shed (configure, links, LevelDB's test suite under dh_auto_test,
+   packaging, the smoke install); 4 also prints the time of dh's steps.
 
 The machine is shared: only two cold builds, and the cache the hand run uses is a
 copy of make-package's rather than one more cold build of its own.
 
-Run: ``python benchmarks/bench_cache.py`` (about 15 to 25 minutes on 2 cores).
+Run: ``python benchmarks/bench_cache.py [--no-cold-off]`` (about 30 to 40 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -81,14 +84,32 @@ cd /build
 cp /bench/new.tar.gz "${PACKAGE}_${VERSION}.orig.tar.gz"
 mkdir "$PACKAGE-$VERSION"
 tar -xzf /bench/new.tar.gz -C "$PACKAGE-$VERSION" --strip-components=1
-cp -RL "$DEBIAN_DIR" "$PACKAGE-$VERSION/debian" && chmod -R u+w "$PACKAGE-$VERSION/debian"
+cp -RL "$DISTRO_DEBIAN_DIR" "$PACKAGE-$VERSION/debian" && chmod -R u+w "$PACKAGE-$VERSION/debian"
 printf '%s (%s-%s) %s; urgency=medium\n\n  * bench\n\n -- %s  %s\n' "$PACKAGE" "$VERSION" \
   "$PKGVER" "$DISTRIBUTION" "$MAINTAINER" "$CHANGELOG_DATE" >"$PACKAGE-$VERSION/debian/changelog"
 cd "$PACKAGE-$VERSION"
 start=$(date +%s.%N)
-dpkg-buildpackage -us -uc -sa >/tmp/build.log 2>&1 || { tail -20 /tmp/build.log; exit 1; }
+# Each line of the log with the second it came (mawk's systime): the time of dh's steps.
+status=$({ { dpkg-buildpackage -us -uc -sa 2>&1; echo $? >&3; } |
+  awk -W interactive '{ print systime(), $0 }' >/tmp/build.log; } 3>&1)
 end=$(date +%s.%N)
+[ "$status" = 0 ] || { tail -20 /tmp/build.log; exit 1; }
 echo "HAND-REBUILD $start $end"
+# dh's own lines ("   dh_auto_test ...", "   debian/rules override_dh_auto_test"): each step
+# lasts until the next one; configure, build and test summed, the rest is "other".
+awk -v start="${start%.*}" -v end="${end%.*}" '
+  { line = substr($0, index($0, " ") + 1) }
+  line ~ /^   (debian\/rules override_)?dh_[a-z_]+/ {
+    step = line; sub(/^   (debian\/rules override_)?/, "", step); sub(/ .*/, "", step)
+    if (prev != "") spent[prev] += $1 - at
+    prev = step; at = $1
+  }
+  END {
+    if (prev != "") spent[prev] += end - at
+    phases = spent["dh_auto_configure"] + spent["dh_auto_build"] + spent["dh_auto_test"]
+    printf "HAND-PHASES configure %d build %d test %d other %d\n", spent["dh_auto_configure"], \
+      spent["dh_auto_build"], spent["dh_auto_test"], end - start - phases
+  }' /tmp/build.log
 ccache --show-stats | grep -E '^ *(Hits|Misses):' | tr -s ' ' | tr '\n' ' '; echo
 """
 
@@ -213,6 +234,10 @@ def seed_copy(engine: Engine, project: Project, seed: Path) -> None:
     shutil.copytree(path, seed, symlinks=True)
 
 
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def by_hand(engine: Engine, project: Project, env: dict[str, str], seed: Path) -> tuple[float, str]:
     """The rebuild with ccache by hand in a bare container of the builder image."""
     plan = plan_build(engine, project, project.distro(DISTRO), VERSION, env=env, force=True)
@@ -243,7 +268,9 @@ def by_hand(engine: Engine, project: Project, env: dict[str, str], seed: Path) -
     if result.exit_code != 0 or "HAND-REBUILD" not in marks:
         raise SystemExit(f"the build by hand failed:\n{result.output}")
     rebuild = float(marks["HAND-REBUILD"][1]) - float(marks["HAND-REBUILD"][0])
-    return rebuild, result.output.strip().splitlines()[-1]
+    words = marks.get("HAND-PHASES", [])
+    phases = ", ".join(f"{k} {v}s" for k, v in zip(words[::2], words[1::2], strict=True))
+    return rebuild, f"{result.output.strip().splitlines()[-1].strip()}; dh steps: {phases}"
 
 
 def main() -> None:
@@ -270,6 +297,7 @@ def main() -> None:
         plan_build(engine, project, project.distro(DISTRO), VERSION, env=env)  # builder image
         cache_clear(engine, project)
         print(f"== LevelDB 1.23 (Debian's leveldb_1.23-4), {DISTRO}, {CPUS} cpus", flush=True)
+        print(f"   ({load()} at the start)", flush=True)
         import boto3
 
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
@@ -303,6 +331,11 @@ def main() -> None:
             engine, s3_project, s3_env, "5. fresh worker, the shared S3 cache of 2"
         )
         same_warm = debs(warm) == debs(fresh)
+
+        # The floor of a warm rebuild: the changed source once more, every compilation
+        # a hit; what is left is configure, links, LevelDB's tests, packaging, smoke test.
+        _, t_hits = timed_build(engine, local, env, "6. the same rebuild, every compilation a hit")
+        print(f"   ({load()} at the end)", flush=True)
     finally:
         if project is not None:
             cache_clear(engine, project)
@@ -320,6 +353,10 @@ def main() -> None:
         f"(target <= 1.2; by hand {h_rebuild:.1f}s)"
     )
     print(f"fresh worker, warm S3 cache / cold without = {t_fresh / t_off:.2f} (target <= 0.4)")
+    print(
+        f"floor: the same rebuild with every compilation a hit / cold without = "
+        f"{t_hits / t_off:.2f} ({t_hits:.1f}s: no compiler cache can go below it)"
+    )
     print(
         f".debs byte-identical: cold on = cold off: {same_cold}; fresh worker = warm: {same_warm}"
     )

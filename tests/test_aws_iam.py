@@ -12,6 +12,7 @@ import datetime as dt
 import gzip
 import json
 import logging
+import os
 import uuid
 from pathlib import Path
 
@@ -50,6 +51,7 @@ VERSION = Version.parse("1.0.0")
 SIGNING_KEY = "/releng/signing-key"
 SIGNING_PASSPHRASE = "/releng/signing-passphrase"
 PUBLIC_GIT_TOKEN = "/releng/public-git-token"
+CACHE_PREFIX = "releng/cc"
 ROLE_IDS = {
     **{q: template.worker_role_id(q) for q in S.WORKER_QUEUES},
     **{
@@ -68,8 +70,9 @@ class Stack:
         tag = uuid.uuid4().hex[:8]
         self.name = f"iam-{tag}"
         self.scratch, self.downloads = f"{self.name}-scratch", f"{self.name}-downloads"
+        self.cache = f"{self.name}-ccache"  # [build] cache_url in a bucket of its own
         s3, sqs, ec2 = (server.client(s) for s in ("s3", "sqs", "ec2"))
-        for bucket in (self.scratch, self.downloads):
+        for bucket in (self.scratch, self.downloads, self.cache):
             create_bucket(s3, bucket)
         self.queue_urls: dict[str, str] = {}
         for name in (*S.WORKER_QUEUES, *S.QUEUE_HANDLERS):
@@ -110,6 +113,7 @@ class Stack:
             "ScratchBucket": self.scratch, "ScratchBucket.Arn": f"arn:aws:s3:::{self.scratch}",
             "DownloadsBucket": self.downloads,
             "DownloadsBucket.Arn": f"arn:aws:s3:::{self.downloads}",
+            "CompilerCacheBucket": self.cache, "CompilerCachePrefix": CACHE_PREFIX,
         }  # fmt: skip
         for name, url in self.queue_urls.items():
             qid = "".join(p.capitalize() for p in name.split("_")) + "Queue"
@@ -119,6 +123,7 @@ class Stack:
             values[f"{role_id}.Arn"] = f"arn:aws:iam::{ACCOUNT}:role/{self.name}-{role_id}"
         conditions = dict.fromkeys(tmpl["Conditions"], False)
         conditions["HasPublicGitToken"] = True  # release day: the publisher pushes with a token
+        conditions["HasCompilerCacheBucket"] = True
         resources = tmpl["Resources"]
         return {
             role: resolve(
@@ -270,6 +275,36 @@ def test_arm64_build_worker_and_it_cannot_read_the_signing_key(
     with pytest.raises(ClientError) as denied:
         stack.client("build_arm64", "ssm").get_parameter(Name=SIGNING_KEY, WithDecryption=True)
     assert _denied(denied.value)
+
+
+def test_the_build_worker_shares_a_compiler_cache_bucket_within_its_prefix(stack, tmp_path) -> None:  # fmt: skip
+    """The s3 mode's real sync as the builder role, the cache in a bucket of its own: upload,
+    listing and download under the prefix; nothing outside it, and no other role there."""
+    from releng.compiler_cache import S3Cache, S3Location
+
+    location = S3Location.parse(f"s3://{stack.cache}/{CACHE_PREFIX}")
+    cache = S3Cache(stack.client("build", "s3"), location, distro_id=DISTRO, arch="amd64")
+    (tmp_path / "here" / "a" / "b").mkdir(parents=True)
+    (tmp_path / "here" / "a" / "b" / "0123abcdR").write_bytes(b"an object file")
+    assert cache.upload(tmp_path / "here", {}) == (1, 14)
+    remote = cache.listing()
+    assert list(remote) == ["a/b/0123abcdR"]
+    (tmp_path / "there").mkdir()
+    got = cache.download(tmp_path / "there", remote, limit=10**6, uid=os.getuid(), gid=os.getgid())
+    assert got == (1, 14)
+    assert (tmp_path / "there" / "a" / "b" / "0123abcdR").read_bytes() == b"an object file"
+    s3 = stack.client("build", "s3")
+    with pytest.raises(ClientError) as denied:
+        s3.put_object(Bucket=stack.cache, Key="elsewhere/x", Body=b"x")
+    assert _denied(denied.value)
+    for role in ("tarball", "publish"):
+        with pytest.raises(ClientError) as denied:
+            stack.client(role, "s3").get_object(Bucket=stack.cache, Key=f"{cache.prefix}a/b/0123abcdR")  # fmt: skip
+        assert _denied(denied.value), role
+    # the Graviton builders share it too, in their architecture's part
+    arm64 = S3Cache(stack.client("build_arm64", "s3"), location, distro_id=DISTRO, arch="arm64")
+    assert arm64.upload(tmp_path / "here", {}) == (1, 14)
+    assert list(arm64.listing()) == ["a/b/0123abcdR"]
 
 
 def test_publish_worker(stack, project_copy, signer, tmp_path, caplog) -> None:

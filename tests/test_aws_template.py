@@ -292,3 +292,27 @@ def test_stack_parameters_carry_the_arm64_builders_settings() -> None:
         "m7g.large",
         "ami-0a64b6b0e1d3c5f27",
     )
+
+
+def test_a_cache_bucket_other_than_scratch_is_granted_to_the_builders_alone(make_project):
+    """[build] compiler_cache = "s3" in another bucket: deploy-aws passes its bucket and
+    prefix, and only the builder role holds the (conditional) statements; in the scratch
+    bucket, nothing more is passed (the builders use scratch already)."""
+    from releng.aws import deploy
+
+    publish = '[publish]\nscratch_bucket = "scratch"\n'
+    cache = '[build]\ncompiler_cache = "s3"\ncache_url = "s3://ccache-shared/releng/cc"\n'
+    other = make_project(publish + cache)
+    params = deploy.parameters_from(other.config, repository_url="https://example.com/p.git")
+    assert (params["CompilerCacheBucket"], params["CompilerCachePrefix"]) == (
+        "ccache-shared",
+        "releng/cc",
+    )
+    in_scratch = make_project(
+        publish + '[build]\ncompiler_cache = "s3"\ncache_url = "s3://scratch/cc"\n', name="s"
+    )
+    params = deploy.parameters_from(in_scratch.config, repository_url="https://example.com/p.git")
+    assert "CompilerCacheBucket" not in params
+    res = _load()["Resources"]
+    holders = [q for q in S.WORKER_QUEUES if "CompilerCacheBucket" in _statements(res[template.worker_role_id(q)])]  # fmt: skip
+    assert holders == ["build", "build_arm64"]

@@ -223,6 +223,7 @@ def test_make_all_packages_goes_on_after_a_failure_and_reports_it(
         f"debian-9-stretch,{BOOKWORM}",
         "--jobs",
         "2",
+        "--no-cache",
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -233,6 +234,7 @@ def test_make_all_packages_goes_on_after_a_failure_and_reports_it(
     assert any(
         ln.partition(" | ")[0].rstrip() == BOOKWORM and "dpkg-buildpackage" in ln for ln in logs
     )
+    assert f"{BOOKWORM} | releng: compiler cache: off (--no-cache)" in logs  # passed through
     assert any(ln.startswith("[1/2] ") for ln in logs)
     assert any(ln.startswith("[2/2] ") for ln in logs)
     table = stdout.splitlines()

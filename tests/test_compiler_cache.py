@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from releng import compiler_cache
 from releng.build import BUILD_JSON, BuildResult, make_package
 from releng.compiler_cache import (
     CACHE_MOUNT,
@@ -74,7 +75,9 @@ def test_the_plan_mounts_one_volume_per_distro_and_arch_and_wraps_the_builder(
     project = make_project('[build]\ncache_size = "500M"\n')
     distro = project.distro(BOOKWORM)
     cache = plan_cache(project, distro, arch="arm64")
-    assert cache.volumes() == {f"releng-ccache-tally-{BOOKWORM}-arm64": CACHE_MOUNT}
+    assert cache.volumes() == {
+        f"{compiler_cache.VOLUME_PREFIX}-tally-{BOOKWORM}-arm64": CACHE_MOUNT
+    }
     assert cache.environment() == {"CCACHE_DIR": CACHE_MOUNT, "CCACHE_MAXSIZE": "500M"}
     assert cache.command(["sh", "b"], "/opt/p") == [
         "sh",
@@ -198,7 +201,7 @@ def test_a_warm_cache_builds_the_same_debs_as_no_cache(
     assert len(debs(off)) >= 1
 
     (stats,) = cache_stats(engine, project, BOOKWORM)
-    assert stats.volume == f"releng-ccache-tally-{BOOKWORM}-amd64"
+    assert stats.volume == f"{compiler_cache.VOLUME_PREFIX}-tally-{BOOKWORM}-amd64"
     assert re.search(r"Hits:\s+12 /", stats.report), stats.report
     assert cache_clear(engine, project, BOOKWORM) == [stats.volume]
     assert cache_stats(engine, project, BOOKWORM) == []
@@ -251,13 +254,19 @@ def test_a_fresh_worker_is_warm_from_the_shared_s3_cache(
 
 
 def _wrapper_run(
-    engine: Engine, project: Project, image: str, cache: CompilerCache, *, volume: str
-) -> str:
-    """Compile one C++ file through packaging/with-compiler-cache, as the build does."""
-    compile_ = (
+    engine: Engine,
+    project: Project,
+    image: str,
+    cache: CompilerCache,
+    *,
+    volume: str,
+    compile_: str = (
         "cd /tmp && printf 'int main() { return 0; }\\n' >t.cpp && "
         "if command -v g++ >/dev/null; then g++ -c t.cpp -o t.o; fi && echo built"
-    )
+    ),
+) -> str:
+    """Compile one C++ file (or run ``compile_``) through packaging/with-compiler-cache, as
+    the build does."""
     spec = ContainerSpec(
         image=image,
         command=cache.command(["sh", "-c", compile_], project.packaging_mount),
@@ -269,7 +278,7 @@ def _wrapper_run(
     )
     result = engine.run_spec(spec)
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1] == "built", result.output
+    assert "built" in result.output.splitlines(), result.output
     return result.output
 
 
@@ -362,3 +371,37 @@ def test_a_cache_volume_of_another_user_costs_one_line_not_the_build(
     )
     assert said[1:] == ["releng: compiler cache:" + said[0].removeprefix(">>> compiler cache:")]
     assert log_lines(result)[-1] == said[1]  # the log still ends with the cache's state
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_configure_probes_hit_in_their_random_directories_and_nothing_else_moves(
+    engine: Engine,
+    base_image: Callable[[str], str],
+    project_copy: Project,
+    scratch_volume: Callable[..., str],
+) -> None:
+    """CMake compiles each configure probe with -g in a new random directory, which ccache
+    hashes: the wrappers leave that directory out of the hash there, and only there."""
+    base_image(BOOKWORM)
+    distro = project_copy.distro(BOOKWORM)
+    cache = plan_cache(project_copy, distro)
+    image = ensure_builder_image(engine, project_copy, distro).id
+    volume = scratch_volume()
+
+    def rate(directory: str) -> str:
+        compile_ = (
+            f"mkdir -p {directory} && cd {directory} && "
+            "printf 'int probe(void) { return 1; }\\n' >probe.c && "
+            "cc -g -O2 -c probe.c -o probe.o && echo built"
+        )
+        output = _wrapper_run(engine, project_copy, image, cache, volume=volume, compile_=compile_)
+        return next(ln for ln in output.splitlines() if ln.startswith(">>> compiler cache: "))
+
+    scratch = "/tmp/obj/CMakeFiles/CMakeScratch/TryCompile-"
+    assert " 0 of 1 compilations were hits" in rate(scratch + "Ab12Cd")
+    assert " 1 of 1 compilations were hits" in rate(scratch + "Xy34Zw")  # another configure
+    # elsewhere the directory still counts: its debug info names it
+    assert " 0 of 1 compilations were hits" in rate("/tmp/obj/one")
+    assert " 0 of 1 compilations were hits" in rate("/tmp/obj/two")
+    assert " 1 of 1 compilations were hits" in rate("/tmp/obj/two")

@@ -40,12 +40,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from releng.errors import BuildError
 
 if TYPE_CHECKING:
+    from releng.config import ProductConfig
     from releng.distro import Distro
     from releng.engine import Engine
     from releng.project import Project
 
 log = logging.getLogger(__name__)
 
+# The volumes' names start with it (a test run sets one of its own: tests/fixtures/docker.py).
+VOLUME_PREFIX = "releng-ccache"
 CACHE_MOUNT = "/var/cache/releng-ccache"  # also made (mode 1777) by packaging/builder-setup
 WRAPPER = "packaging/with-compiler-cache"
 LOG_PREFIX = ">>> compiler cache:"  # the wrapper's lines: the last one is the hit rate
@@ -71,7 +74,7 @@ def host_architecture() -> str:
 
 
 def cache_volume(project: Project, distro_id: str, arch: str) -> str:
-    return f"releng-ccache-{project.name}-{distro_id}-{arch}"
+    return f"{VOLUME_PREFIX}-{project.name}-{distro_id}-{arch}"
 
 
 def size_bytes(size: str) -> int:
@@ -395,24 +398,34 @@ def _reason(exc: BaseException) -> str:
     return text.split(': "', 1)[0][:200]  # botocore's connection errors quote the whole URL
 
 
-def iam_statements(location: S3Location) -> list[dict[str, Any]]:
+def iam_statements(location: S3Location, *, partition: str = "aws") -> list[dict[str, Any]]:
     """What a worker's role needs for the s3 mode, and nothing more: list, read and write
-    under the cache prefix (for the CloudFormation template's worker role)."""
+    under the cache prefix. The CloudFormation template's builder role holds them for a
+    cache bucket other than scratch (its bucket, prefix and partition as ``${...}``)."""
     return [
         {
             "Sid": "CompilerCacheList",
             "Effect": "Allow",
             "Action": "s3:ListBucket",
-            "Resource": f"arn:aws:s3:::{location.bucket}",
+            "Resource": f"arn:{partition}:s3:::{location.bucket}",
             "Condition": {"StringLike": {"s3:prefix": [f"{location.prefix}/*"]}},
         },
         {
             "Sid": "CompilerCacheObjects",
             "Effect": "Allow",
             "Action": ["s3:GetObject", "s3:PutObject"],
-            "Resource": f"arn:aws:s3:::{location.bucket}/{location.prefix}/*",
+            "Resource": f"arn:{partition}:s3:::{location.bucket}/{location.prefix}/*",
         },
     ]
+
+
+def separate_cache_bucket(config: ProductConfig) -> S3Location | None:
+    """The s3 mode's location when it is not in ``[publish] scratch_bucket`` (whose whole
+    bucket the builders may use anyway): the stack grants its prefix to the builders."""
+    if config.build.compiler_cache != "s3" or not config.build.cache_url:
+        return None
+    location = S3Location.parse(config.build.cache_url)
+    return None if location.bucket == config.publish.scratch_bucket else location
 
 
 # -- cache-stats and cache-clear -------------------------------------------------------------
@@ -427,7 +440,9 @@ class VolumeStats:
 
 
 def project_volumes(engine: Engine, project: Project, distro_id: str = "") -> list[Any]:
-    prefix = cache_volume(project, distro_id, "") if distro_id else f"releng-ccache-{project.name}-"
+    prefix = (
+        cache_volume(project, distro_id, "") if distro_id else f"{VOLUME_PREFIX}-{project.name}-"
+    )
     volumes = engine.client.volumes.list(filters={"name": prefix})
     return sorted((v for v in volumes if v.name.startswith(prefix)), key=lambda v: str(v.name))
 

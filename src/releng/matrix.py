@@ -76,9 +76,11 @@ def build_all(
     force: bool = False,
     reporter: Reporter,
     architectures: Sequence[str] = (),
+    no_cache: bool = False,
 ) -> list[Outcome]:
     """Build every distro for each of ``architectures`` (default: the host's), ``jobs`` at a
-    time; one Outcome per build, in the given order, named ``distro`` or ``distro/arch``."""
+    time; one Outcome per build, in the given order, named ``distro`` or ``distro/arch``.
+    ``no_cache``: every build runs without the compiler cache (make-package --no-cache)."""
     archs: list[str | None] = list(architectures) or [None]
     builds = [(d, a) for d in distro_ids for a in archs]
 
@@ -105,6 +107,7 @@ def build_all(
                 force=force,
                 cpus=cpus,
                 arch=arch,
+                no_cache=no_cache,
                 on_line=lambda text: reporter.line(label, text),
             )
         except RelengError as exc:

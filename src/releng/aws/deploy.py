@@ -30,6 +30,7 @@ from typing import Any
 from releng.aws import handlers, statemachine
 from releng.aws import steps as S
 from releng.aws.catalog import CATALOG_FILE, Catalog
+from releng.compiler_cache import separate_cache_bucket
 from releng.errors import AwsError
 from releng.publish.flows import public_read_policy
 
@@ -454,6 +455,10 @@ def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
         ),
         "DownloadsPrefix": config.publish.prefix.strip("/"),
     }
+    cache = separate_cache_bucket(config)
+    if cache is not None:
+        params["CompilerCacheBucket"] = cache.bucket
+        params["CompilerCachePrefix"] = cache.prefix
     for param, given in (("ImageId", cfg.ami), ("Arm64ImageId", cfg.arm64_ami)):
         ami = given or AMI_DEFAULTS[param]
         if not ami.startswith(("ami-", "/")):

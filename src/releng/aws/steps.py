@@ -89,7 +89,7 @@ WORKER_KINDS: Final = {
         instance_param="BuilderInstanceType",
         disk_gb=256,
         max_workers=16,
-        permissions=("scratch-read", "scratch-write"),
+        permissions=("scratch-read", "scratch-write", "compiler-cache"),
     ),
     # The same builder on Graviton: `make-package DISTRO --arch arm64` is the host's
     # architecture there (no cross toolchain, no qemu).
@@ -99,7 +99,7 @@ WORKER_KINDS: Final = {
         image_param="Arm64ImageId",
         disk_gb=256,
         max_workers=16,
-        permissions=("scratch-read", "scratch-write"),
+        permissions=("scratch-read", "scratch-write", "compiler-cache"),
     ),
     PUBLISH_QUEUE: WorkerKind(
         queue=PUBLISH_QUEUE,

@@ -26,6 +26,7 @@ import yaml
 
 from releng.aws import statemachine
 from releng.aws import steps as S
+from releng.compiler_cache import S3Location, iam_statements
 from releng.publish.flows import public_objects
 
 TEMPLATE_FILE = "aws/template.yaml"
@@ -306,7 +307,24 @@ def _worker_permissions() -> dict[str, list[Json]]:
         "cloudfront-invalidate": [
             _statement(["cloudfront:CreateInvalidation"], _distribution_arn())
         ],
+        # [build] compiler_cache = "s3" in a bucket other than scratch: its prefix only
+        "compiler-cache": [
+            {"Fn::If": ["HasCompilerCacheBucket", _subs(st), _ref("AWS::NoValue")]}
+            for st in iam_statements(
+                S3Location(bucket="${CompilerCacheBucket}", prefix="${CompilerCachePrefix}"),
+                partition="${AWS::Partition}",
+            )
+        ],
     }
+
+
+def _subs(node: Any) -> Any:
+    """``node`` with each string that holds a ``${...}`` as an Fn::Sub of it."""
+    if isinstance(node, dict):
+        return {k: _subs(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_subs(v) for v in node]
+    return _sub(node) if isinstance(node, str) and "${" in node else node
 
 
 def worker_role_id(queue: str) -> str:
@@ -604,6 +622,13 @@ def template(definition: str, userdata: str) -> Json:
         "NightlySchedule": {"Type": "String", "Default": "cron(0 2 * * ? *)"},
         "SigningKeyParameter": {"Type": "String", "Default": "/releng/signing-key"},
         "SigningPassphraseParameter": {"Type": "String", "Default": "/releng/signing-passphrase"},
+        "CompilerCacheBucket": {
+            "Type": "String",
+            "Default": "",
+            "Description": "[build] cache_url's bucket when it is not the scratch bucket: the "
+            "builders may list, read and write CompilerCachePrefix there",
+        },
+        "CompilerCachePrefix": {"Type": "String", "Default": "compiler-cache"},
     }
     res: Json = {}
     _buckets(res)
@@ -631,6 +656,7 @@ def template(definition: str, userdata: str) -> Json:
             "HasSecurityGroups": _not_empty({"Fn::Join": ["", _ref("SecurityGroupIds")]}),
             "HasGitCredentials": _not_empty(_ref("GitCredentialsParameter")),
             "HasPublicGitToken": _not_empty(_ref("PublicGitTokenParameter")),
+            "HasCompilerCacheBucket": _not_empty(_ref("CompilerCacheBucket")),
         },
         "Resources": res,
         "Outputs": outputs,

@@ -118,6 +118,7 @@ def make_package(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
         "arches": "comma-separated architectures (default: [repositories] architectures)",
         "force": "rebuild even when up to date",
         "quiet": "no live build logs, only progress and the summary",
+        "no_cache": "build without the compiler cache ([build] compiler_cache) this once",
     }
 )
 def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
@@ -129,6 +130,7 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
     force: bool = False,
     quiet: bool = False,
     release: bool = False,
+    no_cache: bool = False,
 ) -> None:
     """Build several distros x architectures at once (default: the TARGETS x product.toml's)."""
     from releng.build import terminate_as_interrupt
@@ -159,6 +161,7 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
             force=force,
             reporter=reporter,
             architectures=archs,
+            no_cache=no_cache,
         )
     for line in summary_table(outcomes):
         out(line)
