@@ -92,16 +92,25 @@ def test_interactive_shell_has_the_mounts_and_no_seccomp(
     assert leftover == []
 
 
-def test_interactive_without_a_terminal_fails_clearly(project_copy: Project) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(REPO_ROOT), "interactive", "debian-12-bookworm"],
-        env={**os.environ, "RELENG_ROOT": str(project_copy.root)},
+def _interactive(*args: str) -> list[str]:
+    return [sys.executable, "-m", "invoke", "-r", str(REPO_ROOT), "interactive", *args]
+
+
+def _without_terminal(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    """``invoke interactive ARGS`` for ``project`` with no terminal on standard input."""
+    return subprocess.run(
+        _interactive(*args),
+        env={**os.environ, "RELENG_ROOT": str(project.root)},
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         check=False,
         timeout=120,
     )
+
+
+def test_interactive_without_a_terminal_fails_clearly(project_copy: Project) -> None:
+    proc = _without_terminal(project_copy, "debian-12-bookworm")
     assert proc.returncode == 1
     assert "needs a terminal on standard input" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -132,10 +141,6 @@ def test_interactive_xenial_opens_a_shell_on_16_04(
     )
     assert "os=[16.04]" in screen, screen
     assert code == 0, screen
-
-
-def _interactive(*args: str) -> list[str]:
-    return [sys.executable, "-m", "invoke", "-r", str(REPO_ROOT), "interactive", *args]
 
 
 def test_interactive_arm64_cross_and_emulated(
@@ -189,15 +194,7 @@ def test_interactive_refuses_a_bad_architecture_in_one_line(
     project_copy: Project, arch: str, message: str
 ) -> None:
     """Before anything else (even the terminal check): nothing is made."""
-    proc = subprocess.run(
-        _interactive("debian-12-bookworm", "--arch", arch),
-        env={**os.environ, "RELENG_ROOT": str(project_copy.root)},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc = _without_terminal(project_copy, "debian-12-bookworm", "--arch", arch)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr

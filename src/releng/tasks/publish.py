@@ -130,6 +130,7 @@ def publish_release_source(  # noqa: PLR0917  (invoke passes task arguments posi
         "version": "the version that was built (default: tonight's nightly)",
         "arch": "the architecture whose build to upload (default: the host's, as make-package)",
         "dry_run": "list the files, upload nothing",
+        "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
     }
 )
 def upload_build(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
