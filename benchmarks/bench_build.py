@@ -33,7 +33,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.request
 from pathlib import Path
@@ -41,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from benchmarks.archive import extract  # noqa: E402
 from tests.fixtures.gpg import make_key  # noqa: E402
 from tests.fixtures.project import copy_repo, git  # noqa: E402
 
@@ -150,8 +150,7 @@ def hello_project(base: Path) -> tuple[Project, dict[str, str]]:
         "with-compiler-cache",
     ):
         shutil.copy2(ROOT / "packaging" / name, root / "packaging" / name)
-    with tarfile.open(debian_tar) as tf:
-        tf.extractall(root / "packaging", filter="data")
+    extract(debian_tar, root / "packaging")
     distro = root / "distros" / DISTRO
     distro.mkdir(parents=True)
     (distro / "DOCKER_BASE").write_text("debian:bookworm\n")

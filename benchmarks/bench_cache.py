@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import sys
-import tarfile
 import time
 import urllib.request
 import uuid
@@ -48,6 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from benchmarks.archive import extract  # noqa: E402
 from tests.fixtures.gpg import make_key  # noqa: E402
 from tests.fixtures.project import git  # noqa: E402
 
@@ -142,16 +142,14 @@ def leveldb_project(base: Path) -> tuple[Project, dict[str, str]]:
         "with-compiler-cache",
     ):
         shutil.copy2(ROOT / "packaging" / name, root / "packaging" / name)
-    with tarfile.open(fetch(DEBIAN)) as tf:
-        tf.extractall(root / "packaging", filter="data")
+    extract(fetch(DEBIAN), root / "packaging")
     # The smoke install runs offline in the bare base image, which lacks libsnappy1v5:
     # leave that one dependency out of the packages' Depends (the build is unchanged).
     with (root / "packaging" / "debian" / "rules").open("a") as rules:
         rules.write("\noverride_dh_shlibdeps:\n\tdh_shlibdeps -- -xlibsnappy1v5\n")
     upstream = root / "upstream"
     upstream.mkdir()
-    with tarfile.open(fetch(ORIG)) as tf:
-        tf.extractall(upstream, filter="data")
+    extract(fetch(ORIG), upstream)
     (upstream / "leveldb-1.23").rename(upstream / "leveldb")
     distro = root / "distros" / DISTRO
     distro.mkdir(parents=True)
