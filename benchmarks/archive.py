@@ -1,9 +1,57 @@
-"""Unpacking the archive tarballs the benchmarks download (Debian's pool, sha256 pinned)."""
+"""A Debian archive package as a releng project, for the benchmarks: its tarballs downloaded
+from Debian's pool (sha256 pinned), unpacked, and laid out with releng's packaging scripts."""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import tarfile
+import urllib.request
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+
+ROOT = Path(__file__).resolve().parents[1]
+DOWNLOADS = ROOT / "benchmarks" / ".work" / "downloads"
+# releng's scripts a build needs beside the package's own debian/
+PACKAGING_SCRIPTS = (
+    "builder-setup",
+    "make-debianish-package",
+    "binaries-ready",
+    "with-compiler-cache",
+)
+
+
+def fetch(pool: str, name: str, sha256: Mapping[str, str]) -> Path:
+    """``pool/name`` in benchmarks/.work/downloads/ (downloaded once), checked against ``sha256``."""
+    DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    path = DOWNLOADS / name
+    if not path.exists():
+        print(f"downloading {pool}/{name}", flush=True)
+        tmp = path.with_suffix(".part")
+        with urllib.request.urlopen(f"{pool}/{name}", timeout=120) as resp:
+            tmp.write_bytes(resp.read())
+        tmp.replace(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != sha256[name]:
+        path.unlink()
+        raise SystemExit(f"{name}: sha256 {digest} is not the pinned {sha256[name]}")
+    return path
+
+
+def lay_out(root: Path, debian_tar: Path, *, distro: str, pkgver: str) -> None:
+    """``root/packaging``: releng's scripts and the package's debian/ from ``debian_tar``;
+    ``root/distros/<distro>`` (bookworm) naming it, the only target."""
+    (root / "packaging").mkdir(parents=True)
+    for name in PACKAGING_SCRIPTS:
+        shutil.copy2(ROOT / "packaging" / name, root / "packaging" / name)
+    extract(debian_tar, root / "packaging")
+    directory = root / "distros" / distro
+    directory.mkdir(parents=True)
+    (directory / "DOCKER_BASE").write_text("debian:bookworm\n")
+    (directory / "DISTRIBUTION").write_text("bookworm\n")
+    (directory / "PKGVER").write_text(f"{pkgver}\n")
+    (directory / "debian").symlink_to("../../packaging/debian")
+    (root / "distros" / "TARGETS").write_text(f"{distro}\n")
 
 
 def extract(tarball: Path, dest: Path) -> None:

@@ -34,13 +34,12 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from benchmarks.archive import extract  # noqa: E402
+from benchmarks.archive import fetch, lay_out  # noqa: E402
 from tests.fixtures.gpg import make_key  # noqa: E402
 from tests.fixtures.project import copy_repo, git  # noqa: E402
 
@@ -113,25 +112,6 @@ ls ../*.deb
 LEAN = "--no-install-recommends"  # a leaner classic: no Recommends, so no lintian either
 
 
-def fetch(name: str) -> Path:
-    downloads = WORK / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    path = downloads / name
-    if not path.exists():
-        print(f"downloading {POOL}/{name}", flush=True)
-        tmp = path.with_suffix(".part")
-        with urllib.request.urlopen(f"{POOL}/{name}", timeout=120) as resp:
-            tmp.write_bytes(resp.read())
-        tmp.replace(path)
-    import hashlib
-
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != HELLO_SHA256[name]:
-        path.unlink()
-        raise SystemExit(f"{name}: sha256 {digest} is not the pinned {HELLO_SHA256[name]}")
-    return path
-
-
 def demo_project(base: Path) -> Project:
     return Project.load(copy_repo(base / "demo"))
 
@@ -139,25 +119,9 @@ def demo_project(base: Path) -> Project:
 def hello_project(base: Path) -> tuple[Project, dict[str, str]]:
     """A releng project that packages GNU hello 2.10 (upstream's tarball as it is, the orig
     tarball Debian's archive has) with Debian's debian/ (its changelog kept under ours)."""
-    orig = fetch(HELLO_ORIG)
-    debian_tar = fetch(HELLO_DEBIAN)
+    orig = fetch(POOL, HELLO_ORIG, HELLO_SHA256)
     root = base / "hello"
-    (root / "packaging").mkdir(parents=True)
-    for name in (
-        "builder-setup",
-        "make-debianish-package",
-        "binaries-ready",
-        "with-compiler-cache",
-    ):
-        shutil.copy2(ROOT / "packaging" / name, root / "packaging" / name)
-    extract(debian_tar, root / "packaging")
-    distro = root / "distros" / DISTRO
-    distro.mkdir(parents=True)
-    (distro / "DOCKER_BASE").write_text("debian:bookworm\n")
-    (distro / "DISTRIBUTION").write_text("bookworm\n")
-    (distro / "PKGVER").write_text("1~deb12u1\n")
-    (distro / "debian").symlink_to("../../packaging/debian")
-    (root / "distros" / "TARGETS").write_text(f"{DISTRO}\n")
+    lay_out(root, fetch(POOL, HELLO_DEBIAN, HELLO_SHA256), distro=DISTRO, pkgver="1~deb12u1")
     assert orig.name == "hello_2.10.orig.tar.gz"  # [source] url below names it
     key = make_key(base / "gnupg", name="bench signing key")
     (root / "product.toml").write_text(
@@ -169,7 +133,7 @@ smoke_command = ["hello", "--greeting=bench"]
 
 [source]
 kind = "url"
-url = "file://{WORK}/downloads/hello_{{version}}.orig.tar.gz"
+url = "file://{orig.parent}/hello_{{version}}.orig.tar.gz"
 cache_dir = ".releng/cache/downloads"
 
 [signing]

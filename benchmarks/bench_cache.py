@@ -34,20 +34,18 @@ Run: ``python benchmarks/bench_cache.py [--no-cold-off]`` (about 30 to 40 minute
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from benchmarks.archive import extract  # noqa: E402
+from benchmarks.archive import extract, fetch, lay_out  # noqa: E402
 from tests.fixtures.gpg import make_key  # noqa: E402
 from tests.fixtures.project import git  # noqa: E402
 
@@ -114,50 +112,18 @@ ccache --show-stats | grep -E '^ *(Hits|Misses):' | tr -s ' ' | tr '\n' ' '; ech
 """
 
 
-def fetch(name: str) -> Path:
-    downloads = WORK / "downloads"
-    downloads.mkdir(parents=True, exist_ok=True)
-    path = downloads / name
-    if not path.exists():
-        print(f"downloading {POOL}/{name}", flush=True)
-        tmp = path.with_suffix(".part")
-        with urllib.request.urlopen(f"{POOL}/{name}", timeout=120) as resp:
-            tmp.write_bytes(resp.read())
-        tmp.replace(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    if digest != SHA256[name]:
-        path.unlink()
-        raise SystemExit(f"{name}: sha256 {digest} is not the pinned {SHA256[name]}")
-    return path
-
-
 def leveldb_project(base: Path) -> tuple[Project, dict[str, str]]:
     """A releng project: LevelDB's upstream tree in git (tag v1.23.0) and Debian's debian/."""
     root = base / "leveldb"
-    (root / "packaging").mkdir(parents=True)
-    for name in (
-        "builder-setup",
-        "make-debianish-package",
-        "binaries-ready",
-        "with-compiler-cache",
-    ):
-        shutil.copy2(ROOT / "packaging" / name, root / "packaging" / name)
-    extract(fetch(DEBIAN), root / "packaging")
+    lay_out(root, fetch(POOL, DEBIAN, SHA256), distro=DISTRO, pkgver="1~bookworm")
     # The smoke install runs offline in the bare base image, which lacks libsnappy1v5:
     # leave that one dependency out of the packages' Depends (the build is unchanged).
     with (root / "packaging" / "debian" / "rules").open("a") as rules:
         rules.write("\noverride_dh_shlibdeps:\n\tdh_shlibdeps -- -xlibsnappy1v5\n")
     upstream = root / "upstream"
     upstream.mkdir()
-    extract(fetch(ORIG), upstream)
+    extract(fetch(POOL, ORIG, SHA256), upstream)
     (upstream / "leveldb-1.23").rename(upstream / "leveldb")
-    distro = root / "distros" / DISTRO
-    distro.mkdir(parents=True)
-    (distro / "DOCKER_BASE").write_text("debian:bookworm\n")
-    (distro / "DISTRIBUTION").write_text("bookworm\n")
-    (distro / "PKGVER").write_text("1~bookworm\n")
-    (distro / "debian").symlink_to("../../packaging/debian")
-    (root / "distros" / "TARGETS").write_text(f"{DISTRO}\n")
     key = make_key(base / "gnupg", name="bench signing key")
     product = f"""
 [product]
