@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import shlex
-import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -76,14 +74,7 @@ def bootstrap_base_image(engine: Engine, project: Project, distro: Distro) -> st
     with tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp:
         tarball = Path(tmp) / f"{distro.codename}.tar"
         cmd = bootstrap.command(recipe, tarball)
-        log.info("bootstrapping %s: %s", distro.docker_base, shlex.join(cmd))
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        except FileNotFoundError:
-            raise ImageError(
-                f"{distro.id}: cannot bootstrap {distro.docker_base}: mmdebstrap is not installed; "
-                "run ./scripts/setup"
-            ) from None
+        proc = bootstrap.run(cmd, distro_id=distro.id, reference=distro.docker_base)
         if proc.returncode != 0:
             raise ImageError(
                 f"{distro.id}: mmdebstrap of {distro.codename} from {recipe.mirror} failed: "

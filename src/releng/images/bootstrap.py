@@ -12,6 +12,7 @@ not verify the archive are each one clear line, and nothing is imported.
 from __future__ import annotations
 
 import logging
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -86,6 +87,19 @@ def command(recipe: Recipe, tarball: Path) -> list[str]:
         str(tarball),
         *recipe.mirror_args,
     ]
+
+
+def run(cmd: list[str], *, distro_id: str, reference: str) -> subprocess.CompletedProcess[str]:
+    """Run the mmdebstrap command ``cmd`` that makes ``reference`` (logged, output captured);
+    one clear error when mmdebstrap is not installed. The caller judges the exit status."""
+    log.info("bootstrapping %s: %s", reference, shlex.join(cmd))
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise ImageError(
+            f"{distro_id}: cannot bootstrap {reference}: mmdebstrap is not installed; "
+            "run ./scripts/setup"
+        ) from None
 
 
 def check_archive(distro_id: str, recipe: Recipe) -> None:

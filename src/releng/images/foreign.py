@@ -15,8 +15,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import shlex
-import subprocess
 import tarfile
 import tempfile
 from collections.abc import Mapping
@@ -145,14 +143,7 @@ def bootstrap_foreign_image(engine: Engine, project: Project, distro: Distro, ar
     with tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp:
         rootfs = Path(tmp) / "rootfs.tar"
         cmd = foreign_bootstrap_command(project, distro, arch, rootfs)
-        log.info("bootstrapping %s: %s", reference, shlex.join(cmd))
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        except FileNotFoundError:
-            raise ImageError(
-                f"{distro.id}: cannot bootstrap {reference}: mmdebstrap is not installed; "
-                "run ./scripts/setup"
-            ) from None
+        proc = bootstrap.run(cmd, distro_id=distro.id, reference=reference)
         if proc.returncode != 0:
             hint = (
                 "install arch-test (./scripts/setup-binfmt)"
