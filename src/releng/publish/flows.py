@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import hashlib
-import json
 import logging
 import tempfile
 from collections.abc import Callable, Mapping
@@ -33,31 +32,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from releng.digest import file_sha256
 from releng.errors import PublishError
 from releng.publish import cloudfront as cf
 from releng.publish.index_pages import IndexPages
+from releng.publish.layout import LONG_TTL, STATE, STATE_SKIP, content_type
 from releng.publish.lock import DEFAULT_TIMEOUT, DEFAULT_TTL, S3Lock
-from releng.publish.sync import (
-    LONG_TTL,
-    STATE,
-    STATE_SKIP,
-    Manifest,
-    RepoSyncer,
-    S3Url,
-    SyncOptions,
-    SyncResult,
-    clear_changes,
-    content_type,
-    delete_keys,
-    get_bytes,
-    is_not_found,
-    list_keys,
-    read_changes,
-    record_changes,
-    s3_errors,
-    sha256_file,
-    sync_tree,
+from releng.publish.manifest import Manifest, clear_changes, read_changes, record_changes
+from releng.publish.s3 import S3Url, is_not_found, s3_errors
+from releng.publish.scratch import (
+    COMPLETE,
+    SCRATCH_SOURCE,
+    build_files,
+    builds_to_include,
+    delete_scratch,
+    download_verified,
+    scratch_builds,
+    scratch_url,
+    source_files,
+    upload_build,
 )
+from releng.publish.sync import RepoSyncer, SyncOptions, SyncResult, sync_tree
 from releng.version import Version
 
 if TYPE_CHECKING:
@@ -65,9 +60,19 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from releng.apt import PublishResult as RepoChange
-    from releng.distro import Distro
     from releng.gpg import Signer
     from releng.project import Project
+
+# The scratch contract lives in releng.publish.scratch; these names stay importable from here.
+__all__ = [
+    "COMPLETE",
+    "SCRATCH_SOURCE",
+    "build_files",
+    "scratch_builds",
+    "scratch_url",
+    "source_files",
+    "upload_build",
+]
 
 log = logging.getLogger(__name__)
 
@@ -271,158 +276,6 @@ def describe(result: PublishResult) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------- scratch bucket
-
-SCRATCH_SOURCE = "source"  # s3://<scratch>/<version>/source/: not a distro id
-COMPLETE = ".releng-complete.json"  # written last by upload-build: the build's file list
-
-
-def scratch_url(bucket: str, version: Version, part: str, arch: str = "") -> S3Url:
-    """``s3://<scratch>/<version>/source`` or one architecture's build of a distro,
-    ``s3://<scratch>/<version>/<distro>/<arch>``: each architecture's part has its own files
-    and completion marker, so builds of one distro on two machines never overwrite each
-    other, and the publish collects every complete part."""
-    return S3Url(bucket, f"{version.text}/{part}" + (f"/{arch}" if arch else ""))
-
-
-def build_files(project: Project, version: Version, distro: str, arch: str) -> dict[str, Path]:
-    """The files of ``arch``'s build in ``out/<version>/<distro>/`` (which may hold other
-    architectures' builds too): its stamp (``build.json`` for the primary architecture,
-    ``build-<arch>.json`` for the others: releng.build.Target.stamp), its log and the files
-    the stamp lists. A directory with no stamp at all (packages put there by hand) is the
-    primary architecture's as a whole."""
-    architectures = project.config.repositories.architectures
-    if arch not in architectures:
-        raise PublishError(
-            f"architecture {arch} is not in [repositories] architectures of product.toml "
-            f"({', '.join(architectures)})"
-        )
-    primary = arch == architectures[0]
-    build = project.build_dir(version, distro)
-    stamp, log_name = (
-        ("build.json", "build.log") if primary else (f"build-{arch}.json", f"build-{arch}.log")
-    )
-    made = f"run `invoke make-package {distro} --version {version} --arch {arch}` first"
-    if not build.is_dir():
-        raise PublishError(f"no build output in {build}; {made}")
-    if not any(build.glob("build*.json")) and primary:
-        return {
-            p.relative_to(build).as_posix(): p
-            for p in sorted(build.rglob("*"))
-            if p.is_file() and not any(s.startswith(".") for s in p.relative_to(build).parts)
-        }
-    try:
-        listed = json.loads((build / stamp).read_text(encoding="utf-8")).get("files") or []
-    except (OSError, ValueError, AttributeError):
-        raise PublishError(f"no complete {arch} build in {build} (no {stamp}); {made}") from None
-    names = [stamp, *([log_name] if (build / log_name).is_file() else []), *map(str, listed)]
-    missing = [n for n in names if not (build / n).is_file()]
-    if missing:
-        raise PublishError(f"the {arch} build in {build} lacks {', '.join(missing)}; {made}")
-    return {n: build / n for n in names}
-
-
-def source_files(project: Project, version: Version) -> list[Path]:
-    tarball = project.tarball_path(version)
-    sums = tarball.with_name(f"{project.source_stem(version)}.SHA256SUMS")
-    return [
-        tarball,
-        tarball.with_name(tarball.name + ".asc"),
-        sums,
-        sums.with_name(sums.name + ".asc"),
-    ]
-
-
-def upload_build(
-    client: S3Client,
-    project: Project,
-    version: Version,
-    part: str,
-    *,
-    scratch: str,
-    arch: str = "",
-    dry_run: bool = False,
-) -> list[str]:
-    """``upload-build``: put one architecture's build (``arch``, default: the primary one)
-    or, for ``source``, the source tarball and its signature and checksums, into the private
-    scratch bucket.
-
-    The file list with sha256s goes last (``.releng-complete.json``): update-repos takes
-    only complete builds, and checks every file it downloads against that list.
-    """
-    if not scratch:
-        raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
-    if part == SCRATCH_SOURCE:
-        files = {p.name: p for p in source_files(project, version)}
-        missing = [str(p) for p in files.values() if not p.is_file()]
-        if missing:
-            raise PublishError(
-                f"no complete source tarball for {version}: missing {', '.join(missing)}; "
-                f"run `invoke make-source-tarball --version {version}` first"
-            )
-    else:
-        project.distro(part)  # a DistroError names the known distros
-        arch = arch or project.config.repositories.architectures[0]
-        files = build_files(project, version, part, arch)
-        if not files:
-            raise PublishError(
-                f"no build output in {project.build_dir(version, part)}; run "
-                f"`invoke make-package {part} --version {version} --arch {arch}` first"
-            )
-    dest = scratch_url(scratch, version, part, "" if part == SCRATCH_SOURCE else arch)
-    listing = {rel: sha256_file(path) for rel, path in files.items()}
-    if dry_run:
-        return sorted(listing)
-    with s3_errors("upload the build to scratch", dest):
-        client.delete_object(Bucket=dest.bucket, Key=dest.key(COMPLETE))  # incomplete from here on
-        for rel, path in files.items():
-            client.put_object(
-                Bucket=dest.bucket,
-                Key=dest.key(rel),
-                Body=path.read_bytes(),
-                ContentType=content_type(rel, path.read_bytes()[:512]),
-                Metadata={"sha256": listing[rel]},
-            )
-        client.put_object(
-            Bucket=dest.bucket,
-            Key=dest.key(COMPLETE),
-            Body=json.dumps({"files": listing}, indent=1).encode(),
-            ContentType="application/json",
-        )
-    log.info("uploaded %d file(s) to %s", len(files), dest)
-    return sorted(listing)
-
-
-def scratch_builds(
-    client: S3Client, scratch: str, version: Version
-) -> dict[str, dict[str, dict[str, str]]]:
-    """The complete builds of ``version`` in scratch: distro id -> arch -> {file: sha256}."""
-    root = S3Url(scratch, version.text)
-    builds: dict[str, dict[str, dict[str, str]]] = {}
-    with s3_errors("look for builds in scratch", root):
-        for obj in list_keys(client, scratch, root.key_prefix):
-            parts = root.rel(obj["Key"]).split("/")
-            if len(parts) != 3 or parts[2] != COMPLETE or parts[0] == SCRATCH_SOURCE:
-                continue
-            data = get_bytes(client, scratch, obj["Key"]) or b"{}"
-            files = dict(json.loads(data).get("files", {}))
-            builds.setdefault(parts[0], {})[parts[1]] = files
-    return {d: dict(sorted(arches.items())) for d, arches in sorted(builds.items())}
-
-
-def _download_verified(client: S3Client, src: S3Url, files: dict[str, str], dest_dir: Path) -> None:
-    for rel, sha in files.items():
-        target = dest_dir / rel
-        if not target.resolve().is_relative_to(dest_dir.resolve()):
-            raise PublishError(f"refusing to write {rel!r} outside {dest_dir}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(src.bucket, src.key(rel), str(target))
-        if sha256_file(target) != sha:
-            raise PublishError(
-                f"{src}/{rel} does not match the sha256 its build recorded; upload the build again"
-            )
-
-
 # --------------------------------------------------------------------------- the whole publish
 
 
@@ -460,7 +313,7 @@ def pull_repository(client: S3Client, dest: S3Url, work: Path) -> Manifest:
                     path.unlink()
     fetched = 0
     for path, (rel, sha) in sorted(wanted.items()):
-        if path.is_file() and sha and sha256_file(path) == sha:
+        if path.is_file() and sha and file_sha256(path) == sha:
             continue
         response = client.get_object(Bucket=dest.bucket, Key=dest.key(rel))
         body = response["Body"].read()
@@ -498,44 +351,6 @@ def _remote_only(work: Path) -> dict[str, str]:
     return {rel: sha for rel, sha in known.items() if not (work / rel).is_file()}
 
 
-def _builds_to_include(
-    project: Project, client: S3Client, scratch: str, version: Version
-) -> tuple[dict[str, dict[str, dict[str, str]]], dict[str, Distro]]:
-    """The complete Debian builds of ``version`` in scratch; an error when there are none."""
-    if not scratch:
-        raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
-    builds = scratch_builds(client, scratch, version)
-    if not builds:
-        raise PublishError(
-            f"no complete builds of {version} in s3://{scratch}/{version.text}/; "
-            f"upload them first (invoke upload-build --version {version} DISTRO)"
-        )
-    distros = {d: project.distro(d) for d in sorted(builds)}  # unknown ids fail here
-    for distro_id, distro in list(distros.items()):
-        if not distro.is_debianish:
-            log.warning("%s builds no Debian packages; its scratch build is left alone", distro_id)
-            del distros[distro_id], builds[distro_id]
-    if not builds:
-        raise PublishError(f"no Debian builds of {version} in s3://{scratch}/{version.text}/")
-    return builds, distros
-
-
-def _delete_scratch(
-    client: S3Client, scratch: str, version: Version, parts: list[tuple[str, str]]
-) -> int:
-    """Remove the published (distro, arch) builds; a part uploaded meanwhile stays."""
-    deleted = 0
-    for distro_id, arch in parts:
-        src = scratch_url(scratch, version, distro_id, arch)
-        with s3_errors("remove published builds from scratch", src):
-            keys = [o["Key"] for o in list_keys(client, scratch, src.key_prefix)]
-            # the completion marker first: a half-deleted build is never taken again
-            keys.sort(key=lambda k: not k.endswith(COMPLETE))
-            delete_keys(client, scratch, keys)
-            deleted += len(keys)
-    return deleted
-
-
 @dataclass(frozen=True, kw_only=True)
 class UpdateResult:
     publish: PublishResult
@@ -565,7 +380,7 @@ def update_repos(
     """
     from releng import apt
 
-    builds, distros = _builds_to_include(project, dest.s3, scratch, version)
+    builds, distros = builds_to_include(project, dest.s3, scratch, version)
     settings = apt.settings_for(project)
     if dest.sync.dry_run:
         raise PublishError("update-repos has no dry run (it must sign); use sync-repos --dry-run")
@@ -584,7 +399,7 @@ def update_repos(
                 for arch, files in arches.items():
                     src = scratch_url(scratch, version, distro_id, arch)
                     with s3_errors("download a build from scratch", src):
-                        _download_verified(dest.s3, src, files, build_dir)
+                        download_verified(dest.s3, src, files, build_dir)
                 d = distros[distro_id]
                 suites = project.config.suites_for(
                     codename=d.codename, distro=d.id, version=version
@@ -601,7 +416,7 @@ def update_repos(
     finally:
         lock.release()
     parts = [(d, a) for d, arches in builds.items() for a in arches]
-    deleted = 0 if keep_scratch else _delete_scratch(dest.s3, scratch, version, parts)
+    deleted = 0 if keep_scratch else delete_scratch(dest.s3, scratch, version, parts)
     return UpdateResult(
         publish=publish, included=included, added=tuple(added), scratch_deleted=deleted
     )

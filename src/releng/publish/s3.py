@@ -83,22 +83,15 @@ def parse_s3_url(text: str) -> S3Url:
 
 
 def s3_client(*, region: str | None = None, workers: int = DEFAULT_WORKERS) -> S3Client:
-    """A thread-safe S3 client: standard credentials chain, ``AWS_ENDPOINT_URL``, standard retries.
+    """A thread-safe S3 client (:func:`releng.aws_clients.client`) with a connection per worker.
 
     boto3 resolves ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_S3``) itself, so tests
     and other S3 implementations need no plumbing here.
     """
-    import boto3
-    from botocore.config import Config
+    from releng.aws_clients import client
 
-    config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
-        max_pool_connections=max(10, workers * 2),
-        connect_timeout=10,
-        read_timeout=120,
-    )
-    session = boto3.session.Session()
-    return session.client("s3", region_name=region or None, config=config)
+    s3: S3Client = client("s3", region_name=region or "", pool=max(10, workers * 2))
+    return s3
 
 
 @dataclass
