@@ -22,37 +22,35 @@ the repository state is read *after* the lock is taken: two concurrent
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import gzip
-import hashlib
 import logging
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from releng.digest import file_sha256
 from releng.errors import PublishError
 from releng.publish import cloudfront as cf
 from releng.publish.index_pages import IndexPages
-from releng.publish.layout import LONG_TTL, STATE, STATE_SKIP, content_type
+from releng.publish.layout import LONG_TTL, content_type
 from releng.publish.lock import DEFAULT_TIMEOUT, DEFAULT_TTL, S3Lock
-from releng.publish.manifest import Manifest, clear_changes, read_changes, record_changes
+from releng.publish.manifest import clear_changes, read_changes, record_changes
+from releng.publish.pull import REPO_STATE_DIR, pull_repository, remote_only
 from releng.publish.s3 import S3Url, is_not_found, s3_errors
 from releng.publish.scratch import (
     COMPLETE,
     SCRATCH_SOURCE,
     build_files,
-    builds_to_include,
     delete_scratch,
-    download_verified,
+    fetch_builds,
     scratch_builds,
     scratch_url,
     source_files,
     upload_build,
 )
-from releng.publish.sync import RepoSyncer, SyncOptions, SyncResult, sync_tree
+from releng.publish.sync import SyncOptions, SyncResult, sync_tree
 from releng.version import Version
 
 if TYPE_CHECKING:
@@ -76,7 +74,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-REPO_STATE_DIR = ".releng-repo"  # the apt library's state directory inside a repository
 SOURCE_DIR = "source"
 
 
@@ -276,84 +273,58 @@ def describe(result: PublishResult) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------- the whole publish
+# --------------------------------------------------------------------------- a repository on S3
 
 
-def _state_rel(rel: str) -> str:
-    """Bucket path (relative to the prefix) -> path in the local repository directory."""
-    if rel.startswith(f"{STATE}/"):
-        return f"{REPO_STATE_DIR}/{rel[len(STATE) + 1 :]}"
-    return rel
+@dataclass(kw_only=True)
+class OpenedDestination:
+    """A repository on S3 while it is open: its state pulled into ``work`` under the lock;
+    ``published``: what the sync did when it was closed (None: read only, a dry run, or not
+    closed yet)."""
+
+    dest: Destination
+    work: Path
+    published: PublishResult | None = None
 
 
-def _skipped_state(path: Path, work: Path) -> bool:
-    parts = path.relative_to(work).parts
-    return len(parts) > 1 and parts[0] == REPO_STATE_DIR and parts[1] in STATE_SKIP
+@contextlib.contextmanager
+def open_destination(
+    dest: Destination,
+    work: Path,
+    *,
+    read_only: bool = False,
+    with_pool: bool = False,
+    indices: bool = True,
+) -> Iterator[OpenedDestination]:
+    """Under the destination's lock: pull the repository's state and ``dists/`` into ``work``
+    (so an empty disk works, and a concurrent publisher's packages are never lost), let the
+    caller change it with the apt library (which needs no pool file it does not add), then,
+    unless ``read_only`` or a dry run, sync, ordered, and update index pages and CloudFront.
 
-
-def pull_repository(client: S3Client, dest: S3Url, work: Path) -> Manifest:
-    """Make ``work`` hold the published repository's state, ``dists/`` and keys (not the pool).
-
-    Only what the manifest lists; files whose sha256 already matches are kept, so a
-    publisher that keeps its work directory downloads only what changed. Local
-    ``dists/`` and state files the bucket does not have are removed: the bucket is
-    the truth, read after the lock was taken.
+    A run killed anywhere leaves the bucket old or new; the next run pulls the bucket's state
+    again (the bucket is the truth) and completes. The sync runs even when nothing changed,
+    so that it also finishes what a killed sync left. An error inside the block syncs nothing.
     """
-    manifest, _intent = RepoSyncer(client, dest).read_manifest()
-    wanted: dict[Path, tuple[str, str]] = {}
-    for rel, sha in manifest.files.items():
-        if rel.startswith("pool/"):
-            continue
-        wanted[work / _state_rel(rel)] = (rel, sha)
-    work.mkdir(parents=True, exist_ok=True)
-    for tree in (work / "dists", work / REPO_STATE_DIR):
-        if tree.is_dir():
-            for path in sorted(tree.rglob("*")):
-                if path.is_file() and path not in wanted and not _skipped_state(path, work):
-                    path.unlink()
-    fetched = 0
-    for path, (rel, sha) in sorted(wanted.items()):
-        if path.is_file() and sha and file_sha256(path) == sha:
-            continue
-        response = client.get_object(Bucket=dest.bucket, Key=dest.key(rel))
-        body = response["Body"].read()
-        if response.get("Metadata", {}).get("encoding") == "gzip":
-            body = gzip.decompress(body)
-        if sha and hashlib.sha256(body).hexdigest() != sha:
-            raise PublishError(
-                f"{dest}/{rel} does not match the manifest's sha256; another tool changed the "
-                "bucket: publish again from a full copy of the repository (sync-repos)"
+    opened = OpenedDestination(dest=dest, work=work)
+    lock = dest.new_lock()
+    lock.acquire(timeout=dest.lock.timeout)
+    try:
+        lock.check()
+        with s3_errors("pull the published repository", dest.url):
+            pull_repository(dest.s3, dest.url, work, with_pool=with_pool)
+        yield opened
+        if not read_only and not dest.sync.dry_run:
+            opened.published = _publish_locked(
+                dest, work, lock, remote=remote_only(work), indices=indices
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.download")
-        tmp.write_bytes(body)
-        tmp.replace(path)
-        fetched += 1
-    log.info("pulled %d file(s) of %s into %s", fetched, dest, work)
-    return manifest
-
-
-def _remote_only(work: Path) -> dict[str, str]:
-    """Pool files the repository's records name, that the work directory does not hold;
-    and local pool files nobody names any more are removed (a stale cache)."""
-    from releng.apt.state import RepoState
-
-    known: dict[str, str] = {}
-    for rec in RepoState(work).pool().values():
-        known[rec.path] = rec.sha256
-        for other, _size, sha in rec.files:  # a source package's other files
-            known[other] = sha
-    pool = work / "pool"
-    if pool.is_dir():
-        for path in sorted(pool.rglob("*")):
-            if path.is_file() and path.relative_to(work).as_posix() not in known:
-                path.unlink()
-    return {rel: sha for rel, sha in known.items() if not (work / rel).is_file()}
+    finally:
+        lock.release()
 
 
 @dataclass(frozen=True, kw_only=True)
 class UpdateResult:
     publish: PublishResult
+    results: dict[str, RepoChange]  # distro -> what including its build did
     included: dict[str, tuple[str, ...]]  # distro -> suites
     added: tuple[str, ...]
     scratch_deleted: int
@@ -369,56 +340,32 @@ def update_repos(
     work: Path,
     keep_scratch: bool = False,
 ) -> UpdateResult:
-    """``update-repos --dest``: scratch builds of ``version`` -> the public repository.
+    """``update-repos --repo s3://...``: scratch builds of ``version`` -> the public repository.
 
     1. find the complete builds in ``s3://<scratch>/<version>/<distro>/<arch>/`` (none: error,
-       nothing changed); 2. take the destination's lock, then pull the repository's
-       state and ``dists/`` (so a publisher with an empty disk works, and a concurrent
-       publisher's packages are never lost); 3. include the builds with the apt
-       library; 4. sync, ordered; index pages and CloudFront; 5. only after all that
-       succeeded, remove those builds from scratch.
+       nothing changed) and download them, verified; 2. open the repository
+       (:func:`open_destination`); 3. include the builds with the apt library
+       (:func:`releng.apt.include_builds`, as for a local repository); 4. sync, ordered;
+       index pages and CloudFront; 5. only after all that succeeded, remove those builds
+       from scratch.
     """
     from releng import apt
 
-    builds, distros = builds_to_include(project, dest.s3, scratch, version)
-    settings = apt.settings_for(project)
     if dest.sync.dry_run:
         raise PublishError("update-repos has no dry run (it must sign); use sync-repos --dry-run")
-    lock = dest.new_lock()
-    lock.acquire(timeout=dest.lock.timeout)
-    try:
-        with s3_errors("pull the published repository", dest.url):
-            pull_repository(dest.s3, dest.url, work)
-        included: dict[str, tuple[str, ...]] = {}
-        added: list[str] = []
-        with tempfile.TemporaryDirectory(prefix="releng-builds-") as tmp:
-            repository = apt.Repository(work, settings, signer)
-            for distro_id, arches in builds.items():
-                # every architecture's part into one directory, as out/<V>/<DISTRO>/ locally
-                build_dir = Path(tmp) / distro_id
-                for arch, files in arches.items():
-                    src = scratch_url(scratch, version, distro_id, arch)
-                    with s3_errors("download a build from scratch", src):
-                        download_verified(dest.s3, src, files, build_dir)
-                d = distros[distro_id]
-                suites = project.config.suites_for(
-                    codename=d.codename, distro=d.id, version=version
-                )
-                log.info(
-                    "including %s (%s) of %s into %s",
-                    distro_id, ", ".join(arches), version, ", ".join(suites),
-                )  # fmt: skip
-                result = repository.include(suites, [build_dir])
-                included[distro_id] = tuple(suites)
-                added += result.added
-            repository.export_keys()
-        publish = _publish_locked(dest, work, lock, remote=_remote_only(work))
-    finally:
-        lock.release()
-    parts = [(d, a) for d, arches in builds.items() for a in arches]
+    with tempfile.TemporaryDirectory(prefix="releng-builds-") as tmp:
+        builds, parts = fetch_builds(project, dest.s3, scratch, version, Path(tmp))
+        with open_destination(dest, work) as opened:
+            repository = apt.Repository(work, apt.settings_for(project), signer)
+            results = apt.include_builds(repository, project, version=version, builds=builds)
+    assert opened.published is not None  # not a dry run: synced
     deleted = 0 if keep_scratch else delete_scratch(dest.s3, scratch, version, parts)
     return UpdateResult(
-        publish=publish, included=included, added=tuple(added), scratch_deleted=deleted
+        publish=opened.published,
+        results=results,
+        included={d: r.suites for d, r in results.items()},
+        added=tuple(p for r in results.values() for p in r.added),
+        scratch_deleted=deleted,
     )
 
 
@@ -554,33 +501,16 @@ def change_repository(
     work: Path,
     operate: Callable[[Path], RepoChange],
 ) -> ChangeResult:
-    """Under the destination's lock: pull the repository's state into ``work`` (so an empty
-    disk works), ``operate`` on it (a lifecycle change with the apt library, which needs no
-    pool file), then sync, ordered, and update index pages and CloudFront.
-
-    A run killed anywhere leaves the bucket old or new; the next run pulls the bucket's state
-    again (the bucket is the truth) and completes. The sync runs even when the change was
-    already made, so that it also finishes what a killed sync left.
-    """
-    lock = dest.new_lock()
-    lock.acquire(timeout=dest.lock.timeout)
-    try:
-        with s3_errors("pull the published repository", dest.url):
-            pull_repository(dest.s3, dest.url, work)
+    """``operate`` on the repository at ``dest`` (:func:`open_destination`), e.g. a lifecycle
+    change with the apt library, then sync it."""
+    with open_destination(dest, work) as opened:
         change = operate(work)
-        if dest.sync.dry_run:
-            return ChangeResult(change=change, publish=None)
-        return ChangeResult(
-            change=change, publish=_publish_locked(dest, work, lock, remote=_remote_only(work))
-        )
-    finally:
-        lock.release()
+    return ChangeResult(change=change, publish=opened.published)
 
 
 def read_repository(dest: Destination, work: Path) -> Path:
     """Pull the repository's state and ``dists/`` into ``work`` for reading (list, history),
     under the lock so that no publish is half-way through."""
-    with dest.new_lock() as lock, s3_errors("pull the published repository", dest.url):
-        lock.check()
-        pull_repository(dest.s3, dest.url, work)
+    with open_destination(dest, work, read_only=True):
+        pass
     return work

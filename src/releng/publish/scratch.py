@@ -218,3 +218,23 @@ def delete_scratch(
             delete_keys(client, scratch, keys)
             deleted += len(keys)
     return deleted
+
+
+def fetch_builds(
+    project: Project, client: S3Client, scratch: str, version: Version, into: Path
+) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """Download the complete Debian builds of ``version`` from scratch into ``into``, each
+    file checked against its build's sha256: distro id -> its directory (every
+    architecture's part in one, as ``out/<version>/<distro>/`` locally), and the (distro,
+    arch) parts taken, to delete once published."""
+    builds, _distros = builds_to_include(project, client, scratch, version)
+    dirs: dict[str, Path] = {}
+    for distro_id, arches in builds.items():
+        build_dir = into / distro_id
+        for arch, files in arches.items():
+            src = scratch_url(scratch, version, distro_id, arch)
+            with s3_errors("download a build from scratch", src):
+                download_verified(client, src, files, build_dir)
+        log.info("downloaded %s (%s) of %s from scratch", distro_id, ", ".join(arches), version)
+        dirs[distro_id] = build_dir
+    return dirs, [(d, a) for d, arches in builds.items() for a in arches]
