@@ -54,7 +54,7 @@ class SuitePublishing(RepoBase):
 
         jobs: list[tuple[str, Callable[[str, Member], bool]]] = []
         for comp in self.settings.components:
-            for arch in self.settings.architectures:
+            for arch in self._architectures(st):
                 jobs.append((f"{comp}/binary-{arch}/Packages", _chooser(comp, arch, single)))
             jobs.append((f"{comp}/source/Sources", _chooser(comp, None, single)))
         for name, wanted in jobs:
@@ -107,7 +107,21 @@ class SuitePublishing(RepoBase):
             items.append(((rec.package, rec.version, rec.arch, path), rec.stanza))
         return items
 
-    def _render_release(self, suite: str, entries: Sequence[_index.IndexEntry]) -> bytes:
+    def _architectures(self, st: SuiteState) -> tuple[str, ...]:
+        """The architectures a suite serves: product.toml's, and any other its members still
+        have. An architecture dropped from product.toml stays served (its index, in Release)
+        until its packages are removed (repo-remove): its clients never lose them silently,
+        while new packages of it are refused."""
+        held = {m[4] for m in st.members.values() if m[1] == "deb"} - {"all"}
+        extra = sorted(held - set(self.settings.architectures))
+        return (*self.settings.architectures, *extra)
+
+    def _render_release(
+        self,
+        suite: str,
+        entries: Sequence[_index.IndexEntry],
+        architectures: Sequence[str] | None = None,
+    ) -> bytes:
         now = self._clock()
         valid = self.settings.valid_for_days
         return _index.render_release(
@@ -116,7 +130,7 @@ class SuitePublishing(RepoBase):
             suite=suite,
             date=now,
             valid_until=now + dt.timedelta(days=valid) if valid > 0 else None,
-            architectures=self.settings.architectures,
+            architectures=architectures or self.settings.architectures,
             components=self.settings.components,
             description=f"{self.settings.label} packages for {suite}",
             entries=entries,
@@ -175,13 +189,13 @@ class SuitePublishing(RepoBase):
                 placed.append((byhash, dists / path, path, data))
             raw, gz, xz = digests
             saved.append((self.state.table_path(suite, name), table, (raw, gz, xz)))
-        release = self._render_release(suite, entries)
+        release = self._render_release(suite, entries, self._architectures(st))
         if self._real_clock and release == _read_or_none(dists / "Release"):
             # Nothing changed within the second of the published Date: the signatures would be
             # the same bytes too (ed25519 is deterministic, gpg's timestamps are in seconds).
             # A republish is for signing anew, so it waits for the next second.
             time.sleep(1.0 - time.time() % 1.0 + 0.01)
-            release = self._render_release(suite, entries)
+            release = self._render_release(suite, entries, self._architectures(st))
         # The Release text needs only the indexes' digests: gpg signs it while the indexes are
         # written (the order of the writes is unchanged: Release files come last).
         signing = _sign_both(signer, release)
