@@ -6,20 +6,25 @@ Pool files are immutable: ``pool/<component>/<prefix>/<source>/<file>``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
 from releng.apt import changes as _changes
 from releng.apt import index as _index
 from releng.apt.debfile import BadPackageError, DebInfo, read_deb, sha256_file
-from releng.apt.state import PoolRecord
+from releng.apt.history import needed_paths
+from releng.apt.state import CorruptRecordsError, PoolRecord
 from releng.apt.steps import RepoBase, Run
 from releng.apt.threads import SHORT_SWITCH, switch_interval
+from releng.digest import file_size_sha256
 from releng.errors import RepoError
+
+log = logging.getLogger(__name__)
 
 PARALLEL_BYTES = 64 << 20  # below this, reading or copying inputs on several threads does not pay
 
@@ -201,6 +206,61 @@ class PoolSteps(RepoBase):
             )
         return records, list(files.values())
 
+    def _repair_records(self) -> None:
+        """Rebuild the records ``pool.records`` lost to corruption from the pool files the
+        suites (and their kept history) name; nothing to do when every record parses."""
+        try:
+            self.state.pool()
+        except CorruptRecordsError:
+            pass
+        else:
+            return
+        records = self.state.readable_records()
+        wanted = needed_paths(self.state)
+        for suite in self.state.suites():
+            wanted.update(self.state.load_suite(suite).members)
+        rebuilt: list[PoolRecord] = []
+        for path in sorted(wanted - records.keys()):
+            full = self.root / path
+            if not full.is_file():
+                raise RepoError(
+                    f"{full} is missing and its record in {self.state.pool_path} is corrupt; "
+                    "include the package again (invoke repo-include)"
+                )
+            component = path.split("/")[1]
+            if path.endswith(".dsc"):
+                made, _ = self._plan_pool([], [_changes.read_dsc(full)], component)
+            else:
+                made, _ = self._plan_pool([read_deb(os.fspath(full))], [], component)
+            rebuilt += [r for r in made if r.path == path]
+        self.state.rewrite_pool({**records, **{r.path: r for r in rebuilt}})
+        log.warning(
+            "rebuilt %d record(s) of %s from the pool files", len(rebuilt), self.state.pool_path
+        )
+
+    def _verify_pool(self, records: Mapping[str, PoolRecord]) -> None:
+        """Every pool file of ``records`` is there with the size and sha256 its record says
+        (as an include checked them), before a Release names them; else one RepoError."""
+        for rec in records.values():
+            for path, size, sha256 in ((rec.path, rec.size, rec.sha256), *rec.files):
+                full = self.root / path
+                try:
+                    have = file_size_sha256(full)
+                except FileNotFoundError:
+                    if self.remote_pool:
+                        continue  # in the bucket: the sync checks it against the manifest
+                    problem = "is missing"
+                except OSError as exc:
+                    problem = f"cannot be read ({exc.strerror})"
+                else:
+                    if have == (size, sha256):
+                        continue
+                    problem = f"has size {have[0]}, sha256 {have[1]}, not {size}, {sha256}"
+                raise RepoError(
+                    f"{full} {problem}; nothing was published: include {rec.package} "
+                    f"{rec.version} again (invoke repo-include) to repair the pool first"
+                )
+
     def _check_conflicts(self, files: Sequence[_PoolFile]) -> None:
         for f in files:
             have = self.state.known_sha256(f.path)
@@ -274,10 +334,12 @@ class PoolSteps(RepoBase):
             except OSError:
                 pass  # another filesystem, or links not allowed: copy
         if os.path.isfile(dest):  # noqa: PTH113
-            if known:
-                return False  # recorded with this sha256 (checked): nothing to do
+            # Recorded with this sha256 (checked), or left by a run killed before it recorded
+            # the file: nothing to do when its bytes are right; damaged, it is repaired below.
             if sha256_file(Path(dest)) == (f.size, f.sha256):
-                return False  # left by a run killed before it recorded the file
+                return False
+            if known:
+                log.warning("%s does not match its record; replaced by %s", dest, f.source)
         head, name = os.path.split(dest)
         tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")  # noqa: PTH118
         with contextlib.suppress(FileNotFoundError):

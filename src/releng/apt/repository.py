@@ -127,6 +127,7 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         crash_hook: Callable[[str], None] | None = None,
         workers: int | None = None,
         link_inputs: bool = False,
+        remote_pool: bool = False,
     ) -> None:
         self.root = root
         self.settings = settings
@@ -143,6 +144,9 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         # but `dpkg-deb --build` truncates and rewrites an existing output file, which would
         # change a published pool file under its signed checksum. Default: copy.
         self.link_inputs = link_inputs
+        # remote_pool: the pool lives elsewhere (a bucket; this is the state pulled from it):
+        # a pool file that is not here is not missing (the sync checks it against the bucket).
+        self.remote_pool = remote_pool or (self.state.dir / "remote-pool").is_file()
         self._allowed_archs = {*settings.architectures, "all"}
 
     def _lock(self) -> RepoLock:
@@ -233,6 +237,7 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         with self._lock(), _no_cyclic_gc(self.state):
             self.state.forget()
             remove_stale_temps(self.root)
+            self._repair_records()  # a corrupt pool.records: repo-publish is the repair
             names = list(suites) if suites is not None else self.state.suites()
             existing = self.state.suites()
             for suite in names:
@@ -288,6 +293,8 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
             if retain:
                 for st in changed:
                     self._retain(st)
+            # A promotion or rollback publishes pool files no include just checked.
+            self._verify_pool(find_records(self.state, [p for st in changed for p in st.added]))
             if dry_run:
                 return PublishResult(
                     suites=tuple(st.name for st in changed),

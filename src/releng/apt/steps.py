@@ -32,6 +32,7 @@ class RepoBase:
     state: RepoState
     workers: int
     link_inputs: bool
+    remote_pool: bool
     _clock: Callable[[], dt.datetime]
     _real_clock: bool
     _crash: Callable[[str], None]

@@ -22,9 +22,10 @@ def release_record_key(version: str) -> str:
 
 
 INDEX_PAGE = "index.html"
-# Local-only parts of the repository's state directory: its flock file, and its cache of
-# compressed index chunks (a publisher without it recompresses; the indexes are the same).
-STATE_SKIP = ("lock", "chunks")
+# Local-only parts of the repository's state directory: its flock file, its cache of
+# compressed index chunks (a publisher without it recompresses; the indexes are the same),
+# and the marker of a directory pulled from a bucket (releng.apt.state.REMOTE_POOL).
+STATE_SKIP = ("lock", "chunks", "remote-pool")
 # What a sync owns when there is no manifest yet (source/ and index pages are not its own).
 MANAGED_TREES = ("dists/", "pool/", f"{STATE}/")
 

@@ -92,7 +92,10 @@ class OpenedRepository:
         from releng import apt
 
         return apt.Repository(
-            self.root, apt.settings_for(self.project), self.signer, link_inputs=self.link_inputs
+            self.root,
+            apt.settings_for(self.project),
+            self.signer,
+            link_inputs=self.link_inputs,
         )
 
 

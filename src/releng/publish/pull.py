@@ -78,6 +78,11 @@ def pull_repository(
         tmp.write_bytes(body)
         tmp.replace(path)
         fetched += 1
+    # The pool is in the bucket: the apt library must not take a pool file it lacks here as
+    # missing (the sync checks it against the manifest instead).
+    marker = work / REPO_STATE_DIR / "remote-pool"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"{dest}\n")
     log.info("pulled %d file(s) of %s into %s", fetched, dest, work)
     return manifest
 
