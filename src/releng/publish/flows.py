@@ -457,34 +457,6 @@ def work_dir_for(project: Project, url: S3Url) -> Path:
     return project.state_dir / "publish" / url.bucket / (url.prefix or "_root")
 
 
-def update_repos_to(
-    project: Project,
-    env: Mapping[str, str],
-    *,
-    version: Version,
-    dest: str,
-    keep_scratch: bool = False,
-    grace_seconds: float | None = None,
-    lock_timeout: float | None = None,
-) -> UpdateResult:
-    """``invoke update-repos --dest s3://...``: everything from the configuration."""
-    from releng.gpg import signer_for
-
-    destination = destination_for(
-        project, dest, grace_seconds=grace_seconds, lock_timeout=lock_timeout
-    )
-    signer = signer_for(project, env, release=version.is_release)
-    return update_repos(
-        project,
-        signer,
-        version=version,
-        dest=destination,
-        scratch=project.config.publish.scratch_bucket,
-        work=work_dir_for(project, destination.url),
-        keep_scratch=keep_scratch,
-    )
-
-
 # --------------------------------------------------------------------------- lifecycle on S3
 
 
@@ -506,11 +478,3 @@ def change_repository(
     with open_destination(dest, work) as opened:
         change = operate(work)
     return ChangeResult(change=change, publish=opened.published)
-
-
-def read_repository(dest: Destination, work: Path) -> Path:
-    """Pull the repository's state and ``dists/`` into ``work`` for reading (list, history),
-    under the lock so that no publish is half-way through."""
-    with open_destination(dest, work, read_only=True):
-        pass
-    return work

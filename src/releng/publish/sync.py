@@ -406,20 +406,3 @@ def sync_tree(
     local = scan_tree(root, state_dir=state_dir)
     syncer = RepoSyncer(client, dest, options=options, clock=clock, checkpoint=checkpoint)
     return syncer.sync(local, remote=remote)
-
-
-def download_prefix(client: S3Client, src: S3Url, dest_dir: Path) -> list[Path]:
-    """Download every object under ``src`` into ``dest_dir`` (keys relative to the prefix)."""
-    written: list[Path] = []
-    with s3_errors("download", src):
-        for obj in list_keys(client, src.bucket, src.key_prefix):
-            rel = src.rel(obj["Key"])
-            if not rel or rel.endswith("/"):
-                continue
-            target = dest_dir / rel
-            if not target.resolve().is_relative_to(dest_dir.resolve()):
-                raise PublishError(f"refusing to write {obj['Key']!r} outside {dest_dir}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(src.bucket, obj["Key"], str(target))
-            written.append(target)
-    return written
