@@ -33,6 +33,8 @@ STAGING_PREFIX = ".staging-"  # dists/.staging-<suite>: a new suite until its Re
 
 # An index file to write: (by-hash file, plain name, path under dists/<suite>/, its pieces)
 _Placed = tuple[Path, Path, str, list[_index.Buffer]]
+# An index table to save: (its path in the state, the table, its raw/gz/xz sha256s)
+_Saved = tuple[Path, _index.IndexTable, tuple[str, str, str]]
 
 
 class SuitePublishing(RepoBase):
@@ -155,23 +157,16 @@ class SuitePublishing(RepoBase):
             run.written.append(f"dists/{suite}/{plain.relative_to(dists)}")
         self._crash("indexes-written")
 
-    def _publish_suite(  # noqa: PLR0912, PLR0915  (one suite's publish, in the order of its writes)
-        self,
-        suite: str,
-        signer: Signer,
-        run: Run,
-        fresh: Mapping[str, PoolRecord],
-        before_indexes: Callable[[], None],
-    ) -> None:
-        """Render, sign and switch one suite; ``before_indexes`` runs before any index file is
-        written (while gpg signs)."""
-        st = self.state.load_suite(suite)
-        final = self.root / "dists" / suite
-        dists = _writing_dir(final)
+    def _index_files(
+        self, st: SuiteState, fresh: Mapping[str, PoolRecord], dists: Path
+    ) -> tuple[list[_index.IndexEntry], list[_Placed], list[_Saved]]:
+        """Every index of the suite rendered and hashed: the Release's entries, the files to
+        place (by-hash and plain name) under ``dists`` and the index tables to save."""
+        suite = st.name
         tables = self._render_indexes(st, fresh)
         entries: list[_index.IndexEntry] = []
         placed: list[_Placed] = []
-        saved: list[tuple[Path, _index.IndexTable, tuple[str, str, str]]] = []
+        saved: list[_Saved] = []
         for name, table in tables.items():
             files = table.pieces()
             digests: list[str] = []
@@ -189,6 +184,22 @@ class SuitePublishing(RepoBase):
                 placed.append((byhash, dists / path, path, data))
             raw, gz, xz = digests
             saved.append((self.state.table_path(suite, name), table, (raw, gz, xz)))
+        return entries, placed, saved
+
+    def _publish_suite(  # one suite's publish, in the order of its writes
+        self,
+        suite: str,
+        signer: Signer,
+        run: Run,
+        fresh: Mapping[str, PoolRecord],
+        before_indexes: Callable[[], None],
+    ) -> None:
+        """Render, sign and switch one suite; ``before_indexes`` runs before any index file is
+        written (while gpg signs)."""
+        st = self.state.load_suite(suite)
+        final = self.root / "dists" / suite
+        dists = _writing_dir(final)
+        entries, placed, saved = self._index_files(st, fresh, dists)
         release = self._render_release(suite, entries, self._architectures(st))
         if self._real_clock and release == _read_or_none(dists / "Release"):
             # Nothing changed within the second of the published Date: the signatures would be
