@@ -16,6 +16,15 @@ code that mirrors it (e.g. S3 sync):
   plain indexes, then InRelease, Release, Release.gpg) and ``removed`` (old by-hash
   and unreferenced pool files, to delete remotely after a grace period). The last
   result is also kept in ``.releng-repo/last-publish.json``.
+
+The package's modules, along the steps of a publish: :mod:`~releng.apt.repository` (the
+public operations and their order), :mod:`~releng.apt.pool` (inputs and pool files),
+:mod:`~releng.apt.retention` (members, keep_versions, nightly age),
+:mod:`~releng.apt.switch` (render, sign and switch one suite), :mod:`~releng.apt.gc`
+(unreferenced pool files, stale temporary files), :mod:`~releng.apt.state` and
+:mod:`~releng.apt.history` (the private state), :mod:`~releng.apt.lifecycle` (list, copy,
+remove, history, rollback), :mod:`~releng.apt.index` (index and Release text).
+A repository on S3 is opened through :mod:`releng.publish.location`.
 """
 
 from __future__ import annotations
