@@ -141,7 +141,12 @@ def test_repo_tasks_work_on_a_bucket_through_repo(project_copy, aws_env, tmp_pat
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=public)["Contents"]}
     assert "apt/pool/main/t/tally/tally_1.0-1_amd64.deb" in keys
     assert "apt/dists/bookworm/InRelease" in keys
-    listed = invoke("repo-list", "--repo", repo, root=root, env=aws_env)
+    # product.toml's [repositories] location is the default --repo.
+    toml = root / "product.toml"
+    toml.write_text(
+        toml.read_text().replace("[repositories]\n", f'[repositories]\nlocation = "{repo}"\n', 1)
+    )
+    listed = invoke("repo-list", root=root, env=aws_env)
     assert listed.returncode == 0, listed.stderr
     assert "tally" in listed.stdout and "1 package file(s)" in listed.stdout
     dry = invoke(
@@ -155,3 +160,14 @@ def test_repo_tasks_work_on_a_bucket_through_repo(project_copy, aws_env, tmp_pat
     assert "all good" in checked.stdout
     keys_after = {o["Key"] for o in client.list_objects_v2(Bucket=public)["Contents"]}
     assert "apt/pool/main/t/tally/tally_1.0-1_amd64.deb" in keys_after, "a dry run removed it"
+
+
+def test_a_bad_repository_location_in_product_toml_is_one_error_line(project_copy) -> None:
+    toml = project_copy.root / "product.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            "[repositories]\n", '[repositories]\nlocation = "s3://Bad_Bucket/apt"\n', 1
+        )
+    )
+    result = invoke("repo-list", root=project_copy.root)
+    assert_one_error_line(result, "[repositories] location = 's3://Bad_Bucket/apt'")
