@@ -404,3 +404,52 @@ def test_repo_check_says_all_good_only_when_apt_updates_without_a_warning(
         # repo-check may be stricter than apt (an injected field apt happens to ignore is still
         # refused), never laxer; and it passes what releng makes, killed or not.
         assert bool(problems) == failing, (name, problems, apt_says[name])
+
+
+def test_an_architecture_dropped_from_product_toml_stays_served_until_removed(
+    served: Served,
+    engine: Any,
+    base_image: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """Issue 23.5: removing arm64 from [repositories] architectures silently stopped serving
+    arm64 ("Unable to locate package") while repo-list still listed it. Now a suite keeps
+    serving what it holds; new arm64 packages are refused; repo-remove drops it."""
+    from releng.apt import lifecycle
+    from releng.apt.lifecycle import Spec
+    from releng.errors import RepoError
+
+    root = served.www / "dropped-arch"
+    both = RepoSettings(
+        name="tally", origin="tests", label="tests", architectures=("amd64", "arm64")
+    )
+    Repository(root, both, served.signer).include(
+        ["bookworm"],
+        [
+            make_deb(tmp_path, "hello", "1.0-1"),
+            make_deb(tmp_path, "armtool", "1.0-1", arch="arm64"),
+        ],
+    )
+    amd64_only = both._replace(architectures=("amd64",))
+    repository = Repository(root, amd64_only, served.signer)
+    repository.publish()
+    release = (root / "dists/bookworm/Release").read_text()
+    assert "Architectures: amd64 arm64" in release
+    assert check_repository(root).problems == []
+    keyring = keyring_dir(tmp_path, root / "tally-archive-keyring.gpg")
+    then = "dpkg --add-architecture arm64 && apt-get update 2>&1 && apt-get download armtool:arm64"
+    code, output = run_apt(
+        engine,
+        base_image(BOOKWORM),
+        keyring,
+        apt_script(f"{served.url}/dropped-arch", "bookworm", then=then),
+    )
+    assert code == 0, output
+    assert "Unable to locate package" not in output
+    with pytest.raises(RepoError, match="arm64"):
+        repository.include(
+            ["bookworm"], [make_deb(tmp_path / "new", "armtool", "1.1-1", arch="arm64")]
+        )
+    lifecycle.remove(repository, suite="bookworm", specs=[Spec.parse("armtool")])
+    assert "Architectures: amd64\n" in (root / "dists/bookworm/Release").read_text()
+    assert check_repository(root).problems == []

@@ -485,3 +485,108 @@ def test_promotion_suites_and_keep_history_in_product_toml(
     ):
         with pytest.raises(ConfigError, match=message):
             parse_product(text, path=None, where="product.toml")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_copy_refuses_a_damaged_pool_file_before_any_release_switch(
+    tmp_path: Path, repo: Callable[..., Repository], damage: str
+) -> None:
+    """Issue 23.3: a promotion would publish a pool file apt cannot fetch (404 or hash
+    mismatch); it is refused with one line naming the file and saying to include it again."""
+    r = repo()
+    r.include(["bookworm-staging"], [make_deb(tmp_path, "tally", "1.0-1")])
+    pool = r.root / "pool/main/t/tally/tally_1.0-1_amd64.deb"
+    if damage == "missing":
+        pool.unlink()
+    else:
+        pool.write_bytes(pool.read_bytes()[:100])
+    before = snapshot(r.root)
+    with pytest.raises(RepoError) as err:
+        lifecycle.copy(r, source="bookworm-staging", target="bookworm", specs=specs("tally"))
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(pool) in message and "repo-include" in message
+    assert not (r.root / "dists/bookworm").exists()
+    assert snapshot(r.root) == before
+    # Repaired by including it again, the promotion goes through.
+    r.include(["bookworm-staging"], [make_deb(tmp_path / "again", "tally", "1.0-1")])
+    lifecycle.copy(r, source="bookworm-staging", target="bookworm", specs=specs("tally"))
+    assert "Version: 1.0-1" in packages(r.root, "bookworm")
+    assert_checks(r.root)
+
+
+def test_rollback_refuses_a_corrupt_pool_file_it_would_publish(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    r = repo()
+    r.include(["bookworm"], [make_deb(tmp_path, "tally", "1.0-1")])
+    lifecycle.remove(r, suite="bookworm", specs=specs("tally"))
+    pool = r.root / "pool/main/t/tally/tally_1.0-1_amd64.deb"
+    assert pool.is_file(), "the history keeps it for a rollback"
+    pool.write_bytes(b"x" * pool.stat().st_size)  # same size, other bytes
+    release = (r.root / "dists/bookworm/InRelease").read_bytes()
+    with pytest.raises(RepoError, match=r"sha256 .*repo-include"):
+        lifecycle.rollback(r, suite="bookworm", to=1)
+    assert (r.root / "dists/bookworm/InRelease").read_bytes() == release
+    with pytest.raises(RepoError, match="repo-include"):
+        lifecycle.rollback(r, suite="bookworm", to=1, dry_run=True)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_list_shows_only_published_suites_and_repo_publish_finishes_a_killed_one(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """Issue 23.6: after a first publish killed before its Release (only
+    dists/.staging-<suite> exists), repo-list must not show a suite apt cannot see."""
+    root = tmp_path / "repo"
+    Repository(root, settings(), signer).include(["bookworm"], [make_deb(tmp_path, "base", "1")])
+
+    def kill(point: str) -> None:
+        if point == "indexes-written":
+            raise _Killed(point)
+
+    with pytest.raises(_Killed):
+        Repository(root, settings(), signer, crash_hook=kill).include(
+            ["trixie"], [make_deb(tmp_path, "tally", "1.0-1")]
+        )
+    assert (root / "dists/.staging-trixie").is_dir() and not (root / "dists/trixie").exists()
+    assert {r.suite for r in lifecycle.list_packages(root)} == {"bookworm"}
+    with pytest.raises(RepoError, match=r"not published yet.*repo-publish"):
+        lifecycle.list_packages(root, suite="trixie")
+    Repository(root, settings(), signer).publish()
+    assert {r.suite for r in lifecycle.list_packages(root)} == {"bookworm", "trixie"}
+
+
+def test_a_corrupt_pool_record_is_an_error_and_repo_publish_rebuilds_it(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    """Issue 23.6: a corrupt record in pool.records was skipped (size 0, "all good")."""
+    r = repo()
+    r.include(["bookworm"], [make_deb(tmp_path, "tally", "1.0-1")])
+    r.include(["bookworm"], [make_deb(tmp_path, "other", "2.0")])
+    records = r.root / STATE_DIR / "pool.records"
+    data = records.read_bytes()
+    assert data.count(b"\n\n") == 2
+    records.write_bytes(data.replace(b'"deb"', b'"de\x00', 1))  # the first record's header
+    with pytest.raises(RepoError) as err:
+        lifecycle.list_packages(r.root)
+    assert str(records) in str(err.value) and "repo-publish" in str(err.value)
+    assert "\n" not in str(err.value)
+    repo().publish()
+    rows = {x.package: x for x in lifecycle.list_packages(r.root)}
+    assert set(rows) == {"tally", "other"}
+    assert rows["tally"].size == (r.root / rows["tally"].path).stat().st_size > 0
+    assert_checks(r.root)
+
+
+def test_a_torn_last_record_of_a_killed_writer_is_still_skipped(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    r = repo()
+    r.include(["bookworm"], [make_deb(tmp_path, "tally", "1.0-1")])
+    records = r.root / STATE_DIR / "pool.records"
+    records.write_bytes(records.read_bytes() + b'["pool/main/x/x/x.deb","deb"')
+    assert [x.package for x in lifecycle.list_packages(r.root)] == ["tally"]

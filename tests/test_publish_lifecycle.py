@@ -19,8 +19,8 @@ from releng.publish.flows import (
     Destination,
     LockOptions,
     change_repository,
+    open_destination,
     public_read_policy,
-    read_repository,
     sync_repo,
 )
 from releng.publish.sync import RequestStats, S3Url, SyncOptions, s3_client
@@ -110,7 +110,9 @@ def test_promote_and_roll_back_on_s3_from_empty_disks(
     assert debs == ["tally_1.0-1_amd64.deb", "tally_2.0-1_amd64.deb"]
 
     # History and rollback from yet another empty disk: the history lives in the bucket.
-    work = read_repository(dest_for(public), tmp_path / "empty-3")
+    work = tmp_path / "empty-3"
+    with open_destination(dest_for(public), work, read_only=True):
+        pass
     assert [e.note for e in lifecycle.history(work, "bookworm")] == [
         "copy from bookworm-staging",
         "copy from bookworm-staging",

@@ -67,6 +67,8 @@ def test_parse_s3_url(text: str, bucket: str, prefix: str) -> None:
         ("s3://my-bucket/apt//x", "empty, '.' or '..'"),
         ("s3://my-bucket/../x", "empty, '.' or '..'"),
         ("s3://my-bucket/.releng/x", "control area"),
+        ("s3://my-bucket/t\tab", "control character"),
+        ("s3://my-bucket/apt\nx", "control character"),
     ],
 )
 def test_parse_s3_url_refuses(text: str, complaint: str) -> None:
@@ -402,3 +404,28 @@ def test_missing_bucket_and_access_denied_are_clear_errors(
         sync_tree(client, tree, S3Url(bucket, "apt"))
     assert "testing" not in str(exc.value)  # the (fake) credentials never appear
     assert client.list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+
+
+@pytest.mark.parametrize("text", ["s3://my-bucket/t\tab", "out/re\npo", "  "])
+def test_a_repository_location_with_control_characters_is_refused(
+    text: str, tmp_path: Path
+) -> None:
+    """Issue 23.2: a tab made an S3 prefix 't\tab'; every --repo is refused in one line."""
+    from releng.errors import RelengError
+    from releng.publish.location import RepoLocation
+
+    with pytest.raises(RelengError) as exc:
+        RepoLocation.parse(text, base=tmp_path)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_repository_location_is_a_directory_or_a_bucket(tmp_path: Path) -> None:
+    from releng.errors import RelengError
+    from releng.publish.location import RepoLocation
+
+    assert RepoLocation.parse("out/repo", base=tmp_path).path == tmp_path / "out/repo"
+    assert RepoLocation.parse("/srv/apt", base=tmp_path).path == Path("/srv/apt")
+    s3 = RepoLocation.parse("s3://my-bucket/apt", base=tmp_path)
+    assert s3.is_s3 and str(s3) == "s3://my-bucket/apt"
+    with pytest.raises(RelengError, match="directory or s3://"):
+        RepoLocation.parse("https://example.org/apt", base=tmp_path)

@@ -150,6 +150,8 @@ class RepositoriesSection:
     valid_for_days: int = 0  # 0: no Valid-Until field
     byhash_keep: int = 3
     keep_history: int = 20  # publishes per suite kept for repo-history and repo-rollback
+    # Where the repository lives: a directory (relative to the project) or s3://BUCKET/PREFIX.
+    location: str = "out/repo"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -446,6 +448,23 @@ def _check_repositories(cfg: ProductConfig, where: str) -> None:
                 "Release file as one line; remove control characters (newlines, tabs) and "
                 "leading or trailing spaces"
             )
+    _check_location(repos.location, where)
+
+
+def _check_location(location: str, where: str) -> None:
+    """[repositories] location: a directory or s3://BUCKET/PREFIX."""
+    if (
+        not location
+        or _CONTROL_RE.search(location)
+        or (
+            location.startswith("s3:")
+            and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", location)
+        )
+    ):
+        raise ConfigError(
+            f"{where}: [repositories] location = {location!r} is not a repository; "
+            "use a directory (e.g. 'out/repo') or s3://BUCKET/PREFIX, without control characters"
+        )
 
 
 def _check_url(url: str, *, where: str, key: str) -> None:

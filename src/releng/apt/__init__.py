@@ -16,6 +16,15 @@ code that mirrors it (e.g. S3 sync):
   plain indexes, then InRelease, Release, Release.gpg) and ``removed`` (old by-hash
   and unreferenced pool files, to delete remotely after a grace period). The last
   result is also kept in ``.releng-repo/last-publish.json``.
+
+The package's modules, along the steps of a publish: :mod:`~releng.apt.repository` (the
+public operations and their order), :mod:`~releng.apt.pool` (inputs and pool files),
+:mod:`~releng.apt.retention` (members, keep_versions, nightly age),
+:mod:`~releng.apt.switch` (render, sign and switch one suite), :mod:`~releng.apt.gc`
+(unreferenced pool files, stale temporary files), :mod:`~releng.apt.state` and
+:mod:`~releng.apt.history` (the private state), :mod:`~releng.apt.lifecycle` (list, copy,
+remove, history, rollback), :mod:`~releng.apt.index` (index and Release text).
+A repository on S3 is opened through :mod:`releng.publish.location`.
 """
 
 from __future__ import annotations
@@ -46,6 +55,8 @@ __all__ = [
     "Repository",
     "check_repository",
     "include",
+    "include_builds",
+    "local_builds",
     "settings_for",
     "sources_snippet",
     "update_repos",
@@ -153,40 +164,43 @@ def include(
     return result
 
 
-def update_repos(
-    project: Project,
-    signer: Signer,
-    *,
-    version: Version,
-    repo: Path,
-    lock_timeout: float = 300.0,
-) -> dict[str, PublishResult]:
-    """Include every distro's build output for ``version`` into its product.toml suites.
-
-    Returns the result per distro id. A distro with no build output is skipped; none
-    at all is an error.
-    """
-    settings = settings_for(project)
-    # Builds are renamed into out/ as a whole and never rewritten in place: link, don't copy.
-    repository = Repository(repo, settings, signer, lock_timeout=lock_timeout, link_inputs=True)
-    results: dict[str, PublishResult] = {}
-    for distro in project.distros():
-        build = project.build_dir(version, distro.id)
-        if not distro.is_debianish or not build.is_dir():
-            continue
-        suites = project.config.suites_for(
-            codename=distro.codename, distro=distro.id, version=version
-        )
-        log.info("including %s into %s", build, ", ".join(suites))
-        results[distro.id] = repository.include(suites, [build])
-    if not results:
+def local_builds(project: Project, version: Version) -> dict[str, Path]:
+    """Each Debian-like distro's build output for ``version`` under ``out/``: distro id ->
+    ``out/<version>/<distro>/``. None at all is an error."""
+    builds = {
+        distro.id: project.build_dir(version, distro.id)
+        for distro in project.distros()
+        if distro.is_debianish and project.build_dir(version, distro.id).is_dir()
+    }
+    if not builds:
         raise RepoError(
             f"no build output for version {version} under {project.out_dir / version.text}/; "
             f"build it first: invoke make-package DISTRO --version {version}"
         )
+    return builds
+
+
+def include_builds(
+    repository: Repository,
+    project: Project,
+    *,
+    version: Version,
+    builds: Mapping[str, Path],
+) -> dict[str, PublishResult]:
+    """``update-repos``, wherever the repository lives: include each distro's build directory
+    (distro id -> directory) into the suites product.toml names for ``version``. Returns
+    the result per distro id; the combined one is kept in ``last-publish.json``."""
+    results: dict[str, PublishResult] = {}
+    for distro_id, build in builds.items():
+        distro = project.distro(distro_id)
+        suites = project.config.suites_for(
+            codename=distro.codename, distro=distro.id, version=version
+        )
+        log.info("including %s into %s", build, ", ".join(suites))
+        results[distro_id] = repository.include(suites, [build])
     last = list(results.values())
     _remember(
-        repo,
+        repository.root,
         PublishResult(
             suites=tuple(s for r in last for s in r.suites),
             added=tuple(p for r in last for p in r.added),
@@ -195,3 +209,25 @@ def update_repos(
         ),
     )
     return results
+
+
+def update_repos(
+    project: Project,
+    signer: Signer,
+    *,
+    version: Version,
+    repo: Path,
+    lock_timeout: float = 300.0,
+) -> dict[str, PublishResult]:
+    """Include every distro's build output for ``version`` (under ``out/``) into its
+    product.toml suites of the repository directory ``repo``.
+
+    Returns the result per distro id. A distro with no build output is skipped; none
+    at all is an error.
+    """
+    builds = local_builds(project, version)
+    # Builds are renamed into out/ as a whole and never rewritten in place: link, don't copy.
+    repository = Repository(
+        repo, settings_for(project), signer, lock_timeout=lock_timeout, link_inputs=True
+    )
+    return include_builds(repository, project, version=version, builds=builds)

@@ -16,7 +16,6 @@ from releng.apt.debfile import BadPackageError, hash_file, parse_paragraph
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1 / 5.6.7
 VERSION_RE = re.compile(r"^(?:[0-9]+:)?[0-9A-Za-z][0-9A-Za-z.+~-]*$")
-ARCH_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]*$")
 
 

@@ -187,11 +187,6 @@ def compress_chunk(data: bytes) -> CompressedChunk:
     )
 
 
-def assemble_xz(chunks: Sequence[Chunk]) -> bytes:
-    """One xz stream holding each chunk's block, with the stream index written here."""
-    return b"".join(_xz_pieces(chunks))
-
-
 def _xz_pieces(chunks: Sequence[Chunk]) -> list[Buffer]:
     flags = bytes([0, _XZ_CHECK_CRC32])
     header = _XZ_MAGIC + flags + struct.pack("<I", zlib.crc32(flags))

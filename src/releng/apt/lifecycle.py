@@ -180,7 +180,14 @@ class _VersionKey:
 def list_packages(root: Path, *, suite: str | None = None, package: str = "") -> list[Listed]:
     """Every member of every suite (or of ``suite``) whose package matches the glob ``package``."""
     state = RepoState(root)
-    names = [_existing(state, suite, root).name] if suite else state.suites()
+    # Only what apt can see: a suite whose first publish was killed is not there yet.
+    published = [s for s in state.suites() if (root / "dists" / s / "InRelease").is_file()]
+    if suite and suite not in published and suite in state.suites():
+        raise RepoError(
+            f"suite {suite!r} in {root} is not published yet (its first publish did not "
+            "finish); run `invoke repo-publish` to finish it"
+        )
+    names = [_existing(state, suite, root).name] if suite else published
     pool = state.pool()
     out: list[Listed] = []
     for name in names:

@@ -204,7 +204,7 @@ class RepoState:
     def pool(self) -> dict[str, PoolRecord]:
         if self._pool is None:
             pool, tail = self._read_snapshot()
-            pool.update(_parse_pool(tail))
+            pool.update(_parse_pool(tail, where=self.pool_path))
             self._pool = pool
         return self._pool
 
@@ -285,11 +285,11 @@ class RepoState:
             with f:
                 opened = self._open_snapshot(f)
                 if opened is None:
-                    shas = _shas_of(_parse_pool(f.read()).values())
+                    shas = _shas_of(_parse_pool(f.read(), where=self.pool_path).values())
                 else:
                     opened[0].close()
                     shas = opened[1]
-                    shas.update(_shas_of(_parse_pool(f.read()).values()))
+                    shas.update(_shas_of(_parse_pool(f.read(), where=self.pool_path).values()))
             self._shas = shas
         return self._shas
 
@@ -339,6 +339,13 @@ class RepoState:
             return int(header[1]) if header[0] == _SNAPSHOT_VERSION else 0
         except (OSError, ValueError, EOFError, TypeError, IndexError):
             return 0
+
+    def readable_records(self) -> dict[str, PoolRecord]:
+        """Every record of ``pool.records`` that parses, the corrupt ones left out (to repair)."""
+        try:
+            return _parse_pool(self.pool_path.read_bytes())
+        except FileNotFoundError:
+            return {}
 
     def rewrite_pool(self, keep: dict[str, PoolRecord]) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -547,8 +554,14 @@ def find_records(state: RepoState, paths: Iterable[str]) -> dict[str, PoolRecord
     return found
 
 
-def _parse_pool(data: bytes) -> dict[str, PoolRecord]:
-    """``pool.records`` as a dict by pool path; torn records (a killed writer) are skipped."""
+class CorruptRecordsError(RepoError):
+    """``pool.records`` holds a record that is neither whole nor a killed writer's torn tail."""
+
+
+def _parse_pool(data: bytes, *, where: Path | None = None) -> dict[str, PoolRecord]:
+    """``pool.records`` as a dict by pool path. A torn last record (a killed writer; the next
+    append cuts it off) is skipped; with ``where`` (the file), any other record that does
+    not parse is a :class:`CorruptRecordsError`, else it is skipped too."""
     heads: list[bytes] = []
     stanzas: list[bytes] = []
     for block in data.split(b"\n\n"):
@@ -564,19 +577,25 @@ def _parse_pool(data: bytes) -> dict[str, PoolRecord]:
             try:
                 rows.append(json.loads(h))
             except ValueError:
-                rows.append(None)  # a torn record from a killed writer
+                rows.append(None)  # a torn record from a killed writer, or a corrupt one
+    torn_tail = len(rows) - 1 if data and not data.endswith(b"\n\n") else -1
     pool: dict[str, PoolRecord] = {}
     make = PoolRecord._make
-    for row, stanza in zip(rows, stanzas, strict=True):
+    for n, (row, stanza) in enumerate(zip(rows, stanzas, strict=True)):
         try:
             if row[8] != len(stanza):
-                continue  # a torn record from a killed writer
+                raise ValueError("its stanza's length differs")
             if len(row) > 9:
                 files = tuple((f[0], f[1], f[2]) for f in row[9])
                 rec = make((*row[:8], stanza, files))
             else:
                 rec = make((*row[:8], stanza, ()))
-        except (TypeError, IndexError):
+        except (TypeError, IndexError, ValueError):
+            if where is not None and n != torn_tail:
+                raise CorruptRecordsError(
+                    f"{where} holds a corrupt record (record {n + 1} of {len(rows)}); "
+                    "run `invoke repo-publish` to rebuild the records from the pool files"
+                ) from None
             continue
         pool[rec[0]] = rec
     return pool

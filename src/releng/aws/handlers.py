@@ -218,7 +218,7 @@ def _commands(
     # publisher): nothing to fetch.
     if step == S.PUBLISH_BINARY_PACKAGES:
         return {
-            "commands": [["invoke", "update-repos", "--version", v, *release, "--dest", dest]],
+            "commands": [["invoke", "update-repos", "--version", v, *release, "--repo", dest]],
             "uploads": [],
             "fetch": [],
         }
@@ -228,7 +228,7 @@ def _commands(
             # repository: see releng.publish.release_source.
             # The embargo covers the distros this execution builds the release for.
             "commands": [
-                ["invoke", "publish-release-source", v, *release, "--dest", dest]
+                ["invoke", "publish-release-source", v, *release, "--repo", dest]
                 + (["--distros", ",".join(distros)] if distros else [])
             ],
             "uploads": [],

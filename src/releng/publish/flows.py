@@ -22,13 +22,11 @@ the repository state is read *after* the lock is taken: two concurrent
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import gzip
-import hashlib
-import json
 import logging
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,28 +34,23 @@ from typing import TYPE_CHECKING
 from releng.errors import PublishError
 from releng.publish import cloudfront as cf
 from releng.publish.index_pages import IndexPages
+from releng.publish.layout import LONG_TTL, content_type
 from releng.publish.lock import DEFAULT_TIMEOUT, DEFAULT_TTL, S3Lock
-from releng.publish.sync import (
-    LONG_TTL,
-    STATE,
-    STATE_SKIP,
-    Manifest,
-    RepoSyncer,
-    S3Url,
-    SyncOptions,
-    SyncResult,
-    clear_changes,
-    content_type,
-    delete_keys,
-    get_bytes,
-    is_not_found,
-    list_keys,
-    read_changes,
-    record_changes,
-    s3_errors,
-    sha256_file,
-    sync_tree,
+from releng.publish.manifest import clear_changes, read_changes, record_changes
+from releng.publish.pull import REPO_STATE_DIR, pull_repository, remote_only
+from releng.publish.s3 import S3Url, is_not_found, s3_errors
+from releng.publish.scratch import (
+    COMPLETE,
+    SCRATCH_SOURCE,
+    build_files,
+    delete_scratch,
+    fetch_builds,
+    scratch_builds,
+    scratch_url,
+    source_files,
+    upload_build,
 )
+from releng.publish.sync import SyncOptions, SyncResult, sync_tree
 from releng.version import Version
 
 if TYPE_CHECKING:
@@ -65,13 +58,22 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from releng.apt import PublishResult as RepoChange
-    from releng.distro import Distro
     from releng.gpg import Signer
     from releng.project import Project
 
+# The scratch contract lives in releng.publish.scratch; these names stay importable from here.
+__all__ = [
+    "COMPLETE",
+    "SCRATCH_SOURCE",
+    "build_files",
+    "scratch_builds",
+    "scratch_url",
+    "source_files",
+    "upload_build",
+]
+
 log = logging.getLogger(__name__)
 
-REPO_STATE_DIR = ".releng-repo"  # the apt library's state directory inside a repository
 SOURCE_DIR = "source"
 
 
@@ -271,274 +273,58 @@ def describe(result: PublishResult) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------- scratch bucket
-
-SCRATCH_SOURCE = "source"  # s3://<scratch>/<version>/source/: not a distro id
-COMPLETE = ".releng-complete.json"  # written last by upload-build: the build's file list
+# --------------------------------------------------------------------------- a repository on S3
 
 
-def scratch_url(bucket: str, version: Version, part: str, arch: str = "") -> S3Url:
-    """``s3://<scratch>/<version>/source`` or one architecture's build of a distro,
-    ``s3://<scratch>/<version>/<distro>/<arch>``: each architecture's part has its own files
-    and completion marker, so builds of one distro on two machines never overwrite each
-    other, and the publish collects every complete part."""
-    return S3Url(bucket, f"{version.text}/{part}" + (f"/{arch}" if arch else ""))
+@dataclass(kw_only=True)
+class OpenedDestination:
+    """A repository on S3 while it is open: its state pulled into ``work`` under the lock;
+    ``published``: what the sync did when it was closed (None: read only, a dry run, or not
+    closed yet)."""
+
+    dest: Destination
+    work: Path
+    published: PublishResult | None = None
 
 
-def build_files(project: Project, version: Version, distro: str, arch: str) -> dict[str, Path]:
-    """The files of ``arch``'s build in ``out/<version>/<distro>/`` (which may hold other
-    architectures' builds too): its stamp (``build.json`` for the primary architecture,
-    ``build-<arch>.json`` for the others: releng.build.Target.stamp), its log and the files
-    the stamp lists. A directory with no stamp at all (packages put there by hand) is the
-    primary architecture's as a whole."""
-    architectures = project.config.repositories.architectures
-    if arch not in architectures:
-        raise PublishError(
-            f"architecture {arch} is not in [repositories] architectures of product.toml "
-            f"({', '.join(architectures)})"
-        )
-    primary = arch == architectures[0]
-    build = project.build_dir(version, distro)
-    stamp, log_name = (
-        ("build.json", "build.log") if primary else (f"build-{arch}.json", f"build-{arch}.log")
-    )
-    made = f"run `invoke make-package {distro} --version {version} --arch {arch}` first"
-    if not build.is_dir():
-        raise PublishError(f"no build output in {build}; {made}")
-    if not any(build.glob("build*.json")) and primary:
-        return {
-            p.relative_to(build).as_posix(): p
-            for p in sorted(build.rglob("*"))
-            if p.is_file() and not any(s.startswith(".") for s in p.relative_to(build).parts)
-        }
-    try:
-        listed = json.loads((build / stamp).read_text(encoding="utf-8")).get("files") or []
-    except (OSError, ValueError, AttributeError):
-        raise PublishError(f"no complete {arch} build in {build} (no {stamp}); {made}") from None
-    names = [stamp, *([log_name] if (build / log_name).is_file() else []), *map(str, listed)]
-    missing = [n for n in names if not (build / n).is_file()]
-    if missing:
-        raise PublishError(f"the {arch} build in {build} lacks {', '.join(missing)}; {made}")
-    return {n: build / n for n in names}
-
-
-def source_files(project: Project, version: Version) -> list[Path]:
-    tarball = project.tarball_path(version)
-    sums = tarball.with_name(f"{project.source_stem(version)}.SHA256SUMS")
-    return [
-        tarball,
-        tarball.with_name(tarball.name + ".asc"),
-        sums,
-        sums.with_name(sums.name + ".asc"),
-    ]
-
-
-def upload_build(
-    client: S3Client,
-    project: Project,
-    version: Version,
-    part: str,
+@contextlib.contextmanager
+def open_destination(
+    dest: Destination,
+    work: Path,
     *,
-    scratch: str,
-    arch: str = "",
-    dry_run: bool = False,
-) -> list[str]:
-    """``upload-build``: put one architecture's build (``arch``, default: the primary one)
-    or, for ``source``, the source tarball and its signature and checksums, into the private
-    scratch bucket.
+    read_only: bool = False,
+    with_pool: bool = False,
+    indices: bool = True,
+) -> Iterator[OpenedDestination]:
+    """Under the destination's lock: pull the repository's state and ``dists/`` into ``work``
+    (so an empty disk works, and a concurrent publisher's packages are never lost), let the
+    caller change it with the apt library (which needs no pool file it does not add), then,
+    unless ``read_only`` or a dry run, sync, ordered, and update index pages and CloudFront.
 
-    The file list with sha256s goes last (``.releng-complete.json``): update-repos takes
-    only complete builds, and checks every file it downloads against that list.
+    A run killed anywhere leaves the bucket old or new; the next run pulls the bucket's state
+    again (the bucket is the truth) and completes. The sync runs even when nothing changed,
+    so that it also finishes what a killed sync left. An error inside the block syncs nothing.
     """
-    if not scratch:
-        raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
-    if part == SCRATCH_SOURCE:
-        files = {p.name: p for p in source_files(project, version)}
-        missing = [str(p) for p in files.values() if not p.is_file()]
-        if missing:
-            raise PublishError(
-                f"no complete source tarball for {version}: missing {', '.join(missing)}; "
-                f"run `invoke make-source-tarball --version {version}` first"
+    opened = OpenedDestination(dest=dest, work=work)
+    lock = dest.new_lock()
+    lock.acquire(timeout=dest.lock.timeout)
+    try:
+        lock.check()
+        with s3_errors("pull the published repository", dest.url):
+            pull_repository(dest.s3, dest.url, work, with_pool=with_pool)
+        yield opened
+        if not read_only and not dest.sync.dry_run:
+            opened.published = _publish_locked(
+                dest, work, lock, remote=remote_only(work), indices=indices
             )
-    else:
-        project.distro(part)  # a DistroError names the known distros
-        arch = arch or project.config.repositories.architectures[0]
-        files = build_files(project, version, part, arch)
-        if not files:
-            raise PublishError(
-                f"no build output in {project.build_dir(version, part)}; run "
-                f"`invoke make-package {part} --version {version} --arch {arch}` first"
-            )
-    dest = scratch_url(scratch, version, part, "" if part == SCRATCH_SOURCE else arch)
-    listing = {rel: sha256_file(path) for rel, path in files.items()}
-    if dry_run:
-        return sorted(listing)
-    with s3_errors("upload the build to scratch", dest):
-        client.delete_object(Bucket=dest.bucket, Key=dest.key(COMPLETE))  # incomplete from here on
-        for rel, path in files.items():
-            client.put_object(
-                Bucket=dest.bucket,
-                Key=dest.key(rel),
-                Body=path.read_bytes(),
-                ContentType=content_type(rel, path.read_bytes()[:512]),
-                Metadata={"sha256": listing[rel]},
-            )
-        client.put_object(
-            Bucket=dest.bucket,
-            Key=dest.key(COMPLETE),
-            Body=json.dumps({"files": listing}, indent=1).encode(),
-            ContentType="application/json",
-        )
-    log.info("uploaded %d file(s) to %s", len(files), dest)
-    return sorted(listing)
-
-
-def scratch_builds(
-    client: S3Client, scratch: str, version: Version
-) -> dict[str, dict[str, dict[str, str]]]:
-    """The complete builds of ``version`` in scratch: distro id -> arch -> {file: sha256}."""
-    root = S3Url(scratch, version.text)
-    builds: dict[str, dict[str, dict[str, str]]] = {}
-    with s3_errors("look for builds in scratch", root):
-        for obj in list_keys(client, scratch, root.key_prefix):
-            parts = root.rel(obj["Key"]).split("/")
-            if len(parts) != 3 or parts[2] != COMPLETE or parts[0] == SCRATCH_SOURCE:
-                continue
-            data = get_bytes(client, scratch, obj["Key"]) or b"{}"
-            files = dict(json.loads(data).get("files", {}))
-            builds.setdefault(parts[0], {})[parts[1]] = files
-    return {d: dict(sorted(arches.items())) for d, arches in sorted(builds.items())}
-
-
-def _download_verified(client: S3Client, src: S3Url, files: dict[str, str], dest_dir: Path) -> None:
-    for rel, sha in files.items():
-        target = dest_dir / rel
-        if not target.resolve().is_relative_to(dest_dir.resolve()):
-            raise PublishError(f"refusing to write {rel!r} outside {dest_dir}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        client.download_file(src.bucket, src.key(rel), str(target))
-        if sha256_file(target) != sha:
-            raise PublishError(
-                f"{src}/{rel} does not match the sha256 its build recorded; upload the build again"
-            )
-
-
-# --------------------------------------------------------------------------- the whole publish
-
-
-def _state_rel(rel: str) -> str:
-    """Bucket path (relative to the prefix) -> path in the local repository directory."""
-    if rel.startswith(f"{STATE}/"):
-        return f"{REPO_STATE_DIR}/{rel[len(STATE) + 1 :]}"
-    return rel
-
-
-def _skipped_state(path: Path, work: Path) -> bool:
-    parts = path.relative_to(work).parts
-    return len(parts) > 1 and parts[0] == REPO_STATE_DIR and parts[1] in STATE_SKIP
-
-
-def pull_repository(client: S3Client, dest: S3Url, work: Path) -> Manifest:
-    """Make ``work`` hold the published repository's state, ``dists/`` and keys (not the pool).
-
-    Only what the manifest lists; files whose sha256 already matches are kept, so a
-    publisher that keeps its work directory downloads only what changed. Local
-    ``dists/`` and state files the bucket does not have are removed: the bucket is
-    the truth, read after the lock was taken.
-    """
-    manifest, _intent = RepoSyncer(client, dest).read_manifest()
-    wanted: dict[Path, tuple[str, str]] = {}
-    for rel, sha in manifest.files.items():
-        if rel.startswith("pool/"):
-            continue
-        wanted[work / _state_rel(rel)] = (rel, sha)
-    work.mkdir(parents=True, exist_ok=True)
-    for tree in (work / "dists", work / REPO_STATE_DIR):
-        if tree.is_dir():
-            for path in sorted(tree.rglob("*")):
-                if path.is_file() and path not in wanted and not _skipped_state(path, work):
-                    path.unlink()
-    fetched = 0
-    for path, (rel, sha) in sorted(wanted.items()):
-        if path.is_file() and sha and sha256_file(path) == sha:
-            continue
-        response = client.get_object(Bucket=dest.bucket, Key=dest.key(rel))
-        body = response["Body"].read()
-        if response.get("Metadata", {}).get("encoding") == "gzip":
-            body = gzip.decompress(body)
-        if sha and hashlib.sha256(body).hexdigest() != sha:
-            raise PublishError(
-                f"{dest}/{rel} does not match the manifest's sha256; another tool changed the "
-                "bucket: publish again from a full copy of the repository (sync-repos)"
-            )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.download")
-        tmp.write_bytes(body)
-        tmp.replace(path)
-        fetched += 1
-    log.info("pulled %d file(s) of %s into %s", fetched, dest, work)
-    return manifest
-
-
-def _remote_only(work: Path) -> dict[str, str]:
-    """Pool files the repository's records name, that the work directory does not hold;
-    and local pool files nobody names any more are removed (a stale cache)."""
-    from releng.apt.state import RepoState
-
-    known: dict[str, str] = {}
-    for rec in RepoState(work).pool().values():
-        known[rec.path] = rec.sha256
-        for other, _size, sha in rec.files:  # a source package's other files
-            known[other] = sha
-    pool = work / "pool"
-    if pool.is_dir():
-        for path in sorted(pool.rglob("*")):
-            if path.is_file() and path.relative_to(work).as_posix() not in known:
-                path.unlink()
-    return {rel: sha for rel, sha in known.items() if not (work / rel).is_file()}
-
-
-def _builds_to_include(
-    project: Project, client: S3Client, scratch: str, version: Version
-) -> tuple[dict[str, dict[str, dict[str, str]]], dict[str, Distro]]:
-    """The complete Debian builds of ``version`` in scratch; an error when there are none."""
-    if not scratch:
-        raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
-    builds = scratch_builds(client, scratch, version)
-    if not builds:
-        raise PublishError(
-            f"no complete builds of {version} in s3://{scratch}/{version.text}/; "
-            f"upload them first (invoke upload-build --version {version} DISTRO)"
-        )
-    distros = {d: project.distro(d) for d in sorted(builds)}  # unknown ids fail here
-    for distro_id, distro in list(distros.items()):
-        if not distro.is_debianish:
-            log.warning("%s builds no Debian packages; its scratch build is left alone", distro_id)
-            del distros[distro_id], builds[distro_id]
-    if not builds:
-        raise PublishError(f"no Debian builds of {version} in s3://{scratch}/{version.text}/")
-    return builds, distros
-
-
-def _delete_scratch(
-    client: S3Client, scratch: str, version: Version, parts: list[tuple[str, str]]
-) -> int:
-    """Remove the published (distro, arch) builds; a part uploaded meanwhile stays."""
-    deleted = 0
-    for distro_id, arch in parts:
-        src = scratch_url(scratch, version, distro_id, arch)
-        with s3_errors("remove published builds from scratch", src):
-            keys = [o["Key"] for o in list_keys(client, scratch, src.key_prefix)]
-            # the completion marker first: a half-deleted build is never taken again
-            keys.sort(key=lambda k: not k.endswith(COMPLETE))
-            delete_keys(client, scratch, keys)
-            deleted += len(keys)
-    return deleted
+    finally:
+        lock.release()
 
 
 @dataclass(frozen=True, kw_only=True)
 class UpdateResult:
     publish: PublishResult
+    results: dict[str, RepoChange]  # distro -> what including its build did
     included: dict[str, tuple[str, ...]]  # distro -> suites
     added: tuple[str, ...]
     scratch_deleted: int
@@ -554,56 +340,32 @@ def update_repos(
     work: Path,
     keep_scratch: bool = False,
 ) -> UpdateResult:
-    """``update-repos --dest``: scratch builds of ``version`` -> the public repository.
+    """``update-repos --repo s3://...``: scratch builds of ``version`` -> the public repository.
 
     1. find the complete builds in ``s3://<scratch>/<version>/<distro>/<arch>/`` (none: error,
-       nothing changed); 2. take the destination's lock, then pull the repository's
-       state and ``dists/`` (so a publisher with an empty disk works, and a concurrent
-       publisher's packages are never lost); 3. include the builds with the apt
-       library; 4. sync, ordered; index pages and CloudFront; 5. only after all that
-       succeeded, remove those builds from scratch.
+       nothing changed) and download them, verified; 2. open the repository
+       (:func:`open_destination`); 3. include the builds with the apt library
+       (:func:`releng.apt.include_builds`, as for a local repository); 4. sync, ordered;
+       index pages and CloudFront; 5. only after all that succeeded, remove those builds
+       from scratch.
     """
     from releng import apt
 
-    builds, distros = _builds_to_include(project, dest.s3, scratch, version)
-    settings = apt.settings_for(project)
     if dest.sync.dry_run:
         raise PublishError("update-repos has no dry run (it must sign); use sync-repos --dry-run")
-    lock = dest.new_lock()
-    lock.acquire(timeout=dest.lock.timeout)
-    try:
-        with s3_errors("pull the published repository", dest.url):
-            pull_repository(dest.s3, dest.url, work)
-        included: dict[str, tuple[str, ...]] = {}
-        added: list[str] = []
-        with tempfile.TemporaryDirectory(prefix="releng-builds-") as tmp:
-            repository = apt.Repository(work, settings, signer)
-            for distro_id, arches in builds.items():
-                # every architecture's part into one directory, as out/<V>/<DISTRO>/ locally
-                build_dir = Path(tmp) / distro_id
-                for arch, files in arches.items():
-                    src = scratch_url(scratch, version, distro_id, arch)
-                    with s3_errors("download a build from scratch", src):
-                        _download_verified(dest.s3, src, files, build_dir)
-                d = distros[distro_id]
-                suites = project.config.suites_for(
-                    codename=d.codename, distro=d.id, version=version
-                )
-                log.info(
-                    "including %s (%s) of %s into %s",
-                    distro_id, ", ".join(arches), version, ", ".join(suites),
-                )  # fmt: skip
-                result = repository.include(suites, [build_dir])
-                included[distro_id] = tuple(suites)
-                added += result.added
-            repository.export_keys()
-        publish = _publish_locked(dest, work, lock, remote=_remote_only(work))
-    finally:
-        lock.release()
-    parts = [(d, a) for d, arches in builds.items() for a in arches]
-    deleted = 0 if keep_scratch else _delete_scratch(dest.s3, scratch, version, parts)
+    with tempfile.TemporaryDirectory(prefix="releng-builds-") as tmp:
+        builds, parts = fetch_builds(project, dest.s3, scratch, version, Path(tmp))
+        with open_destination(dest, work) as opened:
+            repository = apt.Repository(work, apt.settings_for(project), signer)
+            results = apt.include_builds(repository, project, version=version, builds=builds)
+    assert opened.published is not None  # not a dry run: synced
+    deleted = 0 if keep_scratch else delete_scratch(dest.s3, scratch, version, parts)
     return UpdateResult(
-        publish=publish, included=included, added=tuple(added), scratch_deleted=deleted
+        publish=opened.published,
+        results=results,
+        included={d: r.suites for d, r in results.items()},
+        added=tuple(p for r in results.values() for p in r.added),
+        scratch_deleted=deleted,
     )
 
 
@@ -695,34 +457,6 @@ def work_dir_for(project: Project, url: S3Url) -> Path:
     return project.state_dir / "publish" / url.bucket / (url.prefix or "_root")
 
 
-def update_repos_to(
-    project: Project,
-    env: Mapping[str, str],
-    *,
-    version: Version,
-    dest: str,
-    keep_scratch: bool = False,
-    grace_seconds: float | None = None,
-    lock_timeout: float | None = None,
-) -> UpdateResult:
-    """``invoke update-repos --dest s3://...``: everything from the configuration."""
-    from releng.gpg import signer_for
-
-    destination = destination_for(
-        project, dest, grace_seconds=grace_seconds, lock_timeout=lock_timeout
-    )
-    signer = signer_for(project, env, release=version.is_release)
-    return update_repos(
-        project,
-        signer,
-        version=version,
-        dest=destination,
-        scratch=project.config.publish.scratch_bucket,
-        work=work_dir_for(project, destination.url),
-        keep_scratch=keep_scratch,
-    )
-
-
 # --------------------------------------------------------------------------- lifecycle on S3
 
 
@@ -739,33 +473,8 @@ def change_repository(
     work: Path,
     operate: Callable[[Path], RepoChange],
 ) -> ChangeResult:
-    """Under the destination's lock: pull the repository's state into ``work`` (so an empty
-    disk works), ``operate`` on it (a lifecycle change with the apt library, which needs no
-    pool file), then sync, ordered, and update index pages and CloudFront.
-
-    A run killed anywhere leaves the bucket old or new; the next run pulls the bucket's state
-    again (the bucket is the truth) and completes. The sync runs even when the change was
-    already made, so that it also finishes what a killed sync left.
-    """
-    lock = dest.new_lock()
-    lock.acquire(timeout=dest.lock.timeout)
-    try:
-        with s3_errors("pull the published repository", dest.url):
-            pull_repository(dest.s3, dest.url, work)
+    """``operate`` on the repository at ``dest`` (:func:`open_destination`), e.g. a lifecycle
+    change with the apt library, then sync it."""
+    with open_destination(dest, work) as opened:
         change = operate(work)
-        if dest.sync.dry_run:
-            return ChangeResult(change=change, publish=None)
-        return ChangeResult(
-            change=change, publish=_publish_locked(dest, work, lock, remote=_remote_only(work))
-        )
-    finally:
-        lock.release()
-
-
-def read_repository(dest: Destination, work: Path) -> Path:
-    """Pull the repository's state and ``dists/`` into ``work`` for reading (list, history),
-    under the lock so that no publish is half-way through."""
-    with dest.new_lock() as lock, s3_errors("pull the published repository", dest.url):
-        lock.check()
-        pull_repository(dest.s3, dest.url, work)
-    return work
+    return ChangeResult(change=change, publish=opened.published)

@@ -1,24 +1,46 @@
 """publish tasks: repositories and release artifacts to S3 and CloudFront.
 
-``update-repos --dest s3://...`` lives with the repo tasks (releng/tasks/repo.py)
-and calls releng.publish as well.
+``update-repos --repo s3://...`` lives with the repo tasks (releng/tasks/repo.py): every
+repository operation takes ``--repo DIR|s3://BUCKET/PREFIX`` (releng.publish.location).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from releng.cli import Context, out, project, task
 from releng.version import Version
 
-_DEST = "s3://BUCKET/PREFIX (default: [publish] bucket and prefix in product.toml)"
+_S3 = (
+    "s3://BUCKET/PREFIX (default: [repositories] location when it is on S3, else [publish] "
+    "bucket and prefix in product.toml)"
+)
+_DEST_GONE = "gone: use --repo s3://BUCKET/PREFIX"
+
+
+def _s3_repo(c: Context, repo: str, dest: str, *, what: str) -> str:
+    """The S3 repository ``--repo`` names (or the default), as text for destination_for."""
+    from releng.errors import PublishError
+    from releng.publish.location import RepoLocation
+
+    if dest:
+        raise PublishError(f"--dest is gone: pass --repo {dest!r}")
+    proj = project(c)
+    if not repo:
+        default = RepoLocation.of(proj)
+        return str(default.url) if default.url is not None else ""
+    location = RepoLocation.of(proj, repo)
+    if location.url is None:
+        raise PublishError(f"{what} works on a repository on S3: pass --repo s3://BUCKET/PREFIX")
+    return str(location.url)
 
 
 @task(
     help={
-        "repo": "the repository directory (default out/repo)",
-        "dest": _DEST,
+        "repo": _S3,
+        "source": "the local repository directory to copy (default: [repositories] location "
+        "when it is a directory, else out/repo)",
+        "dest": _DEST_GONE,
         "dry_run": "show what would be uploaded and deleted, change nothing",
         "grace_seconds": "keep unreferenced objects this long after the new Release is live "
         "(default 3600)",
@@ -29,21 +51,30 @@ _DEST = "s3://BUCKET/PREFIX (default: [publish] bucket and prefix in product.tom
 def sync_repos(  # noqa: PLR0917  (invoke passes task arguments positionally)
     c: Context,
     repo: str = "",
+    source: str = "",
     dest: str = "",
     dry_run: bool = False,
     grace_seconds: float = -1,
     lock_timeout: float = -1,
     no_indices: bool = False,
 ) -> None:
-    """Bring an S3 destination to a local repository's state: ordered, incremental, locked."""
+    """Bring a repository on S3 to a local repository's state: ordered, incremental, locked."""
+    from releng.errors import PublishError
     from releng.publish import flows as publish
+    from releng.publish.location import RepoLocation
 
     proj = project(c)
-    root = Path(repo or "out/repo")
-    root = root if root.is_absolute() else proj.root / root
+    if repo and not dest and not RepoLocation.of(proj, repo).is_s3:
+        raise PublishError(
+            f"sync-repos copies a local repository to S3: pass --source {repo} "
+            "--repo s3://BUCKET/PREFIX"
+        )
+    url = _s3_repo(c, repo, dest, what="sync-repos")
+    local = RepoLocation.of(proj, source) if source else RepoLocation.of(proj)
+    root = local.path if local.path is not None else proj.root / "out" / "repo"
     destination = publish.destination_for(
         proj,
-        dest,
+        url,
         dry_run=dry_run,
         grace_seconds=grace_seconds if grace_seconds >= 0 else None,
         lock_timeout=lock_timeout if lock_timeout >= 0 else None,
@@ -56,16 +87,17 @@ def sync_repos(  # noqa: PLR0917  (invoke passes task arguments positionally)
 @task(
     help={
         "version": "the release or nightly whose source to publish",
-        "dest": _DEST,
+        "repo": _S3,
+        "dest": _DEST_GONE,
     }
 )
-def publish_source(c: Context, version: str, dest: str = "") -> None:
+def publish_source(c: Context, version: str, repo: str = "", dest: str = "") -> None:
     """Copy a version's source tarball, .asc and SHA256SUMS from scratch to the public source/."""
     from releng.publish import flows as publish
     from releng.publish.sync import s3_client
 
     proj = project(c)
-    destination = publish.destination_for(proj, dest)
+    destination = publish.destination_for(proj, _s3_repo(c, repo, dest, what="publish-source"))
     published = publish.publish_source(
         s3_client(region=proj.config.publish.region or None),
         proj,
@@ -80,9 +112,9 @@ def publish_source(c: Context, version: str, dest: str = "") -> None:
 @task(
     help={
         "version": "the release whose source goes public (a nightly has nothing to push)",
-        "repo": "the local repository the packages must be live in (default out/repo)",
-        "dest": "check the bucket s3://BUCKET/PREFIX instead, and copy the source from the "
-        "scratch bucket to its source/",
+        "repo": "DIR or s3://BUCKET/PREFIX: the repository the packages must be live in (default: "
+        "[repositories] location); on S3 the source goes from the scratch bucket to its source/",
+        "dest": _DEST_GONE,
         "distros": "whose suites must serve the release, comma-separated (default: the targets)",
         "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
         "force": "go public even if some suites do not serve the release yet (loudly)",
@@ -103,15 +135,24 @@ def publish_release_source(  # noqa: PLR0917  (invoke passes task arguments posi
     from releng.gitrefs import redact
     from releng.publish import flows as publish
     from releng.publish import release_source
+    from releng.publish.location import RepoLocation
 
     proj = project(c)
-    destination = publish.destination_for(proj, dest, dry_run=dry_run) if dest else None
-    root = Path(repo or "out/repo")
+    if dest:
+        from releng.errors import PublishError
+
+        raise PublishError(f"--dest is gone: pass --repo {dest!r}")
+    location = RepoLocation.of(proj, repo)
+    destination = (
+        publish.destination_for(proj, str(location.url), dry_run=dry_run)
+        if location.url is not None
+        else None
+    )
     result = release_source.publish_release_source(
         proj,
         Version.parse(version, release=release),
         env=os.environ,
-        repo=root if root.is_absolute() else proj.root / root,
+        repo=location.path if location.path is not None else proj.root / "out" / "repo",
         dest=destination,
         scratch=proj.config.publish.scratch_bucket,
         distros=[proj.distro(d).id for d in distros.split(",") if d] or None,
@@ -165,17 +206,21 @@ def upload_build(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
 
 @task(
     help={
-        "dest": _DEST,
+        "repo": _S3,
+        "dest": _DEST_GONE,
         "all": "remake every directory's page (one full listing), not only the changed ones",
         "dry_run": "show what would be written and invalidated",
     }
 )
-def update_indices(c: Context, dest: str = "", all: bool = False, dry_run: bool = False) -> None:
+def update_indices(
+    c: Context, repo: str = "", dest: str = "", all: bool = False, dry_run: bool = False
+) -> None:
     """Regenerate index.html pages where contents changed and invalidate CloudFront's dists/."""
     from releng.publish import flows as publish
 
     proj = project(c)
-    destination = publish.destination_for(proj, dest, dry_run=dry_run)
+    url = _s3_repo(c, repo, dest, what="update-indices")
+    destination = publish.destination_for(proj, url, dry_run=dry_run)
     result = publish.update_indices(destination, full=all)
     out(f"{destination.url}: {len(result.pages)} index page(s) updated")
     if result.invalidation_id:

@@ -12,12 +12,32 @@ from typing import Any
 from releng.cli import Context, out, out_json, project, task
 from releng.version import Version
 
-DEFAULT_REPO = "out/repo"
+_REPO = "DIR or s3://BUCKET/PREFIX: the repository (default: [repositories] location in product.toml, else out/repo)"
+_DEST_GONE = "gone: use --repo s3://BUCKET/PREFIX"
 
 
-def _repo_dir(c: Context, repo: str) -> Path:
-    path = Path(repo or DEFAULT_REPO)
-    return path if path.is_absolute() else project(c).root / path
+def _location(c: Context, repo: str, dest: str = "") -> Any:
+    """The repository ``--repo`` names (a RepoLocation); ``--dest`` is refused with the new way."""
+    from releng.errors import RepoError
+    from releng.publish.location import RepoLocation
+
+    if dest:
+        raise RepoError(
+            f"--dest is gone: the repository is --repo, a directory or s3://BUCKET/PREFIX "
+            f"(here: --repo {dest!r})"
+        )
+    return RepoLocation.of(project(c), repo)
+
+
+def _check_url(url: str) -> None:
+    """``--url`` goes into the printed .sources snippet: one line, no control characters."""
+    from releng.errors import RepoError
+
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise RepoError(
+            f"--url {url!r} holds control characters (a newline, a tab); pass the URL clients "
+            "use, e.g. https://example.org/apt"
+        )
 
 
 @task(
@@ -25,7 +45,7 @@ def _repo_dir(c: Context, repo: str) -> Path:
         "path": "a .deb, .dsc, .changes (with the files it lists) or a directory of them",
         "also": "another such path (repeatable)",
         "dist": "the suite to add them to, e.g. bookworm or bookworm-1.2",
-        "repo": f"the repository directory (default {DEFAULT_REPO})",
+        "repo": _REPO,
         "component": "the component (default: the first in product.toml)",
         "url": "the URL clients will use, for the printed .sources snippet",
         "link": "hard-link the files into the pool instead of copying them (only for files "
@@ -45,31 +65,35 @@ def repo_include(  # noqa: PLR0917  (invoke passes task arguments positionally)
 ) -> None:
     """Add packages to an apt suite and publish it signed."""
     from releng import apt, gpg
+    from releng.publish.location import open_repository
 
+    _check_url(url)
     proj = project(c)
-    root = _repo_dir(c, repo)
+    location = _location(c, repo)
     signer = gpg.signer_for(proj, os.environ, release=False)
     paths = [Path(p) for p in [path, *(also or [])]]
-    result = apt.include(
-        root,
-        apt.settings_for(proj),
-        signer,
-        suites=[dist],
-        paths=paths,
-        component=component or None,
-    )
+    with open_repository(proj, location, signer=signer, link_inputs=link) as opened:
+        result = apt.include(
+            opened.root,
+            apt.settings_for(proj),
+            signer,
+            suites=[dist],
+            paths=paths,
+            component=component or None,
+            link=link,
+        )
     out(f"{dist}: {len(result.added)} new package file(s); {len(result.written)} file(s) written")
-    _snippets(proj.name, root, url, {dist: [dist]}, list(apt.settings_for(proj).components))
+    _published(opened)
+    _snippets(proj, location, url, {dist: [dist]}, list(apt.settings_for(proj).components))
 
 
 @task(
     help={
         "version": "the version whose builds to include (default: tonight's nightly)",
         "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
-        "repo": f"the repository directory (default {DEFAULT_REPO})",
+        "repo": _REPO + "; on S3 the builds come from [publish] scratch_bucket when it is set",
         "url": "the URL clients will use, for the printed .sources snippet",
-        "dest": "publish to s3://BUCKET/PREFIX instead: builds come from the scratch bucket, "
-        "then ordered sync, index pages, CloudFront (see releng.publish)",
+        "dest": _DEST_GONE,
     }
 )
 def update_repos(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
@@ -81,53 +105,53 @@ def update_repos(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     release: bool = False,
 ) -> None:
     """Include every distro's build output for a version into the suites product.toml names."""
-    from releng import apt, gpg
+    from releng import gpg
+    from releng.publish import location as locations
 
+    _check_url(url)
     proj = project(c)
+    location = _location(c, repo, dest)
     ver = Version.parse_or_nightly(version or None, release=release)
-    if dest:
-        from releng.publish import flows as publish
-
-        done = publish.update_repos_to(proj, os.environ, version=ver, dest=dest)
-        for distro, suites in done.included.items():
-            out(f"{distro}: {', '.join(suites)}")
-        for line in publish.describe(done.publish):
-            out(line)
-        out(f"removed {done.scratch_deleted} published object(s) from scratch")
-        return
-    root = _repo_dir(c, repo)
     signer = gpg.signer_for(proj, os.environ, release=ver.is_release)
-    results = apt.update_repos(proj, signer, version=ver, repo=root)
-    for distro, result in results.items():
+    done = locations.update_repos(proj, signer, version=ver, location=location)
+    for distro, result in done.results.items():
         out(f"{distro}: {', '.join(result.suites)} ({len(result.added)} new package file(s))")
-    clients = {distro: list(result.suites) for distro, result in results.items()}
-    _snippets(proj.name, root, url, clients, proj.config.repositories.components)
+    if done.published is not None:
+        from releng.publish import flows
+
+        for line in flows.describe(done.published):
+            out(line)
+    if location.is_s3 and proj.config.publish.scratch_bucket:
+        out(f"removed {done.scratch_deleted} published object(s) from scratch")
+    clients = {distro: list(result.suites) for distro, result in done.results.items()}
+    _snippets(proj, location, url, clients, proj.config.repositories.components)
 
 
 @task(
     help={
-        "repo": f"the repository directory (default {DEFAULT_REPO})",
+        "repo": _REPO,
         "dist": "the suite to republish (repeatable; default: every suite)",
     },
     iterable=["dist"],
 )
 def repo_publish(c: Context, repo: str = "", dist: list[str] | None = None) -> None:
     """Republish suites: apply retention, re-sign (a fresh Date and Valid-Until), finish a killed run."""
-    from releng import apt, gpg
+    from releng import gpg
+    from releng.publish.location import open_repository
 
     proj = project(c)
-    root = _repo_dir(c, repo)
     signer = gpg.signer_for(proj, os.environ, release=False)
-    repository = apt.Repository(root, apt.settings_for(proj), signer)
-    result = repository.publish(dist or None)
+    with open_repository(proj, _location(c, repo), signer=signer) as opened:
+        result = opened.repository().publish(dist or None)
     out(
         f"republished {', '.join(result.suites) or 'nothing'}; {len(result.removed)} file(s) removed"
     )
+    _published(opened)
 
 
 @task(
     help={
-        "repo": f"the repository directory (default {DEFAULT_REPO})",
+        "repo": _REPO + " (on S3 every file is downloaded to be checked)",
         "keyring": "the public keyring to verify with (default: the one in the repository)",
         "json": "print the report as one JSON object (problems, warnings, suites, files checked)",
     }
@@ -136,28 +160,29 @@ def repo_check(c: Context, repo: str = "", keyring: str = "", json: bool = False
     """Verify every signature, checksum and referenced file of a repository."""
     from releng import apt
     from releng.errors import RepoError
+    from releng.publish.location import open_repository
 
-    root = _repo_dir(c, repo)
-    report = apt.check_repository(root, keyring=Path(keyring) if keyring else None)
+    location = _location(c, repo)
+    with open_repository(project(c), location, read_only=True, with_pool=True) as opened:
+        report = apt.check_repository(opened.root, keyring=Path(keyring) if keyring else None)
     if json:
-        out_json({"repository": str(root), "ok": not report.problems, **asdict(report)})
+        out_json({"repository": str(location), "ok": not report.problems, **asdict(report)})
     else:
         for warning in report.warnings:
             out(f"warning: {warning}")
         for problem in report.problems:
             out(f"problem: {problem}")
     if report.problems:
-        raise RepoError(f"{root}: {len(report.problems)} problem(s) found (listed above)")
+        raise RepoError(f"{location}: {len(report.problems)} problem(s) found (listed above)")
     if not json:
         out(
-            f"{root}: {len(report.suites)} suite(s), {report.files_checked} file(s) verified, all good"
+            f"{location}: {len(report.suites)} suite(s), {report.files_checked} file(s) verified, all good"
         )
 
 
 _LIFE_HELP = {
-    "repo": f"the repository directory (default {DEFAULT_REPO})",
-    "dest": "work on s3://BUCKET/PREFIX instead: its state is pulled under the S3 lock "
-    "(an empty disk works), changed, synced",
+    "repo": _REPO,
+    "dest": _DEST_GONE,
     "dry_run": "show what would change, change nothing",
     "json": "print JSON",
     "spec": "NAME or NAME=VERSION, several separated by commas or spaces; NAME may be a glob: "
@@ -184,30 +209,28 @@ def _lifecycle(
     dry_run: bool,
     operate: Callable[[Any], Any],
 ) -> Any:
-    """Run ``operate(repository)`` on the local repository or, with ``dest``, on the
-    bucket's; print what changed. Returns the apt library's result."""
-    from releng import apt, gpg
+    """Run ``operate(repository)`` on the repository ``--repo`` names, wherever it lives;
+    print what changed. Returns the apt library's result."""
+    from releng import gpg
+    from releng.publish.location import open_repository
 
     proj = project(c)
+    location = _location(c, repo, dest)
     signer = gpg.signer_for(proj, os.environ, release=False)
-    settings = apt.settings_for(proj)
-    if dest:
-        from releng.publish import flows as publish
-
-        destination = publish.destination_for(proj, dest, dry_run=dry_run)
-        done = publish.change_repository(
-            destination,
-            publish.work_dir_for(proj, destination.url),
-            lambda work: operate(apt.Repository(work, settings, signer)),
-        )
-        _report(done.change, dry_run=dry_run)
-        if done.publish is not None:
-            for line in publish.describe(done.publish):
-                out(line)
-        return done.change
-    result = operate(apt.Repository(_repo_dir(c, repo), settings, signer))
+    with open_repository(proj, location, signer=signer, dry_run=dry_run) as opened:
+        result = operate(opened.repository())
     _report(result, dry_run=dry_run)
+    _published(opened)
     return result
+
+
+def _published(opened: Any) -> None:
+    """What the sync to S3 did, when the repository lives there."""
+    if opened.published is not None:
+        from releng.publish import flows
+
+        for line in flows.describe(opened.published):
+            out(line)
 
 
 def _report(result: Any, *, dry_run: bool) -> None:
@@ -229,13 +252,11 @@ def _report(result: Any, *, dry_run: bool) -> None:
 
 
 def _read_root(c: Context, repo: str, dest: str) -> Path:
-    if not dest:
-        return _repo_dir(c, repo)
-    from releng.publish import flows as publish
+    """The repository's directory for reading: itself, or its state pulled from S3."""
+    from releng.publish.location import open_repository
 
-    proj = project(c)
-    destination = publish.destination_for(proj, dest)
-    return publish.read_repository(destination, publish.work_dir_for(proj, destination.url))
+    with open_repository(project(c), _location(c, repo, dest), read_only=True) as opened:
+        return opened.root
 
 
 @task(
@@ -412,19 +433,26 @@ def repo_rollback(  # noqa: PLR0917  (invoke passes task arguments positionally)
 
 
 def _snippets(
-    name: str, root: Path, url: str, clients: dict[str, list[str]], components: list[str]
+    proj: Any, location: Any, url: str, clients: dict[str, list[str]], components: list[str]
 ) -> None:
     """Per kind of client (a distro), a .sources naming one suite: a machine runs one
     release; the other suites it could follow instead are named after it."""
     from releng import apt
 
-    out(f"public key: {root / f'{name}-archive-keyring.gpg'} (and .asc)")
+    name = proj.name
+    if location.path is not None:
+        key: str = str(location.path / f"{name}-archive-keyring.gpg")
+        url = url or location.path.resolve().as_uri()
+    else:
+        key = f"{location.url}/{name}-archive-keyring.gpg"
+        url = url or proj.config.publish.public_url or "https://PUBLIC-URL-OF-THE-BUCKET"
+    out(f"public key: {key} (and .asc)")
     for client, suites in clients.items():
         out(f"clients on {client}: /etc/apt/sources.list.d/{name}.sources")
         out(
             apt.sources_snippet(
                 name=name,
-                url=url or root.resolve().as_uri(),
+                url=url,
                 suites=suites[:1],
                 components=components,
             ).rstrip("\n")

@@ -1,0 +1,430 @@
+"""The pool: read and check the inputs, place their files under ``pool/`` and record them.
+
+Pool files are immutable: ``pool/<component>/<prefix>/<source>/<file>``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from releng.apt import changes as _changes
+from releng.apt import index as _index
+from releng.apt.debfile import BadPackageError, DebInfo, read_deb, sha256_file
+from releng.apt.history import needed_paths
+from releng.apt.state import CorruptRecordsError, PoolRecord
+from releng.apt.steps import RepoBase, Run
+from releng.apt.threads import SHORT_SWITCH, switch_interval
+from releng.digest import file_size_sha256
+from releng.errors import RepoError
+
+log = logging.getLogger(__name__)
+
+PARALLEL_BYTES = 64 << 20  # below this, reading or copying inputs on several threads does not pay
+
+
+class _PoolFile(NamedTuple):
+    path: str  # under the repo root
+    source: str | Path
+    size: int
+    sha256: str
+
+
+_DIR_THREAD_MIN = 16  # packages in one include from which pool directories are made on a thread
+
+
+def _pool_dir(component: str, source: str) -> str:
+    return f"pool/{component}/{_index.pool_prefix(source)}/{source}"
+
+
+class _PoolDirs:
+    """Makes pool directories on a thread while the caller reads packages.
+
+    One directory per source package is the pool's layout, and on ext4 a mkdir costs
+    30-150 us of kernel time: for thousands of new packages as much as reading them. The
+    syscall releases the GIL, so the two overlap. ``undo`` removes what was made (when an
+    input is refused); directories another publisher filled meanwhile are not empty and stay.
+    """
+
+    def __init__(self, root: str) -> None:
+        import queue
+
+        self._root = root
+        self._todo: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._made: list[str] = []  # absolute, parents first
+        self._ok: set[str] = set()  # relative to the root: exists now
+        self._thread = threading.Thread(target=self._run, name="pool-dirs", daemon=True)
+        self._thread.start()
+
+    def add(self, directory: str) -> None:
+        self._todo.put(directory)
+
+    def _run(self) -> None:
+        while (d := self._todo.get()) is not None:
+            if d not in self._ok:
+                with contextlib.suppress(OSError):  # _write_pool makes it again, or reports why
+                    self._mkdir(os.path.join(self._root, d))  # noqa: PTH118
+                    self._ok.add(d)
+
+    def _mkdir(self, path: str) -> None:
+        try:
+            os.mkdir(path)  # noqa: PTH102
+        except FileExistsError:
+            return
+        except FileNotFoundError:
+            self._mkdir(os.path.dirname(path))  # noqa: PTH120
+            os.mkdir(path)  # noqa: PTH102
+        self._made.append(path)
+
+    def finish(self) -> set[str]:
+        """Wait for the thread; the directories (relative to the root) that exist."""
+        self._todo.put(None)
+        self._thread.join()
+        return self._ok
+
+    def undo(self) -> None:
+        self.finish()
+        for path in reversed(self._made):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # noqa: PTH106
+
+
+class PoolSteps(RepoBase):
+    """Reading inputs and writing the pool (a part of :class:`~releng.apt.repository.Repository`)."""
+
+    def _prepare(
+        self, paths: Sequence[Path], component: str
+    ) -> tuple[list[PoolRecord], list[_PoolFile], _PoolDirs | None]:
+        """Read and validate every input before the lock and before writing anything but the
+        new packages' pool directories, made on a thread meanwhile (removed again if an input
+        is refused)."""
+        debs, dscs = collect_inputs(paths)
+        dirs = _PoolDirs(os.fspath(self.root)) if len(debs) >= _DIR_THREAD_MIN else None
+        try:
+            # The directory thread needs the GIL for a moment between two mkdirs: with the
+            # default 5 ms switch interval it would wait behind the parsing most of the time.
+            with switch_interval(SHORT_SWITCH if dirs is not None else None):
+                infos = self._read_debs(debs, component, dirs)
+                sources = [_changes.read_dsc(p) for p in dscs]
+                records, files = self._plan_pool(infos, sources, component)
+        except BaseException:
+            if dirs is not None:
+                dirs.undo()
+            raise
+        return records, files, dirs
+
+    def _read_debs(
+        self, debs: Sequence[str], component: str, dirs: _PoolDirs | None
+    ) -> list[DebInfo]:
+        """Read and check every package; each checked one's pool directory goes to ``dirs``."""
+        if self.workers > 1 and len(debs) > 1 and _total_size(debs) > PARALLEL_BYTES:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # hashlib and file reads release the GIL: big packages hash on every core. Small
+            # ones are dominated by per-file Python work, which threads only slow down.
+            with ThreadPoolExecutor(self.workers) as pool:
+                infos = pool.map(read_deb, debs)
+                return [self._checked(info, component, dirs) for info in infos]
+        return [self._checked(read_deb(p), component, dirs) for p in debs]
+
+    def _checked(self, info: DebInfo, component: str, dirs: _PoolDirs | None) -> DebInfo:
+        where = info.path
+        _changes.checked_name(info.package, what="package name", where=where)
+        _changes.checked_name(info.source, what="source name", where=where)
+        _changes.checked_version(info.version, where=where)
+        if info.architecture not in self._allowed_archs:
+            raise BadPackageError(
+                f"{where}: architecture {info.architecture!r} is not carried by this repository "
+                f"({', '.join(sorted(self._allowed_archs))}); add it to [repositories] "
+                "architectures"
+            )
+        if dirs is not None:  # names checked: the directory cannot escape the pool
+            dirs.add(_pool_dir(component, info.source))
+        return info
+
+    def _plan_pool(
+        self, infos: Sequence[DebInfo], sources: Sequence[_changes.SourcePackage], component: str
+    ) -> tuple[list[PoolRecord], list[_PoolFile]]:
+        records: list[PoolRecord] = []
+        files: dict[str, _PoolFile] = {}
+
+        def add_file(f: _PoolFile) -> None:
+            old = files.get(f.path)
+            if old is not None and old.sha256 != f.sha256:
+                raise BadPackageError(
+                    f"{f.source} and {old.source} would both be {f.path} with different contents"
+                )
+            files[f.path] = f
+
+        for info in infos:
+            directory = _pool_dir(component, info.source)
+            version = info.version.split(":", 1)[-1]
+            path = f"{directory}/{info.package}_{version}_{info.architecture}.deb"
+            add_file(_PoolFile(path, info.path, info.size, info.sha256))
+            records.append(
+                PoolRecord(
+                    path=path,
+                    kind="deb",
+                    package=info.package,
+                    version=info.version,
+                    arch=info.architecture,
+                    source=info.source,
+                    size=info.size,
+                    sha256=info.sha256,
+                    stanza=_index.deb_stanza(info, path).rstrip("\n").encode(),
+                )
+            )
+        for src in sources:
+            directory = _pool_dir(component, src.name)
+            path = f"{directory}/{src.dsc_ref.name}"
+            add_file(_PoolFile(path, src.dsc, src.dsc_ref.size, src.dsc_ref.sha256))
+            for ref in src.files:
+                add_file(
+                    _PoolFile(
+                        f"{directory}/{ref.name}", src.dsc.parent / ref.name, ref.size, ref.sha256
+                    )
+                )
+            records.append(
+                PoolRecord(
+                    path=path,
+                    kind="dsc",
+                    package=src.name,
+                    version=src.version,
+                    arch="source",
+                    source=src.name,
+                    size=src.dsc_ref.size,
+                    sha256=src.dsc_ref.sha256,
+                    stanza=_index.dsc_stanza(src, directory).rstrip("\n").encode(),
+                    files=tuple((f"{directory}/{r.name}", r.size, r.sha256) for r in src.files),
+                )
+            )
+        return records, list(files.values())
+
+    def _repair_records(self) -> None:
+        """Rebuild the records ``pool.records`` lost to corruption from the pool files the
+        suites (and their kept history) name; nothing to do when every record parses."""
+        try:
+            self.state.pool()
+        except CorruptRecordsError:
+            pass
+        else:
+            return
+        records = self.state.readable_records()
+        wanted = needed_paths(self.state)
+        for suite in self.state.suites():
+            wanted.update(self.state.load_suite(suite).members)
+        rebuilt: list[PoolRecord] = []
+        for path in sorted(wanted - records.keys()):
+            full = self.root / path
+            if not full.is_file():
+                raise RepoError(
+                    f"{full} is missing and its record in {self.state.pool_path} is corrupt; "
+                    "include the package again (invoke repo-include)"
+                )
+            component = path.split("/")[1]
+            if path.endswith(".dsc"):
+                made, _ = self._plan_pool([], [_changes.read_dsc(full)], component)
+            else:
+                made, _ = self._plan_pool([read_deb(os.fspath(full))], [], component)
+            rebuilt += [r for r in made if r.path == path]
+        self.state.rewrite_pool({**records, **{r.path: r for r in rebuilt}})
+        log.warning(
+            "rebuilt %d record(s) of %s from the pool files", len(rebuilt), self.state.pool_path
+        )
+
+    def _verify_pool(self, records: Mapping[str, PoolRecord]) -> None:
+        """Every pool file of ``records`` is there with the size and sha256 its record says
+        (as an include checked them), before a Release names them; else one RepoError."""
+        for rec in records.values():
+            for path, size, sha256 in ((rec.path, rec.size, rec.sha256), *rec.files):
+                full = self.root / path
+                try:
+                    have = file_size_sha256(full)
+                except FileNotFoundError:
+                    if self.remote_pool:
+                        continue  # in the bucket: the sync checks it against the manifest
+                    problem = "is missing"
+                except OSError as exc:
+                    problem = f"cannot be read ({exc.strerror})"
+                else:
+                    if have == (size, sha256):
+                        continue
+                    problem = f"has size {have[0]}, sha256 {have[1]}, not {size}, {sha256}"
+                raise RepoError(
+                    f"{full} {problem}; nothing was published: include {rec.package} "
+                    f"{rec.version} again (invoke repo-include) to repair the pool first"
+                )
+
+    def _check_conflicts(self, files: Sequence[_PoolFile]) -> None:
+        for f in files:
+            have = self.state.known_sha256(f.path)
+            if have is not None and have != f.sha256:
+                raise RepoError(
+                    f"{f.source}: the pool already holds {f.path} with different contents "
+                    f"(sha256 {have}, new {f.sha256}); a published file never changes: "
+                    "give the package a new version (or Debian revision)"
+                )
+
+    def _write_pool(
+        self,
+        files: Sequence[_PoolFile],
+        records: Sequence[PoolRecord],
+        run: Run,
+        made: set[str],
+    ) -> None:
+        """Place ``files`` and append their ``records``; ``made``: pool directories that exist."""
+        known = [self.state.known_sha256(f.path) is not None for f in files]
+        root = os.fspath(self.root)
+        for f in files:
+            d = f.path.rsplit("/", 1)[0]
+            if d not in made:
+                os.makedirs(os.path.join(root, d), exist_ok=True)  # noqa: PTH103, PTH118
+                made.add(d)
+        # New pool files are garbage-collection candidates until a suite names them: a run
+        # killed (or out of space) between placing them and saving the suites leaves them to
+        # the next run's collection, which removes every candidate that nothing references.
+        unknown = [f.path for f, k in zip(files, known, strict=True) if not k]
+        if unknown:
+            self.state.mark_gc_needed(unknown)
+        copying = not self.link_inputs
+        try:
+            if (
+                copying
+                and self.workers > 1
+                and len(files) > 1
+                and _total_size(files) > PARALLEL_BYTES
+            ):
+                from concurrent.futures import ThreadPoolExecutor
+
+                # Copies run in the kernel (sendfile) without the GIL: copy on every core.
+                with ThreadPoolExecutor(self.workers) as ex:
+                    placed = list(ex.map(self._place, files, known))
+            else:
+                placed = [self._place(f, k) for f, k in zip(files, known, strict=True)]
+        except BaseException:
+            for path in unknown:  # unreferenced: this run's copies (or a killed run's)
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(root, path))  # noqa: PTH108, PTH118
+            raise
+        run.written += [f.path for f, new in zip(files, placed, strict=True) if new]
+        self._crash("pool-written")
+        # A record with this path has its sha256 (else _check_conflicts refused): the same one.
+        todo = [r for r in records if self.state.known_sha256(r.path) is None]
+        if todo:
+            self.state.mark_gc_needed()  # until a suite names them (kill -9 before: collected)
+            self.state.append(todo)
+        self._crash("records-written")
+
+    def _place(self, f: _PoolFile, known: bool) -> bool:
+        """Put one file into the pool; False when the identical file is already there."""
+        # Plain strings, not pathlib: this runs once per package of a big batch.
+        dest = os.path.join(self.root, f.path)  # noqa: PTH118
+        if self.link_inputs:
+            try:
+                os.link(f.source, dest)  # atomic: the name appears with all its content
+                return True
+            except FileExistsError:
+                pass  # handled below, as for a copy
+            except OSError:
+                pass  # another filesystem, or links not allowed: copy
+        if os.path.isfile(dest):  # noqa: PTH113
+            # Recorded with this sha256 (checked), or left by a run killed before it recorded
+            # the file: nothing to do when its bytes are right; damaged, it is repaired below.
+            if sha256_file(Path(dest)) == (f.size, f.sha256):
+                return False
+            if known:
+                log.warning("%s does not match its record; replaced by %s", dest, f.source)
+        head, name = os.path.split(dest)
+        tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")  # noqa: PTH118
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)  # noqa: PTH108
+        try:
+            shutil.copyfile(f.source, tmp)
+            os.chmod(tmp, 0o644)  # noqa: PTH101
+            os.replace(tmp, dest)  # noqa: PTH105
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # noqa: PTH108
+            # Reading the input fails with its name alone; sendfile names both files.
+            if exc.filename2 is None and str(exc.filename) == os.fspath(f.source):
+                raise RepoError(f"cannot read {f.source}: {exc.strerror}") from None
+            raise OSError(exc.errno, exc.strerror, dest) from None
+        return True
+
+
+def _total_size(items: Sequence[str] | Sequence[_PoolFile]) -> int:
+    total = 0
+    for item in items:
+        total += item.size if isinstance(item, _PoolFile) else os.stat(item).st_size  # noqa: PTH116
+    return total
+
+
+def collect_inputs(paths: Sequence[Path]) -> tuple[list[str], list[Path]]:  # noqa: PLR0912
+    """The .deb and .dsc files that ``paths`` name: files, .changes (verified) or directories.
+
+    The .debs come as plain strings: a directory may hold thousands, and a Path costs ~7 us.
+    """
+    debs: dict[str, None] = {}
+    dscs: dict[Path, None] = {}
+
+    def add(p: Path) -> None:
+        if p.suffix in (".deb", ".udeb"):
+            debs[os.fspath(p)] = None
+        elif p.suffix == ".dsc":
+            dscs[p] = None
+
+    for path in paths:
+        if path.is_dir():
+            base = os.fspath(path)
+            with os.scandir(path) as it:  # d_type: no stat per file
+                names = sorted(e.name for e in it if e.is_file())
+            listed: set[str] = set()
+            for n in names:
+                if n.endswith(".changes"):
+                    for f in _changes.read_changes(path / n):
+                        listed.add(os.fspath(f))
+                        add(f)
+            for n in names:
+                full = os.path.join(base, n)  # noqa: PTH118
+                if full in listed:
+                    continue
+                if n.endswith((".deb", ".udeb")):
+                    debs[full] = None
+                elif n.endswith(".dsc"):
+                    dscs[path / n] = None
+        elif path.suffix == ".changes":
+            for f in _changes.read_changes(path):
+                add(f)
+        elif path.suffix in (".deb", ".udeb", ".dsc"):
+            if not path.is_file():
+                raise RepoError(f"{path} does not exist")
+            add(path)
+        elif not path.exists():
+            raise RepoError(f"{path} does not exist")
+        else:
+            raise RepoError(f"{path} is not a .deb, .dsc, .changes or directory")
+    if not debs and not dscs:
+        raise RepoError(
+            f"no .deb, .dsc or .changes found in {', '.join(str(p) for p in paths)}; "
+            "build the packages first (invoke make-package)"
+        )
+    _refuse_udebs(debs)
+    return list(debs), list(dscs)
+
+
+def _refuse_udebs(debs: Iterable[str]) -> None:
+    """Installer packages are refused: this archive has no main/debian-installer/ indexes,
+    and listed in main/binary-<arch>/Packages they would be offered to ordinary apt clients."""
+    udebs = sorted(os.path.basename(d) for d in debs if d.endswith(".udeb"))  # noqa: PTH119  (plain strings, see above)
+    if udebs:
+        raise RepoError(
+            f"{', '.join(udebs)}: .udeb (debian-installer) packages are not supported, since "
+            "releng's suites have no main/debian-installer/ index; drop the udeb package from "
+            "debian/control (or remove it from the build's output) and include the rest"
+        )
