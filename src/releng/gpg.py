@@ -363,7 +363,9 @@ class Signer:
         self.gnupghome = gnupghome
         self.development = development
         self.warn_days = warn_days
-        self._passphrase = passphrase
+        # "" is no passphrase: python-gnupg would still open --passphrase-fd 0, and gpg would
+        # take the first line of the data to sign as the passphrase.
+        self._passphrase = passphrase or None
         self._gpg = _gpg(gnupghome)
         wanted = [key] if isinstance(key, str) else list(key)
         infos: list[KeyInfo] = []

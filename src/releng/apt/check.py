@@ -35,7 +35,7 @@ from pathlib import Path
 from releng.apt.debfile import BadPackageError, parse_paragraph, sha256_file
 from releng.apt.index import IndexEntry, parse_release_sha256
 from releng.errors import RepoError
-from releng.gpg import Verification, verify
+from releng.gpg import Verification, expiry_warnings, keyring_keys, verify
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,9 @@ def _verify_index(
     return good
 
 
-def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:  # noqa: PLR0912, PLR0915
+def check_repository(  # noqa: PLR0912, PLR0915
+    root: Path, *, keyring: Path | None = None, warn_days: int = 60
+) -> CheckReport:
     """Every signature, checksum and referenced file; problems listed, nothing raised for them."""
     if root.exists() and not root.is_dir():
         raise RepoError(f"{root} is a file, not a repository directory; name one with --repo")
@@ -250,6 +252,7 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
     def problem(msg: str) -> None:
         report.problems.append(msg)
 
+    report.warnings.extend(expiry_warnings(keyring_keys(keyring), warn_days=warn_days))
     if not _KEYRING_RE.fullmatch(keyring.name):
         problem(f"the keyring file name {keyring.name!r} is not NAME-archive-keyring.gpg")
 
