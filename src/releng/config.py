@@ -134,6 +134,9 @@ class SigningSection:
     # Empty: gpg's default home when `key` is set.
     gnupghome: str = ""
     overlap_days: int = 30  # rotate-keys --retire waits this long after --add (--force: earlier)
+    # When the set of keys last changed (ISO 8601; rotate-keys writes it): the start of an
+    # overlap, and the keyring package's version. Empty: the newest key's creation time.
+    keys_changed: str = ""
     warn_days: int = 60  # publishes and repo-check warn when a key expires this soon
 
     @property
