@@ -234,6 +234,7 @@ def rotate(
     from releng import gpg
     from releng.project import Project as _Project
 
+    project = _Project.load(project.root)  # what product.toml says now: this step rewrites it
     cfg = project.config.signing
     current = gpg.signer_for(project, env, release=True)
     home = gpg.gnupghome_for(project, env)

@@ -136,10 +136,15 @@ def sources_text(*, name: str, url: str, suite: str, components: Sequence[str]) 
 
 
 def install_instructions(*, name: str, url: str, suite: str, components: Sequence[str]) -> str:
-    """The commands a client runs once (as root); from then on ``apt upgrade`` keeps its keys."""
-    keyring = f"/usr/share/keyrings/{name}-archive-keyring.gpg"
+    """The commands a client runs once, as root; from then on ``apt upgrade`` keeps its keys.
+
+    apt's own downloader fetches the first key (every target has it; a minimal system has no
+    curl), into /tmp where apt's unprivileged download user may write.
+    """
+    keyring = f"{name}-archive-keyring.gpg"
     return (
-        f"curl -fsSL {url}/{name}-archive-keyring.gpg -o {keyring}\n"
+        f"/usr/lib/apt/apt-helper download-file {url}/{keyring} /tmp/{keyring}\n"
+        f"install -m 644 /tmp/{keyring} /usr/share/keyrings/{keyring}\n"
         f"cat > /etc/apt/sources.list.d/{name}.sources <<'EOF'\n"
         f"{sources_text(name=name, url=url, suite=suite, components=components)}"
         "EOF\n"
