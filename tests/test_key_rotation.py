@@ -191,3 +191,29 @@ def test_rotate_keys_adds_then_retires_through_invoke(
     assert invoke("repo-check", root=root).returncode == 0
     only = invoke("rotate-keys", "--retire", b.fingerprint, root=root)
     assert_one_error_line(only, "is the only signing key")
+
+
+def test_a_publish_warns_of_a_key_expiring_soon_and_refuses_an_expired_one(
+    make_project: Callable[[str], Project], tmp_path: Path
+) -> None:
+    soon = make_key(tmp_path / "soon", name="short-lived key", passphrase=None, expire="10d")
+    project = make_project(
+        f'[signing]\nkey = "{soon.fingerprint}"\ngnupghome = "{soon.home}"\nwarn_days = 30\n'
+    )
+    deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
+    warned = invoke("repo-include", "--dist", "bookworm", str(deb), root=project.root)
+    assert warned.returncode == 0, warned.stderr
+    assert f"signing key {soon.fingerprint} expires" in warned.stderr
+    assert "warn_days = 30" in warned.stderr
+    status = invoke("rotate-keys", "--status", root=project.root)
+    assert "warning: signing key" in status.stdout and "(in 10 days)" in status.stdout
+    old = make_key(
+        tmp_path / "old", name="old key", passphrase=None, expire="1d", made_at="20200101T000000"
+    )
+    expired = make_project(
+        f'[signing]\nkey = "{old.fingerprint}"\ngnupghome = "{old.home}"\n', name="expired"
+    )
+    refused = invoke("repo-include", "--dist", "bookworm", str(deb), root=expired.root)
+    assert_one_error_line(refused, "has expired 2020-01-02")
+    assert "rotate-keys --add" in refused.stderr.strip().splitlines()[-1]
+    assert not (expired.root / "out" / "repo").exists()
