@@ -231,14 +231,12 @@ def test_clients_follow_a_rotation_from_key_a_to_key_b(  # noqa: PLR0917 (fixtur
             repository.include([suite], [deb])
 
     publish("1.0-1")
-    keyring_package.add_to_suites(
-        Repository(
-            root, settings_for(rotation_project), signer_for(rotation_project, env, release=True)
-        ),
-        url=url,
-        changed=keyring_package.changed_at(signer_for(rotation_project, env, release=True), ""),
-        scratch=tmp_path / "keyring",
+    project = Project.load(rotation_project.root)
+    signer = signer_for(project, env, release=True)
+    added = keyring_package.add_for_project(
+        project, Repository(root, settings_for(project), signer), url=url
     )
+    assert sorted(added) == ["bookworm", "xenial"]  # the publish hook
     host = {  # what the host does once every client has done the step
         "install": lambda: key_rotation.rotate(
             rotation_project, env, add=b.fingerprint, repo=root, url=url, scratch=tmp_path / "k1"

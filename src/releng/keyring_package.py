@@ -20,6 +20,7 @@ import io
 import logging
 import re
 import tarfile
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from releng.errors import RepoError
 if TYPE_CHECKING:
     from releng.apt.repository import PublishResult, Repository
     from releng.gpg import Signer
+    from releng.project import Project
 
 log = logging.getLogger(__name__)
 
@@ -222,13 +224,19 @@ def add_to_suites(
     url: str,
     changed: dt.datetime,
     suites: Sequence[str] | None = None,
-    scratch: Path,
+    scratch: Path | None = None,
 ) -> dict[str, PublishResult]:
     """Include the current keyring package into every suite (or ``suites``) that does not hold
-    it yet; the results of the suites that changed. The publish hook: run it after a publish.
+    it yet; the results of the suites that changed.
 
-    ``scratch``: a directory for the ``.deb`` files (the repository copies them into its pool).
+    ``scratch``: a directory for the ``.deb`` files (the repository copies them into its pool);
+    default: a temporary one.
     """
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="releng-keyring-") as tmp:
+            return add_to_suites(
+                repository, url=url, changed=changed, suites=suites, scratch=Path(tmp)
+            )
     signer = repository.signer
     if signer is None:
         raise RepoError("no signing key: the keyring package needs the keys; configure [signing]")
@@ -252,3 +260,16 @@ def add_to_suites(
         log.info("including %s into %s", pkg.filename, suite)
         results[suite] = repository.include([suite], [path])
     return results
+
+
+def add_for_project(
+    project: Project, repository: Repository, *, url: str = ""
+) -> dict[str, PublishResult]:
+    """The publish hook: the keyring package of the configured keys into every suite of
+    ``repository`` that lacks it (``url``: where clients fetch; default ``[publish] public_url``,
+    else the repository's directory as a file: URL)."""
+    if repository.signer is None:
+        raise RepoError("no signing key: the keyring package needs the keys; configure [signing]")
+    changed = changed_at(repository.signer, project.config.signing.keys_changed)
+    url = url or project.config.publish.public_url or repository.root.resolve().as_uri()
+    return add_to_suites(repository, url=url, changed=changed)
