@@ -127,14 +127,11 @@ class KeyringPackage:
 
 
 def sources_text(*, name: str, url: str, suite: str, components: Sequence[str]) -> str:
-    """``/etc/apt/sources.list.d/<name>.sources`` for one suite, trusting the keyring package's keys."""
-    return (
-        "Types: deb\n"
-        f"URIs: {url}\n"
-        f"Suites: {suite}\n"
-        f"Components: {' '.join(components)}\n"
-        f"Signed-By: /usr/share/keyrings/{name}-archive-keyring.gpg\n"
-    )
+    """``/etc/apt/sources.list.d/<name>.sources`` for one suite, trusting the keyring package's
+    keys (:func:`releng.apt.sources_snippet`, the one deb822 source releng writes)."""
+    from releng.apt import sources_snippet
+
+    return sources_snippet(name=name, url=url, suites=[suite], components=components)
 
 
 def install_instructions(*, name: str, url: str, suite: str, components: Sequence[str]) -> str:
