@@ -7,6 +7,7 @@ import email.utils
 import logging
 from pathlib import Path
 
+import gnupg
 import pytest
 
 from releng.apt import RepoSettings, Repository, check_repository
@@ -149,3 +150,16 @@ def test_repo_check_warns_of_a_key_expiring_soon(tmp_path: Path) -> None:
     (warning,) = report.warnings
     assert warning.startswith(f"signing key {key.fingerprint} expires ")
     assert "rotate-keys --add" in warning
+
+
+def test_a_signature_by_a_key_that_has_since_expired_does_not_verify(tmp_path: Path) -> None:
+    key = make_key(
+        tmp_path / "gnupg", name="old key", expire="1d", made_at="20200101T000000", passphrase=None
+    )
+    then = gnupg.GPG(gnupghome=str(key.home), options=["--faked-system-time", "20200101T120000"])
+    signed = then.sign(RELEASE, keyid=key.fingerprint, clearsign=True).data
+    assert signed, "gpg did not sign at the faked time"
+    check = verify(key.public_keyring(tmp_path / "k.gpg"), signed)
+    assert not check.valid
+    assert check.expired == (key.fingerprint[-16:],)
+    assert check.reason == f"signed by key {key.fingerprint[-16:]}, which has expired"
