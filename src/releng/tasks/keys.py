@@ -25,6 +25,7 @@ DEFAULT_REPO = "out/repo"
         "json": "print --status as JSON",
     },
     aliases=["key-rotate"],
+    auto_shortflags=False,  # long flags only (one meaning per flag across tasks)
 )
 def rotate_keys(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     c: Context,
