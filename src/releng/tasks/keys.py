@@ -51,6 +51,12 @@ def rotate_keys(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
             for line in state.lines():
                 out(line)
         return
+    if repo.startswith("s3://"):
+        raise SigningError(
+            f"rotate-keys republishes a local repository, not {repo}: run it without --repo "
+            "(it updates product.toml), then publish to S3 as usual: every publish signs with "
+            "every configured key"
+        )
     root = Path(repo or DEFAULT_REPO)
     root = root if root.is_absolute() else proj.root / root
     client_url = url or proj.config.publish.public_url
