@@ -42,6 +42,8 @@ _RANGES: dict[tuple[str, str], tuple[int, int, str]] = {
     ("repositories", "byhash_keep"): (1, 100, "by-hash generations kept per index"),
     ("repositories", "keep_history"): (1, 10_000, "publishes kept per suite for rollback"),
     ("images", "keep_builders"): (1, 100, "builder images kept per distro"),
+    ("signing", "overlap_days"): (0, 3_650, "days both keys sign before the old one retires"),
+    ("signing", "warn_days"): (0, 3_650, "days before a key's expiry that publishes warn"),
 }
 _MAX_NESTING = 64  # product.toml is a few flat tables; deeper is not a product description
 _PRISTINE_URL = re.compile(r"\.tar\.(gz|xz|bz2|zst)$")  # what dpkg-source takes as an orig tarball
@@ -123,12 +125,25 @@ class SourceSection:
 
 @dataclass(frozen=True, kw_only=True)
 class SigningSection:
-    # Key id or fingerprint. Empty: a development key made once under .releng/ (refused for releases).
-    key: str = ""
+    # Key id or fingerprint, or a list of them: every key signs a Release (InRelease and
+    # Release.gpg), the first signs tarballs and attestations. Empty: a development key made
+    # once under .releng/ (refused for releases).
+    key: str | list[str] = ""
     passphrase_env: str = "RELENG_SIGNING_PASSPHRASE"  # noqa: S105  (a variable name)
     passphrase_file: str = ""
     # Empty: gpg's default home when `key` is set.
     gnupghome: str = ""
+    overlap_days: int = 30  # rotate-keys --retire waits this long after --add (--force: earlier)
+    # When the set of keys last changed (ISO 8601; rotate-keys writes it): the start of an
+    # overlap, and the keyring package's version. Empty: the newest key's creation time.
+    keys_changed: str = ""
+    warn_days: int = 60  # publishes and repo-check warn when a key expires this soon
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The configured keys, the first one first (empty: the development key)."""
+        listed = [self.key] if isinstance(self.key, str) else self.key
+        return tuple(k.strip() for k in listed if k.strip())
 
 
 @dataclass(frozen=True, kw_only=True)

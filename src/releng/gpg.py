@@ -10,16 +10,20 @@ With no key configured, a clearly labelled development key is made once under
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import hashlib
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from releng.errors import SigningError
 
@@ -86,135 +90,443 @@ def _failure(result: Any) -> str:
     return lines[-1] if lines else (getattr(result, "status", None) or "gpg failed")
 
 
-class Verified(NamedTuple):
+# -- verification: the one gpgv run and the one parse of its status lines ----------------------
+
+_OPENING = {  # status keywords that begin one signature's lines, and what they mean
+    "GOODSIG": "good",
+    "BADSIG": "bad",
+    "EXPSIG": "expired-signature",
+    "EXPKEYSIG": "expired-key",
+    "REVKEYSIG": "revoked-key",
+    "ERRSIG": "error",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signature:
+    """One signature gpgv looked at."""
+
+    status: str  # good, bad, expired-signature, expired-key, revoked-key, error, no-public-key
+    key_id: str  # the (sub)key id or fingerprint gpgv names it by
+    fingerprint: str = ""  # the primary key's fingerprint (VALIDSIG), when the key is known
+    algorithm: str = ""  # the OpenPGP public-key algorithm id (1 RSA, 22 EdDSA, ...)
+    uid: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verification:
+    """What gpgv said about one signed text: valid as apt judges it, and by whom.
+
+    Valid: at least one good signature by a key in the keyring and no bad one; signatures by
+    keys the keyring does not hold are ignored, as apt does (a Release signed by an old and a
+    new key verifies with either alone).
+    """
+
+    valid: bool
+    signatures: tuple[Signature, ...]
+    content: bytes  # the signed text (a clearsigned input's body; the data for a detached one)
+    reason: str  # one line: why it is not valid ("" when valid)
+
+    @property
+    def signers(self) -> tuple[str, ...]:
+        """The primary fingerprints of the good signatures, in signing order."""
+        return tuple(s.fingerprint for s in self.signatures if s.status == "good")
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Key ids of signatures by keys the keyring does not hold."""
+        return tuple(s.key_id for s in self.signatures if s.status == "no-public-key")
+
+    @property
+    def expired(self) -> tuple[str, ...]:
+        return tuple(s.key_id for s in self.signatures if s.status == "expired-key")
+
+    @property
+    def revoked(self) -> tuple[str, ...]:
+        return tuple(s.key_id for s in self.signatures if s.status == "revoked-key")
+
+
+def parse_status(status: str) -> list[Signature]:
+    """The signatures in gpgv's ``--status-fd`` output, one per signature it checked."""
+    sigs: list[dict[str, str]] = []
+    for line in status.splitlines():
+        words = line.split()
+        if len(words) < 3 or words[0] != "[GNUPG:]":
+            continue
+        keyword, args = words[1], words[2:]
+        if keyword in _OPENING:
+            sigs.append({"status": _OPENING[keyword], "key_id": args[0]})
+            if keyword == "ERRSIG" and len(args) > 1:
+                sigs[-1]["algorithm"] = args[1]
+            elif len(args) > 1:
+                sigs[-1]["uid"] = line.split(None, 3)[3]
+        elif keyword == "NO_PUBKEY" and sigs:
+            sigs[-1]["status"] = "no-public-key"
+        elif keyword == "VALIDSIG" and sigs:
+            primary = args[9] if len(args) > 9 else args[0]
+            sigs[-1].update(fingerprint=primary, algorithm=args[6] if len(args) > 6 else "")
+    return [Signature(**s) for s in sigs]
+
+
+def _reason(sigs: list[Signature], signed: bytes, stderr: str, returncode: int) -> str:
+    if any(s.status == "bad" for s in sigs):
+        bad = ", ".join(s.key_id for s in sigs if s.status == "bad")
+        return f"bad signature by {bad}: the text was changed after it was signed"
+    for status, what in (
+        ("expired-key", "has expired"),
+        ("revoked-key", "is revoked"),
+        ("expired-signature", "made a signature that has expired"),
+    ):
+        keys = [s.key_id for s in sigs if s.status == status]
+        if keys:
+            return f"signed by key {', '.join(keys)}, which {what}"
+    missing = [s.key_id for s in sigs if s.status == "no-public-key"]
+    if missing:
+        return f"signed by key {', '.join(missing)}, which is not in the keyring"
+    if not sigs:
+        if b"-----BEGIN PGP SIGNED MESSAGE-----" not in signed and b"-----BEGIN PGP" not in signed:
+            return "not signed"
+        return "no signature found"
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else f"gpgv exited with {returncode}"
+
+
+def verify(
+    keyring: Path | bytes | Sequence[Path | bytes],
+    data: bytes,
+    signature: bytes | None = None,
+) -> Verification:
+    """Verify ``data`` (clearsigned, or with a detached ``signature``) with ``gpgv`` against
+    ``keyring`` (keyring files, or exported public keys as bytes).
+
+    gpgv is what apt verifies with; it needs no agent or trust database and starts in a few
+    milliseconds. Raises SigningError only when gpgv is not installed.
+    """
+    exe = shutil.which("gpgv")
+    if exe is None:
+        raise SigningError("gpgv is not installed; run ./scripts/setup")
+    rings = [keyring] if isinstance(keyring, (Path, bytes)) else list(keyring)
+    with tempfile.TemporaryDirectory(prefix="releng-gpgv-") as tmp:
+        home = Path(tmp)
+        cmd = [exe, "--homedir", tmp, "--status-fd", "1"]
+        for n, ring in enumerate(rings):
+            if isinstance(ring, bytes):
+                path = home / f"keyring-{n}.gpg"
+                path.write_bytes(ring)
+            else:
+                path = ring.resolve()
+            cmd += ["--keyring", str(path)]
+        (home / "data").write_bytes(data)
+        if signature is None:
+            cmd += ["--output", str(home / "content"), str(home / "data")]
+        else:
+            (home / "data.sig").write_bytes(signature)
+            cmd += [str(home / "data.sig"), str(home / "data")]
+        log.debug("%s", shlex.join(cmd))
+        proc = subprocess.run(cmd, capture_output=True, check=False)
+        content_path = home / "content"
+        content = (
+            content_path.read_bytes() if signature is None and content_path.is_file() else data
+        )
+    sigs = parse_status(proc.stdout.decode("utf-8", "replace"))
+    good = [s for s in sigs if s.status == "good" and s.fingerprint]
+    valid = bool(good) and not any(s.status == "bad" for s in sigs)
+    reason = (
+        ""
+        if valid
+        else _reason(
+            sigs, signature or data, proc.stderr.decode("utf-8", "replace"), proc.returncode
+        )
+    )
+    return Verification(
+        valid=valid, signatures=tuple(sigs), content=content if valid else b"", reason=reason
+    )
+
+
+# -- the signing keys ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyInfo:
+    """One public key as gpg lists it."""
+
     fingerprint: str
-    username: str
+    uid: str
+    algorithm: str  # OpenPGP public-key algorithm id
+    created: dt.datetime
+    expires: dt.datetime | None  # None: never
+    revoked: bool = False
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.revoked or (self.expires is not None and self.expires <= now)
+
+    def describe_expiry(self, now: dt.datetime) -> str:
+        if self.revoked:
+            return "revoked"
+        if self.expires is None:
+            return "never expires"
+        days = (self.expires - now).total_seconds() / 86_400
+        when = self.expires.strftime("%Y-%m-%d %H:%M UTC")
+        return f"expired {when}" if days <= 0 else f"expires {when} (in {days:.0f} days)"
+
+
+def _when(stamp: str) -> dt.datetime | None:
+    if not stamp:
+        return None
+    if "T" in stamp:  # gpg's ISO form 20261206T112233
+        return dt.datetime.strptime(stamp, "%Y%m%dT%H%M%S").replace(tzinfo=dt.UTC)
+    return dt.datetime.fromtimestamp(int(stamp), tz=dt.UTC)
+
+
+def parse_colons(text: str) -> list[KeyInfo]:
+    """The primary keys in gpg's ``--with-colons`` key listing (subkeys' lines skipped)."""
+    keys: list[KeyInfo] = []
+    current: dict[str, Any] = {}
+    primary = False  # within a primary key's lines (not a subkey's)
+    for line in [*text.splitlines(), "pub:end"]:
+        f = line.split(":")
+        if f[0] in ("pub", "sec"):
+            if current.get("fingerprint"):
+                keys.append(KeyInfo(**current))
+            current, primary = {}, len(f) > 6
+            if primary:
+                current = {
+                    "fingerprint": "",
+                    "uid": "",
+                    "algorithm": f[3],
+                    "created": _when(f[5]) or dt.datetime.fromtimestamp(0, tz=dt.UTC),
+                    "expires": _when(f[6]),
+                    "revoked": f[1] == "r",
+                }
+        elif f[0] in ("sub", "ssb"):
+            primary = False
+        elif primary and f[0] == "fpr" and not current["fingerprint"]:
+            current["fingerprint"] = f[9]
+        elif current and f[0] == "uid" and not current["uid"]:
+            current["uid"] = f[9]
+    return keys
+
+
+def keyring_keys(keyring: Path | bytes) -> list[KeyInfo]:
+    """The keys in a keyring file (or exported keys), with their expiry, without importing them."""
+    data = keyring if isinstance(keyring, bytes) else keyring.read_bytes()
+    with tempfile.TemporaryDirectory(prefix="releng-keys-") as tmp:
+        cmd = ["gpg", "--homedir", tmp, "--batch", "--with-colons", "--show-keys", "-"]
+        proc = subprocess.run(cmd, input=data, capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise SigningError(
+            f"gpg cannot read the keyring {keyring if isinstance(keyring, Path) else '(exported)'}: "
+            f"{proc.stderr.decode(errors='replace').strip().splitlines()[-1:]}; export it again"
+        )
+    return parse_colons(proc.stdout.decode("utf-8", "replace"))
+
+
+def expiry_warnings(
+    keys: Sequence[KeyInfo], *, warn_days: int = 60, now: dt.datetime | None = None
+) -> list[str]:
+    """One line for each signing key that has expired or expires within ``warn_days``."""
+    now = now or dt.datetime.now(dt.UTC)
+    out = []
+    for key in keys:
+        if key.expired(now):
+            out.append(
+                f"signing key {key.fingerprint} has {key.describe_expiry(now)}: clients refuse "
+                "what it signs; extend it (gpg --quick-set-expire) or rotate "
+                "(invoke rotate-keys --add NEWFPR)"
+            )
+        elif key.expires is not None and key.expires - now <= dt.timedelta(days=warn_days):
+            out.append(
+                f"signing key {key.fingerprint} {key.describe_expiry(now)}, within "
+                f"[signing] warn_days = {warn_days}: extend it (gpg --quick-set-expire) or "
+                "rotate (invoke rotate-keys --add NEWFPR; see docs/key-rotation.md)"
+            )
+    return out
 
 
 class Signer:
-    """Signs with one secret key from one GNUPGHOME."""
+    """Signs with the configured secret keys from one GNUPGHOME.
+
+    Every key signs an apt ``Release`` (:meth:`clearsign`, :meth:`detached_signature`: one
+    signature each, as Debian's archive is signed); the first (:attr:`fingerprint`) signs
+    everything else (:meth:`sign_file`: tarballs, checksums, attestations).
+    """
 
     def __init__(
         self,
         *,
         gnupghome: Path | None,
-        key: str,
+        key: str | Sequence[str],
         passphrase: str | None,
         development: bool = False,
+        warn_days: int = 60,
     ) -> None:
         self.gnupghome = gnupghome
         self.development = development
-        self._passphrase = passphrase
+        self.warn_days = warn_days
+        # "" is no passphrase: python-gnupg would still open --passphrase-fd 0, and gpg would
+        # take the first line of the data to sign as the passphrase.
+        self._passphrase = passphrase or None
         self._gpg = _gpg(gnupghome)
-        keys = self._gpg.list_keys(secret=True, keys=[key]) if key else []
-        if not keys:
-            home = gnupghome or Path(os.environ.get("GNUPGHOME", "~/.gnupg"))
+        wanted = [key] if isinstance(key, str) else list(key)
+        infos: list[KeyInfo] = []
+        for one in wanted:
+            keys = self._gpg.list_keys(secret=True, keys=[one]) if one else []
+            if not keys:
+                home = gnupghome or "gpg's default home (GNUPGHOME or ~/.gnupg)"
+                raise SigningError(
+                    f"signing key {one!r} is not in the keyring at {home}; import it with "
+                    f"`gpg --homedir {gnupghome or '~/.gnupg'} --import KEYFILE` or set "
+                    "[signing] key/gnupghome in product.toml"
+                )
+            infos.append(self._info(keys[0]))
+        if len({k.fingerprint for k in infos}) != len(infos):
             raise SigningError(
-                f"signing key {key!r} is not in the keyring at {home}; import it with "
-                f"`gpg --homedir {home} --import KEYFILE` or set [signing] key/gnupghome in product.toml"
+                f"[signing] key names one key twice ({', '.join(wanted)}); list each key once"
             )
-        self.fingerprint: str = keys[0]["fingerprint"]
-        self.uid: str = (keys[0].get("uids") or [""])[0]
+        self.keys: tuple[KeyInfo, ...] = tuple(infos)
+        self.fingerprint: str = infos[0].fingerprint
+        self.uid: str = infos[0].uid
+        self._public: bytes | None = None
+        self._public_lock = threading.Lock()
+        self._warned = False  # the expiry warnings are logged once per signer
+
+    def _info(self, listed: dict[str, Any]) -> KeyInfo:
+        public = (self._gpg.list_keys(keys=[listed["fingerprint"]]) or [listed])[0]
+        return KeyInfo(
+            fingerprint=str(listed["fingerprint"]),
+            uid=str((listed.get("uids") or [""])[0]),
+            algorithm=str(listed.get("algo", "")),
+            created=_when(str(public.get("date", ""))) or dt.datetime.fromtimestamp(0, tz=dt.UTC),
+            expires=_when(str(public.get("expires", ""))),
+            revoked=public.get("trust") == "r",
+        )
 
     def __repr__(self) -> str:  # never shows the passphrase
-        return f"Signer(fingerprint={self.fingerprint!r}, development={self.development})"
+        return f"Signer(fingerprints={self.fingerprints!r}, development={self.development})"
 
-    def _sign(self, data: bytes, *, clearsign: bool, detach: bool) -> bytes:
+    @property
+    def fingerprints(self) -> tuple[str, ...]:
+        """Every signing key's fingerprint, the first one first."""
+        return tuple(k.fingerprint for k in self.keys)
+
+    @property
+    def key_set(self) -> str:
+        """The set of keys as one line (the first fingerprint alone for one key): it changes
+        whenever the keys change, so the exported keyring beside a repository is renewed."""
+        return " ".join(self.fingerprints)
+
+    def check_expiry(self, *, valid_until: dt.datetime | None = None) -> None:
+        """Warn of keys expiring within ``warn_days``; refuse an expired key, and a key expiring
+        before ``valid_until`` (the Release's Valid-Until)."""
+        now = dt.datetime.now(dt.UTC)
+        for key in self.keys:
+            if key.expired(now):
+                raise SigningError(
+                    f"signing key {key.fingerprint} has {key.describe_expiry(now)}: apt refuses "
+                    f"what it signs; extend it (gpg --quick-set-expire {key.fingerprint} 1y) or "
+                    "rotate to a new key (invoke rotate-keys --add NEWFPR; docs/key-rotation.md)"
+                )
+            if valid_until is not None and key.expires is not None and key.expires < valid_until:
+                raise SigningError(
+                    f"signing key {key.fingerprint} {key.describe_expiry(now)}, before the "
+                    f"Release's Valid-Until {valid_until:%Y-%m-%d %H:%M UTC}: clients would "
+                    f"refuse it early; extend it (gpg --quick-set-expire {key.fingerprint} 1y) "
+                    "or lower [repositories] valid_for_days"
+                )
+        if not self._warned:
+            self._warned = True
+            for line in expiry_warnings(self.keys, warn_days=self.warn_days, now=now):
+                log.warning("%s", line)
+
+    def _sign(self, data: bytes, *, clearsign: bool, detach: bool, every: bool) -> bytes:
+        users = self.fingerprints if every else (self.fingerprint,)
         result = self._gpg.sign(
             data,
-            keyid=self.fingerprint,
+            keyid=None,
             passphrase=self._passphrase,
             clearsign=clearsign,
             detach=detach,
             binary=False,
-            extra_args=["--digest-algo", "SHA512"],
+            extra_args=[
+                *(arg for fpr in users for arg in ("--local-user", fpr)),
+                "--digest-algo",
+                "SHA512",
+            ],
         )
         if not result.data:
             raise SigningError(
-                f"gpg could not sign with key {self.fingerprint}: {_failure(result)}; "
+                f"gpg could not sign with key {', '.join(users)}: {_failure(result)}; "
                 "check the passphrase source in [signing] of product.toml"
             )
         return bytes(result.data)
 
+    def _check(self, check: Verification, users: Sequence[str], what: str) -> Verification:
+        if not check.valid or sorted(check.signers) != sorted(users):
+            why = check.reason or f"signed by {', '.join(check.signers)}, not {', '.join(users)}"
+            raise SigningError(f"gpg made {what} that does not verify: {why}")
+        return check
+
+    def public_keys(self) -> bytes:
+        """Every signing key's public key (binary), exported once."""
+        with self._public_lock:
+            if self._public is None:
+                self._public = self.export_public(armor=False)
+            return self._public
+
     def detached_signature(self, data: bytes) -> bytes:
-        """An ASCII-armored detached signature of ``data``, verified before it is returned."""
-        sig = self._sign(data, clearsign=False, detach=True)
-        self.verify_detached(data, sig)
+        """An ASCII-armored detached signature of ``data`` by every key (Release.gpg),
+        verified before it is returned."""
+        self.check_expiry(valid_until=_valid_until(data))
+        sig = self._sign(data, clearsign=False, detach=True, every=True)
+        self._check(verify(self.public_keys(), data, sig), self.fingerprints, "a signature")
         return sig
 
     def clearsign(self, data: bytes) -> bytes:
-        """``data`` clearsigned (InRelease), verified before it is returned."""
-        signed = self._sign(data, clearsign=True, detach=False)
-        checked = self._gpgv([], signed)
-        if isinstance(checked, str):
-            raise SigningError(f"gpg made a clearsigned text that does not verify: {checked}")
-        if checked is None:
-            verified = self._gpg.verify(signed)
-            if not verified.valid or verified.pubkey_fingerprint != self.fingerprint:
-                raise SigningError(
-                    f"gpg made a clearsigned text that does not verify: {_failure(verified)}"
-                )
+        """``data`` clearsigned by every key (InRelease), verified before it is returned."""
+        self.check_expiry(valid_until=_valid_until(data))
+        signed = self._sign(data, clearsign=True, detach=False, every=True)
+        self._check(verify(self.public_keys(), signed), self.fingerprints, "a clearsigned text")
         return signed
 
     def sign_file(self, path: Path) -> Path:
-        """Write ``<path>.asc``, a detached armored signature, and verify it."""
-        sig = self.detached_signature(path.read_bytes())
+        """Write ``<path>.asc``, a detached armored signature by the first key, and verify it."""
+        data = path.read_bytes()
+        sig = self._sign(data, clearsign=False, detach=True, every=False)
+        self.verify_detached(data, sig)
         out = path.with_name(path.name + ".asc")
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_bytes(sig)
         tmp.replace(out)
         return out
 
-    def verify_detached(self, data: bytes, signature: bytes) -> Verified:
-        with tempfile.NamedTemporaryFile(suffix=".asc") as sig:
-            sig.write(signature)
-            sig.flush()
-            checked = self._gpgv([sig.name, "-"], data)
-            if isinstance(checked, Verified):
-                return checked
-            if isinstance(checked, str):
-                raise SigningError(
-                    f"signature does not verify against {self.fingerprint}: {checked}"
-                )
-            result = self._gpg.verify_data(sig.name, data)
-        if not result.valid or result.pubkey_fingerprint != self.fingerprint:
-            raise SigningError(
-                f"signature does not verify against {self.fingerprint}: {_failure(result)}"
-            )
-        return Verified(result.pubkey_fingerprint, result.username or "")
-
-    def _gpgv(self, args: list[str], stdin: bytes) -> Verified | str | None:
-        """Verify with one ``gpgv`` run against this keyring's public keys.
-
-        gpgv starts in a few milliseconds and needs no agent or trust database (a
-        ``gpg --verify`` through python-gnupg takes about twice as long), and it is what apt
-        verifies with. Returns the signer, or why the signature is not good, or None when gpgv
-        or the keyring file is not there (the caller then verifies through python-gnupg).
-        """
-        home = self._gpg.gnupghome or os.environ.get("GNUPGHOME") or "~/.gnupg"
-        keyring = Path(home).expanduser() / "pubring.kbx"
-        exe = shutil.which("gpgv")
-        if exe is None or not keyring.is_file():
-            return None
-        cmd = [exe, "--status-fd", "1", "--keyring", str(keyring), *args]
-        proc = subprocess.run(cmd, input=stdin, capture_output=True, check=False)
-        status = proc.stdout.decode("utf-8", "replace").splitlines()
-        good = [ln.split(None, 3) for ln in status if ln.startswith("[GNUPG:] GOODSIG ")]
-        valid = [ln.split() for ln in status if ln.startswith("[GNUPG:] VALIDSIG ")]
-        primary = [v[11] if len(v) > 11 else v[2] for v in valid]
-        if proc.returncode == 0 and len(good) == 1 and primary == [self.fingerprint]:
-            return Verified(self.fingerprint, good[0][3] if len(good[0]) > 3 else "")
-        lines = [ln for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-        if primary and primary != [self.fingerprint]:
-            return f"signed by {', '.join(primary)}, not by {self.fingerprint}"
-        return lines[-1] if lines else f"gpgv exited with {proc.returncode}"
+    def verify_detached(self, data: bytes, signature: bytes) -> Verification:
+        """Verify a signature by the first key, or SigningError saying why not."""
+        check = verify(self.public_keys(), data, signature)
+        if not check.valid or self.fingerprint not in check.signers:
+            why = check.reason or f"signed by {', '.join(check.signers)}"
+            raise SigningError(f"signature does not verify against {self.fingerprint}: {why}")
+        return check
 
     def export_public(self, *, armor: bool) -> bytes:
-        exported = self._gpg.export_keys([self.fingerprint], armor=armor)
+        """Every signing key's public key, binary or ASCII-armored (the keyring beside a
+        repository and in the keyring package)."""
+        exported = self._gpg.export_keys(list(self.fingerprints), armor=armor)
         data = exported.encode() if isinstance(exported, str) else bytes(exported)
         if not data:
-            raise SigningError(f"gpg could not export public key {self.fingerprint}")
+            raise SigningError(f"gpg could not export public keys {', '.join(self.fingerprints)}")
         return data
+
+
+def _valid_until(release: bytes) -> dt.datetime | None:
+    """A Release text's Valid-Until (None when it has none, or for other data)."""
+    for line in release.split(b"\n", 64)[:64]:
+        if line.startswith(b"Valid-Until:"):
+            try:
+                when = email.utils.parsedate_to_datetime(line.split(b":", 1)[1].strip().decode())
+            except (TypeError, ValueError, UnicodeDecodeError):
+                return None
+            return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return None
 
 
 def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
@@ -268,9 +580,12 @@ def passphrase_from(
 
 
 def signer_for(project: Project, env: Mapping[str, str], *, release: bool) -> Signer:
-    """The configured signer; the development key when none is configured (not for releases)."""
+    """The configured signer; the development key when none is configured (not for releases).
+
+    Warns of a key expiring within ``[signing] warn_days`` and refuses an expired one.
+    """
     cfg = project.config.signing
-    if not cfg.key:
+    if not cfg.keys:
         if release:
             raise SigningError(
                 "a release cannot be signed with the development key; set [signing] key "
@@ -278,10 +593,22 @@ def signer_for(project: Project, env: Mapping[str, str], *, release: bool) -> Si
             )
         home, fpr = ensure_dev_key(project.state_dir)
         return Signer(gnupghome=home, key=fpr, passphrase=None, development=True)
-    keyring_home: Path | None = None
-    if cfg.gnupghome:
-        keyring_home = (project.root / cfg.gnupghome).expanduser()
-    elif env.get("GNUPGHOME"):
-        keyring_home = Path(env["GNUPGHOME"])
     passphrase = passphrase_from(cfg.passphrase_env, cfg.passphrase_file, env, project.root)
-    return Signer(gnupghome=keyring_home, key=cfg.key, passphrase=passphrase)
+    signer = Signer(
+        gnupghome=gnupghome_for(project, env),
+        key=cfg.keys,
+        passphrase=passphrase,
+        warn_days=cfg.warn_days,
+    )
+    signer.check_expiry()
+    return signer
+
+
+def gnupghome_for(project: Project, env: Mapping[str, str]) -> Path | None:
+    """``[signing] gnupghome``, else ``GNUPGHOME`` from ``env``, else None (gpg's default)."""
+    cfg = project.config.signing
+    if cfg.gnupghome:
+        return (project.root / cfg.gnupghome).expanduser()
+    if env.get("GNUPGHOME"):
+        return Path(env["GNUPGHOME"])
+    return None

@@ -46,7 +46,7 @@ from pathlib import Path
 
 from releng.config import SourceSection
 from releng.errors import SourceError
-from releng.gpg import Signer, signer_for
+from releng.gpg import Signer, signer_for, verify
 from releng.project import Project
 from releng.version import Version
 
@@ -310,13 +310,11 @@ def _check_tarball(path: Path, url: str, *, compression: str | None) -> None:
 
 
 def _verify_upstream_signature(path: Path, signature: Path, keyring: Path, url: str) -> None:
-    cmd = ["gpgv", "--keyring", str(keyring), str(signature), str(path)]
-    log.debug("%s", shlex.join(cmd))
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
+    check = verify(keyring, path.read_bytes(), signature.read_bytes())
+    if not check.valid:
         raise SourceError(
             f"upstream signature {signature.name} does not verify {url} with {keyring}: "
-            f"{result.stderr.strip().splitlines()[-1:] or ['?']}; nothing was cached: check "
+            f"{check.reason}; nothing was cached: check "
             "[source] signature_url and keyring, then run the same command again"
         )
 

@@ -1,6 +1,6 @@
 """repo-check: verify a repository the way a client would, and more thoroughly.
 
-For every suite under ``dists/``: ``InRelease`` verifies with ``gpgv`` against
+For every suite under ``dists/``: ``InRelease`` verifies (:func:`releng.gpg.verify`, as apt does) against
 the repository's exported keyring, every file it lists exists with its size and
 SHA256 (under ``by-hash`` and under its name), every pool file a Packages or
 Sources index names exists with the size and SHA256 the index gives, and each
@@ -10,8 +10,8 @@ are what would make apt fail. Warnings are what only older or non-by-hash
 clients could trip on, and what a publish in progress looks like: ``Release`` /
 ``Release.gpg`` not matching ``InRelease``, a plain index name not yet (or no
 longer) matching. After a completed publish there are neither. A suite for a
-release whose apt verifies with gpgv 1.4 (xenial and older) signed with a key
-that gpgv cannot verify (ed25519, ECDSA) is warned about too.
+release whose apt verifies with GnuPG 1.4 (xenial and older) signed with a key
+that GnuPG 1.4 cannot verify (ed25519, ECDSA) is warned about too.
 
 The signed Release text is held to what apt accepts without a warning: one deb822
 paragraph, no control characters, no field twice, a ``Suite`` or ``Codename``
@@ -28,9 +28,6 @@ import hashlib
 import logging
 import os
 import re
-import shlex
-import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +35,12 @@ from pathlib import Path
 from releng.apt.debfile import BadPackageError, parse_paragraph, sha256_file
 from releng.apt.index import IndexEntry, parse_release_sha256
 from releng.errors import RepoError
+from releng.gpg import Verification, expiry_warnings, keyring_keys, verify
 
 log = logging.getLogger(__name__)
 
 
-# Codenames whose apt verifies with gpgv 1.4, which knows RSA and DSA keys but no elliptic
+# Codenames whose apt verifies with GnuPG 1.4, which knows RSA and DSA keys but no elliptic
 # curves: apt there refuses a repository signed with ed25519 ("unknown pubkey algorithm").
 GPGV1_CODENAMES = frozenset({"precise", "trusty", "xenial", "wheezy", "jessie"})
 GPGV1_ALGORITHMS = frozenset({"1", "2", "3", "17"})  # RSA (1-3) and DSA (17)
@@ -69,35 +67,22 @@ def find_keyring(root: Path) -> Path:
     return found[0]
 
 
-def _gpgv(keyring: Path, *args: str) -> tuple[bool, bytes, str]:
-    with tempfile.TemporaryDirectory(prefix="releng-gpgv-") as home:
-        cmd = ["gpgv", "--homedir", home, "--keyring", str(keyring.resolve()), *args]
-        log.debug("%s", shlex.join(cmd))
-        proc = subprocess.run(cmd, capture_output=True, check=False)
-    return proc.returncode == 0, proc.stdout, proc.stderr.decode(errors="replace").strip()
+def _signing_algorithm(check: Verification) -> str:
+    """The OpenPGP public-key algorithm id of the key that signed (the first good signature)."""
+    return next((s.algorithm for s in check.signatures if s.status == "good"), "")
 
 
-def _signing_algorithm(keyring: Path, signed: Path) -> str:
-    """The OpenPGP public-key algorithm id of the key that signed ``signed`` ("" if unknown)."""
-    ok, status, _ = _gpgv(keyring, "--status-fd", "1", str(signed))
-    for line in status.decode(errors="replace").splitlines():
-        fields = line.split()
-        if ok and fields[:2] == ["[GNUPG:]", "VALIDSIG"] and len(fields) > 8:
-            return fields[8]
-    return ""
-
-
-def _old_client_warning(keyring: Path, suite: str, inrelease: Path) -> str | None:
+def _old_client_warning(check: Verification, suite: str) -> str | None:
     """A warning when ``suite``'s clients (by its codename) cannot verify the key that signed it."""
     codename = suite.split("-", 1)[0]
     if codename not in GPGV1_CODENAMES:
         return None
-    algorithm = _signing_algorithm(keyring, inrelease)
+    algorithm = _signing_algorithm(check)
     if not algorithm or algorithm in GPGV1_ALGORITHMS:
         return None
     name = _ALGORITHM_NAMES.get(algorithm, f"algorithm {algorithm}")
     return (
-        f"dists/{suite} is signed with an {name} key, which {codename}'s apt (gpgv 1.4) cannot "
+        f"dists/{suite} is signed with an {name} key, which {codename}'s apt (GnuPG 1.4) cannot "
         "verify: apt there refuses this suite; sign it with an RSA key (4096 bits)"
     )
 
@@ -201,10 +186,6 @@ def _check_dates(fields: dict[str, str], where: str, problem: Callable[[str], No
             problem(f"{where}: {name} {value} is {state}; republish (invoke repo-publish)")
 
 
-def _last_line(err: str) -> str:
-    return err.splitlines()[-1] if err else "gpgv failed"
-
-
 def _release_architectures(release: str) -> set[str]:
     for line in release.splitlines():
         if line.startswith("Architectures:"):
@@ -255,7 +236,9 @@ def _verify_index(
     return good
 
 
-def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:  # noqa: PLR0912, PLR0915
+def check_repository(  # noqa: PLR0912, PLR0915
+    root: Path, *, keyring: Path | None = None, warn_days: int = 60
+) -> CheckReport:
     """Every signature, checksum and referenced file; problems listed, nothing raised for them."""
     if root.exists() and not root.is_dir():
         raise RepoError(f"{root} is a file, not a repository directory; name one with --repo")
@@ -269,6 +252,7 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
     def problem(msg: str) -> None:
         report.problems.append(msg)
 
+    report.warnings.extend(expiry_warnings(keyring_keys(keyring), warn_days=warn_days))
     if not _KEYRING_RE.fullmatch(keyring.name):
         problem(f"the keyring file name {keyring.name!r} is not NAME-archive-keyring.gpg")
 
@@ -300,11 +284,12 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
         if not inrelease.is_file():
             problem(f"dists/{suite}: no InRelease file")
             continue
-        ok, signed, err = _gpgv(keyring, "--output", "-", str(inrelease))
-        if not ok:
-            problem(f"dists/{suite}/InRelease does not verify: {_last_line(err)}")
+        check = verify(keyring, inrelease.read_bytes())
+        signed = check.content
+        if not check.valid:
+            problem(f"dists/{suite}/InRelease does not verify: {check.reason}")
             continue
-        old_client = _old_client_warning(keyring, suite, inrelease)
+        old_client = _old_client_warning(check, suite)
         if old_client:
             report.warnings.append(old_client)
         # InRelease is what apt reads; Release + Release.gpg serve older clients and may
@@ -315,10 +300,12 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
         ):
             report.warnings.append(f"dists/{suite}/Release does not carry the text of InRelease")
         else:
-            ok, _, err = _gpgv(keyring, str(suite_dir / "Release.gpg"), str(release_path))
-            if not ok:
+            detached = suite_dir / "Release.gpg"
+            sig = detached.read_bytes() if detached.is_file() else b""
+            release_check = verify(keyring, release_path.read_bytes(), sig)
+            if not release_check.valid:
                 report.warnings.append(
-                    f"dists/{suite}/Release.gpg does not verify: {_last_line(err)}"
+                    f"dists/{suite}/Release.gpg does not verify: {release_check.reason}"
                 )
         release = signed
         try:

@@ -4,7 +4,7 @@ Each distro family that can be bootstrapped (:mod:`.debian`, :mod:`.ubuntu`)
 turns a distro into a :class:`Recipe`: the suite, the apt sources, the keyring
 that verifies them and the family's mmdebstrap options. Before mmdebstrap
 runs, the ``InRelease`` of every source in a recipe with a keyring is fetched
-and verified with ``gpgv`` against that keyring, so that a codename the
+and verified (:func:`releng.gpg.verify`) against that keyring, so that a codename the
 archive does not carry, a mirror that does not answer and a keyring that does
 not verify the archive are each one clear line, and nothing is imported.
 """
@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import logging
 import shlex
-import shutil
 import subprocess
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from releng.errors import ImageError
+from releng.gpg import verify
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +135,9 @@ def check_archive(distro_id: str, recipe: Recipe) -> None:
                 f"{distro_id}: the archive at {source.uri} does not answer ({reason}); "
                 f"check the network or {recipe.settings_hint}"
             ) from None
-        problem = _gpgv(keyring, data)
+        # As apt does: one good signature suffices, others by keys not in the keyring are
+        # ignored (xenial's Release is signed by the 2012 key and the retired 2004 one).
+        problem = verify(keyring, data).reason
         log.info("%s: %s against %s: %s", distro_id, url, keyring, problem or "good signature")
         if problem:
             raise ImageError(
@@ -144,43 +145,3 @@ def check_archive(distro_id: str, recipe: Recipe) -> None:
                 f"{source.suite} at {source.uri} ({problem}); nothing was imported: use the "
                 f"archive's signing keys ({recipe.settings_hint})"
             )
-
-
-def _gpgv(keyring: Path, signed: bytes) -> str:
-    """Why ``signed`` (a clearsigned InRelease) does not verify against ``keyring``; "" if it does."""
-    exe = shutil.which("gpgv")
-    if exe is None:
-        raise ImageError("gpgv is not installed; run ./scripts/setup")
-    with tempfile.TemporaryDirectory(prefix="releng-gpgv-") as home:
-        release = Path(home) / "InRelease"
-        release.write_bytes(signed)
-        proc = subprocess.run(
-            [
-                exe,
-                "--homedir",
-                home,
-                "--status-fd",
-                "1",
-                "--keyring",
-                str(keyring.resolve()),
-                str(release),
-            ],
-            capture_output=True,
-            check=False,
-        )
-    status = proc.stdout.decode("utf-8", "replace")
-    # As apt does: one good signature suffices, others by keys not in the keyring are
-    # ignored (xenial's Release is signed by the 2012 key and the retired 2004 one).
-    if "[GNUPG:] VALIDSIG " in status and "[GNUPG:] BADSIG " not in status:
-        return ""
-    for line in status.splitlines():
-        if line.startswith("[GNUPG:] NO_PUBKEY "):
-            return f"signed by key {line.split()[2]}, which is not in it"
-        if line.startswith("[GNUPG:] BADSIG "):
-            return "bad signature"
-    if "[GNUPG:] NODATA" in status or "-----BEGIN PGP SIGNED MESSAGE-----" not in signed.decode(
-        "utf-8", "replace"
-    ):
-        return "the InRelease file is not signed"
-    lines = [ln for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else f"gpgv exited with {proc.returncode}"

@@ -12,9 +12,9 @@ from types import ModuleType
 from invoke.collection import Collection
 from invoke.tasks import Task
 
-from releng.tasks import aws, build, publish, repo, source
+from releng.tasks import aws, build, keys, publish, repo, source
 
-AREAS: tuple[ModuleType, ...] = (source, build, repo, publish, aws)
+AREAS: tuple[ModuleType, ...] = (source, build, repo, publish, aws, keys)
 
 
 def collection(root: str) -> Collection:

@@ -1,0 +1,272 @@
+"""``<name>-archive-keyring``: the signing keys as a package, so that ``apt upgrade`` brings a
+client the next key before the archive stops signing with the old one (as Debian's
+``debian-archive-keyring`` does).
+
+The package (architecture all) holds the keys in ``/usr/share/keyrings/<name>-archive-keyring.gpg``
+and the deb822 ``/etc/apt/sources.list.d/<name>.sources`` that names them with ``Signed-By``.
+A ``.sources`` file names one suite, so each suite carries its own package, versioned
+``<stamp>+<suite>``: the stamp is the time the set of keys last changed (``[signing]
+keys_changed``, written by ``rotate-keys``; else the newest key's creation time), so the version
+increases whenever the keys change. releng writes the ``.deb`` itself (ar, tar, gzip with fixed
+times and owners): the same keys, suite and URL give the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import io
+import logging
+import re
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from releng.errors import RepoError
+
+if TYPE_CHECKING:
+    from releng.apt.repository import PublishResult, Repository
+    from releng.gpg import Signer
+    from releng.project import Project
+
+log = logging.getLogger(__name__)
+
+_VERSION_TEXT = re.compile(r"[^A-Za-z0-9.+~]")  # what may not stand in a version without revision
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyringPackage:
+    """What one suite's keyring package holds: plain data, :meth:`deb` makes its bytes."""
+
+    name: str  # the product: the package is <name>-archive-keyring
+    keys: bytes  # the public keys, binary (what Signed-By reads on every target)
+    changed: dt.datetime  # when the set of keys last changed: the version and every file time
+    url: str  # the repository's URL, for the .sources file
+    suite: str
+    components: tuple[str, ...] = ("main",)
+
+    @property
+    def package(self) -> str:
+        return f"{self.name}-archive-keyring"
+
+    @property
+    def version(self) -> str:
+        stamp = self.changed.astimezone(dt.UTC).strftime("%Y%m%d.%H%M%S")
+        return f"{stamp}+{_VERSION_TEXT.sub('.', self.suite)}"
+
+    @property
+    def filename(self) -> str:
+        return f"{self.package}_{self.version}_all.deb"
+
+    @property
+    def keyring_path(self) -> str:
+        return f"usr/share/keyrings/{self.package}.gpg"
+
+    @property
+    def sources_path(self) -> str:
+        return f"etc/apt/sources.list.d/{self.name}.sources"
+
+    def sources(self) -> str:
+        """The deb822 source: the same text the install instructions write by hand, so that
+        installing the package over it is no conffile question."""
+        return sources_text(
+            name=self.name, url=self.url, suite=self.suite, components=self.components
+        )
+
+    def files(self) -> dict[str, bytes]:
+        return {
+            self.keyring_path: self.keys,
+            self.sources_path: self.sources().encode(),
+            f"usr/share/doc/{self.package}/copyright": (
+                f"The public OpenPGP keys that sign the {self.name} apt repository.\n".encode()
+            ),
+        }
+
+    def control(self) -> str:
+        size = sum((len(b) + 1023) // 1024 for b in self.files().values())
+        return (
+            f"Package: {self.package}\n"
+            f"Version: {self.version}\n"
+            "Architecture: all\n"
+            f"Maintainer: {self.name} release engineering <releng@invalid>\n"
+            f"Installed-Size: {size}\n"
+            "Section: misc\n"
+            "Priority: optional\n"
+            "Multi-Arch: foreign\n"
+            f"Description: OpenPGP keys of the {self.name} apt repository\n"
+            f" The keys that sign the {self.name} repository's Release files, and the apt\n"
+            f" source ({self.suite}) that trusts only them. Upgrading this package brings\n"
+            " a new signing key before the repository stops signing with the old one.\n"
+        )
+
+    def deb(self) -> bytes:
+        """The ``.deb``: the same fields give the same bytes."""
+        mtime = int(self.changed.timestamp())
+        files = self.files()
+        md5sums = "".join(
+            f"{hashlib.md5(data, usedforsecurity=False).hexdigest()}  {path}\n"
+            for path, data in sorted(files.items())
+        )
+        control = {
+            "control": self.control().encode(),
+            "md5sums": md5sums.encode(),
+            "conffiles": f"/{self.sources_path}\n".encode(),
+        }
+        return _ar(
+            [
+                ("debian-binary", b"2.0\n"),
+                ("control.tar.gz", _tar_gz(control, mtime)),
+                ("data.tar.gz", _tar_gz(files, mtime)),
+            ],
+            mtime,
+        )
+
+
+def sources_text(*, name: str, url: str, suite: str, components: Sequence[str]) -> str:
+    """``/etc/apt/sources.list.d/<name>.sources`` for one suite, trusting the keyring package's
+    keys (:func:`releng.apt.sources_snippet`, the one deb822 source releng writes)."""
+    from releng.apt import sources_snippet
+
+    return sources_snippet(name=name, url=url, suites=[suite], components=components)
+
+
+def install_instructions(*, name: str, url: str, suite: str, components: Sequence[str]) -> str:
+    """The commands a client runs once, as root; from then on ``apt upgrade`` keeps its keys.
+
+    apt's own downloader fetches the first key (every target has it; a minimal system has no
+    curl), into /tmp where apt's unprivileged download user may write.
+    """
+    keyring = f"{name}-archive-keyring.gpg"
+    return (
+        f"/usr/lib/apt/apt-helper download-file {url}/{keyring} /tmp/{keyring}\n"
+        f"install -m 644 /tmp/{keyring} /usr/share/keyrings/{keyring}\n"
+        f"cat > /etc/apt/sources.list.d/{name}.sources <<'EOF'\n"
+        f"{sources_text(name=name, url=url, suite=suite, components=components)}"
+        "EOF\n"
+        f"apt-get update && apt-get install -y {name}-archive-keyring {name}\n"
+    )
+
+
+def _tar_gz(files: dict[str, bytes], mtime: int) -> bytes:
+    """A gzip'ed tar of ``files`` (relative paths) and their directories, as dpkg-deb lays it
+    out (``./``, ``./usr/``, ...): root-owned, sorted, every time ``mtime``."""
+    dirs = {"."}
+    for path in files:
+        parts = Path(path).parts[:-1]
+        dirs.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in [*((d, None) for d in sorted(dirs)), *sorted(files.items())]:
+            info = tarfile.TarInfo(
+                "./" if name == "." else f"./{name}{'/' if data is None else ''}"
+            )
+            info.mtime, info.uname, info.gname = mtime, "root", "root"
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+            else:
+                info.size, info.mode = len(data), 0o644
+            tar.addfile(info, None if data is None else io.BytesIO(data))
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=mtime, compresslevel=9, filename="") as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def _ar(members: list[tuple[str, bytes]], mtime: int) -> bytes:
+    """A Unix ar archive (what a .deb is) of ``members``, in order."""
+    out = [b"!<arch>\n"]
+    for name, data in members:
+        header = f"{name:<16}{mtime:<12}{0:<6}{0:<6}{0o100644:<8o}{len(data):<10}`\n"
+        out += [header.encode(), data, b"\n" if len(data) % 2 else b""]
+    return b"".join(out)
+
+
+def changed_at(signer: Signer, configured: str) -> dt.datetime:
+    """When the set of keys last changed: ``[signing] keys_changed`` (ISO 8601, written by
+    rotate-keys), else the newest key's creation time."""
+    if configured:
+        return parse_time(configured, where="[signing] keys_changed")
+    return max(k.created for k in signer.keys)
+
+
+def parse_time(text: str, *, where: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise RepoError(
+            f"{where} = {text!r} is not an ISO 8601 time such as 2026-12-06T11:00:00+00:00; "
+            "fix it in product.toml (invoke rotate-keys writes it)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def suite_holds(root: Path, suite: str, package: str, version: str) -> bool:
+    """Whether ``dists/<suite>`` lists ``package`` at ``version`` in any binary index."""
+    wanted = (f"Package: {package}", f"Version: {version}")
+    for index in (root / "dists" / suite).glob("*/binary-*/Packages"):
+        for stanza in index.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+            lines = stanza.splitlines()
+            if all(w in lines for w in wanted):
+                return True
+    return False
+
+
+def add_to_suites(
+    repository: Repository,
+    *,
+    url: str,
+    changed: dt.datetime,
+    suites: Sequence[str] | None = None,
+    scratch: Path | None = None,
+) -> dict[str, PublishResult]:
+    """Include the current keyring package into every suite (or ``suites``) that does not hold
+    it yet; the results of the suites that changed.
+
+    ``scratch``: a directory for the ``.deb`` files (the repository copies them into its pool);
+    default: a temporary one.
+    """
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="releng-keyring-") as tmp:
+            return add_to_suites(
+                repository, url=url, changed=changed, suites=suites, scratch=Path(tmp)
+            )
+    signer = repository.signer
+    if signer is None:
+        raise RepoError("no signing key: the keyring package needs the keys; configure [signing]")
+    keys = signer.export_public(armor=False)
+    settings = repository.settings
+    results: dict[str, PublishResult] = {}
+    for suite in suites if suites is not None else repository.state.suites():
+        pkg = KeyringPackage(
+            name=settings.name,
+            keys=keys,
+            changed=changed,
+            url=url,
+            suite=suite,
+            components=tuple(settings.components[:1]),
+        )
+        if suite_holds(repository.root, suite, pkg.package, pkg.version):
+            continue
+        path = scratch / suite / pkg.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pkg.deb())
+        log.info("including %s into %s", pkg.filename, suite)
+        results[suite] = repository.include([suite], [path])
+    return results
+
+
+def add_for_project(
+    project: Project, repository: Repository, *, url: str = ""
+) -> dict[str, PublishResult]:
+    """The publish hook: the keyring package of the configured keys into every suite of
+    ``repository`` that lacks it (``url``: where clients fetch; default ``[publish] public_url``,
+    else the repository's directory as a file: URL)."""
+    if repository.signer is None:
+        raise RepoError("no signing key: the keyring package needs the keys; configure [signing]")
+    changed = changed_at(repository.signer, project.config.signing.keys_changed)
+    url = url or project.config.publish.public_url or repository.root.resolve().as_uri()
+    return add_to_suites(repository, url=url, changed=changed)

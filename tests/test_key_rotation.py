@@ -1,0 +1,219 @@
+"""Key rotation without containers: the keyring package's bytes and versions, product.toml's
+[signing] rewritten in place, and rotate-keys --add / --retire / --status through invoke."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from releng.errors import SigningError
+from releng.gpg import keyring_keys, verify
+from releng.key_rotation import plan, write_signing
+from releng.keyring_package import KeyringPackage
+from releng.project import Project
+from tests.apt_debs import make_deb
+from tests.fixtures.gpg import TestKey, make_key
+from tests.test_cli import assert_one_error_line, invoke
+
+T0 = dt.datetime(2026, 12, 6, 11, 0, tzinfo=dt.UTC)
+
+
+def _package(keys: bytes, changed: dt.datetime = T0, suite: str = "bookworm") -> KeyringPackage:
+    return KeyringPackage(
+        name="tally", keys=keys, changed=changed, url="http://127.0.0.1/repo", suite=suite
+    )
+
+
+def _dpkg(*args: str) -> str:
+    return subprocess.run(["dpkg-deb", *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_the_keyring_package_is_reproducible_and_what_dpkg_expects(tmp_path: Path) -> None:
+    pkg = _package(b"\x99keys")
+    assert pkg.deb() == _package(b"\x99keys").deb()  # the same keys: the same bytes
+    assert pkg.deb() != _package(b"\x99other").deb()
+    deb = tmp_path / pkg.filename
+    deb.write_bytes(pkg.deb())
+    fields = _dpkg("--field", str(deb))
+    assert "Package: tally-archive-keyring\n" in fields
+    assert "Architecture: all\n" in fields
+    assert "Version: 20261206.110000+bookworm\n" in fields
+    contents = _dpkg("--contents", str(deb))
+    assert "./usr/share/keyrings/tally-archive-keyring.gpg" in contents
+    assert "./etc/apt/sources.list.d/tally.sources" in contents
+    unpacked = tmp_path / "x"
+    _dpkg("--extract", str(deb), str(unpacked))
+    sources = (unpacked / "etc/apt/sources.list.d/tally.sources").read_text()
+    assert "Signed-By: /usr/share/keyrings/tally-archive-keyring.gpg\n" in sources
+    assert "Suites: bookworm\n" in sources
+    assert (unpacked / "usr/share/keyrings/tally-archive-keyring.gpg").read_bytes() == b"\x99keys"
+    assert _dpkg("--ctrl-tarfile", str(deb))  # a readable control archive
+    conffiles = subprocess.run(
+        ["dpkg-deb", "--info", str(deb), "conffiles"], capture_output=True, text=True, check=True
+    )
+    assert conffiles.stdout == "/etc/apt/sources.list.d/tally.sources\n"
+
+
+def test_the_keyring_package_version_rises_when_the_keys_change() -> None:
+    before = _package(b"A", T0, "bookworm-1.0").version
+    after = _package(b"AB", T0 + dt.timedelta(minutes=1), "bookworm-1.0").version
+    assert before.endswith("+bookworm.1.0")
+    rises = subprocess.run(["dpkg", "--compare-versions", after, "gt", before], check=False)
+    assert rises.returncode == 0, (before, after)
+
+
+def test_plan_refuses_what_would_break_clients() -> None:
+    a, b = "A" * 40, "B" * 40
+    assert plan((a,), add=b, changed=None, overlap_days=30).after == (a, b)
+    with pytest.raises(SigningError, match="signs already"):
+        plan((a, b), add=b, changed=T0, overlap_days=30)
+    with pytest.raises(SigningError, match="only signing key"):
+        plan((a,), retire=a, changed=None, overlap_days=30)
+    with pytest.raises(SigningError, match=r"overlap runs until 2027-01-05 11:00 UTC.*--force"):
+        plan((a, b), retire=a, changed=T0, overlap_days=30, now=T0 + dt.timedelta(days=29))
+    late = plan((a, b), retire=a, changed=T0, overlap_days=30, now=T0 + dt.timedelta(days=30))
+    assert late.after == (b,)
+    forced = plan((a, b), retire=a, changed=T0, overlap_days=30, force=True, now=T0)
+    assert forced.after == (b,)
+
+
+def test_write_signing_keeps_the_rest_of_product_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "product.toml"
+    toml.write_text(
+        '[product]\nname = "tally"\n\n[signing]\n# the archive keys\nkey = [\n  "OLD",\n]\n'
+        'gnupghome = "/keys"  # kept\n\n[repositories]\norigin = "x"\n'
+    )
+    write_signing(toml, ["A" * 40, "B" * 40], T0)
+    text = toml.read_text()
+    data = tomllib.loads(text)
+    assert data["signing"] == {
+        "key": ["A" * 40, "B" * 40],
+        "keys_changed": "2026-12-06T11:00:00+00:00",
+        "gnupghome": "/keys",
+    }
+    assert "# the archive keys\n" in text and '"/keys"  # kept\n' in text
+    assert data["repositories"] == {"origin": "x"}
+    write_signing(toml, ["B" * 40], T0)
+    assert tomllib.loads(toml.read_text())["signing"]["key"] == "B" * 40
+
+
+@pytest.fixture
+def rotation_project(
+    make_project: Callable[[str], Project], tmp_path: Path
+) -> tuple[Project, TestKey, TestKey]:
+    home = tmp_path / "gnupg"
+    a = make_key(home, name="tally archive key A", passphrase=None)
+    b = make_key(home, name="tally archive key B", passphrase=None)
+    project = make_project(
+        f'[signing]\nkey = "{a.fingerprint}"\ngnupghome = "{home}"\n'
+        '[publish]\npublic_url = "http://127.0.0.1:9/repo"\n'
+    )
+    return project, a, b
+
+
+def _signers(repo: Path, suite: str, keys: list[TestKey], tmp_path: Path) -> set[str]:
+    rings = [k.public_keyring(tmp_path / f"{k.fingerprint}.gpg") for k in keys]
+    check = verify(rings, (repo / "dists" / suite / "InRelease").read_bytes())
+    assert check.valid, check.reason
+    detached = verify(
+        rings,
+        (repo / "dists" / suite / "Release").read_bytes(),
+        (repo / "dists" / suite / "Release.gpg").read_bytes(),
+    )
+    assert set(detached.signers) == set(check.signers)
+    return set(check.signers)
+
+
+def _keyring_packages(repo: Path, suite: str) -> list[str]:
+    text = (repo / "dists" / suite / "main/binary-amd64/Packages").read_text()
+    return [
+        ln.split()[1]
+        for st in text.split("\n\n")
+        if "Package: tally-archive-keyring" in st
+        for ln in st.splitlines()
+        if ln.startswith("Version: ")
+    ]
+
+
+def test_rotate_keys_adds_then_retires_through_invoke(
+    rotation_project: tuple[Project, TestKey, TestKey], tmp_path: Path
+) -> None:
+    project, a, b = rotation_project
+    root = project.root
+    repo = root / "out" / "repo"
+    for suite in ("bookworm", "bullseye"):
+        deb = make_deb(tmp_path, "tally", f"1.0.0-1~{suite}")
+        assert invoke("repo-include", "--dist", suite, str(deb), root=root).returncode == 0
+    assert _signers(repo, "bookworm", [a, b], tmp_path) == {a.fingerprint}
+
+    added = invoke("rotate-keys", "--add", b.fingerprint, root=root)
+    assert added.returncode == 0, added.stderr
+    assert f"{b.fingerprint} signs too" in added.stdout
+    assert tomllib.loads((root / "product.toml").read_text())["signing"]["key"] == [
+        a.fingerprint,
+        b.fingerprint,
+    ]
+    for suite in ("bookworm", "bullseye"):
+        assert _signers(repo, suite, [a, b], tmp_path) == {a.fingerprint, b.fingerprint}
+        assert len(_keyring_packages(repo, suite)) == 1
+    exported = {k.fingerprint for k in keyring_keys(repo / "tally-archive-keyring.gpg")}
+    assert exported == {a.fingerprint, b.fingerprint}
+    check = invoke("repo-check", root=root)
+    assert check.returncode == 0 and "warning" not in check.stdout, check.stdout
+
+    status = invoke("key-rotate", "--status", "--json", root=root)  # the issue's name: an alias
+    assert status.returncode == 0, status.stderr
+    state = json.loads(status.stdout)
+    assert [k["fingerprint"] for k in state["keys"]] == [a.fingerprint, b.fingerprint]
+    assert state["overlap_days"] == 30 and state["overlap_ends"]
+    text = invoke("rotate-keys", "--status", root=root).stdout
+    assert "overlap: 2 keys sign since" in text and "never expires" in text
+
+    early = invoke("rotate-keys", "--retire", a.fingerprint, root=root)
+    assert_one_error_line(early, "the overlap runs until")
+    assert _signers(repo, "bookworm", [a, b], tmp_path) == {a.fingerprint, b.fingerprint}
+
+    retired = invoke("rotate-keys", "--retire", a.fingerprint, "--force", root=root)
+    assert retired.returncode == 0, retired.stderr
+    for suite in ("bookworm", "bullseye"):
+        assert _signers(repo, suite, [a, b], tmp_path) == {b.fingerprint}
+        first, second = _keyring_packages(repo, suite)
+        rises = subprocess.run(["dpkg", "--compare-versions", second, "gt", first], check=False)
+        assert rises.returncode == 0, (first, second)
+    exported = {k.fingerprint for k in keyring_keys(repo / "tally-archive-keyring.gpg")}
+    assert exported == {b.fingerprint}
+    assert invoke("repo-check", root=root).returncode == 0
+    only = invoke("rotate-keys", "--retire", b.fingerprint, root=root)
+    assert_one_error_line(only, "is the only signing key")
+
+
+def test_a_publish_warns_of_a_key_expiring_soon_and_refuses_an_expired_one(
+    make_project: Callable[[str], Project], tmp_path: Path
+) -> None:
+    soon = make_key(tmp_path / "soon", name="short-lived key", passphrase=None, expire="10d")
+    project = make_project(
+        f'[signing]\nkey = "{soon.fingerprint}"\ngnupghome = "{soon.home}"\nwarn_days = 30\n'
+    )
+    deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
+    warned = invoke("repo-include", "--dist", "bookworm", str(deb), root=project.root)
+    assert warned.returncode == 0, warned.stderr
+    assert f"signing key {soon.fingerprint} expires" in warned.stderr
+    assert "warn_days = 30" in warned.stderr
+    status = invoke("rotate-keys", "--status", root=project.root)
+    assert "warning: signing key" in status.stdout and "(in 10 days)" in status.stdout
+    old = make_key(
+        tmp_path / "old", name="old key", passphrase=None, expire="1d", made_at="20200101T000000"
+    )
+    expired = make_project(
+        f'[signing]\nkey = "{old.fingerprint}"\ngnupghome = "{old.home}"\n', name="expired"
+    )
+    refused = invoke("repo-include", "--dist", "bookworm", str(deb), root=expired.root)
+    assert_one_error_line(refused, "has expired 2020-01-02")
+    assert "rotate-keys --add" in refused.stderr.strip().splitlines()[-1]
+    assert not (expired.root / "out" / "repo").exists()
