@@ -36,6 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from releng import keyring_package
 from releng.apt.repository import CRASH_POINTS, PublishResult, RepoSettings, Repository
 from releng.apt.state import STATE_DIR, write_atomic
 from releng.errors import RepoError
@@ -65,11 +66,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
+def check_repository(
+    root: Path, *, keyring: Path | None = None, warn_days: int = 60
+) -> CheckReport:
     """See :func:`releng.apt.check.check_repository` (imported on use: it is not on the hot path)."""
     from releng.apt.check import check_repository as check
 
-    return check(root, keyring=keyring)
+    return check(root, keyring=keyring, warn_days=warn_days)
 
 
 def _template_regex(template: str, values: Mapping[str, str]) -> str:
@@ -198,6 +201,8 @@ def include_builds(
         )
         log.info("including %s into %s", build, ", ".join(suites))
         results[distro_id] = repository.include(suites, [build])
+    # Every suite carries the keyring package, so that clients follow a key rotation.
+    keyring_package.add_for_project(project, repository)
     last = list(results.values())
     _remember(
         repository.root,

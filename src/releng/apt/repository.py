@@ -341,13 +341,13 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         write_atomic(binary, exported[0])
         write_atomic(armored, exported[1])
         self.state.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.state.dir / "signing-key", signer.fingerprint.encode() + b"\n")
+        write_atomic(self.state.dir / "signing-key", signer.key_set.encode() + b"\n")
         return binary, armored
 
     def _keys_current(self, signer: Signer) -> bool:
         marker = self.state.dir / "signing-key"
         current = marker.read_text().strip() if marker.is_file() else ""
-        return current == signer.fingerprint and all(p.is_file() for p in self.keyring_paths)
+        return current == signer.key_set and all(p.is_file() for p in self.keyring_paths)
 
     def _ensure_keys(
         self,

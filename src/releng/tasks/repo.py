@@ -162,9 +162,14 @@ def repo_check(c: Context, repo: str = "", keyring: str = "", json: bool = False
     from releng.errors import RepoError
     from releng.publish.location import open_repository
 
+    proj = project(c)
     location = _location(c, repo)
-    with open_repository(project(c), location, read_only=True, with_pool=True) as opened:
-        report = apt.check_repository(opened.root, keyring=Path(keyring) if keyring else None)
+    with open_repository(proj, location, read_only=True, with_pool=True) as opened:
+        report = apt.check_repository(
+            opened.root,
+            keyring=Path(keyring) if keyring else None,
+            warn_days=proj.config.signing.warn_days,
+        )
     if json:
         out_json({"repository": str(location), "ok": not report.problems, **asdict(report)})
     else:
