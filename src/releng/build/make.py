@@ -5,6 +5,7 @@ the output placed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ from releng.build.spec import (
 )
 from releng.distro import Distro, family_revision_warnings
 from releng.engine import Container, Engine
+from releng.gpg import Signer
 from releng.project import Project
 from releng.version import Version
 
@@ -83,7 +85,7 @@ def make_package(
     waits for it (see :func:`build_spec`'s ``gated``).
     """
     from releng.gpg import signer_for
-    from releng.source import current_source_tarball, make_source_tarball
+    from releng.source import current_source_tarball
 
     started = time.monotonic()
     distro = project.distro(distro_id)
@@ -91,10 +93,7 @@ def make_package(
     for warning in family_revision_warnings(project.root, distro):
         log.warning("warning: %s", warning)
     wanted = resolve_target(project, distro, arch=arch, mode=mode, env=env, smoke_test=smoke_test)
-    check_writable(project.out_dir)
-    for directory in (project.out_dir / version.text, project.build_dir(version, distro_id)):
-        if directory.is_dir():  # renamed into (or out of) place: it must be writable too
-            check_writable(directory)
+    _check_output_writable(project, version, distro_id)
     remove_dead_runs(engine, project)
     source = current_source_tarball(project, version)
     # A signing problem fails now, not after the images are made.
@@ -117,11 +116,7 @@ def make_package(
     ready = None if source is None else decide(target, source, force=force)
     if ready is not None and ready.up_to_date:
         return _up_to_date(ready, started)
-
-    def make_source() -> BuildPlan:
-        made = make_source_tarball(project, version, env=env, signer=signer)
-        return decide(target, made, force=force)
-
+    make_source = functools.partial(_with_new_source, target, env=env, signer=signer, force=force)
     return _build(
         engine,
         target,
@@ -133,6 +128,23 @@ def make_package(
         started=started,
         env=env,
     )
+
+
+def _check_output_writable(project: Project, version: Version, distro_id: str) -> None:
+    check_writable(project.out_dir)
+    for directory in (project.out_dir / version.text, project.build_dir(version, distro_id)):
+        if directory.is_dir():  # renamed into (or out of) place: it must be writable too
+            check_writable(directory)
+
+
+def _with_new_source(
+    target: BuildPlan, *, env: Mapping[str, str], signer: Signer | None, force: bool
+) -> BuildPlan:
+    """``target``'s plan once its source tarball is made."""
+    from releng.source import make_source_tarball
+
+    made = make_source_tarball(target.project, target.version, env=env, signer=signer)
+    return decide(target, made, force=force)
 
 
 def _build(
@@ -158,11 +170,7 @@ def _build(
         log_path.open("w", encoding="utf-8") as log_file,
     ):
         work = Path(tmp)
-        out_tmp = work / "out"
-        out_tmp.mkdir()
-        if os.getuid() == 0:
-            uid, gid = (int(x) for x in owner.build_user.split(":"))
-            os.chown(out_tmp, uid, gid)
+        out_tmp = _out_tmp(work, owner)
 
         def record(line: str) -> None:
             log_file.write(line + "\n")
@@ -176,18 +184,10 @@ def _build(
         record(f"releng: {spec.describe()}")
         log.info("building %s %s in %s", distro_id, version, target.builder.reference)
         with Background(engine, spec, "releng-build") as build:
-            if isinstance(plan_or_make, BuildPlan):
-                plan = plan_or_make
-                # Before the start: no wait at all.
-                open_gate(out_tmp, plan, record=record, debian=debian)
-                build.begin()
-            else:
-                build.begin()  # the container starts while the tarball is made
-                plan = plan_or_make()
-                if plan.up_to_date:  # the new tarball is the same as the last build's
-                    log_path.unlink()
-                    return _up_to_date(plan, started)
-                open_gate(out_tmp, plan, record=record, debian=debian)
+            plan = _open(build, plan_or_make, out_tmp, record=record, debian=debian)
+            if plan.up_to_date:  # the new tarball is the same as the last build's
+                log_path.unlink()
+                return _up_to_date(plan, started)
             with SmokeTest(engine, plan, out_tmp, record=record, log_path=log_path) as smoke:
 
                 def watch(line: str) -> None:
@@ -226,6 +226,38 @@ def _build(
         seconds=time.monotonic() - started,
         arch=plan.target.arch,
     )
+
+
+def _out_tmp(work: Path, owner: Owner) -> Path:
+    """The directory the build container writes its output into, owned by the build user."""
+    out_tmp = work / "out"
+    out_tmp.mkdir()
+    if os.getuid() == 0:
+        uid, gid = (int(x) for x in owner.build_user.split(":"))
+        os.chown(out_tmp, uid, gid)
+    return out_tmp
+
+
+def _open(
+    build: Background,
+    plan_or_make: BuildPlan | Callable[[], BuildPlan],
+    out_tmp: Path,
+    *,
+    record: Callable[[str], None],
+    debian: Path | None,
+) -> BuildPlan:
+    """Start the gated build container and open its gate: at once with a plan (no wait at
+    all), else while the source tarball is made. The plan; its gate stays shut when it is
+    up to date (the new tarball is the same as the last build's)."""
+    if isinstance(plan_or_make, BuildPlan):
+        open_gate(out_tmp, plan_or_make, record=record, debian=debian)
+        build.begin()
+        return plan_or_make
+    build.begin()  # the container starts while the tarball is made
+    plan = plan_or_make()
+    if not plan.up_to_date:
+        open_gate(out_tmp, plan, record=record, debian=debian)
+    return plan
 
 
 def _debian_stage(work: Path, distro: Distro) -> Path | None:
