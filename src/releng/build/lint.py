@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from releng.build.plan import BuildFailed, BuildPlan, Owner, file_sha256
+from releng.build.plan import BuildFailed, BuildPlan, Owner
+from releng.digest import file_sha256
 from releng.engine import Engine
 
 

@@ -22,6 +22,7 @@ from releng.arch import (
     runs_natively,
 )
 from releng.compiler_cache import CompilerCache, plan_cache
+from releng.digest import file_sha256
 from releng.distro import Distro
 from releng.engine import Engine
 from releng.errors import BuildError, ImageError, RelengError
@@ -52,19 +53,9 @@ def tree_hash(path: Path) -> str:
                 digest.update(f"L {rel} {p.readlink()}\n".encode())
             elif p.is_file():
                 mode = "x" if os.access(p, os.X_OK) else "-"
-                digest.update(
-                    f"F {rel} {mode} {hashlib.sha256(p.read_bytes()).hexdigest()}\n".encode()
-                )
+                digest.update(f"F {rel} {mode} {file_sha256(p)}\n".encode())
             elif p.is_dir():
                 digest.update(f"D {rel}\n".encode())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

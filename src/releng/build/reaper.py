@@ -8,7 +8,6 @@ Ctrl-C removes what this run started (:func:`remove_run_containers`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -19,7 +18,6 @@ import uuid
 from pathlib import Path
 
 from releng.engine import Engine
-from releng.errors import RelengError
 from releng.project import Project
 
 log = logging.getLogger(__name__)
@@ -89,19 +87,15 @@ def remove_dead_runs(engine: Engine, project: Project) -> int:
     removed = 0
     seen: set[str] = set()
     for label in (LABEL_PROJECT, LABEL_SMOKE):
-        found = engine.client.containers.list(
-            all=True, filters={"label": f"{label}={project.root}"}
-        )
-        for c in found:
-            owner = (c.labels or {}).get(LABEL_OWNER, "").split()
-            if str(c.id) in seen or len(owner) != 3 or not owner[1].isdigit():
+        for c in engine.containers(label, str(project.root)):
+            owner = c.labels.get(LABEL_OWNER, "").split()
+            if c.id in seen or len(owner) != 3 or not owner[1].isdigit():
                 continue  # made by an older releng: its owner cannot be told
-            seen.add(str(c.id))
-            if _dead(owner[0], int(owner[1]), owner[2]):
-                with contextlib.suppress(Exception):  # removed meanwhile by another run
-                    c.remove(force=True, v=True)
-                    removed += 1
-                    log.info("removed container %s left by dead pid %s", c.short_id, owner[1])
+            seen.add(c.id)
+            # Not removed: removed meanwhile by another run.
+            if _dead(owner[0], int(owner[1]), owner[2]) and engine.remove_container(c.id):
+                removed += 1
+                log.info("removed container %s left by dead pid %s", c.short_id, owner[1])
     host = _host_tag(socket.gethostname())
     for tmp in _build_temps(project.out_dir):
         m = _TMP_OWNER_RE.fullmatch(tmp.name)
@@ -132,9 +126,4 @@ def _build_temps(out_dir: Path) -> list[Path]:
 
 def remove_run_containers(engine: Engine) -> int:
     """Force-remove every container this process started (used after Ctrl-C)."""
-    removed = 0
-    for c in engine.client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={RUN_ID}"}):
-        with contextlib.suppress(RelengError, Exception):
-            c.remove(force=True, v=True)
-            removed += 1
-    return removed
+    return sum(engine.remove_container(c.id) for c in engine.containers(LABEL_RUN, RUN_ID))

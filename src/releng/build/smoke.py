@@ -12,8 +12,9 @@ from typing import NamedTuple
 from releng.arch import image_for
 from releng.build.background import Background
 from releng.build.output import last_error
-from releng.build.plan import BuildFailed, BuildPlan, file_sha256
+from releng.build.plan import BuildFailed, BuildPlan
 from releng.build.spec import OUT_MOUNT, smoke_command, smoke_spec
+from releng.digest import file_sha256
 from releng.engine import Engine, RunResult
 
 BINARIES_READY = ">>> binaries ready:"  # packaging/binaries-ready's hand-over line

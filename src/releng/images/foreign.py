@@ -21,9 +21,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from releng.arch import ARCHITECTURES, ArchInfo, check_emulation, image_for
+from releng.digest import file_sha256
 from releng.distro import Distro
-from releng.engine import Engine, image_ref_parts
-from releng.errors import ImageError
+from releng.engine import Engine
+from releng.errors import EngineError, ImageError
 from releng.images import bootstrap
 from releng.images.base import LABEL_PREFIX, bootstrap_recipe, first_line
 from releng.project import Project
@@ -35,13 +36,7 @@ ROOTFS_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 def image_architecture(engine: Engine, reference: str) -> str | None:
     """The architecture an image's config records (OCI names: amd64, arm64), or None."""
-    import docker.errors
-
-    try:
-        image = engine.client.images.get(reference)
-    except docker.errors.ImageNotFound:
-        return None
-    return str(image.attrs.get("Architecture") or "")
+    return engine.image_architecture(reference)
 
 
 def ensure_foreign_base_image(
@@ -96,15 +91,11 @@ def ensure_foreign_base_image(
 
 
 def _pull(engine: Engine, reference: str, info: ArchInfo) -> str:
-    import docker.errors
-
-    repository, tag = image_ref_parts(reference)
     log.info("pulling %s for %s", reference, info.platform)
     try:
-        image = engine.client.images.pull(repository, tag=tag or None, platform=info.platform)
-    except docker.errors.APIError as exc:
-        raise ImageError(first_line(str(exc.explanation or exc))) from None
-    return str(image.id)
+        return engine.pull(reference, platform=info.platform)
+    except EngineError as exc:
+        raise ImageError(str(exc)) from None
 
 
 def foreign_recipe(project: Project, distro: Distro, arch: str) -> bootstrap.Recipe:
@@ -164,8 +155,7 @@ def bootstrap_foreign_image(engine: Engine, project: Project, distro: Distro, ar
         archive = Path(tmp) / "image.tar"
         write_image_archive(archive, rootfs, reference=reference, info=info, labels=labels)
         log.info("docker load %s (%s)", reference, info.platform)
-        with archive.open("rb") as fh:  # streamed: the archive holds the whole root file system
-            engine.client.images.load(fh)
+        engine.load_image(archive)  # streamed: the archive holds the whole root file system
     image_id = engine.image_id(reference)
     if image_id is None:
         raise ImageError(
@@ -179,11 +169,7 @@ def write_image_archive(
 ) -> None:
     """A ``docker save``-format archive of one layer (``rootfs``, a tar) whose config says
     ``info``'s architecture, tagged ``reference``."""
-    digest = hashlib.sha256()
-    with rootfs.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    diff_id = digest.hexdigest()
+    diff_id = file_sha256(rootfs)
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     config = {
         "architecture": info.oci_arch,
