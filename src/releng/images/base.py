@@ -34,9 +34,9 @@ _RECIPES: dict[str, Callable[[Project, Distro], Recipe]] = {
 }
 
 
-def first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no details"
+def log_dir(project: Project) -> Path:
+    """Where a failed bootstrap's log stays (beside failed builds' logs)."""
+    return project.state_dir / "logs"
 
 
 def bootstrap_recipe(project: Project, distro: Distro) -> Recipe:
@@ -70,14 +70,19 @@ def bootstrap_base_image(engine: Engine, project: Project, distro: Distro) -> st
         f"{LABEL_PREFIX}.date": date,
         f"{LABEL_PREFIX}.bootstrap": f"mmdebstrap --variant={bootstrap.VARIANT}",
     }
-    with tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp,
+        bootstrap.readable_keyring(recipe) as readable,
+    ):
         tarball = Path(tmp) / f"{distro.codename}.tar"
-        cmd = bootstrap.command(recipe, tarball)
-        proc = bootstrap.run(cmd, distro_id=distro.id, reference=distro.docker_base)
+        cmd = bootstrap.command(readable, tarball)
+        proc = bootstrap.run(
+            cmd, distro_id=distro.id, reference=distro.docker_base, log_dir=log_dir(project)
+        )
         if proc.returncode != 0:
             raise ImageError(
                 f"{distro.id}: mmdebstrap of {distro.codename} from {recipe.mirror} failed: "
-                f"{first_line(proc.stderr)}; check {recipe.settings_hint}"
+                f"{proc.failure()}; check {recipe.settings_hint}"
             )
         changes = [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
         changes.append('CMD ["bash"]')

@@ -26,7 +26,7 @@ from releng.distro import Distro
 from releng.engine import Engine
 from releng.errors import EngineError, ImageError
 from releng.images import bootstrap
-from releng.images.base import LABEL_PREFIX, bootstrap_recipe, first_line
+from releng.images.base import LABEL_PREFIX, bootstrap_recipe, log_dir
 from releng.project import Project
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,11 @@ def foreign_bootstrap_command(
     project: Project, distro: Distro, arch: str, tarball: Path
 ) -> list[str]:
     """:func:`releng.images.base.bootstrap_command` for ``arch``."""
-    cmd = bootstrap.command(foreign_recipe(project, distro, arch), tarball)
+    return _command(foreign_recipe(project, distro, arch), arch, tarball)
+
+
+def _command(recipe: bootstrap.Recipe, arch: str, tarball: Path) -> list[str]:
+    cmd = bootstrap.command(recipe, tarball)
     return [cmd[0], f"--architectures={arch}", *cmd[1:]]
 
 
@@ -130,20 +134,26 @@ def bootstrap_foreign_image(engine: Engine, project: Project, distro: Distro, ar
     reference = image_for(distro.docker_base, arch)
     # The archive is asked first (Ubuntu: its Release verified): an unreachable one fails
     # in one line before mmdebstrap starts.
-    bootstrap.check_archive(distro.id, foreign_recipe(project, distro, arch))
-    with tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp:
+    recipe = foreign_recipe(project, distro, arch)
+    bootstrap.check_archive(distro.id, recipe)
+    with (
+        tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp,
+        bootstrap.readable_keyring(recipe) as readable,
+    ):
         rootfs = Path(tmp) / "rootfs.tar"
-        cmd = foreign_bootstrap_command(project, distro, arch, rootfs)
-        proc = bootstrap.run(cmd, distro_id=distro.id, reference=reference)
+        cmd = _command(readable, arch, rootfs)
+        proc = bootstrap.run(
+            cmd, distro_id=distro.id, reference=reference, log_dir=log_dir(project)
+        )
         if proc.returncode != 0:
             hint = (
                 "install arch-test (./scripts/setup-binfmt)"
-                if "arch-test" in proc.stderr
+                if "arch-test" in proc.output
                 else "check the mirror in [images] of product.toml and ./scripts/setup-binfmt"
             )
             raise ImageError(
                 f"{distro.id}: mmdebstrap of {distro.codename} for {arch} failed: "
-                f"{first_line(proc.stderr)}; {hint}"
+                f"{proc.failure()}; {hint}"
             )
         labels = {
             f"{LABEL_PREFIX}.suite": distro.codename,
