@@ -442,7 +442,7 @@ def cache_stats(engine: Engine, project: Project, distro_id: str = "") -> list[V
         else:
             spec = ContainerSpec(
                 image=image,
-                command=["sh", "-c", "ccache --show-stats --verbose 2>&1 || true"],
+                command=["sh", "-c", "ccache --show-stats --verbose 2>&1"],
                 volumes={volume.name: CACHE_MOUNT},
                 environment={
                     "CCACHE_DIR": CACHE_MOUNT,
@@ -452,7 +452,14 @@ def cache_stats(engine: Engine, project: Project, distro_id: str = "") -> list[V
                 # Not root: nothing it might write may belong to another user than the build's.
                 user=NOBODY,
             )
-            report = engine.run_spec(spec).output.rstrip()
+            result = engine.run_spec(spec)
+            report = result.output.rstrip()
+            if result.exit_code != 0:
+                said = (report.splitlines() or ["no output"])[0]
+                report = (
+                    f"ccache cannot read it ({said}); invoke cache-clear {distro} empties it "
+                    "(the next build starts a new one)"
+                )
         stats.append(
             VolumeStats(
                 volume=str(volume.name),
