@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from releng.arch import (
 )
 from releng.build import Target
 from releng.project import Project
+from tests.fixtures.project import REPO_ROOT
 from tests.test_cli import assert_one_error_line, invoke
 
 TWO_ARCHS = '[repositories]\narchitectures = ["amd64", "arm64"]\n'
@@ -123,3 +126,55 @@ def test_the_build_mode_is_checked_in_product_toml_and_the_distro(
     (distro_dir / "BUILD_MODE").write_text("fast\n")
     with pytest.raises(DistroError, match="'fast' is not a build mode; use cross or emulated"):
         load_distro_dir(distro_dir, repo_root=project.root)
+
+
+# qemu-user-static's /usr/lib/binfmt.d/qemu-aarch64.conf, with an interpreter every host has:
+# registering opens it (the F flag), nothing here runs an arm64 program.
+QEMU_AARCH64_CONF = (
+    r":qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7"
+    r"\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff"
+    ":/usr/bin/true:OCPF\n"
+)
+
+
+def _setup_binfmt(*, own_mounts: bool) -> subprocess.CompletedProcess[str]:
+    """scripts/setup-binfmt as root of a new user namespace, whose binfmt_misc (Linux 6.7+)
+    is its own: nothing registered here reaches the machine. ``own_mounts``: with a mount
+    namespace of its own, where binfmt_misc can be mounted (on a read-only /proc/sys, as on
+    this machine), and qemu-user-static's file shown on a tmpfs."""
+    script = REPO_ROOT / "scripts" / "setup-binfmt"
+    prepare = (
+        "mount -t tmpfs tmpfs /usr/lib/binfmt.d && "
+        f"printf '%s' {shlex.quote(QEMU_AARCH64_CONF)} >/usr/lib/binfmt.d/qemu-aarch64.conf && "
+        if own_mounts
+        else ""
+    )
+    shell = f"{prepare}test ! -w /proc/sys/fs && {script} && cat /proc/sys/fs/binfmt_misc/*aarch64"
+    namespaces = ["--user", "--map-root-user", "--fork", *(["--mount"] if own_mounts else [])]
+    return subprocess.run(
+        ["unshare", *namespaces, "bash", "-c", shell],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_setup_binfmt_mounts_binfmt_misc_under_a_read_only_proc_sys() -> None:
+    proc = _setup_binfmt(own_mounts=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "setup-binfmt: arm64 emulation ready (enabled)" in proc.stderr
+    assert "read-only" not in proc.stderr
+    assert "interpreter /usr/bin/true" in proc.stdout
+    assert "flags: POCF" in proc.stdout  # F: containers can use it
+
+
+def test_setup_binfmt_says_why_binfmt_misc_cannot_be_mounted() -> None:
+    proc = _setup_binfmt(own_mounts=False)  # the machine's mounts: not this namespace's to change
+    message = [ln for ln in proc.stderr.splitlines() if ln.startswith("setup-binfmt:")]
+    assert len(message) == 1, proc.stderr  # one line, which says what to do
+    assert message[0].startswith(
+        "setup-binfmt: cannot mount binfmt_misc on /proc/sys/fs/binfmt_misc (mount: "
+    )
+    assert "arm64 emulation stays off; amd64 builds are unaffected" in message[0]
+    assert "installing" not in proc.stderr  # nothing installed where it cannot be used

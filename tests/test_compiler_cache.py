@@ -19,6 +19,7 @@ from releng.compiler_cache import (
     S3Location,
     cache_clear,
     cache_stats,
+    ensure_volume,
     iam_statements,
     plan_cache,
 )
@@ -307,6 +308,11 @@ def scratch_volume(docker_client: Any) -> Iterator[Callable[..., str]]:
         ("corrupt", "ccache refuses it"),
         ("full", "its filesystem is full"),
         ("no-ccache", "the builder image has no ccache"),
+        (
+            "root-owned",
+            f"uid 1000 cannot write to {CACHE_MOUNT} (owned by uid 0); "
+            "invoke cache-clear DISTRO empties it",
+        ),
     ],
 )
 def test_a_broken_cache_says_so_in_one_line_and_the_build_goes_on(  # noqa: PLR0917  (fixtures)
@@ -330,6 +336,7 @@ def test_a_broken_cache_says_so_in_one_line_and_the_build_goes_on(  # noqa: PLR0
         "corrupt": "printf 'this is not ccache configuration\\n' >/v/ccache.conf && chown -R 1000 /v",
         "full": "chmod 1777 /v && (dd if=/dev/zero of=/v/filler bs=64k || true)",
         "no-ccache": "chmod 1777 /v",
+        "root-owned": "chmod 755 /v && touch /v/.kept",  # not empty: not copied up
     }[breakage]
     made = engine.run_spec(
         ContainerSpec(image=base, command=["sh", "-c", setup], volumes={volume: "/v"}, user="0")
@@ -405,3 +412,57 @@ def test_configure_probes_hit_in_their_random_directories_and_nothing_else_moves
     assert " 0 of 1 compilations were hits" in rate("/tmp/obj/one")
     assert " 0 of 1 compilations were hits" in rate("/tmp/obj/two")
     assert " 1 of 1 compilations were hits" in rate("/tmp/obj/two")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_calls_that_compile_and_link_in_one_step_say_so(
+    engine: Engine,
+    base_image: Callable[[str], str],
+    project_copy: Project,
+    scratch_volume: Callable[..., str],
+) -> None:
+    """As the demo's Makefile does: ccache counts such calls as uncacheable."""
+    base_image(BOOKWORM)
+    distro = project_copy.distro(BOOKWORM)
+    cache = plan_cache(project_copy, distro)
+    image = ensure_builder_image(engine, project_copy, distro).id
+    compile_and_link = (
+        "cd /tmp && printf 'int main(void) { return 0; }\\n' >t.c && "
+        "cc t.c -o t && cc -O2 t.c -o t && echo built"
+    )
+    output = _wrapper_run(
+        engine, project_copy, image, cache, volume=scratch_volume(), compile_=compile_and_link
+    )
+    lines = [ln for ln in output.splitlines() if ln.startswith(">>> compiler cache:")]
+    assert lines == [">>> compiler cache: 0 of 2 calls cacheable: compile and link in one step"]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_cache_stats_of_a_broken_volume_says_what_to_do(
+    engine: Engine,
+    base_image: Callable[[str], str],
+    project_copy: Project,
+    volumes_removed: list[Project],
+) -> None:
+    base = base_image(BOOKWORM)
+    volumes_removed.append(project_copy)
+    distro = project_copy.distro(BOOKWORM)
+    cache = plan_cache(project_copy, distro)
+    ensure_builder_image(engine, project_copy, distro)
+    ensure_volume(engine, cache, BOOKWORM)
+    broken = engine.run_spec(
+        ContainerSpec(
+            image=base,
+            command=["sh", "-c", "printf 'this is not ccache configuration\\n' >/v/ccache.conf"],
+            volumes={cache.volume: "/v"},
+            user="0",
+        )
+    )
+    assert broken.exit_code == 0, broken.output
+    [stats] = cache_stats(engine, project_copy, BOOKWORM)
+    assert stats.report.startswith("ccache cannot read it (ccache: error: "), stats.report
+    assert stats.report.endswith(
+        f"invoke cache-clear {BOOKWORM} empties it (the next build starts a new one)"
+    )

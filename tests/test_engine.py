@@ -119,3 +119,21 @@ def test_masks_hide_a_directory_inside_a_read_only_mount(
 def test_a_missing_image_is_an_engine_error(engine: Engine) -> None:
     with pytest.raises(EngineError, match="releng-no-such-image:x is not in the engine"):
         engine.run("releng-no-such-image:x", ["true"])
+
+
+def test_only_the_engine_talks_to_the_docker_sdk() -> None:
+    """One seam: no other module imports docker or reaches for an Engine's SDK client."""
+    import re
+
+    src = Path(__file__).resolve().parents[1] / "src" / "releng"
+    sdk = re.compile(
+        r"^\s*(import|from) docker\b|\bdocker\.(errors|types|from_env)\b|engine\.client\b"
+    )
+    offenders = [
+        f"{path.relative_to(src)}:{number}: {line.strip()}"
+        for path in sorted(src.rglob("*.py"))
+        if path != src / "engine.py"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if sdk.search(line)
+    ]
+    assert not offenders, offenders

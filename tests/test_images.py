@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -25,7 +26,7 @@ from releng.images import (
 )
 from releng.images.ubuntu import BUNDLED_KEYRING
 from releng.project import Project
-from tests.fixtures.project import REPO_ROOT, git
+from tests.fixtures.project import REPO_ROOT, copy_repo, git
 
 
 def _add_distro(project: Project, name: str, *, docker_base: str, codename: str) -> Project:
@@ -388,4 +389,72 @@ def test_an_ubuntu_codename_the_archive_does_not_carry_is_one_line(
     message = str(info.value)
     assert "the archive at http://archive.ubuntu.com/ubuntu does not carry nonesuch" in message
     assert "\n" not in message
+    assert engine.image_id(reference) is None
+
+
+def test_bootstraps_retry_a_transient_archive_failure(make_project: Callable[..., Project]) -> None:
+    # apt 2.3 and later retry three times anyway; apt 2.2 (bullseye hosts) does not retry.
+    project = make_project("")
+    for distro_id in ("debian-12-bookworm", "ubuntu-24.04-noble"):
+        cmd = bootstrap_command(project, project.distro(distro_id), Path("/tmp/x.tar"))
+        assert '--aptopt=Acquire::Retries "3"' in cmd, distro_id
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_an_ubuntu_base_image_bootstraps_from_a_checkout_under_a_private_directory(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # As a clone in /root: apt inside mmdebstrap reads the keyring as _apt, who cannot
+    # enter a directory of mode 0700.
+    home = tmp_path / "home"
+    home.mkdir()
+    home.chmod(0o700)
+    root = copy_repo(home / "repo")
+    (root / "keys").mkdir()
+    shutil.copyfile(BUNDLED_KEYRING, root / "keys" / "ubuntu.gpg")
+    product = root / "product.toml"
+    product.write_text(
+        product.read_text().replace("[images]\n", '[images]\nubuntu_keyring = "keys/ubuntu.gpg"\n')
+    )
+    reference = f"releng-test-private/ubuntu:xenial-{uuid.uuid4().hex[:8]}"
+    project = _add_distro(
+        Project.load(root), "ubuntu-16.04-private", docker_base=reference, codename="xenial"
+    )
+    try:
+        image_id = ensure_base_image(
+            engine, project, project.distro("ubuntu-16.04-private"), pull=False
+        )
+        assert engine.image_id(reference) == image_id
+        assert engine.image_labels(reference)["org.releng.suite"] == "xenial"
+        result = engine.run(reference, ["sh", "-c", ". /etc/os-release; echo $VERSION_ID"])
+        assert result.output.strip() == "16.04"
+    finally:
+        with contextlib.suppress(Exception):
+            engine.remove_image(reference)
+
+
+@pytest.mark.docker
+def test_a_failed_mmdebstrap_shows_its_last_errors_and_keeps_its_log(
+    engine: Engine, project_copy: Project
+) -> None:
+    product = project_copy.root / "product.toml"
+    mirror = "http://deb.debian.org/releng-no-such-mirror"
+    text = product.read_text()
+    product.write_text(text.replace('"http://deb.debian.org/debian"', f'"{mirror}"', 1))
+    reference = f"releng-test-mmfail/debian:bookworm-{uuid.uuid4().hex[:8]}"
+    project = _add_distro(
+        project_copy, "debian-12-mmfail", docker_base=reference, codename="bookworm"
+    )
+    with pytest.raises(ImageError) as info:
+        ensure_base_image(engine, project, project.distro("debian-12-mmfail"), pull=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"debian-12-mmfail: mmdebstrap of bookworm from {mirror} failed: ")
+    assert f"E: Failed to fetch {mirror}/dists/bookworm/InRelease" in message  # apt's own
+    assert "E: mmdebstrap failed to run" not in message  # not the line that says nothing
+    logs = sorted((project.state_dir / "logs").glob("bootstrap-debian-12-mmfail-*.log"))
+    assert len(logs) == 1
+    assert f"full log: {logs[0]};" in message
+    assert "I: running apt-get update..." in logs[0].read_text()
     assert engine.image_id(reference) is None

@@ -42,7 +42,7 @@ from releng.errors import BuildError
 if TYPE_CHECKING:
     from releng.config import ProductConfig
     from releng.distro import Distro
-    from releng.engine import Engine
+    from releng.engine import Engine, VolumeInfo
     from releng.project import Project
 
 log = logging.getLogger(__name__)
@@ -163,29 +163,20 @@ def plan_cache(
 
 def ensure_volume(engine: Engine, cache: CompilerCache, distro_id: str) -> None:
     """Create the cache's volume, labelled with its distro and architecture, if missing."""
-    import docker.errors
-
     if not cache.on:
         return
-    try:
-        engine.client.volumes.get(cache.volume)
-    except docker.errors.NotFound:
-        engine.client.volumes.create(
-            cache.volume, labels={LABEL_DISTRO: distro_id, LABEL_ARCH: cache.arch}
-        )
+    if engine.volume(cache.volume) is None:
+        engine.create_volume(cache.volume, labels={LABEL_DISTRO: distro_id, LABEL_ARCH: cache.arch})
 
 
 def volume_path(engine: Engine, volume: str) -> Path | None:
     """The volume's directory on this host, when this process can write there (root, local
     engine); else None."""
-    import docker.errors
-
-    try:
-        mountpoint = engine.client.volumes.get(volume).attrs.get("Mountpoint") or ""
-    except docker.errors.NotFound:
+    found = engine.volume(volume)
+    if found is None or not found.mountpoint:
         return None
-    path = Path(mountpoint)
-    return path if mountpoint and os.access(path, os.W_OK | os.X_OK) else None
+    path = Path(found.mountpoint)
+    return path if os.access(path, os.W_OK | os.X_OK) else None
 
 
 # -- S3 ------------------------------------------------------------------------------------
@@ -304,27 +295,6 @@ def _makedirs(path: Path, top: Path, uid: int, gid: int) -> None:
             os.chown(p, uid, gid)
 
 
-def s3_client(env: Mapping[str, str]) -> Any:
-    """An S3 client with short timeouts: a cache that does not answer must not stall builds.
-
-    Credentials come from boto3's usual chain on the host (on AWS: the instance role).
-    """
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-        region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
-        config=Config(
-            connect_timeout=3,
-            read_timeout=30,
-            retries={"max_attempts": 2, "mode": "standard"},
-            max_pool_connections=S3_WORKERS,
-        ),
-    )
-
-
 @dataclass
 class S3Sync:
     """The s3 mode around one build: :meth:`pull` before it, :meth:`push` after it.
@@ -355,9 +325,20 @@ class S3Sync:
                 f"{self.cache.s3.url} is not used, the local cache is"
             )
             return
-        store = S3Cache(
-            s3_client(self.env), self.cache.s3, distro_id=self.distro_id, arch=self.cache.arch
+        from releng import aws_clients
+
+        # Short timeouts: a cache that does not answer must not stall builds. Credentials
+        # come from boto3's usual chain on the host (on AWS: the instance role).
+        client = aws_clients.client(
+            "s3",
+            region_name=aws_clients.region(self.env),
+            endpoint_url=self.env.get("AWS_ENDPOINT_URL", ""),
+            connect_timeout=3,
+            read_timeout=30,
+            max_attempts=2,
+            pool=S3_WORKERS,
         )
+        store = S3Cache(client, self.cache.s3, distro_id=self.distro_id, arch=self.cache.arch)
         try:
             remote = store.listing()
             local.chmod(0o1777)  # as builder-setup made it: the build user writes there
@@ -439,12 +420,11 @@ class VolumeStats:
     report: str  # ccache --show-stats, or why it is missing
 
 
-def project_volumes(engine: Engine, project: Project, distro_id: str = "") -> list[Any]:
+def project_volumes(engine: Engine, project: Project, distro_id: str = "") -> list[VolumeInfo]:
     prefix = (
         cache_volume(project, distro_id, "") if distro_id else f"{VOLUME_PREFIX}-{project.name}-"
     )
-    volumes = engine.client.volumes.list(filters={"name": prefix})
-    return sorted((v for v in volumes if v.name.startswith(prefix)), key=lambda v: str(v.name))
+    return engine.volumes(prefix)
 
 
 def cache_stats(engine: Engine, project: Project, distro_id: str = "") -> list[VolumeStats]:
@@ -454,7 +434,7 @@ def cache_stats(engine: Engine, project: Project, distro_id: str = "") -> list[V
 
     stats = []
     for volume in project_volumes(engine, project, distro_id):
-        labels = volume.attrs.get("Labels") or {}
+        labels = volume.labels
         distro = str(labels.get(LABEL_DISTRO, ""))
         image = _builder_image(engine, project, distro)
         if image is None:
@@ -462,7 +442,7 @@ def cache_stats(engine: Engine, project: Project, distro_id: str = "") -> list[V
         else:
             spec = ContainerSpec(
                 image=image,
-                command=["sh", "-c", "ccache --show-stats --verbose 2>&1 || true"],
+                command=["sh", "-c", "ccache --show-stats --verbose 2>&1"],
                 volumes={volume.name: CACHE_MOUNT},
                 environment={
                     "CCACHE_DIR": CACHE_MOUNT,
@@ -472,7 +452,14 @@ def cache_stats(engine: Engine, project: Project, distro_id: str = "") -> list[V
                 # Not root: nothing it might write may belong to another user than the build's.
                 user=NOBODY,
             )
-            report = engine.run_spec(spec).output.rstrip()
+            result = engine.run_spec(spec)
+            report = result.output.rstrip()
+            if result.exit_code != 0:
+                said = (report.splitlines() or ["no output"])[0]
+                report = (
+                    f"ccache cannot read it ({said}); invoke cache-clear {distro} empties it "
+                    "(the next build starts a new one)"
+                )
         stats.append(
             VolumeStats(
                 volume=str(volume.name),
@@ -488,31 +475,25 @@ def _builder_image(engine: Engine, project: Project, distro_id: str) -> str | No
     if not distro_id:
         return None
     prefix = f"releng-builder-{project.name}:{distro_id}-"
-    images = engine.client.images.list(name=f"releng-builder-{project.name}")
+    images = engine.images(f"releng-builder-{project.name}")
     tagged = sorted(
-        (
-            (str(i.attrs.get("Created", "")), t)
-            for i in images
-            for t in i.tags
-            if t.startswith(prefix)
-        ),
-        reverse=True,
+        ((i.created, t) for i in images for t in i.tags if t.startswith(prefix)), reverse=True
     )
     return tagged[0][1] if tagged else None
 
 
 def cache_clear(engine: Engine, project: Project, distro_id: str = "") -> list[str]:
     """Remove the cache volumes (of ``distro_id``, or all); the names removed."""
-    import docker.errors
+    from releng.engine import EngineRefused
 
     removed = []
     for volume in project_volumes(engine, project, distro_id):
         try:
-            volume.remove()
-        except docker.errors.APIError as exc:
+            engine.remove_volume(volume.name)
+        except EngineRefused as exc:
             raise BuildError(
-                f"cannot remove the compiler cache volume {volume.name}: {exc.explanation}; "
+                f"cannot remove the compiler cache volume {volume.name}: {exc.reason}; "
                 "wait for the build that uses it to end"
             ) from None
-        removed.append(str(volume.name))
+        removed.append(volume.name)
     return removed

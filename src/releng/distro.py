@@ -49,11 +49,6 @@ def validate_image_reference(ref: str, *, where: str) -> str:
     return ref
 
 
-def repo_root_of(path: Path) -> Path:
-    """The repository root for a distros/ directory inside it."""
-    return path.resolve().parent
-
-
 BUILD_MODES = ("cross", "emulated")  # how foreign architectures build (releng.arch.BuildMode)
 
 

@@ -32,6 +32,14 @@ PING_TIMEOUT = 15  # seconds: how long "is an engine there?" may take
 API_TIMEOUT = 3600  # seconds between two bytes of a long, quiet build's log stream
 
 
+class EngineRefused(EngineError):
+    """The engine refused a request (an image or volume in use); ``reason`` is its word."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class Mount:
     """A bind mount of a host path into a container (read-only unless said otherwise)."""
@@ -45,6 +53,37 @@ class Mount:
 class RunResult:
     exit_code: int
     output: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerInfo:
+    """A container the engine lists: its id and labels."""
+
+    id: str
+    labels: Mapping[str, str]
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VolumeInfo:
+    """A named volume: its labels and where its files are on the engine's host."""
+
+    name: str
+    labels: Mapping[str, str]
+    mountpoint: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInfo:
+    """An image the engine lists: its id, tags, creation time (RFC 3339) and labels."""
+
+    id: str
+    tags: tuple[str, ...]
+    created: str
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,6 +270,15 @@ class Container:
         assert isinstance(output, bytes) and code is not None  # not streamed: both are there
         return RunResult(exit_code=code, output=output.decode("utf-8", "replace"))
 
+    def attach_socket(self) -> Any:
+        """The raw socket of the container's stdin, stdout and stderr (for a terminal)."""
+        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+        return self.engine.client.api.attach_socket(self.id, params=params)
+
+    def resize(self, *, height: int, width: int) -> None:
+        """Set the container's terminal size."""
+        self.engine.client.api.resize(self.id, height=height, width=width)
+
     def wait(self) -> int:
         assert self._container is not None
         return int(self._container.wait(timeout=None)["StatusCode"])
@@ -339,6 +387,124 @@ class Engine:
     def image_labels(self, reference: str) -> dict[str, str]:
         image = self.client.images.get(reference)
         return dict(image.labels or {})
+
+    def image_architecture(self, reference: str) -> str | None:
+        """The architecture an image's config records (OCI names: amd64, arm64), or None."""
+        import docker.errors
+
+        try:
+            image = self.client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            return None
+        return str(image.attrs.get("Architecture") or "")
+
+    def images(self, repository: str) -> list[ImageInfo]:
+        """The images tagged in ``repository``."""
+        return [
+            ImageInfo(
+                id=str(i.id),
+                tags=tuple(i.tags),
+                created=str(i.attrs.get("Created", "")),
+                labels=dict(i.labels or {}),
+            )
+            for i in self.client.images.list(name=repository)
+        ]
+
+    def remove_image(self, reference: str) -> bool:
+        """Untag (and remove, when it was the last tag) ``reference``; False when it is not
+        there. EngineError with the engine's reason when it refuses (an image in use)."""
+        import docker.errors
+
+        try:
+            self.client.images.remove(reference)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            reason = str(exc.explanation)
+            raise EngineRefused(f"cannot remove {reference}: {reason}", reason) from None
+        return True
+
+    def pull(self, reference: str, *, platform: str | None = None) -> str:
+        """Pull ``reference`` (for ``platform``); its id, or EngineError with the registry's
+        reason."""
+        import docker.errors
+
+        repository, tag = image_ref_parts(reference)
+        try:
+            image = self.client.images.pull(repository, tag=tag or None, platform=platform)
+        except docker.errors.APIError as exc:
+            raise EngineError(_last_line(str(exc.explanation or exc))) from None
+        return str(image.id)
+
+    def import_image(self, tarball: Path, reference: str, *, changes: Sequence[str] = ()) -> None:
+        """``docker import`` a root file system tarball as ``reference``."""
+        repository, tag = image_ref_parts(reference)
+        log.info("docker import %s as %s:%s", tarball, repository, tag)
+        self.client.api.import_image_from_file(
+            str(tarball), repository=repository, tag=tag, changes=list(changes)
+        )
+
+    def load_image(self, archive: Path) -> None:
+        """``docker load`` a ``docker save``-format archive (streamed from the file)."""
+        with archive.open("rb") as fh:
+            self.client.images.load(fh)
+
+    def containers(self, label: str, value: str) -> list[ContainerInfo]:
+        """Every container (running or not) whose ``label`` is ``value``."""
+        found = self.client.containers.list(all=True, filters={"label": f"{label}={value}"})
+        return [ContainerInfo(id=str(c.id), labels=dict(c.labels or {})) for c in found]
+
+    def remove_container(self, container_id: str) -> bool:
+        """Force-remove a container and its anonymous volumes; False when it was not there
+        or its removal failed (another run removing it meanwhile)."""
+        try:
+            self.client.api.remove_container(container_id, force=True, v=True)
+        except Exception:  # gone, or being removed by another run meanwhile: no harm
+            return False
+        return True
+
+    def volume(self, name: str) -> VolumeInfo | None:
+        """The named volume, or None."""
+        import docker.errors
+
+        try:
+            attrs = self.client.volumes.get(name).attrs
+        except docker.errors.NotFound:
+            return None
+        return _volume_info(attrs)
+
+    def volumes(self, prefix: str) -> list[VolumeInfo]:
+        """The volumes whose names start with ``prefix``, by name."""
+        found = [_volume_info(v.attrs) for v in self.client.volumes.list(filters={"name": prefix})]
+        return sorted((v for v in found if v.name.startswith(prefix)), key=lambda v: v.name)
+
+    def create_volume(self, name: str, *, labels: Mapping[str, str]) -> None:
+        self.client.volumes.create(name, labels=dict(labels))
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; EngineError with the engine's reason (a volume in use)."""
+        import docker.errors
+
+        try:
+            self.client.volumes.get(name).remove()
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            reason = str(exc.explanation)
+            raise EngineRefused(f"cannot remove the volume {name}: {reason}", reason) from None
+
+
+def _volume_info(attrs: Mapping[str, Any]) -> VolumeInfo:
+    return VolumeInfo(
+        name=str(attrs.get("Name", "")),
+        labels=dict(attrs.get("Labels") or {}),
+        mountpoint=str(attrs.get("Mountpoint") or ""),
+    )
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else "no details"
 
 
 def image_ref_parts(reference: str) -> tuple[str, str]:

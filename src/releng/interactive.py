@@ -113,13 +113,12 @@ def attach(engine: Engine, spec: ContainerSpec, *, stdin_fd: int = 0, stdout_fd:
 
     log.info("%s", spec.describe())
     with engine.container(spec) as container:
-        params = {"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-        sock = engine.client.api.attach_socket(container.id, params=params)
+        sock = container.attach_socket()
         raw = sock._sock  # the socket under the SDK's SocketIO wrapper
         container.start()
         size = shutil.get_terminal_size()
         with contextlib.suppress(Exception):
-            engine.client.api.resize(container.id, height=size.lines, width=size.columns)
+            container.resize(height=size.lines, width=size.columns)
         saved = termios.tcgetattr(stdin_fd)
         tty.setraw(stdin_fd)
         watch: list[Any] = [raw, stdin_fd]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from releng.engine import ContainerSpec, Engine, Mount
+from releng.engine import ContainerSpec, Engine, EngineRefused, Mount
 from releng.errors import BuildError
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,11 @@ def ensure_lintian_image(engine: Engine, *, name: str, distro_id: str, builder_i
                 "without --lintian"
             )
         container.commit(repository, tag, changes=['CMD ["bash"]'])
-    for image in engine.client.images.list(name=repository):
+    for image in engine.images(repository):
         for other in image.tags:
             if other != reference and other.split(":", 1)[-1].startswith(f"{distro_id}-"):
-                with contextlib.suppress(Exception):  # in use or gone: kept, no harm
-                    engine.client.images.remove(other)
+                with contextlib.suppress(EngineRefused):  # in use: kept, no harm
+                    engine.remove_image(other)
     return reference
 
 

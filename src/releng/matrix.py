@@ -131,6 +131,17 @@ def build_all(
     from releng.source import ensure_source_tarball
 
     ensure_source_tarball(project, version, env=env)
+    return _run_all(engine, builds, one, jobs=jobs)
+
+
+def _run_all(
+    engine: Engine,
+    builds: Sequence[tuple[str, str | None]],
+    one: Callable[[str, str | None], Outcome],
+    *,
+    jobs: int,
+) -> list[Outcome]:
+    """``one`` for each build, ``jobs`` at a time; their outcomes in the given order."""
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="build")
     futures: list[Future[Outcome]] = [pool.submit(one, d, a) for d, a in builds]
     try:

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from releng.distro import Distro
-from releng.engine import Engine, image_ref_parts
-from releng.errors import ImageError
+from releng.engine import Engine
+from releng.errors import EngineError, ImageError
 from releng.images import bootstrap, debian, ubuntu
 from releng.images.bootstrap import CannotBootstrap, Recipe
 from releng.project import Project
@@ -34,9 +34,9 @@ _RECIPES: dict[str, Callable[[Project, Distro], Recipe]] = {
 }
 
 
-def first_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no details"
+def log_dir(project: Project) -> Path:
+    """Where a failed bootstrap's log stays (beside failed builds' logs)."""
+    return project.state_dir / "logs"
 
 
 def bootstrap_recipe(project: Project, distro: Distro) -> Recipe:
@@ -59,7 +59,6 @@ def bootstrap_base_image(engine: Engine, project: Project, distro: Distro) -> st
     """mmdebstrap ``distro``'s suite and import it under its DOCKER_BASE name; the image id."""
     recipe = bootstrap_recipe(project, distro)
     bootstrap.check_archive(distro.id, recipe)
-    repository, tag = image_ref_parts(distro.docker_base)
     date = (
         project.config.images.snapshot
         if project.config.images.snapshot and distro.family == "debian"
@@ -71,21 +70,23 @@ def bootstrap_base_image(engine: Engine, project: Project, distro: Distro) -> st
         f"{LABEL_PREFIX}.date": date,
         f"{LABEL_PREFIX}.bootstrap": f"mmdebstrap --variant={bootstrap.VARIANT}",
     }
-    with tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp,
+        bootstrap.readable_keyring(recipe) as readable,
+    ):
         tarball = Path(tmp) / f"{distro.codename}.tar"
-        cmd = bootstrap.command(recipe, tarball)
-        proc = bootstrap.run(cmd, distro_id=distro.id, reference=distro.docker_base)
+        cmd = bootstrap.command(readable, tarball)
+        proc = bootstrap.run(
+            cmd, distro_id=distro.id, reference=distro.docker_base, log_dir=log_dir(project)
+        )
         if proc.returncode != 0:
             raise ImageError(
                 f"{distro.id}: mmdebstrap of {distro.codename} from {recipe.mirror} failed: "
-                f"{first_line(proc.stderr)}; check {recipe.settings_hint}"
+                f"{proc.failure()}; check {recipe.settings_hint}"
             )
         changes = [f"LABEL {k}={json.dumps(v)}" for k, v in labels.items()]
         changes.append('CMD ["bash"]')
-        log.info("docker import %s as %s:%s", tarball, repository, tag)
-        engine.client.api.import_image_from_file(
-            str(tarball), repository=repository, tag=tag, changes=changes
-        )
+        engine.import_image(tarball, distro.docker_base, changes=changes)
     image_id = engine.image_id(distro.docker_base)
     if image_id is None:
         raise ImageError(
@@ -96,15 +97,11 @@ def bootstrap_base_image(engine: Engine, project: Project, distro: Distro) -> st
 
 def pull_base_image(engine: Engine, distro: Distro) -> str:
     """Pull DOCKER_BASE; the image id, or ImageError with the registry's reason."""
-    import docker.errors
-
-    repository, tag = image_ref_parts(distro.docker_base)
     log.info("pulling %s", distro.docker_base)
     try:
-        image = engine.client.images.pull(repository, tag=tag or None)
-    except docker.errors.APIError as exc:
-        raise ImageError(first_line(str(exc.explanation or exc))) from None
-    return str(image.id)
+        return engine.pull(distro.docker_base)
+    except EngineError as exc:
+        raise ImageError(str(exc)) from None
 
 
 def ensure_base_image(

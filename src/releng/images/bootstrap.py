@@ -7,16 +7,26 @@ runs, the ``InRelease`` of every source in a recipe with a keyring is fetched
 and verified (:func:`releng.gpg.verify`) against that keyring, so that a codename the
 archive does not carry, a mirror that does not answer and a keyring that does
 not verify the archive are each one clear line, and nothing is imported.
+
+apt inside mmdebstrap reads the keyring as the ``_apt`` user, which cannot
+read a checkout under a private directory (``/root``): mmdebstrap gets a copy
+in a directory everyone may read (:func:`readable_keyring`). apt retries a
+transient archive failure (:data:`RETRIES`); when mmdebstrap fails all the same,
+its output stays in a log whose path and last error lines the error names.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import logging
+import os
 import shlex
 import subprocess
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from releng.errors import ImageError
@@ -26,6 +36,8 @@ log = logging.getLogger(__name__)
 
 VARIANT = "minbase"
 RELEASE_TIMEOUT = 60  # seconds for one InRelease download
+RETRIES = 3  # apt's Acquire::Retries: a transient archive failure is tried again
+ERROR_LINES = 3  # how many of mmdebstrap's last error lines an error repeats
 
 
 class CannotBootstrap(ImageError):
@@ -77,10 +89,14 @@ class Recipe:
 
 def command(recipe: Recipe, tarball: Path) -> list[str]:
     """The mmdebstrap command line that writes ``recipe``'s chroot to ``tarball``."""
+    keyring = [f"--keyring={recipe.keyring}"] if recipe.keyring is not None else []
     return [
         "mmdebstrap",
         f"--variant={VARIANT}",
-        "--quiet",
+        # Not --quiet: it hides apt's own error lines, which say what went wrong (the
+        # output goes to a log, not the terminal).
+        f'--aptopt=Acquire::Retries "{RETRIES}"',
+        *keyring,
         *recipe.options,
         recipe.suite,
         str(tarball),
@@ -88,17 +104,71 @@ def command(recipe: Recipe, tarball: Path) -> list[str]:
     ]
 
 
-def run(cmd: list[str], *, distro_id: str, reference: str) -> subprocess.CompletedProcess[str]:
-    """Run the mmdebstrap command ``cmd`` that makes ``reference`` (logged, output captured);
-    one clear error when mmdebstrap is not installed. The caller judges the exit status."""
+@contextlib.contextmanager
+def readable_keyring(recipe: Recipe) -> Iterator[Recipe]:
+    """``recipe`` with a copy of its keyring that apt's ``_apt`` user can read (in a new
+    directory of mode 0755 under the temporary directory), removed on the way out."""
+    if recipe.keyring is None:
+        yield recipe
+        return
+    with tempfile.TemporaryDirectory(prefix="releng-keyring-") as tmp:
+        Path(tmp).chmod(0o755)
+        copy = Path(tmp) / recipe.keyring.name
+        shutil.copyfile(recipe.keyring, copy)
+        copy.chmod(0o644)
+        yield replace(recipe, keyring=copy)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """How an mmdebstrap run ended; its whole output is in ``log_path`` (kept on failure)."""
+
+    returncode: int
+    output: str
+    log_path: Path
+
+    def failure(self) -> str:
+        """mmdebstrap's last error lines and where its log is, for a one-line error."""
+        return f"{error_lines(self.output)}; full log: {self.log_path}"
+
+
+def run(cmd: list[str], *, distro_id: str, reference: str, log_dir: Path) -> Outcome:
+    """Run the mmdebstrap command ``cmd`` that makes ``reference`` (logged), its output into
+    a log in ``log_dir`` that stays when it fails; one clear error when mmdebstrap is not
+    installed. The caller judges the exit status."""
     log.info("bootstrapping %s: %s", reference, shlex.join(cmd))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    log_path = log_dir / f"bootstrap-{distro_id}-{stamp}-{os.getpid()}.log"
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=False)
+        with log_path.open("w", encoding="utf-8") as fh:
+            fh.write(f"$ {shlex.join(cmd)}\n")
+            fh.flush()
+            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
     except FileNotFoundError:
+        log_path.unlink(missing_ok=True)
         raise ImageError(
             f"{distro_id}: cannot bootstrap {reference}: mmdebstrap is not installed; "
             "run ./scripts/setup"
         ) from None
+    output = log_path.read_text(encoding="utf-8", errors="replace")
+    if proc.returncode == 0:
+        log_path.unlink()
+    return Outcome(returncode=proc.returncode, output=output, log_path=log_path)
+
+
+def error_lines(output: str, *, count: int = ERROR_LINES) -> str:
+    """The last ``count`` lines of mmdebstrap's output that report a problem (apt's and its
+    own ``E:``/``W:`` lines, but not the closing "mmdebstrap failed to run"), joined; else
+    its last line."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    problems = [
+        ln
+        for ln in lines
+        if ln.startswith(("E:", "W:", "Err:")) and "mmdebstrap failed to run" not in ln
+    ]
+    chosen = list(dict.fromkeys(problems))[-count:] or lines[-1:] or ["no output"]
+    return " / ".join(ln[:300] for ln in chosen)
 
 
 def check_archive(distro_id: str, recipe: Recipe) -> None:

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from releng.digest import file_sha256
 from releng.distro import Distro
-from releng.engine import ContainerSpec, Engine, Mount, image_ref_parts
+from releng.engine import ContainerSpec, Engine, EngineRefused, Mount, image_ref_parts
 from releng.errors import ImageError
 from releng.images.base import LABEL_PREFIX, ensure_base_image
 from releng.project import Project
@@ -82,7 +83,7 @@ def builder_inputs(
         "base_image": base_id,
         "build_depends": build_depends(distro.debian_dir),
         "apt_sources": distro.apt_sources or "",
-        "builder_setup": hashlib.sha256(setup.read_bytes()).hexdigest(),
+        "builder_setup": file_sha256(setup),
     }
     if arch:
         inputs["architecture"] = arch
@@ -93,7 +94,7 @@ def builder_inputs(
             raise ImageError(
                 f"{cross_setup} is missing; it provisions cross builders (restore it from git)"
             )
-        inputs["cross_setup"] = hashlib.sha256(cross_setup.read_bytes()).hexdigest()
+        inputs["cross_setup"] = file_sha256(cross_setup)
         if distro.family == "ubuntu":
             inputs["ports_mirror"] = ports_mirror
     return inputs
@@ -179,25 +180,22 @@ def prune_builder_images(
     An image a container still uses (another build, an interactive shell) is left alone.
     ``repository``: the builders of another architecture (:func:`builder_repository`).
     """
-    import docker.errors
-
     repository = repository or f"releng-builder-{project.name}"
     prefix = f"{repository}:{distro.id}-"
     tagged: list[tuple[tuple[str, str], str]] = []  # (creation time, reference)
-    for image in engine.client.images.list(name=repository):
+    for image in engine.images(repository):
         # RFC 3339 in UTC with trailing zeros of the nanoseconds cut: pad them to compare.
-        seconds, _, fraction = str(image.attrs.get("Created", "")).rstrip("Z").partition(".")
+        seconds, _, fraction = image.created.rstrip("Z").partition(".")
         created = (seconds, fraction.ljust(9, "0"))
         tagged += [(created, tag) for tag in image.tags if tag.startswith(prefix)]
     tagged.sort(reverse=True)
     removed = []
     for _created, reference in tagged[keep:]:
         try:
-            engine.client.images.remove(reference)
-        except docker.errors.NotFound:
-            continue
-        except docker.errors.APIError as exc:
-            log.info("keeping builder image %s: %s", reference, exc.explanation)
+            if not engine.remove_image(reference):
+                continue
+        except EngineRefused as exc:
+            log.info("keeping builder image %s: %s", reference, exc.reason)
             continue
         log.info("removed the old builder image %s", reference)
         removed.append(reference)

@@ -21,11 +21,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from releng.arch import ARCHITECTURES, ArchInfo, check_emulation, image_for
+from releng.digest import file_sha256
 from releng.distro import Distro
-from releng.engine import Engine, image_ref_parts
-from releng.errors import ImageError
+from releng.engine import Engine
+from releng.errors import EngineError, ImageError
 from releng.images import bootstrap
-from releng.images.base import LABEL_PREFIX, bootstrap_recipe, first_line
+from releng.images.base import LABEL_PREFIX, bootstrap_recipe, log_dir
 from releng.project import Project
 
 log = logging.getLogger(__name__)
@@ -35,13 +36,7 @@ ROOTFS_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 def image_architecture(engine: Engine, reference: str) -> str | None:
     """The architecture an image's config records (OCI names: amd64, arm64), or None."""
-    import docker.errors
-
-    try:
-        image = engine.client.images.get(reference)
-    except docker.errors.ImageNotFound:
-        return None
-    return str(image.attrs.get("Architecture") or "")
+    return engine.image_architecture(reference)
 
 
 def ensure_foreign_base_image(
@@ -96,15 +91,11 @@ def ensure_foreign_base_image(
 
 
 def _pull(engine: Engine, reference: str, info: ArchInfo) -> str:
-    import docker.errors
-
-    repository, tag = image_ref_parts(reference)
     log.info("pulling %s for %s", reference, info.platform)
     try:
-        image = engine.client.images.pull(repository, tag=tag or None, platform=info.platform)
-    except docker.errors.APIError as exc:
-        raise ImageError(first_line(str(exc.explanation or exc))) from None
-    return str(image.id)
+        return engine.pull(reference, platform=info.platform)
+    except EngineError as exc:
+        raise ImageError(str(exc)) from None
 
 
 def foreign_recipe(project: Project, distro: Distro, arch: str) -> bootstrap.Recipe:
@@ -129,7 +120,11 @@ def foreign_bootstrap_command(
     project: Project, distro: Distro, arch: str, tarball: Path
 ) -> list[str]:
     """:func:`releng.images.base.bootstrap_command` for ``arch``."""
-    cmd = bootstrap.command(foreign_recipe(project, distro, arch), tarball)
+    return _command(foreign_recipe(project, distro, arch), arch, tarball)
+
+
+def _command(recipe: bootstrap.Recipe, arch: str, tarball: Path) -> list[str]:
+    cmd = bootstrap.command(recipe, tarball)
     return [cmd[0], f"--architectures={arch}", *cmd[1:]]
 
 
@@ -139,20 +134,26 @@ def bootstrap_foreign_image(engine: Engine, project: Project, distro: Distro, ar
     reference = image_for(distro.docker_base, arch)
     # The archive is asked first (Ubuntu: its Release verified): an unreachable one fails
     # in one line before mmdebstrap starts.
-    bootstrap.check_archive(distro.id, foreign_recipe(project, distro, arch))
-    with tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp:
+    recipe = foreign_recipe(project, distro, arch)
+    bootstrap.check_archive(distro.id, recipe)
+    with (
+        tempfile.TemporaryDirectory(prefix="releng-bootstrap-") as tmp,
+        bootstrap.readable_keyring(recipe) as readable,
+    ):
         rootfs = Path(tmp) / "rootfs.tar"
-        cmd = foreign_bootstrap_command(project, distro, arch, rootfs)
-        proc = bootstrap.run(cmd, distro_id=distro.id, reference=reference)
+        cmd = _command(readable, arch, rootfs)
+        proc = bootstrap.run(
+            cmd, distro_id=distro.id, reference=reference, log_dir=log_dir(project)
+        )
         if proc.returncode != 0:
             hint = (
                 "install arch-test (./scripts/setup-binfmt)"
-                if "arch-test" in proc.stderr
+                if "arch-test" in proc.output
                 else "check the mirror in [images] of product.toml and ./scripts/setup-binfmt"
             )
             raise ImageError(
                 f"{distro.id}: mmdebstrap of {distro.codename} for {arch} failed: "
-                f"{first_line(proc.stderr)}; {hint}"
+                f"{proc.failure()}; {hint}"
             )
         labels = {
             f"{LABEL_PREFIX}.suite": distro.codename,
@@ -164,8 +165,7 @@ def bootstrap_foreign_image(engine: Engine, project: Project, distro: Distro, ar
         archive = Path(tmp) / "image.tar"
         write_image_archive(archive, rootfs, reference=reference, info=info, labels=labels)
         log.info("docker load %s (%s)", reference, info.platform)
-        with archive.open("rb") as fh:  # streamed: the archive holds the whole root file system
-            engine.client.images.load(fh)
+        engine.load_image(archive)  # streamed: the archive holds the whole root file system
     image_id = engine.image_id(reference)
     if image_id is None:
         raise ImageError(
@@ -179,11 +179,7 @@ def write_image_archive(
 ) -> None:
     """A ``docker save``-format archive of one layer (``rootfs``, a tar) whose config says
     ``info``'s architecture, tagged ``reference``."""
-    digest = hashlib.sha256()
-    with rootfs.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    diff_id = digest.hexdigest()
+    diff_id = file_sha256(rootfs)
     created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     config = {
         "architecture": info.oci_arch,

@@ -12,8 +12,8 @@ Debian bookworm no longer packages ``ubuntu-keyring``, so the public keyring
 is carried here (``keyrings/ubuntu-archive-keyring.gpg``, taken from Debian
 trixie's ubuntu-keyring 2023.11.28.1-0.2; a test checks its fingerprints),
 and ``[images] ubuntu_keyring`` may name another. The keyring is used by
-mmdebstrap only; apt inside the image trusts what its own ubuntu-keyring
-package installs.
+mmdebstrap only (a copy ``_apt`` can read: see :func:`.bootstrap.readable_keyring`);
+apt inside the image trusts what its own ubuntu-keyring package installs.
 """
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ def recipe(project: Project, distro: Distro, *, arch: str = "") -> Recipe:
         mirror=listed[0].uri,
         mirror_args=tuple(s.line for s in listed),
         options=(
-            f"--keyring={keyring(project)}",
             # The keyring is for the bootstrap; apt in the image trusts its ubuntu-keyring.
             "--skip=check/signed-by",
             "--include=apt",  # not in xenial's minbase set
