@@ -22,7 +22,9 @@ import datetime as dt
 import logging
 import os
 import shlex
+import shutil
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
