@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from releng.apt.debfile import BadPackageError, parse_paragraph, sha256_file
+from releng.apt.debfile import BadPackageError, parse_paragraph, read_deb, sha256_file
 from releng.apt.index import IndexEntry, parse_release_sha256
 from releng.errors import RepoError
 
@@ -255,6 +255,19 @@ def _verify_index(
     return good
 
 
+def _pool_digest(path: Path, root: Path, problem: Callable[[str], None]) -> tuple[int, str]:
+    """(size, sha256) of a pool file; a .deb's control file is read as dpkg reads it on the
+    way (one pass), and one dpkg refuses is a problem: apt would download it, dpkg fail."""
+    if path.suffix not in (".deb", ".udeb"):
+        return sha256_file(path)
+    try:
+        info = read_deb(path)
+    except BadPackageError as exc:
+        problem(f"{path.relative_to(root)}: {str(exc).removeprefix(str(path) + ': ')}")
+        return sha256_file(path)
+    return info.size, info.sha256
+
+
 def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:  # noqa: PLR0912, PLR0915
     """Every signature, checksum and referenced file; problems listed, nothing raised for them."""
     if root.exists() and not root.is_dir():
@@ -282,7 +295,7 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
                 problem(f"{where} names {path.relative_to(root)}, which is missing")
                 hashed[path] = (-1, "")
                 return
-            hashed[path] = sha256_file(path)
+            hashed[path] = _pool_digest(path, root, problem)
             report.files_checked += 1
         got = hashed[path]
         if got[0] >= 0 and got != (size, sha256):
