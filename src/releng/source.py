@@ -46,6 +46,7 @@ from pathlib import Path
 
 from releng import gitrefs
 from releng.config import SourceSection
+from releng.digest import file_sha256
 from releng.errors import SourceError
 from releng.gpg import Signer, signer_for
 from releng.project import Project
@@ -78,14 +79,6 @@ class _Entry:
     target: str = ""
     local: Path | None = None  # file content on disk
     data: bytes | None = None  # or in memory
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pruned(path: str, patterns: list[str]) -> bool:
@@ -392,7 +385,7 @@ class Upstream:
     def verify(self, archive: Path, signature: Path | None) -> None:
         """SourceError unless ``archive`` matches the pin, is a tarball and verifies."""
         if self.sha256 is not None:
-            digest = sha256_file(archive)
+            digest = file_sha256(archive)
             if digest != self.sha256:
                 raise SourceError(
                     f"{self.url}: sha256 {digest} does not match the pinned {self.sha256}; "
@@ -555,7 +548,7 @@ def make_source_tarball(
         else:
             prefix = project.source_stem(version)
             write_reproducible_tarball(got.entries, staged, prefix=prefix, mtime=got.mtime)
-        digest = sha256_file(staged)
+        digest = file_sha256(staged)
         staged_sums = Path(tmp) / sums.name
         staged_sums.write_text(f"{digest}  {tarball.name}\n")
         with ThreadPoolExecutor(2) as pool:  # two gpg runs (each verified) at once
@@ -594,7 +587,7 @@ def current_source_tarball(project: Project, version: Version) -> SourceTarball 
     if project.config.source.kind == "git" and version.is_nightly:
         gitdir, _ = git_origin(project, project.config.source)
         current = _resolve_ref(gitdir, project.config.source, version)[1]
-    if current != recorded["origin"] or sha256_file(tarball) != recorded["sha256"]:
+    if current != recorded["origin"] or file_sha256(tarball) != recorded["sha256"]:
         return None
     log.info("%s is up to date", tarball)
     return SourceTarball(

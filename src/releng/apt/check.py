@@ -35,8 +35,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from releng.apt.debfile import BadPackageError, parse_paragraph, read_deb, sha256_file
+from releng.apt.debfile import BadPackageError, parse_paragraph, read_deb
 from releng.apt.index import IndexEntry, parse_release_sha256
+from releng.digest import file_size_sha256
 from releng.errors import RepoError
 
 log = logging.getLogger(__name__)
@@ -259,12 +260,12 @@ def _pool_digest(path: Path, root: Path, problem: Callable[[str], None]) -> tupl
     """(size, sha256) of a pool file; a .deb's control file is read as dpkg reads it on the
     way (one pass), and one dpkg refuses is a problem: apt would download it, dpkg fail."""
     if path.suffix not in (".deb", ".udeb"):
-        return sha256_file(path)
+        return file_size_sha256(path)
     try:
         info = read_deb(path)
     except BadPackageError as exc:
         problem(f"{path.relative_to(root)}: {str(exc).removeprefix(str(path) + ': ')}")
-        return sha256_file(path)
+        return file_size_sha256(path)
     return info.size, info.sha256
 
 
