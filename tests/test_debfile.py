@@ -113,3 +113,21 @@ def test_include_refuses_and_repo_check_flags_what_dpkg_refuses(
     flagged = [p for p in report.problems if "Package is there twice" in p]
     assert flagged, report.problems
     assert flagged[0].startswith("pool/")
+
+
+def test_what_stands_instead_of_a_file_is_named(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    from releng.apt.debfile import not_a_file
+
+    os.mkfifo(tmp_path / "fifo.deb")
+    (tmp_path / "dir.deb").mkdir()
+    (tmp_path / "dangling.deb").symlink_to(tmp_path / "nowhere")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "sock.deb"))
+        assert not_a_file(tmp_path / "sock.deb") == "is a socket, not a file"
+    assert not_a_file(tmp_path / "fifo.deb") == "is a FIFO (named pipe), not a file"
+    assert not_a_file(tmp_path / "dir.deb") == "is a directory, not a file"
+    assert not_a_file(tmp_path / "none.deb") == "does not exist"
+    assert not_a_file(tmp_path / "dangling.deb") == "does not exist (a dangling symlink)"

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from releng.apt.debfile import BadPackageError, parse_paragraph, read_deb
+from releng.apt.debfile import BadPackageError, not_a_file, parse_paragraph, read_deb
 from releng.apt.index import IndexEntry, parse_release_sha256
 from releng.digest import file_size_sha256
 from releng.errors import RepoError
@@ -293,7 +293,8 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
             return
         if path not in hashed:
             if not path.is_file():
-                problem(f"{where} names {path.relative_to(root)}, which is missing")
+                what = not_a_file(path).replace("does not exist", "is missing")
+                problem(f"{where} names {path.relative_to(root)}, which {what}")
                 hashed[path] = (-1, "")
                 return
             hashed[path] = _pool_digest(path, root, problem)

@@ -13,6 +13,7 @@ import lzma
 import os
 import re
 import shutil
+import stat
 import subprocess
 import zlib
 from pathlib import Path
@@ -49,6 +50,26 @@ class DebInfo(NamedTuple):
     @property
     def architecture(self) -> str:
         return self.control["Architecture"]
+
+
+def not_a_file(path: Path) -> str:
+    """What stands at ``path`` instead of a regular file, as the end of a sentence about it:
+    ``does not exist``, ``is a FIFO (named pipe), not a file``, ..."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist" + (" (a dangling symlink)" if path.is_symlink() else "")
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"is {kind}, not a file"
 
 
 def parse_paragraph(text: str, *, where: str) -> dict[str, str]:
