@@ -179,6 +179,8 @@ def test_valid_names_and_components_still_pass() -> None:
         ('[product]\nmaintainer = "A B <a@b.org>\\nX-Evil: 1"', "maintainer"),
         ('[product]\nmaintainer = "nobody"', "maintainer"),
         ('[product]\nsummary = "two\\tparts"', "a tab"),
+        ('[publish]\nprefix = "t\\tab"', "a tab"),
+        ('[publish]\npublic_url = "https://h/\\nSuites: evil"', "a newline"),
         ('[source]\nrelease_branch = "{name}.lock"', "'.lock'"),
         ('[source]\nrelease_branch = "-{name}"', "starts with '-'"),
         ('[source]\nrelease_branch = "rel/.{major}"', "starts with '.'"),

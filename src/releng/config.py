@@ -381,6 +381,7 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
     _check_build(cfg, where)
     _check_product(cfg.product, where)
     _check_git_urls(cfg, where)
+    _check_one_line_values(cfg, where)
 
 
 def _check_release_branch(src: SourceSection, where: str) -> None:
@@ -598,6 +599,33 @@ def _check_git_urls(cfg: ProductConfig, where: str) -> None:
             f"{where}: [source] nightly_ref = {ref!r} is not a git ref name ({problem}); "
             "e.g. 'HEAD', 'main' or 'refs/heads/main'"
         )
+
+
+# Values that become S3 keys, URLs in printed sources snippets or AWS names: one word each.
+_ONE_WORD = {
+    "publish": (
+        "bucket",
+        "prefix",
+        "scratch_bucket",
+        "cloudfront_distribution",
+        "region",
+        "public_url",
+    ),
+    "aws": ("region", "stack_name", "ami", "arm64_ami"),
+    "images": ("debian_mirror", "snapshot_mirror", "ubuntu_mirror", "ubuntu_ports_mirror"),
+}
+
+
+def _check_one_line_values(cfg: ProductConfig, where: str) -> None:
+    for section, keys in _ONE_WORD.items():
+        for key in keys:
+            value: str = getattr(getattr(cfg, section), key, "")  # "" once a key moves
+            found = control_character(value) or ("a space" if " " in value else None)
+            if found:
+                raise ConfigError(
+                    f"{where}: [{section}] {key} = {value!r} holds {found}; it becomes part of "
+                    "an S3 key, a URL or a name: remove it"
+                )
 
 
 def _check_counts(cfg: ProductConfig, where: str) -> None:
