@@ -256,17 +256,16 @@ def _verify_index(
     return good
 
 
-def _pool_digest(path: Path, root: Path, problem: Callable[[str], None]) -> tuple[int, str]:
-    """(size, sha256) of a pool file; a .deb's control file is read as dpkg reads it on the
-    way (one pass), and one dpkg refuses is a problem: apt would download it, dpkg fail."""
+def _pool_digest(path: Path) -> tuple[int, str, str]:
+    """(size, sha256, why dpkg refuses it or "") of a pool file: a .deb's control file is
+    read as dpkg reads it on the way (one pass over the file)."""
     if path.suffix not in (".deb", ".udeb"):
-        return file_size_sha256(path)
+        return (*file_size_sha256(path), "")
     try:
         info = read_deb(path)
     except BadPackageError as exc:
-        problem(f"{path.relative_to(root)}: {str(exc).removeprefix(str(path) + ': ')}")
-        return file_size_sha256(path)
-    return info.size, info.sha256
+        return (*file_size_sha256(path), str(exc).removeprefix(f"{path}: "))
+    return info.size, info.sha256, ""
 
 
 def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:  # noqa: PLR0912, PLR0915
@@ -297,8 +296,12 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
                 problem(f"{where} names {path.relative_to(root)}, which {what}")
                 hashed[path] = (-1, "")
                 return
-            hashed[path] = _pool_digest(path, root, problem)
+            got_size, got_sha256, refused = _pool_digest(path)
+            hashed[path] = (got_size, got_sha256)
             report.files_checked += 1
+            if refused and hashed[path] == (size, sha256):
+                # The index vouches for it (apt downloads it), and dpkg cannot install it.
+                problem(f"{path.relative_to(root)}: {refused}")
         got = hashed[path]
         if got[0] >= 0 and got != (size, sha256):
             problem(
