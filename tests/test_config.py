@@ -155,3 +155,80 @@ def test_valid_names_and_components_still_pass() -> None:
         'url = "https://dl.example.org/hhvm-{version}.tar.gz"\n'
     )
     assert cfg.repositories.components == ["main", "contrib"]
+
+
+# --- issue 23: every value is refused at load, in one line naming the file and the key ---
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[source]\npublic_repository = "--upload-pack=id>/tmp/x;false"', "starts with '-'"),
+        ('[source]\npublic_repository = "fd::17"', "transport::address"),
+        ('[source]\npublic_repository = "ext::sh -c id"', "spaces"),
+        ('[source]\npublic_repository = "relative/path.git"', "neither a URL nor an absolute"),
+        ('[source]\npublic_repository = "https://h/x\\n.git"', "a newline"),
+        ('[source]\nrepository = "-oops"', "starts with '-'"),
+        ('[aws]\nrepository_url = "--upload-pack=x"', "starts with '-'"),
+        ('[source]\nnightly_ref = "-main"', "starts with '-'"),
+        ("[repositories]\nsuites = []", "with no suite"),
+        ('[repositories]\nsuites = ["{codename}", "{codename}"]', "twice"),
+        ('[repositories]\narchitectures = ["x86"]', "dpkg knows"),
+        ("[product]\nsmoke_command = []", "runs nothing"),
+        ('[product]\nsmoke_command = [""]', "runs nothing"),
+        ('[product]\nmaintainer = "A B <a@b.org>\\nX-Evil: 1"', "maintainer"),
+        ('[product]\nmaintainer = "nobody"', "maintainer"),
+        ('[product]\nsummary = "two\\tparts"', "a tab"),
+        ('[publish]\nprefix = "t\\tab"', "a tab"),
+        ('[publish]\npublic_url = "https://h/\\nSuites: evil"', "a newline"),
+        ('[source]\nrelease_branch = "{name}.lock"', "'.lock'"),
+        ('[source]\nrelease_branch = "-{name}"', "starts with '-'"),
+        ('[source]\nrelease_branch = "rel/.{major}"', "starts with '.'"),
+        ('[source]\nrelease_tag = "v{version}.lock"', "'.lock'"),
+        ('[source]\nkind = "url"\nurl = "https://h/x-{version}-{__class__}.tar.gz"', "{version}"),
+        ('[source]\nkind = "url"\nurl = "https://h/x-{version}-{0}.tar.gz"', "{version}"),
+        ('[source]\nkind = "url"\nurl = "https://h/x-{version}-{nope}.tar.gz"', "{version}"),
+        (
+            '[source]\nkind = "url"\nurl = "https://h/x-{version}.tar.gz"\n'
+            'signature_url = "https://h/x-{version}.asc{version.real}"\nkeyring = "k"',
+            "{version}",
+        ),
+    ],
+)
+def test_bad_values_are_refused_at_load_naming_file_and_key(toml: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(toml)
+    message = str(err.value)
+    assert message.startswith("product.toml: [")
+    assert "\n" not in message
+    assert expected in message, message
+
+
+def test_good_git_locations_and_suite_lists_pass() -> None:
+    for url in ("https://example.org/x.git", "git@example.org:x.git", "/srv/git/x.git"):
+        assert parse(f'[source]\npublic_repository = "{url}"').source.public_repository == url
+    cfg = parse(
+        "[repositories]\nsuites = []\n"
+        'release_suites = ["{codename}-stable"]\nnightly_suites = ["{codename}-nightly"]'
+    )
+    assert cfg.suites_for(
+        codename="bookworm", distro="debian-12-bookworm", version=Version.parse("2026.11.22")
+    ) == ["bookworm-nightly"]
+    assert parse('[product]\nmaintainer = "J. Doe (QA) <j.doe@example.org>"').product.maintainer
+
+
+NAMES = ["main", "-x", "t.lock", "a/b", "a//b", "a..b", ".a", "a/.b", "a.", "a b", "a\tb"]
+NAMES += ["a~1", "x@{y", "a/b.lock/c", "release/1.2", "a\x7f", "a:b", "a?", "a*", "a[", "a\\b"]
+NAMES += ["/a", "a/", "é", "a@b", "1.2.3-rc1", "tally-v1.2"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ref_names_are_judged_as_git_check_ref_format_does(name: str) -> None:
+    import subprocess
+
+    from releng.gitrefs import ref_name_problem
+
+    git = subprocess.run(
+        ["git", "check-ref-format", "--branch", name], capture_output=True, check=False
+    )
+    assert (ref_name_problem(name) is None) == (git.returncode == 0), name

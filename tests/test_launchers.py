@@ -45,3 +45,71 @@ def test_every_tool_has_the_entry_point_its_package_provides() -> None:
     for tool, (module, call) in ENTRY_POINTS.items():
         compile(launcher_text(Path(sys.executable), tool), tool, "exec")
         assert callable(attrgetter(call)(importlib.import_module(module)))
+
+
+# --- issue 23, item 10: the /usr/local/bin wrapper, and a Ctrl-C once the work is done ---
+
+
+def _wrapper(tmp_path: Path) -> Path:
+    """The wrapper scripts/setup writes, for a checkout whose .venv runs this test's Python."""
+    from releng.checkout_venv import COMPLETE
+    from releng.launchers import wrapper_text
+
+    checkout = tmp_path / "checkout"
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    (checkout / ".venv" / COMPLETE).write_text("test\n")
+    launcher = checkout / ".venv" / "bin" / "invoke"
+    launcher.write_text(launcher_text(Path(sys.executable), "invoke"))
+    launcher.chmod(0o755)
+    wrapper = tmp_path / "bin" / "invoke"
+    wrapper.parent.mkdir()
+    wrapper.write_text(wrapper_text("invoke", checkout, block=True))
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_a_ctrl_c_in_the_wrapper_ends_in_one_line_and_130(tmp_path: Path) -> None:
+    wrapper = _wrapper(tmp_path)
+    deep = tmp_path / "a" / "b" / "c" / "d" / "e"  # the wrapper searches every parent for a .venv
+    deep.mkdir(parents=True)
+    command = [str(wrapper), "-r", str(REPO_ROOT), "repo-check", "--repo", str(tmp_path / "none")]
+    killed = []
+    for step in range(24):  # 0 to 11.5 ms after the exec: mostly in the wrapper's search
+        process = subprocess.Popen(
+            command, cwd=deep, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(step * 0.0005)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        if (process.returncode, stderr) == (-signal.SIGINT, ""):
+            # Before env's first instructions could block it (no program can catch a
+            # signal that lands before it runs): a fraction of a millisecond.
+            killed.append(step * 0.5)
+            continue
+        where = f"SIGINT after {step * 0.5} ms: exit {process.returncode}, stderr {stderr!r}"
+        assert (process.returncode, stderr) == (130, "interrupted\n"), where
+    assert len(killed) <= 4, f"killed by the signal at {killed} ms"
+
+
+def test_a_ctrl_c_after_the_output_is_complete_ends_in_one_line_and_130(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(
+        "import atexit, time\n"
+        "from invoke import task\n"
+        "@task\n"
+        "def done(c):\n"
+        "    print('done', flush=True)\n"
+        "    atexit.register(time.sleep, 2)  # the process is still there after its output\n"
+    )
+    wrapper = _wrapper(tmp_path)
+    process = subprocess.Popen(
+        [str(wrapper), "--search-root", str(tmp_path), "done"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "done\n"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (130, "interrupted\n")

@@ -8,6 +8,7 @@ for the demo. Packages are published into a real signed local repository by
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import subprocess
 from collections.abc import Callable
@@ -311,3 +312,152 @@ def test_against_the_bucket_the_embargo_reads_the_published_suites(
     body = client.get_object(Bucket=bucket, Key="apt/source/tally-1.0.0.tar.gz")["Body"].read()
     assert body == (project.out_dir / "tally-1.0.0.tar.gz").read_bytes()
     assert f"refs/tags/{TAG}" in _refs(public)
+
+
+# --- issue 23: git as an attacker or a dead network would have it (items 1, 8, 13) ---
+
+
+def _staging_with_tag(tmp_path: Path) -> tuple[Path, str]:
+    staging = tmp_path / "staging"
+    git(tmp_path, "init", "-q", "-b", "main", str(staging))
+    git(staging, "commit", "-q", "--allow-empty", "-m", "one")
+    git(staging, "tag", "-a", "-m", "first", TAG)
+    return staging, git(staging, "rev-parse", "HEAD")
+
+
+def test_git_never_reads_a_remote_as_an_option(tmp_path: Path) -> None:
+    from releng.gitrefs import GitRemote, RefAction, RefPlan, RefUpdate, push_refs, remote_refs
+
+    staging, commit = _staging_with_tag(tmp_path)
+    mark = tmp_path / "ran"
+    hostile = GitRemote(url=f"--upload-pack=touch {mark};false")
+    with pytest.raises(ReleaseSourceError, match="cannot reach the public repository"):
+        remote_refs(staging, hostile, [f"refs/tags/{TAG}"], env={})
+    update = RefUpdate(
+        ref=f"refs/tags/{TAG}", object_id=commit, commit=commit, public_object="",
+        action=RefAction.CREATE,
+    )  # fmt: skip
+    pushing = GitRemote(url=f"--receive-pack=touch {mark};false")
+    with pytest.raises(ReleaseSourceError, match="failed"):
+        push_refs(staging, pushing, RefPlan(updates=(update,)), env={})
+    assert not mark.exists(), "git ran a command named by the remote's URL"
+
+
+def test_a_remote_that_never_answers_is_stopped_naming_it(tmp_path: Path) -> None:
+    import socket
+
+    from releng.gitrefs import GitRemote, remote_refs
+
+    staging, _ = _staging_with_tag(tmp_path)
+    with socket.socket() as server:  # accepts the connection (the kernel does), never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        url = f"git://127.0.0.1:{server.getsockname()[1]}/silent.git"
+        with pytest.raises(ReleaseSourceError) as err:
+            remote_refs(staging, GitRemote(url=url), [f"refs/tags/{TAG}"], env={}, timeout=2)
+    assert "did not finish within 2 s" in str(err.value)
+    assert url in str(err.value)
+
+
+def test_a_tag_made_again_at_the_same_commit_is_not_called_two_commits(tmp_path: Path) -> None:
+    from releng.gitrefs import GitRemote, plan_ref_copy
+
+    staging, commit = _staging_with_tag(tmp_path)
+    public = _bare(tmp_path / "public.git")
+    git(staging, "push", "-q", str(public), f"refs/tags/{TAG}")
+    staging_tag = git(staging, "rev-parse", TAG)
+    git(staging, "tag", "-f", "-a", "-m", "made again", TAG)  # another tag object, same commit
+    with pytest.raises(ReleaseSourceError) as err:
+        plan_ref_copy(staging, str(staging), GitRemote(url=str(public)), tag=TAG, branch="", env={})
+    message = str(err.value)
+    assert f"both for commit {commit}" in message
+    assert f"tag object {staging_tag}" in message
+    assert "made again" in message
+
+
+def test_a_conflicting_annotated_tag_names_the_commit_not_the_tag_object(tmp_path: Path) -> None:
+    from releng.gitrefs import GitRemote, plan_ref_copy
+
+    staging, commit = _staging_with_tag(tmp_path)
+    public = _bare(tmp_path / "public.git")
+    git(staging, "commit", "-q", "--allow-empty", "-m", "two")
+    git(staging, "tag", "-a", "-m", "elsewhere", "other")
+    git(staging, "push", "-q", str(public), f"refs/tags/other:refs/tags/{TAG}")
+    moved = git(staging, "rev-parse", "HEAD")
+    with pytest.raises(ReleaseSourceError) as err:
+        plan_ref_copy(staging, str(staging), GitRemote(url=str(public)), tag=TAG, branch="", env={})
+    assert f"is at commit {moved}, staging's at commit {commit}" in str(err.value)
+
+
+def test_git_errors_keep_every_line(tmp_path: Path) -> None:
+    from releng.gitrefs import GitRemote, remote_refs
+
+    staging, _ = _staging_with_tag(tmp_path)
+    with pytest.raises(ReleaseSourceError) as err:
+        url = f"file://{tmp_path}/does-not-exist.git"
+        remote_refs(staging, GitRemote(url=url), [f"refs/tags/{TAG}"], env={})
+    message = str(err.value)
+    assert "\n" not in message
+    assert "does not appear to be a git repository" in message
+    assert "the repository exists" in message
+
+
+# The modules that build git, gpg, dpkg, docker and mmdebstrap command lines from what a
+# user configures or types (this area's; other areas' are listed in their own tests).
+COMMAND_BUILDERS = ["src/releng/gitrefs.py", "src/releng/source.py"]
+_PROGRAMS = {"git", "gpg", "gpgv", "dpkg", "dpkg-deb", "docker", "mmdebstrap"}
+_GIT_HELPERS = {"git", "_git"}  # gitrefs.git(cwd, *args), source._git(cwd, *args)
+_END = {"--", "--end-of-options"}
+_VALUE_OPTIONS = {"--homedir", "--keyring", "--output"}  # what follows is their value
+_PASS_THROUGH = {"args", "network", "cmd"}  # the helpers' own *args, not a value
+# Command lines that move elsewhere this round: source.py's gpgv goes to releng.gpg.verify.
+_MOVING = {("src/releng/source.py", "gpgv")}
+
+
+def _spread(args: list[ast.expr]) -> list[ast.expr]:
+    """``*("push", "--", url)`` as its items."""
+    out: list[ast.expr] = []
+    for arg in args:
+        if isinstance(arg, ast.Starred) and isinstance(arg.value, ast.Tuple):
+            out += arg.value.elts
+        else:
+            out.append(arg)
+    return out
+
+
+def _command_lines(module: str) -> list[tuple[int, list[ast.expr]]]:
+    """(line, arguments) of each command line built in ``module``: a list starting with a
+    program's name, or a call of a git helper (whose first argument is the directory)."""
+    found: list[tuple[int, list[ast.expr]]] = []
+    tree = ast.parse((Path(__file__).resolve().parents[1] / module).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.List) and node.elts and isinstance(node.elts[0], ast.Constant):
+            program = node.elts[0].value
+            if program in _PROGRAMS and (module, program) not in _MOVING:
+                found.append((node.lineno, _spread(node.elts[1:])))
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") in _GIT_HELPERS:
+            found.append((node.lineno, _spread(node.args[1:])))
+    return found
+
+
+def _unguarded(args: list[ast.expr]) -> list[str]:
+    """The values (not literals) that come before any ``--``: git or gpg reads them as options."""
+    bad = []
+    for i, arg in enumerate(args):
+        if isinstance(arg, ast.Constant) and arg.value in _END:
+            break
+        value_of_option = i > 0 and getattr(args[i - 1], "value", None) in _VALUE_OPTIONS
+        pass_through = (
+            isinstance(arg, ast.Starred) and getattr(arg.value, "id", "") in _PASS_THROUGH
+        )
+        if not isinstance(arg, ast.Constant) and not value_of_option and not pass_through:
+            bad.append(ast.unparse(arg))
+    return bad
+
+
+@pytest.mark.parametrize("module", COMMAND_BUILDERS)
+def test_every_value_in_a_command_line_comes_after_an_end_of_options(module: str) -> None:
+    lines = _command_lines(module)
+    assert lines, f"{module}: no command lines found (did the builders move?)"
+    bad = [f"{module}:{n}: {', '.join(v)}" for n, args in lines if (v := _unguarded(args))]
+    assert not bad, "values before any '--' or '--end-of-options':\n" + "\n".join(bad)

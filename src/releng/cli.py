@@ -17,13 +17,14 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.exceptions import Exit
+from invoke.exceptions import Exit, ParseError
+from invoke.parser.argument import Argument
 from invoke.tasks import Task
 from invoke.tasks import task as invoke_task
 
@@ -102,8 +103,40 @@ def _close_stdout() -> None:
         os.close(devnull)
 
 
+class IntArgument(Argument):
+    """An integer option whose text is not a number fails in one line, not in a ValueError."""
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        if cast and isinstance(value, str):
+            try:
+                value = int(value, 10)
+            except ValueError:
+                flag = "--" + (self.name or "").replace("_", "-")
+                raise ParseError(
+                    f"error: {flag} takes a whole number (such as 3), not {value!r}"
+                ) from None
+        super().set_value(value, cast=False)
+
+
+class RelengTask(Task[Any]):
+    """invoke's Task with integer options parsed by :class:`IntArgument`."""
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        made = super().get_arguments(ignore_unknown_help)
+        for arg in made:
+            if arg.kind is int:
+                arg.__class__ = IntArgument  # same fields; only set_value differs
+        return made
+
+
 def task(*args: Any, **kwargs: Any) -> Callable[[_F], Task[Any]]:
-    """``invoke.task`` plus the error boundary. Use exactly like ``@task(help={...})``."""
+    """``invoke.task`` plus the error boundary. Use exactly like ``@task(help={...})``.
+
+    No short flags (``auto_shortflags=False``): one letter cannot keep one meaning across
+    all the tasks (tests/test_cli_grammar.py). Integer options given text fail in one line.
+    """
+    kwargs.setdefault("auto_shortflags", False)
+    kwargs.setdefault("klass", RelengTask)
 
     def decorate(func: _F) -> Task[Any]:
         @functools.wraps(func)
@@ -128,7 +161,7 @@ def task(*args: Any, **kwargs: Any) -> Callable[[_F], Task[Any]]:
         made: Task[Any] = invoke_task(*args, **kwargs)(wrapper)
         return made
 
-    if len(args) == 1 and callable(args[0]) and not kwargs:  # bare @task
+    if len(args) == 1 and callable(args[0]):  # bare @task
         func, args = args[0], ()
         return decorate(func)  # bare use: the Task itself
     return decorate
@@ -184,11 +217,41 @@ def help_argv(argv: list[str], task_names: Iterable[str]) -> list[str] | None:
     return None
 
 
-def route_task_help(ns: Collection) -> None:
-    """When invoke runs with ``TASK --help``, re-run it as ``invoke --help TASK`` (see help_argv)."""
+def renamed_in(
+    argv: list[str], task_names: Iterable[str], renamed: Mapping[str, str]
+) -> str | None:
+    """The one line for a command line whose task is an old, renamed one; None otherwise.
+
+    The first word that is a task's name, old or new, decides (core options' values
+    and the task's own arguments come before or after it). Tokens after ``--`` are not ours.
+    """
+    names = set(task_names)
+    words = argv[1:]
+    if "--" in words:
+        words = words[: words.index("--")]
+    for word in words:
+        if word in renamed and word not in names:
+            return f"error: 'invoke {word}' is now 'invoke {renamed[word]}'"
+        if word in names:
+            return None
+    return None
+
+
+def route_task_help(ns: Collection, renamed: Mapping[str, str] | None = None) -> None:
+    """When invoke runs with ``TASK --help``, re-run it as ``invoke --help TASK`` (see help_argv).
+
+    A renamed task's old name (``releng.tasks.RENAMED``, or ``renamed``) ends here: one
+    ``error:`` line naming the new name, exit 2.
+    """
     main = Path(sys.argv[0])
     if not (main.name in ("invoke", "inv") or main.parts[-2:] == ("invoke", "__main__.py")):
         return  # imported by something else (tests, nox): not our command line
+    from releng.tasks import RENAMED
+
+    table = RENAMED if renamed is None else renamed
+    if (message := renamed_in(sys.argv, ns.task_names, table)) is not None:
+        print(message, file=sys.stderr, flush=True)
+        raise SystemExit(2)
     if (args := help_argv(sys.argv, ns.task_names)) is not None:
         sys.stdout.flush()
         os.execv(sys.executable, [sys.executable, "-m", "invoke", *args])  # noqa: S606

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import string
 import tomllib
 import types
 import typing
@@ -19,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from releng.arch import ARCHITECTURES, dpkg_architectures
 from releng.errors import ConfigError
+from releng.gitrefs import ref_name_problem
+from releng.textcheck import control_character
 from releng.version import DEFAULT_RELEASE_LINE, RELEASE_LINE_FIELDS, Version
 
 PRODUCT_FILE = "product.toml"
@@ -388,8 +392,13 @@ def _check_semantics(cfg: ProductConfig, where: str) -> None:
                 "(64 lower-case hex digits)"
             )
     _check_repositories(cfg, where)
+    _check_suite_lists(cfg.repositories, where)
+    _check_architectures(cfg.repositories, where)
     _check_counts(cfg, where)
     _check_build(cfg, where)
+    _check_product(cfg.product, where)
+    _check_git_urls(cfg, where)
+    _check_one_line_values(cfg, where)
 
 
 def _check_release_branch(src: SourceSection, where: str) -> None:
@@ -400,12 +409,24 @@ def _check_release_branch(src: SourceSection, where: str) -> None:
             f"{', '.join(sorted(fields - _BRANCH_FIELDS))}; allowed fields: "
             + ", ".join("{" + f + "}" for f in sorted(_BRANCH_FIELDS))
         )
-    literal = re.sub(r"{\w*}", "", src.release_branch)
-    if _CONTROL_RE.search(literal) or re.search(r"[\s~^:?*\[\\]|\.\.|@\{|//", literal):
-        raise ConfigError(
-            f"{where}: [source] release_branch = {src.release_branch!r} is not a git branch "
-            "name; use letters, digits, '.', '-', '_' and '/' around the fields"
-        )
+    # Rendered with sample values, each template must be a name `git check-ref-format` takes.
+    samples = {"name": "tally", "major": "1", "minor": "2", "release_line": "1.2"}
+    checks = [("release_tag", src.release_tag, "v{version}")]
+    checks += [("release_branch", src.release_branch, "release/{major}.{minor}")]
+    for key, template, example in checks:
+        if not template:
+            continue
+        try:
+            name = template.format(version=f"1.2.3{src.tag_tilde}rc1", **samples)
+        except (KeyError, IndexError, ValueError, AttributeError):
+            name = ""  # unknown fields are refused above (branch) or by the version check (tag)
+        problem = ref_name_problem(name) if name else "it is not a template of known fields"
+        if problem:
+            raise ConfigError(
+                f"{where}: [source] {key} = {template!r} does not make a git ref name "
+                f"({problem}); use letters, digits, '.', '-', '_' and '/' around the fields, "
+                f"e.g. {example!r}"
+            )
 
 
 def _check_repositories(cfg: ProductConfig, where: str) -> None:
@@ -482,9 +503,50 @@ def _check_location(location: str, where: str) -> None:
         )
 
 
+def _check_suite_lists(repos: RepositoriesSection, where: str) -> None:
+    """Every build has a suite to go into, and no list names a suite twice."""
+    for key in ("suites", "release_suites", "nightly_suites", "promotion_suites"):
+        listed: list[str] = getattr(repos, key)
+        if len(set(listed)) != len(listed):
+            twice = sorted({t for t in listed if listed.count(t) > 1})
+            raise ConfigError(
+                f"{where}: [repositories] {key} lists {', '.join(map(repr, twice))} twice; "
+                "name each suite once"
+            )
+    if not repos.suites and not (repos.release_suites and repos.nightly_suites):
+        raise ConfigError(
+            f"{where}: [repositories] suites = [] leaves "
+            + ("releases" if not repos.release_suites else "nightlies")
+            + " with no suite to go into; name at least one suite, e.g. suites = ['{codename}'] "
+            "(or both release_suites and nightly_suites)"
+        )
+
+
+def _check_architectures(repos: RepositoriesSection, where: str) -> None:
+    """The rule of ``--arch``: a name dpkg knows."""
+    known = dpkg_architectures() or frozenset(ARCHITECTURES)
+    for arch in repos.architectures:
+        if arch not in known:
+            raise ConfigError(
+                f"{where}: [repositories] architectures entry {arch!r} is not an architecture "
+                "dpkg knows (see `dpkg-architecture -L`); use a Debian architecture name such "
+                "as 'amd64' or 'arm64'"
+            )
+
+
 def _check_url(url: str, *, where: str, key: str) -> None:
     if not url:
         return
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(url) if f is not None}
+    except ValueError:
+        fields = {"{"}
+    if fields - {"version"}:
+        raise ConfigError(
+            f"{where}: [source] {key} = {url!r} uses "
+            f"{', '.join(repr(f) for f in sorted(fields - {'version'}))}; the only field "
+            "allowed is {version} (write a literal brace as {{ or }})"
+        )
     parsed = urllib.parse.urlsplit(url.replace("{version}", "1.0.0"))
     if parsed.scheme not in ("http", "https", "file") or (
         parsed.scheme != "file" and not parsed.netloc
@@ -495,6 +557,109 @@ def _check_url(url: str, *, where: str, key: str) -> None:
         )
     if _CONTROL_RE.search(url) or " " in url:
         raise ConfigError(f"{where}: [source] {key} = {url!r} holds spaces or control characters")
+
+
+# Name <address>: what dpkg-parsechangelog takes from a changelog trailer and what the
+# Maintainer and Changed-By fields hold (Debian policy 5.6.2).
+_MAINTAINER_RE = re.compile(r"[^<>,\x00-\x1f\x7f]*[^<>,\s\x00-\x1f\x7f] <[^<>\s@]+@[^<>\s@]+>")
+
+
+def _check_product(product: ProductSection, where: str) -> None:
+    if not _MAINTAINER_RE.fullmatch(product.maintainer):
+        raise ConfigError(
+            f"{where}: [product] maintainer = {product.maintainer!r} is not 'Full Name "
+            "<address@example.org>' on one line (no control characters, commas or extra "
+            "'<' '>'); it goes into debian/changelog and the Maintainer field"
+        )
+    for key in ("summary", "homepage"):
+        value: str = getattr(product, key)
+        if control_character(value) or value != value.strip():
+            raise ConfigError(
+                f"{where}: [product] {key} = {value!r} holds "
+                f"{control_character(value) or 'leading or trailing spaces'}; it goes into "
+                "debian/control as one line: remove it"
+            )
+    if not product.smoke_command or not product.smoke_command[0].strip():
+        raise ConfigError(
+            f"{where}: [product] smoke_command = {product.smoke_command!r} runs nothing; give "
+            "the program and its arguments, e.g. ['sh', '-c', 'tally --version']"
+        )
+
+
+_GIT_URL_RE = re.compile(r"(https?|ssh|git|file)://[^\s]+")
+_SCP_LIKE_RE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:[^\s]*")  # git@host:path
+
+
+def git_url_problem(url: str, *, relative: bool) -> str | None:
+    """Why ``url`` is not a git repository location releng passes to git; None: it is one.
+
+    Allowed: ``https://``, ``http://``, ``ssh://``, ``git://``, ``file://`` URLs,
+    ``user@host:path`` and absolute paths (and, with ``relative``, relative paths). Never
+    a leading ``-`` (git would read an option: ``--upload-pack=...`` runs a command), a
+    ``transport::address`` (git's remote helpers: ``ext::``, ``fd::``), control characters
+    or spaces.
+    """
+    found = control_character(url)
+    problems = [
+        (found is not None, f"it holds {found}"),
+        (url != url.strip() or " " in url, "it holds spaces"),
+        (url.startswith("-"), "it starts with '-', which git would read as an option"),
+        ("::" in url.split("/", 1)[0], "git's transport::address form runs a remote helper"),
+    ]
+    if problem := next((why for failed, why in problems if failed), None):
+        return problem
+    if _GIT_URL_RE.fullmatch(url) or _SCP_LIKE_RE.fullmatch(url) or url.startswith("/"):
+        return None
+    if "://" in url:
+        return "its scheme is not https, http, ssh, git or file"
+    return None if relative else "it is neither a URL nor an absolute path"
+
+
+def _check_git_urls(cfg: ProductConfig, where: str) -> None:
+    urls = [("source", "public_repository", cfg.source.public_repository, False)]
+    urls += [("aws", "repository_url", cfg.aws.repository_url, False)]
+    if cfg.source.kind == "git":
+        urls.append(("source", "repository", cfg.source.repository, True))
+    for section, key, url, relative in urls:
+        if url and (problem := git_url_problem(url, relative=relative)):
+            raise ConfigError(
+                f"{where}: [{section}] {key} = {url!r} is not allowed: {problem}; expected "
+                "https://host/path.git, ssh://host/path, git@host:path or an absolute path"
+                + (" (or a path relative to product.toml)" if relative else "")
+            )
+    ref = cfg.source.nightly_ref
+    if ref != "HEAD" and (problem := ref_name_problem(ref)):
+        raise ConfigError(
+            f"{where}: [source] nightly_ref = {ref!r} is not a git ref name ({problem}); "
+            "e.g. 'HEAD', 'main' or 'refs/heads/main'"
+        )
+
+
+# Values that become S3 keys, URLs in printed sources snippets or AWS names: one word each.
+_ONE_WORD = {
+    "publish": (
+        "bucket",
+        "prefix",
+        "scratch_bucket",
+        "cloudfront_distribution",
+        "region",
+        "public_url",
+    ),
+    "aws": ("region", "stack_name", "ami", "arm64_ami"),
+    "images": ("debian_mirror", "snapshot_mirror", "ubuntu_mirror", "ubuntu_ports_mirror"),
+}
+
+
+def _check_one_line_values(cfg: ProductConfig, where: str) -> None:
+    for section, keys in _ONE_WORD.items():
+        for key in keys:
+            value: str = getattr(getattr(cfg, section), key, "")  # "" once a key moves
+            found = control_character(value) or ("a space" if " " in value else None)
+            if found:
+                raise ConfigError(
+                    f"{where}: [{section}] {key} = {value!r} holds {found}; it becomes part of "
+                    "an S3 key, a URL or a name: remove it"
+                )
 
 
 def _check_counts(cfg: ProductConfig, where: str) -> None:

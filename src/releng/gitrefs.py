@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
 import tempfile
@@ -32,6 +33,30 @@ log = logging.getLogger(__name__)
 
 _ASKPASS_VAR = "RELENG_GIT_ASKPASS_TOKEN"
 _NO_ATOMIC = "does not support --atomic"
+
+
+def ref_name_problem(name: str) -> str | None:
+    """Why ``git check-ref-format --branch`` refuses ``name``; None when it takes it.
+
+    git's rules (git-check-ref-format(1)): no component starting with '.' or ending
+    in '.lock', no '..', no control character, space, '~', '^', ':', '?', '*', '[' or
+    '\\', no '@{', not '@', no leading, trailing or double '/', no trailing '.'; and a
+    branch name may not start with '-'.
+    """
+    bad = re.search(r"[\x00-\x20\x7f~^:?*\[\\]", name)
+    problems = [
+        (not name, "it is empty"),
+        (name.startswith("-"), "it starts with '-'"),
+        (bad is not None, f"it holds {bad[0]!r}" if bad else ""),
+        (".." in name, "it holds '..'"),
+        ("@{" in name, "it holds '@{'"),
+        (name == "@", "it is '@'"),
+        (name.startswith("/") or name.endswith("/") or "//" in name, "an empty '/' component"),
+        (name.endswith("."), "it ends in '.'"),
+        (any(c.startswith(".") for c in name.split("/")), "a component starts with '.'"),
+        (any(c.endswith(".lock") for c in name.split("/")), "a component ends in '.lock'"),
+    ]
+    return next((why for failed, why in problems if failed), None)
 
 
 def redact(text: str) -> str:
@@ -89,22 +114,81 @@ class RefPlan:
         return tuple(u for u in self.updates if u.action is not RefAction.PRESENT)
 
 
+# Seconds a clone, fetch, push or ls-remote may take before it is stopped: a remote that
+# never answers (a firewall dropping packets, a server that accepts and stalls) must not
+# hang a release. http(s) transfers also stop when slower than 1 KB/s for a minute.
+NETWORK_TIMEOUT = 600.0
+NETWORK_CONFIG = ("-c", "http.lowSpeedLimit=1000", "-c", "http.lowSpeedTime=60")
+
+
+class GitTimeoutError(Exception):
+    """A git command ran past its timeout (and was killed, with its helpers)."""
+
+
+def run_git(
+    cmd: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float | None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in a process group of its own; past ``timeout`` seconds, or on Ctrl-C,
+    the whole group is killed (git and its ssh or remote-https helper, which would keep
+    the pipes open). GitTimeoutError after a timeout."""
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=cwd,
+        env=dict(env),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            raise GitTimeoutError(shlex.join(cmd)) from None
+        raise
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def git_detail(text: str, returncode: int) -> str:
+    """git's error output as one line: every line of it (redacted), not only the last."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return redact("; ".join(lines) if lines else f"exit {returncode}")
+
+
 def git(
     cwd: Path,
     *args: str,
     env: Mapping[str, str] | None = None,
     check: bool = True,
     what: str = "",
+    remote: GitRemote | None = None,
+    timeout: float | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run git in ``cwd`` without prompts; a failure is one ReleaseSourceError line."""
-    cmd = ["git", "-c", "protocol.file.allow=always", "-c", "credential.helper=", *args]
+    """Run git in ``cwd`` without prompts; a failure is one ReleaseSourceError line.
+
+    ``remote``: the command talks to it over the network: it gets
+    :data:`NETWORK_TIMEOUT` (or ``timeout``), and running past it is an error naming it.
+    """
+    network = NETWORK_CONFIG if remote is not None else ()
+    cmd = ["git", "-c", "protocol.file.allow=always", "-c", "credential.helper=", *network, *args]
     log.debug("%s (in %s)", redact(shlex.join(cmd)), cwd)
     full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=full_env, check=False)
+    limit = timeout if timeout is not None else (NETWORK_TIMEOUT if remote is not None else None)
+    try:
+        result = run_git(cmd, cwd=cwd, env=full_env, timeout=limit)
+    except GitTimeoutError:
+        raise ReleaseSourceError(
+            f"git {what or args[0]} did not finish within {limit:.0f} s talking to {remote}; "
+            "check that it is reachable (the URL, the network, a firewall), then run again"
+        ) from None
     if check and result.returncode != 0:
-        lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
-        detail = redact(lines[-1] if lines else f"exit {result.returncode}")
-        raise ReleaseSourceError(f"git {what or args[0]} failed: {detail}")
+        raise ReleaseSourceError(
+            f"git {what or args[0]} failed: {git_detail(result.stderr, result.returncode)}"
+        )
     return result
 
 
@@ -124,16 +208,32 @@ def credentials(remote: GitRemote, env: Mapping[str, str]) -> Iterator[dict[str,
 
 
 def remote_refs(
-    cwd: Path, remote: GitRemote, refs: Sequence[str], *, env: Mapping[str, str]
+    cwd: Path,
+    remote: GitRemote,
+    refs: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    timeout: float | None = None,
 ) -> dict[str, str]:
-    """``{ref: object id}`` (and ``ref^{}`` for peeled tags) of ``refs`` in ``remote``."""
+    """``{ref: object id}`` (and ``ref^{}``, the commit, for annotated tags) of ``refs`` in
+    ``remote``. ls-remote lists a peeled ``^{}`` line only when asked for it by name."""
+    patterns = [*refs, *(f"{r}^{{}}" for r in refs if r.startswith("refs/tags/"))]
     with credentials(remote, env) as extra:
-        result = git(cwd, "ls-remote", remote.url, *refs, env=extra, check=False)
+        result = git(
+            cwd,
+            "ls-remote",
+            "--",
+            remote.url,
+            *patterns,
+            env=extra,
+            check=False,
+            remote=remote,
+            timeout=timeout,
+        )
     if result.returncode != 0:
-        lines = [ln for ln in result.stderr.strip().splitlines() if ln.strip()]
         raise ReleaseSourceError(
             f"cannot reach the public repository {remote}: "
-            f"{redact(lines[-1] if lines else 'git ls-remote failed')}; "
+            f"{git_detail(result.stderr, result.returncode)}; "
             "check [source] public_repository and its credentials"
         )
     found: dict[str, str] = {}
@@ -145,17 +245,21 @@ def remote_refs(
 
 def _local(gitdir: Path, ref: str) -> tuple[str, str] | None:
     """(object id, commit) of ``ref`` in ``gitdir``; None when it does not exist."""
-    obj = git(gitdir, "rev-parse", "--verify", "--quiet", ref, check=False)
+    obj = git(gitdir, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False)
     if obj.returncode != 0:
         return None
-    commit = git(gitdir, "rev-parse", "--verify", f"{ref}^{{commit}}")
+    commit = git(gitdir, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}")
     return obj.stdout.strip(), commit.stdout.strip()
 
 
 def _is_ancestor(gitdir: Path, older: str, newer: str) -> bool:
-    if git(gitdir, "cat-file", "-e", f"{older}^{{commit}}", check=False).returncode != 0:
+    seen = git(gitdir, "cat-file", "-e", "--end-of-options", f"{older}^{{commit}}", check=False)
+    if seen.returncode != 0:
         return False  # staging has never seen that commit: it cannot be in the branch's past
-    return git(gitdir, "merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
+    ancestor = git(
+        gitdir, "merge-base", "--is-ancestor", "--end-of-options", older, newer, check=False
+    )
+    return ancestor.returncode == 0
 
 
 def plan_ref_copy(
@@ -195,6 +299,13 @@ def plan_ref_copy(
             action = RefAction.PRESENT
         elif ref.startswith("refs/heads/") and _is_ancestor(gitdir, public_object, commit):
             action = RefAction.FAST_FORWARD
+        elif public_commit == commit:  # a tag made again: another tag object, the same commit
+            raise ReleaseSourceError(
+                f"the public repository's tag {ref.split('/', 2)[2]!r} is tag object "
+                f"{public_object}, staging's is tag object {object_id}, both for commit "
+                f"{commit}: the tag was made again; nothing was pushed: keep one of the two "
+                "tags (delete the other by hand) and run again"
+            )
         else:
             what = "tag" if ref.startswith("refs/tags/") else "branch"
             how = "" if what == "tag" else " and staging's branch does not contain it"
@@ -225,20 +336,29 @@ def push_refs(
     refspecs = [f"{u.ref}:{u.ref}" for u in pushing]
     with credentials(public, env) as extra:
         first = git(
-            gitdir, "push", "--atomic", "--porcelain", public.url, *refspecs, env=extra, check=False
+            gitdir,
+            *("push", "--atomic", "--porcelain", "--", public.url, *refspecs),
+            env=extra,
+            check=False,
+            remote=public,
         )
         if first.returncode != 0 and _NO_ATOMIC in first.stderr:
             log.warning(
                 "%s does not support atomic pushes: pushing the branch, then the tag", public
             )
             for refspec in sorted(refspecs, key=lambda r: r.startswith("refs/tags/")):
-                git(gitdir, "push", "--porcelain", public.url, refspec, env=extra, what="push")
+                git(
+                    gitdir,
+                    *("push", "--porcelain", "--", public.url, refspec),
+                    env=extra,
+                    what="push",
+                    remote=public,
+                )
         elif first.returncode != 0:
-            lines = [ln for ln in (first.stderr + first.stdout).splitlines() if ln.strip()]
             raise ReleaseSourceError(
                 f"pushing {', '.join(u.short for u in pushing)} to {public} failed: "
-                f"{redact(lines[-1] if lines else 'git push failed')}; nothing was pushed "
-                "(one atomic push); rerun once the public repository is reachable"
+                f"{git_detail(first.stderr + first.stdout, first.returncode)}; nothing was "
+                "pushed (one atomic push); rerun once the public repository is reachable"
             )
     return pushing
 
@@ -253,13 +373,13 @@ def verify_tag(gitdir: Path, tag: str, keyring: Path) -> str:
     with tempfile.TemporaryDirectory(prefix="releng-verify-tag-") as home:
         Path(home).chmod(0o700)
         imported = subprocess.run(
-            ["gpg", "--batch", "--homedir", home, "--import", str(keyring)],
+            ["gpg", "--batch", "--homedir", home, "--import", "--", str(keyring)],
             capture_output=True,
             check=False,
         )
         if imported.returncode != 0:
             raise ReleaseSourceError(f"[source] tag_keyring {keyring} holds no usable public key")
-        result = git(gitdir, "verify-tag", "--raw", tag, env={"GNUPGHOME": home}, check=False)
+        result = git(gitdir, "verify-tag", "--raw", "--", tag, env={"GNUPGHOME": home}, check=False)
     good = re.search(r"^\[GNUPG:\] VALIDSIG (\S+)", result.stderr, re.MULTILINE)
     if result.returncode != 0 or not good:
         raise ReleaseSourceError(

@@ -20,7 +20,7 @@ import os
 import sys
 from pathlib import Path
 
-from releng.checkout_venv import LAUNCHER_TAG
+from releng.checkout_venv import COMPLETE, LAUNCHER_TAG
 
 # tool -> (module, callable): the console-script entry points of invoke and nox.
 ENTRY_POINTS = {"invoke": ("invoke.main", "program.run"), "nox": ("nox.__main__", "main")}
@@ -54,8 +54,36 @@ signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
 """
 
 
+# The tool is done: SIGINT is blocked, and the process ends the way Python's shutdown
+# would (atexit handlers, flushed output, sys.exit's codes), but with os._exit, so that
+# whether a Ctrl-C came is looked at last, a few instructions before the end.
+_EXIT = """\
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+import atexit
+atexit._run_exitfuncs()
+if _code is None or isinstance(_code, int):
+    _status = (_code or 0) & 0xFF
+else:
+    print(_code, file=sys.stderr)
+    _status = 1
+for _stream in (sys.stdout, sys.stderr):
+    try:
+        _stream.flush()
+    except (OSError, ValueError):
+        pass
+if (_sigints or signal.SIGINT in signal.sigpending()) and _status != 130:
+    _interrupted()
+__import__("os")._exit(_status)
+"""
+
+
 def launcher_text(python: Path, tool: str) -> str:
-    """The launcher script for ``tool`` run by ``python``."""
+    """The launcher script for ``tool`` run by ``python``.
+
+    When the tool is done, SIGINT is blocked before Python shuts down (whose finalisation
+    restores the default action: a Ctrl-C then would kill it with no word), and one that
+    came during or after the tool's work ends as every other interrupt does.
+    """
     module, call = ENTRY_POINTS[tool]
     return (
         f"#!{python} -S\n"
@@ -67,11 +95,54 @@ def launcher_text(python: Path, tool: str) -> str:
         f"from {module} import {call.split('.')[0]}\n"
         f"sys.argv[0] = {tool!r}\n"
         "try:\n"
-        f"    sys.exit({call}())\n"
+        f"    _code = {call}()\n"
         "except SystemExit as exc:\n"
-        "    if _sigints and exc.code == 1:\n"
-        "        _interrupted()\n"
-        "    raise\n"
+        "    _code = exc.code\n"
+        f"{_EXIT}"
+    )
+
+
+# The /usr/local/bin wrapper: a shell script that finds the checkout's .venv for the
+# directory it runs in. Its interpreter line starts it through coreutils' env with SIGINT
+# blocked, so that a Ctrl-C during the shell's own start, its search or the exec waits,
+# pending, for the launcher to handle; any other program it runs gets SIGINT back first.
+# Only env's own start (before it blocks the signal) is left uncovered: a signal that
+# lands before a program's first instruction kills it whatever the program is.
+_WRAPPER = """\
+{shebang}
+# releng-wrapper
+# Written by scripts/setup of a releng checkout (src/releng/launchers.py): runs the {tool}
+# of the checkout's .venv for the directory you are in, else of {root}, with SIGINT
+# blocked until a releng launcher can handle it.
+trap 'echo interrupted >&2; exit 130' INT
+run() {{
+  {{ read -r _ && read -r tag; }} <"$1" 2>/dev/null || tag=
+  case $tag in
+    '# releng launcher'*) exec "$@" ;;
+  esac
+  exec {unblock}"$@"
+}}
+d=$PWD
+while :; do
+  if [ -f "$d/.venv/{marker}" ] && [ -x "$d/.venv/bin/{tool}" ]; then
+    run "$d/.venv/bin/{tool}" "$@"
+  fi
+  [ "$d" = / ] && break
+  d=${{d%/*}}
+  d=${{d:-/}}
+done
+run "{root}/.venv/bin/{tool}" "$@"
+"""
+
+
+def wrapper_text(tool: str, root: Path, *, block: bool) -> str:
+    """The /usr/local/bin wrapper for ``tool``; ``block``: env has ``--block-signal``."""
+    return _WRAPPER.format(
+        shebang="#!/usr/bin/env -S --block-signal=INT /bin/sh" if block else "#!/bin/sh",
+        unblock="env --default-signal=INT " if block else "",
+        tool=tool,
+        root=root,
+        marker=COMPLETE,
     )
 
 
@@ -89,4 +160,7 @@ def write_launchers(venv: Path) -> None:
 
 
 if __name__ == "__main__":
-    write_launchers(Path(sys.argv[1]).absolute())
+    if sys.argv[1] == "--wrapper":  # --wrapper TOOL ROOT BLOCK(0|1): print the wrapper
+        sys.stdout.write(wrapper_text(sys.argv[2], Path(sys.argv[3]), block=sys.argv[4] == "1"))
+    else:
+        write_launchers(Path(sys.argv[1]).absolute())

@@ -44,7 +44,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from releng import gitrefs
 from releng.config import SourceSection
+from releng.digest import file_sha256
 from releng.errors import SourceError
 from releng.gpg import Signer, signer_for, verify
 from releng.project import Project
@@ -77,14 +79,6 @@ class _Entry:
     target: str = ""
     local: Path | None = None  # file content on disk
     data: bytes | None = None  # or in memory
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _pruned(path: str, patterns: list[str]) -> bool:
@@ -142,14 +136,27 @@ def _normalise(info: tarfile.TarInfo, mtime: int) -> None:
 # --- git sources -------------------------------------------------------------------------
 
 
-def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = ["git", "-c", "protocol.file.allow=always", "-c", "advice.detachedHead=false", *args]
-    log.debug("%s (in %s)", shlex.join(cmd), cwd)
+def _git(
+    cwd: Path, *args: str, check: bool = True, remote: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run git in ``cwd``; ``remote``: it talks to that repository over the network (a
+    timeout, and an error naming it). A failure is one SourceError line with all of git's."""
+    network = gitrefs.NETWORK_CONFIG if remote else ()
+    cmd = ["git", "-c", "protocol.file.allow=always", "-c", "advice.detachedHead=false"]
+    cmd += [*network, *args]
+    log.debug("%s (in %s)", gitrefs.redact(shlex.join(cmd)), cwd)
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, check=False)
+    timeout = gitrefs.NETWORK_TIMEOUT if remote else None
+    try:
+        result = gitrefs.run_git(cmd, cwd=cwd, env=env, timeout=timeout)
+    except gitrefs.GitTimeoutError:
+        raise SourceError(
+            f"git {args[0]} of {gitrefs.redact(remote)} did not finish within {timeout:.0f} s; "
+            "check that it is reachable (the URL, the network, a firewall), then run again"
+        ) from None
     if check and result.returncode != 0:
         raise SourceError(
-            f"git {args[0]} failed in {cwd}: {result.stderr.strip().splitlines()[-1:] or ['?']}"
+            f"git {args[0]} failed in {cwd}: {gitrefs.git_detail(result.stderr, result.returncode)}"
         )
     return result
 
@@ -171,17 +178,17 @@ def git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
             log.info("fetching %s", src.repository)
             _git(
                 mirror,
-                "fetch",
-                "--quiet",
-                "--prune",
-                "--tags",
-                "origin",
-                "+refs/heads/*:refs/heads/*",
+                *("fetch", "--quiet", "--prune", "--tags", "origin", "+refs/heads/*:refs/heads/*"),
+                remote=src.repository,
             )
         else:
             mirror.parent.mkdir(parents=True, exist_ok=True)
             log.info("cloning %s", src.repository)
-            _git(mirror.parent, "clone", "--quiet", "--mirror", src.repository, mirror.name)
+            _git(
+                mirror.parent,
+                *("clone", "--quiet", "--mirror", "--", src.repository, mirror.name),
+                remote=src.repository,
+            )
         return mirror, ""
     path = (project.root / src.repository).resolve()
     if not path.is_dir():
@@ -200,7 +207,15 @@ def git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
 
 def _resolve_ref(gitdir: Path, src: SourceSection, version: Version) -> tuple[str, str]:
     ref = src.tag_for(version) if version.is_release else src.nightly_ref
-    found = _git(gitdir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    found = _git(
+        gitdir,
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        "--end-of-options",
+        f"{ref}^{{commit}}",
+        check=False,
+    )
     if found.returncode != 0:
         if version.is_release:
             tags = _git(gitdir, "tag", "--list", "--sort=-creatordate").stdout.split()
@@ -219,10 +234,13 @@ def _resolve_ref(gitdir: Path, src: SourceSection, version: Version) -> tuple[st
 def _checkout(gitdir: Path, commit: str, *, submodules: bool) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="releng-src-") as tmp:
         work = Path(tmp) / "src"
-        _git(Path(tmp), "clone", "--quiet", "--no-checkout", "--shared", str(gitdir), "src")
-        _git(work, "checkout", "--quiet", commit)
+        _git(Path(tmp), "clone", "--quiet", "--no-checkout", "--shared", "--", str(gitdir), "src")
+        _git(work, "switch", "--quiet", "--detach", "--end-of-options", commit)
         if submodules and (work / ".gitmodules").exists():
-            _git(work, "submodule", "update", "--init", "--recursive", "--quiet")
+            # Submodules come from their own URLs: a network operation.
+            _git(
+                work, "submodule", "update", "--init", "--recursive", "--quiet", remote="submodules"
+            )
         yield work
 
 
@@ -365,7 +383,7 @@ class Upstream:
     def verify(self, archive: Path, signature: Path | None) -> None:
         """SourceError unless ``archive`` matches the pin, is a tarball and verifies."""
         if self.sha256 is not None:
-            digest = sha256_file(archive)
+            digest = file_sha256(archive)
             if digest != self.sha256:
                 raise SourceError(
                     f"{self.url}: sha256 {digest} does not match the pinned {self.sha256}; "
@@ -481,7 +499,8 @@ def _collect(
     gitdir, subdir = git_origin(project, src)
     ref, commit = _resolve_ref(gitdir, src, version)
     log.info("source %s at %s (%s)", version, ref, commit[:12])
-    commit_time = int(_git(gitdir, "show", "-s", "--format=%ct", commit).stdout.strip())
+    shown = _git(gitdir, "show", "-s", "--format=%ct", "--end-of-options", commit)
+    commit_time = int(shown.stdout.strip())
     work = stack.enter_context(_checkout(gitdir, commit, submodules=src.submodules))
     entries = _git_entries(work, subdir, submodules=src.submodules, prune=src.prune)
     return _Collected(origin=commit, entries=entries, mtime=_mtime(env, commit_time))
@@ -527,7 +546,7 @@ def make_source_tarball(
         else:
             prefix = project.source_stem(version)
             write_reproducible_tarball(got.entries, staged, prefix=prefix, mtime=got.mtime)
-        digest = sha256_file(staged)
+        digest = file_sha256(staged)
         staged_sums = Path(tmp) / sums.name
         staged_sums.write_text(f"{digest}  {tarball.name}\n")
         with ThreadPoolExecutor(2) as pool:  # two gpg runs (each verified) at once
@@ -566,7 +585,7 @@ def current_source_tarball(project: Project, version: Version) -> SourceTarball 
     if project.config.source.kind == "git" and version.is_nightly:
         gitdir, _ = git_origin(project, project.config.source)
         current = _resolve_ref(gitdir, project.config.source, version)[1]
-    if current != recorded["origin"] or sha256_file(tarball) != recorded["sha256"]:
+    if current != recorded["origin"] or file_sha256(tarball) != recorded["sha256"]:
         return None
     log.info("%s is up to date", tarball)
     return SourceTarball(

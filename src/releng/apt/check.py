@@ -32,8 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from releng.apt.debfile import BadPackageError, parse_paragraph, sha256_file
+from releng.apt.debfile import BadPackageError, not_a_file, parse_paragraph, read_deb
 from releng.apt.index import IndexEntry, parse_release_sha256
+from releng.digest import file_size_sha256
 from releng.errors import RepoError
 from releng.gpg import Verification, expiry_warnings, keyring_keys, verify
 
@@ -236,6 +237,18 @@ def _verify_index(
     return good
 
 
+def _pool_digest(path: Path) -> tuple[int, str, str]:
+    """(size, sha256, why dpkg refuses it or "") of a pool file: a .deb's control file is
+    read as dpkg reads it on the way (one pass over the file)."""
+    if path.suffix not in (".deb", ".udeb"):
+        return (*file_size_sha256(path), "")
+    try:
+        info = read_deb(path)
+    except BadPackageError as exc:
+        return (*file_size_sha256(path), str(exc).removeprefix(f"{path}: "))
+    return info.size, info.sha256, ""
+
+
 def check_repository(  # noqa: PLR0912, PLR0915
     root: Path, *, keyring: Path | None = None, warn_days: int = 60
 ) -> CheckReport:
@@ -263,11 +276,16 @@ def check_repository(  # noqa: PLR0912, PLR0915
             return
         if path not in hashed:
             if not path.is_file():
-                problem(f"{where} names {path.relative_to(root)}, which is missing")
+                what = not_a_file(path).replace("does not exist", "is missing")
+                problem(f"{where} names {path.relative_to(root)}, which {what}")
                 hashed[path] = (-1, "")
                 return
-            hashed[path] = sha256_file(path)
+            got_size, got_sha256, refused = _pool_digest(path)
+            hashed[path] = (got_size, got_sha256)
             report.files_checked += 1
+            if refused and hashed[path] == (size, sha256):
+                # The index vouches for it (apt downloads it), and dpkg cannot install it.
+                problem(f"{path.relative_to(root)}: {refused}")
         got = hashed[path]
         if got[0] >= 0 and got != (size, sha256):
             problem(

@@ -13,6 +13,7 @@ import lzma
 import os
 import re
 import shutil
+import stat
 import subprocess
 import zlib
 from pathlib import Path
@@ -51,6 +52,26 @@ class DebInfo(NamedTuple):
         return self.control["Architecture"]
 
 
+def not_a_file(path: Path) -> str:
+    """What stands at ``path`` instead of a regular file, as the end of a sentence about it:
+    ``does not exist``, ``is a FIFO (named pipe), not a file``, ..."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist" + (" (a dangling symlink)" if path.is_symlink() else "")
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    return f"is {kind}, not a file"
+
+
 def parse_paragraph(text: str, *, where: str) -> dict[str, str]:
     """One deb822 paragraph as an ordered dict; continuation lines are kept verbatim."""
     fields: dict[str, str] = {}
@@ -73,6 +94,100 @@ def parse_paragraph(text: str, *, where: str) -> dict[str, str]:
         last = m.group(1)
         fields[last] = m.group(2).rstrip()
     return fields
+
+
+_SPACE = " \t\n\v\f\r"  # C's isspace() in the C locale, as dpkg's parser uses it
+_MSDOS_EOF = "\x1a"
+
+
+def _field_name(text: str, pos: int, line: int) -> tuple[str, int]:
+    """A field's name and the offset after its colon and the spaces that follow it."""
+    n = len(text)
+    start = pos
+    while pos < n and text[pos] not in _SPACE + ":" + _MSDOS_EOF:
+        pos += 1
+    name = text[start:pos]
+    if not name:
+        raise ValueError(f"line {line}: empty field name")
+    if name.startswith("-"):
+        raise ValueError(f"line {line}: field name {name!r} cannot start with hyphen")
+    while pos < n and text[pos] != "\n" and text[pos] in _SPACE:
+        pos += 1
+    if pos >= n or text[pos] != ":":
+        what = "end of file after" if pos >= n else "no colon after"
+        raise ValueError(f"line {line}: {what} field name {name!r}")
+    pos += 1
+    while pos < n and text[pos] != "\n" and text[pos] in _SPACE:
+        pos += 1
+    if pos >= n - 1:  # dpkg reads one character past the colon's spaces, and needs more
+        raise ValueError(
+            f"line {line}: end of file before the value of {name!r} (no final newline)"
+        )
+    return name, pos
+
+
+def _value_end(text: str, pos: int, line: int, name: str) -> tuple[int, int, int]:
+    """(end of the value, offset after it, line number there): its line and continuations."""
+    n = len(text)
+    while True:
+        end = text.find("\n", pos)
+        if end < 0:
+            raise ValueError(
+                f"line {line}: end of file in the value of {name!r} (no final newline)"
+            )
+        line += 1
+        pos = end + 1
+        if pos >= n or text[pos] == "\n" or text[pos] not in _SPACE:
+            return end, pos, line
+        next_end = text.find("\n", pos)
+        if not text[pos : next_end if next_end >= 0 else n].strip(_SPACE):
+            raise ValueError(f"line {line}: blank line in the value of field {name!r}")
+
+
+def _dpkg_stanza(text: str) -> tuple[list[tuple[str, str]], int]:
+    """The fields of the first stanza as dpkg's parser reads them (lib/dpkg/parse.c), and
+    the offset after it; ValueError saying why when dpkg rejects the text."""
+    pos, n, line = 0, len(text), 1
+    while pos < n and text[pos] in "\n" + _MSDOS_EOF:  # blank lines before the stanza
+        line += text[pos] == "\n"
+        pos += 1
+    fields: list[tuple[str, str]] = []
+    while pos < n:
+        name, value_start = _field_name(text, pos, line)
+        end, pos, line = _value_end(text, value_start, line, name)
+        fields.append((name, text[value_start:end].rstrip(_SPACE)))
+        if pos >= n or text[pos] == "\n":
+            break
+    return fields, pos
+
+
+def parse_control(text: str, *, where: str) -> dict[str, str]:
+    """A binary package's control file, read as dpkg reads it, else BadPackageError.
+
+    dpkg refuses what apt and a plain deb822 reader would pass: a field twice (any case:
+    the second ``Package`` would name the package), a blank line inside the fields (a
+    second stanza), a line that is no field, a field name starting with '-', a value
+    that does not end in a newline. Continuation lines keep their leading space.
+    """
+    try:
+        fields, end = _dpkg_stanza(text)
+        if text[end:].strip("\n" + _MSDOS_EOF):
+            raise ValueError("a blank line inside the fields: dpkg finds a second stanza")
+    except ValueError as exc:
+        raise BadPackageError(
+            f"{where}: dpkg cannot read it ({exc}); fix the control file and rebuild the package"
+        ) from None
+    seen: dict[str, str] = {}
+    for name, _ in fields:
+        if name.lower() in seen:
+            raise BadPackageError(
+                f"{where}: the field {name} is there twice (dpkg refuses it: duplicate value "
+                "for a field); fix the control file and rebuild the package"
+            )
+        seen[name.lower()] = name
+    return {
+        name: "\n".join(ln.rstrip(_SPACE) for ln in value.split("\n")) for name, value in fields
+    }
 
 
 def _decompress(member: str, data: bytes, *, where: str) -> bytes:
@@ -203,7 +318,7 @@ def read_deb(path: str | Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass 
         del buf
         _check_ar_members(f.fileno(), first, start + size + (size & 1), size_total, where=where)
         del first
-    fields = parse_paragraph(control, where=f"{where}: control")
+    fields = parse_control(control, where=f"{where}: control")
     missing = [k for k in ("Package", "Version", "Architecture") if not fields.get(k)]
     if missing:
         raise BadPackageError(
@@ -262,13 +377,3 @@ def hash_file(path: Path) -> tuple[int, str, str]:
             sha.update(chunk)
             md5.update(chunk)
     return size, sha.hexdigest(), md5.hexdigest()
-
-
-def sha256_file(path: Path) -> tuple[int, str]:
-    sha = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            size += len(chunk)
-            sha.update(chunk)
-    return size, sha.hexdigest()

@@ -235,7 +235,9 @@ def copy(
     if source == target:
         raise RepoError(f"--from and --to are both {source!r}; name two suites")
     if not specs and not all_packages:
-        raise RepoError("name the packages to copy (SPEC: NAME or NAME=VERSION), or pass --all")
+        raise RepoError(
+            "name the packages to copy (SPEC: NAME or NAME=VERSION; '*' is every package)"
+        )
 
     def edit(state: RepoState) -> list[SuiteState]:
         src = _existing(state, source, repo.root)
@@ -281,7 +283,9 @@ def remove(
 ) -> PublishResult:
     """Drop packages from ``suite`` and publish it; pool files go when nothing needs them."""
     if not specs and not all_packages:
-        raise RepoError("name the packages to remove (SPEC: NAME or NAME=VERSION), or pass --all")
+        raise RepoError(
+            "name the packages to remove (SPEC: NAME or NAME=VERSION; '*' is every package)"
+        )
 
     def edit(state: RepoState) -> list[SuiteState]:
         st = _existing(state, suite, repo.root)

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from releng.apt import changes as _changes
 from releng.apt import index as _index
-from releng.apt.debfile import BadPackageError, DebInfo, read_deb, sha256_file
+from releng.apt.debfile import BadPackageError, DebInfo, not_a_file, read_deb
 from releng.apt.history import needed_paths
 from releng.apt.state import CorruptRecordsError, PoolRecord
 from releng.apt.steps import RepoBase, Run
@@ -336,7 +336,7 @@ class PoolSteps(RepoBase):
         if os.path.isfile(dest):  # noqa: PTH113
             # Recorded with this sha256 (checked), or left by a run killed before it recorded
             # the file: nothing to do when its bytes are right; damaged, it is repaired below.
-            if sha256_file(Path(dest)) == (f.size, f.sha256):
+            if file_size_sha256(Path(dest)) == (f.size, f.sha256):
                 return False
             if known:
                 log.warning("%s does not match its record; replaced by %s", dest, f.source)
@@ -403,7 +403,7 @@ def collect_inputs(paths: Sequence[Path]) -> tuple[list[str], list[Path]]:  # no
                 add(f)
         elif path.suffix in (".deb", ".udeb", ".dsc"):
             if not path.is_file():
-                raise RepoError(f"{path} does not exist")
+                raise RepoError(f"{path} {not_a_file(path)}")
             add(path)
         elif not path.exists():
             raise RepoError(f"{path} does not exist")

@@ -346,7 +346,7 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
 
     def _keys_current(self, signer: Signer) -> bool:
         marker = self.state.dir / "signing-key"
-        current = marker.read_text().strip() if marker.is_file() else ""
+        current = marker.read_bytes().decode("ascii", "replace").strip() if marker.is_file() else ""
         return current == signer.key_set and all(p.is_file() for p in self.keyring_paths)
 
     def _ensure_keys(

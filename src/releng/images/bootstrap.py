@@ -100,6 +100,7 @@ def command(recipe: Recipe, tarball: Path) -> list[str]:
         f'--aptopt=Acquire::Retries "{RETRIES}"',
         *keyring,
         *recipe.options,
+        "--",  # the suite, target and mirrors are never read as options
         recipe.suite,
         str(tarball),
         *recipe.mirror_args,

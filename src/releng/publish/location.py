@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from releng.errors import RepoError
 from releng.publish.s3 import S3Url, parse_s3_url
+from releng.textcheck import check_one_line
 
 if TYPE_CHECKING:
     from releng.apt import PublishResult as RepoChange
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from releng.version import Version
 
 log = logging.getLogger(__name__)
-
-_CONTROL = {chr(c) for c in range(0x20)} | {"\x7f"}
 
 
 @dataclass(frozen=True)
@@ -46,11 +45,10 @@ class RepoLocation:
     @classmethod
     def parse(cls, text: str, *, base: Path) -> RepoLocation:
         """``--repo DIR|s3://BUCKET/PREFIX``; a relative directory is under ``base``."""
-        if not text.strip() or _CONTROL & set(text):
-            raise RepoError(
-                f"--repo {text!r} is not a repository; name a directory or s3://BUCKET/PREFIX "
-                "(without control characters)"
-            )
+        advice = "name a directory or s3://BUCKET/PREFIX, without control characters"
+        check_one_line(text, what="--repo", error=RepoError, advice=advice)
+        if not text.strip():
+            raise RepoError(f"--repo {text!r} is not a repository; {advice}")
         if text.lower().startswith("s3:"):
             return cls(url=parse_s3_url(text))
         if "://" in text:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from releng.errors import PublishError
 from releng.publish.layout import CONTROL_DIR
+from releng.textcheck import check_one_line
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -61,11 +62,12 @@ class S3Url:
 def parse_s3_url(text: str) -> S3Url:
     """Parse ``s3://BUCKET[/PREFIX]``; anything else is a PublishError naming what is wrong."""
     example = "e.g. s3://my-bucket/apt"
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
-        raise PublishError(
-            f"{text!r} holds a control character (a tab, a newline); write s3://BUCKET/PREFIX "
-            f"({example})"
-        )
+    check_one_line(
+        text,
+        what="the S3 URL",
+        error=PublishError,
+        advice=f"write s3://BUCKET/PREFIX without control characters ({example})",
+    )
     if not text.startswith("s3://"):
         raise PublishError(f"{text!r} is not an s3:// URL; write s3://BUCKET/PREFIX ({example})")
     rest = text[len("s3://") :]

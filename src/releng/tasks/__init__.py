@@ -3,6 +3,11 @@
 Each module here holds one area's tasks; every ``Task`` found in them
 joins the one top-level Collection. Tasks parse arguments and call one
 function of the library; they hold no logic of their own.
+
+A renamed task keeps its old name, hidden (not in the Collection, so not in
+``invoke --list``): :data:`RENAMED` maps it to the new name, and
+:func:`releng.cli.route_task_help` answers a command line that still calls the old
+name with one line naming the new one and exit 2, whatever arguments follow.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from invoke.tasks import Task
 from releng.tasks import aws, build, keys, publish, repo, source
 
 AREAS: tuple[ModuleType, ...] = (source, build, repo, publish, aws, keys)
+
+# Old task name -> new name (the new one must be a task: tests/test_cli_grammar.py).
+RENAMED: dict[str, str] = {}
 
 
 def collection(root: str) -> Collection:

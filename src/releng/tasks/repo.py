@@ -32,12 +32,14 @@ def _location(c: Context, repo: str, dest: str = "") -> Any:
 def _check_url(url: str) -> None:
     """``--url`` goes into the printed .sources snippet: one line, no control characters."""
     from releng.errors import RepoError
+    from releng.textcheck import check_one_line
 
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        raise RepoError(
-            f"--url {url!r} holds control characters (a newline, a tab); pass the URL clients "
-            "use, e.g. https://example.org/apt"
-        )
+    check_one_line(
+        url,
+        what="--url",
+        error=RepoError,
+        advice="pass the URL clients use without control characters, e.g. https://example.org/apt",
+    )
 
 
 @task(
