@@ -12,9 +12,9 @@ from types import ModuleType
 from invoke.collection import Collection
 from invoke.tasks import Task
 
-from releng.tasks import aws, build, publish, repo, source
+from releng.tasks import aws, build, publish, repo, source, verify
 
-AREAS: tuple[ModuleType, ...] = (source, build, repo, publish, aws)
+AREAS: tuple[ModuleType, ...] = (source, build, repo, publish, aws, verify)
 
 
 def collection(root: str) -> Collection:
