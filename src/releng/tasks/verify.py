@@ -51,3 +51,23 @@ def verify_rebuild(
     for cmp in result.comparisons:
         out(f"  {cmp.name}: identical (sha256 {cmp.first_sha256})")
     out(f"  attestations: {result.out_dir / 'attestations'}")
+
+
+@task(
+    help={
+        "package": "a .deb file, or NAME=VERSION to fetch from the repository",
+        "repo": "the repository: a directory or an http(s):// URL (its attestations/ is read)",
+        "keyring": "the rebuilder's public key (armored or binary): whom to trust",
+        "arch": "with NAME=VERSION: the architecture (default: the host's)",
+    }
+)
+def verify_package(c: Context, package: str, repo: str, keyring: str, arch: str = "") -> None:
+    """Check a package against its rebuild attestation: one line, verified by whom and when,
+    or why not (non-zero exit)."""
+    from pathlib import Path
+
+    from releng.arch import host_architecture
+    from releng.rebuild.check import verify_package as verify
+
+    verdict = verify(package, repo=repo, keyring=Path(keyring), arch=arch or host_architecture())
+    out(verdict.line())
