@@ -42,19 +42,25 @@ def compare_packages(first: dict[str, Path], rebuilt_dir: Path) -> list[Comparis
 
 def first_difference(diffoscope_text: str) -> str:
     """The first file inside the package that diffoscope's text report shows differing:
-    the first member path (``./usr/bin/x``); else a path from a differing file list
-    (only metadata differs); else the first differing member (``control.tar.xz``)."""
-    members = []
+    the first path in the package's data (``usr/bin/x``), else in its control archive
+    (``md5sums``), else a path from a differing file list (only metadata differs), else
+    the first differing member (``control.tar.xz``)."""
+    data_paths, control_paths, members = [], [], []
+    in_data = False
     for line in diffoscope_text.splitlines():
         m = _MEMBER_RE.match(line)
-        if m:
-            members.append(m[1].strip())
-    for member in members:
-        if member.startswith("./"):
-            return member[2:] or member
+        if not m:
+            continue
+        name = m[1].strip()
+        if not line.startswith(("│", " ")):  # a member of the .deb itself
+            in_data = name.startswith("data.tar")
+        members.append(name)
+        if name.startswith("./") and len(name) > 2:
+            (data_paths if in_data else control_paths).append(name[2:])
+    if data_paths or control_paths:
+        return (data_paths or control_paths)[0]
     for line in diffoscope_text.splitlines():
-        m = _LISTED_RE.match(line)
-        if m:
-            return m[1][2:]
-    skipped = {"file list"}
-    return next((m for m in members if m not in skipped), "the package's ar members")
+        listed = _LISTED_RE.match(line)
+        if listed:
+            return listed[1][2:]
+    return next((m for m in members if m != "file list"), "the package's ar members")

@@ -29,7 +29,8 @@ REBUILDER_FORMAT = "1"  # bump when the way rebuilder images are made changes
 REBUILDER_REPOSITORY = "releng-rebuilder-{name}"
 LABEL_REBUILD = "org.releng.rebuild"  # every container the rebuilder makes
 TOOLS = ("faketime", "locales")  # the variations' tools, from the archive
-DIFFOSCOPE = ("diffoscope-minimal",)
+# diffoscope, and what it needs to look inside .debs (xz, zstd: Ubuntu's) rather than at bytes.
+DIFFOSCOPE = ("diffoscope-minimal", "xz-utils", "zstd")
 REBUILD_USER = "rebuilder"
 REBUILD_UID = 2345  # not the first build's (the invoking user's, or 1000)
 LOCALE = "fr_CH.UTF-8"  # not the first build's C.UTF-8
