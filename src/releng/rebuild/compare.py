@@ -45,7 +45,9 @@ def first_difference(diffoscope_text: str) -> str:
     the first path in the package's data (``usr/bin/x``), else in its control archive
     (``md5sums``), else a path from a differing file list (only metadata differs), else
     the first differing member (``control.tar.xz``)."""
-    data_paths, control_paths, members = [], [], []
+    data_paths: list[str] = []
+    control_paths: list[str] = []
+    members: list[str] = []
     in_data = False
     for line in diffoscope_text.splitlines():
         m = _MEMBER_RE.match(line)
@@ -62,5 +64,5 @@ def first_difference(diffoscope_text: str) -> str:
     for line in diffoscope_text.splitlines():
         listed = _LISTED_RE.match(line)
         if listed:
-            return listed[1][2:]
+            return str(listed[1])[2:]
     return next((m for m in members if m != "file list"), "the package's ar members")
