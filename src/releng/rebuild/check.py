@@ -72,7 +72,7 @@ class _Source:
             path = Path(self.location) / rel
             return path.read_bytes() if path.is_file() else None
         url = self.url.rstrip("/") + "/" + urllib.parse.quote(rel)
-        log.info("GET %s", url)
+        log.debug("GET %s", url)
         try:
             with urllib.request.urlopen(url, timeout=FETCH_TIMEOUT) as response:  # noqa: S310  (http(s) only, checked above)
                 return bytes(response.read())
