@@ -255,3 +255,54 @@ def test_a_build_that_embeds_the_hostname_is_caught_and_explained(
     assert json.loads((out / "rebuild.json").read_text())["result"] == "differs"
     with pytest.raises(RebuildRequired):
         check_rebuild_policy("require", [first.out_dir])
+
+
+# reprotest's own variations but those a container cannot make: another user (needs sudo
+# and a second account), another host and domain name (needs unshare), file order
+# (disorderfs needs FUSE). setarch (kernel, aslr) needs the personality syscall, which
+# the engine's default seccomp profile refuses: this one container runs unconfined.
+REPROTEST = (
+    "apt-get update -q >/dev/null && "
+    "apt-get install -y -q --no-install-recommends reprotest >/tmp/install.log 2>&1 "
+    "|| { cat /tmp/install.log; exit 2; }; "
+    'cd /tmp && reprotest --vary=-user_group,-domain_host,-fileordering --store-dir=/srv/store "$1" '
+    "-- null"
+)
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_reprotest_agrees_with_verify_rebuild(
+    engine: Engine, rebuilt_demo: Rebuilt, tmp_path: Path
+) -> None:
+    from releng.engine import ContainerSpec, Mount
+    from releng.rebuild.container import rebuilder_reference
+
+    build_dir = rebuilt_demo.build_dir
+    info = read_buildinfo(next(build_dir.glob("*_amd64.buildinfo")))
+    distro = rebuilt_demo.project.distro(BOOKWORM)
+    base_id = engine.image_id(distro.docker_base)
+    assert base_id is not None
+    image = rebuilder_reference(rebuilt_demo.project.name, BOOKWORM, base_id, info)
+    store = tmp_path / "store"
+    store.mkdir()
+    dsc = next(build_dir.glob("*.dsc")).name
+    result = engine.run_spec(
+        ContainerSpec(
+            image=image,
+            command=["sh", "-c", REPROTEST, "reprotest", f"/srv/first/{dsc}"],
+            mounts=[Mount(build_dir, "/srv/first"), Mount(store, "/srv/store", read_only=False)],
+            environment={
+                "DEBIAN_FRONTEND": "noninteractive",
+                "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+            },
+            security_opt=["seccomp=unconfined"],
+        )
+    )
+    assert result.exit_code == 0, result.output[-3000:]
+    assert "No differences in ./*.*deb" in result.output
+    sums = dict(
+        reversed(ln.split()) for ln in (store / "SHA256SUMS").read_text().splitlines() if ln
+    )
+    ours = {f"./{c.name}": c.first_sha256 for c in rebuilt_demo.result.comparisons}
+    assert sums == ours  # reprotest's builds made the first build's packages, as verify-rebuild did
