@@ -103,6 +103,14 @@ def test_verify_section_takes_three_modes_only() -> None:
         parse_product('[verify]\nrebuild = "always"\n', path=None, where="product.toml")
 
 
+def test_a_missing_or_foreign_build_is_refused_in_one_line(tmp_path: Path) -> None:
+    with pytest.raises(RebuildError, match=r"no finished build in .* run invoke make-package"):
+        plan_rebuild(tmp_path, distro_id=BOOKWORM, codename="bookworm", arch="amd64")
+    (tmp_path / "build.json").write_text("{}")
+    with pytest.raises(RebuildError, match=r"verify-rebuild of arm64 packages .* not supported"):
+        plan_rebuild(tmp_path, distro_id=BOOKWORM, codename="bookworm", arch="arm64")
+
+
 # -- the demo, rebuilt -----------------------------------------------------------------------
 
 
@@ -135,6 +143,19 @@ def test_demo_is_reproduced_byte_for_byte_under_the_variations(rebuilt_demo: Reb
     assert first.environment["SOURCE_DATE_EPOCH"] == second.environment["SOURCE_DATE_EPOCH"]
     # Installed from the archive at the recorded versions: the same build environment.
     assert first.dependencies == second.dependencies
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_demo_is_reproduced_on_noble(
+    engine: Engine, demo_build: Callable[..., Path], tmp_path: Path
+) -> None:
+    noble = "ubuntu-24.04-noble"
+    rebuilt = rebuild(engine, demo_build(noble, "1.0.0"), tmp_path, distro_id=noble)
+    names = {c.name for c in rebuilt.result.comparisons}
+    assert any(n.endswith(".ddeb") for n in names)  # Ubuntu's debug packages compared too
+    assert rebuilt.result.reproduced
+    assert len(rebuilt.result.attestations) == len(names)
 
 
 @pytest.mark.docker
