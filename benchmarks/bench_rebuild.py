@@ -1,6 +1,6 @@
 """verify-rebuild against the first build it verifies, and the cost of comparing and signing.
 
-For the demo product (tally) and GNU hello 2.10 (benchmarks/archive.py's pinned download),
+For the demo product (tally), GNU hello 2.10 and (``--leveldb``) LevelDB 1.23 (benchmarks/archive.py's pinned download),
 on debian-12-bookworm, builder images cached:
 
 - the first build: make-package --force (its builder image cached);
@@ -16,7 +16,9 @@ Then the comparison and signing alone for a 1 GB set of .debs (8 files of 128 Mi
 and rebuilt copies on disk): sha256 of both sides and one signed statement each
 (target <= 5 s).
 
-Run: ``python benchmarks/bench_rebuild.py`` (about 4-8 minutes; ``--demo-only``: about 2).
+Run: ``python benchmarks/bench_rebuild.py`` (about 4-8 minutes; ``--demo-only``: about 2;
+``--leveldb`` adds LevelDB 1.23 (``--leveldb-only``: only it), bench_cache.py's package: its builder image and C++ builds
+take another 15-25 minutes).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from benchmarks.bench_build import DISTRO, demo_project, hello_project  # noqa: E402
+from benchmarks.bench_cache import VERSION as LEVELDB_VERSION  # noqa: E402
+from benchmarks.bench_cache import leveldb_project  # noqa: E402
 from tests.fixtures.gpg import make_key  # noqa: E402
 
 from releng.build import make_package  # noqa: E402
@@ -113,16 +117,16 @@ def main() -> None:
         base = Path(tmp)
         key = make_key(base / "rebuilder", name="bench rebuilder", passphrase=None)
         signer = Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None)
-        one(
-            engine,
-            demo_project(base),
-            Version.parse("2026.11.20"),
-            {"PATH": os.environ["PATH"]},
-            signer,
-        )
-        if "--demo-only" not in sys.argv:
+        leveldb_only = "--leveldb-only" in sys.argv
+        if not leveldb_only:
+            demo = demo_project(base)
+            one(engine, demo, Version.parse("2026.11.20"), {"PATH": os.environ["PATH"]}, signer)
+        if not leveldb_only and "--demo-only" not in sys.argv:
             project, env = hello_project(base)
             one(engine, project, Version.parse("2.10", release=True), env, signer)
+        if leveldb_only or "--leveldb" in sys.argv:
+            project, env = leveldb_project(base)
+            one(engine, project, LEVELDB_VERSION, env, signer)
         compare_and_sign(base, signer)
 
 
