@@ -217,6 +217,18 @@ class BuildSection:
 
 
 @dataclass(frozen=True, kw_only=True)
+class VerifySection:
+    # Independent rebuilds (invoke verify-rebuild, docs/rebuild.md): "off"; "report", publish
+    # and say what is unverified; "require", refuse to publish a build with no matching rebuild.
+    rebuild: Literal["off", "report", "require"] = "off"
+    # The rebuilder's signing key (never the archive's). Empty: a development key under .releng/.
+    key: str = ""
+    gnupghome: str = ""
+    passphrase_env: str = "RELENG_REBUILDER_PASSPHRASE"  # noqa: S105  (a variable name)
+    passphrase_file: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class PublishSection:
     bucket: str = ""
     prefix: str = ""
@@ -258,6 +270,7 @@ class ProductConfig:
     images: ImagesSection = field(default_factory=ImagesSection)
     lintian: LintianSection = field(default_factory=LintianSection)
     build: BuildSection = field(default_factory=BuildSection)
+    verify: VerifySection = field(default_factory=VerifySection)
     publish: PublishSection = field(default_factory=PublishSection)
     aws: AwsSection = field(default_factory=AwsSection)
 

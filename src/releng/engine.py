@@ -101,6 +101,7 @@ class ContainerSpec:
     network: str | None = None
     user: str | None = None
     workdir: str | None = None
+    hostname: str | None = None  # None: the engine's default (the container id)
     security_opt: Sequence[str] = ()
     tty: bool = False
     stdin_open: bool = False
@@ -123,6 +124,8 @@ class ContainerSpec:
             args += ["--user", self.user]
         if self.workdir:
             args += ["--workdir", self.workdir]
+        if self.hostname:
+            args += ["--hostname", self.hostname]
         for opt in self.security_opt:
             args += ["--security-opt", opt]
         if self.tty:
@@ -162,6 +165,8 @@ class ContainerSpec:
             kwargs["user"] = self.user
         if self.workdir:
             kwargs["working_dir"] = self.workdir
+        if self.hostname:
+            kwargs["hostname"] = self.hostname
         if self.security_opt:
             kwargs["security_opt"] = list(self.security_opt)
         return kwargs

@@ -111,6 +111,7 @@ class Signature:
     fingerprint: str = ""  # the primary key's fingerprint (VALIDSIG), when the key is known
     algorithm: str = ""  # the OpenPGP public-key algorithm id (1 RSA, 22 EdDSA, ...)
     uid: str = ""
+    created: str = ""  # when the signature was made (VALIDSIG's timestamp, seconds since epoch)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,7 +165,11 @@ def parse_status(status: str) -> list[Signature]:
             sigs[-1]["status"] = "no-public-key"
         elif keyword == "VALIDSIG" and sigs:
             primary = args[9] if len(args) > 9 else args[0]
-            sigs[-1].update(fingerprint=primary, algorithm=args[6] if len(args) > 6 else "")
+            sigs[-1].update(
+                fingerprint=primary,
+                algorithm=args[6] if len(args) > 6 else "",
+                created=args[2] if len(args) > 2 else "",
+            )
     return [Signature(**s) for s in sigs]
 
 

@@ -17,9 +17,9 @@ from types import ModuleType
 from invoke.collection import Collection
 from invoke.tasks import Task
 
-from releng.tasks import aws, build, keys, publish, repo, source
+from releng.tasks import aws, build, keys, publish, repo, source, verify
 
-AREAS: tuple[ModuleType, ...] = (source, build, repo, publish, aws, keys)
+AREAS: tuple[ModuleType, ...] = (source, build, repo, publish, aws, keys, verify)
 
 # Old task name -> new name (the new one must be a task: tests/test_cli_grammar.py).
 RENAMED: dict[str, str] = {}
