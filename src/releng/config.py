@@ -150,6 +150,7 @@ class RepositoriesSection:
     valid_for_days: int = 0  # 0: no Valid-Until field
     byhash_keep: int = 3
     keep_history: int = 20  # publishes per suite kept for repo-history and repo-rollback
+    contents: bool = True  # Contents-<arch>.gz indexes for apt-file (releng.apt.contents)
 
 
 @dataclass(frozen=True, kw_only=True)

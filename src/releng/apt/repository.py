@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 from releng.apt import changes as _changes
+from releng.apt import contents as _contents
 from releng.apt import index as _index
 from releng.apt.debfile import BadPackageError, DebInfo, read_deb, sha256_file
 from releng.apt.durable import sync_filesystem
@@ -100,6 +101,7 @@ class RepoSettings(NamedTuple):
     keep_history: int = 20  # publishes per suite kept for repo-history and repo-rollback
     # One syncfs before each Release switch (durable.py); off only for throwaway repositories.
     sync_before_switch: bool = True
+    contents: bool = True  # Contents-<arch>.gz per component, for apt-file (contents.py)
 
     def check_suite(self, suite: str, *, existing: Iterable[str] = ()) -> None:
         if not _SUITE_RE.fullmatch(suite):
@@ -473,6 +475,8 @@ class Repository:
             # default 5 ms switch interval it would wait behind the parsing most of the time.
             with _switch_interval(_SHORT_SWITCH if dirs is not None else None):
                 infos = self._read_debs(debs, component, dirs)
+                if self.settings.contents:
+                    _contents.remember(self.state, infos)
                 sources = [_changes.read_dsc(p) for p in dscs]
                 records, files = self._plan_pool(infos, sources, component)
         except BaseException:
@@ -857,6 +861,9 @@ class Repository:
                 placed.append((byhash, dists / path, path, data))
             raw, gz, xz = digests
             saved.append((self.state.table_path(suite, name), table, (raw, gz, xz)))
+        contents = _contents.add_indexes(
+            self.state, self.settings, st, fresh, dists, entries, placed
+        )
         release = self._render_release(suite, entries)
         if self._real_clock and release == _read_or_none(dists / "Release"):
             # Nothing changed within the second of the published Date: the signatures would be
@@ -876,6 +883,7 @@ class Repository:
             for table_path, table, sums in saved:
                 table_path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(table_path, table.dumps(sums, tag))
+            contents.save()
         finally:
             inrelease, detached = signing()  # always joined; re-raises a signing error
         # The by-hash history, with this publish's files, is saved before the switch: a run

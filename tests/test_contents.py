@@ -1,0 +1,148 @@
+"""Contents-<arch>.gz indexes: listed in the Release with by-hash copies, incremental, checked.
+
+apt-file itself reads them in test_front_page_browser.py (bookworm and noble containers).
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import pytest
+
+from releng.apt import RepoSettings, Repository, check_repository
+from releng.apt.contents import CACHE_DIR, file_list, parse_contents
+from releng.apt.index import parse_release_sha256
+from releng.apt.state import STATE_DIR
+from releng.gpg import Signer
+from tests.apt_debs import make_deb
+from tests.fixtures.gpg import TestKey, make_key
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
+    return make_key(tmp_path_factory.mktemp("contents-gnupg"), name="contents key", passphrase=None)
+
+
+@pytest.fixture(scope="module")
+def signer(key: TestKey) -> Signer:
+    return Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None)
+
+
+def settings(**kw: object) -> RepoSettings:
+    base: dict[str, object] = {
+        "name": "tally",
+        "origin": "releng tests",
+        "label": "tally",
+        "architectures": ("amd64", "arm64"),
+        "sync_before_switch": False,
+    }
+    base.update(kw)
+    return RepoSettings(**base)  # type: ignore[arg-type]
+
+
+def contents(root: Path, suite: str, arch: str) -> dict[str, set[str]]:
+    path = root / "dists" / suite / "main" / f"Contents-{arch}.gz"
+    return parse_contents(gzip.decompress(path.read_bytes()), where=str(path))
+
+
+def release_paths(root: Path, suite: str) -> dict[str, str]:
+    text = (root / "dists" / suite / "Release").read_text()
+    return {e.path: e.sha256 for e in parse_release_sha256(text)}
+
+
+def test_contents_per_architecture_with_arch_all_in_each_and_in_contents_all(
+    tmp_path: Path, signer: Signer
+) -> None:
+    root = tmp_path / "repo"
+    debs = [
+        make_deb(tmp_path, "tally", "1.0-1", extra="Section: utils\n"),
+        make_deb(tmp_path, "tally", "1.0-1", arch="arm64", extra="Section: utils\n"),
+        make_deb(tmp_path, "tally-doc", "1.0-1", arch="all"),
+    ]
+    Repository(root, settings(), signer).include(["bookworm"], debs)
+    assert contents(root, "bookworm", "amd64") == {
+        "usr/bin/tally": {"tally"},
+        "usr/bin/tally-doc": {"tally-doc"},
+    }
+    assert contents(root, "bookworm", "arm64") == contents(root, "bookworm", "amd64")
+    assert contents(root, "bookworm", "all") == {"usr/bin/tally-doc": {"tally-doc"}}
+    text = gzip.decompress((root / "dists/bookworm/main/Contents-amd64.gz").read_bytes())
+    assert b"usr/bin/tally    utils/tally\n" in text  # the section/package location
+    listed = release_paths(root, "bookworm")
+    for arch in ("amd64", "arm64", "all"):
+        digest = listed[f"main/Contents-{arch}.gz"]
+        assert (root / f"dists/bookworm/main/by-hash/SHA256/{digest}").is_file()
+    report = check_repository(root)
+    assert report.problems == [] and report.warnings == []
+
+
+def test_no_contents_all_without_arch_all_packages_and_none_when_turned_off(
+    tmp_path: Path, signer: Signer
+) -> None:
+    root = tmp_path / "repo"
+    Repository(root, settings(), signer).include(["bookworm"], [make_deb(tmp_path, "ab", "1")])
+    assert "main/Contents-all.gz" not in release_paths(root, "bookworm")
+    assert "main/Contents-amd64.gz" in release_paths(root, "bookworm")
+    off = tmp_path / "off"
+    Repository(off, settings(contents=False), signer).include(
+        ["bookworm"], [make_deb(tmp_path, "ab", "1")]
+    )
+    assert not [p for p in release_paths(off, "bookworm") if "Contents" in p]
+    assert not list((off / "dists/bookworm/main").glob("Contents*"))
+    assert not (off / STATE_DIR / CACHE_DIR).exists()
+
+
+def test_adding_a_package_reads_only_its_own_file_list(tmp_path: Path, signer: Signer) -> None:
+    """The other packages' lines come from the published file: with their pool files and
+    cached lists gone, they are still listed after the next include."""
+    root = tmp_path / "repo"
+    repo = Repository(root, settings(), signer)
+    repo.include(["bookworm"], [make_deb(tmp_path, f"p{i}", "1") for i in range(40)])
+    shutil.rmtree(root / STATE_DIR / CACHE_DIR)
+    shutil.rmtree(root / "pool")
+    repo.include(["bookworm"], [make_deb(tmp_path, "newcomer", "1")])
+    listed = contents(root, "bookworm", "amd64")
+    assert set(listed) == {f"usr/bin/p{i}" for i in range(40)} | {"usr/bin/newcomer"}
+
+
+def test_a_replaced_version_leaves_the_contents(tmp_path: Path, signer: Signer) -> None:
+    root = tmp_path / "repo"
+    repo = Repository(root, settings(keep_versions=1), signer)
+    repo.include(["bookworm"], [make_deb(tmp_path, "tally", "1.0-1")])
+    repo.include(["bookworm"], [make_deb(tmp_path, "tally", "1.1-1")])
+    text = gzip.decompress((root / "dists/bookworm/main/Contents-amd64.gz").read_bytes())
+    assert text.count(b"usr/bin/tally ") == 1
+    assert check_repository(root).problems == []
+
+
+def test_a_lost_cache_is_rebuilt_from_the_pool(tmp_path: Path, signer: Signer) -> None:
+    root = tmp_path / "repo"
+    repo = Repository(root, settings(), signer)
+    repo.include(["bookworm"], [make_deb(tmp_path, "tally", "1.0-1")])
+    shutil.rmtree(root / STATE_DIR / "chunks")  # the tables (a cache)
+    shutil.rmtree(root / STATE_DIR / CACHE_DIR)
+    repo.publish()
+    assert contents(root, "bookworm", "amd64") == {"usr/bin/tally": {"tally"}}
+
+
+def test_file_list_reads_gzip_xz_zstd_and_plain_data_members(tmp_path: Path) -> None:
+    for comp in ("gzip", "xz", "zstd", "none"):
+        (tmp_path / comp).mkdir()
+        deb = make_deb(tmp_path / comp, "tally", "1", compression=comp)
+        assert file_list(deb) == ["usr/bin/tally"], comp
+
+
+def test_repo_check_reports_an_unreadable_contents_file(tmp_path: Path, signer: Signer) -> None:
+    root = tmp_path / "repo"
+    Repository(root, settings(), signer).include(["bookworm"], [make_deb(tmp_path, "ab", "1")])
+    digest = release_paths(root, "bookworm")["main/Contents-amd64.gz"]
+    for path in (
+        root / "dists/bookworm/main/Contents-amd64.gz",
+        root / f"dists/bookworm/main/by-hash/SHA256/{digest}",
+    ):
+        path.unlink()
+        path.write_bytes(b"not gzip")
+    problems = check_repository(root).problems
+    assert any("Contents-amd64.gz cannot be read" in p for p in problems), problems
