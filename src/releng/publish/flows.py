@@ -564,6 +564,7 @@ def update_repos(
        succeeded, remove those builds from scratch.
     """
     from releng import apt
+    from releng.publish.front_page import write_front_page
 
     builds, distros = _builds_to_include(project, dest.s3, scratch, version)
     settings = apt.settings_for(project)
@@ -597,6 +598,7 @@ def update_repos(
                 included[distro_id] = tuple(suites)
                 added += result.added
             repository.export_keys()
+            write_front_page(work, project)  # synced with the state; index pages put it at /
         publish = _publish_locked(dest, work, lock, remote=_remote_only(work))
     finally:
         lock.release()

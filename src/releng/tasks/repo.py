@@ -15,6 +15,13 @@ from releng.version import Version
 DEFAULT_REPO = "out/repo"
 
 
+def _front_page(proj: Any, root: Path, url: str = "") -> None:
+    """The repository's index.html (releng.publish.front_page), after every change."""
+    from releng.publish.front_page import write_front_page
+
+    write_front_page(root, proj, url=url)
+
+
 def _repo_dir(c: Context, repo: str) -> Path:
     path = Path(repo or DEFAULT_REPO)
     return path if path.is_absolute() else project(c).root / path
@@ -59,6 +66,7 @@ def repo_include(  # noqa: PLR0917  (invoke passes task arguments positionally)
         component=component or None,
     )
     out(f"{dist}: {len(result.added)} new package file(s); {len(result.written)} file(s) written")
+    _front_page(proj, root, url)
     _snippets(proj.name, root, url, {dist: [dist]}, list(apt.settings_for(proj).components))
 
 
@@ -98,6 +106,7 @@ def update_repos(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     root = _repo_dir(c, repo)
     signer = gpg.signer_for(proj, os.environ, release=ver.is_release)
     results = apt.update_repos(proj, signer, version=ver, repo=root)
+    _front_page(proj, root, url)
     for distro, result in results.items():
         out(f"{distro}: {', '.join(result.suites)} ({len(result.added)} new package file(s))")
     clients = {distro: list(result.suites) for distro, result in results.items()}
@@ -120,6 +129,7 @@ def repo_publish(c: Context, repo: str = "", dist: list[str] | None = None) -> N
     signer = gpg.signer_for(proj, os.environ, release=False)
     repository = apt.Repository(root, apt.settings_for(proj), signer)
     result = repository.publish(dist or None)
+    _front_page(proj, root)
     out(
         f"republished {', '.join(result.suites) or 'nothing'}; {len(result.removed)} file(s) removed"
     )
@@ -198,7 +208,7 @@ def _lifecycle(
         done = publish.change_repository(
             destination,
             publish.work_dir_for(proj, destination.url),
-            lambda work: operate(apt.Repository(work, settings, signer)),
+            lambda work: _then_page(proj, work, operate(apt.Repository(work, settings, signer))),
         )
         _report(done.change, dry_run=dry_run)
         if done.publish is not None:
@@ -206,7 +216,15 @@ def _lifecycle(
                 out(line)
         return done.change
     result = operate(apt.Repository(_repo_dir(c, repo), settings, signer))
+    if not dry_run:
+        _front_page(proj, _repo_dir(c, repo))
     _report(result, dry_run=dry_run)
+    return result
+
+
+def _then_page(proj: Any, work: Path, result: Any) -> Any:
+    if result.written:
+        _front_page(proj, work)
     return result
 
 
