@@ -72,8 +72,13 @@ def test_contents_per_architecture_with_arch_all_in_each_and_in_contents_all(
     assert b"usr/bin/tally    utils/tally\n" in text  # the section/package location
     listed = release_paths(root, "bookworm")
     for arch in ("amd64", "arm64", "all"):
-        digest = listed[f"main/Contents-{arch}.gz"]
-        assert (root / f"dists/bookworm/main/by-hash/SHA256/{digest}").is_file()
+        for name in (f"main/Contents-{arch}", f"main/Contents-{arch}.gz"):
+            digest = listed[name]  # the plain name too: apt finds the target by it
+            assert (root / f"dists/bookworm/main/by-hash/SHA256/{digest}").is_file()
+        plain = (root / f"dists/bookworm/main/Contents-{arch}").read_bytes()
+        assert plain == gzip.decompress(
+            (root / f"dists/bookworm/main/Contents-{arch}.gz").read_bytes()
+        )
     report = check_repository(root)
     assert report.problems == [] and report.warnings == []
 
@@ -84,6 +89,7 @@ def test_no_contents_all_without_arch_all_packages_and_none_when_turned_off(
     root = tmp_path / "repo"
     Repository(root, settings(), signer).include(["bookworm"], [make_deb(tmp_path, "ab", "1")])
     assert "main/Contents-all.gz" not in release_paths(root, "bookworm")
+    assert "main/Contents-all" not in release_paths(root, "bookworm")
     assert "main/Contents-amd64.gz" in release_paths(root, "bookworm")
     off = tmp_path / "off"
     Repository(off, settings(contents=False), signer).include(

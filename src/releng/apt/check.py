@@ -374,7 +374,7 @@ def check_repository(root: Path, *, keyring: Path | None = None) -> CheckReport:
             good = _verify_index(
                 report, root, suite=suite, entry=entry, byhash=byhash, path=path, by_hash=by_hash
             )
-            if good is None or "." in path.name:
+            if good is None or "." in path.name or path.name.startswith("Contents-"):
                 continue  # pool references are read from the uncompressed index
             where = str(path.relative_to(root))
             index_arch = path.parent.name.removeprefix("binary-")

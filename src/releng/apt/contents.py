@@ -1,11 +1,13 @@
 """Contents indexes: which package holds which file, for ``apt-file`` (and ``apt-file search``).
 
-Per suite and component: ``dists/<suite>/<component>/Contents-<arch>.gz`` for every
+Per suite and component: ``dists/<suite>/<component>/Contents-<arch>{,.gz}`` for every
 architecture of the repository (its arch-specific packages and the ``all`` ones, as apt-file
 fetches only ``Contents-$(ARCHITECTURE)`` unless the Release names ``all`` as an
-architecture), and ``Contents-all.gz`` when the suite holds arch-``all`` packages. Each is
-listed in the Release with its hash and stored under ``by-hash/SHA256/`` like the other
-indexes (the repository writes and prunes them with the Packages files).
+architecture), and ``Contents-all{,.gz}`` when the suite holds arch-``all`` packages. Each
+is listed in the Release with its hash and stored under ``by-hash/SHA256/`` like the other
+indexes (the repository writes and prunes them with the Packages files). The plain file is
+published as well as the ``.gz``: apt knows an index target only by its plain name in the
+Release (Debian lists it without publishing it; repo-check wants every listed file).
 
 A line is ``<path without ./>   <section>/<package>`` (Debian's format, no header).
 
@@ -36,6 +38,7 @@ import shutil
 import subprocess
 import tarfile
 import weakref
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NamedTuple
@@ -239,6 +242,15 @@ def _load_table(table_path: Path, byhash_dir: Path) -> dict[str, tuple[Entry, Bu
     return out if pos == len(data) else None
 
 
+def _file(path: str, pieces: list[Buffer]) -> ContentsFile:
+    sha = hashlib.sha256()
+    size = 0
+    for piece in pieces:
+        sha.update(piece)
+        size += len(piece)
+    return ContentsFile(path=path, pieces=pieces, size=size, sha256=sha.hexdigest())
+
+
 class Contents:
     """The Contents indexes of one suite: render (what to publish), then save (the tables)."""
 
@@ -278,7 +290,7 @@ class Contents:
                 kinds = ("all",) if arch == "all" else (arch, "all")
                 wanted = {p: m for p, m in debs.items() if m[4] in kinds}
                 name = f"{comp}/Contents-{arch}"
-                out.append(self._render_one(suite, name, wanted, fresh, dists / comp))
+                out += self._render_one(suite, name, wanted, fresh, dists / comp)
         return out
 
     def _render_one(
@@ -288,7 +300,7 @@ class Contents:
         wanted: Mapping[str, Member],
         fresh: Mapping[str, PoolRecord],
         comp_dir: Path,
-    ) -> ContentsFile:
+    ) -> list[ContentsFile]:
         table_path = self.state.table_path(suite, name)
         have = _load_table(table_path, comp_dir / "by-hash" / "SHA256") or {}
         rows: dict[str, tuple[Entry, Buffer]] = {p: have[p] for p in wanted.keys() & have.keys()}
@@ -306,17 +318,15 @@ class Contents:
                     rows[path] = ((m[2], m[3], m[4], path), member)
         ordered = sorted(rows.values(), key=lambda r: r[0])
         pieces = [buf for _e, buf in ordered if len(buf)]
+        # apt finds an index target in the Release by its uncompressed name (then fetches
+        # the best compressed one listed): the plain file is listed, and published, too.
+        raw: list[Buffer] = [zlib.decompress(p, wbits=31) for p in pieces]
         if not pieces:
             pieces = [gzip.compress(b"", mtime=0)]  # an empty suite: still a valid gzip file
-        sha = hashlib.sha256()
-        size = 0
-        for piece in pieces:
-            sha.update(piece)
-            size += len(piece)
-        digest = sha.hexdigest()
+        gz = _file(f"{name}.gz", pieces)
         lengths = [(e, len(buf)) for e, buf in ordered if len(buf)]
-        self._tables.append((table_path, digest, lengths))
-        return ContentsFile(path=f"{name}.gz", pieces=pieces, size=size, sha256=digest)
+        self._tables.append((table_path, gz.sha256, lengths))
+        return [_file(name, raw), gz]
 
     def save(self) -> None:
         """Save the rendered files' tables (call once their by-hash files are written)."""
