@@ -108,8 +108,8 @@ def test_install_commands_deb822_and_a_one_line_list_for_xenial(
     bookworm = next(t for t in page.targets if t.codename == "bookworm")
     xenial = next(t for t in page.targets if t.codename == "xenial")
     assert install_commands(page, bookworm, "bookworm") == (
-        "/usr/lib/apt/apt-helper download-file https://apt.example.org/tally-archive-keyring.gpg "
-        "/usr/share/keyrings/tally-archive-keyring.gpg\n"
+        "curl -fsSL -o /usr/share/keyrings/tally-archive-keyring.gpg \\\n"
+        "  https://apt.example.org/tally-archive-keyring.gpg\n"
         "cat > /etc/apt/sources.list.d/tally.sources <<'EOF'\n"
         "Types: deb\nURIs: https://apt.example.org\nSuites: bookworm\nComponents: main\n"
         "Signed-By: /usr/share/keyrings/tally-archive-keyring.gpg\nEOF\n"

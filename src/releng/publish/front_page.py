@@ -308,7 +308,8 @@ def install_commands(page: FrontPage, target: Target, suite: str) -> str:
     """The exact shell commands (run as root) that add the repository and install the product."""
     keyring = f"/usr/share/keyrings/{page.keyring}"
     lines = [
-        f"/usr/lib/apt/apt-helper download-file {page.url}/{page.keyring} {keyring}",
+        f"curl -fsSL -o {keyring} \\",
+        f"  {page.url}/{page.keyring}",
     ]
     lines += sources_commands(page, target, suite).splitlines()
     lines.append(f"apt-get update && apt-get install {page.name}")
@@ -339,7 +340,7 @@ def _code(text: str, *, label: str, block_id: str) -> str:
     script can put in the page's own address."""
     body = _e(text).replace(_e(URL_PLACEHOLDER), f'<span class="u">{_e(URL_PLACEHOLDER)}</span>')
     return (
-        f'<div class="code"><pre id="{block_id}" tabindex="0" aria-label="{_e(label)}">'
+        f'<div class="code"><pre id="{block_id}" tabindex="0" role="region" aria-label="{_e(label)}">'
         f"<code>{body}</code></pre>"
         f'<button type="button" class="copy" data-for="{block_id}">Copy</button></div>'
     )
@@ -399,13 +400,17 @@ def _key_section(page: FrontPage) -> str:
     if page.key is None:
         return f'<h2 id="key">Archive key</h2><p>Not published yet. {links}</p>'
     k = page.key
-    expiry = k.expires.strftime("%Y-%m-%d") if k.expires else "never"
+    expiry = (
+        f'<time datetime="{k.expires:%Y-%m-%d}">{k.expires:%Y-%m-%d}</time>'
+        if k.expires
+        else "never"
+    )
     fpr = " ".join(k.fingerprint[i : i + 4] for i in range(0, len(k.fingerprint), 4))
     uid = f"<p>{_e(', '.join(k.uids))}</p>" if k.uids else ""
     return (
         '<h2 id="key">Archive key</h2>'
         f'<p>Fingerprint: <strong class="fpr" id="fingerprint" data-fingerprint="{k.fingerprint}">{fpr}</strong></p>'
-        f"{uid}<p>Expires: <time>{_e(expiry)}</time></p><p>Download: {links}</p>"
+        f"{uid}<p>Expires: {expiry}</p><p>Download: {links}</p>"
         '<p class="mute">Check the fingerprint of the file you download: '
         f"<code>gpg --show-keys {_e(page.keyring)}</code></p>"
     )
@@ -423,7 +428,8 @@ def _install_section(page: FrontPage) -> str:
     parts = [
         '<h2 id="install">Install</h2>',
         f'<nav aria-label="Distributions"><ul>{nav}</ul></nav>',
-        '<p class="mute">Run as root (for example after <code>sudo -i</code>). '
+        '<p class="mute">Run as root (for example after <code>sudo -i</code>); the first '
+        "command needs <code>curl</code>. "
         "The key is checked by apt for every download; the repository address is "
         f"{'this page&#8217;s' if page.url == URL_PLACEHOLDER else _e(page.url)}.</p>",
     ]
@@ -498,7 +504,7 @@ def _suite_section(page: FrontPage, s: SuiteInfo) -> str:
         out.append("<p>Source:</p><ul>" + "".join(items) + "</ul>")
     if s.publishes:
         items = [
-            f"<li>#{p.n} <time>{_e(p.date)}</time>: +{p.added} &#8722;{p.removed}"
+            f"<li>#{p.n} {_e(p.date)}: +{p.added} &#8722;{p.removed}"
             + (f" ({_e(p.note)})" if p.note else "")
             + "</li>"
             for p in s.publishes
