@@ -212,25 +212,32 @@ class IndexPages:
         return touched + gone
 
     def _front_page(self) -> bool:
-        """Copy the state's front page to the root's index.html; False when there is none."""
+        """Put the state's front page at the root's index.html; False when there is none.
+
+        The state's copy may be stored gzipped (the sync packs private files when that is
+        smaller, saying so in its metadata): the page is served plain.
+        """
+        import gzip
+
         from botocore.exceptions import ClientError
 
         try:
-            if self.dry_run:
-                self.client.head_object(Bucket=self.dest.bucket, Key=self.dest.key(FRONT_PAGE))
-                return True
-            self.client.copy_object(
-                Bucket=self.dest.bucket,
-                Key=self.dest.key(INDEX),
-                CopySource={"Bucket": self.dest.bucket, "Key": self.dest.key(FRONT_PAGE)},
-                MetadataDirective="REPLACE",
-                ContentType="text/html; charset=utf-8",
-                CacheControl=f"public, max-age={self.short_ttl}",
-            )
+            got = self.client.get_object(Bucket=self.dest.bucket, Key=self.dest.key(FRONT_PAGE))
         except ClientError as exc:
             if is_not_found(exc):
                 return False
             raise
+        body = got["Body"].read()
+        if got.get("Metadata", {}).get("encoding") == "gzip":
+            body = gzip.decompress(body)
+        if not self.dry_run:
+            self.client.put_object(
+                Bucket=self.dest.bucket,
+                Key=self.dest.key(INDEX),
+                Body=body,
+                ContentType="text/html; charset=utf-8",
+                CacheControl=f"public, max-age={self.short_ttl}",
+            )
         return True
 
     def all_directories(self) -> set[str]:
