@@ -135,8 +135,11 @@ def file_list(deb: str | Path) -> list[str]:
                 f.seek(size + (size & 1), os.SEEK_CUR)
                 continue
             try:
-                stream = _data_stream(f, name, size, where=where)
-                with tarfile.open(fileobj=stream, mode="r|") as tar:
+                # An uncompressed data.tar (big payloads are often left so) is walked by
+                # seeking from header to header, never read; a compressed one is streamed.
+                plain = name == "data.tar"
+                stream = f if plain else _data_stream(f, name, size, where=where)
+                with tarfile.open(fileobj=stream, mode="r:" if plain else "r|") as tar:
                     return [
                         m.name.removeprefix("./")
                         for m in tar
