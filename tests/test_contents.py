@@ -152,3 +152,39 @@ def test_repo_check_reports_an_unreadable_contents_file(tmp_path: Path, signer: 
         path.write_bytes(b"not gzip")
     problems = check_repository(root).problems
     assert any("Contents-amd64.gz cannot be read" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("comp", ["gzip", "xz", "zstd", "none"])
+def test_file_list_matches_dpkg_deb_with_long_names_links_and_directories(
+    tmp_path: Path, comp: str
+) -> None:
+    """The hand-made reader of small data.tar members and tarfile agree with dpkg-deb."""
+    import subprocess
+
+    root = tmp_path / "tree"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN/control").write_text(
+        "Package: longnames\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t.invalid>\n"
+        "Description: d\n d\n"
+    )
+    deep = root / "usr/share" / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    (deep / ("f" * 90)).write_text("x")  # a path of more than 100 characters
+    (root / "usr/share/empty-dir").mkdir()
+    (root / "usr/share/link").symlink_to("empty-dir")
+    (root / "usr/share/plain file with spaces").write_text("y")
+    deb = tmp_path / "longnames.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", f"-Z{comp}", "--build", str(root), str(deb)],
+        check=True,
+        capture_output=True,
+    )
+    listing = subprocess.run(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True
+    ).stdout
+    names = subprocess.run(
+        ["tar", "-t"], input=listing, check=True, capture_output=True
+    ).stdout.decode()
+    expected = [n.removeprefix("./") for n in names.splitlines() if not n.endswith("/")]
+    assert file_list(deb) == expected
+    assert any(len(n) > 100 for n in expected)
