@@ -159,15 +159,16 @@ def _small_tar_names(member: bytes, name: str, *, where: str) -> list[str]:
             continue
         path = override
         override = None
-        if path is None:
-            path = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
-            prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
-            if prefix and header[257:262] == b"ustar":
-                path = f"{prefix}/{path}"
-        path = path.removeprefix("./")
+        path = (path if path is not None else _ustar_name(header)).removeprefix("./")
         if kind != b"5" and path and not path.endswith("/"):
             names.append(path)
     return names
+
+
+def _ustar_name(header: bytes) -> str:
+    path = header[:100].split(b"\0", 1)[0].decode("utf-8", "replace")
+    prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "replace")
+    return f"{prefix}/{path}" if prefix and header[257:262] == b"ustar" else path
 
 
 def _tarfile_names(tar: bytes, *, where: str) -> list[str]:
