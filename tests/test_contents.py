@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from releng.apt import RepoSettings, Repository, check_repository
-from releng.apt.contents import CACHE_DIR, file_list, parse_contents
+from releng.apt.contents import PACK, PACK_INDEX, file_list, parse_contents
 from releng.apt.index import parse_release_sha256
 from releng.apt.state import STATE_DIR
 from releng.gpg import Signer
@@ -97,7 +97,7 @@ def test_no_contents_all_without_arch_all_packages_and_none_when_turned_off(
     )
     assert not [p for p in release_paths(off, "bookworm") if "Contents" in p]
     assert not list((off / "dists/bookworm/main").glob("Contents*"))
-    assert not (off / STATE_DIR / CACHE_DIR).exists()
+    assert not (off / STATE_DIR / PACK).exists()
 
 
 def test_adding_a_package_reads_only_its_own_file_list(tmp_path: Path, signer: Signer) -> None:
@@ -106,7 +106,7 @@ def test_adding_a_package_reads_only_its_own_file_list(tmp_path: Path, signer: S
     root = tmp_path / "repo"
     repo = Repository(root, settings(), signer)
     repo.include(["bookworm"], [make_deb(tmp_path, f"p{i}", "1") for i in range(40)])
-    shutil.rmtree(root / STATE_DIR / CACHE_DIR)
+    (root / STATE_DIR / PACK).unlink()  # the kept file lists
     shutil.rmtree(root / "pool")
     repo.include(["bookworm"], [make_deb(tmp_path, "newcomer", "1")])
     listed = contents(root, "bookworm", "amd64")
@@ -128,9 +128,27 @@ def test_a_lost_cache_is_rebuilt_from_the_pool(tmp_path: Path, signer: Signer) -
     repo = Repository(root, settings(), signer)
     repo.include(["bookworm"], [make_deb(tmp_path, "tally", "1.0-1")])
     shutil.rmtree(root / STATE_DIR / "chunks")  # the tables (a cache)
-    shutil.rmtree(root / STATE_DIR / CACHE_DIR)
+    (root / STATE_DIR / PACK).unlink()
+    (root / STATE_DIR / PACK_INDEX).unlink()
     repo.publish()
     assert contents(root, "bookworm", "amd64") == {"usr/bin/tally": {"tally"}}
+
+
+def test_kept_lists_survive_a_lost_table_and_a_torn_index_line(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """Without the published file's table and the pool, the lists kept in the pack rebuild
+    the index; a torn last line (a killed append) is ignored and later lines still count."""
+    root = tmp_path / "repo"
+    repo = Repository(root, settings(), signer)
+    repo.include(["bookworm"], [make_deb(tmp_path, "tally", "1.0-1")])
+    with (root / STATE_DIR / PACK_INDEX).open("ab") as f:
+        f.write(b"0123")  # a torn line
+    repo.include(["bookworm"], [make_deb(tmp_path, "other", "1.0-1")])
+    shutil.rmtree(root / STATE_DIR / "chunks")
+    shutil.rmtree(root / "pool")
+    repo.publish()
+    assert set(contents(root, "bookworm", "amd64")) == {"usr/bin/tally", "usr/bin/other"}
 
 
 def test_file_list_reads_gzip_xz_zstd_and_plain_data_members(tmp_path: Path) -> None:

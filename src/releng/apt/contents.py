@@ -14,8 +14,9 @@ A line is ``<path without ./>   <section>/<package>`` (Debian's format, no heade
 Incremental, in two levels:
 
 * a package's lines are read from its ``data.tar`` once, when it is included, and kept as
-  one gzip member in ``.releng-repo/contents/<sha256 of the .deb>.gz`` (synced with the rest
-  of the state, so a publisher with no pool files, e.g. a lifecycle change on S3, has them);
+  one gzip member in ``.releng-repo/contents.pack`` by the SHA256 of the .deb (see
+  :class:`Pack`; synced with the rest of the state, so a publisher with no pool files, e.g.
+  a lifecycle change on S3, has them);
 * an index file is those members concatenated in (package, version, arch, path) order (a
   multi-member gzip file: zlib's gzread, which apt uses, reads it as one). Its table
   (``chunks/<suite>/<component>_Contents-<arch>.table``: each member's entry and length)
@@ -25,14 +26,12 @@ Incremental, in two levels:
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
 import logging
 import lzma
 import marshal
-import mmap
 import os
 import shutil
 import subprocess
@@ -54,7 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CACHE_DIR = "contents"  # under the state directory
+PACK = "contents.pack"  # under the state directory: see Pack
+PACK_INDEX = "contents.idx"
 _TABLE_VERSION = 1
 _AR_MAGIC = b"!<arch>\n"
 _AR_HEADER = 60
@@ -224,40 +224,101 @@ def lines_for(files: Iterable[str], *, package: str, section: str) -> bytes:
 # -- the per-package cache ------------------------------------------------------------------------
 
 
-def cache_path(state: RepoState, sha256: str) -> Path:
-    return state.dir / CACHE_DIR / sha256[:2] / f"{sha256}.gz"
+class Pack:
+    """Every package's gzip member, kept by the SHA256 of its .deb: appended to
+    ``contents.pack``, with a line ``<sha256> <offset> <length>`` in ``contents.idx`` for each
+    (two files, not one per package: 10,000 small files cost more to write, and to sync,
+    than the lines of their lists). Appended under the repository lock, the pack first: a
+    run killed in between leaves bytes no line names; a torn last line is ignored. Never
+    compacted: a few hundred bytes per package ever included.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.pack = state_dir / PACK
+        self.idx = state_dir / PACK_INDEX
+        self._index: dict[str, tuple[int, int]] | None = None
+        self._new: dict[str, bytes] = {}
+
+    def index(self) -> dict[str, tuple[int, int]]:
+        if self._index is None:
+            index: dict[str, tuple[int, int]] = {}
+            try:
+                size = os.stat(self.pack).st_size  # noqa: PTH116
+                data = self.idx.read_bytes()
+            except FileNotFoundError:
+                data, size = b"", 0
+            for line in data.split(b"\n")[:-1]:  # the last: empty, or torn
+                parts = line.split()
+                if (
+                    len(parts) == 3
+                    and len(parts[0]) == 64
+                    and parts[1].isdigit()
+                    and parts[2].isdigit()
+                ):
+                    offset, length = int(parts[1]), int(parts[2])
+                    if offset + length <= size:
+                        index[parts[0].decode()] = (offset, length)
+            self._index = index
+        return self._index
+
+    def __contains__(self, sha256: str) -> bool:
+        return sha256 in self._new or sha256 in self.index()
+
+    def get(self, sha256: str) -> bytes | None:
+        if sha256 in self._new:
+            return self._new[sha256]
+        where = self.index().get(sha256)
+        if where is None:
+            return None
+        with open(self.pack, "rb") as f:  # noqa: PTH123
+            return os.pread(f.fileno(), where[1], where[0])
+
+    def add(self, sha256: str, member: bytes) -> None:
+        self._new[sha256] = member
+
+    def flush(self) -> None:
+        """Append what was added (call with the repository lock held)."""
+        if not self._new:
+            return
+        self.pack.parent.mkdir(parents=True, exist_ok=True)
+        lines = []
+        with open(self.pack, "ab") as f:  # noqa: PTH123
+            offset = f.seek(0, os.SEEK_END)
+            f.write(b"".join(self._new.values()))
+            for sha, member in self._new.items():
+                lines.append(f"{sha} {offset} {len(member)}\n")
+                if self._index is not None:
+                    self._index[sha] = (offset, len(member))
+                offset += len(member)
+        with open(self.idx, "a+b") as f:  # noqa: PTH123
+            end = f.seek(0, os.SEEK_END)
+            torn = end > 0 and os.pread(f.fileno(), 1, end - 1) != b"\n"
+            f.write((b"\n" if torn else b"") + "".join(lines).encode())
+        self._new = {}
 
 
-# Lists read while the inputs are read (before the lock), by RepoState: written to the cache
-# only when a publish uses them, so that a refused include leaves no file behind.
+# Lists read while the inputs are read (before the lock), by RepoState: kept only when a
+# publish uses them, so that a refused include leaves nothing behind.
 _read: weakref.WeakKeyDictionary[RepoState, dict[str, bytes]] = weakref.WeakKeyDictionary()
 
 
 def remember(state: RepoState, infos: Sequence[DebInfo]) -> None:
-    """Read each package's Contents lines from its data.tar (once per .deb: cached by its
+    """Read each package's Contents lines from its data.tar (once per .deb: kept by its
     SHA256), to be kept when a publish uses them."""
     pending = _read.setdefault(state, {})
+    pack = Pack(state.dir)
     for info in infos:
-        if info.sha256 in pending or cache_path(state, info.sha256).is_file():
+        if info.sha256 in pending or info.sha256 in pack:
             continue
-        lines = lines_for(
-            file_list(info.path), package=info.package, section=info.control.get("Section", "")
+        pending[info.sha256] = _gz(
+            lines_for(
+                file_list(info.path), package=info.package, section=info.control.get("Section", "")
+            )
         )
-        pending[info.sha256] = (
-            gzip.compress(lines, compresslevel=GZIP_LEVEL, mtime=0) if lines else b""
-        )
 
 
-def _store(path: Path, files: Sequence[str], *, package: str, section: str) -> bytes:
-    data = lines_for(files, package=package, section=section)
-    member = gzip.compress(data, compresslevel=GZIP_LEVEL, mtime=0) if data else b""
-    _write(path, member)
-    return member
-
-
-def _write(path: Path, member: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, member)
+def _gz(lines: bytes) -> bytes:
+    return gzip.compress(lines, compresslevel=GZIP_LEVEL, mtime=0) if lines else b""
 
 
 def _section(stanza: bytes) -> str:
@@ -267,23 +328,26 @@ def _section(stanza: bytes) -> str:
     return ""
 
 
-def _member(state: RepoState, root: Path, rec: PoolRecord) -> bytes | None:
-    """The package's gzip member: from the cache, else read from its pool file now."""
-    path = cache_path(state, rec.sha256)
+def _member(state: RepoState, pack: Pack, root: Path, rec: PoolRecord) -> bytes | None:
+    """The package's gzip member: read at include, kept in the pack, or read from its pool
+    file now (added to the pack)."""
     pending = _read.get(state)
     if pending is not None and (member := pending.pop(rec.sha256, None)) is not None:
-        _write(path, member)
+        pack.add(rec.sha256, member)
         return member
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_bytes()
+    member = pack.get(rec.sha256)
+    if member is not None:
+        return member
     deb = root / rec.path
     if not deb.is_file():
         log.warning(
-            "no file list for %s (no cache, no pool file); left out of the Contents indexes",
+            "no file list for %s (none kept, no pool file); left out of the Contents indexes",
             rec.path,
         )
         return None
-    return _store(path, file_list(deb), package=rec.package, section=_section(rec.stanza))
+    member = _gz(lines_for(file_list(deb), package=rec.package, section=_section(rec.stanza)))
+    pack.add(rec.sha256, member)
+    return member
 
 
 # -- the indexes ------------------------------------------------------------------------------------
@@ -295,11 +359,9 @@ def _load_table(table_path: Path, byhash_dir: Path) -> dict[str, tuple[Entry, Bu
         version, digest, rows = marshal.loads(table_path.read_bytes())  # noqa: S302  (private state, written under the lock)
         if version != _TABLE_VERSION:
             return None
-        with open(byhash_dir / digest, "rb") as f:  # noqa: PTH123
-            size = os.fstat(f.fileno()).st_size
-            data: Buffer = (
-                memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if size else b""
-            )
+        # Read, not mapped: a mapping would live as long as any slice of it, and keep the
+        # file (and its filesystem) busy after a failed run, whose traceback holds them.
+        data = memoryview((byhash_dir / digest).read_bytes())
     except (OSError, ValueError, TypeError, EOFError):
         return None
     out: dict[str, tuple[Entry, Buffer]] = {}
@@ -335,6 +397,7 @@ class Contents:
         self.components = components
         self.architectures = architectures
         self._tables: list[tuple[Path, str, list[tuple[Entry, int]]]] = []
+        self._pack = Pack(state.dir)
 
     def render(
         self,
@@ -380,7 +443,7 @@ class Contents:
                 if rec is None:
                     log.warning("suite %s names %s, which has no pool record", suite, path)
                     continue
-                member = _member(self.state, self.root, rec)
+                member = _member(self.state, self._pack, self.root, rec)
                 if member is not None:
                     m = wanted[path]
                     rows[path] = ((m[2], m[3], m[4], path), member)
@@ -397,7 +460,9 @@ class Contents:
         return [_file(name, raw), gz]
 
     def save(self) -> None:
-        """Save the rendered files' tables (call once their by-hash files are written)."""
+        """Keep the new packages' members and save the rendered files' tables (call once
+        their by-hash files are written)."""
+        self._pack.flush()
         for table_path, digest, lengths in self._tables:
             if not lengths:
                 table_path.unlink(missing_ok=True)  # nothing to slice: an empty gzip file
