@@ -206,3 +206,26 @@ def test_file_list_matches_dpkg_deb_with_long_names_links_and_directories(
     expected = [n.removeprefix("./") for n in names.splitlines() if not n.endswith("/")]
     assert file_list(deb) == expected
     assert any(len(n) > 100 for n in expected)
+
+
+def test_incremental_files_equal_a_rebuild_from_scratch(tmp_path: Path, signer: Signer) -> None:
+    """Packages added among the old ones, replaced and dropped: the runs sliced out of the
+    last files, with the new members put in their place, are what a full rebuild makes."""
+    root = tmp_path / "repo"
+    repo = Repository(root, settings(keep_versions=1), signer)
+    repo.include(["bookworm"], [make_deb(tmp_path, f"p{i:02d}", "1") for i in range(0, 30, 3)])
+    repo.include(["bookworm"], [make_deb(tmp_path, f"p{i:02d}", "1") for i in range(1, 30, 7)])
+    repo.include(["bookworm"], [make_deb(tmp_path, "p03", "2"), make_deb(tmp_path, "p00", "2")])
+    repo.include(["bookworm"], [make_deb(tmp_path, "zz", "1", arch="all")])
+    main = root / "dists/bookworm/main"
+    incremental = {p.name: p.read_bytes() for p in main.glob("Contents-*")}
+    assert set(incremental) == {
+        f"Contents-{a}{s}" for a in ("amd64", "arm64", "all") for s in ("", ".gz")
+    }
+    shutil.rmtree(root / STATE_DIR / "chunks")
+    repo.publish()
+    assert {p.name: p.read_bytes() for p in main.glob("Contents-*")} == incremental
+    lines = gzip.decompress(incremental["Contents-amd64.gz"]).decode().splitlines()
+    names = {f"p{i:02d}" for i in [*range(0, 30, 3), *range(1, 30, 7)]} | {"zz"}
+    assert sorted(ln.split()[-1] for ln in lines) == sorted(f"misc/{n}" for n in names)
+    assert check_repository(root).problems == []

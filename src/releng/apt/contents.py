@@ -19,16 +19,18 @@ Incremental, in two levels:
   a lifecycle change on S3, has them);
 * an index file is those members concatenated in (package, version, arch, path) order (a
   multi-member gzip file: zlib's gzread, which apt uses, reads it as one). Its table
-  (``chunks/<suite>/<component>_Contents-<arch>.table``: each member's entry and length)
-  lets the next publish slice the unchanged members out of the published file and read
-  only the added packages' members.
+  (``chunks/<suite>/<component>_Contents-<arch>.table``: each member's entry and lengths)
+  lets the next publish slice the unchanged members out of the published files (the .gz
+  and the plain one) and read only the added packages' members.
 """
 
 from __future__ import annotations
 
+import bisect
 import gzip
 import hashlib
 import io
+import itertools
 import logging
 import lzma
 import marshal
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 
 PACK = "contents.pack"  # under the state directory: see Pack
 PACK_INDEX = "contents.idx"
-_TABLE_VERSION = 1
+_TABLE_VERSION = 2
 _AR_MAGIC = b"!<arch>\n"
 _AR_HEADER = 60
 GZIP_LEVEL = 6
@@ -224,6 +226,19 @@ def lines_for(files: Iterable[str], *, package: str, section: str) -> bytes:
 # -- the per-package cache ------------------------------------------------------------------------
 
 
+_FIND_AT_MOST = 32  # packages looked up by searching the raw index; more: it is parsed
+
+
+def _entry(line: bytes, pack_size: int) -> tuple[str, tuple[int, int]] | None:
+    parts = line.split()
+    if len(parts) != 3 or len(parts[0]) != 64 or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    offset, length = int(parts[1]), int(parts[2])
+    if offset + length > pack_size:
+        return None  # appended by a run killed before the pack was complete
+    return parts[0].decode(), (offset, length)
+
+
 class Pack:
     """Every package's gzip member, kept by the SHA256 of its .deb: appended to
     ``contents.pack``, with a line ``<sha256> <offset> <length>`` in ``contents.idx`` for each
@@ -237,37 +252,55 @@ class Pack:
         self.pack = state_dir / PACK
         self.idx = state_dir / PACK_INDEX
         self._index: dict[str, tuple[int, int]] | None = None
+        self._raw: tuple[bytes, int] | None = None
         self._new: dict[str, bytes] = {}
 
-    def index(self) -> dict[str, tuple[int, int]]:
-        if self._index is None:
-            index: dict[str, tuple[int, int]] = {}
+    def _read(self) -> tuple[bytes, int]:
+        """The index file's complete lines (a torn last one left out) and the pack's size."""
+        if self._raw is None:
             try:
                 size = os.stat(self.pack).st_size  # noqa: PTH116
                 data = self.idx.read_bytes()
             except FileNotFoundError:
                 data, size = b"", 0
-            for line in data.split(b"\n")[:-1]:  # the last: empty, or torn
-                parts = line.split()
-                if (
-                    len(parts) == 3
-                    and len(parts[0]) == 64
-                    and parts[1].isdigit()
-                    and parts[2].isdigit()
-                ):
-                    offset, length = int(parts[1]), int(parts[2])
-                    if offset + length <= size:
-                        index[parts[0].decode()] = (offset, length)
+            self._raw = (data[: data.rfind(b"\n") + 1], size)
+        return self._raw
+
+    def index(self) -> dict[str, tuple[int, int]]:
+        if self._index is None:
+            data, size = self._read()
+            index: dict[str, tuple[int, int]] = {}
+            for line in data.split(b"\n"):
+                found = _entry(line, size)
+                if found is not None:
+                    index[found[0]] = found[1]
             self._index = index
         return self._index
 
-    def __contains__(self, sha256: str) -> bool:
-        return sha256 in self._new or sha256 in self.index()
+    def _find(self, sha256: str) -> tuple[int, int] | None:
+        """One package's entry without parsing every line: a search of the raw index (the
+        newest line for it counts, as in :meth:`index`)."""
+        if self._index is not None:
+            return self._index.get(sha256)
+        data, size = self._read()
+        at = data.rfind(sha256.encode() + b" ")
+        while at > 0 and data[at - 1 : at] != b"\n":  # not at the start of a line
+            at = data.rfind(sha256.encode() + b" ", 0, at)
+        if at < 0:
+            return None
+        found = _entry(data[at : data.find(b"\n", at)], size)
+        return found[1] if found is not None else None
+
+    def has(self, shas: Sequence[str]) -> set[str]:
+        """Which of ``shas`` are kept (a few: searched; many: the whole index parsed)."""
+        if len(shas) > _FIND_AT_MOST:
+            self.index()
+        return {s for s in shas if s in self._new or self._find(s) is not None}
 
     def get(self, sha256: str) -> bytes | None:
         if sha256 in self._new:
             return self._new[sha256]
-        where = self.index().get(sha256)
+        where = self._find(sha256)
         if where is None:
             return None
         with open(self.pack, "rb") as f:  # noqa: PTH123
@@ -287,14 +320,13 @@ class Pack:
             f.write(b"".join(self._new.values()))
             for sha, member in self._new.items():
                 lines.append(f"{sha} {offset} {len(member)}\n")
-                if self._index is not None:
-                    self._index[sha] = (offset, len(member))
                 offset += len(member)
         with open(self.idx, "a+b") as f:  # noqa: PTH123
             end = f.seek(0, os.SEEK_END)
             torn = end > 0 and os.pread(f.fileno(), 1, end - 1) != b"\n"
             f.write((b"\n" if torn else b"") + "".join(lines).encode())
         self._new = {}
+        self._index = self._raw = None  # read again when asked
 
 
 # Lists read while the inputs are read (before the lock), by RepoState: kept only when a
@@ -306,9 +338,9 @@ def remember(state: RepoState, infos: Sequence[DebInfo]) -> None:
     """Read each package's Contents lines from its data.tar (once per .deb: kept by its
     SHA256), to be kept when a publish uses them."""
     pending = _read.setdefault(state, {})
-    pack = Pack(state.dir)
+    kept = Pack(state.dir).has([i.sha256 for i in infos if i.sha256 not in pending])
     for info in infos:
-        if info.sha256 in pending or info.sha256 in pack:
+        if info.sha256 in pending or info.sha256 in kept:
             continue
         pending[info.sha256] = _gz(
             lines_for(
@@ -353,32 +385,76 @@ def _member(state: RepoState, pack: Pack, root: Path, rec: PoolRecord) -> bytes 
 # -- the indexes ------------------------------------------------------------------------------------
 
 
-def _load_table(table_path: Path, byhash_dir: Path) -> dict[str, tuple[Entry, Buffer]] | None:
-    """The last publish's members, sliced out of its published file; None if unusable."""
+# A member in a saved table: its entry and the lengths of its gzip member and of its lines.
+_Row = tuple[Entry, int, int]
+
+
+class _Published(NamedTuple):
+    rows: list[_Row]  # sorted by entry
+    gz: Buffer  # the published .gz: the rows' members, concatenated
+    raw: Buffer  # the published plain file: the rows' lines, concatenated
+
+
+def _load_table(table_path: Path, byhash_dir: Path) -> _Published | None:
+    """The last publish's table and files; None if unusable."""
     try:
-        version, digest, rows = marshal.loads(table_path.read_bytes())  # noqa: S302  (private state, written under the lock)
+        version, (gz_digest, raw_digest), rows = marshal.loads(table_path.read_bytes())  # noqa: S302  (private state, written under the lock)
         if version != _TABLE_VERSION:
             return None
         # Read, not mapped: a mapping would live as long as any slice of it, and keep the
         # file (and its filesystem) busy after a failed run, whose traceback holds them.
-        data = memoryview((byhash_dir / digest).read_bytes())
+        gz = memoryview((byhash_dir / gz_digest).read_bytes())
+        raw = memoryview((byhash_dir / raw_digest).read_bytes())
     except (OSError, ValueError, TypeError, EOFError):
         return None
-    out: dict[str, tuple[Entry, Buffer]] = {}
-    pos = 0
-    for entry, length in rows:
-        out[entry[3]] = (tuple(entry), data[pos : pos + length])
-        pos += length
-    return out if pos == len(data) else None
+    if sum(r[1] for r in rows) != len(gz) or sum(r[2] for r in rows) != len(raw):
+        return None
+    return _Published(rows, gz, raw)
+
+
+def _merge(
+    old: _Published, keep: Sequence[bool], new: Sequence[tuple[Entry, bytes, bytes]]
+) -> tuple[list[Buffer], list[Buffer], list[_Row]]:
+    """The .gz and plain files' pieces and the rows: the kept old rows as runs sliced out of
+    the published files, the new ones put in their place by entry."""
+    rows = old.rows
+    gz_ends = [0, *itertools.accumulate(r[1] for r in rows)]
+    raw_ends = [0, *itertools.accumulate(r[2] for r in rows)]
+    entries = [r[0] for r in rows]
+    gz: list[Buffer] = []
+    raw: list[Buffer] = []
+    out: list[_Row] = []
+
+    def old_rows(i: int, j: int) -> None:
+        k = i
+        while k < j:
+            if not keep[k]:
+                k += 1
+                continue
+            start = k
+            while k < j and keep[k]:
+                k += 1
+            gz.append(old.gz[gz_ends[start] : gz_ends[k]])
+            raw.append(old.raw[raw_ends[start] : raw_ends[k]])
+            out.extend(rows[start:k])
+
+    i = 0
+    for entry, member, lines in new:
+        j = bisect.bisect_left(entries, entry, lo=i)
+        old_rows(i, j)
+        i = j
+        gz.append(member)
+        raw.append(lines)
+        out.append((entry, len(member), len(lines)))
+    old_rows(i, len(rows))
+    return gz, raw, out
 
 
 def _file(path: str, pieces: list[Buffer]) -> ContentsFile:
-    sha = hashlib.sha256()
-    size = 0
-    for piece in pieces:
-        sha.update(piece)
-        size += len(piece)
-    return ContentsFile(path=path, pieces=pieces, size=size, sha256=sha.hexdigest())
+    data = b"".join(pieces)  # one copy: cheaper than hashing and writing 10,000 small pieces
+    return ContentsFile(
+        path=path, pieces=[data], size=len(data), sha256=hashlib.sha256(data).hexdigest()
+    )
 
 
 class Contents:
@@ -396,7 +472,7 @@ class Contents:
         self.root = root
         self.components = components
         self.architectures = architectures
-        self._tables: list[tuple[Path, str, list[tuple[Entry, int]]]] = []
+        self._tables: list[tuple[Path, tuple[str, str], list[_Row]]] = []
         self._pack = Pack(state.dir)
 
     def render(
@@ -433,9 +509,11 @@ class Contents:
         comp_dir: Path,
     ) -> list[ContentsFile]:
         table_path = self.state.table_path(suite, name)
-        have = _load_table(table_path, comp_dir / "by-hash" / "SHA256") or {}
-        rows: dict[str, tuple[Entry, Buffer]] = {p: have[p] for p in wanted.keys() & have.keys()}
-        missing = wanted.keys() - have.keys()
+        old = _load_table(table_path, comp_dir / "by-hash" / "SHA256") or _Published([], b"", b"")
+        had = {r[0][3] for r in old.rows}
+        keep = [r[0][3] in wanted for r in old.rows]
+        missing = [p for p in wanted if p not in had]
+        new: list[tuple[Entry, bytes, bytes]] = []
         if missing:
             pool = self.state.pool() if any(p not in fresh for p in missing) else {}
             for path in missing:
@@ -446,29 +524,29 @@ class Contents:
                 member = _member(self.state, self._pack, self.root, rec)
                 if member is not None:
                     m = wanted[path]
-                    rows[path] = ((m[2], m[3], m[4], path), member)
-        ordered = sorted(rows.values(), key=lambda r: r[0])
-        pieces = [buf for _e, buf in ordered if len(buf)]
-        # apt finds an index target in the Release by its uncompressed name (then fetches
-        # the best compressed one listed): the plain file is listed, and published, too.
-        raw: list[Buffer] = [zlib.decompress(p, wbits=31) for p in pieces]
-        if not pieces:
-            pieces = [gzip.compress(b"", mtime=0)]  # an empty suite: still a valid gzip file
-        gz = _file(f"{name}.gz", pieces)
-        lengths = [(e, len(buf)) for e, buf in ordered if len(buf)]
-        self._tables.append((table_path, gz.sha256, lengths))
-        return [_file(name, raw), gz]
+                    lines = zlib.decompress(member, wbits=31) if member else b""
+                    new.append(((m[2], m[3], m[4], path), member, lines))
+        new.sort(key=lambda n: n[0])
+        # Only the added members are unpacked; the others are runs sliced out of the last
+        # files. apt finds an index target in the Release by its uncompressed name (then
+        # fetches the best compressed one listed): the plain file is listed, and published.
+        pieces, raw, rows = _merge(old, keep, new)
+        empty = not any(len(p) for p in pieces)
+        gz = _file(f"{name}.gz", [gzip.compress(b"", mtime=0)] if empty else pieces)
+        plain = _file(name, raw)
+        self._tables.append((table_path, (gz.sha256, plain.sha256), [] if empty else rows))
+        return [plain, gz]
 
     def save(self) -> None:
         """Keep the new packages' members and save the rendered files' tables (call once
         their by-hash files are written)."""
         self._pack.flush()
-        for table_path, digest, lengths in self._tables:
+        for table_path, digests, lengths in self._tables:
             if not lengths:
                 table_path.unlink(missing_ok=True)  # nothing to slice: an empty gzip file
                 continue
             table_path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(table_path, marshal.dumps((_TABLE_VERSION, digest, lengths)))
+            write_atomic(table_path, marshal.dumps((_TABLE_VERSION, digests, lengths)))
         self._tables = []
 
 

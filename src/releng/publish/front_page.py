@@ -29,7 +29,7 @@ import shlex
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -114,7 +114,6 @@ class FrontPage:
     suites: tuple[SuiteInfo, ...]
     generated: dt.datetime
     has_source_dir: bool = False
-    extra_links: tuple[tuple[str, str], ...] = field(default_factory=tuple)
 
 
 # -- reading the repository -----------------------------------------------------------------------
