@@ -88,6 +88,14 @@ def benchmarks(session: nox.Session) -> None:
         session.run("python", script)
 
 
+@nox.session(default=False)
+def front_page_screenshot(session: nox.Session) -> None:
+    """Regenerate docs/front-page.png: a demo repository's front page in headless Chromium."""
+    _install(session)
+    session.run("./scripts/setup-front-page-tools", external=True)
+    session.run("python", "-m", "releng.publish.front_page_demo", "docs/front-page.png")
+
+
 @nox.session(default=False, venv_backend="none")
 def lock(session: nox.Session) -> None:
     """Re-resolve requirements/lock.txt and runtime.txt from pyproject.toml (-- --upgrade[-package P])."""

@@ -93,3 +93,29 @@ def test_pages_on_s3_only_for_changed_dirs_never_the_control_area(moto_server, m
     assert pages.update(["pool/main/t/tally"]) == ["pool/main/t/tally/index.html"]
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
     assert "apt/pool/main/t/tally/index.html" not in keys
+
+
+@pytest.mark.aws
+def test_the_root_page_is_the_front_page_from_the_state_with_a_short_ttl(
+    moto_server, monkeypatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    client = s3_client()
+    bucket = f"front-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    dest = S3Url(bucket, "apt")
+    client.put_object(Bucket=bucket, Key=dest.key("dists/s/InRelease"), Body=b"x")
+    pages = IndexPages(client, dest, clock=lambda: GENERATED, short_ttl=30)
+    pages.update([""])  # no front page in the state yet: the listing
+    root = client.get_object(Bucket=bucket, Key="apt/index.html")["Body"].read().decode()
+    assert "Index of /" in root
+    front = b"<!DOCTYPE html>\n<title>tally packages</title>"
+    client.put_object(Bucket=bucket, Key=dest.key(".releng/state/front-page.html"), Body=front)
+    # a publish that changed only dists/s still refreshes the front page
+    assert pages.update(["dists/s"]) == ["dists/s/index.html", "index.html"]
+    got = client.get_object(Bucket=bucket, Key="apt/index.html")
+    assert got["Body"].read() == front
+    assert got["CacheControl"] == "public, max-age=30"
+    assert got["ContentType"] == "text/html; charset=utf-8"
+    assert pages.update([""]) == ["index.html"]
+    assert client.get_object(Bucket=bucket, Key="apt/index.html")["Body"].read() == front

@@ -121,6 +121,9 @@ def test_update_repos_from_an_empty_disk(
     assert status(f"{http}/index.html") == 200
     root_page = fetch(f"{http}/index.html").decode()
     assert "dists/" in root_page and "pool/" in root_page and ".releng" not in root_page
+    # the front page, written in the work directory and synced with the state
+    assert root_page == (tmp_path / "empty-disk/index.html").read_text()
+    assert "<h3>Debian 12 (bookworm)</h3>" in root_page
 
 
 def test_two_publishers_with_empty_disks_never_lose_a_package(  # noqa: PLR0917  (fixtures)

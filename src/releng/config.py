@@ -171,6 +171,7 @@ class RepositoriesSection:
     keep_history: int = 20  # publishes per suite kept for repo-history and repo-rollback
     # Where the repository lives: a directory (relative to the project) or s3://BUCKET/PREFIX.
     location: str = "out/repo"
+    contents: bool = True  # Contents-<arch>.gz indexes for apt-file (releng.apt.contents)
 
 
 @dataclass(frozen=True, kw_only=True)

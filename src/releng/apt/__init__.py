@@ -118,6 +118,7 @@ def settings_for(project: Project) -> RepoSettings:
         valid_for_days=repos.valid_for_days,
         byhash_keep=repos.byhash_keep,
         keep_history=repos.keep_history,
+        contents=repos.contents,
         suite_patterns=tuple(_template_regex(t, values) for t in templates),
     )
 

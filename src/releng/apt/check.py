@@ -249,6 +249,43 @@ def _pool_digest(path: Path) -> tuple[int, str, str]:
     return info.size, info.sha256, ""
 
 
+def _check_contents(report: CheckReport, suite_dir: Path, entries: list[IndexEntry]) -> None:
+    """Each ``Contents-<arch>.gz`` the Release lists (releng.apt.contents): a gzip file of
+    ``PATH  SECTION/PACKAGE`` lines, naming only packages its component's Packages hold
+    for that architecture (or ``all``). Sizes and hashes are checked with the other indexes."""
+    import gzip
+    import zlib
+
+    from releng.apt.contents import parse_contents
+
+    for entry in entries:
+        directory, _, name = entry.path.rpartition("/")
+        if not (name.startswith("Contents-") and name.endswith(".gz")):
+            continue
+        where = f"dists/{suite_dir.name}/{entry.path}"
+        arch = name.removeprefix("Contents-").removesuffix(".gz")
+        try:
+            listed = parse_contents(
+                gzip.decompress((suite_dir / entry.path).read_bytes()), where=where
+            )
+        except FileNotFoundError:
+            continue  # reported as missing with the other indexes
+        except (OSError, EOFError, zlib.error, BadPackageError) as exc:
+            report.problems.append(f"{where} cannot be read: {exc}")
+            continue
+        known: set[str] = set()
+        for packages in (suite_dir / directory).glob("binary-*/Packages"):
+            for st in _stanzas(packages.read_text("utf-8", "replace"), str(packages)):
+                if arch in (st.get("Architecture"), packages.parent.name.removeprefix("binary-")):
+                    known.add(st.get("Package", ""))
+        strangers = sorted({p for names in listed.values() for p in names} - known)
+        if strangers:
+            report.problems.append(
+                f"{where} names {', '.join(strangers[:5])}, not in {directory}'s {arch} Packages; "
+                "republish (invoke repo-publish)"
+            )
+
+
 def check_repository(  # noqa: PLR0912, PLR0915
     root: Path, *, keyring: Path | None = None, warn_days: int = 60
 ) -> CheckReport:
@@ -342,7 +379,7 @@ def check_repository(  # noqa: PLR0912, PLR0915
             good = _verify_index(
                 report, root, suite=suite, entry=entry, byhash=byhash, path=path, by_hash=by_hash
             )
-            if good is None or "." in path.name:
+            if good is None or "." in path.name or path.name.startswith("Contents-"):
                 continue  # pool references are read from the uncompressed index
             where = str(path.relative_to(root))
             index_arch = path.parent.name.removeprefix("binary-")
@@ -376,6 +413,7 @@ def check_repository(  # noqa: PLR0912, PLR0915
                             pool_file(
                                 root / directory / parts[2], int(parts[1]), parts[0], where=where
                             )
+        _check_contents(report, suite_dir, entries)
     if not report.suites:
         problem(f"{dists} holds no suites")
     return report

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from releng.apt import changes as _changes
+from releng.apt import contents as _contents
 from releng.apt import index as _index
 from releng.apt.debfile import BadPackageError, DebInfo, not_a_file, read_deb
 from releng.apt.history import needed_paths
@@ -111,6 +112,8 @@ class PoolSteps(RepoBase):
             # default 5 ms switch interval it would wait behind the parsing most of the time.
             with switch_interval(SHORT_SWITCH if dirs is not None else None):
                 infos = self._read_debs(debs, component, dirs)
+                if self.settings.contents:
+                    _contents.remember(self.state, infos)
                 sources = [_changes.read_dsc(p) for p in dscs]
                 records, files = self._plan_pool(infos, sources, component)
         except BaseException:

@@ -81,6 +81,7 @@ class RepoSettings(NamedTuple):
     keep_history: int = 20  # publishes per suite kept for repo-history and repo-rollback
     # One syncfs before each Release switch (durable.py); off only for throwaway repositories.
     sync_before_switch: bool = True
+    contents: bool = True  # Contents-<arch>.gz per component, for apt-file (contents.py)
 
     def check_suite(self, suite: str, *, existing: Iterable[str] = ()) -> None:
         if not _SUITE_RE.fullmatch(suite):

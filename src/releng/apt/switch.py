@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+from releng.apt import contents as _contents
 from releng.apt import index as _index
 from releng.apt.durable import sync_filesystem
 from releng.apt.history import History
@@ -200,6 +201,9 @@ class SuitePublishing(RepoBase):
         final = self.root / "dists" / suite
         dists = _writing_dir(final)
         entries, placed, saved = self._index_files(st, fresh, dists)
+        contents = _contents.add_indexes(
+            self.state, self.settings, st, fresh, dists, entries, placed
+        )
         release = self._render_release(suite, entries, self._architectures(st))
         if self._real_clock and release == _read_or_none(dists / "Release"):
             # Nothing changed within the second of the published Date: the signatures would be
@@ -219,6 +223,7 @@ class SuitePublishing(RepoBase):
             for table_path, table, sums in saved:
                 table_path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(table_path, table.dumps(sums, tag))
+            contents.save()
         finally:
             inrelease, detached = signing()  # always joined; re-raises a signing error
         # The by-hash history, with this publish's files, is saved before the switch: a run

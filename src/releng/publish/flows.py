@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from releng.errors import PublishError
 from releng.publish import cloudfront as cf
+from releng.publish.front_page import write_front_page
 from releng.publish.index_pages import IndexPages
 from releng.publish.layout import LONG_TTL, content_type
 from releng.publish.lock import DEFAULT_TIMEOUT, DEFAULT_TTL, S3Lock
@@ -358,6 +359,7 @@ def update_repos(
         with open_destination(dest, work) as opened:
             repository = apt.Repository(work, apt.settings_for(project), signer)
             results = apt.include_builds(repository, project, version=version, builds=builds)
+            write_front_page(work, project)  # synced with the state; index pages put it at /
     assert opened.published is not None  # not a dry run: synced
     deleted = 0 if keep_scratch else delete_scratch(dest.s3, scratch, version, parts)
     return UpdateResult(

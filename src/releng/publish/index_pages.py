@@ -8,6 +8,10 @@ delimiter listing each. A directory that no longer has anything loses its page.
 
 The control area (``.releng/``) never appears in a page. Pages get a short
 Cache-Control TTL, so CloudFront needs no invalidation for the pool's pages.
+
+The root's page is the repository's front page (releng.publish.front_page) when the
+repository's state holds one (``.releng/state/front-page.html``, written by every publish
+and synced with the state): it is copied into place, and the listings stay below it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ from typing import TYPE_CHECKING
 from releng.publish.sync import (
     CONTROL_DIR,
     DEFAULT_SHORT_TTL,
+    STATE,
     S3Url,
     delete_keys,
+    is_not_found,
     list_keys,
     s3_errors,
 )
@@ -35,6 +41,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INDEX = "index.html"
+FRONT_PAGE = f"{STATE}/front-page.html"  # releng.publish.front_page.STATE_COPY, as synced
 # Past this many directories, one listing of everything is cheaper than one listing each.
 FULL_LISTING_ABOVE = 50
 
@@ -179,6 +186,9 @@ class IndexPages:
             listed = self.full_listing(wanted) if len(wanted) > FULL_LISTING_ABOVE else {}
             for directory in sorted(wanted):
                 rel = f"{directory}/{INDEX}" if directory else INDEX
+                if not directory and self._front_page():
+                    touched.append(rel)
+                    continue
                 entries = listed[directory] if listed else self.listing(directory)
                 if not entries and directory:
                     gone.append(rel)
@@ -194,10 +204,41 @@ class IndexPages:
                     ContentType="text/html; charset=utf-8",
                     CacheControl=f"public, max-age={self.short_ttl}",
                 )
+            if "" not in wanted and self._front_page():  # every publish changes what it shows
+                touched.append(INDEX)
             if gone and not self.dry_run:
                 delete_keys(self.client, self.dest.bucket, (self.dest.key(r) for r in gone))
         log.info("index pages: %d written, %d removed under %s", len(touched), len(gone), self.dest)
         return touched + gone
+
+    def _front_page(self) -> bool:
+        """Put the state's front page at the root's index.html; False when there is none.
+
+        The state's copy may be stored gzipped (the sync packs private files when that is
+        smaller, saying so in its metadata): the page is served plain.
+        """
+        import gzip
+
+        from botocore.exceptions import ClientError
+
+        try:
+            got = self.client.get_object(Bucket=self.dest.bucket, Key=self.dest.key(FRONT_PAGE))
+        except ClientError as exc:
+            if is_not_found(exc):
+                return False
+            raise
+        body = got["Body"].read()
+        if got.get("Metadata", {}).get("encoding") == "gzip":
+            body = gzip.decompress(body)
+        if not self.dry_run:
+            self.client.put_object(
+                Bucket=self.dest.bucket,
+                Key=self.dest.key(INDEX),
+                Body=body,
+                ContentType="text/html; charset=utf-8",
+                CacheControl=f"public, max-age={self.short_ttl}",
+            )
+        return True
 
     def all_directories(self) -> set[str]:
         """Every public directory under the prefix, from one full listing (for a full rebuild)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from releng.errors import RepoError
+from releng.publish.front_page import write_front_page
 from releng.publish.s3 import S3Url, parse_s3_url
 from releng.textcheck import check_one_line
 
@@ -114,6 +115,7 @@ def open_repository(
     changes nothing and nothing is synced; ``with_pool``: an S3 repository's pool files are
     pulled too (a check reads them); ``link_inputs``: see :class:`releng.apt.Repository`.
     """
+    changes = not read_only and not dry_run
     if location.path is not None:
         yield OpenedRepository(
             location=location,
@@ -122,6 +124,8 @@ def open_repository(
             project=project,
             link_inputs=link_inputs,
         )
+        if changes:
+            write_front_page(location.path, project)
         return
     from releng.publish import flows
 
@@ -131,6 +135,8 @@ def open_repository(
     opened = OpenedRepository(location=location, root=work, signer=signer, project=project)
     with flows.open_destination(dest, work, read_only=read_only, with_pool=with_pool) as remote:
         yield opened
+        if changes:
+            write_front_page(work, project)  # synced with the state; index pages put it at /
     opened.published = remote.published
 
 

@@ -1,0 +1,540 @@
+"""The repository's front page: ``index.html`` at its root, from the repository's own state.
+
+What a user needs before typing ``apt``: the product, the archive key (full fingerprint,
+``.asc``/``.gpg`` links, expiry), per target distro the exact commands (key into
+``/usr/share/keyrings``, a deb822 ``.sources`` file, or a one-line ``.list`` where apt predates
+deb822, then ``apt-get update && apt-get install``), with each suite of that distro as a
+choice (every build, release lines, nightlies), and per suite what is published.
+
+Two steps: :func:`collect` reads the repository (suite members, history, key, pool records of
+source packages) into plain data; :func:`render` is pure, data in, one HTML page out. The page
+is static: readable without JavaScript (a few lines of it fill in the page's own address and
+copy a block), with no external fonts or scripts, dark and light by ``prefers-color-scheme``.
+Suites with many packages show the most recently added ones and link to the full index,
+so a 10,000-package repository's page stays small (see benchmarks/bench_frontpage.py).
+
+:func:`write_front_page` writes ``index.html`` and a copy in the repository's state
+(``.releng-repo/front-page.html``), which is synced with the state: the S3 index pages put
+that copy at the destination's root (releng.publish.index_pages).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import html
+import logging
+import os
+import shlex
+import subprocess
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from releng.errors import RepoError
+
+if TYPE_CHECKING:
+    from releng.apt.state import RepoState
+    from releng.project import Project
+
+log = logging.getLogger(__name__)
+
+INDEX = "index.html"
+STATE_COPY = "front-page.html"  # in the repository's state directory
+URL_PLACEHOLDER = "https://REPOSITORY-URL"
+MAX_ROWS = 200  # packages listed per suite; more: the newest, and a link to the full index
+HISTORY_SHOWN = 5
+# Releases whose apt reads only one-line sources: a `.list` file instead of deb822 `.sources`.
+ONE_LINE_CODENAMES = frozenset({"xenial", "trusty", "precise", "stretch", "jessie", "wheezy"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyInfo:
+    fingerprint: str  # 40 hex digits, upper case
+    expires: dt.datetime | None  # None: never
+    created: dt.datetime | None = None
+    uids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """A distro release users install on."""
+
+    id: str  # debian-12-bookworm
+    label: str  # Debian 12 (bookworm)
+    codename: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PackageRow:
+    name: str
+    versions: tuple[tuple[str, tuple[str, ...]], ...]  # (arch, versions newest first)
+    added: int  # epoch seconds: when its newest member was added
+
+
+@dataclass(frozen=True, kw_only=True)
+class SourceRow:
+    name: str
+    version: str
+    files: tuple[str, ...]  # pool paths: the .dsc, its tarballs and their signatures
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishRow:
+    n: int
+    date: str
+    note: str
+    added: int
+    removed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuiteInfo:
+    name: str
+    channel: str  # what the suite carries, for a person: "every build", "release line 1.2"
+    packages: tuple[PackageRow, ...]  # at most MAX_ROWS, see total
+    total: int  # package names in the suite
+    sources: tuple[SourceRow, ...] = ()
+    publishes: tuple[PublishRow, ...] = ()
+    architectures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontPage:
+    name: str
+    summary: str
+    homepage: str
+    url: str  # where clients reach the repository; URL_PLACEHOLDER: the page's own address
+    key: KeyInfo | None
+    keyring: str  # file name of the binary keyring, in the root
+    components: tuple[str, ...]
+    targets: tuple[Target, ...]
+    suites: tuple[SuiteInfo, ...]
+    generated: dt.datetime
+    has_source_dir: bool = False
+
+
+# -- reading the repository -----------------------------------------------------------------------
+
+
+def key_info(keyring: Path) -> KeyInfo | None:
+    """The primary key of a keyring file (binary or armored), by ``gpg --show-keys``."""
+    if not keyring.is_file():
+        return None
+    with tempfile.TemporaryDirectory(prefix="releng-key-") as home:
+        cmd = ["gpg", "--homedir", home, "--batch", "--with-colons", "--show-keys", str(keyring)]
+        log.debug("%s", shlex.join(cmd))
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        log.warning("cannot read %s: %s", keyring, proc.stderr.strip().splitlines()[-1:])
+        return None
+    fpr = ""
+    expires = created = None
+    uids: list[str] = []
+    seen_pub = False
+    for line in proc.stdout.splitlines():
+        f = line.split(":")
+        if f[0] == "pub":
+            if seen_pub:
+                break  # the first key only
+            seen_pub = True
+            created = _epoch(f[5])
+            expires = _epoch(f[6])
+        elif f[0] == "fpr" and seen_pub and not fpr:
+            fpr = f[9]
+        elif f[0] == "uid" and seen_pub:
+            uids.append(f[9])
+    if not fpr:
+        return None
+    return KeyInfo(fingerprint=fpr.upper(), expires=expires, created=created, uids=tuple(uids))
+
+
+def _epoch(value: str) -> dt.datetime | None:
+    return dt.datetime.fromtimestamp(int(value), dt.UTC) if value.isdigit() else None
+
+
+def _channel(suite: str, codename: str) -> str:
+    rest = suite[len(codename) :].lstrip("-")
+    if not rest:
+        return "every build (releases and nightlies)"
+    if "nightly" in rest:
+        return "nightly builds"
+    if rest[:1].isdigit():
+        return f"release line {rest}"
+    return rest
+
+
+def _newer(a: str, b: str) -> int:
+    from releng.apt.index import version_compare
+
+    return version_compare(b, a)
+
+
+_newest_first = functools.cmp_to_key(_newer)
+
+
+def _suite_info(
+    state: RepoState, name: str, codename: str, architectures: Sequence[str]
+) -> SuiteInfo:
+    from releng.apt.history import History
+    from releng.apt.state import find_records
+
+    members = state.load_suite(name).members
+    by_name: dict[str, dict[str, list[str]]] = {}
+    added: dict[str, int] = {}
+    dscs: list[str] = []
+    for path, (when, kind, package, version, arch) in members.items():
+        if kind == "dsc":
+            dscs.append(path)
+            continue
+        by_name.setdefault(package, {}).setdefault(arch, []).append(version)
+        added[package] = max(added.get(package, 0), when)
+    names = sorted(by_name)
+    if len(names) > MAX_ROWS:
+        names = sorted(names, key=lambda n: (-added[n], n))[:MAX_ROWS]
+    rows = tuple(
+        PackageRow(
+            name=n,
+            versions=tuple(
+                (arch, tuple(sorted(vs, key=_newest_first)))
+                for arch, vs in sorted(by_name[n].items())
+            ),
+            added=added[n],
+        )
+        for n in names
+    )
+    sources: list[SourceRow] = []
+    for path, rec in sorted(find_records(state, sorted(dscs)[-MAX_ROWS:]).items()):
+        files = (path, *(f[0] for f in rec.files))
+        sources.append(SourceRow(name=rec.package, version=rec.version, files=files))
+    history = History(state, name)
+    publishes = []
+    for n in history.numbers()[-HISTORY_SHOWN:][::-1]:
+        try:
+            e = history.entry(n)
+        except RepoError:  # a damaged entry: repo-history reports it; the page goes on
+            continue
+        publishes.append(
+            PublishRow(n=e.n, date=e.date, note=e.note, added=len(e.added), removed=len(e.removed))
+        )
+    return SuiteInfo(
+        name=name,
+        channel=_channel(name, codename),
+        packages=rows,
+        total=len(by_name),
+        sources=tuple(sources),
+        publishes=tuple(publishes),
+        architectures=tuple(architectures),
+    )
+
+
+def collect(
+    repo_root: Path,
+    project: Project,
+    *,
+    url: str = "",
+    clock: Callable[[], dt.datetime] | None = None,
+) -> FrontPage:
+    """Everything the page shows, read from the repository at ``repo_root``."""
+    from releng.apt.state import RepoState
+    from releng.distro import read_targets
+
+    cfg = project.config
+    name = cfg.name
+    state = RepoState(repo_root)
+    suites = state.suites()
+    targets: list[Target] = []
+    for distro_id in read_targets(project.root):
+        distro = project.distro(distro_id)
+        if not distro.is_debianish:
+            continue
+        family = distro.family.capitalize()
+        label = f"{family} {distro.number} ({distro.codename})"
+        targets.append(Target(id=distro.id, label=label, codename=distro.codename))
+    codenames = sorted((t.codename for t in targets), key=len, reverse=True)
+    infos = []
+    for suite in suites:
+        codename = next((c for c in codenames if suite == c or suite.startswith(c + "-")), "")
+        infos.append(_suite_info(state, suite, codename, cfg.repositories.architectures))
+    keyring = f"{name}-archive-keyring.gpg"
+    return FrontPage(
+        name=name,
+        summary=cfg.product.summary,
+        homepage=cfg.product.homepage,
+        url=url.rstrip("/") or URL_PLACEHOLDER,
+        key=key_info(repo_root / keyring),
+        keyring=keyring,
+        components=tuple(cfg.repositories.components),
+        targets=tuple(targets),
+        suites=tuple(infos),
+        generated=(clock or (lambda: dt.datetime.now(dt.UTC)))(),
+        has_source_dir=(repo_root / "source").is_dir(),
+    )
+
+
+def write_front_page(
+    repo_root: Path,
+    project: Project,
+    *,
+    url: str = "",
+    clock: Callable[[], dt.datetime] | None = None,
+) -> Path:
+    """Render the front page of the repository at ``repo_root`` into its ``index.html``
+    (and the state's copy, for S3); returns the page's path."""
+    from releng.apt.state import STATE_DIR, write_atomic
+
+    page = render(collect(repo_root, project, url=url, clock=clock)).encode()
+    out = repo_root / INDEX
+    write_atomic(out, page)
+    os.chmod(out, 0o644)  # noqa: PTH101  (served as is by any web server)
+    state = repo_root / STATE_DIR
+    if state.is_dir():
+        write_atomic(state / STATE_COPY, page)
+    log.info("front page: %s (%d bytes)", out, len(page))
+    return out
+
+
+# -- the page -------------------------------------------------------------------------------------
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def install_commands(page: FrontPage, target: Target, suite: str) -> str:
+    """The exact shell commands (run as root) that add the repository and install the product."""
+    keyring = f"/usr/share/keyrings/{page.keyring}"
+    lines = [
+        f"curl -fsSL -o {keyring} \\",
+        f"  {page.url}/{page.keyring}",
+    ]
+    lines += sources_commands(page, target, suite).splitlines()
+    lines.append(f"apt-get update && apt-get install {page.name}")
+    return "\n".join(lines)
+
+
+def sources_commands(page: FrontPage, target: Target, suite: str) -> str:
+    keyring = f"/usr/share/keyrings/{page.keyring}"
+    components = " ".join(page.components)
+    if target.codename in ONE_LINE_CODENAMES:
+        line = f"deb [signed-by={keyring}] {page.url} {suite} {components}"
+        return f"echo '{line}' > /etc/apt/sources.list.d/{page.name}.list"
+    return "\n".join(
+        [
+            f"cat > /etc/apt/sources.list.d/{page.name}.sources <<'EOF'",
+            "Types: deb",
+            f"URIs: {page.url}",
+            f"Suites: {suite}",
+            f"Components: {components}",
+            f"Signed-By: {keyring}",
+            "EOF",
+        ]
+    )
+
+
+def _code(text: str, *, label: str, block_id: str) -> str:
+    """A command block with its copy button. The repository URL is marked so that the page's
+    script can put in the page's own address."""
+    body = _e(text).replace(_e(URL_PLACEHOLDER), f'<span class="u">{_e(URL_PLACEHOLDER)}</span>')
+    return (
+        f'<div class="code"><pre id="{block_id}" tabindex="0" role="region" aria-label="{_e(label)}">'
+        f"<code>{body}</code></pre>"
+        f'<button type="button" class="copy" data-for="{block_id}">Copy</button></div>'
+    )
+
+
+def _when(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d")
+
+
+_CSS = """
+:root{color-scheme:light dark;--bg:#fff;--fg:#1b1b1b;--mute:#555;--line:#d0d0d0;--code:#f3f3f3;
+--link:#0645ad;--btn:#1f5fae;--btnfg:#fff}
+@media (prefers-color-scheme:dark){:root{--bg:#15171a;--fg:#e6e6e6;--mute:#b0b0b0;
+--line:#3a3d42;--code:#22252a;--link:#8ab4f8;--btn:#8ab4f8;--btnfg:#111}}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--fg);font:16px/1.5 system-ui,-apple-system,
+"Segoe UI",Roboto,sans-serif}
+main,header,footer{max-width:60rem;margin:0 auto;padding:0 1rem}
+a{color:var(--link)}
+h1{margin:1rem 0 .25rem}h2{margin-top:2rem;border-bottom:1px solid var(--line)}
+.mute{color:var(--mute)}
+.fpr{font-family:ui-monospace,monospace;word-break:break-all}
+nav ul{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:.5rem}
+nav a{display:inline-block;padding:.2rem .6rem;border:1px solid var(--line);border-radius:.3rem;
+text-decoration:none}
+.code{position:relative;margin:.5rem 0}
+pre{background:var(--code);border:1px solid var(--line);border-radius:.3rem;padding:.75rem;
+padding-right:4.5rem;overflow-x:auto;margin:0;font:14px/1.4 ui-monospace,monospace}
+.copy{position:absolute;top:.4rem;right:.4rem;background:var(--btn);color:var(--btnfg);
+border:0;border-radius:.25rem;padding:.2rem .6rem;font:inherit;font-size:14px;cursor:pointer}
+table{border-collapse:collapse;width:100%;font-size:15px}
+th,td{text-align:left;padding:.25rem .5rem;border-bottom:1px solid var(--line);
+vertical-align:top}
+.scroll{overflow-x:auto}
+details{margin:.5rem 0}summary{cursor:pointer}
+section.distro{scroll-margin-top:1rem}
+"""
+
+# Fills in the page's own address where the repository URL was not configured, and copies
+# a block. The page reads the same without it.
+_JS = """
+(function(){
+var here=location.href.replace(/[?#].*$/,"").replace(/\\/[^\\/]*$/,"");
+if(/^https?:/.test(here)){document.querySelectorAll(".u").forEach(function(s){
+s.textContent=here;});}
+document.querySelectorAll("button.copy").forEach(function(b){b.addEventListener("click",
+function(){var t=document.getElementById(b.dataset.for).textContent;
+var done=function(){b.textContent="Copied";setTimeout(function(){b.textContent="Copy";},1500);};
+if(navigator.clipboard){navigator.clipboard.writeText(t).then(done,function(){});}});});
+})();
+"""
+
+
+def _key_section(page: FrontPage) -> str:
+    asc = page.keyring.removesuffix(".gpg") + ".asc"
+    links = f'<a href="{_e(page.keyring)}">{_e(page.keyring)}</a> (binary, for Signed-By) · <a href="{_e(asc)}">{_e(asc)}</a> (ASCII-armored)'
+    if page.key is None:
+        return f'<h2 id="key">Archive key</h2><p>Not published yet. {links}</p>'
+    k = page.key
+    expiry = (
+        f'<time datetime="{k.expires:%Y-%m-%d}">{k.expires:%Y-%m-%d}</time>'
+        if k.expires
+        else "never"
+    )
+    fpr = " ".join(k.fingerprint[i : i + 4] for i in range(0, len(k.fingerprint), 4))
+    uid = f"<p>{_e(', '.join(k.uids))}</p>" if k.uids else ""
+    return (
+        '<h2 id="key">Archive key</h2>'
+        f'<p>Fingerprint: <strong class="fpr" id="fingerprint" data-fingerprint="{k.fingerprint}">{fpr}</strong></p>'
+        f"{uid}<p>Expires: {expiry}</p><p>Download: {links}</p>"
+        '<p class="mute">Check the fingerprint of the file you download: '
+        f"<code>gpg --show-keys {_e(page.keyring)}</code></p>"
+    )
+
+
+def _install_section(page: FrontPage) -> str:
+    by_codename: dict[str, list[SuiteInfo]] = {}
+    for s in page.suites:
+        for t in page.targets:
+            if s.name == t.codename or s.name.startswith(t.codename + "-"):
+                by_codename.setdefault(t.codename, []).append(s)
+    nav = "".join(
+        f'<li><a href="#install-{_e(t.codename)}">{_e(t.label)}</a></li>' for t in page.targets
+    )
+    parts = [
+        '<h2 id="install">Install</h2>',
+        f'<nav aria-label="Distributions"><ul>{nav}</ul></nav>',
+        '<p class="mute">Run as root (for example after <code>sudo -i</code>); the first '
+        "command needs <code>curl</code>. "
+        "The key is checked by apt for every download; the repository address is "
+        f"{'this page&#8217;s' if page.url == URL_PLACEHOLDER else _e(page.url)}.</p>",
+    ]
+    for t in page.targets:
+        suites = sorted(
+            by_codename.get(t.codename, []), key=lambda s: (s.name != t.codename, s.name)
+        )
+        parts.append(
+            f'<section class="distro" id="install-{_e(t.codename)}"><h3>{_e(t.label)}</h3>'
+        )
+        if not suites:
+            parts.append("<p>Nothing published for this release yet.</p></section>")
+            continue
+        first = suites[0]
+        parts.append(f"<p>Suite <strong>{_e(first.name)}</strong>: {_e(first.channel)}.</p>")
+        parts.append(
+            _code(
+                install_commands(page, t, first.name),
+                label=f"Install on {t.label}",
+                block_id=f"cmd-{t.codename}",
+            )
+        )
+        for other in suites[1:]:
+            parts.append(
+                f"<details><summary>Instead: suite <strong>{_e(other.name)}</strong> "
+                f"({_e(other.channel)})</summary>"
+                + _code(
+                    install_commands(page, t, other.name),
+                    label=f"Install from {other.name} on {t.label}",
+                    block_id=f"cmd-{other.name}",
+                )
+                + "</details>"
+            )
+        parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _suite_section(page: FrontPage, s: SuiteInfo) -> str:
+    comp = page.components[0] if page.components else "main"
+    rows = []
+    for p in s.packages:
+        versions = "<br>".join(f"{_e(arch)}: {_e(', '.join(vs))}" for arch, vs in p.versions)
+        rows.append(f"<tr><td>{_e(p.name)}</td><td>{versions}</td><td>{_when(p.added)}</td></tr>")
+    shown = (
+        f"the {len(s.packages)} most recently added of {s.total}; every package: "
+        + ", ".join(
+            f'<a href="dists/{_e(s.name)}/{_e(comp)}/binary-{_e(a)}/Packages">{_e(a)}</a>'
+            for a in s.architectures
+        )
+        if s.total > len(s.packages)
+        else f"{s.total} package{'s' if s.total != 1 else ''}"
+    )
+    out = [
+        f'<section id="suite-{_e(s.name)}"><h3>{_e(s.name)}</h3>',
+        f"<p>{_e(s.channel.capitalize())}. {shown}.</p>",
+    ]
+    if rows:
+        out.append(
+            f'<div class="scroll"><table><caption class="mute">Packages in {_e(s.name)}</caption>'
+            '<thead><tr><th scope="col">Package</th><th scope="col">Versions per architecture</th>'
+            '<th scope="col">Added</th></tr></thead><tbody>'
+            + "".join(rows)
+            + "</tbody></table></div>"
+        )
+    if s.sources:
+        items = []
+        for src in s.sources:
+            links = " · ".join(
+                f'<a href="{_e(f)}">{_e(f.rsplit("/", 1)[-1])}</a>' for f in src.files
+            )
+            items.append(f"<li>{_e(src.name)} {_e(src.version)}: {links}</li>")
+        out.append("<p>Source:</p><ul>" + "".join(items) + "</ul>")
+    if s.publishes:
+        items = [
+            f"<li>#{p.n} {_e(p.date)}: +{p.added} &#8722;{p.removed}"
+            + (f" ({_e(p.note)})" if p.note else "")
+            + "</li>"
+            for p in s.publishes
+        ]
+        out.append("<p>Last publishes:</p><ul>" + "".join(items) + "</ul>")
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def render(page: FrontPage) -> str:
+    """Pure: the front page's HTML."""
+    title = f"{page.name} packages"
+    home = f' · <a href="{_e(page.homepage)}">{_e(page.homepage)}</a>' if page.homepage else ""
+    stamp = page.generated.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    browse = ['<a href="dists/">dists/</a>', '<a href="pool/">pool/</a>']
+    if page.has_source_dir:
+        browse.append('<a href="source/">source/</a>')
+    published = "\n".join(_suite_section(page, s) for s in page.suites) or "<p>No suites yet.</p>"
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="color-scheme" content="light dark">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+        f"<header><h1>{_e(title)}</h1><p>{_e(page.summary)}{home}</p></header>\n"
+        "<main>\n"
+        f"{_key_section(page)}\n{_install_section(page)}\n"
+        f'<h2 id="published">What is published</h2>\n{published}\n'
+        f'<h2 id="browse">Browse</h2><p>{" · ".join(browse)}</p>\n'
+        "</main>\n"
+        f'<footer><p class="mute">Generated {stamp} by releng.</p></footer>\n'
+        f"<script>{_JS}</script>\n"
+        "</body></html>\n"
+    )

@@ -1,0 +1,153 @@
+"""The front page (releng.publish.front_page), rendered from a real repository.
+
+A real browser, the HTML and accessibility checkers and apt in containers read it in
+test_front_page_browser.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from releng.apt import Repository, settings_for
+from releng.gpg import Signer
+from releng.project import Project
+from releng.publish.front_page import (
+    MAX_ROWS,
+    URL_PLACEHOLDER,
+    collect,
+    install_commands,
+    write_front_page,
+)
+from tests.apt_debs import make_deb, make_source
+from tests.fixtures.gpg import TestKey, make_key
+from tests.fixtures.project import REPO_ROOT
+
+NOW = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
+    return make_key(tmp_path_factory.mktemp("front-gnupg"), name="front page key", passphrase=None)
+
+
+@pytest.fixture(scope="module")
+def signer(key: TestKey) -> Signer:
+    return Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None)
+
+
+def gpg_fingerprint(keyring: Path, home: Path) -> str:
+    out = subprocess.run(
+        ["gpg", "--homedir", str(home), "--with-colons", "--show-keys", str(keyring)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return next(line.split(":")[9] for line in out.splitlines() if line.startswith("fpr"))
+
+
+def test_front_page_shows_key_install_blocks_and_what_is_published(
+    tmp_path: Path, key: TestKey, signer: Signer
+) -> None:
+    project = Project.load(REPO_ROOT)
+    root = tmp_path / "repo"
+    repo = Repository(root, settings_for(project), signer)
+    src = tmp_path / "src"
+    src.mkdir()
+    repo.include(
+        ["bookworm", "bookworm-1.0"],
+        [
+            make_deb(tmp_path, "tally", "1.0.0-1", extra="Section: utils\n"),
+            make_source(src, "tally", "1.0.0-1"),
+        ],
+    )
+    repo.include(
+        ["noble", "xenial"], [make_deb(tmp_path, "tally", "1.0.0-1", extra="Section: utils\n")]
+    )
+    page_path = write_front_page(root, project, clock=lambda: NOW)
+    page = page_path.read_text()
+    assert page_path == root / "index.html"
+    assert (root / ".releng-repo/front-page.html").read_text() == page
+    (tmp_path / "h").mkdir(mode=0o700)
+    expected = gpg_fingerprint(root / "tally-archive-keyring.gpg", tmp_path / "h")
+    assert expected == key.fingerprint.upper()
+    shown = re.search(r'data-fingerprint="([0-9A-F]{40})"', page)
+    assert shown is not None and shown[1] == expected
+    assert 'href="tally-archive-keyring.asc"' in page and 'href="tally-archive-keyring.gpg"' in page
+    for label in (
+        "Debian 11 (bullseye)",
+        "Debian 12 (bookworm)",
+        "Debian 13 (trixie)",
+        "Ubuntu 16.04 (xenial)",
+        "Ubuntu 22.04 (jammy)",
+        "Ubuntu 24.04 (noble)",
+    ):
+        assert f"<h3>{label}</h3>" in page, label
+    assert 'id="cmd-bookworm"' in page and 'id="cmd-bookworm-1.0"' in page  # the release line
+    assert "release line 1.0" in page
+    assert "Nothing published for this release yet." in page  # bullseye
+    assert "tally_1.0.0-1.dsc" in page and "tally_1.0.0-1.tar.gz" in page
+    assert "Last publishes:" in page and "#1" in page
+    assert "<script src" not in page and "@import" not in page and "fonts." not in page
+    assert "prefers-color-scheme:dark" in page
+
+
+def test_install_commands_deb822_and_a_one_line_list_for_xenial(
+    tmp_path: Path, signer: Signer
+) -> None:
+    project = Project.load(REPO_ROOT)
+    root = tmp_path / "repo"
+    Repository(root, settings_for(project), signer).include(
+        ["bookworm", "xenial"], [make_deb(tmp_path, "tally", "1.0.0-1")]
+    )
+    page = collect(root, project, url="https://apt.example.org/")
+    bookworm = next(t for t in page.targets if t.codename == "bookworm")
+    xenial = next(t for t in page.targets if t.codename == "xenial")
+    assert install_commands(page, bookworm, "bookworm") == (
+        "curl -fsSL -o /usr/share/keyrings/tally-archive-keyring.gpg \\\n"
+        "  https://apt.example.org/tally-archive-keyring.gpg\n"
+        "cat > /etc/apt/sources.list.d/tally.sources <<'EOF'\n"
+        "Types: deb\nURIs: https://apt.example.org\nSuites: bookworm\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/tally-archive-keyring.gpg\nEOF\n"
+        "apt-get update && apt-get install tally"
+    )
+    assert (
+        "echo 'deb [signed-by=/usr/share/keyrings/tally-archive-keyring.gpg] "
+        "https://apt.example.org xenial main' > /etc/apt/sources.list.d/tally.list"
+    ) in install_commands(page, xenial, "xenial")
+    assert collect(root, project).url == URL_PLACEHOLDER  # the page's script fills it in
+
+
+def test_a_big_suite_lists_its_newest_packages_and_links_the_index(
+    tmp_path: Path, signer: Signer
+) -> None:
+    project = Project.load(REPO_ROOT)
+    root = tmp_path / "repo"
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    repo = Repository(root, settings_for(project)._replace(contents=False), signer)
+    repo.include(["bookworm"], [make_deb(debs, f"pkg{i:03d}", "1") for i in range(MAX_ROWS + 5)])
+    page = write_front_page(root, project).read_text()
+    assert f"the {MAX_ROWS} most recently added of {MAX_ROWS + 5}" in page
+    assert 'href="dists/bookworm/main/binary-amd64/Packages"' in page
+
+
+def test_repository_tasks_write_the_front_page(project_copy: Project, tmp_path: Path) -> None:
+    """repo-include writes it with the --url given; repo-copy (a lifecycle task) rewrites it."""
+    from tests.test_cli import invoke
+
+    root = project_copy.root
+    deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
+    url = "https://apt.example.org/tally"
+    result = invoke("repo-include", "--dist", "bookworm", "--url", url, str(deb), root=root)
+    assert result.returncode == 0, result.stderr
+    page = root / "out/repo/index.html"
+    assert f"URIs: {url}\n" in page.read_text()
+    assert "suite-bookworm-1.0" not in page.read_text()
+    copied = invoke("repo-copy", "tally", "--from", "bookworm", "--to", "bookworm-1.0", root=root)
+    assert copied.returncode == 0, copied.stdout + copied.stderr
+    assert 'id="suite-bookworm-1.0"' in page.read_text()
