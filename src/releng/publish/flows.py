@@ -359,7 +359,8 @@ def update_repos(
         with open_destination(dest, work) as opened:
             repository = apt.Repository(work, apt.settings_for(project), signer)
             results = apt.include_builds(repository, project, version=version, builds=builds)
-            write_front_page(work, project)  # synced with the state; index pages put it at /
+            # synced with the state; index pages put it at /
+            write_front_page(work, project, url=project.config.publish.public_url)
     assert opened.published is not None  # not a dry run: synced
     deleted = 0 if keep_scratch else delete_scratch(dest.s3, scratch, version, parts)
     return UpdateResult(

@@ -108,12 +108,14 @@ def open_repository(
     dry_run: bool = False,
     with_pool: bool = False,
     link_inputs: bool = False,
+    url: str = "",
 ) -> Iterator[OpenedRepository]:
     """Open the repository at ``location`` for one operation (see the module docstring).
 
     ``read_only``: nothing is synced back (list, history, check); ``dry_run``: the operation
     changes nothing and nothing is synced; ``with_pool``: an S3 repository's pool files are
-    pulled too (a check reads them); ``link_inputs``: see :class:`releng.apt.Repository`.
+    pulled too (a check reads them); ``link_inputs``: see :class:`releng.apt.Repository`;
+    ``url``: where clients reach it, for the front page (default: the page's own address).
     """
     changes = not read_only and not dry_run
     if location.path is not None:
@@ -125,7 +127,7 @@ def open_repository(
             link_inputs=link_inputs,
         )
         if changes:
-            write_front_page(location.path, project)
+            write_front_page(location.path, project, url=url)
         return
     from releng.publish import flows
 
@@ -136,7 +138,8 @@ def open_repository(
     with flows.open_destination(dest, work, read_only=read_only, with_pool=with_pool) as remote:
         yield opened
         if changes:
-            write_front_page(work, project)  # synced with the state; index pages put it at /
+            public = url or project.config.publish.public_url
+            write_front_page(work, project, url=public)  # synced with the state; put at /
     opened.published = remote.published
 
 
@@ -155,6 +158,7 @@ def update_repos(
     *,
     version: Version,
     location: RepoLocation,
+    url: str = "",
 ) -> UpdateOutcome:
     """Include every distro's build of ``version`` into its suites of the repository at
     ``location`` (:func:`releng.apt.include_builds`). The builds come from ``out/`` or, for
@@ -179,6 +183,6 @@ def update_repos(
         )
     builds = apt.local_builds(project, version)
     # Builds are renamed into out/ whole and never rewritten in place: link, don't copy.
-    with open_repository(project, location, signer=signer, link_inputs=True) as opened:
+    with open_repository(project, location, signer=signer, link_inputs=True, url=url) as opened:
         results = apt.include_builds(opened.repository(), project, version=version, builds=builds)
     return UpdateOutcome(results=results, published=opened.published, scratch_deleted=0)

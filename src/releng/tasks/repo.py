@@ -74,7 +74,7 @@ def repo_include(  # noqa: PLR0917  (invoke passes task arguments positionally)
     location = _location(c, repo)
     signer = gpg.signer_for(proj, os.environ, release=False)
     paths = [Path(p) for p in [path, *(also or [])]]
-    with open_repository(proj, location, signer=signer, link_inputs=link) as opened:
+    with open_repository(proj, location, signer=signer, link_inputs=link, url=url) as opened:
         result = apt.include(
             opened.root,
             apt.settings_for(proj),
@@ -115,7 +115,7 @@ def update_repos(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     location = _location(c, repo, dest)
     ver = Version.parse_or_nightly(version or None, release=release)
     signer = gpg.signer_for(proj, os.environ, release=ver.is_release)
-    done = locations.update_repos(proj, signer, version=ver, location=location)
+    done = locations.update_repos(proj, signer, version=ver, location=location, url=url)
     for distro, result in done.results.items():
         out(f"{distro}: {', '.join(result.suites)} ({len(result.added)} new package file(s))")
     if done.published is not None:
