@@ -43,11 +43,12 @@ DISTRIBUTION_ID = "RELENG_CLOUDFRONT_DISTRIBUTION"
 QUEUE_URLS = "RELENG_QUEUE_URLS"  # JSON: worker queue -> URL ({"tarball": url, ...})
 MAX_WORKERS = "RELENG_MAX_WORKERS"  # JSON: {"build": 16, ...}; missing queues: WorkerKind's
 
-# What goes into the execution's state from a failure: a line, and where the rest is.
-MAX_CAUSE = 1000
+# What goes into the execution's state from a failure: a line, and where the rest is
+# (every failure record stays in the state until CheckForFailures: tests/test_aws_payload.py).
+MAX_CAUSE = 300
 # A traceback's last line, before the place of the whole: 20 versions x 8 distros x 2
 # architectures of them must fit the state (tests/test_aws_payload.py).
-MAX_TRACEBACK_LINE = 200
+MAX_TRACEBACK_LINE = 120
 MAX_SUMMARY_FAILURES = 20
 
 # Written last by `invoke upload-build` (releng.publish.COMPLETE): the upload is whole.
@@ -546,9 +547,10 @@ def _failure_cause(exc: BaseException, handler: str, execution: str, ctx: Contex
 
     Failure records are kept in the state until the end, and a state over 256 KiB ends the
     execution (States.DataLimitExceeded) with the summary lost, so tracebacks never go in."""
-    if isinstance(exc, RelengError):
-        return str(exc)[:MAX_CAUSE]
-    text = traceback.format_exc()
+    if isinstance(exc, RelengError) and len(str(exc)) <= MAX_CAUSE:
+        return str(exc)
+    # A long message is kept whole in S3, as a traceback is.
+    text = str(exc) if isinstance(exc, RelengError) else traceback.format_exc()
     line = (text.strip().splitlines() or [repr(exc)])[-1][:MAX_TRACEBACK_LINE]
     scratch = ctx.settings.get(SCRATCH_BUCKET, "")
     if not scratch:
@@ -559,7 +561,9 @@ def _failure_cause(exc: BaseException, handler: str, execution: str, ctx: Contex
     except Exception as upload:  # the failure is reported either way
         log.warning("could not store the traceback of %s: %s\n%s", handler, upload, text)
         return line
-    return f"{line}; traceback: s3://{scratch}/{key}"
+    return (
+        f"{line}; {'whole' if isinstance(exc, RelengError) else 'traceback'}: s3://{scratch}/{key}"
+    )
 
 
 def dispatch(message: Mapping[str, Any], ctx: Context) -> bool:
