@@ -139,6 +139,10 @@ DEFAULT_HEARTBEAT: Final = 10 * 60  # how often a worker reports progress (inter
 HANDLER_FUNCTION_TIMEOUT: Final = {"update_indices": 900}
 DEFAULT_FUNCTION_TIMEOUT: Final = 120
 VISIBILITY_FACTOR: Final = 6
+# Each handler queue's event source mapping invokes at most this many functions at once
+# (SQS's MaximumConcurrency, 2..1000): throttling on an account with a low concurrency
+# quota then waits in the queue instead of costing a redelivery.
+MAX_CONCURRENCY: Final = 5
 
 
 def function_timeout(handler: str) -> int:

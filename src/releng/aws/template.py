@@ -6,9 +6,8 @@ the per-handler functions and their least-privilege roles in step with
 :mod:`releng.aws.steps`, and embeds ``aws/state-machine.json`` verbatim with its
 placeholders mapped to queue URLs by ``DefinitionSubstitutions``.
 
-Resources: scratch bucket (private), downloads bucket (public read by policy,
-``releng.publish.public_read_policy``), a CloudFront distribution in front of
-it, one queue per worker kind and per handler (each with a dead-letter queue;
+Resources: scratch bucket (private), downloads bucket (private, read by the
+CloudFront distribution in front of it through origin access control), one queue per worker kind and per handler (each with a dead-letter queue;
 publish is FIFO with one message group: one publisher at a time), IAM roles
 (builders write only scratch, the publisher writes downloads, each function
 only what it calls), the state machine, the Lambda functions with their SQS
@@ -168,18 +167,24 @@ def _buckets(res: Json) -> None:
             },
         },
     }
+    # Private: CloudFront reads it with origin access control (OAC), so a deploy works with
+    # the account's Block Public Access on, and clients never see an S3 URL.
     res["DownloadsBucket"] = {
         "Type": "AWS::S3::Bucket",
+        "DeletionPolicy": "Retain",  # published packages outlive the stack (destroy-aws)
+        "UpdateReplacePolicy": "Retain",
         "Properties": {
-            "PublicAccessBlockConfiguration": {
-                **block_all,
-                "BlockPublicPolicy": False,
-                "RestrictPublicBuckets": False,
-            },
+            "PublicAccessBlockConfiguration": block_all,
             "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+                ]
+            },
         },
     }
-    # As releng.publish.public_read_policy: GetObject on the published trees and keyrings only.
+    # As releng.publish.public_read_policy, for CloudFront only: GetObject on the published
+    # trees and keyrings (never .releng/, the lock and the state), by this distribution.
     published = public_objects()
     res["DownloadsBucketPolicy"] = {
         "Type": "AWS::S3::BucketPolicy",
@@ -189,9 +194,9 @@ def _buckets(res: Json) -> None:
                 "Version": "2012-10-17",
                 "Statement": [
                     {
-                        "Sid": "PublicReadOfPublishedTrees",
+                        "Sid": "CloudFrontReadsPublishedTrees",
                         "Effect": "Allow",
-                        "Principal": "*",
+                        "Principal": {"Service": "cloudfront.amazonaws.com"},
                         "Action": "s3:GetObject",
                         "Resource": [
                             {
@@ -206,9 +211,21 @@ def _buckets(res: Json) -> None:
                             }
                             for p in published
                         ],
+                        "Condition": {"StringEquals": {"AWS:SourceArn": _distribution_arn()}},
                     }
                 ],
             },
+        },
+    }
+    res["DownloadsOriginAccessControl"] = {
+        "Type": "AWS::CloudFront::OriginAccessControl",
+        "Properties": {
+            "OriginAccessControlConfig": {
+                "Name": _sub("${AWS::StackName}-downloads"),
+                "OriginAccessControlOriginType": "s3",
+                "SigningBehavior": "always",
+                "SigningProtocol": "sigv4",
+            }
         },
     }
     res["DirectoryIndexFunction"] = {
@@ -230,7 +247,8 @@ def _buckets(res: Json) -> None:
                     {
                         "Id": "downloads",
                         "DomainName": _att("DownloadsBucket", "RegionalDomainName"),
-                        "S3OriginConfig": {"OriginAccessIdentity": ""},
+                        "S3OriginConfig": {"OriginAccessIdentity": ""},  # OAC instead
+                        "OriginAccessControlId": _att("DownloadsOriginAccessControl", "Id"),
                     }
                 ],
                 # An S3 REST origin serves no index documents: "/" and every "dir/" the
@@ -253,6 +271,11 @@ def _buckets(res: Json) -> None:
             }
         },
     }
+
+
+# The roles' SSM ARNs are ``parameter`` + the name: the name must start with a slash.
+_SSM_NAME = "^(/[A-Za-z0-9_.-]+)+$"
+_SSM_NAME_OR_EMPTY = "^((/[A-Za-z0-9_.-]+)+)?$"
 
 
 def _parameter_arn(param: str) -> Json:
@@ -419,6 +442,13 @@ def _worker_roles(res: Json, script: str) -> None:
         }
 
 
+def _launch_template_arn(queue: str) -> Json:
+    return _sub(
+        "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:launch-template/"
+        f"${{{_camel(queue)}LaunchTemplate}}"
+    )
+
+
 def _handler_env(name: str) -> Json:
     return {
         "RELENG_HANDLER": name,
@@ -430,9 +460,15 @@ def _handler_env(name: str) -> Json:
         "RELENG_QUEUE_URLS": _sub(
             "{" + ", ".join(f'"{q}": "${{{_queue_id(q)}}}"' for q in S.WORKER_QUEUES) + "}"
         ),
+        # The version each update wrote: CloudFormation never moves a template's default
+        # version, so launching without one would keep the first deploy's settings forever.
         "RELENG_LAUNCH_TEMPLATES": _sub(
             "{"
-            + ", ".join(f'"{q}": "${{{_camel(q)}LaunchTemplate}}"' for q in S.WORKER_QUEUES)
+            + ", ".join(
+                f'"{q}": {{"id": "${{{_camel(q)}LaunchTemplate}}", '
+                f'"version": "${{{_camel(q)}LaunchTemplate.LatestVersionNumber}}"}}'
+                for q in S.WORKER_QUEUES
+            )
             + "}"
         ),
         "RELENG_MAX_WORKERS": _ref("MaxWorkers"),
@@ -441,11 +477,39 @@ def _handler_env(name: str) -> Json:
 
 
 def _functions(res: Json) -> None:
+    templates = {
+        "ArnLike": {"ec2:LaunchTemplate": [_launch_template_arn(q) for q in S.WORKER_QUEUES]}
+    }
     ec2 = [
-        # RunInstances from a launch template touches many resources (image, subnet, volume,
-        # network interface, security group); instances are tagged as they are created.
-        _statement(["ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeInstances"], "*"),
-        _statement(["iam:PassRole"], [_att(worker_role_id(q), "Arn") for q in S.WORKER_QUEUES]),
+        # RunInstances only from the stack's launch templates, and only with what they say
+        # (AMI, user data, instance profile, volumes): no other image or user data runs with
+        # the workers' roles. The subnet, its network interface and the security groups are
+        # the launcher's choice (another zone on a capacity refusal).
+        _statement(["ec2:RunInstances"], "*")
+        | {"Condition": {**templates, "Bool": {"ec2:IsLaunchTemplateResource": "true"}}},
+        _statement(
+            ["ec2:RunInstances"],
+            [
+                _sub(f"arn:${{AWS::Partition}}:ec2:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/*")
+                for kind in ("subnet", "network-interface", "security-group")
+            ],
+        )
+        | {"Condition": templates},
+        # instances are tagged as they are created, never afterwards
+        _statement(["ec2:CreateTags"], "*")
+        | {"Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
+        # the pool's size, the template's instance type and the zones that offer it
+        _statement(
+            [
+                "ec2:DescribeInstances",
+                "ec2:DescribeLaunchTemplateVersions",
+                "ec2:DescribeInstanceTypeOfferings",
+                "ec2:DescribeSubnets",
+            ],
+            "*",  # Describe* take no resource ARNs
+        ),
+        _statement(["iam:PassRole"], [_att(worker_role_id(q), "Arn") for q in S.WORKER_QUEUES])
+        | {"Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
         # the pools are sized to the queued work
         _statement(
             ["sqs:GetQueueAttributes"], [_att(_queue_id(q), "Arn") for q in S.WORKER_QUEUES]
@@ -510,6 +574,10 @@ def _functions(res: Json) -> None:
                     "EventSourceArn": _att(_queue_id(name), "Arn"),
                     "FunctionName": _ref(fid),
                     "BatchSize": 1,
+                    # At most this many concurrent invocations per queue (2 is SQS's least):
+                    # a new account's low concurrency quota then queues messages instead of
+                    # throttling them, which would return them only after the visibility.
+                    "ScalingConfig": {"MaximumConcurrency": S.MAX_CONCURRENCY},
                 },
             }
     res["HealthCheckSchedule"] = {
@@ -560,6 +628,11 @@ def _state_machine(res: Json, definition: str) -> None:
     res["NightlyRule"] = {
         "Type": "AWS::Events::Rule",
         "Properties": {
+            "Name": _sub("${AWS::StackName}-nightly"),
+            # Created off: `invoke deploy-aws` enables it once product.toml names this
+            # stack's buckets (the workers read them); live at once, the first nightly
+            # would fail with AccessDenied.
+            "State": "DISABLED",
             "ScheduleExpression": _ref("NightlySchedule"),
             "Targets": [
                 {
@@ -605,11 +678,13 @@ def template(definition: str, userdata: str) -> Json:
         "GitCredentialsParameter": {
             "Type": "String",
             "Default": "",
+            "AllowedPattern": _SSM_NAME_OR_EMPTY,
             "Description": "SSM SecureString with an SSH deploy key for a private repository",
         },
         "PublicGitTokenParameter": {
             "Type": "String",
             "Default": "",
+            "AllowedPattern": _SSM_NAME_OR_EMPTY,
             "Description": "SSM SecureString with the HTTPS token that pushes release tags to "
             "[source] public_repository (read by the publisher only)",
         },
@@ -620,8 +695,16 @@ def template(definition: str, userdata: str) -> Json:
         "CodeKey": {"Type": "String"},
         "DownloadsPrefix": {"Type": "String", "Default": ""},
         "NightlySchedule": {"Type": "String", "Default": "cron(0 2 * * ? *)"},
-        "SigningKeyParameter": {"Type": "String", "Default": "/releng/signing-key"},
-        "SigningPassphraseParameter": {"Type": "String", "Default": "/releng/signing-passphrase"},
+        "SigningKeyParameter": {
+            "Type": "String",
+            "Default": "/releng/signing-key",
+            "AllowedPattern": _SSM_NAME,
+        },
+        "SigningPassphraseParameter": {
+            "Type": "String",
+            "Default": "/releng/signing-passphrase",
+            "AllowedPattern": _SSM_NAME,
+        },
         "CompilerCacheBucket": {
             "Type": "String",
             "Default": "",
@@ -643,6 +726,7 @@ def template(definition: str, userdata: str) -> Json:
         "DownloadsPrefix": {"Value": _ref("DownloadsPrefix")},
         "DistributionId": {"Value": _ref("Distribution")},
         "DistributionDomain": {"Value": _att("Distribution", "DomainName")},
+        "NightlyRule": {"Value": _ref("NightlyRule")},
     }
     for q in (*S.WORKER_QUEUES, *S.HANDLERS):
         if q in S.WORKER_QUEUES or q in QUEUE_HANDLERS:
