@@ -120,10 +120,14 @@ def test_a_release_shaped_like_a_date_stays_a_release_in_every_command(ctx):
 
 
 def test_get_distros_for_version(ctx):
-    assert handlers.get_distros_for_version({"version": "1.2.3"}, ctx) == CATALOG.targets
+    release = {"version": "1.2.3", "kind": "release"}
+    assert handlers.get_distros_for_version({"version": release}, ctx) == CATALOG.targets
     assert handlers.get_distros_for_version(
-        {"version": "1.2.3", "distros": ["debian-13-trixie"]}, ctx
+        {"version": release, "distros": ["debian-13-trixie"]}, ctx
     ) == ["debian-13-trixie"]
+    # a version without its kind is refused: text is never re-parsed into a guess
+    with pytest.raises(InputError, match="has no kind"):
+        handlers.get_distros_for_version({"version": {"version": "2026.11.22"}}, ctx)
 
 
 def _prepare(ctx, step, distro="", **extra):

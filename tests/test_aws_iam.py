@@ -119,6 +119,10 @@ class Stack:
             qid = "".join(p.capitalize() for p in name.split("_")) + "Queue"
             values[qid] = url
             values[f"{qid}.Arn"] = self.arn("sqs", url.rsplit("/", 1)[1])
+        for queue, template_id in self.launch_templates.items():  # RunInstances' fence
+            values["".join(p.capitalize() for p in queue.split("_")) + "LaunchTemplate"] = (
+                template_id
+            )
         for role_id in ROLE_IDS.values():
             values[f"{role_id}.Arn"] = f"arn:aws:iam::{ACCOUNT}:role/{self.name}-{role_id}"
         conditions = dict.fromkeys(tmpl["Conditions"], False)

@@ -47,6 +47,7 @@ LAMBDA_MODULES = (
     "releng/aws_clients.py",
     "releng/aws/__init__.py",
     "releng/aws/steps.py",
+    "releng/aws/commands.py",
     "releng/aws/catalog.py",
     "releng/aws/request.py",
     "releng/aws/handlers.py",
