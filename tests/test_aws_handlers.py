@@ -340,6 +340,16 @@ def test_a_zone_without_the_instance_type_is_skipped_and_unsupported_tries_anoth
     assert refusing.calls == [zone["us-east-1a"], zone["us-east-1b"]]
 
 
+def test_a_health_message_without_a_token_runs_the_health_check(ctx):
+    """The scheduled health check arrives on launch_workers' queue (one owner of the pools)
+    as a message without a task token: dispatch runs it and answers nobody."""
+    sqs = ctx.client("sqs")
+    urls = json.loads(ctx.settings[handlers.QUEUE_URLS])
+    sqs.send_message(QueueUrl=urls[S.BUILD_QUEUE], MessageBody="{}")  # a task nobody took
+    assert handlers.dispatch({**handlers.HEALTH_CHECK_MESSAGE, "time": "t"}, ctx) is True
+    assert ctx.launcher.live(S.BUILD_QUEUE) == 1
+
+
 def test_health_check_launches_for_waiting_tasks_only(ctx):
     sqs = ctx.client("sqs")
     urls = json.loads(ctx.settings[handlers.QUEUE_URLS])

@@ -54,10 +54,9 @@ PUBLIC_GIT_TOKEN = "/releng/public-git-token"
 CACHE_PREFIX = "releng/cc"
 ROLE_IDS = {
     **{q: template.worker_role_id(q) for q in S.WORKER_QUEUES},
-    **{
-        h: "".join(p.capitalize() for p in h.split("_")) + "FunctionRole"
-        for h in (*S.QUEUE_HANDLERS, "health_check")
-    },
+    **{h: "".join(p.capitalize() for p in h.split("_")) + "FunctionRole" for h in S.QUEUE_HANDLERS},
+    # the scheduled health check is a message on launch_workers' queue: its function runs it
+    "health_check": "LaunchWorkersFunctionRole",
 }
 
 

@@ -48,9 +48,3 @@ def handler(event: dict[str, Any], context: object) -> None:
     del context
     for record in event.get("Records", []):
         handlers.dispatch(json.loads(record["body"]), _CONTEXT)
-
-
-def health_check(event: dict[str, Any], context: object) -> dict[str, Any]:
-    """The EventBridge schedule's target: start workers for tasks nobody took."""
-    del context
-    return handlers.health_check(event, _CONTEXT)

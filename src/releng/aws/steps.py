@@ -54,7 +54,8 @@ HANDLERS: Final = (
 )
 
 # Handlers the state machine reaches through a queue. get_distros_for_version runs inside
-# parse_input; health_check runs on a schedule (EventBridge on AWS, the runner locally).
+# parse_input; health_check runs on a schedule, as a message on launch_workers' FIFO queue
+# (EventBridge on AWS, the runner locally), so one function owns the pools.
 QUEUE_HANDLERS: Final = tuple(
     h for h in HANDLERS if h not in ("get_distros_for_version", "health_check")
 )
