@@ -371,7 +371,7 @@ def test_launch_functions_cannot_start_other_images_or_pass_roles_elsewhere() ->
     from the stack's launch templates (their AMI and user data), PassRole only to EC2, tags
     only at launch."""
     res = _load()["Resources"]
-    for role in ("LaunchWorkersFunctionRole", "HealthCheckFunctionRole"):
+    for role in ("LaunchWorkersFunctionRole",):  # the health check runs in it too
         statements = res[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
         for st in statements:
             actions = st["Action"]
@@ -407,3 +407,48 @@ def test_a_missing_oracle_fails_instead_of_skipping(tmp_path) -> None:
 
     (problem,) = oracles.asl_validator(tmp_path)
     assert "asl-validator is not installed: run scripts/node-tools" in problem
+
+
+def test_the_health_check_runs_in_the_launch_queue_one_owner_of_the_pools() -> None:
+    """launch_workers and a health check running side by side could both see a free slot and
+    start two workers for one task: the schedule puts a message on launch_workers' FIFO queue,
+    in its one message group, instead of invoking a function of its own."""
+    res = _load()["Resources"]
+    assert "HealthCheckFunction" not in res
+    (target,) = res["HealthCheckSchedule"]["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["LaunchWorkersQueue", "Arn"]}
+    assert target["SqsParameters"]["MessageGroupId"] == S.MESSAGE_GROUPS["launch_workers"]
+    assert res["LaunchWorkersQueue"]["Properties"]["FifoQueue"] is True
+    body = target["InputTransformer"]["InputTemplate"].replace("<time>", '"2026-12-06T02:00:00Z"')
+    assert json.loads(body)["handler"] == "health_check"
+    (allow,) = res["HealthCheckQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+
+
+def test_a_failed_or_timed_out_execution_sends_one_message_with_the_summary_and_logs(
+    make_project,
+) -> None:
+    """An SNS topic gets one message per failed, timed-out or aborted execution of this stack's
+    state machine: the cause (CheckForFailures' summary, the first failures with their logs),
+    the aws-status command and the failure list's place; [aws] notify_email subscribes."""
+    from releng.aws import deploy
+    from releng.errors import AwsError
+
+    res = _load()["Resources"]
+    pattern = res["FailureRule"]["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.states"]
+    assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
+    assert pattern["detail"]["stateMachineArn"] == [{"Ref": "StateMachine"}]
+    (target,) = res["FailureRule"]["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": "FailureTopic"}
+    text, _ = target["InputTransformer"]["InputTemplate"]["Fn::Sub"]
+    for part in ("<cause>", "invoke aws-status --execution <name>", "/logs/<name>/failures.json"):
+        assert part in text
+    assert res["FailureEmail"]["Condition"] == "HasNotifyEmail"
+    assert res["FailureEmail"]["Properties"]["Endpoint"] == {"Ref": "NotifyEmail"}
+    repo = '[aws]\nrepository_url = "https://example.com/p.git"\n'
+    mailed = make_project(repo + 'notify_email = "release@example.com"\n')
+    assert deploy.parameters(mailed)["NotifyEmail"] == "release@example.com"
+    assert deploy.parameters(make_project(repo, name="quiet"))["NotifyEmail"] == ""
+    with pytest.raises(AwsError, match=r"\[aws\] notify_email = 'release' is not an email"):
+        deploy.parameters(make_project(repo + 'notify_email = "release"\n', name="bad"))

@@ -669,6 +669,10 @@ def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
         )
     if any(n < 1 for n in cfg.max_workers.values()):
         raise AwsError("product.toml: [aws] max_workers values must be at least 1")
+    if cfg.notify_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", cfg.notify_email):
+        raise AwsError(
+            f"product.toml: [aws] notify_email = {cfg.notify_email!r} is not an email address"
+        )
     for key in ("git_credentials_parameter", "public_git_token_parameter"):
         given = getattr(cfg, key)
         if given and not SSM_NAME.fullmatch(given):
@@ -691,6 +695,7 @@ def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
             sort_keys=True,
         ),
         "DownloadsPrefix": config.publish.prefix.strip("/"),
+        "NotifyEmail": cfg.notify_email,
     }
     cache = separate_cache_bucket(config)
     if cache is not None:

@@ -533,9 +533,22 @@ def _failure_cause(exc: BaseException, handler: str, execution: str, ctx: Contex
     )
 
 
+HEALTH_CHECK_MESSAGE = {"handler": "health_check"}  # on launch_workers' queue, no token
+
+
 def dispatch(message: Mapping[str, Any], ctx: Context) -> bool:
-    """Run one handler-queue message and answer its task token. True when it succeeded."""
+    """Run one handler-queue message and answer its task token. True when it succeeded.
+
+    The scheduled health check comes as a message without a token on launch_workers' FIFO
+    queue (one owner of the pools): it runs there, between launches, and answers nobody."""
     name = str(message.get("handler", ""))
+    if "token" not in message and name == "health_check":
+        try:
+            health_check({}, ctx)
+        except Exception as exc:  # the next one runs in five minutes
+            log.warning("health check failed: %s: %s", error_name(exc), exc)
+            return False
+        return True
     token = str(message["token"])
     sfn = ctx.client("stepfunctions")
     event = message.get("input")

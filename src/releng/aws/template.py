@@ -533,33 +533,26 @@ def _functions(res: Json) -> None:
         "ec2": ec2,
     }
     code = {"S3Bucket": _ref("CodeBucket"), "S3Key": _ref("CodeKey")}
-    for name in (*QUEUE_HANDLERS, "health_check"):
+    for name in QUEUE_HANDLERS:
         fid = f"{_camel(name)}Function"
         # tracebacks and the failure report go to S3 (the execution's state keeps references)
         statements: list[Json] = [
             _SEND_TASK,
             _statement(["s3:PutObject"], _sub("${ScratchBucket.Arn}/logs/*")),
+            _statement(
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                _att(_queue_id(name), "Arn"),
+            ),
         ]
-        if name == "health_check":
-            statements += ec2
-        else:
-            statements.append(
-                _statement(
-                    ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
-                    _att(_queue_id(name), "Arn"),
-                )
-            )
-            for need in _HANDLER_NEEDS[name]:
-                statements += needs[need]
+        for need in _HANDLER_NEEDS[name]:
+            statements += needs[need]
         res[f"{fid}Role"] = _role("lambda.amazonaws.com", statements, managed=[_LAMBDA_LOGS])
         res[fid] = {
             "Type": "AWS::Lambda::Function",
             "Properties": {
                 "FunctionName": _sub(f"${{AWS::StackName}}-{name.replace('_', '-')}"),
                 "Runtime": "python3.12",
-                "Handler": "handlers.health_check"
-                if name == "health_check"
-                else "handlers.handler",
+                "Handler": "handlers.handler",
                 "Code": code,
                 "Role": _att(f"{fid}Role", "Arn"),
                 "Timeout": S.function_timeout(name),
@@ -567,33 +560,58 @@ def _functions(res: Json) -> None:
                 "Environment": {"Variables": _handler_env(name)},
             },
         }
-        if name != "health_check":
-            res[f"{fid}Events"] = {
-                "Type": "AWS::Lambda::EventSourceMapping",
-                "Properties": {
-                    "EventSourceArn": _att(_queue_id(name), "Arn"),
-                    "FunctionName": _ref(fid),
-                    "BatchSize": 1,
-                    # At most this many concurrent invocations per queue (2 is SQS's least):
-                    # a new account's low concurrency quota then queues messages instead of
-                    # throttling them, which would return them only after the visibility.
-                    "ScalingConfig": {"MaximumConcurrency": S.MAX_CONCURRENCY},
-                },
-            }
+        res[f"{fid}Events"] = {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {
+                "EventSourceArn": _att(_queue_id(name), "Arn"),
+                "FunctionName": _ref(fid),
+                "BatchSize": 1,
+                # At most this many concurrent invocations per queue (2 is SQS's least):
+                # a new account's low concurrency quota then queues messages instead of
+                # throttling them, which would return them only after the visibility.
+                "ScalingConfig": {"MaximumConcurrency": S.MAX_CONCURRENCY},
+            },
+        }
+    # The health check is a message on launch_workers' FIFO queue, in its one message group:
+    # one owner of every pool, so a health check and a launch never both see a free slot
+    # and start two workers for one task.
+    launch_queue = _queue_id("launch_workers")
     res["HealthCheckSchedule"] = {
         "Type": "AWS::Events::Rule",
         "Properties": {
             "ScheduleExpression": "rate(5 minutes)",
-            "Targets": [{"Id": "health-check", "Arn": _att("HealthCheckFunction", "Arn")}],
+            "Targets": [
+                {
+                    "Id": "health-check",
+                    "Arn": _att(launch_queue, "Arn"),
+                    "SqsParameters": {"MessageGroupId": S.MESSAGE_GROUPS["launch_workers"]},
+                    # the time makes each message unique (content-based deduplication)
+                    "InputTransformer": {
+                        "InputPathsMap": {"time": "$.time"},
+                        "InputTemplate": '{"handler": "health_check", "time": <time>}',
+                    },
+                }
+            ],
         },
     }
-    res["HealthCheckPermission"] = {
-        "Type": "AWS::Lambda::Permission",
+    res["HealthCheckQueuePolicy"] = {
+        "Type": "AWS::SQS::QueuePolicy",
         "Properties": {
-            "Action": "lambda:InvokeFunction",
-            "FunctionName": _ref("HealthCheckFunction"),
-            "Principal": "events.amazonaws.com",
-            "SourceArn": _att("HealthCheckSchedule", "Arn"),
+            "Queues": [_ref(launch_queue)],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "events.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": _att(launch_queue, "Arn"),
+                        "Condition": {
+                            "ArnEquals": {"aws:SourceArn": _att("HealthCheckSchedule", "Arn")}
+                        },
+                    }
+                ],
+            },
         },
     }
 
@@ -642,6 +660,84 @@ def _state_machine(res: Json, definition: str) -> None:
                     "Input": "{}",
                 }
             ],
+        },
+    }
+
+
+# What the failure email says: the execution, how it ended, the first failures with their
+# logs (the Fail state's cause: CheckForFailures' summary) and where to look further.
+_NOTIFY_TEMPLATE = (
+    '"releng: execution <name> of <machine> ended <status>. <cause> '
+    "Every step: invoke aws-status --execution <name>; every failure: "
+    's3://<scratch>/logs/<name>/failures.json"'
+)
+
+
+def _notifications(res: Json) -> None:
+    """An SNS topic that gets one message per failed, timed-out or aborted execution, with an
+    email subscription when [aws] notify_email is set."""
+    res["FailureTopic"] = {
+        "Type": "AWS::SNS::Topic",
+        "Properties": {"DisplayName": _sub("${AWS::StackName} failures")},
+    }
+    res["FailureEmail"] = {
+        "Type": "AWS::SNS::Subscription",
+        "Condition": "HasNotifyEmail",
+        "Properties": {
+            "TopicArn": _ref("FailureTopic"),
+            "Protocol": "email",
+            "Endpoint": _ref("NotifyEmail"),
+        },
+    }
+    res["FailureRule"] = {
+        "Type": "AWS::Events::Rule",
+        "Properties": {
+            "EventPattern": {
+                "source": ["aws.states"],
+                "detail-type": ["Step Functions Execution Status Change"],
+                "detail": {
+                    "status": ["FAILED", "TIMED_OUT", "ABORTED"],
+                    "stateMachineArn": [_ref("StateMachine")],
+                },
+            },
+            "Targets": [
+                {
+                    "Id": "failure-topic",
+                    "Arn": _ref("FailureTopic"),
+                    "InputTransformer": {
+                        "InputPathsMap": {
+                            "name": "$.detail.name",
+                            "status": "$.detail.status",
+                            "cause": "$.detail.cause",
+                            "machine": "$.detail.stateMachineArn",
+                        },
+                        "InputTemplate": {
+                            "Fn::Sub": [
+                                _NOTIFY_TEMPLATE.replace("<scratch>", "${Scratch}"),
+                                {"Scratch": _ref("ScratchBucket")},
+                            ]
+                        },
+                    },
+                }
+            ],
+        },
+    }
+    res["FailureTopicPolicy"] = {
+        "Type": "AWS::SNS::TopicPolicy",
+        "Properties": {
+            "Topics": [_ref("FailureTopic")],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "events.amazonaws.com"},
+                        "Action": "sns:Publish",
+                        "Resource": _ref("FailureTopic"),
+                        "Condition": {"ArnEquals": {"aws:SourceArn": _att("FailureRule", "Arn")}},
+                    }
+                ],
+            },
         },
     }
 
@@ -712,6 +808,11 @@ def template(definition: str, userdata: str) -> Json:
             "builders may list, read and write CompilerCachePrefix there",
         },
         "CompilerCachePrefix": {"Type": "String", "Default": "compiler-cache"},
+        "NotifyEmail": {
+            "Type": "String",
+            "Default": "",
+            "Description": "[aws] notify_email: one email per failed or timed-out execution",
+        },
     }
     res: Json = {}
     _buckets(res)
@@ -719,6 +820,7 @@ def template(definition: str, userdata: str) -> Json:
     _worker_roles(res, userdata)
     _functions(res)
     _state_machine(res, definition)
+    _notifications(res)
     outputs: Json = {
         "StateMachineArn": {"Value": _ref("StateMachine")},
         "ScratchBucket": {"Value": _ref("ScratchBucket")},
@@ -727,6 +829,7 @@ def template(definition: str, userdata: str) -> Json:
         "DistributionId": {"Value": _ref("Distribution")},
         "DistributionDomain": {"Value": _att("Distribution", "DomainName")},
         "NightlyRule": {"Value": _ref("NightlyRule")},
+        "FailureTopic": {"Value": _ref("FailureTopic")},
     }
     for q in (*S.WORKER_QUEUES, *S.HANDLERS):
         if q in S.WORKER_QUEUES or q in QUEUE_HANDLERS:
@@ -741,6 +844,7 @@ def template(definition: str, userdata: str) -> Json:
             "HasGitCredentials": _not_empty(_ref("GitCredentialsParameter")),
             "HasPublicGitToken": _not_empty(_ref("PublicGitTokenParameter")),
             "HasCompilerCacheBucket": _not_empty(_ref("CompilerCacheBucket")),
+            "HasNotifyEmail": _not_empty(_ref("NotifyEmail")),
         },
         "Resources": res,
         "Outputs": outputs,
