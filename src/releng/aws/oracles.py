@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -190,8 +191,8 @@ def _tool(name: str, root: Path) -> str | None:
     return str(here) if here.exists() else shutil.which(name)
 
 
-def _run(argv: list[str], root: Path) -> subprocess.CompletedProcess[str]:
-    log.info("%s", " ".join(argv))
+def _run(argv: list[str], root: Path, *, what: str = "") -> subprocess.CompletedProcess[str]:
+    log.info("%s", what or shlex.join(argv))
     return subprocess.run(argv, cwd=root, capture_output=True, text=True, check=False)
 
 
@@ -230,6 +231,7 @@ def parliament(root: Path) -> list[str]:
             [exe, "--json", "--include-community-auditors", "--minimum_severity", "MEDIUM",
              "--string", json.dumps(document)],
             root,
+            what=f"parliament {role}",
         )  # fmt: skip
         lines = [line for line in proc.stdout.splitlines() if line.strip()]
         if proc.returncode not in (0, 1) or (proc.returncode and not lines):
