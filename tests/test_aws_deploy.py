@@ -206,3 +206,34 @@ def test_ssm_parameter_names_need_their_leading_slash(key):
     deploy.parameters_from(
         dataclasses.replace(config, aws=aws), repository_url="https://example.com/p.git"
     )
+
+
+def test_destroy_aws_asks_for_the_stack_name_and_deletes_nothing_without_it(moto_server):
+    """`invoke destroy-aws` names the stack and wants it typed: without a terminal it is one
+    line pointing at --force; a wrong name deletes nothing; --force deletes."""
+    import subprocess
+
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    _dev_stack(moto_server, name)
+    cfn = moto_server.client("cloudformation")
+    env = {**os.environ, "AWS_ENDPOINT_URL": moto_server.endpoint_url, "AWS_REGION": "us-east-1",
+           "RELENG_ROOT": str(ROOT)}  # fmt: skip
+
+    def invoke(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["invoke", "--search-root", str(ROOT), "destroy-aws", "--stack", name, *args],
+            env=env, input=stdin, capture_output=True, text=True, check=False, timeout=300,
+        )  # fmt: skip
+
+    refused = invoke()
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: destroy-aws asks for the stack's name on a terminal; pass --force to delete "
+        f"{name} without asking"
+    )
+    assert deploy.stack_status(cfn, name) == "CREATE_COMPLETE"
+    done = invoke("--force")
+    assert done.returncode == 0, done.stderr
+    assert f"deleted stack {name}" in done.stdout
+    assert f"kept s3://{name}-downloads" in done.stdout
+    assert deploy.stack_status(cfn, name) in ("", "DELETE_COMPLETE")
