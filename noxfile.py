@@ -47,11 +47,13 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (lint and format check), mypy --strict, and the lock files against pyproject.toml."""
+    """ruff, mypy --strict, the lock files, and the AWS oracles (cfn-lint, checkov, parliament,
+    asl-validator) on the generated template and state machine."""
     _install(session)
     session.run("python", "-m", "ruff", "check", ".")
     session.run("python", "-m", "ruff", "format", "--check", ".")
     session.run("python", "-m", "mypy")
+    session.run("python", "-m", "releng.aws.oracles", str(ROOT))
     if problems := stale(ROOT):
         session.error("; ".join(problems))
 

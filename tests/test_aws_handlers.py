@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,8 @@ from releng.aws.request import InputError
 from releng.errors import AwsError
 
 pytestmark = pytest.mark.aws
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CATALOG = Catalog(
     product="tally",
@@ -117,10 +120,14 @@ def test_a_release_shaped_like_a_date_stays_a_release_in_every_command(ctx):
 
 
 def test_get_distros_for_version(ctx):
-    assert handlers.get_distros_for_version({"version": "1.2.3"}, ctx) == CATALOG.targets
+    release = {"version": "1.2.3", "kind": "release"}
+    assert handlers.get_distros_for_version({"version": release}, ctx) == CATALOG.targets
     assert handlers.get_distros_for_version(
-        {"version": "1.2.3", "distros": ["debian-13-trixie"]}, ctx
+        {"version": release, "distros": ["debian-13-trixie"]}, ctx
     ) == ["debian-13-trixie"]
+    # a version without its kind is refused: text is never re-parsed into a guess
+    with pytest.raises(InputError, match="has no kind"):
+        handlers.get_distros_for_version({"version": {"version": "2026.11.22"}}, ctx)
 
 
 def _prepare(ctx, step, distro="", **extra):
@@ -218,8 +225,8 @@ class _RefusingEc2:
     def __init__(self, real, codes):
         self.real, self.codes, self.calls = real, list(codes), []
 
-    def get_paginator(self, name):
-        return self.real.get_paginator(name)
+    def __getattr__(self, name):  # every other call goes to moto
+        return getattr(self.real, name)
 
     def run_instances(self, **kw):
         from botocore.exceptions import ClientError
@@ -251,6 +258,96 @@ def test_a_launch_refused_for_capacity_or_quota_waits_instead_of_failing(ctx, mo
     ctx.settings = {**ctx.settings, handlers.MAX_WORKERS: json.dumps({S.BUILD_QUEUE: 5})}
     with pytest.raises(Exception, match="UnauthorizedOperation"):
         handlers.launch_workers({"queue": S.BUILD_QUEUE, "count": 2}, ctx)
+
+
+def _stack_launch_templates(ids: dict[str, str], versions: dict[str, str]) -> str:
+    """The functions' RELENG_LAUNCH_TEMPLATES as the committed template renders it."""
+    import yaml
+
+    from releng.aws.oracles import resolve
+
+    res = yaml.safe_load((ROOT / "aws/template.yaml").read_text())["Resources"]
+    env = res["LaunchWorkersFunction"]["Properties"]["Environment"]["Variables"]
+    values = {}
+    for q in S.WORKER_QUEUES:
+        camel = "".join(p.capitalize() for p in q.split("_"))
+        values[f"{camel}LaunchTemplate"] = ids[q]
+        values[f"{camel}LaunchTemplate.LatestVersionNumber"] = versions[q]
+    return resolve(env["RELENG_LAUNCH_TEMPLATES"], values, {})
+
+
+def test_workers_launch_from_the_template_version_the_stack_last_wrote(ctx, moto_server):
+    """A stack update adds a launch template version without moving the default one: the
+    next worker must come from the new version (its instance type, AMI, user data)."""
+    from releng.aws.launch import launch_templates
+
+    ec2 = moto_server.client("ec2")
+    ids = dict(ctx.launcher.launch_templates)
+    versions = {}
+    for q, lt in ids.items():  # the update: version 2 with another instance type
+        versions[q] = str(
+            ec2.create_launch_template_version(
+                LaunchTemplateId=lt,
+                LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.large"},
+            )["LaunchTemplateVersion"]["VersionNumber"]
+        )
+    default = ec2.describe_launch_templates(LaunchTemplateIds=[ids[S.BUILD_QUEUE]])
+    assert default["LaunchTemplates"][0]["DefaultVersionNumber"] == 1  # as CloudFormation leaves it
+    templates, wanted = launch_templates(_stack_launch_templates(ids, versions))
+    ctx.launcher = Ec2Launcher(
+        ec2=ec2, launch_templates=templates, versions=wanted, stack=ctx.launcher.stack
+    )
+    (instance_id,) = handlers.launch_workers({"queue": S.BUILD_QUEUE}, ctx)["launched"]
+    (reservation,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    instance = reservation["Instances"][0]
+    assert instance["InstanceType"] == "t3.large"
+    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+    assert tags.get("aws:ec2launchtemplate:version") == versions[S.BUILD_QUEUE] == "2"
+
+
+def test_a_zone_without_the_instance_type_is_skipped_and_unsupported_tries_another(
+    ctx, moto_server
+):
+    """c7g.4xlarge is not offered in us-east-1e: the launcher starts in a subnet whose zone
+    offers the type (describe-instance-type-offerings), and EC2's `Unsupported` moves on to
+    the next subnet like a capacity refusal instead of failing the build."""
+    ec2 = moto_server.client("ec2")
+    graviton = {
+        q: ec2.create_launch_template(
+            LaunchTemplateName=f"{ctx.launcher.stack}-g-{q}",
+            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "c7g.4xlarge"},
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        for q in S.WORKER_QUEUES
+    }
+    zone = {s["AvailabilityZone"]: s["SubnetId"] for s in ec2.describe_subnets(
+        Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]}  # fmt: skip
+    offered = {o["Location"] for o in ec2.describe_instance_type_offerings(
+        LocationType="availability-zone",
+        Filters=[{"Name": "instance-type", "Values": ["c7g.4xlarge"]}])["InstanceTypeOfferings"]}  # fmt: skip
+    assert "us-east-1e" in zone and "us-east-1e" not in offered
+    subnets = [zone["us-east-1e"], zone["us-east-1a"], zone["us-east-1b"]]
+    refusing = _RefusingEc2(ec2, [])
+    ctx.launcher = Ec2Launcher(
+        ec2=refusing, launch_templates=graviton, stack=ctx.launcher.stack, subnets=subnets
+    )
+    assert len(handlers.launch_workers({"queue": S.BUILD_ARM64_QUEUE}, ctx)["launched"]) == 1
+    assert refusing.calls == [zone["us-east-1a"]]  # never the zone without the type
+    refusing.codes, refusing.calls = ["Unsupported"], []  # one more worker: the pool holds one
+    assert (
+        len(handlers.launch_workers({"queue": S.BUILD_ARM64_QUEUE, "count": 2}, ctx)["launched"])
+        == 1
+    )
+    assert refusing.calls == [zone["us-east-1a"], zone["us-east-1b"]]
+
+
+def test_a_health_message_without_a_token_runs_the_health_check(ctx):
+    """The scheduled health check arrives on launch_workers' queue (one owner of the pools)
+    as a message without a task token: dispatch runs it and answers nobody."""
+    sqs = ctx.client("sqs")
+    urls = json.loads(ctx.settings[handlers.QUEUE_URLS])
+    sqs.send_message(QueueUrl=urls[S.BUILD_QUEUE], MessageBody="{}")  # a task nobody took
+    assert handlers.dispatch({**handlers.HEALTH_CHECK_MESSAGE, "time": "t"}, ctx) is True
+    assert ctx.launcher.live(S.BUILD_QUEUE) == 1
 
 
 def test_health_check_launches_for_waiting_tasks_only(ctx):

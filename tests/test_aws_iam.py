@@ -54,10 +54,9 @@ PUBLIC_GIT_TOKEN = "/releng/public-git-token"
 CACHE_PREFIX = "releng/cc"
 ROLE_IDS = {
     **{q: template.worker_role_id(q) for q in S.WORKER_QUEUES},
-    **{
-        h: "".join(p.capitalize() for p in h.split("_")) + "FunctionRole"
-        for h in (*S.QUEUE_HANDLERS, "health_check")
-    },
+    **{h: "".join(p.capitalize() for p in h.split("_")) + "FunctionRole" for h in S.QUEUE_HANDLERS},
+    # the scheduled health check is a message on launch_workers' queue: its function runs it
+    "health_check": "LaunchWorkersFunctionRole",
 }
 
 
@@ -119,6 +118,10 @@ class Stack:
             qid = "".join(p.capitalize() for p in name.split("_")) + "Queue"
             values[qid] = url
             values[f"{qid}.Arn"] = self.arn("sqs", url.rsplit("/", 1)[1])
+        for queue, template_id in self.launch_templates.items():  # RunInstances' fence
+            values["".join(p.capitalize() for p in queue.split("_")) + "LaunchTemplate"] = (
+                template_id
+            )
         for role_id in ROLE_IDS.values():
             values[f"{role_id}.Arn"] = f"arn:aws:iam::{ACCOUNT}:role/{self.name}-{role_id}"
         conditions = dict.fromkeys(tmpl["Conditions"], False)

@@ -228,6 +228,9 @@ def test_deploy_uploads_to_its_region_and_passes_exactly_the_template_parameters
     )
     s3 = client("s3")
     assert s3.get_bucket_location(Bucket=uploaded.bucket)["LocationConstraint"] == region
+    assert uploaded.bucket.endswith(
+        f"-{region}"
+    )  # the same stack name in another region: another bucket
     assert uploaded.template_url.startswith(f"https://{uploaded.bucket}.s3.{region}.amazonaws.com/")
     key = uploaded.template_url.split(".amazonaws.com/", 1)[1]
     body = s3.get_object(Bucket=uploaded.bucket, Key=key)["Body"].read()
@@ -316,3 +319,136 @@ def test_a_cache_bucket_other_than_scratch_is_granted_to_the_builders_alone(make
     res = _load()["Resources"]
     holders = [q for q in S.WORKER_QUEUES if "CompilerCacheBucket" in _statements(res[template.worker_role_id(q)])]  # fmt: skip
     assert holders == ["build", "build_arm64"]
+
+
+def test_downloads_are_private_and_served_through_cloudfront_origin_access_control() -> None:
+    """A deploy must work with the account's Block Public Access on: the downloads bucket
+    blocks all public access, CloudFront reads it with OAC (checkov CKV_AWS_54/56), and only
+    this distribution may read, only the published trees. Packages outlive the stack."""
+    res = _load()["Resources"]
+    bucket = res["DownloadsBucket"]
+    assert all(bucket["Properties"]["PublicAccessBlockConfiguration"].values())
+    assert bucket["DeletionPolicy"] == "Retain"
+    (statement,) = res["DownloadsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "cloudfront.amazonaws.com"}
+    assert statement["Action"] == "s3:GetObject"
+    source = statement["Condition"]["StringEquals"]["AWS:SourceArn"]
+    assert "distribution/${Distribution}" in source["Fn::Sub"]
+    assert not any(".releng" in json.dumps(r) for r in statement["Resource"])
+    (origin,) = res["Distribution"]["Properties"]["DistributionConfig"]["Origins"]
+    assert origin["OriginAccessControlId"] == {"Fn::GetAtt": ["DownloadsOriginAccessControl", "Id"]}
+    oac = res["DownloadsOriginAccessControl"]["Properties"]["OriginAccessControlConfig"]
+    assert (oac["OriginAccessControlOriginType"], oac["SigningBehavior"]) == ("s3", "always")
+
+
+def test_the_nightly_schedule_is_created_off() -> None:
+    """Live at once, the first nightly would run before product.toml names the stack's
+    buckets (AccessDenied): deploy-aws enables it (test_aws_deploy)."""
+    resources = _load()["Resources"]
+    rule = resources["NightlyRule"]["Properties"]
+    assert rule["State"] == "DISABLED"
+    assert _load()["Outputs"]["NightlyRule"] == {"Value": {"Ref": "NightlyRule"}}
+
+
+def test_throttled_handlers_wait_in_their_queue_and_timed_out_handler_states_retry() -> None:
+    res = _load()["Resources"]
+    machine = json.loads(res["StateMachine"]["Properties"]["DefinitionString"])
+    for handler in S.QUEUE_HANDLERS:
+        camel = "".join(p.capitalize() for p in handler.split("_"))
+        props = res[f"{camel}FunctionEvents"]["Properties"]
+        assert 2 <= props["ScalingConfig"]["MaximumConcurrency"] <= 1000, handler
+    retried = [
+        s for s in machine["States"].values()
+        if s.get("Type") == "Task" and "handler" in s["Parameters"].get("MessageBody", {})
+    ]  # fmt: skip
+    assert retried
+    for state in retried:
+        assert any("States.Timeout" in r["ErrorEquals"] for r in state["Retry"]), state
+
+
+def test_launch_functions_cannot_start_other_images_or_pass_roles_elsewhere() -> None:
+    """parliament's HIGH (PassRole + RunInstances) and checkov CKV_AWS_111: RunInstances only
+    from the stack's launch templates (their AMI and user data), PassRole only to EC2, tags
+    only at launch."""
+    res = _load()["Resources"]
+    for role in ("LaunchWorkersFunctionRole",):  # the health check runs in it too
+        statements = res[role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        for st in statements:
+            actions = st["Action"]
+            if "ec2:RunInstances" in actions:
+                arns = st["Condition"]["ArnLike"]["ec2:LaunchTemplate"]
+                assert len(arns) == len(S.WORKER_QUEUES), role
+                if st["Resource"] == "*":  # image, instance, volume: from the template only
+                    assert st["Condition"]["Bool"] == {"ec2:IsLaunchTemplateResource": "true"}
+            if "iam:PassRole" in actions:
+                passed = st["Condition"]["StringEquals"]["iam:PassedToService"]
+                assert passed == "ec2.amazonaws.com"
+            if "ec2:CreateTags" in actions:
+                assert st["Condition"]["StringEquals"]["ec2:CreateAction"] == "RunInstances"
+
+
+def test_parliament_finds_nothing_high_or_medium_in_any_role() -> None:
+    """The oracle `nox -s lint` runs (releng.aws.oracles); its accepted findings are only the
+    launchers', and only while their conditions fence them."""
+    from releng.aws import oracles
+
+    assert oracles.parliament(ROOT) == []
+    policies = oracles.role_policies(_load())
+    assert set(policies) >= {f"{template.worker_role_id(q)}/releng" for q in S.WORKER_QUEUES}
+    launcher = policies["LaunchWorkersFunctionRole/releng"]
+    assert oracles._launch_is_fenced(launcher)
+    unfenced = {**launcher, "Statement": [
+        {k: v for k, v in st.items() if k != "Condition"} for st in launcher["Statement"]]}  # fmt: skip
+    assert not oracles._launch_is_fenced(unfenced)
+
+
+def test_a_missing_oracle_fails_instead_of_skipping(tmp_path) -> None:
+    from releng.aws import oracles
+
+    (problem,) = oracles.asl_validator(tmp_path)
+    assert "asl-validator is not installed: run scripts/node-tools" in problem
+
+
+def test_the_health_check_runs_in_the_launch_queue_one_owner_of_the_pools() -> None:
+    """launch_workers and a health check running side by side could both see a free slot and
+    start two workers for one task: the schedule puts a message on launch_workers' FIFO queue,
+    in its one message group, instead of invoking a function of its own."""
+    res = _load()["Resources"]
+    assert "HealthCheckFunction" not in res
+    (target,) = res["HealthCheckSchedule"]["Properties"]["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["LaunchWorkersQueue", "Arn"]}
+    assert target["SqsParameters"]["MessageGroupId"] == S.MESSAGE_GROUPS["launch_workers"]
+    assert res["LaunchWorkersQueue"]["Properties"]["FifoQueue"] is True
+    body = target["InputTransformer"]["InputTemplate"].replace("<time>", '"2026-12-06T02:00:00Z"')
+    assert json.loads(body)["handler"] == "health_check"
+    (allow,) = res["HealthCheckQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert allow["Principal"] == {"Service": "events.amazonaws.com"}
+
+
+def test_a_failed_or_timed_out_execution_sends_one_message_with_the_summary_and_logs(
+    make_project,
+) -> None:
+    """An SNS topic gets one message per failed, timed-out or aborted execution of this stack's
+    state machine: the cause (CheckForFailures' summary, the first failures with their logs),
+    the aws-status command and the failure list's place; [aws] notify_email subscribes."""
+    from releng.aws import deploy
+    from releng.errors import AwsError
+
+    res = _load()["Resources"]
+    pattern = res["FailureRule"]["Properties"]["EventPattern"]
+    assert pattern["source"] == ["aws.states"]
+    assert sorted(pattern["detail"]["status"]) == ["ABORTED", "FAILED", "TIMED_OUT"]
+    assert pattern["detail"]["stateMachineArn"] == [{"Ref": "StateMachine"}]
+    (target,) = res["FailureRule"]["Properties"]["Targets"]
+    assert target["Arn"] == {"Ref": "FailureTopic"}
+    text, _ = target["InputTransformer"]["InputTemplate"]["Fn::Sub"]
+    for part in ("<cause>", "invoke aws-status --execution <name>", "/logs/<name>/failures.json"):
+        assert part in text
+    assert res["FailureEmail"]["Condition"] == "HasNotifyEmail"
+    assert res["FailureEmail"]["Properties"]["Endpoint"] == {"Ref": "NotifyEmail"}
+    repo = '[aws]\nrepository_url = "https://example.com/p.git"\n'
+    mailed = make_project(repo + 'notify_email = "release@example.com"\n')
+    assert deploy.parameters(mailed)["NotifyEmail"] == "release@example.com"
+    assert deploy.parameters(make_project(repo, name="quiet"))["NotifyEmail"] == ""
+    with pytest.raises(AwsError, match=r"\[aws\] notify_email = 'release' is not an email"):
+        deploy.parameters(make_project(repo + 'notify_email = "release"\n', name="bad"))

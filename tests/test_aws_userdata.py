@@ -138,3 +138,79 @@ def test_user_data_installs_releng_in_stock_bookworm(docker_client, base_image, 
         container.remove(force=True)
     assert result["StatusCode"] == 0, logs[-4000:]
     assert "USERDATA-OK" in logs
+
+
+@pytest.mark.aws
+def test_a_failed_setup_fails_the_queued_tasks_once_instead_of_relaunching(moto_server, tmp_path):
+    """A worker whose set-up fails (wrong branch, PyPI unreachable) fails every task waiting on
+    its queue with the set-up error and its log, so the queue is empty and the health check
+    starts nobody else; before, the tasks stayed queued and workers were relaunched until the
+    deadline."""
+    import json
+    import sys
+    import time
+
+    sqs, sfn, s3 = (moto_server.client(s) for s in ("sqs", "stepfunctions", "s3"))
+    name = f"ud-{uuid.uuid4().hex[:8]}"
+    scratch = f"{name}-scratch"
+    s3.create_bucket(Bucket=scratch)
+    url = sqs.create_queue(QueueName=f"{name}-build")["QueueUrl"]
+    wait = {"Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+            "Parameters": {"QueueUrl": url, "MessageBody": {"token.$": "$$.Task.Token"}},
+            "End": True}  # fmt: skip
+    definition = {"StartAt": "P", "States": {"P": {"Type": "Parallel", "End": True, "Branches": [
+        {"StartAt": "A", "States": {"A": wait}}, {"StartAt": "B", "States": {"B": wait}}]}}}  # fmt: skip
+    arn = sfn.create_state_machine(
+        name=name, definition=json.dumps(definition),
+        roleArn="arn:aws:iam::123456789012:role/releng-test",
+    )["stateMachineArn"]  # fmt: skip
+    execution = sfn.start_execution(stateMachineArn=arn)["executionArn"]
+    deadline = time.monotonic() + 60
+    while True:
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        if attrs["Attributes"]["ApproximateNumberOfMessages"] == "2":
+            break
+        assert time.monotonic() < deadline, "the two tasks never reached the queue"
+        time.sleep(0.5)
+    script = tmp_path / "user-data.sh"
+    rendered = _rendered("build", "https://git.example.com/packaging.git")
+    rendered = rendered.replace("eu-central-1", "us-east-1")
+    rendered = rendered.replace(
+        "https://sqs.us-east-1.amazonaws.com/123456789012/releng-build", url
+    )
+    script.write_text(rendered.replace("releng-scratchbucket-1x2y3z", scratch))
+    log = tmp_path / "worker.log"
+    log.write_text("fatal: Remote branch release-line not found in upstream origin\n")
+    # aws-cli 1 ignores AWS_ENDPOINT_URL: a shim hands moto's endpoint to the real CLI
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "aws").write_text(
+        f'#!/bin/sh\nexec {Path(sys.executable).parent / "aws"} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n'
+    )
+    (shims / "aws").chmod(0o755)
+    env = {
+        "PATH": f"{shims}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "AWS_ENDPOINT_URL": moto_server.endpoint_url,
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "RELENG_WORKER_LOG": str(log), "RELENG_INSTANCE_ID": "i-0123456789abcdef0",
+        "RELENG_SETUP_ERROR": "git clone --branch release-line exited 128",
+    }  # fmt: skip
+    proc = subprocess.run(["bash", str(script), "fail_queued_tasks"], env=env,
+                          capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == "0"
+    assert attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+    while (desc := sfn.describe_execution(executionArn=execution))["status"] == "RUNNING":
+        assert time.monotonic() < deadline + 60
+        time.sleep(0.5)
+    assert desc["status"] == "FAILED"
+    events = sfn.get_execution_history(executionArn=execution)["events"]
+    failed = [e["taskFailedEventDetails"] for e in events if "taskFailedEventDetails" in e]
+    assert len(failed) == 2  # each task once
+    key = "logs/instances/i-0123456789abcdef0.log"
+    for detail in failed:  # (moto keeps no cause: the error and the uploaded log show it)
+        assert detail["error"] == "Releng.SetupFailed"
+    assert b"Remote branch" in s3.get_object(Bucket=scratch, Key=key)["Body"].read()

@@ -38,7 +38,7 @@ from tests.apt_debs import make_deb, make_source
 from tests.fixtures.gpg import make_key
 from tests.fixtures.project import REPO_ROOT
 
-TOOLS = REPO_ROOT / ".front-page-tools" / "node_modules"
+TOOLS = REPO_ROOT / ".tools" / "node" / "node_modules"
 VNU = TOOLS / "vnu-jar" / "build" / "dist" / "vnu.jar"
 AXE = TOOLS / "axe-core" / "axe.min.js"
 ARTIFACTS = REPO_ROOT / "out" / "test-artifacts"

@@ -13,22 +13,32 @@ import os
 from pathlib import Path
 from typing import Any
 
-import boto3
-
+from releng import aws_clients
 from releng.aws import handlers
 from releng.aws.catalog import CATALOG_FILE, Catalog
-from releng.aws.launch import Ec2Launcher
+from releng.aws.launch import Ec2Launcher, launch_templates
 
+# The edge: the function's environment is read here, once, and handed in.
+_ENV = dict(os.environ)
+_REGION = aws_clients.region(_ENV)
 _CATALOG = Catalog.from_json((Path(__file__).parent / CATALOG_FILE).read_text(encoding="utf-8"))
+_TEMPLATES, _VERSIONS = launch_templates(_ENV.get("RELENG_LAUNCH_TEMPLATES", "{}"))
+
+
+def _client(service: str) -> Any:
+    return aws_clients.client(service, region_name=_REGION)
+
+
 _CONTEXT = handlers.Context(
-    client=boto3.client,
+    client=_client,
     catalog=_CATALOG,
-    settings=os.environ,
+    settings=_ENV,
     launcher=Ec2Launcher(
-        ec2=boto3.client("ec2"),
-        launch_templates=json.loads(os.environ.get("RELENG_LAUNCH_TEMPLATES", "{}")),
-        stack=os.environ.get("RELENG_STACK", "releng"),
-        subnets=[s for s in os.environ.get("RELENG_SUBNETS", "").split(",") if s],
+        ec2=_client("ec2"),
+        launch_templates=_TEMPLATES,
+        versions=_VERSIONS,
+        stack=_ENV.get("RELENG_STACK", "releng"),
+        subnets=[s for s in _ENV.get("RELENG_SUBNETS", "").split(",") if s],
     ),
 )
 
@@ -38,9 +48,3 @@ def handler(event: dict[str, Any], context: object) -> None:
     del context
     for record in event.get("Records", []):
         handlers.dispatch(json.loads(record["body"]), _CONTEXT)
-
-
-def health_check(event: dict[str, Any], context: object) -> dict[str, Any]:
-    """The EventBridge schedule's target: start workers for tasks nobody took."""
-    del context
-    return handlers.health_check(event, _CONTEXT)

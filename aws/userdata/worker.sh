@@ -21,6 +21,10 @@ export AWS_DEFAULT_REGION="${AWS::Region}" DEBIAN_FRONTEND=noninteractive
 
 ALIVE=/run/releng-worker.alive
 STALE_SECONDS=1800
+# The environment may name these (the tests do); main() asks the instance metadata.
+WORKER_LOG=$(printenv RELENG_WORKER_LOG || echo /var/log/releng-worker.log)
+INSTANCE=$(printenv RELENG_INSTANCE_ID || echo unknown)
+SETUP_ERROR=$(printenv RELENG_SETUP_ERROR || echo unknown)
 
 # No fixed lifetime: a worker runs many tasks, each with its own deadline (the worker stops a
 # task's commands at it). The watchdog powers off only an instance whose worker stopped
@@ -37,8 +41,36 @@ start_watchdog() {
 }
 
 upload_log_and_power_off() {
-  aws s3 cp /var/log/releng-worker.log "s3://$SCRATCH_BUCKET/logs/instances/$INSTANCE.log" || true
+  aws s3 cp "$WORKER_LOG" "s3://$SCRATCH_BUCKET/logs/instances/$INSTANCE.log" || true
   shutdown -h now
+}
+
+# A set-up that fails (a wrong repository URL or branch, PyPI unreachable) would leave the
+# tasks queued and the health check starting workers that fail the same way until the
+# deadline. Instead this instance fails every task waiting on its queue with the set-up error
+# and its log (the execution records each once), so the queue is empty and nothing relaunches.
+fail_queued_tasks() {
+  local log_url="s3://$SCRATCH_BUCKET/logs/instances/$INSTANCE.log" msg receipt body token
+  aws s3 cp "$WORKER_LOG" "$log_url" || true
+  while msg=$(aws sqs receive-message --queue-url "$QUEUE_URL" --max-number-of-messages 1 \
+      --wait-time-seconds 1 --visibility-timeout 60 \
+      --query 'Messages[0].[ReceiptHandle,Body]' --output text); do
+    if [ -z "$msg" ] || [ "$msg" = None ]; then
+      break
+    fi
+    IFS=$'\t' read -r receipt body <<<"$msg"
+    token=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])' <<<"$body")
+    aws stepfunctions send-task-failure --task-token "$token" --error Releng.SetupFailed \
+      --cause "worker set-up failed on $INSTANCE: $SETUP_ERROR; log: $log_url" || true
+    aws sqs delete-message --queue-url "$QUEUE_URL" --receipt-handle "$receipt"
+  done
+}
+
+setup_failed() {
+  trap - ERR
+  SETUP_ERROR="$1"
+  echo "releng: set-up failed: $SETUP_ERROR" >&2
+  fail_queued_tasks
 }
 
 instance_id() {
@@ -110,16 +142,19 @@ run_worker() {
 }
 
 main() {
-  exec >/var/log/releng-worker.log 2>&1
+  exec >"$WORKER_LOG" 2>&1
   start_watchdog
   INSTANCE=$(instance_id)
   export RELENG_INSTANCE_ID=$INSTANCE
   trap upload_log_and_power_off EXIT
+  set -E
+  trap 'setup_failed "$BASH_COMMAND exited $?"' ERR
   install_packages
   git_credentials
   install_releng
   import_signing_key
   public_git_token
+  trap - ERR
   export PATH=/opt/venv/bin:$PATH
   run_worker
 }

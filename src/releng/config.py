@@ -257,6 +257,8 @@ class AwsSection:
     # SSM SecureString: the HTTPS token publish-release-source pushes to public_repository with
     # (only the publisher's role reads it; the worker hands it over as [source] public_token_env).
     public_git_token_parameter: str = ""
+    # Gets one email per failed, timed-out or aborted execution (SNS; confirm the first mail).
+    notify_email: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

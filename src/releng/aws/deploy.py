@@ -22,6 +22,7 @@ import importlib.metadata
 import io
 import json
 import logging
+import re
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,8 +44,10 @@ LAMBDA_MODULES = (
     "releng/__init__.py",
     "releng/errors.py",
     "releng/version.py",
+    "releng/aws_clients.py",
     "releng/aws/__init__.py",
     "releng/aws/steps.py",
+    "releng/aws/commands.py",
     "releng/aws/catalog.py",
     "releng/aws/request.py",
     "releng/aws/handlers.py",
@@ -78,6 +81,7 @@ class Stack:
     downloads_bucket: str
     downloads_prefix: str = ""
     distribution_id: str = ""
+    nightly_rule: str = ""  # the EventBridge rule that starts the nightly (none: a dev stack)
     queue_urls: dict[str, str] = field(default_factory=dict)  # substitution key -> URL
 
     def worker_queue_urls(self) -> dict[str, str]:
@@ -120,6 +124,7 @@ class Stack:
             downloads_bucket=outputs["DownloadsBucket"],
             downloads_prefix=outputs.get("DownloadsPrefix", ""),
             distribution_id=outputs.get("DistributionId", ""),
+            nightly_rule=outputs.get("NightlyRule", ""),
             queue_urls={k: outputs[k] for k in keys},
         )
 
@@ -273,17 +278,23 @@ def _vendored_files() -> list[tuple[Path, str]]:
 def lambda_zip(root: Path, catalog: Catalog, *, vendor: bool = True) -> bytes:
     """The Lambda code: the thin entry point, the releng modules it needs, catalog.json and
     (``vendor``) the installed boto3 and botocore with their dependencies."""
+    entries: dict[str, bytes] = {"handlers.py": (root / LAMBDA_ENTRY).read_bytes()}
+    for module in LAMBDA_MODULES:
+        path = root / "src" / module
+        if path.exists():
+            entries[module] = path.read_bytes()
+    entries[CATALOG_FILE] = catalog.to_json().encode()
+    if vendor:
+        entries |= {rel: path.read_bytes() for path, rel in _vendored_files()}
+    # Same inputs, same bytes: no file times (a fresh clone's are its clone time), no modes,
+    # a fixed order. CodeKey is the zip's hash, so an unchanged zip updates no function.
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.write(root / LAMBDA_ENTRY, "handlers.py")
-        for module in LAMBDA_MODULES:
-            path = root / "src" / module
-            if path.exists():
-                zf.write(path, module)
-        zf.writestr(CATALOG_FILE, catalog.to_json())
-        if vendor:
-            for path, rel in _vendored_files():
-                zf.write(path, rel)
+        for name in sorted(entries):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, entries[name])
     return buf.getvalue()
 
 
@@ -315,16 +326,29 @@ def template_url(s3: Any, bucket: str, key: str) -> str:
     return f"https://{bucket}.s3.{s3.meta.region_name}.amazonaws.com/{key}"
 
 
-def _stack_exists(cfn: Any, name: str) -> bool:
-    from botocore.exceptions import ClientError
+# Longest function name suffix (releng.aws.steps.HANDLERS): Lambda names take 64 characters.
+_LONGEST_FUNCTION = max(len(h) for h in S.HANDLERS) + 1
+# A full SSM parameter name: the roles' ARNs are ``parameter`` + the name, so the leading
+# slash is required (a name without one would give ``parameterNAME`` and AccessDenied at boot).
+SSM_NAME = re.compile(r"(/[A-Za-z0-9_.-]+)+")
+_STACK_NAME = re.compile(r"[a-z][a-z0-9-]*[a-z0-9]")
 
-    try:
-        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
-    except ClientError as exc:
-        if "does not exist" in str(exc):
-            return False
-        raise AwsError(f"cannot read stack {name!r}: {exc}") from None
-    return bool(stacks) and stacks[0].get("StackStatus") != "REVIEW_IN_PROGRESS"
+
+def artifacts_bucket(name: str, account: str, region: str) -> str:
+    """Where deploy-aws puts the Lambda zip and the template: one per stack, account and
+    region (Lambda takes code only from a bucket in its own region)."""
+    return f"{name}-artifacts-{account}-{region}"
+
+
+def check_stack_name(name: str, region: str) -> None:
+    """An AwsError unless ``name`` can name the stack, its functions and its artifacts bucket."""
+    longest = min(64 - _LONGEST_FUNCTION, 63 - len(artifacts_bucket("", "0" * 12, region)))
+    if not _STACK_NAME.fullmatch(name) or "--" in name or len(name) > longest:
+        raise AwsError(
+            f"stack name {name!r} cannot name the stack's buckets and functions: use lower-case "
+            f"letters, digits and single hyphens, starting with a letter, at most {longest} "
+            "characters ([aws] stack_name or --stack)"
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -350,8 +374,10 @@ def upload_artifacts(
     from botocore.exceptions import ClientError
 
     s3, sts, ssm = (client(s) for s in ("s3", "sts", "ssm"))
+    region = s3.meta.region_name or "us-east-1"
+    check_stack_name(name, region)
     account = sts.get_caller_identity()["Account"]
-    artifacts = f"{name}-artifacts-{account}"
+    artifacts = artifacts_bucket(name, account, region)
     try:
         s3.head_bucket(Bucket=artifacts)
     except ClientError:
@@ -382,6 +408,139 @@ def upload_artifacts(
     )
 
 
+# Stack states deploy() cannot go on from, with what to do instead.
+_BUSY = "_IN_PROGRESS"
+
+
+def stack_status(cfn: Any, name: str) -> str:
+    """The stack's StackStatus, or "" when there is no such stack."""
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cfn.describe_stacks(StackName=name)["Stacks"]
+    except ClientError as exc:
+        if "does not exist" in str(exc):
+            return ""
+        raise AwsError(f"cannot read stack {name!r}: {exc}") from None
+    return str(stacks[0].get("StackStatus", "")) if stacks else ""
+
+
+def _events_hint(name: str) -> str:
+    return f"aws cloudformation describe-stack-events --stack-name {name}"
+
+
+def _wait(cfn: Any, waiter: str, name: str) -> None:
+    from botocore.exceptions import WaiterError
+
+    try:
+        cfn.get_waiter(waiter).wait(StackName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 720})
+    except WaiterError as exc:
+        raise AwsError(
+            f"stack {name} did not deploy ({exc}); its events say why: {_events_hint(name)}"
+        ) from None
+
+
+def apply(
+    cfn: Any,
+    name: str,
+    *,
+    template_url: str,
+    parameters: dict[str, str],
+    replace_failed: bool = False,
+) -> str:
+    """Create or update the stack from ``template_url``; "created", "updated" or "unchanged".
+
+    A stack whose first create failed (ROLLBACK_COMPLETE) cannot be updated: one line says
+    so, or with ``replace_failed`` it is deleted and created again. A stack left in
+    UPDATE_ROLLBACK_FAILED is rolled back first (continue-update-rollback)."""
+    from botocore.exceptions import ClientError
+
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
+    args = {"StackName": name, "TemplateURL": template_url, "Parameters": params,
+            "Capabilities": ["CAPABILITY_IAM"]}  # fmt: skip
+    status = stack_status(cfn, name)
+    if status.endswith(_BUSY) and status != "REVIEW_IN_PROGRESS":
+        raise AwsError(f"stack {name} is {status}; wait for it to finish, then deploy again")
+    if status == "ROLLBACK_COMPLETE":
+        if not replace_failed:
+            raise AwsError(
+                f"stack {name} is ROLLBACK_COMPLETE: its first create failed ({_events_hint(name)} "
+                "says why) and it cannot be updated; fix the cause, then delete and create it "
+                "with `invoke deploy-aws --replace-failed`"
+            )
+        log.info("stack %s: deleting the failed create", name)
+        cfn.delete_stack(StackName=name)
+        _wait(cfn, "stack_delete_complete", name)
+        status = ""
+    if status == "UPDATE_ROLLBACK_FAILED":
+        log.info("stack %s: continuing the failed rollback", name)
+        cfn.continue_update_rollback(StackName=name)
+        _wait(cfn, "stack_rollback_complete", name)
+    if status in ("", "REVIEW_IN_PROGRESS"):
+        cfn.create_stack(**args)
+        _wait(cfn, "stack_create_complete", name)
+        return "created"
+    try:
+        cfn.update_stack(**args)
+    except ClientError as exc:
+        if "No updates are to be performed" in str(exc):
+            return "unchanged"
+        raise AwsError(f"updating stack {name} failed: {exc}") from None
+    _wait(cfn, "stack_update_complete", name)
+    return "updated"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Change:
+    """One line of a change set: what CloudFormation would do to one resource."""
+
+    action: str  # Add, Modify, Remove
+    logical_id: str
+    type: str
+    replacement: str = ""  # True, False, Conditional (Modify only)
+
+
+def preview(cfn: Any, name: str, *, template_url: str, parameters: dict[str, str]) -> list[Change]:
+    """What deploying would change, from a change set that is then deleted: nothing applied."""
+    import uuid
+
+    status = stack_status(cfn, name)
+    kind = "UPDATE" if status and status != "REVIEW_IN_PROGRESS" else "CREATE"
+    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()]
+    change_set = f"releng-preview-{uuid.uuid4().hex[:12]}"
+    arn = cfn.create_change_set(
+        StackName=name, ChangeSetName=change_set, TemplateURL=template_url, Parameters=params,
+        Capabilities=["CAPABILITY_IAM"], ChangeSetType=kind,
+    )["Id"]  # fmt: skip
+    try:
+        desc = cfn.describe_change_set(ChangeSetName=arn, StackName=name)
+        for _ in range(360):
+            if desc.get("Status") not in ("CREATE_PENDING", "CREATE_IN_PROGRESS"):
+                break
+            import time
+
+            time.sleep(5)
+            desc = cfn.describe_change_set(ChangeSetName=arn, StackName=name)
+        if desc.get("Status") == "FAILED" and "didn't contain changes" not in str(
+            desc.get("StatusReason", "")
+        ):
+            raise AwsError(f"the change set for {name} failed: {desc.get('StatusReason', '')}")
+        return [
+            Change(
+                action=str(c["ResourceChange"].get("Action", "")),
+                logical_id=str(c["ResourceChange"].get("LogicalResourceId", "")),
+                type=str(c["ResourceChange"].get("ResourceType", "")),
+                replacement=str(c["ResourceChange"].get("Replacement", "")),
+            )
+            for c in desc.get("Changes", [])
+            if "ResourceChange" in c
+        ]
+    finally:
+        cfn.delete_change_set(ChangeSetName=arn, StackName=name)
+        if kind == "CREATE":  # the change set made a REVIEW_IN_PROGRESS stack: nothing stays
+            cfn.delete_stack(StackName=name)
+
+
 def deploy(
     client: Any,
     root: Path,
@@ -390,39 +549,110 @@ def deploy(
     catalog: Catalog,
     parameters: dict[str, str],
     vendor: bool = True,
+    replace_failed: bool = False,
 ) -> Stack:
     """Create or update the CloudFormation stack (its Lambda code changes with it)."""
-    from botocore.exceptions import ClientError, WaiterError
-
     uploaded = upload_artifacts(
         client, root, name, catalog=catalog, parameters=parameters, vendor=vendor
     )
     cfn = client("cloudformation")
-    params = [{"ParameterKey": k, "ParameterValue": v} for k, v in uploaded.parameters.items()]
-    caps = ["CAPABILITY_IAM"]
-    url = uploaded.template_url
-    log.info("deploying stack %s from %s", name, url)
-    try:
-        if _stack_exists(cfn, name):
-            try:
-                cfn.update_stack(
-                    StackName=name, TemplateURL=url, Parameters=params, Capabilities=caps
-                )
-            except ClientError as exc:
-                if "No updates are to be performed" not in str(exc):
-                    raise AwsError(f"updating stack {name} failed: {exc}") from None
-            else:
-                cfn.get_waiter("stack_update_complete").wait(StackName=name)
-        else:
-            cfn.create_stack(StackName=name, TemplateURL=url, Parameters=params, Capabilities=caps)
-            cfn.get_waiter("stack_create_complete").wait(StackName=name)
-    except WaiterError as exc:
-        raise AwsError(
-            f"stack {name} did not deploy ({exc}); its events say why: "
-            f"aws cloudformation describe-stack-events --stack-name {name}"
-        ) from None
+    log.info("deploying stack %s from %s", name, uploaded.template_url)
+    apply(
+        cfn,
+        name,
+        template_url=uploaded.template_url,
+        parameters=uploaded.parameters,
+        replace_failed=replace_failed,
+    )
     # The functions' code changes with the stack: CodeKey is the zip's hash.
     return load_stack(cfn, name)
+
+
+def enable_nightly(events: Any, stack: Stack) -> bool:
+    """Turn the stack's nightly schedule on (created off, see releng.aws.template); False when
+    the stack has none (a dev stack)."""
+    if not stack.nightly_rule:
+        return False
+    events.enable_rule(Name=stack.nightly_rule)
+    return True
+
+
+def _empty_bucket(s3: Any, bucket: str) -> int:
+    """Delete every object (and version) in ``bucket``; how many. A missing bucket: 0."""
+    from botocore.exceptions import ClientError
+
+    removed = 0
+    try:
+        pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket)
+        for page in pages:
+            keys = [
+                {"Key": o["Key"], "VersionId": o["VersionId"]}
+                for o in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
+            ]
+            for start in range(0, len(keys), 1000):
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000]})
+            removed += len(keys)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+            return 0
+        raise
+    return removed
+
+
+@dataclass(frozen=True, kw_only=True)
+class Teardown:
+    stack: str
+    terminated: list[str]
+    emptied: list[str]
+    kept: list[str]  # buckets retained with their published packages
+
+
+def destroy(client: Any, name: str, *, delete_downloads: bool = False) -> Teardown:
+    """Empty what the stack owns and delete it. The downloads bucket (published packages,
+    ``DeletionPolicy: Retain``) is kept unless ``delete_downloads``; then it is emptied and
+    deleted after the stack."""
+    cfn, s3, sts = (client(s) for s in ("cloudformation", "s3", "sts"))
+    stack = load_stack(cfn, name)
+    region = s3.meta.region_name or "us-east-1"
+    artifacts = artifacts_bucket(name, sts.get_caller_identity()["Account"], region)
+    # Workers are launched by the functions, not by CloudFormation: stop them first.
+    ec2 = client("ec2")
+    pages = ec2.get_paginator("describe_instances").paginate(
+        Filters=[
+            {"Name": "tag:releng:stack", "Values": [name]},
+            {
+                "Name": "instance-state-name",
+                "Values": ["pending", "running", "stopping", "stopped"],
+            },
+        ]
+    )
+    workers = [i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]]
+    if workers:
+        ec2.terminate_instances(InstanceIds=workers)
+    emptied = []
+    for bucket in (stack.scratch_bucket, artifacts):
+        _empty_bucket(s3, bucket)
+        emptied.append(bucket)
+    cfn.delete_stack(StackName=name)
+    _wait(cfn, "stack_delete_complete", name)
+    _delete_bucket(s3, artifacts)
+    kept = [stack.downloads_bucket]
+    if delete_downloads:
+        _empty_bucket(s3, stack.downloads_bucket)
+        _delete_bucket(s3, stack.downloads_bucket)
+        emptied.append(stack.downloads_bucket)
+        kept = []
+    return Teardown(stack=name, terminated=workers, emptied=emptied, kept=kept)
+
+
+def _delete_bucket(s3: Any, bucket: str) -> None:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.delete_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
+            raise
 
 
 def parameters(project: Any) -> dict[str, str]:
@@ -447,6 +677,17 @@ def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
         )
     if any(n < 1 for n in cfg.max_workers.values()):
         raise AwsError("product.toml: [aws] max_workers values must be at least 1")
+    if cfg.notify_email and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", cfg.notify_email):
+        raise AwsError(
+            f"product.toml: [aws] notify_email = {cfg.notify_email!r} is not an email address"
+        )
+    for key in ("git_credentials_parameter", "public_git_token_parameter"):
+        given = getattr(cfg, key)
+        if given and not SSM_NAME.fullmatch(given):
+            raise AwsError(
+                f"product.toml: [aws] {key} = {given!r} is not a full SSM parameter name; "
+                f"write it with its leading slash, e.g. '/{given.strip('/')}'"
+            )
     params = {
         "RepositoryUrl": repository,
         "Branch": cfg.branch,
@@ -462,6 +703,7 @@ def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
             sort_keys=True,
         ),
         "DownloadsPrefix": config.publish.prefix.strip("/"),
+        "NotifyEmail": cfg.notify_email,
     }
     cache = separate_cache_bucket(config)
     if cache is not None:

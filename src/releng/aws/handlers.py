@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from releng.aws import request, status
+from releng.aws import commands, request, status
 from releng.aws import steps as S
 from releng.aws.catalog import Catalog
 from releng.errors import AwsError, RelengError
@@ -43,11 +43,12 @@ DISTRIBUTION_ID = "RELENG_CLOUDFRONT_DISTRIBUTION"
 QUEUE_URLS = "RELENG_QUEUE_URLS"  # JSON: worker queue -> URL ({"tarball": url, ...})
 MAX_WORKERS = "RELENG_MAX_WORKERS"  # JSON: {"build": 16, ...}; missing queues: WorkerKind's
 
-# What goes into the execution's state from a failure: a line, and where the rest is.
-MAX_CAUSE = 1000
+# What goes into the execution's state from a failure: a line, and where the rest is
+# (every failure record stays in the state until CheckForFailures: tests/test_aws_payload.py).
+MAX_CAUSE = 300
 # A traceback's last line, before the place of the whole: 20 versions x 8 distros x 2
 # architectures of them must fit the state (tests/test_aws_payload.py).
-MAX_TRACEBACK_LINE = 200
+MAX_TRACEBACK_LINE = 120
 MAX_SUMMARY_FAILURES = 20
 
 # Written last by `invoke upload-build` (releng.publish.COMPLETE): the upload is whole.
@@ -175,8 +176,9 @@ def parse_input(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
 
 
 def get_distros_for_version(event: Mapping[str, Any], ctx: Context) -> list[str]:
-    """The distros built for ``event["version"]``: ``event["distros"]`` or the default targets."""
-    version = Version.parse(str(event.get("version", "")))
+    """The distros built for ``event["version"]`` (a version record, see
+    request.version_record): ``event["distros"]`` or the default targets."""
+    version = request.version_of(event.get("version") or {})
     requested = [str(d) for d in event.get("distros") or []]
     request.normalise({"versions": [version.text], "distros": requested}, ctx.catalog)
     return request.distros_for_version(version, requested, ctx.catalog)
@@ -185,58 +187,24 @@ def get_distros_for_version(event: Mapping[str, Any], ctx: Context) -> list[str]
 def _commands(
     step: str, version: Version, distro: str, ctx: Context, *, arch: str, distros: list[str]
 ) -> dict[str, Any]:
-    """What a worker runs for ``step``, and what it fetches and uploads around it
-    (``distros``: the version's distros in this execution)."""
-    v = version.text
-    # a release shaped like a date is still a release for every command (not a nightly)
-    release = [] if version.is_nightly else ["--release"]
-    scratch = ctx.setting(SCRATCH_BUCKET)
-    source = {"bucket": scratch, "prefix": scratch_source_prefix(version), "dest": "out/"}
-    if step == S.MAKE_SOURCE_TARBALL:
-        return {
-            "commands": [
-                ["invoke", "make-source-tarball", "--version", v, *release],
-                ["invoke", "upload-build", "--version", v, *release, "source"],
-            ],
-            "uploads": [],
-            "fetch": [],
-        }
+    """What a worker runs for ``step`` (releng.aws.commands, the one table of task names and
+    flags), and what it fetches and uploads around it (``distros``: the version's distros in
+    this execution: the embargo of publish-release-source covers them)."""
+    fetch = []
     if step == S.MAKE_BINARY_PACKAGE:
-        # The tarball comes from scratch (an EC2 builder starts with an empty out/). The
-        # worker's instance is of ``arch`` (its queue's launch template): a native build.
-        return {
-            "commands": [
-                ["invoke", "make-package", distro, "--version", v, *release, "--arch", arch],
-                ["invoke", "upload-build", "--version", v, *release, "--arch", arch, distro],
-            ],
-            "uploads": [],
-            "fetch": [source],
-        }
-    downloads = ctx.setting(DOWNLOADS_BUCKET)
-    dest = f"s3://{_join(downloads, ctx.settings.get(DOWNLOADS_PREFIX, ''))}".rstrip("/")
-    # releng.publish reads the builds and the tarball from scratch itself (an empty-disk
-    # publisher): nothing to fetch.
-    if step == S.PUBLISH_BINARY_PACKAGES:
-        return {
-            "commands": [["invoke", "update-repos", "--version", v, *release, "--repo", dest]],
-            "uploads": [],
-            "fetch": [],
-        }
-    if step == S.PUBLISH_SOURCE_TARBALL:
-        return {
-            # The embargo check, the source to source/, the tag and branch to the public
-            # repository: see releng.publish.release_source.
-            # The embargo covers the distros this execution builds the release for.
-            "commands": [
-                ["invoke", "publish-release-source", v, *release, "--repo", dest]
-                + (["--distros", ",".join(distros)] if distros else [])
-            ],
-            "uploads": [],
-            "fetch": [],
-        }
-    raise AwsError(
-        f"prepare_task: unknown step {step!r}; valid steps: {', '.join(S.QUEUE_OF_STEP)}"
+        # The tarball comes from scratch (an EC2 builder starts with an empty out/).
+        scratch = ctx.setting(SCRATCH_BUCKET)
+        fetch = [{"bucket": scratch, "prefix": scratch_source_prefix(version), "dest": "out/"}]
+    dest = ""
+    if step in (S.PUBLISH_BINARY_PACKAGES, S.PUBLISH_SOURCE_TARBALL):
+        # releng.publish reads the builds and the tarball from scratch itself (an empty-disk
+        # publisher): nothing to fetch.
+        downloads = ctx.setting(DOWNLOADS_BUCKET)
+        dest = f"s3://{_join(downloads, ctx.settings.get(DOWNLOADS_PREFIX, ''))}".rstrip("/")
+    lines = commands.for_step(
+        step, version, distro=distro, arch=arch, dest=dest, distros=tuple(distros)
     )
+    return {"commands": lines, "uploads": [], "fetch": fetch}
 
 
 def _built(event: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -257,7 +225,7 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
     """Decide from S3 whether ``event["step"]`` must run; if so, the worker's task."""
     step = str(event["step"])
     plan = event["version"]
-    version = Version.parse(plan["version"], release=plan.get("kind") == "release")
+    version = request.version_of(plan)  # typed from here on
     distro = str(event.get("distro") or "")
     builds = step == S.MAKE_BINARY_PACKAGE
     # the build's architecture (an input without one: product.toml's primary)
@@ -546,9 +514,10 @@ def _failure_cause(exc: BaseException, handler: str, execution: str, ctx: Contex
 
     Failure records are kept in the state until the end, and a state over 256 KiB ends the
     execution (States.DataLimitExceeded) with the summary lost, so tracebacks never go in."""
-    if isinstance(exc, RelengError):
-        return str(exc)[:MAX_CAUSE]
-    text = traceback.format_exc()
+    if isinstance(exc, RelengError) and len(str(exc)) <= MAX_CAUSE:
+        return str(exc)
+    # A long message is kept whole in S3, as a traceback is.
+    text = str(exc) if isinstance(exc, RelengError) else traceback.format_exc()
     line = (text.strip().splitlines() or [repr(exc)])[-1][:MAX_TRACEBACK_LINE]
     scratch = ctx.settings.get(SCRATCH_BUCKET, "")
     if not scratch:
@@ -559,12 +528,27 @@ def _failure_cause(exc: BaseException, handler: str, execution: str, ctx: Contex
     except Exception as upload:  # the failure is reported either way
         log.warning("could not store the traceback of %s: %s\n%s", handler, upload, text)
         return line
-    return f"{line}; traceback: s3://{scratch}/{key}"
+    return (
+        f"{line}; {'whole' if isinstance(exc, RelengError) else 'traceback'}: s3://{scratch}/{key}"
+    )
+
+
+HEALTH_CHECK_MESSAGE = {"handler": "health_check"}  # on launch_workers' queue, no token
 
 
 def dispatch(message: Mapping[str, Any], ctx: Context) -> bool:
-    """Run one handler-queue message and answer its task token. True when it succeeded."""
+    """Run one handler-queue message and answer its task token. True when it succeeded.
+
+    The scheduled health check comes as a message without a token on launch_workers' FIFO
+    queue (one owner of the pools): it runs there, between launches, and answers nobody."""
     name = str(message.get("handler", ""))
+    if "token" not in message and name == "health_check":
+        try:
+            health_check({}, ctx)
+        except Exception as exc:  # the next one runs in five minutes
+            log.warning("health check failed: %s: %s", error_name(exc), exc)
+            return False
+        return True
     token = str(message["token"])
     sfn = ctx.client("stepfunctions")
     event = message.get("input")

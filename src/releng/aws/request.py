@@ -77,8 +77,7 @@ def normalise(
         chosen = distros_for_version(v, distros, catalog)
         plans.append(
             {
-                "version": v.text,
-                "kind": v.kind.value,
+                **version_record(v),
                 "distros": chosen,
                 # the Distros Map's items: one build per distro and architecture
                 "matrix": [{"distro": d, "arch": a} for d in chosen for a in arches],
@@ -90,6 +89,23 @@ def normalise(
         "steps": selected,
         "config": config,
     }
+
+
+def version_record(version: Version) -> dict[str, str]:
+    """How a version is written into the execution's state: its text and its kind, so a
+    release shaped like a date stays a release at every hop (:func:`version_of` reads it)."""
+    return {"version": version.text, "kind": version.kind.value}
+
+
+def version_of(record: Mapping[str, Any]) -> Version:
+    """The typed version of a state record written by :func:`version_record`."""
+    kind = record.get("kind")
+    if kind not in ("release", "nightly"):
+        raise InputError(f"version record {dict(record)!r} has no kind 'release' or 'nightly'")
+    try:
+        return Version.parse(str(record.get("version", "")), release=kind == "release")
+    except VersionError as exc:
+        raise InputError(str(exc)) from None
 
 
 def distros_for_version(version: Version, requested: Sequence[str], catalog: Catalog) -> list[str]:

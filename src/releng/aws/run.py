@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from releng import aws_clients
 from releng.aws import request
 from releng.aws.catalog import Catalog
 from releng.aws.deploy import Stack, check_product_toml, load_stack
@@ -35,19 +36,16 @@ class Aws:
     endpoint_url: str | None = None
 
     def client(self, service: str) -> Any:
-        import boto3
-
-        factory: Any = (
-            boto3.client
-        )  # one factory for every service: the stubs' overloads are per name
-        return factory(service, region_name=self.region, endpoint_url=self.endpoint_url)
+        return aws_clients.client(
+            service, region_name=self.region, endpoint_url=self.endpoint_url or ""
+        )
 
 
 def connect(project: Project, env: Mapping[str, str]) -> Aws:
     """Region and credentials, or one line saying how to provide them."""
     import boto3
 
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or project.config.aws.region
+    region = aws_clients.region(env, project.config.aws.region)
     if not region:
         raise AwsError("no AWS region: set AWS_REGION or [aws] region in product.toml")
     if boto3.Session(region_name=region).get_credentials() is None:

@@ -136,5 +136,15 @@ class HandlerRunner:
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
 
     def _health(self) -> None:
+        """What the stack's schedule does: a health message on launch_workers' FIFO queue, so
+        the health check runs between launches (one owner of the pools), never beside one."""
         if not self._stop.wait(self.health_every):
-            handlers.health_check({}, self.ctx)
+            import uuid
+
+            sqs: Any = self.ctx.client("sqs")
+            sqs.send_message(
+                QueueUrl=self.queue_urls["launch_workers"],
+                MessageBody=json.dumps(handlers.HEALTH_CHECK_MESSAGE),
+                MessageGroupId=S.MESSAGE_GROUPS["launch_workers"],
+                MessageDeduplicationId=uuid.uuid4().hex,
+            )

@@ -48,7 +48,10 @@ _HANDLER_RETRY = [
         "IntervalSeconds": 5,
         "MaxAttempts": 5,
         "BackoffRate": 2,
-    }
+    },
+    # A handler message nobody answered in time (its function throttled past a redelivery):
+    # handlers are idempotent, so the state sends it again rather than failing the step.
+    {"ErrorEquals": ["States.Timeout"], "IntervalSeconds": 5, "MaxAttempts": 2, "BackoffRate": 2},
 ]
 # Worker tasks retry only the sending of their message. A worker that dies is retried by SQS:
 # it stops extending its message's visibility, the message returns to the queue and another
@@ -171,6 +174,12 @@ def _worker_step(
         next_state=name,
     )
     launch["Catch"] = _catch(failed)
+    # What the step leaves in the state once its worker task is sent: the record later states
+    # read (check_if_repos_changed, check_for_failures), not the task (commands, fetches,
+    # queue URL, log place: about 1 KB that 20 x 8 x 2 builds would carry to the end).
+    record: dict[str, Any] = {"step.$": f"{slot}.step", "version.$": f"{slot}.version"}
+    if distro:
+        record |= {"distro.$": f"{slot}.distro", "arch.$": f"{slot}.arch"}
     return {
         f"Prepare{name}": prepare,
         f"{name}Needed": {
@@ -178,7 +187,19 @@ def _worker_step(
             "Choices": [
                 {"Variable": f"{slot}.run", "BooleanEquals": True, "Next": f"Launch{name}Worker"}
             ],
-            "Default": after,
+            "Default": f"{name}Skipped",
+        },
+        f"{name}Skipped": {
+            "Type": "Pass",
+            "Parameters": {**record, "run": False, "reason.$": f"{slot}.reason"},
+            "ResultPath": slot,
+            "Next": after,
+        },
+        f"{name}Ran": {
+            "Type": "Pass",
+            "Parameters": {**record, "run": True, "result.$": f"{slot}.result"},
+            "ResultPath": slot,
+            "Next": after,
         },
         f"Launch{name}Worker": launch,
         name: {
@@ -189,7 +210,7 @@ def _worker_step(
             "Retry": _WORKER_RETRY,
             "ResultPath": f"{slot}.result",
             "Catch": _catch(failed),
-            "Next": after,
+            "Next": f"{name}Ran",
         },
         failed: _failure_record(step, distro=distro),
     }
@@ -201,12 +222,11 @@ def _distro_branch() -> State:
     )
     states["BinaryPackageDone"] = {
         "Type": "Pass",
+        # what _built and check_for_failures read; the version is its branch's
         "Parameters": {
-            "step": S.MAKE_BINARY_PACKAGE,
-            "version.$": "$.version.version",
             "distro.$": "$.distro",
             "arch.$": "$.arch",
-            "task.$": "$.tasks.MakeBinaryPackage",
+            "run.$": "$.tasks.MakeBinaryPackage.run",
         },
         "End": True,
     }

@@ -54,7 +54,8 @@ HANDLERS: Final = (
 )
 
 # Handlers the state machine reaches through a queue. get_distros_for_version runs inside
-# parse_input; health_check runs on a schedule (EventBridge on AWS, the runner locally).
+# parse_input; health_check runs on a schedule, as a message on launch_workers' FIFO queue
+# (EventBridge on AWS, the runner locally), so one function owns the pools.
 QUEUE_HANDLERS: Final = tuple(
     h for h in HANDLERS if h not in ("get_distros_for_version", "health_check")
 )
@@ -139,6 +140,10 @@ DEFAULT_HEARTBEAT: Final = 10 * 60  # how often a worker reports progress (inter
 HANDLER_FUNCTION_TIMEOUT: Final = {"update_indices": 900}
 DEFAULT_FUNCTION_TIMEOUT: Final = 120
 VISIBILITY_FACTOR: Final = 6
+# Each handler queue's event source mapping invokes at most this many functions at once
+# (SQS's MaximumConcurrency, 2..1000): throttling on an account with a low concurrency
+# quota then waits in the queue instead of costing a redelivery.
+MAX_CONCURRENCY: Final = 5
 
 
 def function_timeout(handler: str) -> int:

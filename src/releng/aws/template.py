@@ -1,14 +1,17 @@
 """The CloudFormation template, generated from Python like the state machine.
 
+Its parts: this module (parameters, queues, roles, launch templates, functions, the state
+machine and its schedules), :mod:`releng.aws.template_delivery` (buckets, CloudFront, the
+failure mail) and :mod:`releng.aws.cfn` (intrinsic functions and IAM shapes).
+
 ``invoke generate-aws`` writes ``aws/template.yaml``; a test fails when the
 committed file differs, and cfn-lint checks it. Generating keeps the queues,
 the per-handler functions and their least-privilege roles in step with
 :mod:`releng.aws.steps`, and embeds ``aws/state-machine.json`` verbatim with its
 placeholders mapped to queue URLs by ``DefinitionSubstitutions``.
 
-Resources: scratch bucket (private), downloads bucket (public read by policy,
-``releng.publish.public_read_policy``), a CloudFront distribution in front of
-it, one queue per worker kind and per handler (each with a dead-letter queue;
+Resources: scratch bucket (private), downloads bucket (private, read by the
+CloudFront distribution in front of it through origin access control), one queue per worker kind and per handler (each with a dead-letter queue;
 publish is FIFO with one message group: one publisher at a time), IAM roles
 (builders write only scratch, the publisher writes downloads, each function
 only what it calls), the state machine, the Lambda functions with their SQS
@@ -26,24 +29,28 @@ import yaml
 
 from releng.aws import statemachine
 from releng.aws import steps as S
+from releng.aws.cfn import (
+    LAMBDA_LOGS,
+    SEND_TASK,
+    Json,
+    att,
+    bucket_arns,
+    camel,
+    distribution_arn,
+    not_empty,
+    queue_id,
+    ref,
+    role,
+    statement,
+    sub,
+    subs,
+)
+from releng.aws.template_delivery import buckets, notifications
 from releng.compiler_cache import S3Location, iam_statements
-from releng.publish.flows import public_objects
 
 TEMPLATE_FILE = "aws/template.yaml"
 USERDATA_FILE = "aws/userdata/worker.sh"
 
-Json = dict[str, Any]
-
-# CloudFront viewer-request function: a request for a directory gets its index page.
-DIRECTORY_INDEX_JS = """\
-function handler(event) {
-  var request = event.request;
-  if (request.uri.endsWith("/")) {
-    request.uri += "index.html";
-  }
-  return request;
-}
-"""
 
 # What each handler calls beyond answering its own task token and writing its tracebacks
 # and reports under logs/ in scratch (every handler may).
@@ -60,65 +67,11 @@ QUEUE_HANDLERS = S.QUEUE_HANDLERS
 assert set(QUEUE_HANDLERS) == set(_HANDLER_NEEDS)
 
 
-def _ref(name: str) -> Json:
-    return {"Ref": name}
-
-
-def _att(name: str, attr: str) -> Json:
-    return {"Fn::GetAtt": [name, attr]}
-
-
-def _sub(text: str) -> Json:
-    return {"Fn::Sub": text}
-
-
-def _camel(name: str) -> str:
-    return "".join(p.capitalize() for p in name.split("_"))
-
-
-def _queue_id(name: str) -> str:
-    return f"{_camel(name)}Queue"
-
-
-def _bucket_arns(bucket: str, keys: str = "*") -> list[Json]:
-    return [_att(bucket, "Arn"), _sub(f"${{{bucket}.Arn}}/{keys}")]
-
-
-def _statement(actions: list[str], resources: Any) -> Json:
-    return {"Effect": "Allow", "Action": actions, "Resource": resources}
-
-
-def _role(service: str, statements: list[Json], *, managed: list[str] | None = None) -> Json:
-    props: Json = {
-        "AssumeRolePolicyDocument": {
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}
-            ],
-        },
-        "Policies": [
-            {
-                "PolicyName": "releng",
-                "PolicyDocument": {"Version": "2012-10-17", "Statement": statements},
-            }
-        ],
-    }
-    if managed:
-        props["ManagedPolicyArns"] = managed
-    return {"Type": "AWS::IAM::Role", "Properties": props}
-
-
-_SEND_TASK = _statement(
-    ["states:SendTaskSuccess", "states:SendTaskFailure", "states:SendTaskHeartbeat"], "*"
-)  # task tokens are not resources: AWS documents "*" here
-_LAMBDA_LOGS = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-
-
 def _queues(res: Json) -> None:
     for name in (*S.WORKER_QUEUES, *QUEUE_HANDLERS):
         fifo = name in S.MESSAGE_GROUPS
         extra: Json = {"FifoQueue": True, "ContentBasedDeduplication": True} if fifo else {}
-        qid = _queue_id(name)
+        qid = queue_id(name)
         res[f"{qid}Dlq"] = {
             "Type": "AWS::SQS::Queue",
             "Properties": {**extra, "MessageRetentionPeriod": 1209600},
@@ -132,137 +85,22 @@ def _queues(res: Json) -> None:
                 # Lambda event sources), so a throttled invocation is retried.
                 "VisibilityTimeout": 120 if name in S.WORKER_QUEUES else S.handler_visibility(name),
                 "RedrivePolicy": {
-                    "deadLetterTargetArn": _att(f"{qid}Dlq", "Arn"),
+                    "deadLetterTargetArn": att(f"{qid}Dlq", "Arn"),
                     "maxReceiveCount": 5,
                 },
             },
         }
 
 
-def _buckets(res: Json) -> None:
-    block_all = {
-        "BlockPublicAcls": True,
-        "BlockPublicPolicy": True,
-        "IgnorePublicAcls": True,
-        "RestrictPublicBuckets": True,
-    }
-    res["ScratchBucket"] = {
-        "Type": "AWS::S3::Bucket",
-        "Properties": {
-            "PublicAccessBlockConfiguration": block_all,
-            "BucketEncryption": {
-                "ServerSideEncryptionConfiguration": [
-                    {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-                ]
-            },
-            "LifecycleConfiguration": {
-                "Rules": [
-                    {"Id": "logs", "Prefix": "logs/", "Status": "Enabled", "ExpirationInDays": 90},
-                    {
-                        "Id": "status",
-                        "Prefix": "status/",
-                        "Status": "Enabled",
-                        "ExpirationInDays": 90,
-                    },
-                ]
-            },
-        },
-    }
-    res["DownloadsBucket"] = {
-        "Type": "AWS::S3::Bucket",
-        "Properties": {
-            "PublicAccessBlockConfiguration": {
-                **block_all,
-                "BlockPublicPolicy": False,
-                "RestrictPublicBuckets": False,
-            },
-            "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
-        },
-    }
-    # As releng.publish.public_read_policy: GetObject on the published trees and keyrings only.
-    published = public_objects()
-    res["DownloadsBucketPolicy"] = {
-        "Type": "AWS::S3::BucketPolicy",
-        "Properties": {
-            "Bucket": _ref("DownloadsBucket"),
-            "PolicyDocument": {
-                "Version": "2012-10-17",
-                "Statement": [
-                    {
-                        "Sid": "PublicReadOfPublishedTrees",
-                        "Effect": "Allow",
-                        "Principal": "*",
-                        "Action": "s3:GetObject",
-                        "Resource": [
-                            {
-                                "Fn::Sub": [
-                                    f"${{DownloadsBucket.Arn}}/${{Prefix}}{p}",
-                                    {
-                                        "Prefix": {
-                                            "Fn::If": ["HasPrefix", _sub("${DownloadsPrefix}/"), ""]
-                                        }
-                                    },
-                                ]
-                            }
-                            for p in published
-                        ],
-                    }
-                ],
-            },
-        },
-    }
-    res["DirectoryIndexFunction"] = {
-        "Type": "AWS::CloudFront::Function",
-        "Properties": {
-            "Name": _sub("${AWS::StackName}-directory-index"),
-            "AutoPublish": True,
-            "FunctionConfig": {"Comment": "dir/ -> dir/index.html", "Runtime": "cloudfront-js-2.0"},
-            "FunctionCode": DIRECTORY_INDEX_JS,
-        },
-    }
-    res["Distribution"] = {
-        "Type": "AWS::CloudFront::Distribution",
-        "Properties": {
-            "DistributionConfig": {
-                "Enabled": True,
-                "Comment": _sub("${AWS::StackName} downloads"),
-                "Origins": [
-                    {
-                        "Id": "downloads",
-                        "DomainName": _att("DownloadsBucket", "RegionalDomainName"),
-                        "S3OriginConfig": {"OriginAccessIdentity": ""},
-                    }
-                ],
-                # An S3 REST origin serves no index documents: "/" and every "dir/" the
-                # index pages link to would be 403 without these two.
-                "DefaultRootObject": "index.html",
-                "DefaultCacheBehavior": {
-                    "TargetOriginId": "downloads",
-                    "ViewerProtocolPolicy": "allow-all",  # apt verifies signatures; http is fine
-                    "CachePolicyId": "658327ea-f89d-4fab-a63d-7e88639e58f6",  # Managed-CachingOptimized
-                    "AllowedMethods": ["GET", "HEAD"],
-                    "FunctionAssociations": [
-                        {
-                            "EventType": "viewer-request",
-                            "FunctionARN": _att("DirectoryIndexFunction", "FunctionARN"),
-                        }
-                    ],
-                },
-                "HttpVersion": "http2",
-                "PriceClass": "PriceClass_100",
-            }
-        },
-    }
+# The roles' SSM ARNs are ``parameter`` + the name: the name must start with a slash.
+_SSM_NAME = "^(/[A-Za-z0-9_.-]+)+$"
+_SSM_NAME_OR_EMPTY = "^((/[A-Za-z0-9_.-]+)+)?$"
 
 
 def _parameter_arn(param: str) -> Json:
-    return _sub(
+    return sub(
         f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter${{{param}}}"
     )
-
-
-def _distribution_arn() -> Json:
-    return _sub("arn:${AWS::Partition}:cloudfront::${AWS::AccountId}:distribution/${Distribution}")
 
 
 def _worker_permissions() -> dict[str, list[Json]]:
@@ -271,22 +109,22 @@ def _worker_permissions() -> dict[str, list[Json]]:
         # fetch the source tarball; the worker's checks of what exists (ListBucket: a missing
         # key is a 404, not a 403)
         "scratch-read": [
-            _statement(["s3:GetObject", "s3:ListBucket"], _bucket_arns("ScratchBucket"))
+            statement(["s3:GetObject", "s3:ListBucket"], bucket_arns("ScratchBucket"))
         ],
         # upload-build: deletes the completion marker first, then puts the files
         "scratch-write": [
-            _statement(["s3:PutObject", "s3:DeleteObject"], _sub("${ScratchBucket.Arn}/*"))
+            statement(["s3:PutObject", "s3:DeleteObject"], sub("${ScratchBucket.Arn}/*"))
         ],
         # update-repos removes the builds it published; publish-source only reads
-        "scratch-delete": [_statement(["s3:DeleteObject"], _sub("${ScratchBucket.Arn}/*"))],
+        "scratch-delete": [statement(["s3:DeleteObject"], sub("${ScratchBucket.Arn}/*"))],
         "downloads-write": [
-            _statement(
+            statement(
                 ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
-                _bucket_arns("DownloadsBucket"),
+                bucket_arns("DownloadsBucket"),
             )
         ],
         "signing-key": [
-            _statement(
+            statement(
                 ["ssm:GetParameter"],
                 [
                     _parameter_arn("SigningKeyParameter"),
@@ -299,17 +137,15 @@ def _worker_permissions() -> dict[str, list[Json]]:
             {
                 "Fn::If": [
                     "HasPublicGitToken",
-                    _statement(["ssm:GetParameter"], _parameter_arn("PublicGitTokenParameter")),
-                    _ref("AWS::NoValue"),
+                    statement(["ssm:GetParameter"], _parameter_arn("PublicGitTokenParameter")),
+                    ref("AWS::NoValue"),
                 ]
             }
         ],
-        "cloudfront-invalidate": [
-            _statement(["cloudfront:CreateInvalidation"], _distribution_arn())
-        ],
+        "cloudfront-invalidate": [statement(["cloudfront:CreateInvalidation"], distribution_arn())],
         # [build] compiler_cache = "s3" in a bucket other than scratch: its prefix only
         "compiler-cache": [
-            {"Fn::If": ["HasCompilerCacheBucket", _subs(st), _ref("AWS::NoValue")]}
+            {"Fn::If": ["HasCompilerCacheBucket", subs(st), ref("AWS::NoValue")]}
             for st in iam_statements(
                 S3Location(bucket="${CompilerCacheBucket}", prefix="${CompilerCachePrefix}"),
                 partition="${AWS::Partition}",
@@ -318,69 +154,60 @@ def _worker_permissions() -> dict[str, list[Json]]:
     }
 
 
-def _subs(node: Any) -> Any:
-    """``node`` with each string that holds a ``${...}`` as an Fn::Sub of it."""
-    if isinstance(node, dict):
-        return {k: _subs(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_subs(v) for v in node]
-    return _sub(node) if isinstance(node, str) and "${" in node else node
-
-
 def worker_role_id(queue: str) -> str:
-    return f"{_camel(queue)}WorkerRole"
+    return f"{camel(queue)}WorkerRole"
 
 
 def _worker_roles(res: Json, script: str) -> None:
     permissions = _worker_permissions()
     for queue, kind in S.WORKER_KINDS.items():
         statements = [
-            _statement(
+            statement(
                 [
                     "sqs:ReceiveMessage",
                     "sqs:DeleteMessage",
                     "sqs:ChangeMessageVisibility",
                     "sqs:GetQueueAttributes",
                 ],
-                _att(_queue_id(queue), "Arn"),
+                att(queue_id(queue), "Arn"),
             ),
-            _SEND_TASK,
+            SEND_TASK,
             # the worker's own records: status, task logs, the instance's log
-            _statement(
+            statement(
                 ["s3:PutObject"],
-                [_sub("${ScratchBucket.Arn}/logs/*"), _sub("${ScratchBucket.Arn}/status/*")],
+                [sub("${ScratchBucket.Arn}/logs/*"), sub("${ScratchBucket.Arn}/status/*")],
             ),
             # a private repository's deploy key (every worker clones it), when one is configured
             {
                 "Fn::If": [
                     "HasGitCredentials",
-                    _statement(["ssm:GetParameter"], _parameter_arn("GitCredentialsParameter")),
-                    _ref("AWS::NoValue"),
+                    statement(["ssm:GetParameter"], _parameter_arn("GitCredentialsParameter")),
+                    ref("AWS::NoValue"),
                 ]
             },
         ]
         for name in kind.permissions:
             statements += permissions[name]
-        role = worker_role_id(queue)
-        res[role] = _role("ec2.amazonaws.com", statements)
-        res[f"{_camel(queue)}WorkerProfile"] = {
+        role_id = worker_role_id(queue)
+        res[role_id] = role("ec2.amazonaws.com", statements)
+        res[f"{camel(queue)}WorkerProfile"] = {
             "Type": "AWS::IAM::InstanceProfile",
-            "Properties": {"Roles": [_ref(role)]},
+            "Properties": {"Roles": [ref(role_id)]},
         }
-        res[f"{_camel(queue)}LaunchTemplate"] = {
+        res[f"{camel(queue)}LaunchTemplate"] = {
             "Type": "AWS::EC2::LaunchTemplate",
             "Properties": {
                 "LaunchTemplateData": {
-                    "ImageId": _ref(kind.image_param),  # an AMI of the kind's architecture
-                    "InstanceType": _ref(kind.instance_param),
-                    "IamInstanceProfile": {"Arn": _att(f"{_camel(queue)}WorkerProfile", "Arn")},
+                    "ImageId": ref(kind.image_param),  # an AMI of the kind's architecture
+                    "InstanceType": ref(kind.instance_param),
+                    "IamInstanceProfile": {"Arn": att(f"{camel(queue)}WorkerProfile", "Arn")},
                     "InstanceInitiatedShutdownBehavior": "terminate",
                     "MetadataOptions": {"HttpTokens": "required"},
                     "SecurityGroupIds": {
                         "Fn::If": [
                             "HasSecurityGroups",
-                            _ref("SecurityGroupIds"),
-                            _ref("AWS::NoValue"),
+                            ref("SecurityGroupIds"),
+                            ref("AWS::NoValue"),
                         ]
                     },
                     "BlockDeviceMappings": [
@@ -396,7 +223,7 @@ def _worker_roles(res: Json, script: str) -> None:
                     "TagSpecifications": [
                         {
                             "ResourceType": "volume",
-                            "Tags": [{"Key": "releng:stack", "Value": _ref("AWS::StackName")}],
+                            "Tags": [{"Key": "releng:stack", "Value": ref("AWS::StackName")}],
                         }
                     ],
                     "UserData": {
@@ -405,7 +232,7 @@ def _worker_roles(res: Json, script: str) -> None:
                                 script,
                                 {
                                     "Queue": queue,
-                                    "QueueUrl": _ref(_queue_id(queue)),
+                                    "QueueUrl": ref(queue_id(queue)),
                                     "Signs": "yes" if "signing-key" in kind.permissions else "no",
                                     "Pushes": (
                                         "yes" if "public-git-token" in kind.permissions else "no"
@@ -419,162 +246,224 @@ def _worker_roles(res: Json, script: str) -> None:
         }
 
 
+def _launch_template_arn(queue: str) -> Json:
+    return sub(
+        "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:launch-template/"
+        f"${{{camel(queue)}LaunchTemplate}}"
+    )
+
+
 def _handler_env(name: str) -> Json:
     return {
         "RELENG_HANDLER": name,
-        "RELENG_STACK": _ref("AWS::StackName"),
-        "RELENG_SCRATCH_BUCKET": _ref("ScratchBucket"),
-        "RELENG_DOWNLOADS_BUCKET": _ref("DownloadsBucket"),
-        "RELENG_DOWNLOADS_PREFIX": _ref("DownloadsPrefix"),
-        "RELENG_CLOUDFRONT_DISTRIBUTION": _ref("Distribution"),
-        "RELENG_QUEUE_URLS": _sub(
-            "{" + ", ".join(f'"{q}": "${{{_queue_id(q)}}}"' for q in S.WORKER_QUEUES) + "}"
+        "RELENG_STACK": ref("AWS::StackName"),
+        "RELENG_SCRATCH_BUCKET": ref("ScratchBucket"),
+        "RELENG_DOWNLOADS_BUCKET": ref("DownloadsBucket"),
+        "RELENG_DOWNLOADS_PREFIX": ref("DownloadsPrefix"),
+        "RELENG_CLOUDFRONT_DISTRIBUTION": ref("Distribution"),
+        "RELENG_QUEUE_URLS": sub(
+            "{" + ", ".join(f'"{q}": "${{{queue_id(q)}}}"' for q in S.WORKER_QUEUES) + "}"
         ),
-        "RELENG_LAUNCH_TEMPLATES": _sub(
+        # The version each update wrote: CloudFormation never moves a template's default
+        # version, so launching without one would keep the first deploy's settings forever.
+        "RELENG_LAUNCH_TEMPLATES": sub(
             "{"
-            + ", ".join(f'"{q}": "${{{_camel(q)}LaunchTemplate}}"' for q in S.WORKER_QUEUES)
+            + ", ".join(
+                f'"{q}": {{"id": "${{{camel(q)}LaunchTemplate}}", '
+                f'"version": "${{{camel(q)}LaunchTemplate.LatestVersionNumber}}"}}'
+                for q in S.WORKER_QUEUES
+            )
             + "}"
         ),
-        "RELENG_MAX_WORKERS": _ref("MaxWorkers"),
-        "RELENG_SUBNETS": {"Fn::Join": [",", _ref("SubnetIds")]},
+        "RELENG_MAX_WORKERS": ref("MaxWorkers"),
+        "RELENG_SUBNETS": {"Fn::Join": [",", ref("SubnetIds")]},
     }
 
 
 def _functions(res: Json) -> None:
+    templates = {
+        "ArnLike": {"ec2:LaunchTemplate": [_launch_template_arn(q) for q in S.WORKER_QUEUES]}
+    }
     ec2 = [
-        # RunInstances from a launch template touches many resources (image, subnet, volume,
-        # network interface, security group); instances are tagged as they are created.
-        _statement(["ec2:RunInstances", "ec2:CreateTags", "ec2:DescribeInstances"], "*"),
-        _statement(["iam:PassRole"], [_att(worker_role_id(q), "Arn") for q in S.WORKER_QUEUES]),
-        # the pools are sized to the queued work
-        _statement(
-            ["sqs:GetQueueAttributes"], [_att(_queue_id(q), "Arn") for q in S.WORKER_QUEUES]
+        # RunInstances only from the stack's launch templates, and only with what they say
+        # (AMI, user data, instance profile, volumes): no other image or user data runs with
+        # the workers' roles. The subnet, its network interface and the security groups are
+        # the launcher's choice (another zone on a capacity refusal).
+        statement(["ec2:RunInstances"], "*")
+        | {"Condition": {**templates, "Bool": {"ec2:IsLaunchTemplateResource": "true"}}},
+        statement(
+            ["ec2:RunInstances"],
+            [
+                sub(f"arn:${{AWS::Partition}}:ec2:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/*")
+                for kind in ("subnet", "network-interface", "security-group")
+            ],
+        )
+        | {"Condition": templates},
+        # instances are tagged as they are created, never afterwards
+        statement(["ec2:CreateTags"], "*")
+        | {"Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
+        # the pool's size, the template's instance type and the zones that offer it
+        statement(
+            [
+                "ec2:DescribeInstances",
+                "ec2:DescribeLaunchTemplateVersions",
+                "ec2:DescribeInstanceTypeOfferings",
+                "ec2:DescribeSubnets",
+            ],
+            "*",  # Describe* take no resource ARNs
         ),
+        statement(["iam:PassRole"], [att(worker_role_id(q), "Arn") for q in S.WORKER_QUEUES])
+        | {"Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+        # the pools are sized to the queued work
+        statement(["sqs:GetQueueAttributes"], [att(queue_id(q), "Arn") for q in S.WORKER_QUEUES]),
     ]
     needs: dict[str, list[Json]] = {
         "read-scratch": [
-            _statement(["s3:GetObject", "s3:ListBucket"], _bucket_arns("ScratchBucket"))
+            statement(["s3:GetObject", "s3:ListBucket"], bucket_arns("ScratchBucket"))
         ],
-        "write-status": [_statement(["s3:PutObject"], _sub("${ScratchBucket.Arn}/status/*"))],
+        "write-status": [statement(["s3:PutObject"], sub("${ScratchBucket.Arn}/status/*"))],
         "read-downloads": [
-            _statement(["s3:GetObject", "s3:ListBucket"], _bucket_arns("DownloadsBucket"))
+            statement(["s3:GetObject", "s3:ListBucket"], bucket_arns("DownloadsBucket"))
         ],
         "write-downloads": [
-            _statement(
+            statement(
                 ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"],
-                _bucket_arns("DownloadsBucket"),
+                bucket_arns("DownloadsBucket"),
             )
         ],
-        "cloudfront": [_statement(["cloudfront:CreateInvalidation"], _distribution_arn())],
+        "cloudfront": [statement(["cloudfront:CreateInvalidation"], distribution_arn())],
         "ec2": ec2,
     }
-    code = {"S3Bucket": _ref("CodeBucket"), "S3Key": _ref("CodeKey")}
-    for name in (*QUEUE_HANDLERS, "health_check"):
-        fid = f"{_camel(name)}Function"
+    code = {"S3Bucket": ref("CodeBucket"), "S3Key": ref("CodeKey")}
+    for name in QUEUE_HANDLERS:
+        fid = f"{camel(name)}Function"
         # tracebacks and the failure report go to S3 (the execution's state keeps references)
         statements: list[Json] = [
-            _SEND_TASK,
-            _statement(["s3:PutObject"], _sub("${ScratchBucket.Arn}/logs/*")),
+            SEND_TASK,
+            statement(["s3:PutObject"], sub("${ScratchBucket.Arn}/logs/*")),
+            statement(
+                ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                att(queue_id(name), "Arn"),
+            ),
         ]
-        if name == "health_check":
-            statements += ec2
-        else:
-            statements.append(
-                _statement(
-                    ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
-                    _att(_queue_id(name), "Arn"),
-                )
-            )
-            for need in _HANDLER_NEEDS[name]:
-                statements += needs[need]
-        res[f"{fid}Role"] = _role("lambda.amazonaws.com", statements, managed=[_LAMBDA_LOGS])
+        for need in _HANDLER_NEEDS[name]:
+            statements += needs[need]
+        res[f"{fid}Role"] = role("lambda.amazonaws.com", statements, managed=[LAMBDA_LOGS])
         res[fid] = {
             "Type": "AWS::Lambda::Function",
             "Properties": {
-                "FunctionName": _sub(f"${{AWS::StackName}}-{name.replace('_', '-')}"),
+                "FunctionName": sub(f"${{AWS::StackName}}-{name.replace('_', '-')}"),
                 "Runtime": "python3.12",
-                "Handler": "handlers.health_check"
-                if name == "health_check"
-                else "handlers.handler",
+                "Handler": "handlers.handler",
                 "Code": code,
-                "Role": _att(f"{fid}Role", "Arn"),
+                "Role": att(f"{fid}Role", "Arn"),
                 "Timeout": S.function_timeout(name),
                 "MemorySize": 512,
                 "Environment": {"Variables": _handler_env(name)},
             },
         }
-        if name != "health_check":
-            res[f"{fid}Events"] = {
-                "Type": "AWS::Lambda::EventSourceMapping",
-                "Properties": {
-                    "EventSourceArn": _att(_queue_id(name), "Arn"),
-                    "FunctionName": _ref(fid),
-                    "BatchSize": 1,
-                },
-            }
+        res[f"{fid}Events"] = {
+            "Type": "AWS::Lambda::EventSourceMapping",
+            "Properties": {
+                "EventSourceArn": att(queue_id(name), "Arn"),
+                "FunctionName": ref(fid),
+                "BatchSize": 1,
+                # At most this many concurrent invocations per queue (2 is SQS's least):
+                # a new account's low concurrency quota then queues messages instead of
+                # throttling them, which would return them only after the visibility.
+                "ScalingConfig": {"MaximumConcurrency": S.MAX_CONCURRENCY},
+            },
+        }
+    # The health check is a message on launch_workers' FIFO queue, in its one message group:
+    # one owner of every pool, so a health check and a launch never both see a free slot
+    # and start two workers for one task.
+    launch_queue = queue_id("launch_workers")
     res["HealthCheckSchedule"] = {
         "Type": "AWS::Events::Rule",
         "Properties": {
             "ScheduleExpression": "rate(5 minutes)",
-            "Targets": [{"Id": "health-check", "Arn": _att("HealthCheckFunction", "Arn")}],
+            "Targets": [
+                {
+                    "Id": "health-check",
+                    "Arn": att(launch_queue, "Arn"),
+                    "SqsParameters": {"MessageGroupId": S.MESSAGE_GROUPS["launch_workers"]},
+                    # the time makes each message unique (content-based deduplication)
+                    "InputTransformer": {
+                        "InputPathsMap": {"time": "$.time"},
+                        "InputTemplate": '{"handler": "health_check", "time": <time>}',
+                    },
+                }
+            ],
         },
     }
-    res["HealthCheckPermission"] = {
-        "Type": "AWS::Lambda::Permission",
+    res["HealthCheckQueuePolicy"] = {
+        "Type": "AWS::SQS::QueuePolicy",
         "Properties": {
-            "Action": "lambda:InvokeFunction",
-            "FunctionName": _ref("HealthCheckFunction"),
-            "Principal": "events.amazonaws.com",
-            "SourceArn": _att("HealthCheckSchedule", "Arn"),
+            "Queues": [ref(launch_queue)],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "events.amazonaws.com"},
+                        "Action": "sqs:SendMessage",
+                        "Resource": att(launch_queue, "Arn"),
+                        "Condition": {
+                            "ArnEquals": {"aws:SourceArn": att("HealthCheckSchedule", "Arn")}
+                        },
+                    }
+                ],
+            },
         },
     }
 
 
 def _state_machine(res: Json, definition: str) -> None:
-    res["StateMachineRole"] = _role(
+    res["StateMachineRole"] = role(
         "states.amazonaws.com",
         [
-            _statement(
+            statement(
                 ["sqs:SendMessage"],
-                [_att(_queue_id(q), "Arn") for q in (*S.WORKER_QUEUES, *QUEUE_HANDLERS)],
+                [att(queue_id(q), "Arn") for q in (*S.WORKER_QUEUES, *QUEUE_HANDLERS)],
             )
         ],
     )
     res["StateMachine"] = {
         "Type": "AWS::StepFunctions::StateMachine",
         "Properties": {
-            "StateMachineName": _ref("AWS::StackName"),
-            "RoleArn": _att("StateMachineRole", "Arn"),
+            "StateMachineName": ref("AWS::StackName"),
+            "RoleArn": att("StateMachineRole", "Arn"),
             "DefinitionString": definition,
             # the queues the definition names (a build's queue comes from prepare_task)
             "DefinitionSubstitutions": {
-                S.queue_key(q): _ref(_queue_id(q))
+                S.queue_key(q): ref(queue_id(q))
                 for q in (*S.WORKER_QUEUES, *QUEUE_HANDLERS)
                 if "${" + S.queue_key(q) + "}" in definition
             },
         },
     }
-    res["NightlyRole"] = _role(
-        "events.amazonaws.com", [_statement(["states:StartExecution"], _ref("StateMachine"))]
+    res["NightlyRole"] = role(
+        "events.amazonaws.com", [statement(["states:StartExecution"], ref("StateMachine"))]
     )
     res["NightlyRule"] = {
         "Type": "AWS::Events::Rule",
         "Properties": {
-            "ScheduleExpression": _ref("NightlySchedule"),
+            "Name": sub("${AWS::StackName}-nightly"),
+            # Created off: `invoke deploy-aws` enables it once product.toml names this
+            # stack's buckets (the workers read them); live at once, the first nightly
+            # would fail with AccessDenied.
+            "State": "DISABLED",
+            "ScheduleExpression": ref("NightlySchedule"),
             "Targets": [
                 {
                     "Id": "nightly",
-                    "Arn": _ref("StateMachine"),
-                    "RoleArn": _att("NightlyRole", "Arn"),
+                    "Arn": ref("StateMachine"),
+                    "RoleArn": att("NightlyRole", "Arn"),
                     "Input": "{}",
                 }
             ],
         },
     }
-
-
-def _not_empty(value: Json) -> Json:
-    return {"Fn::Not": [{"Fn::Equals": [value, ""]}]}
 
 
 def template(definition: str, userdata: str) -> Json:
@@ -605,11 +494,13 @@ def template(definition: str, userdata: str) -> Json:
         "GitCredentialsParameter": {
             "Type": "String",
             "Default": "",
+            "AllowedPattern": _SSM_NAME_OR_EMPTY,
             "Description": "SSM SecureString with an SSH deploy key for a private repository",
         },
         "PublicGitTokenParameter": {
             "Type": "String",
             "Default": "",
+            "AllowedPattern": _SSM_NAME_OR_EMPTY,
             "Description": "SSM SecureString with the HTTPS token that pushes release tags to "
             "[source] public_repository (read by the publisher only)",
         },
@@ -620,8 +511,16 @@ def template(definition: str, userdata: str) -> Json:
         "CodeKey": {"Type": "String"},
         "DownloadsPrefix": {"Type": "String", "Default": ""},
         "NightlySchedule": {"Type": "String", "Default": "cron(0 2 * * ? *)"},
-        "SigningKeyParameter": {"Type": "String", "Default": "/releng/signing-key"},
-        "SigningPassphraseParameter": {"Type": "String", "Default": "/releng/signing-passphrase"},
+        "SigningKeyParameter": {
+            "Type": "String",
+            "Default": "/releng/signing-key",
+            "AllowedPattern": _SSM_NAME,
+        },
+        "SigningPassphraseParameter": {
+            "Type": "String",
+            "Default": "/releng/signing-passphrase",
+            "AllowedPattern": _SSM_NAME,
+        },
         "CompilerCacheBucket": {
             "Type": "String",
             "Default": "",
@@ -629,34 +528,43 @@ def template(definition: str, userdata: str) -> Json:
             "builders may list, read and write CompilerCachePrefix there",
         },
         "CompilerCachePrefix": {"Type": "String", "Default": "compiler-cache"},
+        "NotifyEmail": {
+            "Type": "String",
+            "Default": "",
+            "Description": "[aws] notify_email: one email per failed or timed-out execution",
+        },
     }
     res: Json = {}
-    _buckets(res)
+    buckets(res)
     _queues(res)
     _worker_roles(res, userdata)
     _functions(res)
     _state_machine(res, definition)
+    notifications(res)
     outputs: Json = {
-        "StateMachineArn": {"Value": _ref("StateMachine")},
-        "ScratchBucket": {"Value": _ref("ScratchBucket")},
-        "DownloadsBucket": {"Value": _ref("DownloadsBucket")},
-        "DownloadsPrefix": {"Value": _ref("DownloadsPrefix")},
-        "DistributionId": {"Value": _ref("Distribution")},
-        "DistributionDomain": {"Value": _att("Distribution", "DomainName")},
+        "StateMachineArn": {"Value": ref("StateMachine")},
+        "ScratchBucket": {"Value": ref("ScratchBucket")},
+        "DownloadsBucket": {"Value": ref("DownloadsBucket")},
+        "DownloadsPrefix": {"Value": ref("DownloadsPrefix")},
+        "DistributionId": {"Value": ref("Distribution")},
+        "DistributionDomain": {"Value": att("Distribution", "DomainName")},
+        "NightlyRule": {"Value": ref("NightlyRule")},
+        "FailureTopic": {"Value": ref("FailureTopic")},
     }
     for q in (*S.WORKER_QUEUES, *S.HANDLERS):
         if q in S.WORKER_QUEUES or q in QUEUE_HANDLERS:
-            outputs[S.queue_key(q)] = {"Value": _ref(_queue_id(q))}
+            outputs[S.queue_key(q)] = {"Value": ref(queue_id(q))}
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "releng: build and publish signed apt repositories (generated by releng.aws.template)",
         "Parameters": params,
         "Conditions": {
-            "HasPrefix": _not_empty(_ref("DownloadsPrefix")),
-            "HasSecurityGroups": _not_empty({"Fn::Join": ["", _ref("SecurityGroupIds")]}),
-            "HasGitCredentials": _not_empty(_ref("GitCredentialsParameter")),
-            "HasPublicGitToken": _not_empty(_ref("PublicGitTokenParameter")),
-            "HasCompilerCacheBucket": _not_empty(_ref("CompilerCacheBucket")),
+            "HasPrefix": not_empty(ref("DownloadsPrefix")),
+            "HasSecurityGroups": not_empty({"Fn::Join": ["", ref("SecurityGroupIds")]}),
+            "HasGitCredentials": not_empty(ref("GitCredentialsParameter")),
+            "HasPublicGitToken": not_empty(ref("PublicGitTokenParameter")),
+            "HasCompilerCacheBucket": not_empty(ref("CompilerCacheBucket")),
+            "HasNotifyEmail": not_empty(ref("NotifyEmail")),
         },
         "Resources": res,
         "Outputs": outputs,

@@ -65,10 +65,8 @@ class Worker:
     sqs: Any
     sfn: Any
     s3: Any
-    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-    instance: str = field(
-        default_factory=lambda: os.environ.get("RELENG_INSTANCE_ID") or socket.gethostname()
-    )
+    env: Mapping[str, str]  # the commands' environment (main() passes the process's)
+    instance: str = field(default_factory=socket.gethostname)
     wait_seconds: int = 20
     visibility_seconds: int = VISIBILITY_SECONDS
     alive_file: Path | None = None
@@ -334,7 +332,7 @@ def _run_until(
 
 
 def main(argv: list[str] | None = None) -> int:
-    import boto3
+    from releng import aws_clients
 
     parser = argparse.ArgumentParser(
         prog="python -m releng.aws.worker", description=__doc__.split("\n\n")[0]
@@ -349,12 +347,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
     )
+    env = dict(os.environ)  # the edge: the instance's environment, read once
+    region = aws_clients.region(env)
+    sqs, sfn, s3 = (
+        aws_clients.client(s, region_name=region, endpoint_url=env.get("AWS_ENDPOINT_URL", ""))
+        for s in ("sqs", "stepfunctions", "s3")
+    )
     worker = Worker(
         queue_url=args.queue_url,
         root=args.root.resolve(),
-        sqs=boto3.client("sqs"),
-        sfn=boto3.client("stepfunctions"),
-        s3=boto3.client("s3"),
+        sqs=sqs,
+        sfn=sfn,
+        s3=s3,
+        env=env,
+        instance=env.get("RELENG_INSTANCE_ID") or socket.gethostname(),
         wait_seconds=args.wait_seconds,
         visibility_seconds=args.visibility_seconds,
         alive_file=args.alive_file,

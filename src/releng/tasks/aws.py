@@ -186,10 +186,16 @@ def aws_status(c: Context, execution: str = "", follow: bool = False, json: bool
         "dev": "create queues, buckets and the state machine directly (moto or a sandbox), "
         "no Lambda or EC2",
         "stack": "stack name; default: [aws] stack_name",
+        "preview": "show the change set the deploy would apply, and apply nothing",
+        "replace_failed": "a stack whose first create failed (ROLLBACK_COMPLETE): delete it and "
+        "create it again",
     }
 )
-def deploy_aws(c: Context, dev: bool = False, stack: str = "") -> None:
-    """Create or update the CloudFormation stack and the Lambda code."""
+def deploy_aws(
+    c: Context, dev: bool = False, stack: str = "", preview: bool = False,
+    replace_failed: bool = False,
+) -> None:  # fmt: skip
+    """Create or update the CloudFormation stack and the Lambda code (--preview: show only)."""
     from releng.aws import deploy, run
     from releng.aws.catalog import Catalog
     from releng.errors import AwsError
@@ -199,6 +205,20 @@ def deploy_aws(c: Context, dev: bool = False, stack: str = "") -> None:
     name = stack or proj.config.aws.stack_name
     if dev:
         result = deploy.deploy_dev(aws.client, proj.root, name)
+    elif preview:
+        uploaded = deploy.upload_artifacts(
+            aws.client, proj.root, name, catalog=Catalog.from_project(proj),
+            parameters=deploy.parameters(proj),
+        )  # fmt: skip
+        changes = deploy.preview(
+            aws.client("cloudformation"), name,
+            template_url=uploaded.template_url, parameters=uploaded.parameters,
+        )  # fmt: skip
+        for change in changes:
+            replace = f" (replacement: {change.replacement})" if change.replacement else ""
+            out(f"{change.action:<7} {change.logical_id}  {change.type}{replace}")
+        out(f"stack {name}: {len(changes)} change(s); nothing applied (--preview)")
+        return
     else:
         result = deploy.deploy(
             aws.client,
@@ -206,6 +226,7 @@ def deploy_aws(c: Context, dev: bool = False, stack: str = "") -> None:
             name,
             catalog=Catalog.from_project(proj),
             parameters=deploy.parameters(proj),
+            replace_failed=replace_failed,
         )
     out(f"stack {result.name}: state machine {result.state_machine_arn}")
     out(f"scratch s3://{result.scratch_bucket}  downloads s3://{result.downloads_bucket}")
@@ -215,6 +236,49 @@ def deploy_aws(c: Context, dev: bool = False, stack: str = "") -> None:
         out("product.toml must name the stack's buckets (workers read them); set, commit, push:")
         for line in deploy.product_toml_lines(result):
             out(f"  {line}")
+        if result.nightly_rule:
+            note("the nightly schedule stays off until then; run `invoke deploy-aws` again")
+        return
+    if deploy.enable_nightly(aws.client("events"), result):
+        out(f"nightly schedule {result.nightly_rule}: on")
+
+
+@task(
+    help={
+        "stack": "stack name; default: [aws] stack_name",
+        "delete_downloads": "also empty and delete the downloads bucket (published packages); "
+        "kept by default",
+        "force": "do not ask for the stack's name first",
+    }
+)
+def destroy_aws(
+    c: Context, stack: str = "", delete_downloads: bool = False, force: bool = False
+) -> None:
+    """Stop the stack's workers, empty its buckets and delete it (the downloads are kept)."""
+    import sys
+
+    from releng.aws import deploy, run
+    from releng.errors import AwsError
+
+    proj = project(c)
+    aws = run.connect(proj, os.environ)
+    name = stack or proj.config.aws.stack_name
+    deploy.load_stack(aws.client("cloudformation"), name)  # it exists: say so before asking
+    if not force:
+        if not sys.stdin.isatty():
+            raise AwsError(
+                f"destroy-aws asks for the stack's name on a terminal; pass --force to delete {name} without asking"
+            )
+        kept = "its downloads bucket too" if delete_downloads else "the downloads bucket is kept"
+        answer = input(f"delete stack {name} and its scratch data ({kept})? type its name: ")
+        if answer.strip() != name:
+            raise AwsError(f"not deleted: {answer.strip()!r} is not {name!r}")
+    result = deploy.destroy(aws.client, name, delete_downloads=delete_downloads)
+    if result.terminated:
+        out(f"terminated {', '.join(result.terminated)}")
+    out(f"deleted stack {name}; emptied {', '.join(result.emptied)}")
+    for bucket in result.kept:
+        out(f"kept s3://{bucket} (published packages; --delete-downloads removes it)")
 
 
 @task
