@@ -52,7 +52,7 @@ def test_every_worker_command_parses_with_the_real_tasks(step, version) -> None:
             assert args["arch"] == "arm64"
             assert args["distro"] == "debian-12-bookworm"
         if step in (S.PUBLISH_BINARY_PACKAGES, S.PUBLISH_SOURCE_TARBALL):
-            assert args["dest"] == "s3://downloads/apt"
+            assert args["repo"] == "s3://downloads/apt"
 
 
 def test_the_table_names_only_tasks_that_exist() -> None:

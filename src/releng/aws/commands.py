@@ -48,7 +48,7 @@ def for_step(
     step: str, version: Version, *, distro: str = "", arch: str = "", dest: str = "",
     distros: tuple[str, ...] = (),
 ) -> list[list[str]]:  # fmt: skip
-    """What a worker runs for ``step`` (``dest``: s3://BUCKET/PREFIX of the downloads)."""
+    """What a worker runs for ``step`` (``dest``: s3://BUCKET/PREFIX of the downloads, given as --repo)."""
     if step == S.MAKE_SOURCE_TARBALL:
         return [
             _invoke(MAKE_SOURCE_TARBALL, *version_flags(version)),

@@ -64,7 +64,7 @@ LAMBDA_MODULES = (
     "releng/publish/pull.py",
     "releng/publish/scratch.py",
     "releng/digest.py",
-    "releng/aws_clients.py",
+    "releng/textcheck.py",
     "releng/publish/lock.py",
     "releng/publish/cloudfront.py",
     "releng/publish/index_pages.py",

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING
 
 from releng.errors import PublishError
 from releng.publish import cloudfront as cf
-from releng.publish.front_page import write_front_page
 from releng.publish.index_pages import IndexPages
 from releng.publish.layout import LONG_TTL, content_type
 from releng.publish.lock import DEFAULT_TIMEOUT, DEFAULT_TTL, S3Lock
@@ -351,6 +350,7 @@ def update_repos(
        from scratch.
     """
     from releng import apt
+    from releng.publish import front_page  # not in the Lambda bundle: publishers only
 
     if dest.sync.dry_run:
         raise PublishError("update-repos has no dry run (it must sign); use sync-repos --dry-run")
@@ -360,7 +360,7 @@ def update_repos(
             repository = apt.Repository(work, apt.settings_for(project), signer)
             results = apt.include_builds(repository, project, version=version, builds=builds)
             # synced with the state; index pages put it at /
-            write_front_page(work, project, url=project.config.publish.public_url)
+            front_page.write_front_page(work, project, url=project.config.publish.public_url)
     assert opened.published is not None  # not a dry run: synced
     deleted = 0 if keep_scratch else delete_scratch(dest.s3, scratch, version, parts)
     return UpdateResult(
