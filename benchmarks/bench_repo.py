@@ -224,7 +224,7 @@ print(f"include: {time.perf_counter() - start:.4f}")
 
 
 def releng_op(repo: Path, home: Path, fpr: str, *args: str, sync: bool = True) -> Run:
-    """One lifecycle operation (or an include) as its own process, as `invoke repo-copy` runs it."""
+    """One lifecycle operation (or an include) as its own process, as `invoke copy-packages` runs it."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(WORK / "pycache")
@@ -438,7 +438,9 @@ def main() -> None:
         f"   (Repository.include alone, as the hashing is timed inside a running Python: "
         f"{ol.inner:.3f} s, ratio {ol.inner / hashing.wall:.2f})"
     )
-    line("   copying into the pool instead (repo-include's default)", ol_copy, hashing, "(info)")
+    line(
+        "   copying into the pool instead (include-packages's default)", ol_copy, hashing, "(info)"
+    )
 
     # 4. memory.
     print("\n4. peak memory (max RSS of the process)")

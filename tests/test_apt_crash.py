@@ -2,9 +2,9 @@
 
 Each round runs one repository operation (``tests.crash_worker.OPERATIONS``) in its own
 process and kills it, either at a random named crash point or after a random delay; what
-it leaves must pass repo-check (the old or the new state). The same operation then runs
+it leaves must pass check-repo (the old or the new state). The same operation then runs
 again to completion, and the repository must be exactly right:
-repo-check finds no problem and no warning, no temporary file or staging directory is left,
+check-repo finds no problem and no warning, no temporary file or staging directory is left,
 and the pool holds exactly the files the published suites reference. apt reads the
 result in test_apt_in_container.py. ``RELENG_CRASH_ROUNDS`` (default 20) bounds the
 rounds; ``RELENG_CRASH_SEED`` replays a failure (each message names its seed).
@@ -61,7 +61,7 @@ def worker_env() -> dict[str, str]:
 
 def referenced_files(root: Path) -> set[str]:
     """Every pool file a published Packages or Sources index names, and every one a kept
-    history entry needs (repo-rollback to it must find its files)."""
+    history entry needs (rollback-repo to it must find its files)."""
     names: set[str] = set(needed_paths(RepoState(root)))
     for index in [
         *root.glob("dists/*/*/binary-*/Packages"),

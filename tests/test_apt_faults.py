@@ -1,7 +1,7 @@
 """Faults an adversarial run found: truncated packages, kills at the wrong moment, stale
 temporary files, half-made first publishes, full disks, immutable and misnamed directories.
 
-Each repository is then held to repo-check and to the pool holding exactly what the
+Each repository is then held to check-repo and to the pool holding exactly what the
 suites reference (tests/test_apt_crash.py); apt reads such repositories in
 test_apt_in_container.py.
 """

@@ -355,7 +355,7 @@ def test_repo_check_says_all_good_only_when_apt_updates_without_a_warning(
     tmp_path: Path,
 ) -> None:
     """apt is the oracle: every repository the hardening cases produce, and those killed
-    publishers leave (tests/test_apt_crash.py), goes through repo-check and through
+    publishers leave (tests/test_apt_crash.py), goes through check-repo and through
     `apt-get update` in a bookworm container; "all good" must mean apt prints no W:/E:."""
     from tests.test_apt_crash import crash_rounds
 
@@ -398,10 +398,10 @@ def test_repo_check_says_all_good_only_when_apt_updates_without_a_warning(
         apt_says[block.split()[0]] += warnings_and_errors(block)
     for name, failing in must_fail.items():
         problems = reports[name].problems
-        print(f"{name}: repo-check {len(problems)} problem(s); apt: {apt_says[name]}")
-        if not problems:  # repo-check: all good
+        print(f"{name}: check-repo {len(problems)} problem(s); apt: {apt_says[name]}")
+        if not problems:  # check-repo: all good
             assert apt_says[name] == [], (name, apt_says[name])
-        # repo-check may be stricter than apt (an injected field apt happens to ignore is still
+        # check-repo may be stricter than apt (an injected field apt happens to ignore is still
         # refused), never laxer; and it passes what releng makes, killed or not.
         assert bool(problems) == failing, (name, problems, apt_says[name])
 
@@ -413,8 +413,8 @@ def test_an_architecture_dropped_from_product_toml_stays_served_until_removed(
     tmp_path: Path,
 ) -> None:
     """Issue 23.5: removing arm64 from [repositories] architectures silently stopped serving
-    arm64 ("Unable to locate package") while repo-list still listed it. Now a suite keeps
-    serving what it holds; new arm64 packages are refused; repo-remove drops it."""
+    arm64 ("Unable to locate package") while list-packages still listed it. Now a suite keeps
+    serving what it holds; new arm64 packages are refused; remove-packages drops it."""
     from releng.apt import lifecycle
     from releng.apt.lifecycle import Spec
     from releng.errors import RepoError

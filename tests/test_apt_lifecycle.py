@@ -1,7 +1,7 @@
 """A repository's lifecycle: list, copy (promote), remove, history, rollback, retention with
 history, the members file format, and kill -9 at every step of each change.
 
-Every repository is checked with repo-check (gpgv, every checksum, every referenced file);
+Every repository is checked with check-repo (gpgv, every checksum, every referenced file);
 apt itself reads them in test_apt_lifecycle_in_container.py.
 """
 
@@ -472,7 +472,7 @@ def test_promotion_suites_and_keep_history_in_product_toml(
     )
     settings = settings_for(project)
     assert settings.keep_history == 3
-    settings.check_suite("bookworm-staging")  # repo-copy may go there
+    settings.check_suite("bookworm-staging")  # copy-packages may go there
     with pytest.raises(RepoError, match="unknown suite 'bookworm-nope'"):
         settings.check_suite("bookworm-nope")
     # Builds never go into a promotion suite.
@@ -505,7 +505,7 @@ def test_copy_refuses_a_damaged_pool_file_before_any_release_switch(
         lifecycle.copy(r, source="bookworm-staging", target="bookworm", specs=specs("tally"))
     message = str(err.value)
     assert "\n" not in message
-    assert str(pool) in message and "repo-include" in message
+    assert str(pool) in message and "include-packages" in message
     assert not (r.root / "dists/bookworm").exists()
     assert snapshot(r.root) == before
     # Repaired by including it again, the promotion goes through.
@@ -525,10 +525,10 @@ def test_rollback_refuses_a_corrupt_pool_file_it_would_publish(
     assert pool.is_file(), "the history keeps it for a rollback"
     pool.write_bytes(b"x" * pool.stat().st_size)  # same size, other bytes
     release = (r.root / "dists/bookworm/InRelease").read_bytes()
-    with pytest.raises(RepoError, match=r"sha256 .*repo-include"):
+    with pytest.raises(RepoError, match=r"sha256 .*include-packages"):
         lifecycle.rollback(r, suite="bookworm", to=1)
     assert (r.root / "dists/bookworm/InRelease").read_bytes() == release
-    with pytest.raises(RepoError, match="repo-include"):
+    with pytest.raises(RepoError, match="include-packages"):
         lifecycle.rollback(r, suite="bookworm", to=1, dry_run=True)
 
 
@@ -540,7 +540,7 @@ def test_list_shows_only_published_suites_and_repo_publish_finishes_a_killed_one
     tmp_path: Path, signer: Signer
 ) -> None:
     """Issue 23.6: after a first publish killed before its Release (only
-    dists/.staging-<suite> exists), repo-list must not show a suite apt cannot see."""
+    dists/.staging-<suite> exists), list-packages must not show a suite apt cannot see."""
     root = tmp_path / "repo"
     Repository(root, settings(), signer).include(["bookworm"], [make_deb(tmp_path, "base", "1")])
 
@@ -554,7 +554,7 @@ def test_list_shows_only_published_suites_and_repo_publish_finishes_a_killed_one
         )
     assert (root / "dists/.staging-trixie").is_dir() and not (root / "dists/trixie").exists()
     assert {r.suite for r in lifecycle.list_packages(root)} == {"bookworm"}
-    with pytest.raises(RepoError, match=r"not published yet.*repo-publish"):
+    with pytest.raises(RepoError, match=r"not published yet.*republish-repo"):
         lifecycle.list_packages(root, suite="trixie")
     Repository(root, settings(), signer).publish()
     assert {r.suite for r in lifecycle.list_packages(root)} == {"bookworm", "trixie"}
@@ -573,7 +573,7 @@ def test_a_corrupt_pool_record_is_an_error_and_repo_publish_rebuilds_it(
     records.write_bytes(data.replace(b'"deb"', b'"de\x00', 1))  # the first record's header
     with pytest.raises(RepoError) as err:
         lifecycle.list_packages(r.root)
-    assert str(records) in str(err.value) and "repo-publish" in str(err.value)
+    assert str(records) in str(err.value) and "republish-repo" in str(err.value)
     assert "\n" not in str(err.value)
     repo().publish()
     rows = {x.package: x for x in lifecycle.list_packages(r.root)}

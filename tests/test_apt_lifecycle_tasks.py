@@ -1,5 +1,5 @@
-"""The lifecycle tasks through invoke: repo-list, repo-copy, repo-remove, repo-history,
-repo-rollback, with a promotion-only suite declared in product.toml, and their refusals."""
+"""The lifecycle tasks through invoke: list-packages, copy-packages, remove-packages, show-history,
+rollback-repo, with a promotion-only suite declared in product.toml, and their refusals."""
 
 from __future__ import annotations
 
@@ -39,37 +39,37 @@ def test_promote_list_history_rollback_and_remove_through_invoke(
 
     for version in ("1.0.0-1", "1.1.0-1"):
         deb = make_deb(tmp_path, "tally", version)
-        run("repo-include", "--dist", "bookworm-staging", str(deb))
-        run("repo-copy", "--from", "bookworm-staging", "--to", "bookworm", "tally")
-    listed = json.loads(run("repo-list", "--dist", "bookworm", "--json"))
+        run("include-packages", "--dist", "bookworm-staging", str(deb))
+        run("copy-packages", "--from", "bookworm-staging", "--to", "bookworm", "tally")
+    listed = json.loads(run("list-packages", "--dist", "bookworm", "--json"))
     assert [(x["package"], x["version"]) for x in listed] == [
         ("tally", "1.0.0-1"),
         ("tally", "1.1.0-1"),
     ]
     assert len(list((repo / "pool").rglob("*.deb"))) == 2  # shared by both suites
-    history = run("repo-history", "--dist", "bookworm")
+    history = run("show-history", "--dist", "bookworm")
     assert "   1  " in history and "   2  " in history
     assert "+ tally 1.1.0-1 amd64" in history
     assert "(copy from bookworm-staging)" in history
-    dry = run("repo-rollback", "--dist", "bookworm", "--to", "1", "--dry-run")
+    dry = run("rollback-repo", "--dist", "bookworm", "--to", "1", "--dry-run")
     assert "would drop tally_1.1.0-1_amd64.deb" in dry
     assert "Version: 1.1.0-1" in (repo / "dists/bookworm/main/binary-amd64/Packages").read_text()
-    run("repo-rollback", "--dist", "bookworm", "--to", "1")
+    run("rollback-repo", "--dist", "bookworm", "--to", "1")
     text = (repo / "dists/bookworm/main/binary-amd64/Packages").read_text()
     assert "Version: 1.0.0-1" in text and "Version: 1.1.0-1" not in text
-    run("repo-remove", "--dist", "bookworm", "tally")
+    run("remove-packages", "--dist", "bookworm", "tally")
     assert "tally" not in (repo / "dists/bookworm/main/binary-amd64/Packages").read_text()
-    assert "all good" in run("repo-check")
+    assert "all good" in run("check-repo")
 
     before = tree(repo)
     for args, message in (
-        (("repo-copy", "--from", "sid", "--to", "bookworm", "tally"), "unknown suite 'sid'"),
-        (("repo-copy", "--from", "bookworm-staging", "--to", "nope", "tally"), "unknown suite"),
-        (("repo-remove", "--dist", "bookworm-staging", "tally=9"), "matches nothing"),
-        (("repo-rollback", "--dist", "bookworm", "--to", "9"), "no publish 9"),
-        (("repo-history", "--dist", "bookworm/../x"), "no '/' and no '..'"),
-        (("repo-remove", "--dist", "a..b", "tally"), "no '/' and no '..'"),
-        (("repo-list", "--dist", "sid"), "unknown suite 'sid'"),
+        (("copy-packages", "--from", "sid", "--to", "bookworm", "tally"), "unknown suite 'sid'"),
+        (("copy-packages", "--from", "bookworm-staging", "--to", "nope", "tally"), "unknown suite"),
+        (("remove-packages", "--dist", "bookworm-staging", "tally=9"), "matches nothing"),
+        (("rollback-repo", "--dist", "bookworm", "--to", "9"), "no publish 9"),
+        (("show-history", "--dist", "bookworm/../x"), "no '/' and no '..'"),
+        (("remove-packages", "--dist", "a..b", "tally"), "no '/' and no '..'"),
+        (("list-packages", "--dist", "sid"), "unknown suite 'sid'"),
     ):
         assert_one_error_line(invoke(*args, root=root, env=env), message)
     assert tree(repo) == before

@@ -1,6 +1,6 @@
 """Repositories: include, publish, retention, refusals, the lock, and kill -9 at every step.
 
-Every repository is checked with repo-check (gpgv, every checksum, every referenced
+Every repository is checked with check-repo (gpgv, every checksum, every referenced
 file); apt itself reads them in test_apt_in_container.py.
 """
 

@@ -1,4 +1,4 @@
-"""The repo tasks end to end: repo-include, update-repos and repo-check through invoke."""
+"""The repo tasks end to end: include-packages, update-repos and check-repo through invoke."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def test_repo_include_publishes_checks_and_prints_a_sources_snippet(
 ) -> None:
     root = project_copy.root
     deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
-    result = invoke("repo-include", "--dist", "bookworm", str(deb), root=root)
+    result = invoke("include-packages", "--dist", "bookworm", str(deb), root=root)
     assert result.returncode == 0, result.stderr
     assert "Types: deb\n" in result.stdout
     assert "Suites: bookworm\n" in result.stdout
@@ -32,24 +32,24 @@ def test_repo_include_publishes_checks_and_prints_a_sources_snippet(
     repo = root / "out" / "repo"
     assert (repo / "dists/bookworm/InRelease").is_file()
     assert (repo / "tally-archive-keyring.gpg").is_file()
-    check = invoke("repo-check", root=root)
+    check = invoke("check-repo", root=root)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "all good" in check.stdout
     release = (repo / "dists/bookworm/InRelease").read_bytes()
-    again = invoke("repo-publish", root=root)
+    again = invoke("republish-repo", root=root)
     assert "republished bookworm" in again.stdout, again.stderr
     assert (repo / "dists/bookworm/InRelease").read_bytes() != release  # signed anew
-    good = invoke("repo-check", "--json", root=root)
+    good = invoke("check-repo", "--json", root=root)
     assert good.returncode == 0, good.stderr
     report = json.loads(good.stdout)
     assert (report["ok"], report["suites"], report["problems"]) == (True, ["bookworm"], [])
     assert report["files_checked"] > 0
     # Tampering is found and reported as one error line.
     (repo / "pool/main/t/tally/tally_1.0.0-1~bookworm_amd64.deb").write_bytes(b"tampered")
-    broken = invoke("repo-check", root=root)
+    broken = invoke("check-repo", root=root)
     assert "problem: pool/main/t/tally/tally_1.0.0-1~bookworm_amd64.deb" in broken.stdout
     assert_one_error_line(broken, "1 problem(s) found")
-    broken_json = invoke("repo-check", "--json", root=root)
+    broken_json = invoke("check-repo", "--json", root=root)
     report = json.loads(broken_json.stdout)
     assert not report["ok"]
     assert [p.split(":")[0] for p in report["problems"]] == [
@@ -62,7 +62,7 @@ def test_repo_include_refuses_an_unknown_suite_and_writes_nothing(
     project_copy: Project, tmp_path: Path
 ) -> None:
     deb = make_deb(tmp_path, "tally", "1.0.0-1")
-    result = invoke("repo-include", "--dist", "no-such-suite", str(deb), root=project_copy.root)
+    result = invoke("include-packages", "--dist", "no-such-suite", str(deb), root=project_copy.root)
     assert_one_error_line(result, "unknown suite 'no-such-suite'")
     assert not (project_copy.root / "out" / "repo").exists()
 
@@ -76,7 +76,7 @@ def test_a_missing_signing_key_is_one_error_and_no_repository(
         f'[signing]\nkey = "0123456789ABCDEF0123456789ABCDEF01234567"\ngnupghome = "{empty}"\n'
     )
     deb = make_deb(tmp_path, "tally", "1.0.0-1")
-    result = invoke("repo-include", "--dist", "bookworm", str(deb), root=project.root)
+    result = invoke("include-packages", "--dist", "bookworm", str(deb), root=project.root)
     assert_one_error_line(result, "is not in the keyring")
     assert not (project.root / "out" / "repo").exists()
 
@@ -108,7 +108,7 @@ def test_update_repos_includes_each_build_into_its_codename_and_release_line(
     bookworm_part = result.stdout.split("clients on debian-12-bookworm: ")[1]
     assert bookworm_part.split("clients on")[0].count("Suites: bookworm\n") == 1
     assert "(or, in Suites, one of: bookworm-1.2)" in bookworm_part
-    assert invoke("repo-check", root=project.root).returncode == 0
+    assert invoke("check-repo", root=project.root).returncode == 0
     # A version with no builds is one clear error.
     missing = invoke("update-repos", "--version", "1.2.4", root=project.root, env=env)
     assert_one_error_line(missing, "no build output for version 1.2.4")
@@ -116,7 +116,7 @@ def test_update_repos_includes_each_build_into_its_codename_and_release_line(
 
 def included(project: Project, tmp_path: Path) -> Path:
     deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
-    result = invoke("repo-include", "--dist", "bookworm", str(deb), root=project.root)
+    result = invoke("include-packages", "--dist", "bookworm", str(deb), root=project.root)
     assert result.returncode == 0, result.stderr
     return project.root / "out" / "repo"
 
@@ -133,7 +133,7 @@ def test_repo_check_into_a_closed_pipe_ends_quietly(project_copy: Project, tmp_p
     os.close(read_end)  # `| head -0`: the reader is gone before the first line
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), "repo-check"],
+            [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), "check-repo"],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
@@ -157,7 +157,7 @@ def test_an_immutable_repository_is_one_error_line_and_stays_unchanged(
     subprocess.run(["chattr", "-R", "+i", str(repo)], check=True)
     try:
         deb = make_deb(tmp_path, "tally", "1.0.1-1~bookworm")
-        result = invoke("repo-include", "--dist", "bookworm", str(deb), root=project_copy.root)
+        result = invoke("include-packages", "--dist", "bookworm", str(deb), root=project_copy.root)
     finally:
         subprocess.run(["chattr", "-R", "-i", str(repo)], check=True)
     assert_one_error_line(result, "Operation not permitted; check its permissions and attributes")
@@ -172,10 +172,10 @@ def test_a_repo_option_naming_a_file_is_one_error_line(
     afile.write_text("x\n")
     deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
     for args in (
-        ("repo-include", "--dist", "bookworm", "--repo", str(afile), str(deb)),
-        ("repo-include", "--dist", "bookworm", "--repo", str(afile / "repo"), str(deb)),
-        ("repo-publish", "--repo", str(afile)),
-        ("repo-check", "--repo", str(afile)),
+        ("include-packages", "--dist", "bookworm", "--repo", str(afile), str(deb)),
+        ("include-packages", "--dist", "bookworm", "--repo", str(afile / "repo"), str(deb)),
+        ("republish-repo", "--repo", str(afile)),
+        ("check-repo", "--repo", str(afile)),
     ):
         assert_one_error_line(invoke(*args, root=project_copy.root), str(afile))
     assert afile.read_text() == "x\n"

@@ -144,7 +144,7 @@ def test_release_end_to_end_then_rerun_builds_nothing(moto_server, e2e, gpg_key,
     )
 
     status = subprocess.run(
-        ["invoke", "--search-root", str(REPO), "aws-status"],
+        ["invoke", "--search-root", str(REPO), "show-aws-status"],
         env={**env, "RELENG_ROOT": str(proj.root)}, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert status.returncode == 0, status.stderr

@@ -376,7 +376,7 @@ def test_cli_deploy_dev_then_nightly_with_fake_ec2(moto_server, project_copy, aw
             "build-on-aws", "--versions", "2026.11.20", "--steps", "make-source-tarball", "--fake-ec2",
             "--timeout", "300",
         )  # fmt: skip
-        status = invoke("aws-status", "--json")
+        status = invoke("show-aws-status", "--json")
     finally:
         forget_executions(moto_server.client("stepfunctions"), name)
     assert built.returncode == 0, built.stdout + built.stderr

@@ -430,7 +430,7 @@ def test_a_failed_or_timed_out_execution_sends_one_message_with_the_summary_and_
 ) -> None:
     """An SNS topic gets one message per failed, timed-out or aborted execution of this stack's
     state machine: the cause (CheckForFailures' summary, the first failures with their logs),
-    the aws-status command and the failure list's place; [aws] notify_email subscribes."""
+    the show-aws-status command and the failure list's place; [aws] notify_email subscribes."""
     from releng.aws import deploy
     from releng.errors import AwsError
 
@@ -442,7 +442,11 @@ def test_a_failed_or_timed_out_execution_sends_one_message_with_the_summary_and_
     (target,) = res["FailureRule"]["Properties"]["Targets"]
     assert target["Arn"] == {"Ref": "FailureTopic"}
     text, _ = target["InputTransformer"]["InputTemplate"]["Fn::Sub"]
-    for part in ("<cause>", "invoke aws-status --execution <name>", "/logs/<name>/failures.json"):
+    for part in (
+        "<cause>",
+        "invoke show-aws-status --execution <name>",
+        "/logs/<name>/failures.json",
+    ):
         assert part in text
     assert res["FailureEmail"]["Condition"] == "HasNotifyEmail"
     assert res["FailureEmail"]["Properties"]["Endpoint"] == {"Ref": "NotifyEmail"}

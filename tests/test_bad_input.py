@@ -19,13 +19,13 @@ from releng.tasks import collection
 from tests.fixtures.project import copy_repo, git
 
 # Every task name this test runs, in one place (renames are one edit here).
-AWS_STATUS = "aws-status"
-BASE_IMAGE = "base-image"
+AWS_STATUS = "show-aws-status"
+BASE_IMAGE = "make-base-image"
 BUILD_ON_AWS = "build-on-aws"
-CACHE_CLEAR = "cache-clear"
-CACHE_STATS = "cache-stats"
+CACHE_CLEAR = "clear-cache"
+CACHE_STATS = "show-cache"
 DEPLOY_AWS = "deploy-aws"
-DISTROS = "distros"
+DISTROS = "list-distros"
 GENERATE_AWS = "generate-aws"
 INTERACTIVE = "interactive"
 MAKE_ALL_PACKAGES = "make-all-packages"
@@ -35,16 +35,20 @@ MAKE_PACKAGE_ON_AWS = "make-package-on-aws"
 MAKE_SOURCE_TARBALL = "make-source-tarball"
 PUBLISH_RELEASE_SOURCE = "publish-release-source"
 PUBLISH_SOURCE = "publish-source"
-REPO_CHECK = "repo-check"
-REPO_COPY = "repo-copy"
-REPO_HISTORY = "repo-history"
-REPO_INCLUDE = "repo-include"
-REPO_LIST = "repo-list"
-REPO_PUBLISH = "repo-publish"
-REPO_REMOVE = "repo-remove"
-REPO_ROLLBACK = "repo-rollback"
-SYNC_REPOS = "sync-repos"
+REPO_CHECK = "check-repo"
+REPO_COPY = "copy-packages"
+REPO_HISTORY = "show-history"
+REPO_INCLUDE = "include-packages"
+REPO_LIST = "list-packages"
+REPO_PUBLISH = "republish-repo"
+REPO_REMOVE = "remove-packages"
+REPO_ROLLBACK = "rollback-repo"
+SYNC_REPOS = "sync-repo"
 UPDATE_INDICES = "update-indices"
+DESTROY_AWS = "destroy-aws"
+ROTATE_KEYS = "rotate-keys"
+VERIFY_PACKAGE = "verify-package"
+VERIFY_REBUILD = "verify-rebuild"
 UPDATE_REPOS = "update-repos"
 UPLOAD_BUILD = "upload-build"
 
@@ -109,7 +113,17 @@ CASES: list[tuple[str, list[str], str | None, str]] = [
         None,
         "no-such-repo",
     ),
-    (UPDATE_INDICES, ["--dest", "not-s3"], None, "not an s3:// URL"),
+    (UPDATE_INDICES, ["--repo", "not-s3"], None, "pass --repo s3://BUCKET/PREFIX"),
+    (UPDATE_INDICES, ["--dest", "s3://b-x/apt"], None, "--dest is gone"),
+    (DESTROY_AWS, ["--stack", "x"], None, "AWS region"),
+    (ROTATE_KEYS, ["--add", "nothex"], None, "development key"),
+    (
+        VERIFY_PACKAGE,
+        ["no-such.deb", "--repo", "no-such-dir", "--keyring", "k.asc"],
+        None,
+        "no-such-dir",
+    ),
+    (VERIFY_REBUILD, ["no-such-distro"], None, "no-such-distro"),
     (UPDATE_REPOS, ["--version", "99.0.0"], None, "development key"),
     (UPLOAD_BUILD, ["--version", "not-a-version", "source"], None, "not-a-version"),
     (PUBLISH_SOURCE, ["--version", "not-a-version"], None, "no destination"),
@@ -143,23 +157,11 @@ def test_the_table_covers_every_task() -> None:
     assert names <= covered, f"tasks without a bad input here: {sorted(names - covered)}"
 
 
-# Known to break the promise today, in other areas' code (strict: the test says when fixed).
-# repo-copy and repo-remove make a --repo that does not exist (with .releng-repo/lock)
-# before refusing (src/releng/apt/lifecycle.py, helper "repo").
-BREAKS_PROMISE = {(REPO_COPY, "no-such-repo"), (REPO_REMOVE, "no-such-repo")}
-
-
 def _params() -> list[object]:
-    params: list[object] = []
-    for i, (task, args, product, expected) in enumerate(CASES):
-        known = any((task, arg) in BREAKS_PROMISE for arg in args)
-        mark = pytest.mark.xfail(strict=True, reason="makes the repository before refusing")
-        params.append(
-            pytest.param(
-                task, args, product, expected, id=f"{task}-{i}", marks=[mark] if known else []
-            )
-        )
-    return params
+    return [
+        pytest.param(task, args, product, expected, id=f"{task}-{i}")
+        for i, (task, args, product, expected) in enumerate(CASES)
+    ]
 
 
 @pytest.mark.parametrize(("task", "args", "product", "expected"), _params())

@@ -63,7 +63,7 @@ def test_every_task_has_a_docstring_and_help_for_each_argument() -> None:
 
 
 def test_distros_lists_every_distro_and_targets(project_copy: Project) -> None:
-    result = invoke("distros", root=project_copy.root)
+    result = invoke("list-distros", root=project_copy.root)
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     assert len(lines) == 7
@@ -75,7 +75,7 @@ def test_distros_lists_every_distro_and_targets(project_copy: Project) -> None:
 
 
 def test_distros_json_is_the_table_as_data(project_copy: Project) -> None:
-    result = invoke("distros", "--json", root=project_copy.root)
+    result = invoke("list-distros", "--json", root=project_copy.root)
     assert result.returncode == 0, result.stderr
     distros = {d["id"]: d for d in json.loads(result.stdout)}
     assert len(distros) == 7
@@ -118,7 +118,7 @@ def test_unknown_product_key_via_the_cli(project_copy: Project) -> None:
 
 def test_malformed_distro_directory_via_the_cli(project_copy: Project) -> None:
     (project_copy.root / "distros" / "debian_12").mkdir()
-    result = invoke("distros", root=project_copy.root)
+    result = invoke("list-distros", root=project_copy.root)
     assert_one_error_line(result, "'debian_12' is not a distro directory name")
 
 
@@ -154,7 +154,7 @@ def test_every_task_answers_help_after_its_name(tmp_path: Path) -> None:
     listing = invoke("--list", "--list-format", "json", root=tmp_path)
     assert listing.returncode == 0, listing.stderr
     tasks = {t["name"]: t["help"] for t in json.loads(listing.stdout)["tasks"]}
-    assert {"make-package", "repo-include", "interactive"} <= tasks.keys()
+    assert {"make-package", "include-packages", "interactive"} <= tasks.keys()
 
     with ThreadPoolExecutor(4) as pool:
         results = dict(
@@ -171,7 +171,7 @@ def test_every_task_answers_help_after_its_name(tmp_path: Path) -> None:
     ("argv", "expected"),
     [
         (["invoke", "make-package", "--help"], ["--help", "make-package"]),
-        (["inv", "-r", "x", "repo-include", "-h"], ["-r", "x", "--help", "repo-include"]),
+        (["inv", "-r", "x", "include-packages", "-h"], ["-r", "x", "--help", "include-packages"]),
         (["invoke", "distros", "make-package", "d", "--help"], ["--help", "make-package"]),
         (["invoke", "make-package", "debian-12-bookworm"], None),
         (["invoke", "interactive", "d", "--", "--help"], None),
@@ -181,7 +181,9 @@ def test_every_task_answers_help_after_its_name(tmp_path: Path) -> None:
 def test_help_after_a_task_becomes_invokes_task_help(
     argv: list[str], expected: list[str] | None
 ) -> None:
-    assert help_argv(argv, ["distros", "make-package", "repo-include", "interactive"]) == expected
+    assert (
+        help_argv(argv, ["distros", "make-package", "include-packages", "interactive"]) == expected
+    )
 
 
 @pytest.mark.parametrize(

@@ -311,7 +311,7 @@ def scratch_volume(docker_client: Any) -> Iterator[Callable[..., str]]:
         (
             "root-owned",
             f"uid 1000 cannot write to {CACHE_MOUNT} (owned by uid 0); "
-            "invoke cache-clear DISTRO empties it",
+            "invoke clear-cache DISTRO empties it",
         ),
     ],
 )
@@ -374,7 +374,7 @@ def test_a_cache_volume_of_another_user_costs_one_line_not_the_build(
     said = [ln for ln in log_lines(result) if "off for this build" in ln]
     assert said[0] == (
         ">>> compiler cache: off for this build: the volume holds files of another user "
-        "(a); invoke cache-clear DISTRO empties it"
+        "(a); invoke clear-cache DISTRO empties it"
     )
     assert said[1:] == ["releng: compiler cache:" + said[0].removeprefix(">>> compiler cache:")]
     assert log_lines(result)[-1] == said[1]  # the log still ends with the cache's state
@@ -464,5 +464,5 @@ def test_cache_stats_of_a_broken_volume_says_what_to_do(
     [stats] = cache_stats(engine, project_copy, BOOKWORM)
     assert stats.report.startswith("ccache cannot read it (ccache: error: "), stats.report
     assert stats.report.endswith(
-        f"invoke cache-clear {BOOKWORM} empties it (the next build starts a new one)"
+        f"invoke clear-cache {BOOKWORM} empties it (the next build starts a new one)"
     )

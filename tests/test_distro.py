@@ -215,7 +215,7 @@ def test_codename_revisions_are_warned_about_in_distros_and_the_build(repo: Path
     bookworm = load_distro(repo, "debian-12-bookworm")
     assert family_revision_warnings(repo, bookworm) == warnings
     listed = subprocess.run(
-        [sys.executable, "-m", "invoke", "-r", str(REPO_ROOT), "distros"],
+        [sys.executable, "-m", "invoke", "-r", str(REPO_ROOT), "list-distros"],
         env={**os.environ, "RELENG_ROOT": str(repo)},
         capture_output=True,
         text=True,

@@ -137,17 +137,19 @@ def test_a_big_suite_lists_its_newest_packages_and_links_the_index(
 
 
 def test_repository_tasks_write_the_front_page(project_copy: Project, tmp_path: Path) -> None:
-    """repo-include writes it with the --url given; repo-copy (a lifecycle task) rewrites it."""
+    """include-packages writes it with the --url given; copy-packages (a lifecycle task) rewrites it."""
     from tests.test_cli import invoke
 
     root = project_copy.root
     deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
     url = "https://apt.example.org/tally"
-    result = invoke("repo-include", "--dist", "bookworm", "--url", url, str(deb), root=root)
+    result = invoke("include-packages", "--dist", "bookworm", "--url", url, str(deb), root=root)
     assert result.returncode == 0, result.stderr
     page = root / "out/repo/index.html"
     assert f"URIs: {url}\n" in page.read_text()
     assert "suite-bookworm-1.0" not in page.read_text()
-    copied = invoke("repo-copy", "tally", "--from", "bookworm", "--to", "bookworm-1.0", root=root)
+    copied = invoke(
+        "copy-packages", "tally", "--from", "bookworm", "--to", "bookworm-1.0", root=root
+    )
     assert copied.returncode == 0, copied.stdout + copied.stderr
     assert 'id="suite-bookworm-1.0"' in page.read_text()

@@ -149,7 +149,7 @@ def test_rotate_keys_adds_then_retires_through_invoke(
     repo = root / "out" / "repo"
     for suite in ("bookworm", "bullseye"):
         deb = make_deb(tmp_path, "tally", f"1.0.0-1~{suite}")
-        assert invoke("repo-include", "--dist", suite, str(deb), root=root).returncode == 0
+        assert invoke("include-packages", "--dist", suite, str(deb), root=root).returncode == 0
     assert _signers(repo, "bookworm", [a, b], tmp_path) == {a.fingerprint}
 
     added = invoke("rotate-keys", "--add", b.fingerprint, root=root)
@@ -164,7 +164,7 @@ def test_rotate_keys_adds_then_retires_through_invoke(
         assert len(_keyring_packages(repo, suite)) == 1
     exported = {k.fingerprint for k in keyring_keys(repo / "tally-archive-keyring.gpg")}
     assert exported == {a.fingerprint, b.fingerprint}
-    check = invoke("repo-check", root=root)
+    check = invoke("check-repo", root=root)
     assert check.returncode == 0 and "warning" not in check.stdout, check.stdout
 
     status = invoke("key-rotate", "--status", "--json", root=root)  # the name: an alias
@@ -188,7 +188,7 @@ def test_rotate_keys_adds_then_retires_through_invoke(
         assert rises.returncode == 0, (first, second)
     exported = {k.fingerprint for k in keyring_keys(repo / "tally-archive-keyring.gpg")}
     assert exported == {b.fingerprint}
-    assert invoke("repo-check", root=root).returncode == 0
+    assert invoke("check-repo", root=root).returncode == 0
     only = invoke("rotate-keys", "--retire", b.fingerprint, root=root)
     assert_one_error_line(only, "is the only signing key")
 
@@ -201,7 +201,7 @@ def test_a_publish_warns_of_a_key_expiring_soon_and_refuses_an_expired_one(
         f'[signing]\nkey = "{soon.fingerprint}"\ngnupghome = "{soon.home}"\nwarn_days = 30\n'
     )
     deb = make_deb(tmp_path, "tally", "1.0.0-1~bookworm")
-    warned = invoke("repo-include", "--dist", "bookworm", str(deb), root=project.root)
+    warned = invoke("include-packages", "--dist", "bookworm", str(deb), root=project.root)
     assert warned.returncode == 0, warned.stderr
     assert f"signing key {soon.fingerprint} expires" in warned.stderr
     assert "warn_days = 30" in warned.stderr
@@ -213,7 +213,7 @@ def test_a_publish_warns_of_a_key_expiring_soon_and_refuses_an_expired_one(
     expired = make_project(
         f'[signing]\nkey = "{old.fingerprint}"\ngnupghome = "{old.home}"\n', name="expired"
     )
-    refused = invoke("repo-include", "--dist", "bookworm", str(deb), root=expired.root)
+    refused = invoke("include-packages", "--dist", "bookworm", str(deb), root=expired.root)
     assert_one_error_line(refused, "has expired 2020-01-02")
     assert "rotate-keys --add" in refused.stderr.strip().splitlines()[-1]
     assert not (expired.root / "out" / "repo").exists()

@@ -23,7 +23,7 @@ def test_a_ctrl_c_at_any_moment_of_the_start_ends_in_one_line(tmp_path: Path) ->
     launcher.write_text(launcher_text(Path(sys.executable), "invoke"))
     launcher.chmod(0o755)
     command = ["env", "--block-signal=INT", str(launcher), "-r", str(REPO_ROOT)]
-    command += ["repo-check", "--repo", str(tmp_path / "no-such-repo")]
+    command += ["check-repo", "--repo", str(tmp_path / "no-such-repo")]
     interrupted = 0
     for step in range(60):  # from the exec to well into the task: 0 to 295 ms
         process = subprocess.Popen(
@@ -72,7 +72,7 @@ def test_a_ctrl_c_in_the_wrapper_ends_in_one_line_and_130(tmp_path: Path) -> Non
     wrapper = _wrapper(tmp_path)
     deep = tmp_path / "a" / "b" / "c" / "d" / "e"  # the wrapper searches every parent for a .venv
     deep.mkdir(parents=True)
-    command = [str(wrapper), "-r", str(REPO_ROOT), "repo-check", "--repo", str(tmp_path / "none")]
+    command = [str(wrapper), "-r", str(REPO_ROOT), "check-repo", "--repo", str(tmp_path / "none")]
     killed = []
     for step in range(24):  # 0 to 11.5 ms after the exec: mostly in the wrapper's search
         process = subprocess.Popen(

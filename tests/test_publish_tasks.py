@@ -20,16 +20,16 @@ def aws_env(moto_server, monkeypatch) -> dict[str, str]:
 
 
 def test_malformed_destination_is_one_error_line(project_copy, aws_env) -> None:
-    result = invoke("sync-repos", "--repo", "s3:/oops/apt", root=project_copy.root, env=aws_env)
+    result = invoke("sync-repo", "--repo", "s3:/oops/apt", root=project_copy.root, env=aws_env)
     assert_one_error_line(result, "is not an s3:// URL")
 
 
 @pytest.mark.parametrize(
-    "task", ["update-repos", "repo-copy", "repo-list", "sync-repos", "update-indices"]
+    "task", ["update-repos", "copy-packages", "list-packages", "sync-repo", "update-indices"]
 )
 def test_dest_is_gone_with_one_line_naming_repo(project_copy, aws_env, task) -> None:
     """--dest is refused before anything happens, pointing to --repo s3://..."""
-    extra = ["x", "--from", "a", "--to", "b"] if task == "repo-copy" else []
+    extra = ["x", "--from", "a", "--to", "b"] if task == "copy-packages" else []
     result = invoke(task, *extra, "--dest", "s3://b-x/apt", root=project_copy.root, env=aws_env)
     assert_one_error_line(result, "--dest is gone")
     assert "--repo 's3://b-x/apt'" in result.stderr
@@ -39,7 +39,7 @@ def test_a_control_character_in_url_is_one_error_line(project_copy, tmp_path) ->
     """A newline in --url would inject lines (Suites: evil) into the printed .sources."""
     deb = make_deb(tmp_path / "in", "tally", "1.0-1")
     result = invoke(
-        "repo-include",
+        "include-packages",
         str(deb),
         "--dist",
         "bookworm",
@@ -55,14 +55,14 @@ def test_a_control_character_in_url_is_one_error_line(project_copy, tmp_path) ->
 
 
 def test_sync_repos_with_a_directory_as_repo_says_to_pass_source(project_copy, tmp_path) -> None:
-    result = invoke("sync-repos", "--repo", str(tmp_path), root=project_copy.root)
+    result = invoke("sync-repo", "--repo", str(tmp_path), root=project_copy.root)
     assert_one_error_line(result, f"--source {tmp_path} --repo s3://")
 
 
 def test_missing_bucket_is_one_error_line(project_copy, aws_env, tmp_path) -> None:
     (tmp_path / "repo" / "dists").mkdir(parents=True)
     result = invoke(
-        "sync-repos",
+        "sync-repo",
         "--source",
         str(tmp_path / "repo"),
         "--repo",
@@ -74,7 +74,7 @@ def test_missing_bucket_is_one_error_line(project_copy, aws_env, tmp_path) -> No
 
 
 def test_update_repos_dest_and_sync_repos_end_to_end(project_copy, aws_env, tmp_path) -> None:
-    """upload-build -> update-repos --repo s3://... (its builds gone from scratch) -> sync-repos of the
+    """upload-build -> update-repos --repo s3://... (its builds gone from scratch) -> sync-repo of the
     same tree is a no-op -> update-indices has nothing left to do."""
     client = s3_client()
     tag = uuid.uuid4().hex[:10]
@@ -113,7 +113,7 @@ def test_update_repos_dest_and_sync_repos_end_to_end(project_copy, aws_env, tmp_
     assert "apt/dists/bookworm/InRelease" in keys
     # The publisher's work directory is a copy of the bucket's repository: syncing it changes nothing.
     work = root / ".releng" / "publish" / public / "apt"
-    again = invoke("sync-repos", "--source", str(work), root=root, env=aws_env)
+    again = invoke("sync-repo", "--source", str(work), root=root, env=aws_env)
     assert again.returncode == 0, again.stderr
     assert "nothing to do: the bucket is up to date" in again.stdout
     pages = invoke("update-indices", root=root, env=aws_env)
@@ -134,7 +134,7 @@ def test_repo_tasks_work_on_a_bucket_through_repo(project_copy, aws_env, tmp_pat
     repo = f"s3://{public}/apt"
     deb = make_deb(tmp_path / "in", "tally", "1.0-1")
     done = invoke(
-        "repo-include", str(deb), "--dist", "bookworm", "--repo", repo, root=root, env=aws_env
+        "include-packages", str(deb), "--dist", "bookworm", "--repo", repo, root=root, env=aws_env
     )
     assert done.returncode == 0, done.stderr
     assert f"{repo}: upload" in done.stdout
@@ -146,16 +146,16 @@ def test_repo_tasks_work_on_a_bucket_through_repo(project_copy, aws_env, tmp_pat
     toml.write_text(
         toml.read_text().replace("[repositories]\n", f'[repositories]\nlocation = "{repo}"\n', 1)
     )
-    listed = invoke("repo-list", root=root, env=aws_env)
+    listed = invoke("list-packages", root=root, env=aws_env)
     assert listed.returncode == 0, listed.stderr
     assert "tally" in listed.stdout and "1 package file(s)" in listed.stdout
     dry = invoke(
-        "repo-remove", "tally", "--dist", "bookworm", "--repo", repo, "--dry-run",
+        "remove-packages", "tally", "--dist", "bookworm", "--repo", repo, "--dry-run",
         root=root, env=aws_env,
     )  # fmt: skip
     assert dry.returncode == 0, dry.stderr
     assert "would republish bookworm" in dry.stdout
-    checked = invoke("repo-check", "--repo", repo, root=root, env=aws_env)
+    checked = invoke("check-repo", "--repo", repo, root=root, env=aws_env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "all good" in checked.stdout
     keys_after = {o["Key"] for o in client.list_objects_v2(Bucket=public)["Contents"]}
@@ -169,5 +169,5 @@ def test_a_bad_repository_location_in_product_toml_is_one_error_line(project_cop
             "[repositories]\n", '[repositories]\nlocation = "s3://Bad_Bucket/apt"\n', 1
         )
     )
-    result = invoke("repo-list", root=project_copy.root)
+    result = invoke("list-packages", root=project_copy.root)
     assert_one_error_line(result, "[repositories] location = 's3://Bad_Bucket/apt'")

@@ -1,4 +1,4 @@
-"""Keys every target's apt can verify: the development key, and repo-check's warning."""
+"""Keys every target's apt can verify: the development key, and check-repo's warning."""
 
 from __future__ import annotations
 

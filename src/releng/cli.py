@@ -66,7 +66,7 @@ def fail(message: str, code: int = 1) -> Exit:
 
 
 class OutputClosed(Exception):
-    """stdout is a pipe whose reader has gone (``invoke repo-check | head``)."""
+    """stdout is a pipe whose reader has gone (``invoke check-repo | head``)."""
 
 
 # OSErrors that the machine's state causes, not releng: each with what to do.

@@ -409,7 +409,7 @@ def separate_cache_bucket(config: ProductConfig) -> S3Location | None:
     return None if location.bucket == config.publish.scratch_bucket else location
 
 
-# -- cache-stats and cache-clear -------------------------------------------------------------
+# -- show-cache and clear-cache -------------------------------------------------------------
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -457,7 +457,7 @@ def cache_stats(engine: Engine, project: Project, distro_id: str = "") -> list[V
             if result.exit_code != 0:
                 said = (report.splitlines() or ["no output"])[0]
                 report = (
-                    f"ccache cannot read it ({said}); invoke cache-clear {distro} empties it "
+                    f"ccache cannot read it ({said}); invoke clear-cache {distro} empties it "
                     "(the next build starts a new one)"
                 )
         stats.append(

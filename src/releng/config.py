@@ -141,7 +141,7 @@ class SigningSection:
     # When the set of keys last changed (ISO 8601; rotate-keys writes it): the start of an
     # overlap, and the keyring package's version. Empty: the newest key's creation time.
     keys_changed: str = ""
-    warn_days: int = 60  # publishes and repo-check warn when a key expires this soon
+    warn_days: int = 60  # publishes and check-repo warn when a key expires this soon
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -158,7 +158,7 @@ class RepositoriesSection:
     # A release's line from its version: {major}, {minor}, {patch}, {version} (1.2 of 1.2.3~rc1).
     release_line: str = DEFAULT_RELEASE_LINE
     nightly_suites: list[str] = field(default_factory=list)
-    # Suites builds do not go into, that exist for promotion (repo-copy), e.g. "{codename}-stable".
+    # Suites builds do not go into, that exist for promotion (copy-packages), e.g. "{codename}-stable".
     promotion_suites: list[str] = field(default_factory=list)
     components: list[str] = field(default_factory=lambda: ["main"])
     architectures: list[str] = field(default_factory=lambda: ["amd64"])
@@ -168,7 +168,7 @@ class RepositoriesSection:
     nightly_max_age_days: int = 40
     valid_for_days: int = 0  # 0: no Valid-Until field
     byhash_keep: int = 3
-    keep_history: int = 20  # publishes per suite kept for repo-history and repo-rollback
+    keep_history: int = 20  # publishes per suite kept for show-history and rollback-repo
     # Where the repository lives: a directory (relative to the project) or s3://BUCKET/PREFIX.
     location: str = "out/repo"
     contents: bool = True  # Contents-<arch>.gz indexes for apt-file (releng.apt.contents)

@@ -198,7 +198,7 @@ class Container:
             )
         except docker.errors.ImageNotFound:
             raise EngineError(
-                f"image {self.spec.image} is not in the engine; run `invoke base-image DISTRO` "
+                f"image {self.spec.image} is not in the engine; run `invoke make-base-image DISTRO` "
                 "or the build that makes it"
             ) from None
         except docker.errors.APIError as exc:

@@ -1,4 +1,4 @@
-"""repo-check: verify a repository the way a client would, and more thoroughly.
+"""check-repo: verify a repository the way a client would, and more thoroughly.
 
 For every suite under ``dists/``: ``InRelease`` verifies (:func:`releng.gpg.verify`, as apt does) against
 the repository's exported keyring, every file it lists exists with its size and
@@ -184,7 +184,7 @@ def _check_dates(fields: dict[str, str], where: str, problem: Callable[[str], No
             when = when.replace(tzinfo=dt.UTC)
         if bad(when):
             state = "in the future" if name == "Date" else "past: the Release has expired"
-            problem(f"{where}: {name} {value} is {state}; republish (invoke repo-publish)")
+            problem(f"{where}: {name} {value} is {state}; republish (invoke republish-repo)")
 
 
 def _release_architectures(release: str) -> set[str]:
@@ -282,7 +282,7 @@ def _check_contents(report: CheckReport, suite_dir: Path, entries: list[IndexEnt
         if strangers:
             report.problems.append(
                 f"{where} names {', '.join(strangers[:5])}, not in {directory}'s {arch} Packages; "
-                "republish (invoke repo-publish)"
+                "republish (invoke republish-repo)"
             )
 
 

@@ -7,7 +7,7 @@ architecture), and ``Contents-all{,.gz}`` when the suite holds arch-``all`` pack
 is listed in the Release with its hash and stored under ``by-hash/SHA256/`` like the other
 indexes (the repository writes and prunes them with the Packages files). The plain file is
 published as well as the ``.gz``: apt knows an index target only by its plain name in the
-Release (Debian lists it without publishing it; repo-check wants every listed file).
+Release (Debian lists it without publishing it; check-repo wants every listed file).
 
 A line is ``<path without ./>   <section>/<package>`` (Debian's format, no header).
 
@@ -579,7 +579,7 @@ def add_indexes(  # noqa: PLR0917  (the publish's own lists, extended in place)
     return contents
 
 
-# -- reading, for repo-check and the tests -----------------------------------------------------------
+# -- reading, for check-repo and the tests -----------------------------------------------------------
 
 
 def parse_contents(data: bytes, *, where: str) -> dict[str, set[str]]:

@@ -1,4 +1,4 @@
-"""Each suite's publishes, numbered, for ``repo-history`` and ``repo-rollback``.
+"""Each suite's publishes, numbered, for ``show-history`` and ``rollback-repo``.
 
 Layout, under ``.releng-repo/history/<suite>/`` (synced to S3 with the rest of the state, so
 a publisher with an empty disk can roll back)::
@@ -142,7 +142,7 @@ class History:
             kept = f"{numbers[0]} to {numbers[-1]}" if numbers else "none"
             raise RepoError(
                 f"suite {self.suite!r} has no publish {n} in its history (kept: {kept}); "
-                f"see invoke repo-history --dist {self.suite}"
+                f"see invoke show-history --dist {self.suite}"
             )
         newer = [self.entry(k) for k in numbers if k >= n]
         members = self.head(newer[-1])

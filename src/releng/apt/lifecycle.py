@@ -32,8 +32,8 @@ _SPEC_RE = re.compile(r"^([a-z0-9*?\[][a-z0-9+.*?\[\]-]*)(?:=([A-Za-z0-9.+~:_-]+
 
 
 class Listed(NamedTuple):
-    """One package version in a suite, for ``repo-list``. (NamedTuples, not dataclasses, here:
-    ``repo-copy`` runs this module at every start, where the dataclasses import costs.)"""
+    """One package version in a suite, for ``list-packages``. (NamedTuples, not dataclasses, here:
+    ``copy-packages`` runs this module at every start, where the dataclasses import costs.)"""
 
     suite: str
     package: str
@@ -88,7 +88,7 @@ def _existing(state: RepoState, suite: str, root: Path) -> SuiteState:
     if suite not in suites:
         raise RepoError(
             f"unknown suite {suite!r} in {root}; it has: {', '.join(suites) or 'none'} "
-            "(see invoke repo-list)"
+            "(see invoke list-packages)"
         )
     return state.load_suite(suite)
 
@@ -113,7 +113,7 @@ def select(
         if not hits:
             raise RepoError(
                 f"{spec} matches nothing in suite {suite!r}; "
-                f"see invoke repo-list --dist {suite} --package '{spec.name}*'"
+                f"see invoke list-packages --dist {suite} --package '{spec.name}*'"
             )
         if newest and spec.version is None:  # the newest version of each package matched
             top: dict[tuple[str, str, str], str] = {}
@@ -185,7 +185,7 @@ def list_packages(root: Path, *, suite: str | None = None, package: str = "") ->
     if suite and suite not in published and suite in state.suites():
         raise RepoError(
             f"suite {suite!r} in {root} is not published yet (its first publish did not "
-            "finish); run `invoke repo-publish` to finish it"
+            "finish); run `invoke republish-repo` to finish it"
         )
     names = [_existing(state, suite, root).name] if suite else published
     pool = state.pool()
@@ -260,7 +260,7 @@ def copy(
                     raise RepoError(
                         f"suite {target!r} already holds {m[2]} {m[3]} ({m[4]}) as {have}, "
                         f"with other content than {path} in {source!r}; remove it from "
-                        f"{target!r} first (invoke repo-remove --dist {target} {m[2]}={m[3]}) "
+                        f"{target!r} first (invoke remove-packages --dist {target} {m[2]}={m[3]}) "
                         "or give the package a new version"
                     )
                 continue  # the same bytes under another component: already there

@@ -228,7 +228,7 @@ class PoolSteps(RepoBase):
             if not full.is_file():
                 raise RepoError(
                     f"{full} is missing and its record in {self.state.pool_path} is corrupt; "
-                    "include the package again (invoke repo-include)"
+                    "include the package again (invoke include-packages)"
                 )
             component = path.split("/")[1]
             if path.endswith(".dsc"):
@@ -261,7 +261,7 @@ class PoolSteps(RepoBase):
                     problem = f"has size {have[0]}, sha256 {have[1]}, not {size}, {sha256}"
                 raise RepoError(
                     f"{full} {problem}; nothing was published: include {rec.package} "
-                    f"{rec.version} again (invoke repo-include) to repair the pool first"
+                    f"{rec.version} again (invoke include-packages) to repair the pool first"
                 )
 
     def _check_conflicts(self, files: Sequence[_PoolFile]) -> None:

@@ -78,7 +78,7 @@ class RepoSettings(NamedTuple):
     byhash_keep: int = 3
     # Regular expressions a suite name must match in full; empty: any well-formed name.
     suite_patterns: tuple[str, ...] = ()
-    keep_history: int = 20  # publishes per suite kept for repo-history and repo-rollback
+    keep_history: int = 20  # publishes per suite kept for show-history and rollback-repo
     # One syncfs before each Release switch (durable.py); off only for throwaway repositories.
     sync_before_switch: bool = True
     contents: bool = True  # Contents-<arch>.gz per component, for apt-file (contents.py)
@@ -233,12 +233,12 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         _check_root(self.root)
         if not self.state.suites():
             raise RepoError(
-                f"{self.root} holds no suites yet; include packages first (invoke repo-include)"
+                f"{self.root} holds no suites yet; include packages first (invoke include-packages)"
             )
         with self._lock(), _no_cyclic_gc(self.state):
             self.state.forget()
             remove_stale_temps(self.root)
-            self._repair_records()  # a corrupt pool.records: repo-publish is the repair
+            self._repair_records()  # a corrupt pool.records: republish-repo is the repair
             names = list(suites) if suites is not None else self.state.suites()
             existing = self.state.suites()
             for suite in names:
@@ -280,6 +280,11 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         into their history entries. ``dry_run``: ``edit`` runs, nothing is written.
         """
         signer = self._require_signer()
+        if not self.state.dir.is_dir():  # nothing to change: make nothing (not even the lock)
+            raise RepoError(
+                f"{self.root} holds no repository (no {self.state.dir.name}/); name one with "
+                "--repo, or add packages first: invoke include-packages"
+            )
         with self._lock(), _no_cyclic_gc(self.state):
             self.state.forget()
             if not dry_run:

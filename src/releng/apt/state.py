@@ -13,7 +13,7 @@ Layout (all of it private: never served, never synced as public files)::
                             marshal file there, or suites/<suite>.json (pool path -> time
                             added): read once, written anew in this format
       suites/<suite>.byhash.json  per index, its recent by-hash SHA256s, newest first
-      history/<suite>/      the suite's publishes, for repo-history and rollback (history.py)
+      history/<suite>/      the suite's publishes, for show-history and rollback (history.py)
       pending/<suite>       exists while a suite's state is newer than its published Release
       gc-needed             exists while pool records may be unreferenced (a run added or
                             dropped some and has not finished): the next run collects them
@@ -594,7 +594,7 @@ def _parse_pool(data: bytes, *, where: Path | None = None) -> dict[str, PoolReco
             if where is not None and n != torn_tail:
                 raise CorruptRecordsError(
                     f"{where} holds a corrupt record (record {n + 1} of {len(rows)}); "
-                    "run `invoke repo-publish` to rebuild the records from the pool files"
+                    "run `invoke republish-repo` to rebuild the records from the pool files"
                 ) from None
             continue
         pool[rec[0]] = rec

@@ -113,7 +113,7 @@ class SuitePublishing(RepoBase):
     def _architectures(self, st: SuiteState) -> tuple[str, ...]:
         """The architectures a suite serves: product.toml's, and any other its members still
         have. An architecture dropped from product.toml stays served (its index, in Release)
-        until its packages are removed (repo-remove): its clients never lose them silently,
+        until its packages are removed (remove-packages): its clients never lose them silently,
         while new packages of it are refused."""
         held = {m[4] for m in st.members.values() if m[1] == "deb"} - {"all"}
         extra = sorted(held - set(self.settings.architectures))

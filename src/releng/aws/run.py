@@ -147,7 +147,7 @@ def wait(aws: Aws, arn: str, *, timeout: float, poll: float = 2.0) -> dict[str, 
             return desc
         if time.monotonic() > deadline:
             raise AwsError(
-                f"execution {arn} still running after {timeout:.0f}s; see `invoke aws-status`"
+                f"execution {arn} still running after {timeout:.0f}s; see `invoke show-aws-status`"
             )
         time.sleep(poll)
 

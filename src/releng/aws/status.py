@@ -1,4 +1,4 @@
-"""Step records and ``invoke aws-status``.
+"""Step records and ``invoke show-aws-status``.
 
 Every step writes one small JSON record to the scratch bucket at
 ``status/<execution>/<version>/<distro>/<arch>/<step>.json`` (a build) or
@@ -82,7 +82,7 @@ def rows(s3: Any, bucket: str, execution: str) -> list[Row]:
 
 
 def table(execution: Mapping[str, Any], step_rows: list[Row]) -> list[str]:
-    """The lines ``invoke aws-status`` prints."""
+    """The lines ``invoke show-aws-status`` prints."""
     lines = [f"{execution['name']}: {execution['status']}"]
     if execution.get("error") or execution.get("cause"):
         lines.append(f"  failed: {execution.get('error', '')}: {execution.get('cause', '')}")

@@ -158,7 +158,7 @@ def buckets(res: Json) -> None:
 # logs (the Fail state's cause: CheckForFailures' summary) and where to look further.
 _NOTIFY_TEMPLATE = (
     '"releng: execution <name> of <machine> ended <status>. <cause> '
-    "Every step: invoke aws-status --execution <name>; every failure: "
+    "Every step: invoke show-aws-status --execution <name>; every failure: "
     's3://<scratch>/logs/<name>/failures.json"'
 )
 

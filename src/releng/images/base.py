@@ -110,7 +110,7 @@ def ensure_base_image(
     """The id of ``distro``'s base image: the engine's, else pulled, else bootstrapped.
 
     ``bootstrap`` skips the engine's copy and the pull and bootstraps afresh
-    (``invoke base-image DISTRO --bootstrap``); ``pull=False`` never asks a registry.
+    (``invoke make-base-image DISTRO --bootstrap``); ``pull=False`` never asks a registry.
     """
     tried: list[str] = []
     if not bootstrap:

@@ -63,7 +63,7 @@ def ensure_foreign_base_image(
         if found is not None:
             raise ImageError(
                 f"{reference} in the engine is a {found} image, not {info.oci_arch}; remove it "
-                f"(docker rmi {reference}) and run: invoke base-image {distro.id} --arch {arch}"
+                f"(docker rmi {reference}) and run: invoke make-base-image {distro.id} --arch {arch}"
             )
         tried.append("not in the engine")
         if pull:

@@ -2,7 +2,7 @@
 
 - :mod:`releng.publish.location`: ``--repo DIR|s3://BUCKET/PREFIX`` and the one way to open
   a repository for an operation (local: the directory; S3: lock, pull, operate, sync);
-- :mod:`releng.publish.flows`: the publish flows (update-repos to S3, sync-repos,
+- :mod:`releng.publish.flows`: the publish flows (update-repos to S3, sync-repo,
   publish-source, update-indices) and :func:`~releng.publish.flows.open_destination`;
 - :mod:`releng.publish.scratch`: the scratch bucket's contract (key layout, completion
   marker, upload-build, the builds to publish), shared with the AWS handlers;

@@ -7,7 +7,7 @@ Layout of the scratch bucket (private)::
 
 Layout of the public destination ``s3://<bucket>/<prefix>/``::
 
-    dists/ pool/                the apt repository (sync-repos, update-repos)
+    dists/ pool/                the apt repository (sync-repo, update-repos)
     source/                     release source tarballs (publish-source)
     index.html ...              browsable pages (update-indices)
     .releng/                    control area, private (see releng.publish.sync): manifest, intent,
@@ -204,7 +204,7 @@ def _after_sync(dest: Destination, *, indices: bool) -> IndicesResult:
 
 
 def sync_repo(dest: Destination, root: Path, *, indices: bool = True) -> PublishResult:
-    """``sync-repos``: bring the destination to the repository at ``root``, under its lock."""
+    """``sync-repo``: bring the destination to the repository at ``root``, under its lock."""
     if not root.is_dir():
         raise PublishError(f"{root} is not a directory; pass the repository directory (--repo)")
     if dest.sync.dry_run:
@@ -353,7 +353,7 @@ def update_repos(
     from releng.publish import front_page  # not in the Lambda bundle: publishers only
 
     if dest.sync.dry_run:
-        raise PublishError("update-repos has no dry run (it must sign); use sync-repos --dry-run")
+        raise PublishError("update-repos has no dry run (it must sign); use sync-repo --dry-run")
     with tempfile.TemporaryDirectory(prefix="releng-builds-") as tmp:
         builds, parts = fetch_builds(project, dest.s3, scratch, version, Path(tmp))
         with open_destination(dest, work) as opened:

@@ -214,7 +214,7 @@ def _suite_info(
     for n in history.numbers()[-HISTORY_SHOWN:][::-1]:
         try:
             e = history.entry(n)
-        except RepoError:  # a damaged entry: repo-history reports it; the page goes on
+        except RepoError:  # a damaged entry: show-history reports it; the page goes on
             continue
         publishes.append(
             PublishRow(n=e.n, date=e.date, note=e.note, added=len(e.added), removed=len(e.removed))

@@ -71,7 +71,7 @@ def pull_repository(
         if sha and hashlib.sha256(body).hexdigest() != sha:
             raise PublishError(
                 f"{dest}/{rel} does not match the manifest's sha256; another tool changed the "
-                "bucket: publish again from a full copy of the repository (sync-repos)"
+                "bucket: publish again from a full copy of the repository (sync-repo)"
             )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.download")

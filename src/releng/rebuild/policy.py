@@ -2,7 +2,7 @@
 
 :func:`check_rebuild_policy` is what a publishing step calls before it includes a
 build: "off" asks nothing; "report" returns one line per unverified package (to
-show on the front page and in repo-list); "require" refuses the first unverified
+show on the front page and in list-packages); "require" refuses the first unverified
 build with one line naming it.
 """
 

@@ -1,4 +1,4 @@
-"""The invoke tasks, flat: ``invoke make-package``, ``invoke repo-include``, ...
+"""The invoke tasks, flat: ``invoke make-package``, ``invoke include-packages``, ...
 
 Each module here holds one area's tasks; every ``Task`` found in them
 joins the one top-level Collection. Tasks parse arguments and call one
@@ -22,7 +22,22 @@ from releng.tasks import aws, build, keys, publish, repo, source, verify
 AREAS: tuple[ModuleType, ...] = (source, build, repo, publish, aws, keys, verify)
 
 # Old task name -> new name (the new one must be a task: tests/test_cli_grammar.py).
-RENAMED: dict[str, str] = {}
+RENAMED: dict[str, str] = {
+    "distros": "list-distros",
+    "base-image": "make-base-image",
+    "cache-stats": "show-cache",
+    "cache-clear": "clear-cache",
+    "repo-include": "include-packages",
+    "repo-check": "check-repo",
+    "repo-publish": "republish-repo",
+    "repo-list": "list-packages",
+    "repo-copy": "copy-packages",
+    "repo-remove": "remove-packages",
+    "repo-history": "show-history",
+    "repo-rollback": "rollback-repo",
+    "sync-repos": "sync-repo",
+    "aws-status": "show-aws-status",
+}
 
 
 def collection(root: str) -> Collection:

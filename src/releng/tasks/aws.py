@@ -45,7 +45,7 @@ def _build(
         )
     out(f"started {started.arn}")
     if not fake_ec2:
-        note("follow it with: invoke aws-status --follow")
+        note("follow it with: invoke show-aws-status --follow")
         return
     desc = run.run_fake_ec2(proj, aws, started, env=os.environ, timeout=timeout)
     _print_status(aws, started.stack.scratch_bucket, desc)
@@ -151,7 +151,9 @@ def _print_status(aws: object, bucket: str, desc: dict[str, object], *, json: bo
         "json": "print one JSON object per refresh: the execution and its rows",
     }
 )
-def aws_status(c: Context, execution: str = "", follow: bool = False, json: bool = False) -> None:
+def show_aws_status(
+    c: Context, execution: str = "", follow: bool = False, json: bool = False
+) -> None:
     """Every version x distro x step: state, duration, instance; failures with their log."""
     from releng.aws import run
     from releng.aws.deploy import load_stack

@@ -17,7 +17,7 @@ from releng.cli import Context, fail, note, out, project, task
         "arm64v8/debian:bookworm and bootstrapped through qemu-user-static",
     }
 )
-def base_image(c: Context, distro: str, bootstrap: bool = False, arch: str = "") -> None:
+def make_base_image(c: Context, distro: str, bootstrap: bool = False, arch: str = "") -> None:
     """Make sure DISTRO's DOCKER_BASE image is in the engine: use it, else pull, else bootstrap."""
     from releng.arch import check_architecture, host_architecture, image_for
     from releng.engine import Engine
@@ -229,7 +229,7 @@ def interactive(  # noqa: PLR0917  (invoke maps parameters to options)
     # As for `interactive`: invoke has no optional positionals, so "" means every distro.
     positional=["distro"],
 )
-def cache_stats(c: Context, distro: str | None = None) -> None:
+def show_cache(c: Context, distro: str | None = None) -> None:
     """Show the compiler cache of DISTRO (or of every distro): ccache's size and hit counters."""
     from releng.compiler_cache import cache_stats as stats
     from releng.engine import Engine
@@ -251,7 +251,7 @@ def cache_stats(c: Context, distro: str | None = None) -> None:
     # As for `interactive`: invoke has no optional positionals, so "" means every distro.
     positional=["distro"],
 )
-def cache_clear(c: Context, distro: str | None = None) -> None:
+def clear_cache(c: Context, distro: str | None = None) -> None:
     """Empty the compiler cache of DISTRO (or of every distro) on this machine: remove its volume."""
     from releng.compiler_cache import cache_clear as clear
     from releng.engine import Engine

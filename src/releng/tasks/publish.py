@@ -48,7 +48,7 @@ def _s3_repo(c: Context, repo: str, dest: str, *, what: str) -> str:
         "no_indices": "do not update index pages and CloudFront now (update-indices does later)",
     }
 )
-def sync_repos(  # noqa: PLR0917  (invoke passes task arguments positionally)
+def sync_repo(  # noqa: PLR0917  (invoke passes task arguments positionally)
     c: Context,
     repo: str = "",
     source: str = "",
@@ -66,10 +66,10 @@ def sync_repos(  # noqa: PLR0917  (invoke passes task arguments positionally)
     proj = project(c)
     if repo and not dest and not RepoLocation.of(proj, repo).is_s3:
         raise PublishError(
-            f"sync-repos copies a local repository to S3: pass --source {repo} "
+            f"sync-repo copies a local repository to S3: pass --source {repo} "
             "--repo s3://BUCKET/PREFIX"
         )
-    url = _s3_repo(c, repo, dest, what="sync-repos")
+    url = _s3_repo(c, repo, dest, what="sync-repo")
     local = RepoLocation.of(proj, source) if source else RepoLocation.of(proj)
     root = local.path if local.path is not None else proj.root / "out" / "repo"
     destination = publish.destination_for(

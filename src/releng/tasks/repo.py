@@ -55,7 +55,7 @@ def _check_url(url: str) -> None:
     },
     iterable=["also"],
 )
-def repo_include(  # noqa: PLR0917  (invoke passes task arguments positionally)
+def include_packages(  # noqa: PLR0917  (invoke passes task arguments positionally)
     c: Context,
     path: str,
     dist: str,
@@ -136,7 +136,7 @@ def update_repos(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     },
     iterable=["dist"],
 )
-def repo_publish(c: Context, repo: str = "", dist: list[str] | None = None) -> None:
+def republish_repo(c: Context, repo: str = "", dist: list[str] | None = None) -> None:
     """Republish suites: apply retention, re-sign (a fresh Date and Valid-Until), finish a killed run."""
     from releng import gpg
     from releng.publish.location import open_repository
@@ -158,7 +158,7 @@ def repo_publish(c: Context, repo: str = "", dist: list[str] | None = None) -> N
         "json": "print the report as one JSON object (problems, warnings, suites, files checked)",
     }
 )
-def repo_check(c: Context, repo: str = "", keyring: str = "", json: bool = False) -> None:
+def check_repo(c: Context, repo: str = "", keyring: str = "", json: bool = False) -> None:
     """Verify every signature, checksum and referenced file of a repository."""
     from releng import apt
     from releng.errors import RepoError
@@ -275,7 +275,7 @@ def _read_root(c: Context, repo: str, dest: str) -> Path:
         package="only packages whose name matches this glob, e.g. 'tally*'",
     )
 )
-def repo_list(  # noqa: PLR0917  (invoke passes task arguments positionally)
+def list_packages(  # noqa: PLR0917  (invoke passes task arguments positionally)
     c: Context,
     dist: str = "",
     package: str = "",
@@ -306,7 +306,7 @@ def repo_list(  # noqa: PLR0917  (invoke passes task arguments positionally)
         to="the suite to copy to (re-signed), e.g. bookworm",
     ),
 )
-def repo_copy(  # noqa: PLR0917  (invoke passes task arguments positionally)
+def copy_packages(  # noqa: PLR0917  (invoke passes task arguments positionally)
     c: Context,
     spec: str,
     from_: str = "",
@@ -344,7 +344,7 @@ def repo_copy(  # noqa: PLR0917  (invoke passes task arguments positionally)
         "repo", "dest", "dry_run", "spec", "no_related", dist="the suite to remove from"
     ),
 )
-def repo_remove(  # noqa: PLR0917  (invoke passes task arguments positionally)
+def remove_packages(  # noqa: PLR0917  (invoke passes task arguments positionally)
     c: Context,
     spec: str,
     dist: str = "",
@@ -372,7 +372,7 @@ def repo_remove(  # noqa: PLR0917  (invoke passes task arguments positionally)
 
 
 @task(help=_life_help("repo", "dest", "json", dist="the suite"))
-def repo_history(
+def show_history(
     c: Context, dist: str = "", repo: str = "", dest: str = "", json: bool = False
 ) -> None:
     """A suite's publishes, numbered: date, what changed, the Release's sha256."""
@@ -418,10 +418,10 @@ def repo_history(
 
 @task(
     help=_life_help(
-        "repo", "dest", "dry_run", dist="the suite", to="the publish number (see repo-history)"
+        "repo", "dest", "dry_run", dist="the suite", to="the publish number (see show-history)"
     )
 )
-def repo_rollback(  # noqa: PLR0917  (invoke passes task arguments positionally)
+def rollback_repo(  # noqa: PLR0917  (invoke passes task arguments positionally)
     c: Context, dist: str = "", to: int = 0, repo: str = "", dest: str = "", dry_run: bool = False
 ) -> None:
     """Republish a suite with the packages it had at an earlier publish (freshly signed)."""
@@ -429,7 +429,7 @@ def repo_rollback(  # noqa: PLR0917  (invoke passes task arguments positionally)
     from releng.errors import RepoError
 
     if not dist or to < 1:
-        raise RepoError("name the suite and the publish: --dist SUITE --to N (see repo-history)")
+        raise RepoError("name the suite and the publish: --dist SUITE --to N (see show-history)")
     _lifecycle(
         c,
         repo=repo,

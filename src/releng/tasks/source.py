@@ -8,7 +8,7 @@ from releng.cli import Context, note, out, out_json, project, task
 
 
 @task(help={"json": "print a JSON list of objects instead of the table"})
-def distros(c: Context, json: bool = False) -> None:
+def list_distros(c: Context, json: bool = False) -> None:
     """List every distro directory: image, codename, revision, what it has, whether it is a target."""
     from releng.distro import revision_order_warnings
 
