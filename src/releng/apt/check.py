@@ -286,134 +286,168 @@ def _check_contents(report: CheckReport, suite_dir: Path, entries: list[IndexEnt
             )
 
 
-def check_repository(  # noqa: PLR0912, PLR0915
+def check_repository(
     root: Path, *, keyring: Path | None = None, warn_days: int = 60
 ) -> CheckReport:
     """Every signature, checksum and referenced file; problems listed, nothing raised for them."""
     if root.exists() and not root.is_dir():
         raise RepoError(f"{root} is a file, not a repository directory; name one with --repo")
     keyring = keyring or find_keyring(root)
-    report = CheckReport()
     dists = root / "dists"
     if not dists.is_dir():
         raise RepoError(f"{root} has no dists/ directory: it is not a published repository")
-    hashed: dict[Path, tuple[int, str]] = {}
-
-    def problem(msg: str) -> None:
-        report.problems.append(msg)
-
+    checker = _Checker(root=root, keyring=keyring, report=CheckReport())
+    report = checker.report
     report.warnings.extend(expiry_warnings(keyring_keys(keyring), warn_days=warn_days))
     if not _KEYRING_RE.fullmatch(keyring.name):
-        problem(f"the keyring file name {keyring.name!r} is not NAME-archive-keyring.gpg")
-
-    def pool_file(path: Path, size: int, sha256: str, *, where: str) -> None:
-        rel = os.path.normpath(os.path.relpath(path, root))
-        if rel.startswith("..") or not rel.startswith("pool/"):
-            problem(f"{where} names {rel}, which is outside the repository's pool")
-            return
-        if path not in hashed:
-            if not path.is_file():
-                what = not_a_file(path).replace("does not exist", "is missing")
-                problem(f"{where} names {path.relative_to(root)}, which {what}")
-                hashed[path] = (-1, "")
-                return
-            got_size, got_sha256, refused = _pool_digest(path)
-            hashed[path] = (got_size, got_sha256)
-            report.files_checked += 1
-            if refused and hashed[path] == (size, sha256):
-                # The index vouches for it (apt downloads it), and dpkg cannot install it.
-                problem(f"{path.relative_to(root)}: {refused}")
-        got = hashed[path]
-        if got[0] >= 0 and got != (size, sha256):
-            problem(
-                f"{path.relative_to(root)}: size/sha256 {got[0]}/{got[1]} but {where} says {size}/{sha256}"
-            )
-
+        checker.problem(f"the keyring file name {keyring.name!r} is not NAME-archive-keyring.gpg")
     suite_dirs = sorted(p for p in dists.iterdir() if p.is_dir())
     for staging in (p for p in suite_dirs if p.name.startswith(".")):
         report.warnings.append(f"{staging.relative_to(root)}: a killed first publish's staging")
     for suite_dir in (p for p in suite_dirs if not p.name.startswith(".")):
+        report.suites.append(suite_dir.name)
+        checker.suite(suite_dir)
+    if not report.suites:
+        checker.problem(f"{dists} holds no suites")
+    return report
+
+
+@dataclass
+class _Checker:
+    """One check-repo run: the report, and each pool file's size and sha256, read once."""
+
+    root: Path
+    keyring: Path
+    report: CheckReport
+    hashed: dict[Path, tuple[int, str]] = field(default_factory=dict)
+
+    def problem(self, msg: str) -> None:
+        self.report.problems.append(msg)
+
+    def pool_file(self, path: Path, size: int, sha256: str, *, where: str) -> None:
+        root, hashed = self.root, self.hashed
+        rel = os.path.normpath(os.path.relpath(path, root))
+        if rel.startswith("..") or not rel.startswith("pool/"):
+            self.problem(f"{where} names {rel}, which is outside the repository's pool")
+            return
+        if path not in hashed:
+            if not path.is_file():
+                what = not_a_file(path).replace("does not exist", "is missing")
+                self.problem(f"{where} names {path.relative_to(root)}, which {what}")
+                hashed[path] = (-1, "")
+                return
+            got_size, got_sha256, refused = _pool_digest(path)
+            hashed[path] = (got_size, got_sha256)
+            self.report.files_checked += 1
+            if refused and hashed[path] == (size, sha256):
+                # The index vouches for it (apt downloads it), and dpkg cannot install it.
+                self.problem(f"{path.relative_to(root)}: {refused}")
+        got = hashed[path]
+        if got[0] >= 0 and got != (size, sha256):
+            self.problem(
+                f"{path.relative_to(root)}: size/sha256 {got[0]}/{got[1]} but {where} says {size}/{sha256}"
+            )
+
+    def signed_release(self, suite_dir: Path) -> str | None:
+        """The text InRelease signs, checked as apt would; None (a problem) when it fails."""
         suite = suite_dir.name
-        report.suites.append(suite)
         inrelease = suite_dir / "InRelease"
         if not inrelease.is_file():
-            problem(f"dists/{suite}: no InRelease file")
-            continue
-        check = verify(keyring, inrelease.read_bytes())
+            self.problem(f"dists/{suite}: no InRelease file")
+            return None
+        check = verify(self.keyring, inrelease.read_bytes())
         signed = check.content
         if not check.valid:
-            problem(f"dists/{suite}/InRelease does not verify: {check.reason}")
-            continue
+            self.problem(f"dists/{suite}/InRelease does not verify: {check.reason}")
+            return None
         old_client = _old_client_warning(check, suite)
         if old_client:
-            report.warnings.append(old_client)
+            self.report.warnings.append(old_client)
         # InRelease is what apt reads; Release + Release.gpg serve older clients and may
         # disagree with it for a moment during a publish (or after a killed one).
         release_path = suite_dir / "Release"
         if not release_path.is_file() or signed.rstrip(b"\n") != release_path.read_bytes().rstrip(
             b"\n"
         ):
-            report.warnings.append(f"dists/{suite}/Release does not carry the text of InRelease")
+            self.report.warnings.append(
+                f"dists/{suite}/Release does not carry the text of InRelease"
+            )
         else:
             detached = suite_dir / "Release.gpg"
             sig = detached.read_bytes() if detached.is_file() else b""
-            release_check = verify(keyring, release_path.read_bytes(), sig)
+            release_check = verify(self.keyring, release_path.read_bytes(), sig)
             if not release_check.valid:
-                report.warnings.append(
+                self.report.warnings.append(
                     f"dists/{suite}/Release.gpg does not verify: {release_check.reason}"
                 )
-        release = signed
         try:
-            release_text = release.decode("utf-8")
+            return signed.decode("utf-8")
         except UnicodeDecodeError:
-            problem(f"dists/{suite}/InRelease is not UTF-8 text")
-            continue
-        fields = _release_fields(release_text, suite, problem)
+            self.problem(f"dists/{suite}/InRelease is not UTF-8 text")
+            return None
+
+    def suite(self, suite_dir: Path) -> None:
+        """One suite: its signed Release, every index it lists, every pool file they name."""
+        suite = suite_dir.name
+        release_text = self.signed_release(suite_dir)
+        if release_text is None:
+            return
+        fields = _release_fields(release_text, suite, self.problem)
         entries = parse_release_sha256(release_text)
-        _check_release(fields, entries, suite, problem)
+        _check_release(fields, entries, suite, self.problem)
         by_hash = fields.get("Acquire-By-Hash") == "yes"
         archs = _release_architectures(release_text)
         for entry in entries:
             path = suite_dir / entry.path
             byhash = path.parent / "by-hash" / "SHA256" / entry.sha256
             good = _verify_index(
-                report, root, suite=suite, entry=entry, byhash=byhash, path=path, by_hash=by_hash
+                self.report,
+                self.root,
+                suite=suite,
+                entry=entry,
+                byhash=byhash,
+                path=path,
+                by_hash=by_hash,
             )
             if good is None or "." in path.name or path.name.startswith("Contents-"):
                 continue  # pool references are read from the uncompressed index
-            where = str(path.relative_to(root))
-            index_arch = path.parent.name.removeprefix("binary-")
-            if path.name == "Packages" and index_arch not in archs:
-                problem(
-                    f"{where} is listed, but {index_arch} is not in the Release's Architectures"
+            self.index(path, good, archs)
+        _check_contents(self.report, suite_dir, entries)
+
+    def index(self, path: Path, good: bytes, archs: set[str]) -> None:
+        """A Packages or Sources index (verified bytes ``good``): each stanza's pool files."""
+        root = self.root
+        where = str(path.relative_to(root))
+        index_arch = path.parent.name.removeprefix("binary-")
+        if path.name == "Packages" and index_arch not in archs:
+            self.problem(
+                f"{where} is listed, but {index_arch} is not in the Release's Architectures"
+            )
+        try:
+            stanzas = _stanzas(good.decode("utf-8"), where)
+        except (BadPackageError, UnicodeDecodeError) as exc:
+            self.problem(f"{where} cannot be parsed: {exc}")
+            return
+        for st in stanzas:
+            if path.name == "Packages" and st.get("Architecture") not in (index_arch, "all"):
+                self.problem(
+                    f"{where}: {st.get('Package')!r} is built for {st.get('Architecture')}, "
+                    f"not {index_arch} (or all)"
                 )
-            try:
-                stanzas = _stanzas(good.decode("utf-8"), where)
-            except (BadPackageError, UnicodeDecodeError) as exc:
-                problem(f"{where} cannot be parsed: {exc}")
-                continue
-            for st in stanzas:
-                if path.name == "Packages" and st.get("Architecture") not in (index_arch, "all"):
-                    problem(
-                        f"{where}: {st.get('Package')!r} is built for {st.get('Architecture')}, "
-                        f"not {index_arch} (or all)"
+            if path.name == "Packages":
+                try:
+                    self.pool_file(
+                        root / st["Filename"], int(st["Size"]), st["SHA256"], where=where
                     )
-                if path.name == "Packages":
-                    try:
-                        pool_file(root / st["Filename"], int(st["Size"]), st["SHA256"], where=where)
-                    except (KeyError, ValueError):
-                        problem(
-                            f"{where}: stanza {st.get('Package')!r} lacks Filename, Size or SHA256"
+                except (KeyError, ValueError):
+                    self.problem(
+                        f"{where}: stanza {st.get('Package')!r} lacks Filename, Size or SHA256"
+                    )
+            elif path.name == "Sources":
+                directory = st.get("Directory", "")
+                for line in st.get("Checksums-Sha256", "").splitlines():
+                    parts = line.split()
+                    if len(parts) == 3:
+                        self.pool_file(
+                            root / directory / parts[2], int(parts[1]), parts[0], where=where
                         )
-                elif path.name == "Sources":
-                    directory = st.get("Directory", "")
-                    for line in st.get("Checksums-Sha256", "").splitlines():
-                        parts = line.split()
-                        if len(parts) == 3:
-                            pool_file(
-                                root / directory / parts[2], int(parts[1]), parts[0], where=where
-                            )
-        _check_contents(report, suite_dir, entries)
-    if not report.suites:
-        problem(f"{dists} holds no suites")
-    return report
