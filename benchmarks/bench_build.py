@@ -347,7 +347,7 @@ def bench_arch(
 
 
 def main() -> None:
-    engine = Engine.from_env()
+    engine = Engine.from_env(os.environ)
     base = WORK / f"run-{int(time.time())}"
     base.mkdir(parents=True)
     try:

@@ -240,7 +240,7 @@ def by_hand(engine: Engine, project: Project, env: dict[str, str], seed: Path) -
 def main() -> None:
     from moto.server import ThreadedMotoServer
 
-    engine = Engine.from_env()
+    engine = Engine.from_env(os.environ)
     base = WORK / f"cache-run-{int(time.time())}"
     base.mkdir(parents=True)
     os.environ.update(

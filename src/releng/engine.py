@@ -322,14 +322,13 @@ class Engine:
         self.client = client
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Engine:
-        """The engine that ``DOCKER_HOST`` (in ``env``) or the local socket names."""
-        import os
-
+    def from_env(cls, env: Mapping[str, str]) -> Engine:
+        """The engine that ``DOCKER_HOST`` (in ``env``, the caller's environment) or the local
+        socket names."""
         import docker
         import docker.errors
 
-        environ = dict(os.environ if env is None else env)
+        environ = dict(env)
         where = environ.get("DOCKER_HOST") or "the local socket (unix:///var/run/docker.sock)"
         try:
             client = docker.from_env(environment=environ, timeout=PING_TIMEOUT)
