@@ -38,11 +38,28 @@ def _install(session: nox.Session) -> None:
     stamp.write_text(want)
 
 
+# Two workers: the Docker tests on one, in order (tests/conftest.py), the rest beside them.
+# Later options win: `nox -s tests -- -n 0 ...` runs in one process (pdb, -x with a trace).
+XDIST = ("-n", "2", "--dist", "loadgroup")
+# The quick loop: every pure-logic module and the moto-backed ones, no Docker, nothing slow.
+QUICK = "not slow and not docker"
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
+    _install(session)
+    session.run("python", "-m", "pytest", *XDIST, *args, *(session.posargs or ["-q"]))
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole test suite, real engines included (Docker, gpg, apt, moto)."""
-    _install(session)
-    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+    _pytest(session)
+
+
+@nox.session(default=False)
+def quick(session: nox.Session) -> None:
+    """Run the tests that need no Docker and are not slow: the edit-test loop (about a minute)."""
+    _pytest(session, "-m", QUICK)
 
 
 @nox.session
