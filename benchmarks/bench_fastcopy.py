@@ -11,7 +11,8 @@ Compares, on the same files under benchmarks/.work/fastcopy (gitignored):
 
 Two shapes: one large file (``--mb``) and ``--small`` files of 20 KiB (a small .deb),
 each on one thread and on as many threads as cores. Best of three, warm page cache;
-each copy goes to a fresh name (the pool never overwrites a file in place).
+each copy goes to a fresh name (the pool never overwrites a file in place), after a
+sync (no run pays for the write-back of the one before it).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def _best(fn: Callable[[], object], runs: int = 3) -> float:
 def _fresh() -> Path:
     out = WORK / "out"
     shutil.rmtree(out, ignore_errors=True)
+    os.sync()  # no run pays for the write-back of the one before it
     out.mkdir(parents=True)
     return out
 
