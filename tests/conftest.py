@@ -23,7 +23,9 @@ pytest_plugins = [
 ENGINE_GROUP = "docker-engine"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return  # -p no:xdist, or a venv without it: xdist_group is no marker there
     for item in items:
         if item.get_closest_marker("docker") is not None:
             item.add_marker(pytest.mark.xdist_group(ENGINE_GROUP))
