@@ -41,8 +41,8 @@ def _install(session: nox.Session) -> None:
 # Two workers: the Docker tests on one, in order (tests/conftest.py), the rest beside them.
 # Later options win: `nox -s tests -- -n 0 ...` runs in one process (pdb, -x with a trace).
 XDIST = ("-n", "2", "--dist", "loadgroup")
-# The quick loop: every pure-logic module and the moto-backed ones, no Docker, nothing slow.
-QUICK = "not slow and not docker"
+# The quick loop: every pure-logic module; no engine (Docker, moto), nothing slow.
+QUICK = "not slow and not docker and not aws"
 
 
 def _pytest(session: nox.Session, *args: str) -> None:
@@ -58,7 +58,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def quick(session: nox.Session) -> None:
-    """Run the tests that need no Docker and are not slow: the edit-test loop (about a minute)."""
+    """Run the tests that need no engine (Docker, moto) and are not slow: the edit-test loop."""
     _pytest(session, "-m", QUICK)
 
 
