@@ -89,6 +89,7 @@ def test_distros_json_is_the_table_as_data(project_copy: Project) -> None:
     assert "APT_SOURCES" in distros["debian-9-stretch"]["has"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -122,6 +123,7 @@ def test_malformed_distro_directory_via_the_cli(project_copy: Project) -> None:
     assert_one_error_line(result, "'debian_12' is not a distro directory name")
 
 
+@pytest.mark.slow
 def test_make_source_tarball_via_the_cli(project_copy: Project) -> None:
     result = invoke("make-source-tarball", "--version", "2026.01.02", root=project_copy.root)
     assert result.returncode == 0, result.stderr
@@ -134,6 +136,7 @@ def test_make_source_tarball_via_the_cli(project_copy: Project) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_missing_release_tag_via_the_cli(make_project, gpg_key) -> None:  # type: ignore[no-untyped-def]
     project = make_project(
         f'[signing]\nkey = "{gpg_key.fingerprint}"\ngnupghome = "{gpg_key.home}"\npassphrase_env = "P"\n'
@@ -149,6 +152,7 @@ def test_missing_release_tag_via_the_cli(make_project, gpg_key) -> None:  # type
     assert not list(project.out_dir.glob("*.tar.gz"))
 
 
+@pytest.mark.slow
 def test_every_task_answers_help_after_its_name(tmp_path: Path) -> None:
     """`invoke TASK --help` prints TASK's help and exits 0, whatever TASK's arguments are."""
     listing = invoke("--list", "--list-format", "json", root=tmp_path)
