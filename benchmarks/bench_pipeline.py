@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -41,7 +43,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
+from releng.aws.worker import TOKEN_GRACE_SECONDS as TOKEN_GRACE  # noqa: E402
+
 DISTROS = "debian-12-bookworm,debian-13-trixie,ubuntu-24.04-noble"
+MAPS = {
+    name
+    for name, state in json.loads((ROOT / "aws" / "state-machine.json").read_text())[
+        "States"
+    ].items()
+    if state["Type"] == "Map"
+} | {"Distros"}  # the Map inside Versions' iterator
 
 # Answers make-package in ~0 s with one real .deb; everything else goes to the real invoke.
 SHIM = r"""#!{python}
@@ -122,6 +133,48 @@ def _pairs(events: list[dict[str, Any]]) -> dict[str, list[float]]:
     return out
 
 
+class _LaunchLog(logging.Handler):
+    """When LocalLauncher started each worker: ``launched local worker <id> ...``."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.times: dict[str, float] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("launched local worker "):
+            self.times[str(record.args[0])] = record.created  # type: ignore[index]
+
+
+_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \S+: worker (\S+): (.*)$")
+
+
+def _worker_phases(logs: Path, launched: dict[str, float]) -> dict[str, dict[str, list[float]]]:
+    """Per worker queue: seconds from launch to the first message, of InvalidToken grace
+    and in commands, from each worker's log (its first task only: later ones reuse it)."""
+    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for path in sorted(logs.glob("local-*.log")):
+        worker = path.stem
+        queue = worker.removeprefix("local-").rsplit("-", 1)[0]
+        confirmed = started = None
+        for line in path.read_text(errors="replace").splitlines():
+            m = _LINE.match(line)
+            if not m or m[2] != worker:
+                continue
+            t = dt.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            if m[3].startswith("the task token is not confirmed") and confirmed is None:
+                confirmed = t
+            elif m[3].startswith("starting ") and started is None:
+                started = t
+            elif " done in " in m[3] and started is not None:
+                seconds = float(m[3].rsplit(" in ", 1)[1].rstrip("s"))
+                received = (confirmed - TOKEN_GRACE) if confirmed is not None else started
+                out[queue]["start"].append(received - launched.get(worker, received))
+                out[queue]["grace"].append(started - received)
+                out[queue]["commands"].append(seconds)
+                break
+    return out
+
+
 STEP_OF_STATE = {
     "MakeSourceTarball": "make-source-tarball",
     "MakeBinaryPackage": "make-binary-package",
@@ -142,6 +195,9 @@ def main() -> None:
     )
     from releng.aws import deploy, run, status
 
+    launches = _LaunchLog()
+    logging.getLogger("releng.aws.runner").addHandler(launches)
+    logging.getLogger("releng.aws.runner").setLevel(logging.INFO)
     server, url = _moto()
     work = Path(tempfile.mkdtemp(prefix="releng-bench-pipeline-"))
     name = f"bench-{uuid.uuid4().hex[:8]}"
@@ -184,11 +240,24 @@ def main() -> None:
                 break
             kw["nextToken"] = page["nextToken"]
         rows = status.rows(aws.client("s3"), started.stack.scratch_bucket, started.name)
+        phases = _worker_phases(proj.root / ".releng" / "worker-logs", launches.times)
     finally:
         server.stop()
     if desc["status"] != "SUCCEEDED":
         sys.exit(f"the execution ended {desc['status']}: {desc.get('cause', '')}")
     report(events, rows, wall_to_end, versions, distros, args.json)
+    print("\nwhere a worker step's overhead goes (means over its tasks):")
+    print(f"{'queue':<10} {'n':>3} {'start':>7} {'grace':>7} {'commands':>9}")
+    for queue, ph in sorted(phases.items()):
+        print(
+            f"{queue:<10} {len(ph['start']):>3} {statistics.mean(ph['start']):7.2f} "
+            f"{statistics.mean(ph['grace']):7.2f} {statistics.mean(ph['commands']):9.2f}"
+        )
+    print(
+        "start: the worker launched until it has its message (Python, imports, boto3 clients,\n"
+        "the first receive); grace: the worker's InvalidToken retries before it starts (moto\n"
+        f"registers no heartbeat for these tasks; TOKEN_GRACE_SECONDS = {TOKEN_GRACE} s, none on AWS)"
+    )
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -216,7 +285,11 @@ def report(  # noqa: PLR0917  (a plain report of six figures)
         step = STEP_OF_STATE.get(state, "")
         in_cmds = statistics.mean(command[step]) if command.get(step) else 0.0
         overhead = mean - in_cmds
-        flag = "  > 5 s" if overhead > 5 else ""
+        flag = (
+            "  (a Map: the states inside it)"
+            if state in MAPS
+            else ("  > 5 s" if overhead > 5 else "")
+        )
         print(f"{state:<34} {n:>3} {mean:7.2f} {in_cmds:8.2f} {overhead:9.2f}{flag}")
         figures["states"][state] = {"n": n, "mean": mean, "commands": in_cmds}
     start = events[0]["timestamp"]
