@@ -38,11 +38,30 @@ def _install(session: nox.Session) -> None:
     stamp.write_text(want)
 
 
+# The quick loop: every pure-logic module; no engine (Docker, moto), nothing slow. Its tests
+# wait on subprocesses (gpg, git, invoke) more than they compute: two xdist workers.
+QUICK = ("-m", "not slow and not docker and not aws", "-n", "2")
+# The whole suite stays in one process: Docker tests must not run beside each other (one
+# engine, shared images and builds), and xdist 3.8's --dist loadgroup cannot keep them on
+# one worker under pytest 9.2 (its @group suffix on item._nodeid no longer reaches the
+# node id), so two workers would interleave them.
+
+
+def _pytest(session: nox.Session, *args: str) -> None:
+    _install(session)
+    session.run("python", "-m", "pytest", *args, *(session.posargs or ["-q"]))
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole test suite, real engines included (Docker, gpg, apt, moto)."""
-    _install(session)
-    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+    _pytest(session)
+
+
+@nox.session(default=False)
+def quick(session: nox.Session) -> None:
+    """Run the tests that need no engine (Docker, moto) and are not slow: the edit-test loop."""
+    _pytest(session, *QUICK)
 
 
 @nox.session

@@ -146,6 +146,7 @@ def test_the_next_locked_run_removes_temporary_files_killed_runs_left(
     assert_converged(repo.root, "temporary files")
 
 
+@pytest.mark.slow
 def test_a_pool_copy_killed_half_way_leaves_no_temporary_file_after_the_next_run(
     tmp_path: Path, key: TestKey
 ) -> None:
@@ -204,6 +205,7 @@ def small_filesystem(where: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", str(where)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_include_names_the_path_and_leaves_the_repository_valid(
     tmp_path: Path, signer: Signer
 ) -> None:

@@ -8,6 +8,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from releng.project import Project
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import TestKey
@@ -25,6 +27,7 @@ def tree(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_promote_list_history_rollback_and_remove_through_invoke(
     make_project: Callable[[str], Project], gpg_key: TestKey, tmp_path: Path
 ) -> None:

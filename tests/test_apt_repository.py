@@ -260,6 +260,7 @@ def test_bad_input_is_one_clear_error_and_changes_nothing(
     assert snapshot(r.root) == before
 
 
+@pytest.mark.slow
 def test_a_refused_input_among_many_leaves_no_new_pool_directories(
     tmp_path: Path, repo: Callable[..., Repository]
 ) -> None:
@@ -280,6 +281,7 @@ def test_a_refused_input_among_many_leaves_no_new_pool_directories(
     assert_checks(r.root)
 
 
+@pytest.mark.slow
 def test_indexes_updated_run_by_run_are_what_building_them_anew_makes(
     tmp_path: Path, repo: Callable[..., Repository]
 ) -> None:

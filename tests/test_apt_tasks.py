@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from releng.project import Project
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import TestKey
@@ -19,6 +21,7 @@ def signing_toml(key: TestKey) -> str:
     )
 
 
+@pytest.mark.slow
 def test_repo_include_publishes_checks_and_prints_a_sources_snippet(
     project_copy: Project, tmp_path: Path
 ) -> None:
@@ -58,6 +61,7 @@ def test_repo_include_publishes_checks_and_prints_a_sources_snippet(
     assert_one_error_line(broken_json, "1 problem(s) found")
 
 
+@pytest.mark.slow
 def test_repo_include_refuses_an_unknown_suite_and_writes_nothing(
     project_copy: Project, tmp_path: Path
 ) -> None:
@@ -121,6 +125,7 @@ def included(project: Project, tmp_path: Path) -> Path:
     return project.root / "out" / "repo"
 
 
+@pytest.mark.slow
 def test_repo_check_into_a_closed_pipe_ends_quietly(project_copy: Project, tmp_path: Path) -> None:
     import os
     import subprocess
@@ -147,6 +152,7 @@ def test_repo_check_into_a_closed_pipe_ends_quietly(project_copy: Project, tmp_p
     assert "BrokenPipe" not in proc.stderr and "Exception ignored" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_immutable_repository_is_one_error_line_and_stays_unchanged(
     project_copy: Project, tmp_path: Path
 ) -> None:
@@ -165,6 +171,7 @@ def test_an_immutable_repository_is_one_error_line_and_stays_unchanged(
     assert sorted((p.relative_to(repo), p.stat().st_mtime_ns) for p in repo.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_a_repo_option_naming_a_file_is_one_error_line(
     project_copy: Project, tmp_path: Path
 ) -> None:

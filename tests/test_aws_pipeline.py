@@ -117,6 +117,7 @@ def test_tarball_step_runs_once_then_is_skipped(moto_server, proj, stack, aws_en
     assert "exists" in record["reason"]
 
 
+@pytest.mark.docker  # its worker builds in a container: xdist keeps it beside the other builds
 def test_an_arm64_build_goes_to_its_own_queue_and_scratch_part(
     moto_server, project_copy, gpg_key, aws_env
 ):

@@ -37,6 +37,7 @@ def test_committed_template_is_the_generated_one() -> None:
     assert committed == template.dumps(ROOT), "run `invoke generate-aws` and commit aws/"
 
 
+@pytest.mark.slow
 def test_cfn_lint_passes_with_warnings_as_failures() -> None:
     """The newest cfn-lint (pyproject's floor is its latest release): its warnings are what
     CloudFormation rejects (W1101: YAML aliases) or AWS does differently."""
@@ -154,6 +155,7 @@ def test_cloudfront_serves_directory_index_pages() -> None:
     assert 'endsWith("/")' in code and "index.html" in code
 
 
+@pytest.mark.slow
 def test_lambda_zip_imports_on_its_own(tmp_path) -> None:
     """The Lambda code is self-contained: the entry point, releng and the boto3/botocore it
     was tested with all come from the zip (not the runtime's, not this checkout's), with the

@@ -44,6 +44,7 @@ def _rendered(queue: str, repository: str) -> str:
     return template.render_sub(script, values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("queue", ["tarball", "build", "publish"])
 def test_user_data_is_shellcheck_clean(queue, tmp_path) -> None:
     exe = shutil.which("shellcheck")

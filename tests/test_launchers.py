@@ -14,10 +14,13 @@ import time
 from operator import attrgetter
 from pathlib import Path
 
+import pytest
+
 from releng.launchers import ENTRY_POINTS, launcher_text
 from tests.fixtures.project import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_a_ctrl_c_at_any_moment_of_the_start_ends_in_one_line(tmp_path: Path) -> None:
     launcher = tmp_path / "invoke"
     launcher.write_text(launcher_text(Path(sys.executable), "invoke"))

@@ -70,6 +70,7 @@ def _publish_packages(project: Project, env: dict[str, str], *, skip: str = "") 
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_the_source_goes_public_only_after_the_packages_are_live(release) -> None:
     project, public, env = release
     # Before the packages are published: refused, the public repository unchanged.
@@ -116,6 +117,7 @@ def test_the_source_goes_public_only_after_the_packages_are_live(release) -> Non
     assert _refs(public) == before
 
 
+@pytest.mark.slow
 def test_one_suite_missing_holds_the_embargo_and_force_overrides_it(release) -> None:
     project, public, env = release
     skipped = project.targets()[-1]
@@ -129,6 +131,7 @@ def test_one_suite_missing_holds_the_embargo_and_force_overrides_it(release) -> 
     assert f"refs/tags/{TAG}" in _refs(public)
 
 
+@pytest.mark.slow
 def test_a_conflicting_tag_in_public_is_refused_naming_both_commits(release, tmp_path) -> None:
     project, public, env = release
     _publish_packages(project, env)
@@ -150,6 +153,7 @@ def test_a_conflicting_tag_in_public_is_refused_naming_both_commits(release, tmp
     assert not (project.root / "out/repo/source").exists()  # refused before any write
 
 
+@pytest.mark.slow
 def test_a_branch_that_would_not_fast_forward_is_refused(release) -> None:
     project, public, env = release
     _publish_packages(project, env)
@@ -166,6 +170,7 @@ def test_a_branch_that_would_not_fast_forward_is_refused(release) -> None:
     assert f"refs/tags/{TAG}" not in _refs(public)
 
 
+@pytest.mark.slow
 def test_a_branch_that_moved_forward_in_staging_is_fast_forwarded(release) -> None:
     project, public, env = release
     _publish_packages(project, env)
@@ -178,6 +183,7 @@ def test_a_branch_that_moved_forward_in_staging_is_fast_forwarded(release) -> No
     assert _refs(public)[f"refs/heads/{BRANCH}"] == git(project.root, "rev-parse", BRANCH)
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_nothing_is_pushed(
     make_project: Callable[[str], Project], gpg_key: TestKey, tmp_path: Path
 ) -> None:
@@ -218,6 +224,7 @@ def test_bad_input_is_one_line_and_nothing_is_pushed(
     assert "nothing to push" in nightly.stdout
 
 
+@pytest.mark.slow
 def test_the_tag_signature_is_verified_before_anything_is_pushed(
     make_project: Callable[[str], Project], gpg_key: TestKey, tmp_path: Path
 ) -> None:

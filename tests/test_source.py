@@ -68,6 +68,7 @@ def test_nightly_tarball_layout_and_normalisation(project_copy: Project) -> None
     assert result.sums.read_text() == f"{result.sha256}  {result.tarball.name}\n"
 
 
+@pytest.mark.slow
 def test_two_runs_give_identical_bytes_even_in_another_checkout(
     project_copy: Project, tmp_path: Path
 ) -> None:
@@ -80,6 +81,7 @@ def test_two_runs_give_identical_bytes_even_in_another_checkout(
     assert first == second == third
 
 
+@pytest.mark.slow
 def test_a_different_commit_gives_different_bytes(project_copy: Project) -> None:
     before = make_source_tarball(project_copy, NIGHTLY, env={}).sha256
     readme = project_copy.root / "demo" / "tally" / "README"
@@ -89,6 +91,7 @@ def test_a_different_commit_gives_different_bytes(project_copy: Project) -> None
     assert before != after
 
 
+@pytest.mark.slow
 def test_source_date_epoch_overrides_commit_time(project_copy: Project) -> None:
     result = make_source_tarball(project_copy, NIGHTLY, env={"SOURCE_DATE_EPOCH": "1700000000"})
     assert {m.mtime for m in members(result.tarball).values()} == {1700000000}
@@ -130,6 +133,7 @@ def test_missing_release_tag_is_refused_and_nothing_written(make_project, gpg_ke
     assert not list(project.out_dir.glob("*"))
 
 
+@pytest.mark.slow
 def test_submodules_are_included_and_prune_applies(make_project, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sub = tmp_path / "libfoo"
     sub.mkdir()
@@ -192,6 +196,7 @@ def test_signing_key_missing_from_the_keyring(make_project, gpg_key: TestKey) ->
     assert not project.out_dir.exists() or not list(project.out_dir.glob("*"))
 
 
+@pytest.mark.slow
 def test_release_refuses_the_development_key(project_copy: Project) -> None:
     with pytest.raises(SigningError, match="release cannot be signed with the development key"):
         make_source_tarball(project_copy, RELEASE, env={})
@@ -200,6 +205,7 @@ def test_release_refuses_the_development_key(project_copy: Project) -> None:
     assert (project_copy.state_dir / "dev-gnupg").is_dir()
 
 
+@pytest.mark.slow
 def test_ensure_reuses_an_intact_tarball_and_remakes_a_moved_nightly(project_copy: Project) -> None:
     first = ensure_source_tarball(project_copy, NIGHTLY, env={})
     signature = first.signature.read_bytes()
@@ -228,6 +234,7 @@ def upstream_tarball(root: Path, name: str = "hello-2.0") -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_url_source_is_upstreams_file_byte_for_byte_and_cached(
     make_project, http_server: StaticServer
 ) -> None:  # type: ignore[no-untyped-def]
@@ -268,6 +275,7 @@ def test_url_sha256_mismatch_is_refused_and_nothing_left(
     assert _cache_files(project) == [], "a bad download must not be cached"
 
 
+@pytest.mark.slow
 def test_a_download_that_is_not_a_tarball_is_not_cached_and_a_retry_works(
     make_project, http_server: StaticServer
 ) -> None:  # type: ignore[no-untyped-def]
@@ -286,6 +294,7 @@ def test_a_download_that_is_not_a_tarball_is_not_cached_and_a_retry_works(
     assert len(_cache_files(project)) == 1
 
 
+@pytest.mark.slow
 def test_url_upstream_signature_is_checked_and_kept(
     make_project, http_server: StaticServer, gpg_key: TestKey, other_gpg_key: TestKey
 ) -> None:  # type: ignore[no-untyped-def]
