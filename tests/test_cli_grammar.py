@@ -72,23 +72,13 @@ def test_every_help_key_names_a_parameter(grammar: dict[str, dict[str, list[obje
         assert not unknown, f"{task}: help for parameters it does not have: {sorted(unknown)}"
 
 
-# Tasks in other areas' files that lack --release today (their owners add it; then the
-# name goes from here, and the test below says so when it is stale).
-LACKING_RELEASE = {"interactive", "publish-source"}
-
-
 def test_every_task_taking_a_version_takes_release(
     grammar: dict[str, dict[str, list[object]]],
 ) -> None:
     lacking = {
         t for t, i in grammar.items() if "version" in i["params"] and "release" not in i["params"]
     }
-    assert lacking - LACKING_RELEASE == set(), (
-        f"tasks taking --version without --release: {lacking}"
-    )
-    assert lacking >= LACKING_RELEASE, (
-        f"{sorted(LACKING_RELEASE - lacking)} take --release now: remove them from LACKING_RELEASE"
-    )
+    assert lacking == set(), f"tasks taking --version without --release: {sorted(lacking)}"
 
 
 def test_renamed_names_lead_to_tasks_that_exist() -> None:

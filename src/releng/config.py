@@ -235,7 +235,6 @@ class PublishSection:
     prefix: str = ""
     scratch_bucket: str = ""
     cloudfront_distribution: str = ""
-    region: str = ""
     public_url: str = ""
 
 
@@ -345,10 +344,19 @@ def _describe(hint: Any) -> str:
     return {bool: "true or false", int: "an integer", str: "a string"}.get(hint, str(hint))
 
 
+# Keys that moved: one line saying where to.
+_MOVED = {
+    ("publish", "region"): "releng has one region setting: write it as [aws] region "
+    "(AWS_REGION or AWS_DEFAULT_REGION still come first)",
+}
+
+
 def _section(cls: type[_T], table: Mapping[str, Any], *, where: str, section: str) -> _T:
     hints = typing.get_type_hints(cls)
     allowed = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     for key, value in table.items():
+        if (section, key) in _MOVED:
+            raise ConfigError(f"{where}: [{section}] {key} is gone; {_MOVED[section, key]}")
         if key not in hints:
             raise ConfigError(
                 f"{where}: unknown key [{section}] {key!r}; allowed keys: {', '.join(allowed)}"
@@ -658,7 +666,6 @@ _ONE_WORD = {
         "prefix",
         "scratch_bucket",
         "cloudfront_distribution",
-        "region",
         "public_url",
     ),
     "aws": ("region", "stack_name", "ami", "arm64_ami"),

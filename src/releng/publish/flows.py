@@ -445,7 +445,7 @@ def destination_for(
     url = parse_s3_url(dest)
     grace = dt.timedelta(seconds=grace_seconds) if grace_seconds is not None else DEFAULT_GRACE
     return Destination(
-        s3=s3_client(region=cfg.region or None),
+        s3=s3_client(region=project.config.aws.region or None),
         url=url,
         distribution_id=cfg.cloudfront_distribution if url.bucket == cfg.bucket else "",
         sync=SyncOptions(grace=grace, dry_run=dry_run),

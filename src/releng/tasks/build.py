@@ -174,6 +174,7 @@ def make_all_packages(  # noqa: PLR0917  (invoke maps each parameter to a --flag
     help={
         "distro": 'a distro directory name; "" for the first of distros/TARGETS',
         "version": "the version whose build environment to set up (default: today's nightly)",
+        "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
         "from_failed": "open the image `make-package --keep` committed from the last failed build",
         "arch": "the architecture whose builder to open (default: the host's), as make-package",
         "mode": "for another architecture: cross (the cross builder) or emulated (its own "
@@ -190,6 +191,7 @@ def interactive(  # noqa: PLR0917  (invoke maps parameters to options)
     from_failed: bool = False,
     arch: str = "",
     mode: str = "",
+    release: bool = False,
 ) -> None:
     """Open a shell in DISTRO's builder image with the build's mounts (seccomp=unconfined for gdb)."""
     from releng.build import resolve_target
@@ -209,7 +211,7 @@ def interactive(  # noqa: PLR0917  (invoke maps parameters to options)
         engine,
         proj,
         distro,
-        Version.parse_or_nightly(version),
+        Version.parse_or_nightly(version, release=release),
         env=os.environ,
         from_failed=from_failed,
         arch=target.arch,

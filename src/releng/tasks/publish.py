@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from releng import aws_clients
 from releng.cli import Context, out, project, task
 from releng.version import Version
 
@@ -87,11 +88,14 @@ def sync_repo(  # noqa: PLR0917  (invoke passes task arguments positionally)
 @task(
     help={
         "version": "the release or nightly whose source to publish",
+        "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
         "repo": _S3,
         "dest": _DEST_GONE,
     }
 )
-def publish_source(c: Context, version: str, repo: str = "", dest: str = "") -> None:
+def publish_source(
+    c: Context, version: str, repo: str = "", dest: str = "", release: bool = False
+) -> None:
     """Copy a version's source tarball, .asc and SHA256SUMS from scratch to the public source/."""
     from releng.publish import flows as publish
     from releng.publish.sync import s3_client
@@ -99,9 +103,9 @@ def publish_source(c: Context, version: str, repo: str = "", dest: str = "") -> 
     proj = project(c)
     destination = publish.destination_for(proj, _s3_repo(c, repo, dest, what="publish-source"))
     published = publish.publish_source(
-        s3_client(region=proj.config.publish.region or None),
+        s3_client(region=aws_clients.region(os.environ, proj.config.aws.region)),
         proj,
-        Version.parse(version),
+        Version.parse(version, release=release),
         scratch=proj.config.publish.scratch_bucket,
         dest=destination,
     )
@@ -192,7 +196,7 @@ def upload_build(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     scratch = proj.config.publish.scratch_bucket
     arch = "" if distro == publish.SCRATCH_SOURCE else arch or host_architecture()
     files = publish.upload_build(
-        s3_client(region=proj.config.publish.region or None),
+        s3_client(region=aws_clients.region(os.environ, proj.config.aws.region)),
         proj,
         ver,
         distro,
