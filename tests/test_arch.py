@@ -137,22 +137,33 @@ QEMU_AARCH64_CONF = (
 )
 
 
-def _setup_binfmt(*, own_mounts: bool) -> subprocess.CompletedProcess[str]:
-    """scripts/setup-binfmt as root of a new user namespace, whose binfmt_misc (Linux 6.7+)
-    is its own: nothing registered here reaches the machine. ``own_mounts``: with a mount
-    namespace of its own, where binfmt_misc can be mounted (on a read-only /proc/sys, as on
-    this machine), and qemu-user-static's file shown on a tmpfs."""
+def _setup_binfmt(*, mount_fails: bool = False) -> subprocess.CompletedProcess[str]:
+    """scripts/setup-binfmt as root of a new user and mount namespace, whose binfmt_misc
+    (Linux 6.7+) is its own: nothing registered here reaches the machine. The machine's
+    binfmt_misc, if it has one mounted (./scripts/setup registers arm64 on it), is hidden
+    under a tmpfs first, so the script finds none, as on a fresh machine; qemu-user-static's
+    file is shown on a tmpfs. ``mount_fails``: ``mount`` refuses, as it does where the
+    machine's mounts are not this namespace's to change (a ``mount`` first on PATH)."""
     script = REPO_ROOT / "scripts" / "setup-binfmt"
-    prepare = (
-        "mount -t tmpfs tmpfs /usr/lib/binfmt.d && "
-        f"printf '%s' {shlex.quote(QEMU_AARCH64_CONF)} >/usr/lib/binfmt.d/qemu-aarch64.conf && "
-        if own_mounts
-        else ""
+    refusing = (
+        "#!/bin/sh\necho 'mount: /proc/sys/fs/binfmt_misc: permission denied.' >&2\nexit 32\n"
     )
-    shell = f"{prepare}test ! -w /proc/sys/fs && {script} && cat /proc/sys/fs/binfmt_misc/*aarch64"
-    namespaces = ["--user", "--map-root-user", "--fork", *(["--mount"] if own_mounts else [])]
+    prepare = [
+        "mount -t tmpfs tmpfs /proc/sys/fs/binfmt_misc",
+        "mount -t tmpfs tmpfs /usr/lib/binfmt.d",
+        f"printf '%s' {shlex.quote(QEMU_AARCH64_CONF)} >/usr/lib/binfmt.d/qemu-aarch64.conf",
+    ]
+    if mount_fails:
+        prepare += [
+            "mkdir -p /tmp/refusing && mount -t tmpfs tmpfs /tmp/refusing",
+            f"printf '%s' {shlex.quote(refusing)} >/tmp/refusing/mount",
+            "chmod +x /tmp/refusing/mount && export PATH=/tmp/refusing:$PATH",
+        ]
+    shell = " && ".join(
+        [*prepare, "test ! -w /proc/sys/fs", str(script), "cat /proc/sys/fs/binfmt_misc/*aarch64"]
+    )
     return subprocess.run(
-        ["unshare", *namespaces, "bash", "-c", shell],
+        ["unshare", "--user", "--map-root-user", "--fork", "--mount", "bash", "-c", shell],
         capture_output=True,
         text=True,
         check=False,
@@ -161,7 +172,7 @@ def _setup_binfmt(*, own_mounts: bool) -> subprocess.CompletedProcess[str]:
 
 
 def test_setup_binfmt_mounts_binfmt_misc_under_a_read_only_proc_sys() -> None:
-    proc = _setup_binfmt(own_mounts=True)
+    proc = _setup_binfmt()
     assert proc.returncode == 0, proc.stderr
     assert "setup-binfmt: arm64 emulation ready (enabled)" in proc.stderr
     assert "read-only" not in proc.stderr
@@ -170,7 +181,7 @@ def test_setup_binfmt_mounts_binfmt_misc_under_a_read_only_proc_sys() -> None:
 
 
 def test_setup_binfmt_says_why_binfmt_misc_cannot_be_mounted() -> None:
-    proc = _setup_binfmt(own_mounts=False)  # the machine's mounts: not this namespace's to change
+    proc = _setup_binfmt(mount_fails=True)
     message = [ln for ln in proc.stderr.splitlines() if ln.startswith("setup-binfmt:")]
     assert len(message) == 1, proc.stderr  # one line, which says what to do
     assert message[0].startswith(
