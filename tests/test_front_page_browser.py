@@ -33,6 +33,7 @@ from releng.apt import Repository, check_repository, settings_for
 from releng.distro import read_targets
 from releng.gpg import Signer
 from releng.project import Project
+from releng.publish import front_page_demo
 from releng.publish.front_page import write_front_page
 from tests.apt_debs import make_deb, make_source
 from tests.fixtures.gpg import make_key
@@ -42,18 +43,9 @@ TOOLS = REPO_ROOT / ".tools" / "node" / "node_modules"
 VNU = TOOLS / "vnu-jar" / "build" / "dist" / "vnu.jar"
 AXE = TOOLS / "axe-core" / "axe.min.js"
 ARTIFACTS = REPO_ROOT / "out" / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
+CHROMIUM = Path(front_page_demo.CHROMIUM)  # the flags that work here: one list, the demo's
+CHROMEDRIVER = Path(front_page_demo.CHROMEDRIVER)
+CHROMIUM_FLAGS = front_page_demo.CHROMIUM_FLAGS
 # The tally of these tests: a shell script that counts words, for two architectures.
 TALLY = "#!/bin/sh\nexec wc -w\n"
 
