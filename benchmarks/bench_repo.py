@@ -182,14 +182,17 @@ def timed(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None
 
 
 RELENG_INCLUDE = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from releng.apt import Repository, RepoSettings
 from releng.gpg import Signer
 repo, home, fpr, suite, link = sys.argv[1:6]
 paths = [Path(p) for p in sys.argv[6:]]
 signer = Signer(gnupghome=Path(home), key=fpr, passphrase=None)
-settings = RepoSettings(name="bench", origin="bench", label="bench", nightly_max_age_days=0)
+settings = RepoSettings(
+    name="bench", origin="bench", label="bench", nightly_max_age_days=0,
+    contents=os.environ.get("BENCH_CONTENTS") == "1",
+)
 repository = Repository(Path(repo), settings, signer, link_inputs=link == "link")
 start = time.perf_counter()
 repository.include([suite], paths)
@@ -198,7 +201,7 @@ print(f"include: {time.perf_counter() - start:.4f}")
 
 
 RELENG_LIFECYCLE = """
-import sys, time
+import os, sys, time
 from pathlib import Path
 from releng.apt import Repository, RepoSettings, lifecycle
 from releng.apt.lifecycle import Spec
@@ -207,7 +210,7 @@ repo, home, fpr, sync, op, *args = sys.argv[1:]
 signer = Signer(gnupghome=Path(home), key=fpr, passphrase=None)
 settings = RepoSettings(
     name="bench", origin="bench", label="bench", nightly_max_age_days=0,
-    sync_before_switch=sync == "sync",
+    sync_before_switch=sync == "sync", contents=os.environ.get("BENCH_CONTENTS") == "1",
 )
 r = Repository(Path(repo), settings, signer, link_inputs=True)
 start = time.perf_counter()
@@ -316,7 +319,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
     parser.add_argument("--lifecycle", action="store_true", help="scenario 5 alone")
+    parser.add_argument(
+        "--contents",
+        action="store_true",
+        help="write Contents indexes too (the peers write none: off compares like with like; "
+        "benchmarks/bench_frontpage.py gives the cost of Contents on one include)",
+    )
     args = parser.parse_args()
+    os.environ["BENCH_CONTENTS"] = "1" if args.contents else "0"
     n_small, n_big, large_total = (200, 1000, 100 << 20) if args.quick else (2000, 10000, 1 << 30)
     WORK.mkdir(parents=True, exist_ok=True)
     home = WORK / "gnupg"
