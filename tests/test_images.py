@@ -295,7 +295,7 @@ def test_base_image_task_bootstraps_with_mmdebstrap(engine: Engine, project_copy
                 "invoke",
                 "-r",
                 str(REPO_ROOT),
-                "base-image",
+                "make-base-image",
                 "debian-12-fresh",
                 "--bootstrap",
             ],
