@@ -162,7 +162,8 @@ def git_detail(text: str, returncode: int) -> str:
 def git(
     cwd: Path,
     *args: str,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str],
+    extra: Mapping[str, str] | None = None,
     check: bool = True,
     what: str = "",
     remote: GitRemote | None = None,
@@ -170,13 +171,16 @@ def git(
 ) -> subprocess.CompletedProcess[str]:
     """Run git in ``cwd`` without prompts; a failure is one ReleaseSourceError line.
 
+    ``env``: the caller's environment (git's PATH, HOME, ssh agent), passed in from the edge;
+    ``extra``: variables added for this command (credentials, a GNUPGHOME).
+
     ``remote``: the command talks to it over the network: it gets
     :data:`NETWORK_TIMEOUT` (or ``timeout``), and running past it is an error naming it.
     """
     network = NETWORK_CONFIG if remote is not None else ()
     cmd = ["git", "-c", "protocol.file.allow=always", "-c", "credential.helper=", *network, *args]
     log.debug("%s (in %s)", redact(shlex.join(cmd)), cwd)
-    full_env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(env or {})}
+    full_env = {**env, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **(extra or {})}
     limit = timeout if timeout is not None else (NETWORK_TIMEOUT if remote is not None else None)
     try:
         result = run_git(cmd, cwd=cwd, env=full_env, timeout=limit)
@@ -225,7 +229,8 @@ def remote_refs(
             "--",
             remote.url,
             *patterns,
-            env=extra,
+            env=env,
+            extra=extra,
             check=False,
             remote=remote,
             timeout=timeout,
@@ -243,21 +248,32 @@ def remote_refs(
     return found
 
 
-def _local(gitdir: Path, ref: str) -> tuple[str, str] | None:
+def _local(gitdir: Path, ref: str, env: Mapping[str, str]) -> tuple[str, str] | None:
     """(object id, commit) of ``ref`` in ``gitdir``; None when it does not exist."""
-    obj = git(gitdir, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, check=False)
+    obj = git(
+        gitdir, "rev-parse", "--verify", "--quiet", "--end-of-options", ref, env=env, check=False
+    )
     if obj.returncode != 0:
         return None
-    commit = git(gitdir, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}")
+    commit = git(gitdir, "rev-parse", "--verify", "--end-of-options", f"{ref}^{{commit}}", env=env)
     return obj.stdout.strip(), commit.stdout.strip()
 
 
-def _is_ancestor(gitdir: Path, older: str, newer: str) -> bool:
-    seen = git(gitdir, "cat-file", "-e", "--end-of-options", f"{older}^{{commit}}", check=False)
+def _is_ancestor(gitdir: Path, older: str, newer: str, env: Mapping[str, str]) -> bool:
+    seen = git(
+        gitdir, "cat-file", "-e", "--end-of-options", f"{older}^{{commit}}", env=env, check=False
+    )
     if seen.returncode != 0:
         return False  # staging has never seen that commit: it cannot be in the branch's past
     ancestor = git(
-        gitdir, "merge-base", "--is-ancestor", "--end-of-options", older, newer, check=False
+        gitdir,
+        "merge-base",
+        "--is-ancestor",
+        "--end-of-options",
+        older,
+        newer,
+        env=env,
+        check=False,
     )
     return ancestor.returncode == 0
 
@@ -279,7 +295,7 @@ def plan_ref_copy(
     wanted = [f"refs/tags/{tag}"] + ([f"refs/heads/{branch}"] if branch else [])
     local: dict[str, tuple[str, str]] = {}
     for ref in wanted:
-        found = _local(gitdir, ref)
+        found = _local(gitdir, ref, env)
         if found is None:
             kind = "tag" if ref.startswith("refs/tags/") else "branch"
             raise ReleaseSourceError(
@@ -297,7 +313,7 @@ def plan_ref_copy(
             action = RefAction.CREATE
         elif public_object == object_id:
             action = RefAction.PRESENT
-        elif ref.startswith("refs/heads/") and _is_ancestor(gitdir, public_object, commit):
+        elif ref.startswith("refs/heads/") and _is_ancestor(gitdir, public_object, commit, env):
             action = RefAction.FAST_FORWARD
         elif public_commit == commit:  # a tag made again: another tag object, the same commit
             raise ReleaseSourceError(
@@ -338,7 +354,8 @@ def push_refs(
         first = git(
             gitdir,
             *("push", "--atomic", "--porcelain", "--", public.url, *refspecs),
-            env=extra,
+            env=env,
+            extra=extra,
             check=False,
             remote=public,
         )
@@ -350,7 +367,8 @@ def push_refs(
                 git(
                     gitdir,
                     *("push", "--porcelain", "--", public.url, refspec),
-                    env=extra,
+                    env=env,
+                    extra=extra,
                     what="push",
                     remote=public,
                 )
@@ -363,7 +381,7 @@ def push_refs(
     return pushing
 
 
-def verify_tag(gitdir: Path, tag: str, keyring: Path) -> str:
+def verify_tag(gitdir: Path, tag: str, keyring: Path, *, env: Mapping[str, str]) -> str:
     """``git verify-tag`` against ``keyring`` only (a throwaway GNUPGHOME); the signer's key id."""
     if not keyring.is_file():
         raise ReleaseSourceError(
@@ -379,7 +397,13 @@ def verify_tag(gitdir: Path, tag: str, keyring: Path) -> str:
         )
         if imported.returncode != 0:
             raise ReleaseSourceError(f"[source] tag_keyring {keyring} holds no usable public key")
-        result = git(gitdir, "verify-tag", "--raw", "--", tag, env={"GNUPGHOME": home}, check=False)
+        result = git(
+            gitdir,
+            *("verify-tag", "--raw", "--", tag),
+            env=env,
+            extra={"GNUPGHOME": home},
+            check=False,
+        )
     good = re.search(r"^\[GNUPG:\] VALIDSIG (\S+)", result.stderr, re.MULTILINE)
     if result.returncode != 0 or not good:
         raise ReleaseSourceError(

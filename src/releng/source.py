@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shlex
 import shutil
 import stat
@@ -137,18 +136,19 @@ def _normalise(info: tarfile.TarInfo, mtime: int) -> None:
 
 
 def _git(
-    cwd: Path, *args: str, check: bool = True, remote: str = ""
+    cwd: Path, *args: str, env: Mapping[str, str], check: bool = True, remote: str = ""
 ) -> subprocess.CompletedProcess[str]:
-    """Run git in ``cwd``; ``remote``: it talks to that repository over the network (a
-    timeout, and an error naming it). A failure is one SourceError line with all of git's."""
+    """Run git in ``cwd`` with the caller's environment ``env`` (from the edge); ``remote``:
+    it talks to that repository over the network (a timeout, and an error naming it). A
+    failure is one SourceError line with all of git's."""
     network = gitrefs.NETWORK_CONFIG if remote else ()
     cmd = ["git", "-c", "protocol.file.allow=always", "-c", "advice.detachedHead=false"]
     cmd += [*network, *args]
     log.debug("%s (in %s)", gitrefs.redact(shlex.join(cmd)), cwd)
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    full_env = {**env, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     timeout = gitrefs.NETWORK_TIMEOUT if remote else None
     try:
-        result = gitrefs.run_git(cmd, cwd=cwd, env=env, timeout=timeout)
+        result = gitrefs.run_git(cmd, cwd=cwd, env=full_env, timeout=timeout)
     except gitrefs.GitTimeoutError:
         raise SourceError(
             f"git {args[0]} of {gitrefs.redact(remote)} did not finish within {timeout:.0f} s; "
@@ -165,7 +165,7 @@ def _is_url(repository: str) -> bool:
     return "://" in repository or repository.startswith("git@")
 
 
-def git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
+def git_origin(project: Project, src: SourceSection, env: Mapping[str, str]) -> tuple[Path, str]:
     """The git directory to read from and the subdirectory of the source inside it."""
     if _is_url(src.repository):
         mirror = (
@@ -180,6 +180,7 @@ def git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
                 mirror,
                 *("fetch", "--quiet", "--prune", "--tags", "origin", "+refs/heads/*:refs/heads/*"),
                 remote=src.repository,
+                env=env,
             )
         else:
             mirror.parent.mkdir(parents=True, exist_ok=True)
@@ -188,6 +189,7 @@ def git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
                 mirror.parent,
                 *("clone", "--quiet", "--mirror", "--", src.repository, mirror.name),
                 remote=src.repository,
+                env=env,
             )
         return mirror, ""
     path = (project.root / src.repository).resolve()
@@ -196,7 +198,7 @@ def git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
             f"[source] repository {src.repository!r} is not a directory ({path}); "
             "name a git checkout, a subdirectory of one, or a git URL in product.toml"
         )
-    top = _git(path, "rev-parse", "--show-toplevel", check=False)
+    top = _git(path, "rev-parse", "--show-toplevel", check=False, env=env)
     if top.returncode != 0:
         raise SourceError(
             f"{path} is not inside a git repository; run `git init` and commit the source"
@@ -205,7 +207,9 @@ def git_origin(project: Project, src: SourceSection) -> tuple[Path, str]:
     return toplevel, path.relative_to(toplevel).as_posix().strip(".")
 
 
-def _resolve_ref(gitdir: Path, src: SourceSection, version: Version) -> tuple[str, str]:
+def _resolve_ref(
+    gitdir: Path, src: SourceSection, version: Version, env: Mapping[str, str]
+) -> tuple[str, str]:
     ref = src.tag_for(version) if version.is_release else src.nightly_ref
     found = _git(
         gitdir,
@@ -215,10 +219,11 @@ def _resolve_ref(gitdir: Path, src: SourceSection, version: Version) -> tuple[st
         "--end-of-options",
         f"{ref}^{{commit}}",
         check=False,
+        env=env,
     )
     if found.returncode != 0:
         if version.is_release:
-            tags = _git(gitdir, "tag", "--list", "--sort=-creatordate").stdout.split()
+            tags = _git(gitdir, "tag", "--list", "--sort=-creatordate", env=env).stdout.split()
             hint = f"existing tags: {', '.join(tags[:8])}" if tags else "the repository has no tags"
             raise SourceError(
                 f"release tag {ref!r} for version {version} does not exist in {gitdir}; "
@@ -231,22 +236,43 @@ def _resolve_ref(gitdir: Path, src: SourceSection, version: Version) -> tuple[st
 
 
 @contextlib.contextmanager
-def _checkout(gitdir: Path, commit: str, *, submodules: bool) -> Iterator[Path]:
+def _checkout(
+    gitdir: Path, commit: str, *, submodules: bool, env: Mapping[str, str]
+) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="releng-src-") as tmp:
         work = Path(tmp) / "src"
-        _git(Path(tmp), "clone", "--quiet", "--no-checkout", "--shared", "--", str(gitdir), "src")
-        _git(work, "switch", "--quiet", "--detach", "--end-of-options", commit)
+        _git(
+            Path(tmp),
+            "clone",
+            "--quiet",
+            "--no-checkout",
+            "--shared",
+            "--",
+            str(gitdir),
+            "src",
+            env=env,
+        )
+        _git(work, "switch", "--quiet", "--detach", "--end-of-options", commit, env=env)
         if submodules and (work / ".gitmodules").exists():
             # Submodules come from their own URLs: a network operation.
             _git(
-                work, "submodule", "update", "--init", "--recursive", "--quiet", remote="submodules"
+                work,
+                "submodule",
+                "update",
+                "--init",
+                "--recursive",
+                "--quiet",
+                remote="submodules",
+                env=env,
             )
         yield work
 
 
-def _git_entries(work: Path, subdir: str, *, submodules: bool, prune: list[str]) -> list[_Entry]:
+def _git_entries(
+    work: Path, subdir: str, *, submodules: bool, prune: list[str], env: Mapping[str, str]
+) -> list[_Entry]:
     args = ["ls-files", "-z"] + (["--recurse-submodules"] if submodules else [])
-    listed = _git(work, *args).stdout.split("\0")
+    listed = _git(work, *args, env=env).stdout.split("\0")
     base = work / subdir if subdir else work
     entries = []
     for name in filter(None, listed):
@@ -496,13 +522,13 @@ def _collect(
             return _Collected(origin=upstream.url, pristine=archive, upstream_signature=signature)
         entries, newest = _url_entries(archive, src.prune)
         return _Collected(origin=upstream.url, entries=entries, mtime=_mtime(env, newest))
-    gitdir, subdir = git_origin(project, src)
-    ref, commit = _resolve_ref(gitdir, src, version)
+    gitdir, subdir = git_origin(project, src, env)
+    ref, commit = _resolve_ref(gitdir, src, version, env)
     log.info("source %s at %s (%s)", version, ref, commit[:12])
-    shown = _git(gitdir, "show", "-s", "--format=%ct", "--end-of-options", commit)
+    shown = _git(gitdir, "show", "-s", "--format=%ct", "--end-of-options", commit, env=env)
     commit_time = int(shown.stdout.strip())
-    work = stack.enter_context(_checkout(gitdir, commit, submodules=src.submodules))
-    entries = _git_entries(work, subdir, submodules=src.submodules, prune=src.prune)
+    work = stack.enter_context(_checkout(gitdir, commit, submodules=src.submodules, env=env))
+    entries = _git_entries(work, subdir, submodules=src.submodules, prune=src.prune, env=env)
     return _Collected(origin=commit, entries=entries, mtime=_mtime(env, commit_time))
 
 
@@ -568,7 +594,9 @@ def make_source_tarball(
     )
 
 
-def current_source_tarball(project: Project, version: Version) -> SourceTarball | None:
+def current_source_tarball(
+    project: Project, version: Version, *, env: Mapping[str, str]
+) -> SourceTarball | None:
     """The existing tarball when it is complete and matches its stamp; None: make it anew.
 
     A release's tag and a url source do not move, so an intact tarball is reused. A
@@ -583,8 +611,8 @@ def current_source_tarball(project: Project, version: Version) -> SourceTarball 
     recorded = json.loads(stamp.read_text())
     current = recorded["origin"]
     if project.config.source.kind == "git" and version.is_nightly:
-        gitdir, _ = git_origin(project, project.config.source)
-        current = _resolve_ref(gitdir, project.config.source, version)[1]
+        gitdir, _ = git_origin(project, project.config.source, env)
+        current = _resolve_ref(gitdir, project.config.source, version, env)[1]
     if current != recorded["origin"] or file_sha256(tarball) != recorded["sha256"]:
         return None
     log.info("%s is up to date", tarball)
@@ -603,16 +631,6 @@ def ensure_source_tarball(
     project: Project, version: Version, *, env: Mapping[str, str]
 ) -> SourceTarball:
     """The current tarball (see :func:`current_source_tarball`), else a new one."""
-    return current_source_tarball(project, version) or make_source_tarball(
+    return current_source_tarball(project, version, env=env) or make_source_tarball(
         project, version, env=env
-    )
-
-
-def remove_source_tarball(project: Project, version: Version) -> None:
-    """Forget a made tarball (its four files and its stamp)."""
-    for path in [*_paths(project, version), project.upstream_signature_path(version)]:
-        if path is not None:
-            path.unlink(missing_ok=True)
-    shutil.rmtree(
-        project.state_dir / _STAMP_DIR / f"{project.tarball_name(version)}.json", ignore_errors=True
     )

@@ -95,7 +95,7 @@ def make_package(
     wanted = resolve_target(project, distro, arch=arch, mode=mode, env=env, smoke_test=smoke_test)
     _check_output_writable(project, version, distro_id)
     remove_dead_runs(engine, project)
-    source = current_source_tarball(project, version)
+    source = current_source_tarball(project, version, env=env)
     # A signing problem fails now, not after the images are made.
     signer = None if source else signer_for(project, env, release=version.is_release)
     target = plan_target(

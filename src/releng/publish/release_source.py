@@ -239,7 +239,7 @@ def _plan_push(project: Project, version: Version, env: Mapping[str, str]) -> _P
     if src.kind != "git":
         return "the source is an upstream URL, not a git repository"
     public = gitrefs.GitRemote(url=src.public_repository, token_env=src.public_token_env)
-    gitdir, _ = git_origin(project, src)
+    gitdir, _ = git_origin(project, src, env)
     if public.same_as(gitrefs.GitRemote(url=str(gitdir))) or public.same_as(
         gitrefs.GitRemote(url=src.repository)
     ):
@@ -251,7 +251,7 @@ def _plan_push(project: Project, version: Version, env: Mapping[str, str]) -> _P
     if src.tag_keyring:
         keyring = Path(src.tag_keyring)
         signer = gitrefs.verify_tag(
-            gitdir, tag, keyring if keyring.is_absolute() else project.root / keyring
+            gitdir, tag, keyring if keyring.is_absolute() else project.root / keyring, env=env
         )
         log.info("tag %s is signed by %s", tag, signer)
     plan = gitrefs.plan_ref_copy(
