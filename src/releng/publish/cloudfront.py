@@ -33,11 +33,11 @@ MAX_PATHS = 1000
 
 
 def cloudfront_client() -> CloudFrontClient:
-    import boto3
-    from botocore.config import Config
+    """CloudFront is global: no region (:func:`releng.aws_clients.client`)."""
+    from releng.aws_clients import client
 
-    config = Config(retries={"mode": "standard", "max_attempts": 5})
-    return boto3.session.Session().client("cloudfront", config=config)
+    cloudfront: CloudFrontClient = client("cloudfront")
+    return cloudfront
 
 
 def invalidation_paths(dest: S3Url, changed: Iterable[str], *, origin_path: str = "") -> list[str]:
