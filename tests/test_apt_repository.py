@@ -602,3 +602,17 @@ def test_each_publish_moves_the_release_files_mtime_past_the_last_ones(
     r.include(["bookworm"], [make_deb(tmp_path, "hello", "1.1")])
     for name in ("InRelease", "Release", "Release.gpg"):
         assert int((r.root / "dists/bookworm" / name).stat().st_mtime) > ahead, name
+
+
+def test_garbage_in_the_signing_key_marker_is_mended_not_a_traceback(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    """Bytes that are no text in ``.releng-repo/signing-key`` (a bad disk, a hand edit): the
+    next operation exports the keys again and rewrites the marker (it was a UnicodeDecodeError)."""
+    r = repo()
+    r.include(["bookworm"], [make_deb(tmp_path / "in", "hello", "1.0-1")])
+    marker = r.root / STATE_DIR / "signing-key"
+    marker.write_bytes(b"\xff\xfe\x00garbage\x80\n")
+    r.include(["bookworm"], [make_deb(tmp_path / "in", "hello", "1.1-1")])
+    assert marker.read_text().strip() == r.signer.key_set
+    assert_checks(r.root)
