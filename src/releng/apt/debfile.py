@@ -237,7 +237,9 @@ def control_from_tar(tar: bytes, *, where: str) -> str:
         try:
             size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
         except ValueError:
-            raise BadPackageError(f"{where}: control.tar has a corrupt header") from None
+            raise BadPackageError(
+                f"{where}: control.tar has a corrupt header; build or download it again"
+            ) from None
         kind = header[156:157]
         body = tar[pos + 512 : pos + 512 + size]
         if kind == b"L":  # GNU long name for the next entry
@@ -266,7 +268,9 @@ def read_deb(path: str | Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass 
         digest.update(head)
         buf = bytearray(head)
         if not head.startswith(_AR_MAGIC):
-            raise BadPackageError(f"{where} is not a Debian package (no ar archive magic)")
+            raise BadPackageError(
+                f"{where} is not a Debian package (no ar archive magic); build or download it again"
+            )
         pos = len(_AR_MAGIC)
         control: str | None = None
         eof = len(head) < HEAD
@@ -280,12 +284,16 @@ def read_deb(path: str | Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass 
                 break
             header = bytes(buf[pos : pos + _AR_HEADER])
             if header[58:60] != b"`\n":
-                raise BadPackageError(f"{where}: corrupt ar member header at byte {pos}")
+                raise BadPackageError(
+                    f"{where}: corrupt ar member header at byte {pos}; build or download it again"
+                )
             name = header[:16].decode("ascii", "replace").strip().rstrip("/")
             try:
                 size = int(header[48:58].decode("ascii").strip())
             except ValueError:
-                raise BadPackageError(f"{where}: corrupt ar member size at byte {pos}") from None
+                raise BadPackageError(
+                    f"{where}: corrupt ar member size at byte {pos}; build or download it again"
+                ) from None
             start = pos + _AR_HEADER
             if name.startswith("control.tar"):
                 while len(buf) < start + size and not eof:
@@ -294,7 +302,9 @@ def read_deb(path: str | Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass 
                     digest.update(more)
                     buf += more
                 if len(buf) < start + size:
-                    raise BadPackageError(f"{where}: truncated ar archive (in {name})")
+                    raise BadPackageError(
+                        f"{where}: truncated ar archive (in {name}); build or download it again"
+                    )
                 tar = _decompress(name, bytes(buf[start : start + size]), where=where)
                 control = control_from_tar(tar, where=where)
                 break
@@ -303,7 +313,8 @@ def read_deb(path: str | Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass 
             pos = start + size + (size & 1)
         if control is None:
             raise BadPackageError(
-                f"{where}: no control.tar member (truncated or not a binary package)"
+                f"{where}: no control.tar member (truncated or not a binary package); "
+                "build or download it again"
             )
         size_total = len(buf)
         first = buf
@@ -352,7 +363,9 @@ def _check_ar_members(fd: int, head: bytearray, pos: int, total: int, *, where: 
         name = header[:16].decode("ascii", "replace").strip().rstrip("/")
         digits = header[48:58].strip()
         if not digits.isdigit() or not name.isprintable() or not name:
-            raise BadPackageError(f"{where}: corrupt ar member header at byte {pos}")
+            raise BadPackageError(
+                f"{where}: corrupt ar member header at byte {pos}; build or download it again"
+            )
         size = int(digits)
         end = pos + _AR_HEADER + size
         if end > total:
