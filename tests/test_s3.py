@@ -297,6 +297,44 @@ def test_resync_is_incremental_and_deletes_after_the_grace_period(
 
 
 @pytest.mark.aws
+def test_back_to_back_publishes_get_different_last_modified_seconds(
+    moto_server, dest, tmp_path
+) -> None:
+    """An apt that fetched InRelease between two publishes in one second would send that
+    second as If-Modified-Since and be told 304: the second publish waits the second out."""
+    tree = tmp_path / "repo"
+    client = s3_client()
+    seen: list[dt.datetime] = []
+    for version in ("1.0", "2.0", "3.0"):
+        write_tree(tree, {"pkg": version})
+        sync_tree(client, tree, dest)
+        head = client.head_object(Bucket=dest.bucket, Key=dest.key("dists/stable/InRelease"))
+        seen.append(head["LastModified"])
+    assert seen[0] < seen[1] < seen[2], seen
+
+
+@pytest.mark.aws
+def test_the_wait_is_at_most_the_rest_of_the_last_publishs_second(dest, tmp_path) -> None:
+    tree = tmp_path / "repo"
+    write_tree(tree, {"pkg": "1.0"})
+    client = s3_client()
+    sync_tree(client, tree, dest, clock=lambda: T0)
+    waits: list[float] = []
+    syncer = RepoSyncer(
+        client, dest, clock=lambda: T0 + dt.timedelta(milliseconds=300), sleep=waits.append
+    )
+    write_tree(tree, {"pkg": "2.0"})
+    syncer.sync(scan_tree(tree))
+    # Release then InRelease: each phase checks; the fake clock does not move.
+    assert waits and all(abs(w - 0.7) < 1e-6 for w in waits), waits
+    waits.clear()
+    later = RepoSyncer(client, dest, clock=lambda: T0 + dt.timedelta(hours=1), sleep=waits.append)
+    write_tree(tree, {"pkg": "3.0"})
+    later.sync(scan_tree(tree))
+    assert waits == []
+
+
+@pytest.mark.aws
 def test_large_files_go_multipart(dest, tmp_path) -> None:
     tree = tmp_path / "repo"
     write_tree(

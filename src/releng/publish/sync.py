@@ -39,6 +39,7 @@ import datetime as dt
 import gzip
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -188,11 +189,13 @@ class RepoSyncer:
         options: SyncOptions | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         checkpoint: Callable[[], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.client = client
         self.dest = dest
         self.options = options or SyncOptions()
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self._sleep = sleep
         # Called between phases: the lock's "still mine?" check raises there.
         self._checkpoint = checkpoint or (lambda: None)
 
@@ -302,6 +305,24 @@ class RepoSyncer:
             if exc is not None:
                 raise exc
 
+    def _wait_out_last_switch(self, written: str) -> None:
+        """Let a whole second pass since the last publish went live before the next Release.
+
+        S3's Last-Modified (like every HTTP server's) has whole seconds. An apt that
+        fetched InRelease between two publishes in the same second would send that second
+        as If-Modified-Since, be told "304 Not Modified", and stay a publish behind until
+        the next one. Waiting at most a second between back-to-back publishes closes it
+        whatever the skew between this clock and S3's (``written`` is taken after the last
+        upload finished)."""
+        try:
+            last = dt.datetime.fromisoformat(written)
+        except ValueError:
+            return  # no earlier publish (or a manifest from before this was recorded)
+        wait_s = (last + dt.timedelta(seconds=1) - self._clock()).total_seconds()
+        if 0 < wait_s <= 1:
+            log.debug("waiting %.2f s: the last publish went live in this second", wait_s)
+            self._sleep(wait_s)
+
     def apply_plan(
         self, plan: SyncPlan, local: Mapping[str, LocalFile], manifest: Manifest
     ) -> SyncResult:
@@ -316,11 +337,14 @@ class RepoSyncer:
             with ThreadPoolExecutor(max_workers=self.options.workers) as pool:
                 for cls, ups in plan.phases():
                     self._checkpoint()
+                    if cls in (FileClass.RELEASE, FileClass.INRELEASE):
+                        self._wait_out_last_switch(manifest.written)
                     log.info("uploading %d %s file(s) to %s", len(ups), cls.name.lower(), self.dest)
                     self._run_phase(pool, ups, local, plan.desired)
                     uploaded.extend(u.rel for u in ups)
         # The new InRelease is live from here on.
-        live = iso(self._clock())
+        now = self._clock()
+        live = iso(now)
         if plan.deletes:
             self._checkpoint()
             log.info("deleting %d unreferenced object(s) from %s", len(plan.deletes), self.dest)
@@ -328,7 +352,12 @@ class RepoSyncer:
         files = dict(plan.kept)
         files.update(plan.desired)
         pending = {rel: plan.already_pending.get(rel, live) for rel in plan.kept}
-        new_manifest = Manifest(files=files, pending=pending, run=run, written=live)
+        new_manifest = Manifest(
+            files=files,
+            pending=pending,
+            run=run,
+            written=now.astimezone(dt.UTC).isoformat(timespec="milliseconds"),
+        )
         self._checkpoint()
         self._put_control(MANIFEST, new_manifest.to_bytes(), "application/gzip")
         changed = [rel for rel in uploaded if public(rel)] + list(plan.deletes)
