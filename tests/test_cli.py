@@ -220,3 +220,37 @@ def test_an_oserror_that_is_a_bug_keeps_its_traceback() -> None:
     from releng.cli import machine_error
 
     assert machine_error(OSError(9, "Bad file descriptor")) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["make-package", "debian-12-bookworm", "--versio", "1"], "make-package has no option --versio; see `invoke make-package --help`"),
+        (["make-package", "debian-12-bookworm", "--version"], "--version needs a value; see `invoke make-package --help`"),
+        (["make-packag"], "no task 'make-packag'; did you mean `invoke make-package`?"),
+        (["make-package"], "make-package needs distro; see `invoke make-package --help`"),
+        (["list-distros", "extra"], "'extra' is neither a task nor an argument list-distros takes"),
+    ],
+)  # fmt: skip
+def test_a_command_line_invoke_cannot_parse_is_one_error_line(
+    args: list[str], expected: str, tmp_path: Path
+) -> None:
+    """What the launcher runs (releng.launchers.ENTRY_POINTS): invoke's parser complaints
+    become one `error:` line saying what to run, not "No idea what '--versio' is!"."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.argv[0] = 'invoke'; from releng.cli import program; program.run()",
+            "--search-root",
+            str(REPO_ROOT),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "RELENG_ROOT": str(tmp_path)},
+        check=False,
+        timeout=60,
+    )
+    assert_one_error_line(result, expected)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -11,11 +11,13 @@ Only this module and ``releng.tasks`` print.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import functools
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -25,6 +27,7 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit, ParseError
 from invoke.parser.argument import Argument
+from invoke.program import Program
 from invoke.tasks import Task
 from invoke.tasks import task as invoke_task
 
@@ -37,6 +40,7 @@ __all__ = [
     "note",
     "out",
     "out_json",
+    "program",
     "project",
     "route_task_help",
     "setup_logging",
@@ -127,6 +131,63 @@ class RelengTask(Task[Any]):
             if arg.kind is int:
                 arg.__class__ = IntArgument  # same fields; only set_value differs
         return made
+
+
+_UNKNOWN = re.compile(r"No idea what '(?P<word>.*)' is!")
+_NEEDS_VALUE = re.compile(r"Flag <Argument: (?P<name>[^ >]+).*> needed value")
+_MISSING = re.compile(
+    r"'(?P<task>[^']+)' did not receive required positional arguments: (?P<names>.*)"
+)
+
+
+def explain_parse_error(  # noqa: PLR0911  (one return per complaint reads best)
+    message: str, task_name: str | None, task_names: Iterable[str] = ()
+) -> str:
+    """invoke's command-line complaint as one ``error:`` line that says what to run next."""
+    if message.startswith("error: "):
+        return message  # ours already (IntArgument)
+    see = f"`invoke {task_name} --help`" if task_name else "`invoke --list`"
+    if m := _UNKNOWN.match(message):
+        word = m["word"]
+        if word.startswith("-"):
+            where = f"{task_name} has" if task_name else "invoke has"
+            return f"error: {where} no option {word}; see {see}"
+        if not task_name and (close := difflib.get_close_matches(word, list(task_names), 1)):
+            return f"error: no task {word!r}; did you mean `invoke {close[0]}`? see {see}"
+        return (
+            f"error: {word!r} is neither a task nor an argument "
+            f"{task_name + ' takes' if task_name else 'invoke takes'}; see {see}"
+        )
+    if m := _NEEDS_VALUE.match(message):
+        return f"error: --{m['name'].replace('_', '-')} needs a value; see {see}"
+    if m := _MISSING.match(message):
+        names = m["names"].replace("'", "").replace("_", "-")
+        return f"error: {m['task']} needs {names}; see `invoke {m['task']} --help`"
+    return f"error: {message}; see {see}"
+
+
+class RelengProgram(Program):
+    """invoke's program, with its command-line complaints as one ``error:`` line each."""
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ParseError as exc:
+            context = getattr(exc, "context", None)
+            name = getattr(context, "name", None) if context is not None else None
+            names = self.collection.task_names if self.collection is not None else {}
+            raise ParseError(explain_parse_error(str(exc), name, names), context) from None
+
+
+def _program() -> Program:
+    from invoke import __version__
+
+    return RelengProgram(
+        name="Invoke", binary="inv[oke]", binary_names=["invoke", "inv"], version=__version__
+    )
+
+
+program = _program()  # the launcher's entry point (releng.launchers.ENTRY_POINTS)
 
 
 def task(*args: Any, **kwargs: Any) -> Callable[[_F], Task[Any]]:

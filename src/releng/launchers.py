@@ -23,7 +23,7 @@ from pathlib import Path
 from releng.checkout_venv import COMPLETE, LAUNCHER_TAG
 
 # tool -> (module, callable): the console-script entry points of invoke and nox.
-ENTRY_POINTS = {"invoke": ("invoke.main", "program.run"), "nox": ("nox.__main__", "main")}
+ENTRY_POINTS = {"invoke": ("releng.cli", "program.run"), "nox": ("nox.__main__", "main")}
 
 # Nothing is imported before the hooks are set (sys is built in; os only on the way out).
 # A KeyboardInterrupt raised where Python cannot propagate it (a weakref callback during
