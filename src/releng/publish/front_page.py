@@ -287,8 +287,7 @@ def collect(
         label = f"{family} {distro.number} ({distro.codename})"
         targets.append(Target(id=distro.id, label=label, codename=distro.codename))
     codenames = sorted((t.codename for t in targets), key=len, reverse=True)
-    statuses = _rebuild_statuses(repo_root, project)
-    exempt = frozenset({f"{name}-archive-keyring"})  # releng.rebuild.policy.not_rebuilt
+    statuses, exempt = _rebuild_statuses(repo_root, project)
     infos = []
     for suite in suites:
         codename = next((c for c in codenames if suite == c or suite.startswith(c + "-")), "")
@@ -312,12 +311,19 @@ def collect(
     )
 
 
-def _rebuild_statuses(repo_root: Path, project: Project) -> dict[str, str] | None:
+def _rebuild_statuses(
+    repo_root: Path, project: Project
+) -> tuple[dict[str, str] | None, frozenset[str]]:
     """Pool path -> rebuild status, when the page shows one ([verify] rebuild is not "off",
-    or the repository has attestations); None: it shows none."""
-    from releng.rebuild.policy import rebuild_statuses, show_rebuild_status
+    or the repository has attestations; None: it shows none), and the packages no rebuild is
+    asked of."""
+    if project.config.verify.rebuild == "off" and not (repo_root / "attestations").is_dir():
+        return None, frozenset()  # the usual case costs one stat, not importing releng.rebuild
+    from releng.rebuild.policy import not_rebuilt, rebuild_statuses, show_rebuild_status
 
-    return rebuild_statuses(repo_root) if show_rebuild_status(project, repo_root) else None
+    if not show_rebuild_status(project, repo_root):
+        return None, frozenset()
+    return rebuild_statuses(repo_root), not_rebuilt(project)
 
 
 def write_front_page(
