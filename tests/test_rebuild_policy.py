@@ -12,13 +12,19 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from releng.gpg import Signer
 from releng.project import Project
+from releng.publish.flows import public_read_policy
 from releng.publish.location import RepoLocation, update_repos
+from releng.publish.s3 import S3Url
+from releng.publish.sync import s3_client
+from releng.rebuild.check import verify_package
 from releng.rebuild.policy import RebuildRequired
 from releng.version import Version
 from tests.apt_debs import make_deb
@@ -217,3 +223,52 @@ def test_check_repo_attestations_good_tampered_and_missing(
     required = _task(project.root, *check)  # "require": every unverified package fails
     assert required.returncode != 0
     assert f"problem: unverified: bookworm tally {tally['version']} amd64" in required.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.aws
+@pytest.mark.slow
+def test_on_s3_the_attestations_are_published_and_a_user_verifies_over_http(
+    rebuilt_demo: Rebuilt,
+    tmp_path: Path,
+    archive_key: TestKey,
+    moto_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """update-repos --repo s3://... from out/ (no scratch bucket): attestations/ is synced
+    with the pool; verify-package over HTTP from the bucket and check-repo --attestations on
+    the bucket both verify the demo."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint_url)
+    client = s3_client()
+    bucket = f"rebuild-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_bucket_policy(
+        Bucket=bucket, Policy=json.dumps(public_read_policy(bucket, "apt", name="tally"))
+    )
+    archive = Signer(gnupghome=archive_key.home, key=archive_key.fingerprint, passphrase=None)
+    project = _project(
+        copy_repo(tmp_path / "repo"), "require", archive=archive_key, rebuilder=rebuilt_demo.key
+    )
+    assert not project.config.publish.scratch_bucket
+    shutil.copytree(rebuilt_demo.build_dir, project.build_dir(VERSION, BOOKWORM))
+    location = RepoLocation(url=S3Url(bucket, "apt"))
+    update_repos(project, archive, version=VERSION, location=location)
+
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "apt/attestations/index.json" in keys
+    keyring = tmp_path / "rebuilder.asc"
+    keyring.write_bytes(rebuilt_demo.signer.export_public(armor=True))
+    http = f"{moto_server.endpoint_url}/{bucket}/apt"
+    version = next(
+        e["version"]
+        for e in json.loads(
+            client.get_object(Bucket=bucket, Key="apt/attestations/index.json")["Body"].read()
+        )["packages"]
+        if e["package"] == "tally"
+    )
+    verdict = verify_package(f"tally={version}", repo=http, keyring=keyring, arch="amd64")
+    assert verdict.signer.endswith(f"({rebuilt_demo.signer.fingerprint})")
+
+    check = _task(project.root, "check-repo", "--repo", f"s3://{bucket}/apt", "--attestations")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "0 unverified" in check.stdout

@@ -104,7 +104,7 @@ def public_objects(name: str = "") -> list[str]:
     published trees and the archive keyring files (any keyring without the product
     ``name``, as for a stack made before any product is known)."""
     keyrings = [f"{name or '*'}-archive-keyring.{ext}" for ext in ("gpg", "asc")]
-    return ["index.html", "dists/*", "pool/*", f"{SOURCE_DIR}/*", *keyrings]
+    return ["index.html", "dists/*", "pool/*", f"{SOURCE_DIR}/*", "attestations/*", *keyrings]
 
 
 def public_read_policy(bucket: str, prefix: str = "", *, name: str = "") -> dict[str, object]:
