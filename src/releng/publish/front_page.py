@@ -178,12 +178,14 @@ def _newer(a: str, b: str) -> int:
 _newest_first = functools.cmp_to_key(_newer)
 
 
-def _rebuild_cell(statuses: Mapping[str, str], newest: Mapping[str, tuple[str, str]]) -> str:
+def _rebuild_cell(
+    attested: Mapping[str, Mapping[str, str]], newest: Mapping[str, tuple[str, str]]
+) -> str:
     """One package's rebuild status: its newest version's (``newest``: arch -> (version, pool
     path)), the same for every architecture in one phrase, else per architecture."""
-    from releng.rebuild.policy import UNVERIFIED
+    from releng.rebuild.policy import rebuild_status
 
-    found = {arch: statuses.get(path, UNVERIFIED) for arch, (_v, path) in newest.items()}
+    found = {arch: rebuild_status(attested.get(path)) for arch, (_v, path) in newest.items()}
     distinct = sorted(set(found.values()))
     if len(distinct) == 1:
         return distinct[0]
@@ -196,11 +198,12 @@ def _suite_info(
     codename: str,
     architectures: Sequence[str],
     *,
-    statuses: Mapping[str, str] | None = None,
+    attested: Mapping[str, Mapping[str, str]] | None = None,
     not_rebuilt: frozenset[str] = frozenset(),
 ) -> SuiteInfo:
-    """``statuses``: pool path -> rebuild status (None: no status column); ``not_rebuilt``:
-    packages no rebuild is asked of (the keyring package): an empty cell, no claim."""
+    """``attested``: pool path -> its ``attestations/index.json`` entry (None: no rebuild
+    status column); ``not_rebuilt``: packages no rebuild is asked of (the keyring package):
+    an empty cell, no claim."""
     from releng.apt.history import History
     from releng.apt.state import find_records
 
@@ -208,20 +211,23 @@ def _suite_info(
     by_name: dict[str, dict[str, list[str]]] = {}
     added: dict[str, int] = {}
     dscs: list[str] = []
-    newest: dict[str, dict[str, tuple[str, str]]] = {}  # package -> arch -> (version, path)
     for path, (when, kind, package, version, arch) in members.items():
         if kind == "dsc":
             dscs.append(path)
             continue
         by_name.setdefault(package, {}).setdefault(arch, []).append(version)
         added[package] = max(added.get(package, 0), when)
-        if statuses is not None:
-            seen = newest.setdefault(package, {}).get(arch)
-            if seen is None or _newer(version, seen[0]) < 0:
-                newest[package][arch] = (version, path)
     names = sorted(by_name)
     if len(names) > MAX_ROWS:
         names = sorted(names, key=lambda n: (-added[n], n))[:MAX_ROWS]
+    newest: dict[str, dict[str, tuple[str, str]]] = {}  # package -> arch -> (version, path)
+    if attested is not None:  # only the packages shown: at most MAX_ROWS
+        shown = set(names) - not_rebuilt
+        for path, (_when, kind, package, version, arch) in members.items():
+            if kind != "dsc" and package in shown:
+                seen = newest.setdefault(package, {}).get(arch)
+                if seen is None or _newer(version, seen[0]) < 0:
+                    newest[package][arch] = (version, path)
     rows = tuple(
         PackageRow(
             name=n,
@@ -232,8 +238,8 @@ def _suite_info(
             added=added[n],
             rebuild=(
                 None
-                if statuses is None
-                else ("" if n in not_rebuilt else _rebuild_cell(statuses, newest[n]))
+                if attested is None
+                else ("" if n in not_rebuilt else _rebuild_cell(attested, newest[n]))
             ),
         )
         for n in names
@@ -287,13 +293,13 @@ def collect(
         label = f"{family} {distro.number} ({distro.codename})"
         targets.append(Target(id=distro.id, label=label, codename=distro.codename))
     codenames = sorted((t.codename for t in targets), key=len, reverse=True)
-    statuses, exempt = _rebuild_statuses(repo_root, project)
+    attested, exempt = _attested(repo_root, project)
     infos = []
     for suite in suites:
         codename = next((c for c in codenames if suite == c or suite.startswith(c + "-")), "")
         arches = cfg.repositories.architectures
         infos.append(
-            _suite_info(state, suite, codename, arches, statuses=statuses, not_rebuilt=exempt)
+            _suite_info(state, suite, codename, arches, attested=attested, not_rebuilt=exempt)
         )
     keyring = f"{name}-archive-keyring.gpg"
     return FrontPage(
@@ -311,19 +317,20 @@ def collect(
     )
 
 
-def _rebuild_statuses(
+def _attested(
     repo_root: Path, project: Project
-) -> tuple[dict[str, str] | None, frozenset[str]]:
-    """Pool path -> rebuild status, when the page shows one ([verify] rebuild is not "off",
-    or the repository has attestations; None: it shows none), and the packages no rebuild is
-    asked of."""
+) -> tuple[dict[str, dict[str, str]] | None, frozenset[str]]:
+    """Pool path -> its ``attestations/index.json`` entry, when the page shows a rebuild
+    status ([verify] rebuild is not "off", or the repository has attestations; None: it shows
+    none), and the packages no rebuild is asked of."""
     if project.config.verify.rebuild == "off" and not (repo_root / "attestations").is_dir():
         return None, frozenset()  # the usual case costs one stat, not importing releng.rebuild
-    from releng.rebuild.policy import not_rebuilt, rebuild_statuses, show_rebuild_status
+    from releng.rebuild.attest import read_index
+    from releng.rebuild.policy import not_rebuilt, show_rebuild_status
 
     if not show_rebuild_status(project, repo_root):
         return None, frozenset()
-    return rebuild_statuses(repo_root), not_rebuilt(project)
+    return read_index(repo_root), not_rebuilt(project)
 
 
 def write_front_page(
