@@ -104,6 +104,41 @@ def main() -> None:
         f"(render alone {render_only * 1000:.1f} ms)  [target < 200 ms]; "
         f"{size / 1024:.0f} KiB  [target < 500 KB]"
     )
+    _with_rebuild_status(repo, project, n)
+
+
+def _with_rebuild_status(repo: Path, project: object, n: int) -> None:
+    """The same page with [verify] rebuild = "report" and every package attested (the index a
+    publisher keeps in attestations/): the status column's cost (issue 26, item 4)."""
+    import dataclasses
+    import json
+
+    from releng.apt.state import RepoState
+    from releng.publish.front_page import write_front_page
+
+    cfg = project.config  # type: ignore[attr-defined]
+    verify = dataclasses.replace(cfg.verify, rebuild="report")
+    reporting = dataclasses.replace(project, config=dataclasses.replace(cfg, verify=verify))
+    state = RepoState(repo)
+    entries = [
+        {"path": path, "rebuilder": "F" * 40, "finished": "2026-12-06T12:00:00Z"}
+        for path in state.known_paths()
+        if path.endswith(".deb")
+    ]
+    index = repo / "attestations" / "index.json"
+    index.parent.mkdir(exist_ok=True)
+    index.write_text(json.dumps({"packages": entries}, indent=2))
+    try:
+        best = min(_timed(lambda: write_front_page(repo, reporting)) for _ in range(5))
+        size = (repo / "index.html").stat().st_size
+    finally:
+        index.unlink()
+        index.parent.rmdir()
+    print(
+        f"front page of a {n}-package repository with its rebuild status ({len(entries)} "
+        f"attested): {best * 1000:.0f} ms  [target < 200 ms]; {size / 1024:.0f} KiB  "
+        "[target < 500 KB]"
+    )
 
 
 def _timed(fn: object) -> float:

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.docker",
     "tests.fixtures.moto",
     "tests.fixtures.iam",
+    "tests.fixtures.rebuild",
 ]

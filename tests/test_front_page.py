@@ -153,3 +153,47 @@ def test_repository_tasks_write_the_front_page(project_copy: Project, tmp_path: 
     )
     assert copied.returncode == 0, copied.stdout + copied.stderr
     assert 'id="suite-bookworm-1.0"' in page.read_text()
+
+
+def test_rebuild_status_per_package_and_architecture(tmp_path: Path, signer: Signer) -> None:
+    """With attestations beside the repository (even under [verify] rebuild = "off"), each
+    package's newest version says who verified it per architecture, or "unverified"."""
+    import json
+
+    project = Project.load(REPO_ROOT)
+    assert project.config.verify.rebuild == "off"
+    root = tmp_path / "repo"
+    settings = settings_for(project)._replace(architectures=("amd64", "arm64"))
+    repo = Repository(root, settings, signer)
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    paths = [
+        make_deb(debs, "alpha", "1.0-1", arch="amd64"),
+        make_deb(debs, "alpha", "1.0-1", arch="arm64"),
+        make_deb(debs, "beta", "2.0-1", arch="amd64"),
+    ]
+    repo.include(["bookworm"], paths)
+    assert "Independent rebuild" not in write_front_page(root, project).read_text()
+
+    pool = {p.name: next(root.rglob(p.name)).relative_to(root).as_posix() for p in paths}
+    attested = [pool["alpha_1.0-1_amd64.deb"], pool["beta_2.0-1_amd64.deb"]]
+    fpr = "0123456789ABCDEF0123456789ABCDEF01234567"
+    index = root / "attestations" / "index.json"
+    index.parent.mkdir()
+    index.write_text(
+        json.dumps(
+            {
+                "packages": [
+                    {"path": p, "rebuilder": fpr, "finished": "2026-12-05T10:00:00Z"}
+                    for p in attested
+                ]
+            }
+        )
+    )
+    page = write_front_page(root, project, clock=lambda: NOW).read_text()
+    assert '<th scope="col">Independent rebuild</th>' in page
+    rows = dict(re.findall(r"<tr><td>(\w+)</td>.*?<td>([^<]*)</td></tr>", page))
+    assert rows == {
+        "alpha": f"amd64: verified by {fpr} on 2026-12-05; arm64: unverified",
+        "beta": f"verified by {fpr} on 2026-12-05",
+    }

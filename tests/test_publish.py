@@ -28,6 +28,7 @@ from releng.publish.flows import (
 )
 from releng.publish.lock import S3Lock
 from releng.publish.sync import S3Url, SyncOptions, s3_client
+from releng.rebuild.policy import RebuildRequired
 from releng.version import Version
 from tests.apt_debs import make_deb
 from tests.fixtures.moto import create_distribution
@@ -206,6 +207,59 @@ def test_a_lock_held_by_another_publisher(buckets, project_copy, signer, tmp_pat
     assert f"1.0.0/{DISTRO}/amd64/{COMPLETE}" in {
         o["Key"] for o in client.list_objects_v2(Bucket=scratch)["Contents"]
     }
+
+
+def _verify_mode(project: Project, mode: str) -> Project:
+    (project.root / "product.toml").write_text(
+        (project.root / "product.toml").read_text() + f'\n[verify]\nrebuild = "{mode}"\n'
+    )
+    return Project.load(project.root)
+
+
+def test_require_publishes_nothing_of_an_unverified_build(
+    buckets, project_copy, signer, tmp_path
+) -> None:
+    """[verify] rebuild = "require": a scratch build no rebuild verified is refused in one line;
+    the bucket stays empty and the build stays in scratch (docs/rebuild.md)."""
+    url, scratch = buckets
+    client = s3_client()
+    project = _verify_mode(project_copy, "require")
+    build(project, "1.0.0", "tally")
+    upload_build(client, project, Version.parse("1.0.0"), DISTRO, scratch=scratch)
+    with pytest.raises(RebuildRequired, match=rf"^1\.0\.0/{DISTRO} has no matching rebuild"):
+        update_repos(
+            project,
+            signer,
+            version=Version.parse("1.0.0"),
+            dest=dest_for(url),
+            scratch=scratch,
+            work=tmp_path / "w",
+        )
+    assert client.list_objects_v2(Bucket=url.bucket).get("KeyCount", 0) == 0
+    assert f"1.0.0/{DISTRO}/amd64/{COMPLETE}" in {
+        o["Key"] for o in client.list_objects_v2(Bucket=scratch)["Contents"]
+    }
+
+
+def test_report_publishes_and_the_front_page_says_unverified(
+    moto_server, buckets, project_copy, signer, tmp_path
+) -> None:
+    url, scratch = buckets
+    client = s3_client()
+    project = _verify_mode(project_copy, "report")
+    build(project, "1.0.0", "tally")
+    upload_build(client, project, Version.parse("1.0.0"), DISTRO, scratch=scratch)
+    update_repos(
+        project,
+        signer,
+        version=Version.parse("1.0.0"),
+        dest=dest_for(url),
+        scratch=scratch,
+        work=tmp_path / "w",
+    )
+    page = fetch(f"{base(moto_server, url)}/index.html").decode()
+    assert "<td>tally</td>" in page
+    assert "<td>unverified</td>" in page
 
 
 def test_upload_build_refuses_a_missing_build(buckets, project_copy) -> None:

@@ -15,7 +15,9 @@ from releng.build import make_package
 from releng.config import parse_product
 from releng.engine import Engine
 from releng.errors import ConfigError
+from releng.gpg import Signer
 from releng.project import Project
+from releng.publish.location import RepoLocation, update_repos
 from releng.rebuild import RebuildError, RebuildMismatch, plan_rebuild, verify_rebuild
 from releng.rebuild.buildinfo import parse_dependencies, read_buildinfo
 from releng.rebuild.check import verify_signature
@@ -23,6 +25,7 @@ from releng.rebuild.compare import first_difference
 from releng.rebuild.container import missing_dependencies
 from releng.rebuild.policy import RebuildRequired, check_rebuild_policy
 from releng.version import Version
+from tests.fixtures.gpg import make_key
 from tests.fixtures.project import copy_repo, git
 from tests.rebuild_helpers import BOOKWORM, Rebuilt, copy_build, rebuild, rebuilder_key
 
@@ -114,11 +117,7 @@ def test_a_missing_or_foreign_build_is_refused_in_one_line(tmp_path: Path) -> No
 # -- the demo, rebuilt -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def rebuilt_demo(
-    engine: Engine, demo_build: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
-) -> Rebuilt:
-    return rebuild(engine, demo_build(BOOKWORM, "1.0.0"), tmp_path_factory.mktemp("rebuild"))
+# rebuilt_demo: tests/fixtures/rebuild.py (one per session, shared with other modules)
 
 
 @pytest.mark.docker
@@ -276,6 +275,19 @@ def test_a_build_that_embeds_the_hostname_is_caught_and_explained(
     assert json.loads((out / "rebuild.json").read_text())["result"] == "differs"
     with pytest.raises(RebuildRequired):
         check_rebuild_policy("require", [first.out_dir])
+    # ... and update-repos under "require" publishes nothing of it.
+    product = root / "product.toml"
+    product.write_text(product.read_text() + '\n[verify]\nrebuild = "require"\n')
+    archive = make_key(tmp_path / "archive", name="releng test archive", passphrase=None)
+    www = tmp_path / "www"
+    with pytest.raises(RebuildRequired, match=rf"^2026\.11\.20/{BOOKWORM} has no matching"):
+        update_repos(
+            Project.load(root),
+            Signer(gnupghome=archive.home, key=archive.fingerprint, passphrase=None),
+            version=Version.parse("2026.11.20"),
+            location=RepoLocation(path=www),
+        )
+    assert not www.exists()
 
 
 # reprotest's own variations but those a container cannot make: another user (needs sudo

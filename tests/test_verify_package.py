@@ -9,21 +9,19 @@ import shutil
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from releng.apt import include, settings_for
-from releng.engine import Engine
 from releng.gpg import Signer
 from releng.rebuild import write_attestations
 from releng.rebuild.check import NotVerified, verify_package
 from tests.fixtures.gpg import TestKey, make_key
 from tests.fixtures.http import StaticServer
 from tests.fixtures.project import REPO_ROOT
-from tests.rebuild_helpers import BOOKWORM, Rebuilt, rebuild
+from tests.rebuild_helpers import Rebuilt
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -37,11 +35,9 @@ class Published:
 
 
 @pytest.fixture(scope="module")
-def published(
-    engine: Engine, demo_build: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
-) -> Published:
+def published(rebuilt_demo: Rebuilt, tmp_path_factory: pytest.TempPathFactory) -> Published:
     base = tmp_path_factory.mktemp("verify-package")
-    rebuilt = rebuild(engine, demo_build(BOOKWORM, "1.0.0"), base)
+    rebuilt = rebuilt_demo  # shared with test_rebuild.py: one rebuild per session
     archive = make_key(base / "archive-gnupg", name="releng test archive", passphrase=None)
     signer = Signer(gnupghome=archive.home, key=archive.fingerprint, passphrase=None)
     repo = base / "repo"

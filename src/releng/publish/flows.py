@@ -104,7 +104,7 @@ def public_objects(name: str = "") -> list[str]:
     published trees and the archive keyring files (any keyring without the product
     ``name``, as for a stack made before any product is known)."""
     keyrings = [f"{name or '*'}-archive-keyring.{ext}" for ext in ("gpg", "asc")]
-    return ["index.html", "dists/*", "pool/*", f"{SOURCE_DIR}/*", *keyrings]
+    return ["index.html", "dists/*", "pool/*", f"{SOURCE_DIR}/*", "attestations/*", *keyrings]
 
 
 def public_read_policy(bucket: str, prefix: str = "", *, name: str = "") -> dict[str, object]:
@@ -345,12 +345,14 @@ def update_repos(
     1. find the complete builds in ``s3://<scratch>/<version>/<distro>/<arch>/`` (none: error,
        nothing changed) and download them, verified; 2. open the repository
        (:func:`open_destination`); 3. include the builds with the apt library
-       (:func:`releng.apt.include_builds`, as for a local repository); 4. sync, ordered;
+       (:func:`releng.apt.include_builds`, as for a local repository, under ``[verify]
+       rebuild``: :func:`releng.rebuild.policy.include_builds_with_policy`); 4. sync, ordered;
        index pages and CloudFront; 5. only after all that succeeded, remove those builds
        from scratch.
     """
     from releng import apt
     from releng.publish import front_page  # not in the Lambda bundle: publishers only
+    from releng.rebuild.policy import include_builds_with_policy
 
     if dest.sync.dry_run:
         raise PublishError("update-repos has no dry run (it must sign); use sync-repo --dry-run")
@@ -358,7 +360,10 @@ def update_repos(
         builds, parts = fetch_builds(project, dest.s3, scratch, version, Path(tmp))
         with open_destination(dest, work) as opened:
             repository = apt.Repository(work, apt.settings_for(project), signer)
-            results = apt.include_builds(repository, project, version=version, builds=builds)
+            # [verify] rebuild first: "require" refuses before anything is included or synced
+            results = include_builds_with_policy(
+                repository, project, version=version, builds=builds
+            )
             # synced with the state; index pages put it at /
             front_page.write_front_page(work, project, url=project.config.publish.public_url)
     assert opened.published is not None  # not a dry run: synced

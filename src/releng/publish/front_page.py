@@ -28,7 +28,7 @@ import os
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -72,6 +72,9 @@ class PackageRow:
     name: str
     versions: tuple[tuple[str, tuple[str, ...]], ...]  # (arch, versions newest first)
     added: int  # epoch seconds: when its newest member was added
+    # Rebuild verification of its newest version per architecture (releng.rebuild.policy):
+    # "verified by ... on ...", "unverified"; None: the page shows no rebuild status.
+    rebuild: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,9 +178,32 @@ def _newer(a: str, b: str) -> int:
 _newest_first = functools.cmp_to_key(_newer)
 
 
+def _rebuild_cell(
+    attested: Mapping[str, Mapping[str, str]], newest: Mapping[str, tuple[str, str]]
+) -> str:
+    """One package's rebuild status: its newest version's (``newest``: arch -> (version, pool
+    path)), the same for every architecture in one phrase, else per architecture."""
+    from releng.rebuild.policy import rebuild_status
+
+    found = {arch: rebuild_status(attested.get(path)) for arch, (_v, path) in newest.items()}
+    distinct = sorted(set(found.values()))
+    if len(distinct) == 1:
+        return distinct[0]
+    return "; ".join(f"{arch}: {status}" for arch, status in sorted(found.items()))
+
+
 def _suite_info(
-    state: RepoState, name: str, codename: str, architectures: Sequence[str]
+    state: RepoState,
+    name: str,
+    codename: str,
+    architectures: Sequence[str],
+    *,
+    attested: Mapping[str, Mapping[str, str]] | None = None,
+    not_rebuilt: frozenset[str] = frozenset(),
 ) -> SuiteInfo:
+    """``attested``: pool path -> its ``attestations/index.json`` entry (None: no rebuild
+    status column); ``not_rebuilt``: packages no rebuild is asked of (the keyring package):
+    an empty cell, no claim."""
     from releng.apt.history import History
     from releng.apt.state import find_records
 
@@ -194,6 +220,14 @@ def _suite_info(
     names = sorted(by_name)
     if len(names) > MAX_ROWS:
         names = sorted(names, key=lambda n: (-added[n], n))[:MAX_ROWS]
+    newest: dict[str, dict[str, tuple[str, str]]] = {}  # package -> arch -> (version, path)
+    if attested is not None:  # only the packages shown: at most MAX_ROWS
+        shown = set(names) - not_rebuilt
+        for path, (_when, kind, package, version, arch) in members.items():
+            if kind != "dsc" and package in shown:
+                seen = newest.setdefault(package, {}).get(arch)
+                if seen is None or _newer(version, seen[0]) < 0:
+                    newest[package][arch] = (version, path)
     rows = tuple(
         PackageRow(
             name=n,
@@ -202,6 +236,11 @@ def _suite_info(
                 for arch, vs in sorted(by_name[n].items())
             ),
             added=added[n],
+            rebuild=(
+                None
+                if attested is None
+                else ("" if n in not_rebuilt else _rebuild_cell(attested, newest[n]))
+            ),
         )
         for n in names
     )
@@ -254,10 +293,14 @@ def collect(
         label = f"{family} {distro.number} ({distro.codename})"
         targets.append(Target(id=distro.id, label=label, codename=distro.codename))
     codenames = sorted((t.codename for t in targets), key=len, reverse=True)
+    attested, exempt = _attested(repo_root, project)
     infos = []
     for suite in suites:
         codename = next((c for c in codenames if suite == c or suite.startswith(c + "-")), "")
-        infos.append(_suite_info(state, suite, codename, cfg.repositories.architectures))
+        arches = cfg.repositories.architectures
+        infos.append(
+            _suite_info(state, suite, codename, arches, attested=attested, not_rebuilt=exempt)
+        )
     keyring = f"{name}-archive-keyring.gpg"
     return FrontPage(
         name=name,
@@ -272,6 +315,22 @@ def collect(
         generated=(clock or (lambda: dt.datetime.now(dt.UTC)))(),
         has_source_dir=(repo_root / "source").is_dir(),
     )
+
+
+def _attested(
+    repo_root: Path, project: Project
+) -> tuple[dict[str, dict[str, str]] | None, frozenset[str]]:
+    """Pool path -> its ``attestations/index.json`` entry, when the page shows a rebuild
+    status ([verify] rebuild is not "off", or the repository has attestations; None: it shows
+    none), and the packages no rebuild is asked of."""
+    if project.config.verify.rebuild == "off" and not (repo_root / "attestations").is_dir():
+        return None, frozenset()  # the usual case costs one stat, not importing releng.rebuild
+    from releng.rebuild.attest import read_index
+    from releng.rebuild.policy import not_rebuilt, show_rebuild_status
+
+    if not show_rebuild_status(project, repo_root):
+        return None, frozenset()
+    return read_index(repo_root), not_rebuilt(project)
 
 
 def write_front_page(
@@ -469,9 +528,13 @@ def _install_section(page: FrontPage) -> str:
 def _suite_section(page: FrontPage, s: SuiteInfo) -> str:
     comp = page.components[0] if page.components else "main"
     rows = []
+    rebuild = any(p.rebuild is not None for p in s.packages)
     for p in s.packages:
         versions = "<br>".join(f"{_e(arch)}: {_e(', '.join(vs))}" for arch, vs in p.versions)
-        rows.append(f"<tr><td>{_e(p.name)}</td><td>{versions}</td><td>{_when(p.added)}</td></tr>")
+        status = f"<td>{_e(p.rebuild or '')}</td>" if rebuild else ""
+        rows.append(
+            f"<tr><td>{_e(p.name)}</td><td>{versions}</td><td>{_when(p.added)}</td>{status}</tr>"
+        )
     shown = (
         f"the {len(s.packages)} most recently added of {s.total}; every package: "
         + ", ".join(
@@ -489,7 +552,9 @@ def _suite_section(page: FrontPage, s: SuiteInfo) -> str:
         out.append(
             f'<div class="scroll"><table><caption class="mute">Packages in {_e(s.name)}</caption>'
             '<thead><tr><th scope="col">Package</th><th scope="col">Versions per architecture</th>'
-            '<th scope="col">Added</th></tr></thead><tbody>'
+            '<th scope="col">Added</th>'
+            + ('<th scope="col">Independent rebuild</th>' if rebuild else "")
+            + "</tr></thead><tbody>"
             + "".join(rows)
             + "</tbody></table></div>"
         )

@@ -161,10 +161,12 @@ def update_repos(
     url: str = "",
 ) -> UpdateOutcome:
     """Include every distro's build of ``version`` into its suites of the repository at
-    ``location`` (:func:`releng.apt.include_builds`). The builds come from ``out/`` or, for
+    ``location`` (:func:`releng.apt.include_builds`, under ``[verify] rebuild``:
+    :func:`releng.rebuild.policy.include_builds_with_policy`). The builds come from ``out/`` or, for
     a repository on S3 when ``[publish] scratch_bucket`` is set, from the scratch bucket
     (:func:`releng.publish.flows.update_repos`, which removes them once published)."""
     from releng import apt
+    from releng.rebuild.policy import include_builds_with_policy
 
     scratch = project.config.publish.scratch_bucket
     if location.url is not None and scratch:
@@ -184,5 +186,8 @@ def update_repos(
     builds = apt.local_builds(project, version)
     # Builds are renamed into out/ whole and never rewritten in place: link, don't copy.
     with open_repository(project, location, signer=signer, link_inputs=True, url=url) as opened:
-        results = apt.include_builds(opened.repository(), project, version=version, builds=builds)
+        # [verify] rebuild first: "require" refuses before anything is included or written
+        results = include_builds_with_policy(
+            opened.repository(), project, version=version, builds=builds
+        )
     return UpdateOutcome(results=results, published=opened.published, scratch_deleted=0)

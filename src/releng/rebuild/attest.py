@@ -160,39 +160,79 @@ def attestation_path(repo_root: Path, pool_path: str) -> Path:
     return repo_root / ATTESTATIONS_DIR / f"{pool_path}{SUFFIX}"
 
 
-def _statements(build_dirs: Iterable[Path]) -> dict[str, Path]:
-    """sha256 of the attested package -> its signed statement, from verify-rebuild outputs."""
-    found: dict[str, Path] = {}
+def _statements(build_dirs: Iterable[Path]) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """sha256 of the attested package -> its signed statement and the statement's data, from
+    verify-rebuild outputs."""
+    found: dict[str, tuple[Path, dict[str, Any]]] = {}
     for build_dir in build_dirs:
         for path in sorted((build_dir / "rebuild" / ATTESTATIONS_DIR).glob(f"*{SUFFIX}")):
             if not path.with_name(path.name + ".asc").is_file():
                 continue
             data = json.loads(path.read_text(encoding="utf-8"))
             for subject in data.get("subject", []):
-                found[subject["digest"]["sha256"]] = path
+                found[subject["digest"]["sha256"]] = (path, data)
     return found
+
+
+def has_attestations(build_dirs: Iterable[Path]) -> bool:
+    """Whether any of ``build_dirs`` holds a verify-rebuild's attestations (cheap: one stat)."""
+    return any((b / "rebuild" / ATTESTATIONS_DIR).is_dir() for b in build_dirs)
+
+
+def _who_and_when(data: Mapping[str, Any]) -> tuple[str, str]:
+    """The rebuilder's fingerprint (from its builder id) and when the rebuild finished."""
+    try:
+        details = data["predicate"]["runDetails"]
+        builder = str(details["builder"]["id"])
+        finished = str(details["metadata"]["finishedOn"])
+    except (KeyError, TypeError):
+        return "", ""
+    prefix = BUILDER_ID.format(fingerprint="")
+    return (builder.removeprefix(prefix) if builder.startswith(prefix) else builder), finished
+
+
+def read_index(repo_root: Path) -> dict[str, dict[str, str]]:
+    """``attestations/index.json`` of the repository at ``repo_root``: pool path -> entry
+    (package, version, architecture, path, sha256, rebuilder, finished); empty without one."""
+    path = repo_root / ATTESTATIONS_DIR / INDEX
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")).get("packages", [])
+        return {str(e["path"]): dict(e) for e in entries}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        log.warning("%s is not valid; check-repo --attestations says more", path)
+        return {}
 
 
 def write_attestations(repo_root: Path, build_dirs: Iterable[Path]) -> list[Path]:
     """Copy the signed statements of ``build_dirs``' verified packages beside the repository
     at ``repo_root`` (its pool's layout under ``attestations/``), and update
-    ``attestations/index.json``. Returns the statements written."""
-    from releng.apt.debfile import read_deb
+    ``attestations/index.json``. Returns the statements written.
+
+    A statement goes beside the pool file whose sha256 it attests, found in the repository's
+    records (not by reading the pool: a 10,000-package repository costs one read of its
+    record index); a package that is not in the pool gets none.
+    """
+    from releng.apt.state import RepoState, find_records
 
     statements = _statements(build_dirs)
-    index_path = repo_root / ATTESTATIONS_DIR / INDEX
-    entries: dict[str, dict[str, str]] = {}
-    if index_path.is_file():
-        for entry in json.loads(index_path.read_text(encoding="utf-8")).get("packages", []):
-            entries[entry["path"]] = entry
+    if not statements:
+        return []
+    state = RepoState(repo_root)
+    pool_paths = {
+        sha: path
+        for path in state.known_paths()
+        if path.endswith(BINARY_SUFFIXES) and (sha := state.known_sha256(path)) in statements
+    }
+    records = find_records(state, pool_paths.values())
+    entries = read_index(repo_root)
     written: list[Path] = []
-    pool = repo_root / "pool"
-    for deb in sorted(p for p in pool.rglob("*") if p.name.endswith(BINARY_SUFFIXES)):
-        info = read_deb(deb)
-        source = statements.get(info.sha256)
-        if source is None:
+    for sha, rel in sorted(pool_paths.items(), key=lambda item: item[1]):
+        rec = records.get(rel)
+        if rec is None:
             continue
-        rel = deb.relative_to(repo_root).as_posix()
+        source, data = statements[sha]
         dest = attestation_path(repo_root, rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         for src, dst in (
@@ -202,15 +242,19 @@ def write_attestations(repo_root: Path, build_dirs: Iterable[Path]) -> list[Path
             tmp = dst.with_name(dst.name + ".tmp")
             tmp.write_bytes(src.read_bytes())
             tmp.replace(dst)
+        rebuilder, finished = _who_and_when(data)
         entries[rel] = {
-            "package": info.package,
-            "version": info.version,
-            "architecture": info.architecture,
+            "package": rec.package,
+            "version": rec.version,
+            "architecture": rec.arch,
             "path": rel,
-            "sha256": info.sha256,
+            "sha256": sha,
+            "rebuilder": rebuilder,
+            "finished": finished,
         }
         written.append(dest)
         log.info("attestation of %s: %s", rel, dest)
+    index_path = repo_root / ATTESTATIONS_DIR / INDEX
     index_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = index_path.with_name(INDEX + ".tmp")
     tmp.write_text(

@@ -222,3 +222,68 @@ def _check_statement(raw: bytes, *, name: str, sha256: str, signer: str, signed_
     return Verdict(
         package=name, sha256=sha256, signer=signer, signed_on=signed_on, finished_on=finished
     )
+
+
+# -- check-repo --attestations: every package of every suite ------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttestationReport:
+    """check-repo --attestations: per published package (suite, package, version, arch)."""
+
+    verified: list[str]  # "SUITE PACKAGE VERSION ARCH: verified by ... on ..."
+    unverified: list[str]  # "SUITE PACKAGE VERSION ARCH: no attestation"
+    bad: list[str]  # "SUITE PACKAGE VERSION ARCH: <why the attestation does not hold>"
+
+
+def check_attestations(
+    root: Path, *, keyring: Path, exempt: frozenset[str] = frozenset()
+) -> AttestationReport:
+    """Check every binary package of every published suite of the repository at ``root``
+    against its attestation beside the pool, as verify-package does (the signature by a key
+    of ``keyring`` with gpgv, then the statement's subject against the sha256 the repository's
+    records give). A package in several suites is checked once; ``exempt``: package names
+    not checked (:func:`releng.rebuild.policy.not_rebuilt`)."""
+    from releng.apt.state import RepoState
+
+    state = RepoState(root)
+    source = _Source(str(root))
+    done: dict[str, tuple[str, str]] = {}  # pool path -> (kind, line)
+    report = AttestationReport(verified=[], unverified=[], bad=[])
+    for suite in state.suites():
+        if not (root / "dists" / suite / "InRelease").is_file():
+            continue  # not published yet: check-repo says so
+        for path, (_when, kind, package, version, arch) in sorted(
+            state.load_suite(suite).members.items()
+        ):
+            if kind == "dsc" or package in exempt:
+                continue
+            if path not in done:
+                done[path] = _check_one(source, path, state.known_sha256(path), keyring)
+            what, why = done[path]
+            lines = {"verified": report.verified, "unverified": report.unverified}
+            lines.get(what, report.bad).append(f"{suite} {package} {version} {arch}: {why}")
+    return report
+
+
+def _check_one(source: _Source, path: str, sha256: str | None, keyring: Path) -> tuple[str, str]:
+    rel = f"{ATTESTATIONS_DIR}/{path}"
+    statement_bytes, signature = source.get(rel + SUFFIX), source.get(rel + SIGNATURE_SUFFIX)
+    if statement_bytes is None and signature is None:
+        return "unverified", "no attestation"
+    if statement_bytes is None or signature is None:
+        return "bad", f"{rel}{SUFFIX if statement_bytes is None else SIGNATURE_SUFFIX} is missing"
+    if sha256 is None:
+        return "bad", f"the repository's records give no sha256 for {path}"
+    try:
+        fingerprint, uid, signed_on = verify_signature(statement_bytes, signature, keyring)
+        verdict = _check_statement(
+            statement_bytes,
+            name=Path(path).name,
+            sha256=sha256,
+            signer=f"{uid} ({fingerprint})",
+            signed_on=signed_on,
+        )
+    except NotVerified as exc:
+        return "bad", str(exc).removeprefix("not verified: ")
+    return "verified", f"verified by {verdict.signer} on {verdict.finished_on}"

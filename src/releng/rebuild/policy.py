@@ -9,12 +9,29 @@ build with one line naming it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import logging
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from releng.digest import file_sha256
-from releng.rebuild.attest import ATTESTATIONS_DIR, RESULT_REPRODUCED, SUFFIX
+from releng.rebuild.attest import (
+    ATTESTATIONS_DIR,
+    INDEX,
+    RESULT_REPRODUCED,
+    SUFFIX,
+    has_attestations,
+    read_index,
+    write_attestations,
+)
 from releng.rebuild.buildinfo import RebuildError
+
+if TYPE_CHECKING:
+    from releng.apt import PublishResult, Repository
+    from releng.project import Project
+    from releng.version import Version
+
+log = logging.getLogger(__name__)
 
 BINARY_SUFFIXES = (".deb", ".udeb", ".ddeb")
 
@@ -42,9 +59,12 @@ def unverified(build_dir: Path) -> list[str]:
     return missing
 
 
-def check_rebuild_policy(mode: str, build_dirs: Iterable[Path]) -> list[str]:
+def check_rebuild_policy(mode: str, build_dirs: Iterable[Path], *, version: str = "") -> list[str]:
     """``mode`` is ``[verify] rebuild``. Returns "unverified: ..." lines ("report"); raises
-    RebuildRequired for the first unverified build ("require"); "off": nothing."""
+    RebuildRequired for the first unverified build ("require"); "off": nothing.
+
+    ``version``: the builds' version (default: the name of each build directory's parent, as
+    in ``out/<V>/<DISTRO>/``)."""
     if mode == "off":
         return []
     lines: list[str] = []
@@ -52,12 +72,68 @@ def check_rebuild_policy(mode: str, build_dirs: Iterable[Path]) -> list[str]:
         names = unverified(build_dir)
         if not names:
             continue
-        where = f"{build_dir.parent.name}/{build_dir.name}"
+        of = version or build_dir.parent.name
+        where = f"{of}/{build_dir.name}"
         if mode == "require":
             raise RebuildRequired(
                 f"{where} has no matching rebuild ({', '.join(names)}); [verify] rebuild = "
-                f'"require": run invoke verify-rebuild {build_dir.name} --version '
-                f"{build_dir.parent.name} first"
+                f'"require": run invoke verify-rebuild {build_dir.name} --version {of} first'
             )
         lines.extend(f"unverified: {where}/{name}" for name in names)
     return lines
+
+
+def include_builds_with_policy(
+    repository: Repository,
+    project: Project,
+    *,
+    version: Version,
+    builds: Mapping[str, Path],
+) -> dict[str, PublishResult]:
+    """update-repos's include, local and S3: ``[verify] rebuild`` checked for every build
+    first (under "require" an unverified build raises RebuildRequired before anything is
+    included, so the caller publishes nothing), then :func:`releng.apt.include_builds`, then
+    the builds' attestations beside the repository (:func:`write_attestations`)."""
+    from releng import apt
+
+    mode = project.config.verify.rebuild
+    for line in check_rebuild_policy(mode, builds.values(), version=version.text):
+        log.warning("%s", line)
+    results = apt.include_builds(repository, project, version=version, builds=builds)
+    if has_attestations(builds.values()):
+        write_attestations(repository.root, builds.values())
+    return results
+
+
+UNVERIFIED = "unverified"
+
+
+def not_rebuilt(project: Project) -> frozenset[str]:
+    """Packages no rebuild is asked of: the keyring package, which releng makes from the
+    archive keys in every suite (no source package, no build to repeat)."""
+    return frozenset({f"{project.config.name}-archive-keyring"})  # KeyringPackage.package
+
+
+def show_rebuild_status(project: Project, repo_root: Path) -> bool:
+    """Whether list-packages and the front page show a rebuild status: ``[verify] rebuild``
+    is not "off", or the repository has attestations."""
+    return (
+        project.config.verify.rebuild != "off" or (repo_root / ATTESTATIONS_DIR / INDEX).is_file()
+    )
+
+
+def rebuild_status(entry: Mapping[str, str] | None) -> str:
+    """One package's status from its ``attestations/index.json`` entry (None: it has none):
+    "verified by <rebuilder's fingerprint> on <date>" or "unverified". What the publisher
+    placed, not a signature check: ``check-repo --attestations`` and ``verify-package`` do
+    that."""
+    if entry is None:
+        return UNVERIFIED
+    who = entry.get("rebuilder") or "a rebuilder"
+    when = (entry.get("finished") or "")[:10]
+    return f"verified by {who}" + (f" on {when}" if when else "")
+
+
+def rebuild_statuses(repo_root: Path) -> dict[str, str]:
+    """Pool path -> :func:`rebuild_status` of each attested package of the repository."""
+    return {path: rebuild_status(entry) for path, entry in read_index(repo_root).items()}

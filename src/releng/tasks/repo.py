@@ -7,10 +7,14 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from releng.cli import Context, out, out_json, project, task
 from releng.version import Version
+
+if TYPE_CHECKING:
+    from releng.project import Project
+    from releng.rebuild.check import AttestationReport
 
 _REPO = "DIR or s3://BUCKET/PREFIX: the repository (default: [repositories] location in product.toml, else out/repo)"
 _DEST_GONE = "gone: use --repo s3://BUCKET/PREFIX"
@@ -156,9 +160,14 @@ def republish_repo(c: Context, repo: str = "", dist: list[str] | None = None) ->
         "repo": _REPO + " (on S3 every file is downloaded to be checked)",
         "keyring": "the public keyring to verify with (default: the one in the repository)",
         "json": "print the report as one JSON object (problems, warnings, suites, files checked)",
+        "attestations": "also check each package's rebuild attestation against the rebuilder "
+        "key of [verify] (docs/rebuild.md): a bad one fails; a missing one fails when [verify] "
+        'rebuild = "require"',
     }
 )
-def check_repo(c: Context, repo: str = "", keyring: str = "", json: bool = False) -> None:
+def check_repo(
+    c: Context, repo: str = "", keyring: str = "", json: bool = False, attestations: bool = False
+) -> None:
     """Verify every signature, checksum and referenced file of a repository."""
     from releng import apt
     from releng.errors import RepoError
@@ -166,25 +175,65 @@ def check_repo(c: Context, repo: str = "", keyring: str = "", json: bool = False
 
     proj = project(c)
     location = _location(c, repo)
+    attested = None
     with open_repository(proj, location, read_only=True, with_pool=True) as opened:
         report = apt.check_repository(
             opened.root,
             keyring=Path(keyring) if keyring else None,
             warn_days=proj.config.signing.warn_days,
         )
+        if attestations:
+            attested = _check_attestations(proj, opened.root)
+    problems = list(report.problems)
+    unverified_fails = proj.config.verify.rebuild == "require"
+    if attested is not None:
+        problems += [f"attestation: {line}" for line in attested.bad]
+        if unverified_fails:
+            problems += [f"unverified: {line}" for line in attested.unverified]
     if json:
-        out_json({"repository": str(location), "ok": not report.problems, **asdict(report)})
+        out_json(
+            {
+                "repository": str(location),
+                "ok": not problems,
+                **asdict(report),
+                "problems": problems,
+                **({"attestations": asdict(attested)} if attested is not None else {}),
+            }
+        )
     else:
         for warning in report.warnings:
             out(f"warning: {warning}")
-        for problem in report.problems:
+        for line in [] if attested is None or unverified_fails else attested.unverified:
+            out(f"unverified: {line}")
+        for problem in problems:
             out(f"problem: {problem}")
-    if report.problems:
-        raise RepoError(f"{location}: {len(report.problems)} problem(s) found (listed above)")
+    if problems:
+        raise RepoError(f"{location}: {len(problems)} problem(s) found (listed above)")
     if not json:
         out(
             f"{location}: {len(report.suites)} suite(s), {report.files_checked} file(s) verified, all good"
+            + (
+                f"; counted per suite, {len(attested.verified)} package(s) rebuilt and attested, "
+                f"{len(attested.unverified)} unverified"
+                if attested is not None
+                else ""
+            )
         )
+
+
+def _check_attestations(proj: Project, root: Path) -> AttestationReport:
+    """check-repo --attestations: against the public key of the rebuilder [verify] names."""
+    import tempfile
+
+    from releng.rebuild import rebuilder_signer
+    from releng.rebuild.check import check_attestations
+    from releng.rebuild.policy import not_rebuilt
+
+    signer = rebuilder_signer(proj, os.environ)
+    with tempfile.TemporaryDirectory(prefix="releng-rebuilder-") as tmp:
+        keyring = Path(tmp) / "rebuilder.gpg"
+        keyring.write_bytes(signer.export_public(armor=False))
+        return check_attestations(root, keyring=keyring, exempt=not_rebuilt(proj))
 
 
 _LIFE_HELP = {
@@ -283,15 +332,38 @@ def list_packages(  # noqa: PLR0917  (invoke passes task arguments positionally)
     dest: str = "",
     json: bool = False,
 ) -> None:
-    """List each suite's packages: version, architecture, size, when it was added."""
+    """List each suite's packages: version, architecture, size, when it was added (and, with
+    [verify] rebuild on or attestations published, whether a rebuild verified it)."""
     from releng.apt import lifecycle
+    from releng.rebuild.policy import (
+        UNVERIFIED,
+        not_rebuilt,
+        rebuild_statuses,
+        show_rebuild_status,
+    )
 
-    rows = lifecycle.list_packages(_read_root(c, repo, dest), suite=dist or None, package=package)
+    proj = project(c)
+    root = _read_root(c, repo, dest)
+    rows = lifecycle.list_packages(root, suite=dist or None, package=package)
+    statuses = rebuild_statuses(root) if show_rebuild_status(proj, root) else None
+    exempt = not_rebuilt(proj)
+
+    def status(r: Any) -> str:
+        if statuses is None or r.arch == "source" or r.package in exempt:
+            return ""
+        return statuses.get(r.path, UNVERIFIED)
+
     if json:
-        out_json([r._asdict() for r in rows])
+        out_json(
+            [
+                {**r._asdict(), **({"rebuild": status(r)} if statuses is not None else {})}
+                for r in rows
+            ]
+        )
         return
     for r in rows:
-        out(f"{r.suite:<20} {r.package:<28} {r.version:<24} {r.arch:<8} {r.size:>10}  {r.added}")
+        line = f"{r.suite:<20} {r.package:<28} {r.version:<24} {r.arch:<8} {r.size:>10}  {r.added}"
+        out(f"{line}  {status(r)}".rstrip())
     out(f"{len(rows)} package file(s)")
 
 
