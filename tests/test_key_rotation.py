@@ -15,7 +15,7 @@ import pytest
 from releng.errors import SigningError
 from releng.gpg import keyring_keys, verify
 from releng.key_rotation import plan, write_signing
-from releng.keyring_package import KeyringPackage
+from releng.keyring_package import KeyringPackage, install_instructions
 from releng.project import Project
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import TestKey, make_key
@@ -58,6 +58,46 @@ def test_the_keyring_package_is_reproducible_and_what_dpkg_expects(tmp_path: Pat
         ["dpkg-deb", "--info", str(deb), "conffiles"], capture_output=True, text=True, check=True
     )
     assert conffiles.stdout == "/etc/apt/sources.list.d/tally.sources\n"
+
+
+def _written(instructions: str) -> tuple[str, str]:
+    """The file an install text writes with ``cat > PATH <<'EOF'`` and its bytes."""
+    head, rest = instructions.split(" <<'EOF'\n", 1)
+    return head.rsplit("cat > ", 1)[1], rest.split("EOF\n", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("suite", "conffile"),
+    [
+        ("bookworm", "/etc/apt/sources.list.d/tally.sources"),
+        ("xenial", "/etc/apt/sources.list.d/tally.list"),  # one line: xenial's tools
+        ("xenial-1.0", "/etc/apt/sources.list.d/tally.list"),
+    ],
+)
+def test_the_install_text_writes_the_packages_conffile_byte_for_byte(
+    tmp_path: Path, suite: str, conffile: str
+) -> None:
+    """dpkg asks no conffile question when the file on disk is the package's, byte for byte."""
+    pkg = _package(b"\x99keys", suite=suite)
+    deb = tmp_path / pkg.filename
+    deb.write_bytes(pkg.deb())
+    info = subprocess.run(
+        ["dpkg-deb", "--info", str(deb), "conffiles"], capture_output=True, text=True, check=True
+    )
+    assert info.stdout == f"{conffile}\n"
+    _dpkg("--extract", str(deb), str(tmp_path / "x"))
+    shipped = (tmp_path / "x" / conffile.lstrip("/")).read_text()
+    text = install_instructions(
+        name="tally", url=pkg.url, suite=suite, components=["main"], sha256="ab" * 32
+    )
+    assert _written(text) == (conffile, shipped)
+    assert f"/tally-archive-keyring.gpg SHA256:{'ab' * 32}\n" in text  # the key file, checked
+    assert text.endswith("apt-get install -y tally-archive-keyring tally\n")
+    if conffile.endswith(".list"):
+        assert shipped == (
+            "deb [signed-by=/usr/share/keyrings/tally-archive-keyring.gpg] "
+            f"http://127.0.0.1/repo {suite} main\n"
+        )
 
 
 def test_the_keyring_package_version_rises_when_the_keys_change() -> None:

@@ -127,7 +127,8 @@ def open_repository(
             link_inputs=link_inputs,
         )
         if changes:
-            write_front_page(location.path, project, url=url)
+            # the URL the keyring package's source names, when one is configured
+            write_front_page(location.path, project, url=url or project.config.publish.public_url)
         return
     from releng.publish import flows
 
@@ -184,5 +185,7 @@ def update_repos(
     builds = apt.local_builds(project, version)
     # Builds are renamed into out/ whole and never rewritten in place: link, don't copy.
     with open_repository(project, location, signer=signer, link_inputs=True, url=url) as opened:
-        results = apt.include_builds(opened.repository(), project, version=version, builds=builds)
+        results = apt.include_builds(
+            opened.repository(), project, version=version, builds=builds, url=url
+        )
     return UpdateOutcome(results=results, published=opened.published, scratch_deleted=0)
