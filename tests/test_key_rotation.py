@@ -15,10 +15,11 @@ import pytest
 from releng.errors import SigningError
 from releng.gpg import keyring_keys, verify
 from releng.key_rotation import plan, write_signing
-from releng.keyring_package import KeyringPackage, install_instructions
+from releng.keyring_package import KeyringPackage, install_instructions, recovery_instructions
 from releng.project import Project
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import TestKey, make_key
+from tests.fixtures.project import REPO_ROOT
 from tests.test_cli import assert_one_error_line, invoke
 
 T0 = dt.datetime(2026, 12, 6, 11, 0, tzinfo=dt.UTC)
@@ -257,3 +258,17 @@ def test_a_publish_warns_of_a_key_expiring_soon_and_refuses_an_expired_one(
     assert_one_error_line(refused, "has expired 2020-01-02")
     assert "rotate-keys --add" in refused.stderr.strip().splitlines()[-1]
     assert not (expired.root / "out" / "repo").exists()
+
+
+def test_the_docs_show_the_install_and_recovery_text_as_it_is() -> None:
+    """docs/key-rotation.md (which the README quotes) shows the one install text."""
+    doc = (REPO_ROOT / "docs" / "key-rotation.md").read_text()
+    url = "https://apt.example.org"
+    texts = [
+        install_instructions(name="<name>", url=url, suite=suite, components=["main"])
+        for suite in ("bookworm", "xenial")
+    ]
+    texts.append(recovery_instructions(name="<name>", url=url))
+    for text in texts:
+        indented = "".join(f"    {line}\n" for line in text.splitlines())
+        assert indented in doc, text
