@@ -162,6 +162,27 @@ def test_a_suite_without_the_keyring_package_installs_the_product_alone(
     )
 
 
+def test_the_commands_write_the_keyring_packages_conffile_whatever_the_pages_address(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """A page that does not know its address (the script fills it in) still writes the URL the
+    suite's keyring package names, recorded when it was built: dpkg asks no question."""
+    project = Project.load(REPO_ROOT)
+    root = tmp_path / "repo"
+    repository = Repository(root, settings_for(project), signer)
+    repository.include(["bookworm"], [make_deb(tmp_path, "tally", "1.0.0-1")])
+    keyring_package.add_to_suites(repository, url="https://pkgs.example.net/tally", changed=NOW)
+    page = collect(root, project)
+    assert page.url == URL_PLACEHOLDER
+    bookworm = next(t for t in page.targets if t.codename == "bookworm")
+    block = install_commands(page, bookworm, "bookworm")
+    written = block.split("<<'EOF'\n", 1)[1].split("EOF\n", 1)[0]
+    (deb,) = root.glob("pool/**/tally-archive-keyring_*_all.deb")
+    subprocess.run(["dpkg-deb", "--extract", str(deb), str(tmp_path / "x")], check=True)
+    assert (tmp_path / "x/etc/apt/sources.list.d/tally.sources").read_text() == written
+    assert "URIs: https://pkgs.example.net/tally\n" in written
+
+
 def test_during_a_key_change_the_page_shows_both_keys(tmp_path: Path, key: TestKey) -> None:
     project = Project.load(REPO_ROOT)
     other = make_key(key.home, name="the next key", passphrase=None)

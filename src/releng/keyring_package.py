@@ -24,6 +24,7 @@ import datetime as dt
 import gzip
 import hashlib
 import io
+import json
 import logging
 import re
 import tarfile
@@ -47,6 +48,7 @@ _VERSION_TEXT = re.compile(r"[^A-Za-z0-9.+~]")  # what may not stand in a versio
 # it is the codename or starts with ``<codename>-``): apt before 1.1 reads no deb822, and
 # xenial's era of tools (software-properties, apt-add-repository) lists only one-line sources.
 ONE_LINE_CODENAMES = frozenset({"xenial", "trusty", "precise", "stretch", "jessie", "wheezy"})
+URLS_STATE = "keyring-urls.json"  # in the repository's state: suite -> its package's source URL
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,6 +289,30 @@ def parse_time(text: str, *, where: str) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+def recorded_urls(root: Path) -> dict[str, str]:
+    """Per suite, the URL its keyring package's source names, as :func:`add_to_suites` recorded
+    it in the repository's state (synced with it on S3): the instructions for a suite must write
+    that URL, byte for byte, whatever address the page is read at."""
+    from releng.apt.state import STATE_DIR
+
+    path = root / STATE_DIR / URLS_STATE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def _record_url(root: Path, suite: str, url: str) -> None:
+    from releng.apt.state import STATE_DIR, write_atomic
+
+    urls = recorded_urls(root) | {suite: url}
+    text = json.dumps(dict(sorted(urls.items())), indent=1) + "\n"
+    write_atomic(root / STATE_DIR / URLS_STATE, text.encode())
+
+
 def suite_carries(root: Path, suite: str, name: str) -> bool:
     """Whether ``dists/<suite>`` lists ``<name>-archive-keyring`` (any version)."""
     wanted = f"Package: {name}-archive-keyring\n"
@@ -348,6 +374,7 @@ def add_to_suites(
         path.write_bytes(pkg.deb())
         log.info("including %s into %s", pkg.filename, suite)
         results[suite] = repository.include([suite], [path])
+        _record_url(repository.root, suite, url)
     return results
 
 

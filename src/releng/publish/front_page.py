@@ -20,6 +20,7 @@ that copy at the destination's root (releng.publish.index_pages).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import html
@@ -98,6 +99,7 @@ class SuiteInfo:
     publishes: tuple[PublishRow, ...] = ()
     architectures: tuple[str, ...] = ()
     has_keyring: bool = False  # carries <name>-archive-keyring: the install commands use it
+    keyring_url: str = ""  # the URL that package's source names (recorded when it was built)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -251,6 +253,7 @@ def collect(
     clock: Callable[[], dt.datetime] | None = None,
 ) -> FrontPage:
     """Everything the page shows, read from the repository at ``repo_root``."""
+    from releng import keyring_package
     from releng.apt.state import RepoState
     from releng.digest import file_sha256
     from releng.distro import read_targets
@@ -268,6 +271,7 @@ def collect(
         label = f"{family} {distro.number} ({distro.codename})"
         targets.append(Target(id=distro.id, label=label, codename=distro.codename))
     codenames = sorted((t.codename for t in targets), key=len, reverse=True)
+    package_urls = keyring_package.recorded_urls(repo_root)
     infos = []
     for suite in suites:
         codename = next((c for c in codenames if suite == c or suite.startswith(c + "-")), "")
@@ -280,6 +284,8 @@ def collect(
                 keyring=f"{name}-archive-keyring",
             )
         )
+        if infos[-1].has_keyring and suite in package_urls:
+            infos[-1] = dataclasses.replace(infos[-1], keyring_url=package_urls[suite])
     keyring = f"{name}-archive-keyring.gpg"
     keys = key_infos(repo_root / keyring)
     return FrontPage(
@@ -338,7 +344,8 @@ def install_commands(page: FrontPage, target: Target, suite: str) -> str:
     info = next((s for s in page.suites if s.name == suite), None)
     return keyring_package.install_instructions(
         name=page.name,
-        url=page.url,
+        # the URL the suite's keyring package names: the source written is then its conffile
+        url=info.keyring_url if info is not None and info.keyring_url else page.url,
         suite=suite,
         components=page.components,
         sha256=page.keyring_sha256,

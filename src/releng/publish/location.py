@@ -167,6 +167,12 @@ def update_repos(
     (:func:`releng.publish.flows.update_repos`, which removes them once published)."""
     from releng import apt
 
+    if location.url is not None and not (url or project.config.publish.public_url):
+        log.warning(
+            "[publish] public_url is not set: the keyring package's apt source and the front "
+            "page name this machine's work directory, which no client reaches; set it to the "
+            "address clients use (e.g. the CloudFront domain)"
+        )
     scratch = project.config.publish.scratch_bucket
     if location.url is not None and scratch:
         from releng.publish import flows

@@ -459,6 +459,7 @@ def _snippets(
         url = url or proj.config.publish.public_url or "https://PUBLIC-URL-OF-THE-BUCKET"
         sha256 = ""
     out(f"public key: {key} (and .asc)")
+    recorded = keyring_package.recorded_urls(location.path) if location.path is not None else {}
     for client, suites in clients.items():
         carries = location.path is None or keyring_package.suite_carries(
             location.path, suites[0], name
@@ -467,7 +468,7 @@ def _snippets(
         out(
             keyring_package.install_instructions(
                 name=name,
-                url=url,
+                url=recorded.get(suites[0], url),  # what the suite's keyring package names
                 suite=suites[0],
                 components=components,
                 sha256=sha256,
