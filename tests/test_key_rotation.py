@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from releng.digest import file_sha256
 from releng.errors import SigningError
 from releng.gpg import keyring_keys, verify
 from releng.key_rotation import plan, write_signing
@@ -196,6 +197,10 @@ def test_rotate_keys_adds_then_retires_through_invoke(
     added = invoke("rotate-keys", "--add", b.fingerprint, root=root)
     assert added.returncode == 0, added.stderr
     assert f"{b.fingerprint} signs too" in added.stdout
+    # the front page follows at once: both keys, the new key file's SHA-256 in its blocks
+    page = (repo / "index.html").read_text()
+    assert f"SHA256:{file_sha256(repo / 'tally-archive-keyring.gpg')}\n" in page
+    assert "Also signing (a key change is under way)" in page
     assert tomllib.loads((root / "product.toml").read_text())["signing"]["key"] == [
         a.fingerprint,
         b.fingerprint,
