@@ -160,6 +160,7 @@ def test_a_suite_without_the_keyring_package_installs_the_product_alone(
     assert install_commands(page, bookworm, "bookworm").endswith(
         "apt-get update && apt-get install -y tally"
     )
+    assert 'id="cmd-recover"' not in render(page)  # no keyring package to recover with
 
 
 def test_the_commands_write_the_keyring_packages_conffile_whatever_the_pages_address(

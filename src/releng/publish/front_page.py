@@ -461,6 +461,8 @@ def _key_section(page: FrontPage) -> str:
 
 
 def _recover_section(page: FrontPage) -> str:
+    if not any(s.has_keyring for s in page.suites):
+        return ""  # no keyring package yet (include-packages alone): nothing to recover with
     return (
         '<h2 id="recover">Missed a key change?</h2>'
         "<p>A machine that was not upgraded while the old and the new key both signed holds "
