@@ -116,7 +116,7 @@ def test_update_repos_includes_each_build_into_its_codename_and_release_line(
     # The install commands of the front page (releng.keyring_package.install_instructions):
     # the key file checked by its SHA-256, then the keyring package with the product.
     digest = file_sha256(repo / "tally-archive-keyring.gpg")
-    assert f"/tmp/tally-archive-keyring.gpg SHA256:{digest}\n" in bookworm_part
+    assert f"/tmp/tally-archive-keyring.gpg \\\n  SHA256:{digest}\n" in bookworm_part
     assert "apt-get update && apt-get install -y tally-archive-keyring tally\n" in bookworm_part
     assert f"URIs: {repo.resolve().as_uri()}\n" in bookworm_part  # what the package names
     assert invoke("check-repo", root=project.root).returncode == 0

@@ -115,9 +115,9 @@ def test_install_commands_are_the_keyring_packages_install_text(
     digest = file_sha256(root / "tally-archive-keyring.gpg")
     assert page.keyring_sha256 == digest
     assert install_commands(page, bookworm, "bookworm") == (
-        "/usr/lib/apt/apt-helper download-file "
-        "https://apt.example.org/tally-archive-keyring.gpg /tmp/tally-archive-keyring.gpg "
-        f"SHA256:{digest}\n"
+        "/usr/lib/apt/apt-helper download-file \\\n"
+        "  https://apt.example.org/tally-archive-keyring.gpg /tmp/tally-archive-keyring.gpg \\\n"
+        f"  SHA256:{digest}\n"
         "install -m 644 /tmp/tally-archive-keyring.gpg "
         "/usr/share/keyrings/tally-archive-keyring.gpg\n"
         "cat > /etc/apt/sources.list.d/tally.sources <<'EOF'\n"

@@ -199,7 +199,7 @@ def test_the_page_renders_with_the_key_files_fingerprint_and_every_distros_block
     digest = browser.find_element(By.ID, "keyring-sha256").text
     assert digest == file_sha256(site.root / "tally-archive-keyring.gpg")
     for block in (rendered["cmd-noble"], rendered["cmd-recover"]):  # the key file, checked
-        assert f"/tmp/tally-archive-keyring.gpg SHA256:{digest}\n" in block
+        assert f"/tmp/tally-archive-keyring.gpg \\\n  SHA256:{digest}\n" in block
     assert "apt-get install -y tally-archive-keyring tally" in rendered["cmd-noble"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "front-page.png"))

@@ -93,7 +93,7 @@ def test_the_install_text_writes_the_packages_conffile_byte_for_byte(
         name="tally", url=pkg.url, suite=suite, components=["main"], sha256="ab" * 32
     )
     assert _written(text) == (conffile, shipped)
-    assert f"/tally-archive-keyring.gpg SHA256:{'ab' * 32}\n" in text  # the key file, checked
+    assert f"/tmp/tally-archive-keyring.gpg \\\n  SHA256:{'ab' * 32}\n" in text  # checked
     assert text.endswith("apt-get install -y tally-archive-keyring tally\n")
     if conffile.endswith(".list"):
         assert shipped == (

@@ -186,9 +186,10 @@ def _fetch_keys(name: str, url: str, sha256: str) -> str:
     gpg), into /tmp where apt's unprivileged download user may write; given ``sha256`` (of the
     keyring file, as the front page shows it) it refuses any other file."""
     keyring = f"{name}-archive-keyring.gpg"
-    check = f" SHA256:{sha256}" if sha256 else ""
+    check = f" \\\n  SHA256:{sha256}" if sha256 else ""  # on a line of its own: readable
     return (
-        f"/usr/lib/apt/apt-helper download-file {url}/{keyring} /tmp/{keyring}{check}\n"
+        "/usr/lib/apt/apt-helper download-file \\\n"
+        f"  {url}/{keyring} /tmp/{keyring}{check}\n"
         f"install -m 644 /tmp/{keyring} /usr/share/keyrings/{keyring}\n"
     )
 
