@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from releng.digest import file_sha256
 from releng.project import Project
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import TestKey
@@ -112,6 +113,12 @@ def test_update_repos_includes_each_build_into_its_codename_and_release_line(
     bookworm_part = result.stdout.split("clients on debian-12-bookworm: ")[1]
     assert bookworm_part.split("clients on")[0].count("Suites: bookworm\n") == 1
     assert "(or, in Suites, one of: bookworm-1.2)" in bookworm_part
+    # The install commands of the front page (releng.keyring_package.install_instructions):
+    # the key file checked by its SHA-256, then the keyring package with the product.
+    digest = file_sha256(repo / "tally-archive-keyring.gpg")
+    assert f"/tmp/tally-archive-keyring.gpg \\\n  SHA256:{digest}\n" in bookworm_part
+    assert "apt-get update && apt-get install -y tally-archive-keyring tally\n" in bookworm_part
+    assert f"URIs: {repo.resolve().as_uri()}\n" in bookworm_part  # what the package names
     assert invoke("check-repo", root=project.root).returncode == 0
     # A version with no builds is one clear error.
     missing = invoke("update-repos", "--version", "1.2.4", root=project.root, env=env)

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from releng import keyring_package
 from releng.apt import Repository, settings_for
+from releng.digest import file_sha256
 from releng.gpg import Signer
 from releng.project import Project
 from releng.publish.front_page import (
@@ -21,6 +23,7 @@ from releng.publish.front_page import (
     URL_PLACEHOLDER,
     collect,
     install_commands,
+    render,
     write_front_page,
 )
 from tests.apt_debs import make_deb, make_source
@@ -96,30 +99,105 @@ def test_front_page_shows_key_install_blocks_and_what_is_published(
     assert "prefers-color-scheme:dark" in page
 
 
-def test_install_commands_deb822_and_a_one_line_list_for_xenial(
+def test_install_commands_are_the_keyring_packages_install_text(
     tmp_path: Path, signer: Signer
 ) -> None:
+    """One install text (releng.keyring_package): the key file checked by its SHA-256, the
+    package's own source file (deb822; a one-line .list for xenial), the keyring package."""
     project = Project.load(REPO_ROOT)
     root = tmp_path / "repo"
-    Repository(root, settings_for(project), signer).include(
-        ["bookworm", "xenial"], [make_deb(tmp_path, "tally", "1.0.0-1")]
-    )
+    repository = Repository(root, settings_for(project), signer)
+    repository.include(["bookworm", "xenial"], [make_deb(tmp_path, "tally", "1.0.0-1")])
+    keyring_package.add_to_suites(repository, url="https://apt.example.org", changed=NOW)
     page = collect(root, project, url="https://apt.example.org/")
     bookworm = next(t for t in page.targets if t.codename == "bookworm")
     xenial = next(t for t in page.targets if t.codename == "xenial")
+    digest = file_sha256(root / "tally-archive-keyring.gpg")
+    assert page.keyring_sha256 == digest
     assert install_commands(page, bookworm, "bookworm") == (
-        "curl -fsSL -o /usr/share/keyrings/tally-archive-keyring.gpg \\\n"
-        "  https://apt.example.org/tally-archive-keyring.gpg\n"
+        "/usr/lib/apt/apt-helper download-file \\\n"
+        "  https://apt.example.org/tally-archive-keyring.gpg /tmp/tally-archive-keyring.gpg \\\n"
+        f"  SHA256:{digest}\n"
+        "install -m 644 /tmp/tally-archive-keyring.gpg "
+        "/usr/share/keyrings/tally-archive-keyring.gpg\n"
         "cat > /etc/apt/sources.list.d/tally.sources <<'EOF'\n"
         "Types: deb\nURIs: https://apt.example.org\nSuites: bookworm\nComponents: main\n"
         "Signed-By: /usr/share/keyrings/tally-archive-keyring.gpg\nEOF\n"
-        "apt-get update && apt-get install tally"
+        "apt-get update && apt-get install -y tally-archive-keyring tally"
+    )
+    assert install_commands(page, bookworm, "bookworm") + "\n" == (
+        keyring_package.install_instructions(
+            name="tally",
+            url="https://apt.example.org",
+            suite="bookworm",
+            components=["main"],
+            sha256=digest,
+        )
     )
     assert (
-        "echo 'deb [signed-by=/usr/share/keyrings/tally-archive-keyring.gpg] "
-        "https://apt.example.org xenial main' > /etc/apt/sources.list.d/tally.list"
+        "cat > /etc/apt/sources.list.d/tally.list <<'EOF'\n"
+        "deb [signed-by=/usr/share/keyrings/tally-archive-keyring.gpg] "
+        "https://apt.example.org xenial main\nEOF\n"
     ) in install_commands(page, xenial, "xenial")
     assert collect(root, project).url == URL_PLACEHOLDER  # the page's script fills it in
+    html = render(page)
+    recover = html.split('id="cmd-recover"', 1)[1].split("</pre>", 1)[0]
+    assert f"SHA256:{digest}" in recover
+    assert "apt-get install -y tally-archive-keyring</code>" in recover
+
+
+def test_a_suite_without_the_keyring_package_installs_the_product_alone(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """include-packages alone makes no keyring package: the commands do not ask for one."""
+    project = Project.load(REPO_ROOT)
+    root = tmp_path / "repo"
+    Repository(root, settings_for(project), signer).include(
+        ["bookworm"], [make_deb(tmp_path, "tally", "1.0.0-1")]
+    )
+    page = collect(root, project, url="https://apt.example.org")
+    bookworm = next(t for t in page.targets if t.codename == "bookworm")
+    assert install_commands(page, bookworm, "bookworm").endswith(
+        "apt-get update && apt-get install -y tally"
+    )
+    assert 'id="cmd-recover"' not in render(page)  # no keyring package to recover with
+
+
+def test_the_commands_write_the_keyring_packages_conffile_whatever_the_pages_address(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """A page that does not know its address (the script fills it in) still writes the URL the
+    suite's keyring package names, recorded when it was built: dpkg asks no question."""
+    project = Project.load(REPO_ROOT)
+    root = tmp_path / "repo"
+    repository = Repository(root, settings_for(project), signer)
+    repository.include(["bookworm"], [make_deb(tmp_path, "tally", "1.0.0-1")])
+    keyring_package.add_to_suites(repository, url="https://pkgs.example.net/tally", changed=NOW)
+    page = collect(root, project)
+    assert page.url == URL_PLACEHOLDER
+    bookworm = next(t for t in page.targets if t.codename == "bookworm")
+    block = install_commands(page, bookworm, "bookworm")
+    written = block.split("<<'EOF'\n", 1)[1].split("EOF\n", 1)[0]
+    (deb,) = root.glob("pool/**/tally-archive-keyring_*_all.deb")
+    subprocess.run(["dpkg-deb", "--extract", str(deb), str(tmp_path / "x")], check=True)
+    assert (tmp_path / "x/etc/apt/sources.list.d/tally.sources").read_text() == written
+    assert "URIs: https://pkgs.example.net/tally\n" in written
+
+
+def test_during_a_key_change_the_page_shows_both_keys(tmp_path: Path, key: TestKey) -> None:
+    project = Project.load(REPO_ROOT)
+    other = make_key(key.home, name="the next key", passphrase=None)
+    both = Signer(gnupghome=key.home, key=[key.fingerprint, other.fingerprint], passphrase=None)
+    root = tmp_path / "repo"
+    Repository(root, settings_for(project), both).include(
+        ["bookworm"], [make_deb(tmp_path, "tally", "1.0.0-1")]
+    )
+    page = collect(root, project)
+    assert page.key is not None
+    fingerprints = {page.key.fingerprint, *(k.fingerprint for k in page.other_keys)}
+    assert fingerprints == {key.fingerprint.upper(), other.fingerprint.upper()}
+    html = render(page)
+    assert "Also signing (a key change is under way)" in html
 
 
 def test_a_big_suite_lists_its_newest_packages_and_links_the_index(

@@ -16,6 +16,7 @@ vnu-jar and axe-core, pinned, into the checkout): the module's first fixture run
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import http.server
 import json
@@ -29,7 +30,9 @@ from typing import Any
 
 import pytest
 
+from releng import keyring_package
 from releng.apt import Repository, check_repository, settings_for
+from releng.digest import file_sha256
 from releng.distro import read_targets
 from releng.gpg import Signer
 from releng.project import Project
@@ -88,9 +91,10 @@ def serve(www: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-def publish_demo(root: Path, work: Path, signer: Signer, project: Project) -> None:
+def publish_demo(root: Path, work: Path, signer: Signer, project: Project, url: str) -> None:
     """Several suites (every build, a release line, other distros), amd64 and arm64, an
-    arch-all package and a source package."""
+    arch-all package and a source package; each suite's keyring package names ``url``, the
+    address it is served at (the page's script fills in the same)."""
     settings = settings_for(project)._replace(architectures=("amd64", "arm64"))
     repo = Repository(root, settings, signer)
     work.mkdir(parents=True, exist_ok=True)
@@ -104,6 +108,8 @@ def publish_demo(root: Path, work: Path, signer: Signer, project: Project) -> No
     dsc = make_source(src, "tally", "1.0.0-1")
     for codename in ("bookworm", "trixie", "noble", "jammy", "xenial", "bullseye"):
         repo.include([codename, f"{codename}-1.0"], [*debs, dsc])
+    changed = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+    keyring_package.add_to_suites(repo, url=url, changed=changed, scratch=work / "keyring")
     write_front_page(root, project)
 
 
@@ -117,11 +123,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     signer = Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None)
     project = Project.load(REPO_ROOT)
     root = www / "apt"
-    publish_demo(root, tmp_path_factory.mktemp("front-debs"), signer, project)
-    report = check_repository(root)
-    assert report.problems == [] and report.warnings == []
     server, url = serve(www)
     try:
+        publish_demo(root, tmp_path_factory.mktemp("front-debs"), signer, project, f"{url}/apt")
+        report = check_repository(root)
+        assert report.problems == [] and report.warnings == []
         yield Site(root=root, url=f"{url}/apt", fingerprint=key.fingerprint.upper())
     finally:
         server.shutdown()
@@ -190,6 +196,11 @@ def test_the_page_renders_with_the_key_files_fingerprint_and_every_distros_block
         assert site.url in rendered[f"cmd-{codename}"]  # the page's own address, filled in
     assert "/etc/apt/sources.list.d/tally.list" in rendered["cmd-xenial"]
     assert "Suites: noble\n" in rendered["cmd-noble"]
+    digest = browser.find_element(By.ID, "keyring-sha256").text
+    assert digest == file_sha256(site.root / "tally-archive-keyring.gpg")
+    for block in (rendered["cmd-noble"], rendered["cmd-recover"]):  # the key file, checked
+        assert f"/tmp/tally-archive-keyring.gpg \\\n  SHA256:{digest}\n" in block
+    assert "apt-get install -y tally-archive-keyring tally" in rendered["cmd-noble"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "front-page.png"))
     assert (ARTIFACTS / "front-page.png").stat().st_size > 10_000
@@ -264,13 +275,16 @@ def test_the_pasted_block_installs_and_runs_and_apt_file_finds_the_package(
         [
             "set -e",
             "export DEBIAN_FRONTEND=noninteractive",
-            # apt-file and curl (which the page says the first command needs) from the
-            # distro's own archive first; then only our repository.
+            # apt-file from the distro's own archive first (the block needs nothing but apt);
+            # then only our repository.
             "apt-get update -qq >/dev/null",
-            "apt-get install -y -qq --no-install-recommends apt-file curl >/dev/null",
+            "apt-get install -y -qq --no-install-recommends apt-file >/dev/null",
             "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*",
             "echo '== pasted'",
             block,
+            # the keyring package took the pasted source file over (no conffile question)
+            "dpkg -S /etc/apt/sources.list.d/tally.sources",
+            "ls /etc/apt/sources.list.d/",
             "echo '== run'",
             "echo one two | tally -w",
             "echo '== apt-file'",
@@ -284,6 +298,8 @@ def test_the_pasted_block_installs_and_runs_and_apt_file_finds_the_package(
     pasted = output.split("== pasted", 1)[1].split("== run", 1)[0]
     warnings = [ln for ln in pasted.splitlines() if ln.startswith(("W:", "E:", "Err:", "N:"))]
     assert warnings == [], output
+    assert "tally-archive-keyring: /etc/apt/sources.list.d/tally.sources" in pasted, output
+    assert ".dpkg-" not in pasted, output
     ran = output.split("== run", 1)[1].split("== apt-file", 1)[0]
     assert ran.split() == ["2"], output
     found = output.split("== apt-file", 1)[1]

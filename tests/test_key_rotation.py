@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from releng.digest import file_sha256
 from releng.errors import SigningError
 from releng.gpg import keyring_keys, verify
 from releng.key_rotation import plan, write_signing
-from releng.keyring_package import KeyringPackage
+from releng.keyring_package import KeyringPackage, install_instructions, recovery_instructions
 from releng.project import Project
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import TestKey, make_key
+from tests.fixtures.project import REPO_ROOT
 from tests.test_cli import assert_one_error_line, invoke
 
 T0 = dt.datetime(2026, 12, 6, 11, 0, tzinfo=dt.UTC)
@@ -58,6 +60,46 @@ def test_the_keyring_package_is_reproducible_and_what_dpkg_expects(tmp_path: Pat
         ["dpkg-deb", "--info", str(deb), "conffiles"], capture_output=True, text=True, check=True
     )
     assert conffiles.stdout == "/etc/apt/sources.list.d/tally.sources\n"
+
+
+def _written(instructions: str) -> tuple[str, str]:
+    """The file an install text writes with ``cat > PATH <<'EOF'`` and its bytes."""
+    head, rest = instructions.split(" <<'EOF'\n", 1)
+    return head.rsplit("cat > ", 1)[1], rest.split("EOF\n", 1)[0]
+
+
+@pytest.mark.parametrize(
+    ("suite", "conffile"),
+    [
+        ("bookworm", "/etc/apt/sources.list.d/tally.sources"),
+        ("xenial", "/etc/apt/sources.list.d/tally.list"),  # one line: xenial's tools
+        ("xenial-1.0", "/etc/apt/sources.list.d/tally.list"),
+    ],
+)
+def test_the_install_text_writes_the_packages_conffile_byte_for_byte(
+    tmp_path: Path, suite: str, conffile: str
+) -> None:
+    """dpkg asks no conffile question when the file on disk is the package's, byte for byte."""
+    pkg = _package(b"\x99keys", suite=suite)
+    deb = tmp_path / pkg.filename
+    deb.write_bytes(pkg.deb())
+    info = subprocess.run(
+        ["dpkg-deb", "--info", str(deb), "conffiles"], capture_output=True, text=True, check=True
+    )
+    assert info.stdout == f"{conffile}\n"
+    _dpkg("--extract", str(deb), str(tmp_path / "x"))
+    shipped = (tmp_path / "x" / conffile.lstrip("/")).read_text()
+    text = install_instructions(
+        name="tally", url=pkg.url, suite=suite, components=["main"], sha256="ab" * 32
+    )
+    assert _written(text) == (conffile, shipped)
+    assert f"/tmp/tally-archive-keyring.gpg \\\n  SHA256:{'ab' * 32}\n" in text  # checked
+    assert text.endswith("apt-get install -y tally-archive-keyring tally\n")
+    if conffile.endswith(".list"):
+        assert shipped == (
+            "deb [signed-by=/usr/share/keyrings/tally-archive-keyring.gpg] "
+            f"http://127.0.0.1/repo {suite} main\n"
+        )
 
 
 def test_the_keyring_package_version_rises_when_the_keys_change() -> None:
@@ -155,6 +197,10 @@ def test_rotate_keys_adds_then_retires_through_invoke(
     added = invoke("rotate-keys", "--add", b.fingerprint, root=root)
     assert added.returncode == 0, added.stderr
     assert f"{b.fingerprint} signs too" in added.stdout
+    # the front page follows at once: both keys, the new key file's SHA-256 in its blocks
+    page = (repo / "index.html").read_text()
+    assert f"SHA256:{file_sha256(repo / 'tally-archive-keyring.gpg')}\n" in page
+    assert "Also signing (a key change is under way)" in page
     assert tomllib.loads((root / "product.toml").read_text())["signing"]["key"] == [
         a.fingerprint,
         b.fingerprint,
@@ -217,3 +263,17 @@ def test_a_publish_warns_of_a_key_expiring_soon_and_refuses_an_expired_one(
     assert_one_error_line(refused, "has expired 2020-01-02")
     assert "rotate-keys --add" in refused.stderr.strip().splitlines()[-1]
     assert not (expired.root / "out" / "repo").exists()
+
+
+def test_the_docs_show_the_install_and_recovery_text_as_it_is() -> None:
+    """docs/key-rotation.md (which the README quotes) shows the one install text."""
+    doc = (REPO_ROOT / "docs" / "key-rotation.md").read_text()
+    url = "https://apt.example.org"
+    texts = [
+        install_instructions(name="<name>", url=url, suite=suite, components=["main"])
+        for suite in ("bookworm", "xenial")
+    ]
+    texts.append(recovery_instructions(name="<name>", url=url))
+    for text in texts:
+        indented = "".join(f"    {line}\n" for line in text.splitlines())
+        assert indented in doc, text

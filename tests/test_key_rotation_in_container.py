@@ -2,14 +2,18 @@
 
 Every target's apt accepts a Release signed by two keys when it holds only one of them (old
 key only, new key only). The user's story end to end: a bookworm and a xenial client install
-by the published instructions (key A), the repository rotates to key B, the clients upgrade
-during the overlap, A retires, and they upgrade to a build signed by B alone without a
-warning; a client that missed the overlap gets one clear apt error.
+by the front page's blocks, pasted as they are (key A; dpkg takes the pasted source file over
+without a conffile question), the repository rotates to key B, the clients upgrade during the
+overlap, A retires, and they upgrade to a build signed by B alone without a warning; a client
+of each that missed the overlap gets one clear apt error, and the page's recovery block mends
+it.
 """
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +24,12 @@ import pytest
 
 from releng import key_rotation, keyring_package
 from releng.apt import RepoSettings, Repository, settings_for
+from releng.digest import file_sha256
 from releng.distro import read_targets
 from releng.engine import Mount
 from releng.gpg import Signer, signer_for
 from releng.project import Project
+from releng.publish.front_page import write_front_page
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import TestKey, make_key
 from tests.fixtures.http import StaticServer
@@ -152,61 +158,79 @@ def rotation_project(
     yield make_project(f'[signing]\nkey = "{a.fingerprint}"\ngnupghome = "{a.home}"\n')
 
 
-KEYRING = "/usr/share/keyrings/tally-archive-keyring.gpg"
-# A client that never upgraded during the overlap: key A only, apt lists of its own.
-STALE_APT = (
-    "-o Dir::Etc::SourceList=/dev/null -o Dir::Etc::SourceParts=/etc/stale.d "
-    "-o Dir::State::Lists=/var/lib/stale/lists"
-)
+def page_block(root: Path, block_id: str) -> str:
+    """A command block of the repository's front page, as its Copy button copies it."""
+    page = (root / "index.html").read_text()
+    start = page.index(f'<pre id="{block_id}"')
+    return html.unescape(re.sub(r"<[^>]+>", "", page[start : page.index("</pre>", start)]))
 
 
-def _client_steps(url: str, suite: str) -> list[tuple[str, str]]:
-    """What a client runs: install by the published instructions (and keep a copy of key A
-    for the stale client), upgrade during the overlap, upgrade after it, then the stale one."""
-    stale = (
-        "mkdir -p /etc/stale.d /var/lib/stale/lists/partial\n"
-        "chown _apt /var/lib/stale/lists/partial\n"
-        + _sources(url, suite, "/root/key-a-only.gpg")
-        .replace("rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*\n", "")
-        .replace("/etc/apt/sources.list.d/tally.sources", "/etc/stale.d/tally.sources")
-        # xenial's apt 1.2 only warns on update; it refuses at install.
-        + f"(apt-get -q update {STALE_APT} 2>&1 && "
-        f"apt-get -q install -y --reinstall tally {STALE_APT} 2>&1) || echo stale client exit $?"
+SOURCE_FILE = {"bookworm": "/etc/apt/sources.list.d/tally.sources"}
+SOURCE_FILE["xenial"] = "/etc/apt/sources.list.d/tally.list"  # one line, as the page says
+
+
+def _client_steps(block: str, suite: str, *, stale: bool) -> list[tuple[str, str]]:
+    """What a client runs: the front page's install block, pasted as it is; during the overlap
+    ``apt update && apt upgrade`` (a stale client does nothing); after the retirement the same
+    again, where a stale client meets apt's error and then runs the page's recovery block
+    (``/sync/recover.sh``, written by the host from the page as it then is)."""
+    installed = (
+        f"{block}\ntally\ndpkg -S {SOURCE_FILE[suite]}\nls /etc/apt/sources.list.d/ /etc/apt/"
     )
-    instructions = keyring_package.install_instructions(
-        name="tally", url=url, suite=suite, components=["main"]
-    )
+    if not stale:
+        return [
+            ("install", "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*\n" + installed),
+            ("overlap", "apt-get -q update 2>&1 && apt-get -q upgrade -y 2>&1"),
+            ("retired", "apt-get -q update 2>&1 && apt-get -q upgrade -y 2>&1 && tally"),
+        ]
     return [
-        (
-            "install",
-            "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*\n"
-            + instructions.replace("apt-get ", "apt-get -q ")
-            + f"cp {KEYRING} /root/key-a-only.gpg\ntally",
-        ),
-        ("overlap", "apt-get -q update 2>&1 && apt-get -q upgrade -y 2>&1"),
+        ("install", "rm -f /etc/apt/sources.list /etc/apt/sources.list.d/*\n" + installed),
+        ("overlap", "true"),  # never upgraded while both keys signed
         (
             "retired",
-            "apt-get -q update 2>&1 && apt-get -q upgrade -y 2>&1 && tally\n"
-            f"echo '-- stale'\n{stale}",
+            # what its user does, as every day
+            "apt-get -q update 2>&1 || echo update exit $?\n"
+            "apt-get -q upgrade -y 2>&1 || echo upgrade exit $?\ntally\n"
+            "echo '-- recover'\nsh -e /sync/recover.sh 2>&1\n"
+            "apt-get -q upgrade -y 2>&1 && tally",
         ),
     ]
 
 
-def _check_client(client: Client, suite: str, new_key: str) -> None:
-    whole = f"{suite}:\n{client.output}"
-    assert client.code == 0, whole
-    install, overlap = client.section("install"), client.section("overlap")
-    good, stale = client.section("retired").split("-- stale\n", 1)
+def _check_install(whole: str, install: str, suite: str) -> None:
     assert _problems(install) == [], whole
     assert f"tally 1.0-1~{suite}" in install, whole
+    # dpkg took the pasted source file over: the package owns it, no conffile question
+    assert f"tally-archive-keyring: {SOURCE_FILE[suite]}" in install, whole
+    assert ".dpkg-" not in install, whole
+
+
+def _check_client(client: Client, suite: str) -> None:
+    whole = f"{suite}:\n{client.output}"
+    assert client.code == 0, whole
+    _check_install(whole, client.section("install"), suite)
+    overlap, good = client.section("overlap"), client.section("retired")
     assert _problems(overlap) == [], whole
     assert "tally-archive-keyring" in overlap, whole  # the keyring package upgraded: A and B
     assert _problems(good) == [], whole
     assert good.rstrip().endswith(f"tally 2.0-1~{suite}"), whole  # the build B alone signed
-    # The stale client: apt names the key it lacks and refuses the repository.
-    assert "stale client exit" in stale, whole
-    assert any(ln.startswith("E:") for ln in stale.splitlines()), whole
-    assert f"NO_PUBKEY {new_key[-16:]}" in stale, whole
+
+
+def _check_stale_client(client: Client, suite: str, new_key: str) -> None:
+    whole = f"{suite}, stale:\n{client.output}"
+    assert client.code == 0, whole
+    _check_install(whole, client.section("install"), suite)
+    stale, recovered = client.section("retired").split("-- recover\n", 1)
+    # apt names the key it lacks, on a W: or E: line, and ignores the repository's new
+    # indexes: the product stays as it was
+    assert [
+        ln for ln in _problems(stale) if f"NO_PUBKEY {new_key[-16:]}" in ln and ln[:2] in "W:E:"
+    ], whole
+    assert stale.rstrip().endswith(f"tally 1.0-1~{suite}"), whole
+    # the page's recovery block mends it: no warning, the build B alone signed
+    assert _problems(recovered) == [], whole
+    assert "tally-archive-keyring" in recovered, whole
+    assert recovered.rstrip().endswith(f"tally 2.0-1~{suite}"), whole
 
 
 def test_clients_follow_a_rotation_from_key_a_to_key_b(  # noqa: PLR0917 (fixtures)
@@ -229,6 +253,7 @@ def test_clients_follow_a_rotation_from_key_a_to_key_b(  # noqa: PLR0917 (fixtur
         for suite in clients_of.values():
             deb = make_deb(tmp_path / suite, "tally", f"{version}~{suite}")
             repository.include([suite], [deb])
+        write_front_page(root, project, url=url)
 
     publish("1.0-1")
     project = Project.load(rotation_project.root)
@@ -237,34 +262,47 @@ def test_clients_follow_a_rotation_from_key_a_to_key_b(  # noqa: PLR0917 (fixtur
         project, Repository(root, settings_for(project), signer), url=url
     )
     assert sorted(added) == ["bookworm", "xenial"]  # the publish hook
+    write_front_page(root, project, url=url)
+    first_digest = file_sha256(root / "tally-archive-keyring.gpg")
+
+    def retire() -> None:
+        key_rotation.rotate(
+            rotation_project,
+            env,
+            retire=a.fingerprint,
+            force=True,
+            repo=root,
+            url=url,
+            scratch=tmp_path / "k2",
+        )
+        publish("2.0-1")  # signed by B alone; the front page written anew
+        recover = page_block(root, "cmd-recover")
+        assert first_digest not in recover  # the keys file of now: B alone
+        for suite in clients_of.values():
+            (tmp_path / "sync" / f"{suite}-stale" / "recover.sh").write_text(recover + "\n")
+
     host = {  # what the host does once every client has done the step
         "install": lambda: key_rotation.rotate(
             rotation_project, env, add=b.fingerprint, repo=root, url=url, scratch=tmp_path / "k1"
         ),
-        "overlap": lambda: (
-            key_rotation.rotate(
-                rotation_project,
-                env,
-                retire=a.fingerprint,
-                force=True,
-                repo=root,
-                url=url,
-                scratch=tmp_path / "k2",
-            ),
-            publish("2.0-1"),  # signed by B alone
-        ),
+        "overlap": retire,
         "retired": lambda: None,
     }
-    clients = {
-        suite: Client(
-            engine, base_image(distro_id), tmp_path / "sync" / suite, _client_steps(url, suite)
-        )
-        for distro_id, suite in clients_of.items()
-    }
+    clients = {}
+    for distro_id, suite in clients_of.items():
+        block = page_block(root, f"cmd-{suite}")
+        assert f"SHA256:{first_digest}" in block  # the key file, checked
+        for stale in (False, True):
+            clients[f"{suite}-stale" if stale else suite] = Client(
+                engine,
+                base_image(distro_id),
+                tmp_path / "sync" / (f"{suite}-stale" if stale else suite),
+                _client_steps(block, suite, stale=stale),
+            )
     try:
         for step, act in host.items():
-            for suite, client in clients.items():
-                assert client.reached(step), f"{suite}: {client.code}\n{client.output}"
+            for name, client in clients.items():
+                assert client.reached(step), f"{name}: {client.code}\n{client.output}"
             act()
             for client in clients.values():
                 client.go(step)
@@ -274,5 +312,6 @@ def test_clients_follow_a_rotation_from_key_a_to_key_b(  # noqa: PLR0917 (fixtur
                 client.go(step)
             client.finish()
     assert Project.load(rotation_project.root).config.signing.keys == (b.fingerprint,)
-    for suite, client in clients.items():
-        _check_client(client, suite, b.fingerprint)
+    for suite in clients_of.values():
+        _check_client(clients[suite], suite)
+        _check_stale_client(clients[f"{suite}-stale"], suite, b.fingerprint)

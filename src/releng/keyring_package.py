@@ -3,12 +3,19 @@ client the next key before the archive stops signing with the old one (as Debian
 ``debian-archive-keyring`` does).
 
 The package (architecture all) holds the keys in ``/usr/share/keyrings/<name>-archive-keyring.gpg``
-and the deb822 ``/etc/apt/sources.list.d/<name>.sources`` that names them with ``Signed-By``.
-A ``.sources`` file names one suite, so each suite carries its own package, versioned
+and the apt source that names them with ``Signed-By``: the deb822
+``/etc/apt/sources.list.d/<name>.sources``, or a one-line ``<name>.list`` for the releases in
+:data:`ONE_LINE_CODENAMES` (:func:`source_file`). A source names one suite, so each suite
+carries its own package, versioned
 ``<stamp>+<suite>``: the stamp is the time the set of keys last changed (``[signing]
 keys_changed``, written by ``rotate-keys``; else the newest key's creation time), so the version
 increases whenever the keys change. releng writes the ``.deb`` itself (ar, tar, gzip with fixed
 times and owners): the same keys, suite and URL give the same bytes.
+
+:func:`install_instructions` is the one text that tells a client how to start (the front page,
+``update-repos``, docs/key-rotation.md): it writes the package's source file byte for byte, so
+that dpkg takes the file over without a conffile question; :func:`recovery_instructions` is
+what a client that missed a key change runs.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import datetime as dt
 import gzip
 import hashlib
 import io
+import json
 import logging
 import re
 import tarfile
@@ -36,6 +44,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _VERSION_TEXT = re.compile(r"[^A-Za-z0-9.+~]")  # what may not stand in a version without revision
+# Releases given a one-line ``.list`` rather than deb822 ``.sources`` (a suite belongs to one when
+# it is the codename or starts with ``<codename>-``): apt before 1.1 reads no deb822, and
+# xenial's era of tools (software-properties, apt-add-repository) lists only one-line sources.
+ONE_LINE_CODENAMES = frozenset({"xenial", "trusty", "precise", "stretch", "jessie", "wheezy"})
+URLS_STATE = "keyring-urls.json"  # in the repository's state: suite -> its package's source URL
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,15 +80,20 @@ class KeyringPackage:
         return f"usr/share/keyrings/{self.package}.gpg"
 
     @property
-    def sources_path(self) -> str:
-        return f"etc/apt/sources.list.d/{self.name}.sources"
-
-    def sources(self) -> str:
-        """The deb822 source: the same text the install instructions write by hand, so that
-        installing the package over it is no conffile question."""
-        return sources_text(
+    def source(self) -> SourceFile:
+        return source_file(
             name=self.name, url=self.url, suite=self.suite, components=self.components
         )
+
+    @property
+    def sources_path(self) -> str:
+        """The source file (a conffile), relative: ``etc/apt/sources.list.d/<name>.sources``."""
+        return self.source.path.lstrip("/")
+
+    def sources(self) -> str:
+        """The source file's text: the same text the install instructions write by hand, so
+        that installing the package over it is no conffile question."""
+        return self.source.text
 
     def files(self) -> dict[str, bytes]:
         return {
@@ -134,21 +152,89 @@ def sources_text(*, name: str, url: str, suite: str, components: Sequence[str]) 
     return sources_snippet(name=name, url=url, suites=[suite], components=components)
 
 
-def install_instructions(*, name: str, url: str, suite: str, components: Sequence[str]) -> str:
+@dataclass(frozen=True, kw_only=True)
+class SourceFile:
+    """The apt source a client of one suite holds: the keyring package's conffile."""
+
+    path: str  # absolute: /etc/apt/sources.list.d/<name>.sources (or .list)
+    text: str
+
+
+def one_line(suite: str) -> bool:
+    """Whether clients of ``suite`` get a one-line ``.list`` (see :data:`ONE_LINE_CODENAMES`)."""
+    return suite.split("-", 1)[0] in ONE_LINE_CODENAMES
+
+
+def source_file(*, name: str, url: str, suite: str, components: Sequence[str]) -> SourceFile:
+    """The source file of a client of ``suite``: deb822 ``<name>.sources``, or for a release
+    whose tools read only one-line sources, ``<name>.list``; both trust only the keyring
+    package's keys."""
+    if one_line(suite):
+        keyring = f"/usr/share/keyrings/{name}-archive-keyring.gpg"
+        line = f"deb [signed-by={keyring}] {url} {suite} {' '.join(components)}\n"
+        return SourceFile(path=f"/etc/apt/sources.list.d/{name}.list", text=line)
+    return SourceFile(
+        path=f"/etc/apt/sources.list.d/{name}.sources",
+        text=sources_text(name=name, url=url, suite=suite, components=components),
+    )
+
+
+def _fetch_keys(name: str, url: str, sha256: str) -> str:
+    """Commands that put the repository's current keys where the source's Signed-By looks.
+
+    apt's own downloader fetches them (every target has it; a minimal system has no curl or
+    gpg), into /tmp where apt's unprivileged download user may write; given ``sha256`` (of the
+    keyring file, as the front page shows it) it refuses any other file."""
+    keyring = f"{name}-archive-keyring.gpg"
+    check = f" \\\n  SHA256:{sha256}" if sha256 else ""  # on a line of its own: readable
+    return (
+        "/usr/lib/apt/apt-helper download-file \\\n"
+        f"  {url}/{keyring} /tmp/{keyring}{check}\n"
+        f"install -m 644 /tmp/{keyring} /usr/share/keyrings/{keyring}\n"
+    )
+
+
+def install_instructions(
+    *,
+    name: str,
+    url: str,
+    suite: str,
+    components: Sequence[str],
+    sha256: str = "",
+    with_package: bool = True,
+) -> str:
     """The commands a client runs once, as root; from then on ``apt upgrade`` keeps its keys.
 
-    apt's own downloader fetches the first key (every target has it; a minimal system has no
-    curl), into /tmp where apt's unprivileged download user may write.
+    Fetch the keys (checked against ``sha256`` when given), write the source file the keyring
+    package installs, byte for byte (:func:`source_file`: dpkg then takes it over without a
+    conffile question), then install the keyring package and the product. The one install
+    text: the front page, ``update-repos`` and the docs show this. ``with_package=False``: the
+    suite carries no keyring package yet (filled by ``include-packages`` alone, before any
+    ``update-repos`` or ``rotate-keys``): the same commands without it.
     """
-    keyring = f"{name}-archive-keyring.gpg"
+    source = source_file(name=name, url=url, suite=suite, components=components)
+    packages = f"{name}-archive-keyring {name}" if with_package else name
     return (
-        f"/usr/lib/apt/apt-helper download-file {url}/{keyring} /tmp/{keyring}\n"
-        f"install -m 644 /tmp/{keyring} /usr/share/keyrings/{keyring}\n"
-        f"cat > /etc/apt/sources.list.d/{name}.sources <<'EOF'\n"
-        f"{sources_text(name=name, url=url, suite=suite, components=components)}"
-        "EOF\n"
-        f"apt-get update && apt-get install -y {name}-archive-keyring {name}\n"
+        _fetch_keys(name, url, sha256)
+        + f"cat > {source.path} <<'EOF'\n{source.text}EOF\n"
+        + f"apt-get update && apt-get install -y {packages}\n"
     )
+
+
+def recovery_instructions(*, name: str, url: str, sha256: str = "") -> str:
+    """What a client that missed a key change runs, as root (its ``apt-get update`` says
+    ``NO_PUBKEY``): the current keys, as on a first install, then the current keyring
+    package, so that ``apt upgrade`` follows the next change again."""
+    return (
+        _fetch_keys(name, url, sha256)
+        + f"apt-get update && apt-get install -y {name}-archive-keyring\n"
+    )
+
+
+def client_url(project: Project, root: Path, url: str = "") -> str:
+    """The URL clients use, in the keyring package's source and the instructions: ``url``, else
+    ``[publish] public_url``, else the repository's directory as a file: URL."""
+    return url or project.config.publish.public_url or root.resolve().as_uri()
 
 
 def _tar_gz(files: dict[str, bytes], mtime: int) -> bytes:
@@ -204,6 +290,39 @@ def parse_time(text: str, *, where: str) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+def recorded_urls(root: Path) -> dict[str, str]:
+    """Per suite, the URL its keyring package's source names, as :func:`add_to_suites` recorded
+    it in the repository's state (synced with it on S3): the instructions for a suite must write
+    that URL, byte for byte, whatever address the page is read at."""
+    from releng.apt.state import STATE_DIR
+
+    path = root / STATE_DIR / URLS_STATE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+def _record_url(root: Path, suite: str, url: str) -> None:
+    from releng.apt.state import STATE_DIR, write_atomic
+
+    urls = recorded_urls(root) | {suite: url}
+    text = json.dumps(dict(sorted(urls.items())), indent=1) + "\n"
+    write_atomic(root / STATE_DIR / URLS_STATE, text.encode())
+
+
+def suite_carries(root: Path, suite: str, name: str) -> bool:
+    """Whether ``dists/<suite>`` lists ``<name>-archive-keyring`` (any version)."""
+    wanted = f"Package: {name}-archive-keyring\n"
+    return any(
+        wanted in index.read_text(encoding="utf-8", errors="replace")
+        for index in (root / "dists" / suite).glob("*/binary-*/Packages")
+    )
+
+
 def suite_holds(root: Path, suite: str, package: str, version: str) -> bool:
     """Whether ``dists/<suite>`` lists ``package`` at ``version`` in any binary index."""
     wanted = (f"Package: {package}", f"Version: {version}")
@@ -247,7 +366,7 @@ def add_to_suites(
             changed=changed,
             url=url,
             suite=suite,
-            components=tuple(settings.components[:1]),
+            components=tuple(settings.components),
         )
         if suite_holds(repository.root, suite, pkg.package, pkg.version):
             continue
@@ -256,6 +375,7 @@ def add_to_suites(
         path.write_bytes(pkg.deb())
         log.info("including %s into %s", pkg.filename, suite)
         results[suite] = repository.include([suite], [path])
+        _record_url(repository.root, suite, url)
     return results
 
 
@@ -268,5 +388,4 @@ def add_for_project(
     if repository.signer is None:
         raise RepoError("no signing key: the keyring package needs the keys; configure [signing]")
     changed = changed_at(repository.signer, project.config.signing.keys_changed)
-    url = url or project.config.publish.public_url or repository.root.resolve().as_uri()
-    return add_to_suites(repository, url=url, changed=changed)
+    return add_to_suites(repository, url=client_url(project, repository.root, url), changed=changed)

@@ -190,10 +190,13 @@ def include_builds(
     *,
     version: Version,
     builds: Mapping[str, Path],
+    url: str = "",
 ) -> dict[str, PublishResult]:
     """``update-repos``, wherever the repository lives: include each distro's build directory
     (distro id -> directory) into the suites product.toml names for ``version``. Returns
-    the result per distro id; the combined one is kept in ``last-publish.json``."""
+    the result per distro id; the combined one is kept in ``last-publish.json``. ``url``: where
+    clients reach the repository, for the keyring package's source (default: see
+    :func:`releng.keyring_package.client_url`)."""
     results: dict[str, PublishResult] = {}
     for distro_id, build in builds.items():
         distro = project.distro(distro_id)
@@ -203,7 +206,7 @@ def include_builds(
         log.info("including %s into %s", build, ", ".join(suites))
         results[distro_id] = repository.include(suites, [build])
     # Every suite carries the keyring package, so that clients follow a key rotation.
-    keyring_package.add_for_project(project, repository)
+    keyring_package.add_for_project(project, repository, url=url)
     last = list(results.values())
     _remember(
         repository.root,

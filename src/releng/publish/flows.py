@@ -362,7 +362,11 @@ def update_repos(
             repository = apt.Repository(work, apt.settings_for(project), signer)
             # [verify] rebuild first: "require" refuses before anything is included or synced
             results = include_builds_with_policy(
-                repository, project, version=version, builds=builds
+                repository,
+                project,
+                version=version,
+                builds=builds,
+                url=project.config.publish.public_url,
             )
             # synced with the state; index pages put it at /
             front_page.write_front_page(work, project, url=project.config.publish.public_url)

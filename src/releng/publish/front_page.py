@@ -20,6 +20,7 @@ that copy at the destination's root (releng.publish.index_pages).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import html
@@ -46,8 +47,6 @@ STATE_COPY = "front-page.html"  # in the repository's state directory
 URL_PLACEHOLDER = "https://REPOSITORY-URL"
 MAX_ROWS = 200  # packages listed per suite; more: the newest, and a link to the full index
 HISTORY_SHOWN = 5
-# Releases whose apt reads only one-line sources: a `.list` file instead of deb822 `.sources`.
-ONE_LINE_CODENAMES = frozenset({"xenial", "trusty", "precise", "stretch", "jessie", "wheezy"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +101,8 @@ class SuiteInfo:
     sources: tuple[SourceRow, ...] = ()
     publishes: tuple[PublishRow, ...] = ()
     architectures: tuple[str, ...] = ()
+    has_keyring: bool = False  # carries <name>-archive-keyring: the install commands use it
+    keyring_url: str = ""  # the URL that package's source names (recorded when it was built)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,41 +118,54 @@ class FrontPage:
     suites: tuple[SuiteInfo, ...]
     generated: dt.datetime
     has_source_dir: bool = False
+    keyring_sha256: str = ""  # of the keyring file: the install commands refuse any other
+    other_keys: tuple[KeyInfo, ...] = ()  # more keys in the keyring (a key change under way)
 
 
 # -- reading the repository -----------------------------------------------------------------------
 
 
 def key_info(keyring: Path) -> KeyInfo | None:
-    """The primary key of a keyring file (binary or armored), by ``gpg --show-keys``."""
+    """The first key of a keyring file (binary or armored), by ``gpg --show-keys``."""
+    keys = key_infos(keyring)
+    return keys[0] if keys else None
+
+
+def key_infos(keyring: Path) -> tuple[KeyInfo, ...]:
+    """Every primary key of a keyring file, in order (during a key change: the old and the
+    new key)."""
     if not keyring.is_file():
-        return None
+        return ()
     with tempfile.TemporaryDirectory(prefix="releng-key-") as home:
         cmd = ["gpg", "--homedir", home, "--batch", "--with-colons", "--show-keys", str(keyring)]
         log.debug("%s", shlex.join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         log.warning("cannot read %s: %s", keyring, proc.stderr.strip().splitlines()[-1:])
-        return None
+        return ()
+    found: list[KeyInfo] = []
     fpr = ""
     expires = created = None
     uids: list[str] = []
-    seen_pub = False
+
+    def done() -> None:
+        if fpr:
+            found.append(
+                KeyInfo(fingerprint=fpr.upper(), expires=expires, created=created, uids=tuple(uids))
+            )
+
     for line in proc.stdout.splitlines():
         f = line.split(":")
         if f[0] == "pub":
-            if seen_pub:
-                break  # the first key only
-            seen_pub = True
-            created = _epoch(f[5])
-            expires = _epoch(f[6])
-        elif f[0] == "fpr" and seen_pub and not fpr:
+            done()
+            fpr, uids = "", []
+            created, expires = _epoch(f[5]), _epoch(f[6])
+        elif f[0] == "fpr" and not fpr:
             fpr = f[9]
-        elif f[0] == "uid" and seen_pub:
+        elif f[0] == "uid":
             uids.append(f[9])
-    if not fpr:
-        return None
-    return KeyInfo(fingerprint=fpr.upper(), expires=expires, created=created, uids=tuple(uids))
+    done()
+    return tuple(found)
 
 
 def _epoch(value: str) -> dt.datetime | None:
@@ -198,6 +212,7 @@ def _suite_info(
     codename: str,
     architectures: Sequence[str],
     *,
+    keyring: str = "",
     attested: Mapping[str, Mapping[str, str]] | None = None,
     not_rebuilt: frozenset[str] = frozenset(),
 ) -> SuiteInfo:
@@ -266,6 +281,7 @@ def _suite_info(
         sources=tuple(sources),
         publishes=tuple(publishes),
         architectures=tuple(architectures),
+        has_keyring=keyring in by_name,
     )
 
 
@@ -277,7 +293,9 @@ def collect(
     clock: Callable[[], dt.datetime] | None = None,
 ) -> FrontPage:
     """Everything the page shows, read from the repository at ``repo_root``."""
+    from releng import keyring_package
     from releng.apt.state import RepoState
+    from releng.digest import file_sha256
     from releng.distro import read_targets
 
     cfg = project.config
@@ -294,20 +312,33 @@ def collect(
         targets.append(Target(id=distro.id, label=label, codename=distro.codename))
     codenames = sorted((t.codename for t in targets), key=len, reverse=True)
     attested, exempt = _attested(repo_root, project)
+    package_urls = keyring_package.recorded_urls(repo_root)
     infos = []
     for suite in suites:
         codename = next((c for c in codenames if suite == c or suite.startswith(c + "-")), "")
-        arches = cfg.repositories.architectures
         infos.append(
-            _suite_info(state, suite, codename, arches, attested=attested, not_rebuilt=exempt)
+            _suite_info(
+                state,
+                suite,
+                codename,
+                cfg.repositories.architectures,
+                keyring=f"{name}-archive-keyring",
+                attested=attested,
+                not_rebuilt=exempt,
+            )
         )
+        if infos[-1].has_keyring and suite in package_urls:
+            infos[-1] = dataclasses.replace(infos[-1], keyring_url=package_urls[suite])
     keyring = f"{name}-archive-keyring.gpg"
+    keys = key_infos(repo_root / keyring)
     return FrontPage(
         name=name,
         summary=cfg.product.summary,
         homepage=cfg.product.homepage,
         url=url.rstrip("/") or URL_PLACEHOLDER,
-        key=key_info(repo_root / keyring),
+        key=keys[0] if keys else None,
+        other_keys=keys[1:],
+        keyring_sha256=file_sha256(repo_root / keyring) if keys else "",
         keyring=keyring,
         components=tuple(cfg.repositories.components),
         targets=tuple(targets),
@@ -363,34 +394,31 @@ def _e(text: str) -> str:
 
 
 def install_commands(page: FrontPage, target: Target, suite: str) -> str:
-    """The exact shell commands (run as root) that add the repository and install the product."""
-    keyring = f"/usr/share/keyrings/{page.keyring}"
-    lines = [
-        f"curl -fsSL -o {keyring} \\",
-        f"  {page.url}/{page.keyring}",
-    ]
-    lines += sources_commands(page, target, suite).splitlines()
-    lines.append(f"apt-get update && apt-get install {page.name}")
-    return "\n".join(lines)
+    """The exact shell commands (run as root) that add the repository and install the product:
+    :func:`releng.keyring_package.install_instructions`, the one install text (``target``: the
+    release the block is shown under; the suite decides deb822 or a one-line ``.list``)."""
+    from releng import keyring_package
+
+    del target  # one text per suite
+    info = next((s for s in page.suites if s.name == suite), None)
+    return keyring_package.install_instructions(
+        name=page.name,
+        # the URL the suite's keyring package names: the source written is then its conffile
+        url=info.keyring_url if info is not None and info.keyring_url else page.url,
+        suite=suite,
+        components=page.components,
+        sha256=page.keyring_sha256,
+        with_package=info is None or info.has_keyring,
+    ).rstrip("\n")
 
 
-def sources_commands(page: FrontPage, target: Target, suite: str) -> str:
-    keyring = f"/usr/share/keyrings/{page.keyring}"
-    components = " ".join(page.components)
-    if target.codename in ONE_LINE_CODENAMES:
-        line = f"deb [signed-by={keyring}] {page.url} {suite} {components}"
-        return f"echo '{line}' > /etc/apt/sources.list.d/{page.name}.list"
-    return "\n".join(
-        [
-            f"cat > /etc/apt/sources.list.d/{page.name}.sources <<'EOF'",
-            "Types: deb",
-            f"URIs: {page.url}",
-            f"Suites: {suite}",
-            f"Components: {components}",
-            f"Signed-By: {keyring}",
-            "EOF",
-        ]
-    )
+def recovery_commands(page: FrontPage) -> str:
+    """What a client that missed a key change runs (:func:`releng.keyring_package.recovery_instructions`)."""
+    from releng import keyring_package
+
+    return keyring_package.recovery_instructions(
+        name=page.name, url=page.url, sha256=page.keyring_sha256
+    ).rstrip("\n")
 
 
 def _code(text: str, *, label: str, block_id: str) -> str:
@@ -452,25 +480,57 @@ if(navigator.clipboard){navigator.clipboard.writeText(t).then(done,function(){})
 """
 
 
+def _fpr(fingerprint: str) -> str:
+    return " ".join(fingerprint[i : i + 4] for i in range(0, len(fingerprint), 4))
+
+
+def _expiry(k: KeyInfo) -> str:
+    if k.expires is None:
+        return "never"
+    return f'<time datetime="{k.expires:%Y-%m-%d}">{k.expires:%Y-%m-%d}</time>'
+
+
 def _key_section(page: FrontPage) -> str:
     asc = page.keyring.removesuffix(".gpg") + ".asc"
     links = f'<a href="{_e(page.keyring)}">{_e(page.keyring)}</a> (binary, for Signed-By) · <a href="{_e(asc)}">{_e(asc)}</a> (ASCII-armored)'
     if page.key is None:
         return f'<h2 id="key">Archive key</h2><p>Not published yet. {links}</p>'
     k = page.key
-    expiry = (
-        f'<time datetime="{k.expires:%Y-%m-%d}">{k.expires:%Y-%m-%d}</time>'
-        if k.expires
-        else "never"
-    )
-    fpr = " ".join(k.fingerprint[i : i + 4] for i in range(0, len(k.fingerprint), 4))
     uid = f"<p>{_e(', '.join(k.uids))}</p>" if k.uids else ""
+    others = "".join(
+        f'<p>Also signing (a key change is under way): <strong class="fpr">{_fpr(o.fingerprint)}'
+        f"</strong>, expires {_expiry(o)}</p>"
+        for o in page.other_keys
+    )
+    digest = (
+        f'<p>SHA-256 of {_e(page.keyring)}: <span class="fpr" id="keyring-sha256">'
+        f"{page.keyring_sha256}</span> (the install commands check it)</p>"
+        if page.keyring_sha256
+        else ""
+    )
     return (
         '<h2 id="key">Archive key</h2>'
-        f'<p>Fingerprint: <strong class="fpr" id="fingerprint" data-fingerprint="{k.fingerprint}">{fpr}</strong></p>'
-        f"{uid}<p>Expires: {expiry}</p><p>Download: {links}</p>"
+        f'<p>Fingerprint: <strong class="fpr" id="fingerprint" data-fingerprint="{k.fingerprint}">{_fpr(k.fingerprint)}</strong></p>'
+        f"{uid}<p>Expires: {_expiry(k)}</p>{others}<p>Download: {links}</p>{digest}"
         '<p class="mute">Check the fingerprint of the file you download: '
-        f"<code>gpg --show-keys {_e(page.keyring)}</code></p>"
+        f"<code>gpg --show-keys {_e(page.keyring)}</code>. After the first install the keys "
+        f"come as a package, <code>{_e(page.name)}-archive-keyring</code>: "
+        "<code>apt upgrade</code> brings the next key before the repository changes keys.</p>"
+    )
+
+
+def _recover_section(page: FrontPage) -> str:
+    if not any(s.has_keyring for s in page.suites):
+        return ""  # no keyring package yet (include-packages alone): nothing to recover with
+    return (
+        '<h2 id="recover">Missed a key change?</h2>'
+        "<p>A machine that was not upgraded while the old and the new key both signed holds "
+        "only the old key, and <code>apt-get update</code> fails for this repository with "
+        "<code>NO_PUBKEY</code> (&#8220;The repository &#8230; is not signed&#8221;; "
+        "Ubuntu 16.04 refuses at install: &#8220;unauthenticated packages&#8221;). "
+        "Fetch the current keys once, as on a first install, and upgrade the keyring package "
+        "(as root):</p>"
+        + _code(recovery_commands(page), label="Recover after a key change", block_id="cmd-recover")
     )
 
 
@@ -486,10 +546,12 @@ def _install_section(page: FrontPage) -> str:
     parts = [
         '<h2 id="install">Install</h2>',
         f'<nav aria-label="Distributions"><ul>{nav}</ul></nav>',
-        '<p class="mute">Run as root (for example after <code>sudo -i</code>); the first '
-        "command needs <code>curl</code>. "
-        "The key is checked by apt for every download; the repository address is "
-        f"{'this page&#8217;s' if page.url == URL_PLACEHOLDER else _e(page.url)}.</p>",
+        '<p class="mute">Run as root (for example after <code>sudo -i</code>). apt&#8217;s '
+        "own downloader fetches the keys once"
+        f"{' (checked against the SHA-256 above)' if page.keyring_sha256 else ''}; the "
+        f"package <code>{_e(page.name)}-archive-keyring</code> then keeps them and the source "
+        "file current. The key is checked by apt for every download; the repository address "
+        f"is {'this page&#8217;s' if page.url == URL_PLACEHOLDER else _e(page.url)}.</p>",
     ]
     for t in page.targets:
         suites = sorted(
@@ -595,7 +657,7 @@ def render(page: FrontPage) -> str:
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
         f"<header><h1>{_e(title)}</h1><p>{_e(page.summary)}{home}</p></header>\n"
         "<main>\n"
-        f"{_key_section(page)}\n{_install_section(page)}\n"
+        f"{_key_section(page)}\n{_install_section(page)}\n{_recover_section(page)}\n"
         f'<h2 id="published">What is published</h2>\n{published}\n'
         f'<h2 id="browse">Browse</h2><p>{" · ".join(browse)}</p>\n'
         "</main>\n"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import functools
 import http.server
 import logging
@@ -60,6 +61,7 @@ def _deb(dest: Path, name: str, version: str, arch: str, section: str) -> Path:
 
 def demo_repository(root: Path, work: Path, project_root: Path) -> None:
     """A signed repository at ``root`` with the product's suites and the front page."""
+    from releng import keyring_package
     from releng.apt import Repository, settings_for
     from releng.distro import read_targets
     from releng.gpg import Signer
@@ -94,6 +96,9 @@ def demo_repository(root: Path, work: Path, project_root: Path) -> None:
     for distro_id in read_targets(project_root):
         codename = project.distro(distro_id).codename
         repo.include([codename, f"{codename}-1.2"], debs)
+    # every suite carries the keyring package, as after update-repos: the blocks install it
+    changed = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.UTC)
+    keyring_package.add_to_suites(repo, url=DEMO_URL, changed=changed, scratch=work / "keyring")
     write_front_page(root, project, url=DEMO_URL)
 
 

@@ -127,7 +127,8 @@ def open_repository(
             link_inputs=link_inputs,
         )
         if changes:
-            write_front_page(location.path, project, url=url)
+            # the URL the keyring package's source names, when one is configured
+            write_front_page(location.path, project, url=url or project.config.publish.public_url)
         return
     from releng.publish import flows
 
@@ -168,6 +169,12 @@ def update_repos(
     from releng import apt
     from releng.rebuild.policy import include_builds_with_policy
 
+    if location.url is not None and not (url or project.config.publish.public_url):
+        log.warning(
+            "[publish] public_url is not set: the keyring package's apt source and the front "
+            "page name this machine's work directory, which no client reaches; set it to the "
+            "address clients use (e.g. the CloudFront domain)"
+        )
     scratch = project.config.publish.scratch_bucket
     if location.url is not None and scratch:
         from releng.publish import flows
@@ -188,6 +195,6 @@ def update_repos(
     with open_repository(project, location, signer=signer, link_inputs=True, url=url) as opened:
         # [verify] rebuild first: "require" refuses before anything is included or written
         results = include_builds_with_policy(
-            opened.repository(), project, version=version, builds=builds
+            opened.repository(), project, version=version, builds=builds, url=url
         )
     return UpdateOutcome(results=results, published=opened.published, scratch_deleted=0)

@@ -89,6 +89,7 @@ def include_builds_with_policy(
     *,
     version: Version,
     builds: Mapping[str, Path],
+    url: str = "",
 ) -> dict[str, PublishResult]:
     """update-repos's include, local and S3: ``[verify] rebuild`` checked for every build
     first (under "require" an unverified build raises RebuildRequired before anything is
@@ -99,7 +100,7 @@ def include_builds_with_policy(
     mode = project.config.verify.rebuild
     for line in check_rebuild_policy(mode, builds.values(), version=version.text):
         log.warning("%s", line)
-    results = apt.include_builds(repository, project, version=version, builds=builds)
+    results = apt.include_builds(repository, project, version=version, builds=builds, url=url)
     if has_attestations(builds.values()):
         write_attestations(repository.root, builds.values())
     return results

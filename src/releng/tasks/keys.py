@@ -76,6 +76,11 @@ def rotate_keys(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
             url=client_url,
             scratch=Path(scratch),
         )
+    if results:
+        from releng.publish.front_page import write_front_page
+
+        # the page's key, its SHA-256 and its blocks follow the keys at once
+        write_front_page(root, proj, url=client_url)
     verb = "signs too" if step.action == "add" else "no longer signs"
     out(f"{step.key} {verb}; [signing] key = {', '.join(step.after)} in product.toml")
     if results:

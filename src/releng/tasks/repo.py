@@ -514,26 +514,37 @@ def rollback_repo(  # noqa: PLR0917  (invoke passes task arguments positionally)
 def _snippets(
     proj: Any, location: Any, url: str, clients: dict[str, list[str]], components: list[str]
 ) -> None:
-    """Per kind of client (a distro), a .sources naming one suite: a machine runs one
-    release; the other suites it could follow instead are named after it."""
-    from releng import apt
+    """Per kind of client (a distro), the commands that install from one suite
+    (:func:`releng.keyring_package.install_instructions`, as the front page shows them): a
+    machine runs one release; the other suites it could follow instead are named after it."""
+    from releng import keyring_package
+    from releng.digest import file_sha256
 
     name = proj.name
+    keyring = f"{name}-archive-keyring.gpg"
     if location.path is not None:
-        key: str = str(location.path / f"{name}-archive-keyring.gpg")
-        url = url or location.path.resolve().as_uri()
+        key: str = str(location.path / keyring)
+        url = keyring_package.client_url(proj, location.path, url)
+        sha256 = file_sha256(location.path / keyring) if Path(key).is_file() else ""
     else:
-        key = f"{location.url}/{name}-archive-keyring.gpg"
+        key = f"{location.url}/{keyring}"
         url = url or proj.config.publish.public_url or "https://PUBLIC-URL-OF-THE-BUCKET"
+        sha256 = ""
     out(f"public key: {key} (and .asc)")
+    recorded = keyring_package.recorded_urls(location.path) if location.path is not None else {}
     for client, suites in clients.items():
-        out(f"clients on {client}: /etc/apt/sources.list.d/{name}.sources")
+        carries = location.path is None or keyring_package.suite_carries(
+            location.path, suites[0], name
+        )
+        out(f"clients on {client}: run as root")
         out(
-            apt.sources_snippet(
+            keyring_package.install_instructions(
                 name=name,
-                url=url,
-                suites=suites[:1],
+                url=recorded.get(suites[0], url),  # what the suite's keyring package names
+                suite=suites[0],
                 components=components,
+                sha256=sha256,
+                with_package=carries,
             ).rstrip("\n")
         )
         if suites[1:]:
