@@ -454,6 +454,31 @@ def _wait(cfn: Any, waiter: str, name: str) -> None:
         ) from None
 
 
+def _continue_rollback(cfn: Any, name: str) -> None:
+    """A stack whose update failed and whose rollback failed too (a resource changed or
+    deleted by hand) cannot be updated: continue the rollback, then say so in one line."""
+    from botocore.exceptions import WaiterError
+
+    log.info("stack %s is UPDATE_ROLLBACK_FAILED: continuing its rollback", name)
+    cfn.continue_update_rollback(StackName=name)
+    try:
+        cfn.get_waiter("stack_rollback_complete").wait(
+            StackName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 720}
+        )
+    except WaiterError:
+        raise AwsError(
+            f"stack {name} could not finish rolling back its failed update ({_events_hint(name)} "
+            "says which resource); fix that resource, or skip it with `aws cloudformation "
+            f"continue-update-rollback --stack-name {name} --resources-to-skip LOGICAL_ID`, "
+            "then run `invoke deploy-aws` again"
+        ) from None
+    log.warning(
+        "stack %s was UPDATE_ROLLBACK_FAILED: its failed update is rolled back now "
+        "(continue-update-rollback); applying this deploy",
+        name,
+    )
+
+
 def apply(
     cfn: Any,
     name: str,
@@ -487,9 +512,7 @@ def apply(
         _wait(cfn, "stack_delete_complete", name)
         status = ""
     if status == "UPDATE_ROLLBACK_FAILED":
-        log.info("stack %s: continuing the failed rollback", name)
-        cfn.continue_update_rollback(StackName=name)
-        _wait(cfn, "stack_rollback_complete", name)
+        _continue_rollback(cfn, name)
     if status in ("", "REVIEW_IN_PROGRESS"):
         cfn.create_stack(**args)
         _wait(cfn, "stack_create_complete", name)
