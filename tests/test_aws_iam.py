@@ -119,6 +119,7 @@ class Stack:
             "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
             "AWS::StackName": self.name, "SigningKeyParameter": SIGNING_KEY,
             "SigningPassphraseParameter": SIGNING_PASSPHRASE, "GitCredentialsParameter": "",
+            "SigningKey2Parameter": "", "SigningKey3Parameter": "",
             "PublicGitTokenParameter": PUBLIC_GIT_TOKEN,
             "DownloadsPrefix": "", "Distribution": self.distribution,
             "ScratchBucket": self.scratch, "ScratchBucket.Arn": f"arn:aws:s3:::{self.scratch}",

@@ -469,3 +469,61 @@ def test_a_failed_or_timed_out_execution_sends_one_message_with_the_summary_and_
     assert deploy.parameters(make_project(repo, name="quiet"))["NotifyEmail"] == ""
     with pytest.raises(AwsError, match=r"\[aws\] notify_email = 'release' is not an email"):
         deploy.parameters(make_project(repo + 'notify_email = "release"\n', name="bad"))
+
+
+def _condition(node, values: dict) -> bool:
+    """A template condition (Fn::Not, Fn::Equals, Fn::Join over Refs) for these parameters."""
+    from releng.aws.oracles import resolve
+
+    ((fn, args),) = node.items()
+    if fn == "Fn::Not":
+        return not _condition(args[0], values)
+    assert fn == "Fn::Equals", fn
+    left, right = (resolve(a, values, {}) for a in args)
+    return bool(left == right)
+
+
+def test_the_signing_roles_are_granted_exactly_the_configured_keys_parameters(make_project):
+    """[signing] key lists two fingerprints (a rotation's overlap): deploy-aws passes one SSM
+    parameter per key, and the tarball and publish roles may read exactly those (and the
+    passphrase); the builders none. More keys than the stack reads, or a name that is not a
+    fingerprint, is one line."""
+    from releng.aws import deploy
+    from releng.aws.oracles import _values, resolve
+    from releng.errors import AwsError
+
+    old, new = "A" * 40, "0123456789ABCDEF0123456789ABCDEF01234567"
+    project = make_project(f'[signing]\nkey = ["{old}", "{new}"]\n')
+    params = deploy.parameters_from(project.config, repository_url="https://example.com/p.git")
+    tmpl = _load()
+    values = {**_values(tmpl), **params}
+    for name, param in tmpl["Parameters"].items():
+        values.setdefault(name, param.get("Default", ""))
+    conditions = {c: _condition(node, values) for c, node in tmpl["Conditions"].items()}
+    prefix = "arn:aws:ssm:us-east-1:123456789012:parameter"
+    for queue, kind in S.WORKER_KINDS.items():
+        role = tmpl["Resources"][template.worker_role_id(queue)]
+        document = resolve(role["Properties"]["Policies"][0]["PolicyDocument"], values, conditions)
+        arns = {
+            arn
+            for st in document["Statement"]
+            if "ssm:GetParameter" in st["Action"]
+            for arn in ([st["Resource"]] if isinstance(st["Resource"], str) else st["Resource"])
+            if arn.startswith(f"{prefix}/releng/signing-key")
+        }
+        wanted = {f"{prefix}/releng/signing-key/{old}", f"{prefix}/releng/signing-key/{new}"}
+        assert arns == (wanted if "signing-key" in kind.permissions else set()), queue
+    one = make_project(f'[signing]\nkey = "{new}"\n', name="one")
+    params = deploy.parameters_from(one.config, repository_url="https://example.com/p.git")
+    assert (params["SigningKeyParameter"], params["SigningKey2Parameter"]) == (
+        f"/releng/signing-key/{new}",
+        "",
+    )
+    four = make_project(
+        f'[signing]\nkey = ["{old}", "{new}", "{"B" * 40}", "{"C" * 40}"]\n', name="four"
+    )
+    with pytest.raises(AwsError, match=r"lists 4 keys; the stack reads at most 3 .*--retire"):
+        deploy.parameters_from(four.config, repository_url="https://example.com/p.git")
+    email = make_project('[signing]\nkey = "releng@example.com"\n', name="email")
+    with pytest.raises(AwsError, match=r"'releng@example.com' is not a fingerprint"):
+        deploy.parameters_from(email.config, repository_url="https://example.com/p.git")

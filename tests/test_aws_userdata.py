@@ -35,6 +35,8 @@ def _rendered(queue: str, repository: str) -> str:
         "RepositoryUrl": repository,
         "GitCredentialsParameter": "",
         "SigningKeyParameter": "/releng/signing-key",
+        "SigningKey2Parameter": "",
+        "SigningKey3Parameter": "",
         "SigningPassphraseParameter": "/releng/signing-passphrase",
         "Queue": local["Queue"],
         "QueueUrl": f"https://sqs.eu-central-1.amazonaws.com/123456789012/releng-{queue}",
@@ -235,3 +237,45 @@ def test_a_failed_setup_fails_the_queued_tasks_once_instead_of_relaunching(moto_
     assert launcher.live("build") == 0
     (left,) = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"]
     assert left["Instances"][0]["State"]["Name"] in ("shutting-down", "terminated")
+
+
+@pytest.mark.aws
+def test_a_signing_worker_imports_every_configured_key_from_ssm(moto_server, gpg_key, other_gpg_key, tmp_path):  # fmt: skip
+    """During a rotation's overlap two keys sign: the user data reads each key's parameter
+    (deploy-aws passes /releng/signing-key/<FPR> per configured key) into the worker's keyring."""
+    import subprocess
+    import sys
+
+    import gnupg
+
+    ssm = moto_server.client("ssm")
+    names = []
+    for key in (gpg_key, other_gpg_key):
+        armoured = gnupg.GPG(gnupghome=str(key.home)).export_keys(
+            key.fingerprint, secret=True, passphrase=key.passphrase
+        )
+        names.append(f"/releng/signing-key/{key.fingerprint}-{uuid.uuid4().hex[:6]}")
+        ssm.put_parameter(Name=names[-1], Value=armoured, Type="SecureString", Tier="Advanced")
+    ssm.put_parameter(Name=f"{names[0]}-passphrase", Value="pw", Type="SecureString")
+    script = _rendered("publish", "https://git.example.com/packaging.git")
+    script = script.replace('"/releng/signing-key  "', f'"{names[0]} {names[1]} "')
+    script = script.replace("/releng/signing-passphrase", f"{names[0]}-passphrase")
+    script = script.replace("eu-central-1", "us-east-1")
+    (tmp_path / "user-data.sh").write_text(script)
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "aws").write_text(
+        f'#!/bin/sh\nexec {Path(sys.executable).parent / "aws"} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n'
+    )
+    (shims / "aws").chmod(0o755)
+    home = tmp_path / "gnupg"
+    env = {
+        "PATH": f"{shims}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "AWS_ENDPOINT_URL": moto_server.endpoint_url, "GNUPGHOME": str(home),
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    }  # fmt: skip
+    proc = subprocess.run(["bash", str(tmp_path / "user-data.sh"), "import_signing_key"], env=env,
+                          capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    secret = {k["fingerprint"] for k in gnupg.GPG(gnupghome=str(home)).list_keys(secret=True)}
+    assert secret == {gpg_key.fingerprint, other_gpg_key.fingerprint}

@@ -15,7 +15,8 @@ GIT_CREDENTIALS_PARAMETER="${GitCredentialsParameter}"
 SIGNS="${Signs}"
 PUSHES="${Pushes}"
 PUBLIC_GIT_TOKEN_PARAMETER="${PublicGitTokenParameter}"
-SIGNING_KEY_PARAMETER="${SigningKeyParameter}"
+# one parameter per signing key ([signing] key; two while a rotation overlaps), empty slots blank
+SIGNING_KEY_PARAMETERS="${SigningKeyParameter} ${SigningKey2Parameter} ${SigningKey3Parameter}"
 SIGNING_PASSPHRASE_PARAMETER="${SigningPassphraseParameter}"
 export AWS_DEFAULT_REGION="${AWS::Region}" DEBIAN_FRONTEND=noninteractive
 
@@ -128,14 +129,18 @@ install_releng() {
   /opt/venv/bin/pip install -q --no-deps /opt/releng
 }
 
-# Tarball makers and the publisher sign: the key comes from SSM (SecureString), never from
-# the repository. Builders have no permission to read it and never ask.
+# Tarball makers and the publisher sign: every key comes from SSM (SecureString), never from
+# the repository. Builders have no permission to read them and never ask.
 import_signing_key() {
+  local parameter
   if [ "$SIGNS" = yes ]; then
-    export GNUPGHOME=/root/.gnupg RELENG_SIGNING_PASSPHRASE
+    GNUPGHOME=$(printenv GNUPGHOME || echo /root/.gnupg)
+    export GNUPGHOME RELENG_SIGNING_PASSPHRASE
     install -d -m 700 "$GNUPGHOME"
-    aws ssm get-parameter --with-decryption --name "$SIGNING_KEY_PARAMETER" \
-      --query Parameter.Value --output text | gpg --batch --import
+    for parameter in $SIGNING_KEY_PARAMETERS; do
+      aws ssm get-parameter --with-decryption --name "$parameter" \
+        --query Parameter.Value --output text | gpg --batch --import
+    done
     RELENG_SIGNING_PASSPHRASE=$(aws ssm get-parameter --with-decryption \
       --name "$SIGNING_PASSPHRASE_PARAMETER" --query Parameter.Value --output text)
   fi

@@ -32,7 +32,7 @@ from releng.aws import handlers, statemachine
 from releng.aws import steps as S
 from releng.aws.catalog import CATALOG_FILE, Catalog
 from releng.aws.launch import subnets_offering
-from releng.aws.template import max_workers_param, subnet_param
+from releng.aws.template import SIGNING_KEY_PARAMS, max_workers_param, subnet_param
 from releng.compiler_cache import separate_cache_bucket
 from releng.errors import AwsError
 from releng.publish.flows import public_read_policy
@@ -700,6 +700,33 @@ def _delete_bucket(s3: Any, bucket: str) -> None:
             raise
 
 
+SIGNING_KEY_PREFIX = "/releng/signing-key"
+
+
+def signing_key_parameters(keys: tuple[str, ...]) -> dict[str, str]:
+    """The SSM parameter of each signing key, ``/releng/signing-key/<FPR>``, in the template's
+    slots (empty slots: ""); no key configured: the template's default, one parameter
+    ``/releng/signing-key``. More keys than slots, or a key that is not a fingerprint or key
+    id, is one line."""
+    if not keys:
+        return {}
+    if len(keys) > len(SIGNING_KEY_PARAMS):
+        raise AwsError(
+            f"product.toml: [signing] key lists {len(keys)} keys; the stack reads at most "
+            f"{len(SIGNING_KEY_PARAMS)} from SSM: retire one first (invoke rotate-keys --retire)"
+        )
+    for key in keys:
+        if not re.fullmatch(r"(0x)?[0-9A-Fa-f]{8,40}", key):
+            raise AwsError(
+                f"product.toml: [signing] key {key!r} is not a fingerprint; on AWS each key is "
+                f"read from the SSM parameter {SIGNING_KEY_PREFIX}/<FINGERPRINT>: write its "
+                "fingerprint (gpg --list-secret-keys --with-colons, the fpr line)"
+            )
+    names = [f"{SIGNING_KEY_PREFIX}/{key.removeprefix('0x').upper()}" for key in keys]
+    names += [""] * (len(SIGNING_KEY_PARAMS) - len(names))
+    return dict(zip(SIGNING_KEY_PARAMS, names, strict=True))
+
+
 def parameters(project: Any) -> dict[str, str]:
     """The stack's parameters from product.toml's [aws] section."""
     return parameters_from(project.config)
@@ -734,6 +761,7 @@ def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
                 f"write it with its leading slash, e.g. '/{given.strip('/')}'"
             )
     params = {
+        **signing_key_parameters(config.signing.keys),
         "RepositoryUrl": repository,
         "Branch": cfg.branch,
         "BuilderInstanceType": cfg.builder_instance_type,

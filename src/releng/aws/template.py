@@ -98,6 +98,16 @@ _SSM_NAME = "^(/[A-Za-z0-9_.-]+)+$"
 _SSM_NAME_OR_EMPTY = "^((/[A-Za-z0-9_.-]+)+)?$"
 
 
+# One SSM parameter per signing key ([signing] key, several during a rotation's overlap): the
+# first is required, the others may be empty. An IAM statement cannot map over a list
+# parameter, so the slots are fixed; deploy-aws refuses more keys than slots.
+SIGNING_KEY_PARAMS = ("SigningKeyParameter", "SigningKey2Parameter", "SigningKey3Parameter")
+
+
+def _signing_key_condition(param: str) -> str:
+    return f"Has{param.removesuffix('Parameter')}"
+
+
 def _parameter_arn(param: str) -> Json:
     return sub(
         f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter${{{param}}}"
@@ -124,11 +134,22 @@ def _worker_permissions() -> dict[str, list[Json]]:
                 bucket_arns("DownloadsBucket"),
             )
         ],
+        # every signing key's parameter (exactly those configured) and the one passphrase
         "signing-key": [
             statement(
                 ["ssm:GetParameter"],
                 [
-                    _parameter_arn("SigningKeyParameter"),
+                    _parameter_arn(SIGNING_KEY_PARAMS[0]),
+                    *(
+                        {
+                            "Fn::If": [
+                                _signing_key_condition(p),
+                                _parameter_arn(p),
+                                ref("AWS::NoValue"),
+                            ]
+                        }
+                        for p in SIGNING_KEY_PARAMS[1:]
+                    ),
                     _parameter_arn("SigningPassphraseParameter"),
                 ],
             )
@@ -547,6 +568,18 @@ def template(definition: str, userdata: str) -> Json:
             "Type": "String",
             "Default": "/releng/signing-key",
             "AllowedPattern": _SSM_NAME,
+            "Description": "SSM SecureString with the first signing key ([signing] key), "
+            "/releng/signing-key/<FPR> (deploy-aws)",
+        },
+        **{
+            p: {
+                "Type": "String",
+                "Default": "",
+                "AllowedPattern": _SSM_NAME_OR_EMPTY,
+                "Description": "SSM SecureString with a further signing key (a rotation's "
+                "overlap), /releng/signing-key/<FPR> (deploy-aws)",
+            }
+            for p in SIGNING_KEY_PARAMS[1:]
         },
         "SigningPassphraseParameter": {
             "Type": "String",
@@ -596,6 +629,7 @@ def template(definition: str, userdata: str) -> Json:
             "HasGitCredentials": not_empty(ref("GitCredentialsParameter")),
             "HasPublicGitToken": not_empty(ref("PublicGitTokenParameter")),
             "HasCompilerCacheBucket": not_empty(ref("CompilerCacheBucket")),
+            **{_signing_key_condition(p): not_empty(ref(p)) for p in SIGNING_KEY_PARAMS[1:]},
             "HasNotifyEmail": not_empty(ref("NotifyEmail")),
         },
         "Resources": res,
