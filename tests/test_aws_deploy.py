@@ -78,6 +78,63 @@ def test_a_failed_first_create_is_one_line_then_replaced_on_request(moto_server)
     assert again["StackStatus"] == "CREATE_COMPLETE"
 
 
+def _stubbed_rollback(moto_server, name: str, after: list[str]):
+    """The CloudFormation client with botocore's Stubber for the UPDATE_ROLLBACK_FAILED flow
+    only: moto has no ContinueUpdateRollback (docs/aws.md, moto's gaps). ``after``: the stack's
+    states the waiter reads once the rollback is continued."""
+    from botocore.stub import ANY, Stubber
+
+    cfn = moto_server.client("cloudformation")
+    stubber = Stubber(cfn)
+    stack_id = f"arn:aws:cloudformation:us-east-1:123456789012:stack/{name}/1"
+
+    def stacks(status: str) -> dict:
+        return {"Stacks": [{"StackName": name, "StackId": stack_id, "StackStatus": status,
+                            "CreationTime": "2026-12-06T00:00:00Z"}]}  # fmt: skip
+
+    stubber.add_response("describe_stacks", stacks("UPDATE_ROLLBACK_FAILED"), {"StackName": name})
+    stubber.add_response("continue_update_rollback", {}, {"StackName": name})
+    for status in after:
+        stubber.add_response("describe_stacks", stacks(status), {"StackName": name})
+    if after[-1] == "UPDATE_ROLLBACK_COMPLETE":
+        stubber.add_response(
+            "update_stack", {"StackId": stack_id},
+            {"StackName": name, "TemplateURL": ANY, "Parameters": ANY, "Capabilities": ANY},
+        )  # fmt: skip
+        stubber.add_response("describe_stacks", stacks("UPDATE_COMPLETE"), {"StackName": name})
+    return cfn, stubber
+
+
+def test_a_failed_rollback_is_continued_then_the_update_applied_and_said_in_one_line(
+    moto_server, caplog
+):
+    """UPDATE_ROLLBACK_FAILED (an update failed and so did its rollback) cannot be updated:
+    deploy continues the rollback, waits for it, says so in one line, then updates."""
+    import logging
+
+    name = f"urf-{uuid.uuid4().hex[:8]}"
+    cfn, stubber = _stubbed_rollback(moto_server, name, ["UPDATE_ROLLBACK_COMPLETE"])
+    with stubber, caplog.at_level(logging.INFO, logger="releng.aws.deploy"):
+        result = deploy.apply(cfn, name, template_url="https://t/x.yaml", parameters={})
+        stubber.assert_no_pending_responses()
+    assert result == "updated"
+    (said,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == (
+        f"stack {name} was UPDATE_ROLLBACK_FAILED: its failed update is rolled back now "
+        "(continue-update-rollback); applying this deploy"
+    )
+
+
+def test_a_rollback_that_cannot_finish_is_one_line_naming_what_to_run(moto_server):
+    name = f"urf-{uuid.uuid4().hex[:8]}"
+    cfn, stubber = _stubbed_rollback(moto_server, name, ["UPDATE_ROLLBACK_FAILED"])
+    with stubber, pytest.raises(AwsError) as err:
+        deploy.apply(cfn, name, template_url="https://t/x.yaml", parameters={})
+    assert "\n" not in str(err.value)
+    assert f"continue-update-rollback --stack-name {name} --resources-to-skip" in str(err.value)
+    stubber.assert_no_pending_responses()  # nothing was updated
+
+
 def test_a_busy_stack_is_one_line(moto_server):
     cfn = moto_server.client("cloudformation")
     name = f"busy-{uuid.uuid4().hex[:8]}"

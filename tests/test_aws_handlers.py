@@ -12,7 +12,7 @@ import pytest
 from releng.aws import handlers, status
 from releng.aws import steps as S
 from releng.aws.catalog import Catalog, DistroInfo
-from releng.aws.launch import Ec2Launcher
+from releng.aws.launch import AutoScalingLauncher, subnets_offering
 from releng.aws.request import InputError
 from releng.errors import AwsError
 
@@ -33,20 +33,34 @@ CATALOG = Catalog(
 )
 
 
+def _groups(moto_server, name: str, instance_type: str) -> dict[str, str]:
+    """Each worker queue's Auto Scaling group, as the stack makes it: from its launch template,
+    MinSize 0, MaxSize the queue's pool, in the default VPC's subnets."""
+    ec2, autoscaling = moto_server.client("ec2"), moto_server.client("autoscaling")
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets(
+        Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]][:2]  # fmt: skip
+    groups = {}
+    for q, kind in S.WORKER_KINDS.items():
+        lt = ec2.create_launch_template(
+            LaunchTemplateName=f"{name}-{q}",
+            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": instance_type},
+        )["LaunchTemplate"]["LaunchTemplateId"]
+        groups[q] = f"{name}-{q.replace('_', '-')}-workers"
+        autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=groups[q], LaunchTemplate={"LaunchTemplateId": lt, "Version": "1"},
+            MinSize=0, MaxSize=kind.max_workers, VPCZoneIdentifier=",".join(subnets),
+        )  # fmt: skip
+    return groups
+
+
 @pytest.fixture
 def ctx(moto_server):
     name = f"h-{uuid.uuid4().hex[:8]}"
-    s3, sqs, ec2 = (moto_server.client(s) for s in ("s3", "sqs", "ec2"))
+    s3, sqs = (moto_server.client(s) for s in ("s3", "sqs"))
     for bucket in (f"{name}-scratch", f"{name}-downloads"):
         s3.create_bucket(Bucket=bucket)
     urls = {q: sqs.create_queue(QueueName=f"{name}-{q}")["QueueUrl"] for q in S.WORKER_QUEUES}
-    templates = {
-        q: ec2.create_launch_template(
-            LaunchTemplateName=f"{name}-{q}",
-            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.small"},
-        )["LaunchTemplate"]["LaunchTemplateId"]
-        for q in S.WORKER_QUEUES
-    }
+    groups = _groups(moto_server, name, "t3.small")
     return handlers.Context(
         client=moto_server.client,
         catalog=CATALOG,
@@ -55,7 +69,7 @@ def ctx(moto_server):
             handlers.DOWNLOADS_BUCKET: f"{name}-downloads",
             handlers.QUEUE_URLS: json.dumps(urls),
         },
-        launcher=Ec2Launcher(ec2=ec2, launch_templates=templates, stack=name),
+        launcher=AutoScalingLauncher(autoscaling=moto_server.client("autoscaling"), groups=groups),
         today=lambda: dt.date(2026, 11, 22),
     )
 
@@ -218,126 +232,74 @@ def test_launch_workers_fills_a_bounded_pool_and_reuses_it(ctx):
     assert handlers.launch_workers({"queue": S.PUBLISH_QUEUE, "count": 1}, ctx)["launched"] == []
 
 
-class _RefusingEc2:
-    """An EC2 client whose RunInstances is refused as AWS refuses it at a quota or without
-    capacity (moto never refuses); DescribeInstances goes to moto."""
-
-    def __init__(self, real, codes):
-        self.real, self.codes, self.calls = real, list(codes), []
-
-    def __getattr__(self, name):  # every other call goes to moto
-        return getattr(self.real, name)
-
-    def run_instances(self, **kw):
-        from botocore.exceptions import ClientError
-
-        self.calls.append(kw.get("SubnetId"))
-        if self.codes:
-            code = self.codes.pop(0)
-            raise ClientError({"Error": {"Code": code, "Message": code}}, "RunInstances")
-        return self.real.run_instances(**kw)
-
-
-def test_a_launch_refused_for_capacity_or_quota_waits_instead_of_failing(ctx, moto_server):
-    ec2 = moto_server.client("ec2")
-    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:2]
-    refusing = _RefusingEc2(ec2, ["VcpuLimitExceeded"])
-    ctx.launcher = Ec2Launcher(
-        ec2=refusing, launch_templates=ctx.launcher.launch_templates, stack=ctx.launcher.stack,
-        subnets=subnets,
-    )  # fmt: skip
-    # the quota: no instance, no error, and no other subnet tried (it would not help)
-    assert handlers.launch_workers({"queue": S.BUILD_QUEUE}, ctx)["launched"] == []
-    assert refusing.calls == subnets[:1]
-    # no capacity in the first zone: the next subnet gets the instance
-    refusing.codes, refusing.calls = ["InsufficientInstanceCapacity"], []
-    assert len(handlers.launch_workers({"queue": S.BUILD_QUEUE}, ctx)["launched"]) == 1
-    assert refusing.calls == [subnets[0], subnets[1]]
-    # anything else is a real error, retried by the state machine as a service error
-    refusing.codes = ["UnauthorizedOperation"]
-    ctx.settings = {**ctx.settings, handlers.MAX_WORKERS: json.dumps({S.BUILD_QUEUE: 5})}
-    with pytest.raises(Exception, match="UnauthorizedOperation"):
-        handlers.launch_workers({"queue": S.BUILD_QUEUE, "count": 2}, ctx)
-
-
-def _stack_launch_templates(ids: dict[str, str], versions: dict[str, str]) -> str:
-    """The functions' RELENG_LAUNCH_TEMPLATES as the committed template renders it."""
-    import yaml
-
-    from releng.aws.oracles import resolve
-
-    res = yaml.safe_load((ROOT / "aws/template.yaml").read_text())["Resources"]
-    env = res["LaunchWorkersFunction"]["Properties"]["Environment"]["Variables"]
-    values = {}
-    for q in S.WORKER_QUEUES:
-        camel = "".join(p.capitalize() for p in q.split("_"))
-        values[f"{camel}LaunchTemplate"] = ids[q]
-        values[f"{camel}LaunchTemplate.LatestVersionNumber"] = versions[q]
-    return resolve(env["RELENG_LAUNCH_TEMPLATES"], values, {})
+def test_a_pool_never_grows_past_its_groups_maximum(ctx, moto_server):
+    """MaxSize is [aws] max_workers for the queue (AWS refuses a desired capacity above it;
+    moto does not, so the launcher bounds it itself)."""
+    autoscaling = moto_server.client("autoscaling")
+    group = ctx.launcher.groups[S.PUBLISH_QUEUE]
+    autoscaling.update_auto_scaling_group(AutoScalingGroupName=group, MaxSize=2)
+    ctx.settings = {**ctx.settings, handlers.MAX_WORKERS: json.dumps({S.PUBLISH_QUEUE: 9})}
+    assert (
+        len(handlers.launch_workers({"queue": S.PUBLISH_QUEUE, "count": 5}, ctx)["launched"]) == 2
+    )
+    (desc,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])[
+        "AutoScalingGroups"]  # fmt: skip
+    assert desc["DesiredCapacity"] == 2
 
 
 def test_workers_launch_from_the_template_version_the_stack_last_wrote(ctx, moto_server):
-    """A stack update adds a launch template version without moving the default one: the
-    next worker must come from the new version (its instance type, AMI, user data)."""
-    from releng.aws.launch import launch_templates
+    """A stack update adds a launch template version without moving the default one; the
+    group's LaunchTemplate Version is the template's LatestVersionNumber, which CloudFormation
+    resolves again at each update (moto's CloudFormation does not update a group: the update is
+    made here as it makes it). The next worker comes from the new version."""
+    import yaml
 
-    ec2 = moto_server.client("ec2")
-    ids = dict(ctx.launcher.launch_templates)
-    versions = {}
-    for q, lt in ids.items():  # the update: version 2 with another instance type
-        versions[q] = str(
-            ec2.create_launch_template_version(
-                LaunchTemplateId=lt,
-                LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.large"},
-            )["LaunchTemplateVersion"]["VersionNumber"]
-        )
-    default = ec2.describe_launch_templates(LaunchTemplateIds=[ids[S.BUILD_QUEUE]])
-    assert default["LaunchTemplates"][0]["DefaultVersionNumber"] == 1  # as CloudFormation leaves it
-    templates, wanted = launch_templates(_stack_launch_templates(ids, versions))
-    ctx.launcher = Ec2Launcher(
-        ec2=ec2, launch_templates=templates, versions=wanted, stack=ctx.launcher.stack
+    res = yaml.safe_load((ROOT / "aws/template.yaml").read_text())["Resources"]
+    for q in S.WORKER_QUEUES:
+        camel = "".join(p.capitalize() for p in q.split("_"))
+        version = res[f"{camel}WorkerGroup"]["Properties"]["LaunchTemplate"]["Version"]
+        assert version == {"Fn::GetAtt": [f"{camel}LaunchTemplate", "LatestVersionNumber"]}
+    ec2, autoscaling = moto_server.client("ec2"), moto_server.client("autoscaling")
+    group = ctx.launcher.groups[S.BUILD_QUEUE]
+    (desc,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])[
+        "AutoScalingGroups"]  # fmt: skip
+    lt = desc["LaunchTemplate"]["LaunchTemplateId"]
+    latest = ec2.create_launch_template_version(  # the update: another instance type
+        LaunchTemplateId=lt,
+        LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.large"},
+    )["LaunchTemplateVersion"]["VersionNumber"]
+    default = ec2.describe_launch_templates(LaunchTemplateIds=[lt])["LaunchTemplates"][0]
+    assert default["DefaultVersionNumber"] == 1  # as CloudFormation leaves it
+    autoscaling.update_auto_scaling_group(
+        AutoScalingGroupName=group, LaunchTemplate={"LaunchTemplateId": lt, "Version": str(latest)}
     )
-    (instance_id,) = handlers.launch_workers({"queue": S.BUILD_QUEUE}, ctx)["launched"]
-    (reservation,) = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
-    instance = reservation["Instances"][0]
-    assert instance["InstanceType"] == "t3.large"
-    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
-    assert tags.get("aws:ec2launchtemplate:version") == versions[S.BUILD_QUEUE] == "2"
+    assert len(handlers.launch_workers({"queue": S.BUILD_QUEUE}, ctx)["launched"]) == 1
+    (desc,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])[
+        "AutoScalingGroups"]  # fmt: skip
+    assert [i["InstanceType"] for i in desc["Instances"]] == ["t3.large"]
 
 
-def test_a_zone_without_the_instance_type_is_skipped_and_unsupported_tries_another(
-    ctx, moto_server
-):
-    """c7g.4xlarge is not offered in us-east-1e: the launcher starts in a subnet whose zone
-    offers the type (describe-instance-type-offerings), and EC2's `Unsupported` moves on to
-    the next subnet like a capacity refusal instead of failing the build."""
+def test_a_zone_without_the_instance_type_is_not_given_to_its_group(moto_server):
+    """c7g.4xlarge is not offered in us-east-1e: deploy-aws gives the Graviton builders' group
+    only subnets whose zones offer the type (describe-instance-type-offerings), so the group
+    never tries there; a capacity refusal in one zone is the group's to retry in the others.
+    No subnet at all that fits is one line naming the zones that would."""
     ec2 = moto_server.client("ec2")
-    graviton = {
-        q: ec2.create_launch_template(
-            LaunchTemplateName=f"{ctx.launcher.stack}-g-{q}",
-            LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "c7g.4xlarge"},
-        )["LaunchTemplate"]["LaunchTemplateId"]
-        for q in S.WORKER_QUEUES
-    }
     zone = {s["AvailabilityZone"]: s["SubnetId"] for s in ec2.describe_subnets(
         Filters=[{"Name": "default-for-az", "Values": ["true"]}])["Subnets"]}  # fmt: skip
     offered = {o["Location"] for o in ec2.describe_instance_type_offerings(
         LocationType="availability-zone",
         Filters=[{"Name": "instance-type", "Values": ["c7g.4xlarge"]}])["InstanceTypeOfferings"]}  # fmt: skip
     assert "us-east-1e" in zone and "us-east-1e" not in offered
-    subnets = [zone["us-east-1e"], zone["us-east-1a"], zone["us-east-1b"]]
-    refusing = _RefusingEc2(ec2, [])
-    ctx.launcher = Ec2Launcher(
-        ec2=refusing, launch_templates=graviton, stack=ctx.launcher.stack, subnets=subnets
-    )
-    assert len(handlers.launch_workers({"queue": S.BUILD_ARM64_QUEUE}, ctx)["launched"]) == 1
-    assert refusing.calls == [zone["us-east-1a"]]  # never the zone without the type
-    refusing.codes, refusing.calls = ["Unsupported"], []  # one more worker: the pool holds one
-    assert (
-        len(handlers.launch_workers({"queue": S.BUILD_ARM64_QUEUE, "count": 2}, ctx)["launched"])
-        == 1
-    )
-    assert refusing.calls == [zone["us-east-1a"], zone["us-east-1b"]]
+    configured = [zone["us-east-1e"], zone["us-east-1a"], zone["us-east-1b"]]
+    assert subnets_offering(ec2, configured, "c7g.4xlarge") == configured[1:]
+    default_vpc = subnets_offering(ec2, [], "c7g.4xlarge")  # no [aws] subnets
+    assert sorted(default_vpc) == sorted(s for z, s in zone.items() if z in offered)
+    with pytest.raises(
+        AwsError,
+        match=r"no subnet of subnet-\w+ is in a zone offering c7g.4xlarge; it is offered in us-east-1a",
+    ):
+        subnets_offering(ec2, [zone["us-east-1e"]], "c7g.4xlarge")
 
 
 def test_a_health_message_without_a_token_runs_the_health_check(ctx):

@@ -24,7 +24,7 @@ from releng.aws import handlers, template
 from releng.aws import steps as S
 from releng.aws.catalog import Catalog
 from releng.aws.deploy import create_bucket
-from releng.aws.launch import Ec2Launcher
+from releng.aws.launch import AutoScalingLauncher
 from releng.aws.status import record_key
 from releng.aws.worker import Worker
 from releng.gpg import Signer
@@ -82,13 +82,25 @@ class Stack:
         self.distribution = create_distribution(
             server.client("cloudfront"), f"{self.downloads}.s3.amazonaws.com"
         )
-        self.launch_templates = {
-            q: ec2.create_launch_template(
+        # each queue's pool, named as the template names it
+        autoscaling = server.client("autoscaling")
+        self.groups: dict[str, str] = {}
+        self.group_arns: dict[str, str] = {}
+        for q in S.WORKER_QUEUES:
+            lt = ec2.create_launch_template(
                 LaunchTemplateName=f"{self.name}-{q}",
                 LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.small"},
             )["LaunchTemplate"]["LaunchTemplateId"]
-            for q in S.WORKER_QUEUES
-        }
+            self.groups[q] = f"{self.name}-{q.replace('_', '-')}-workers"
+            autoscaling.create_auto_scaling_group(
+                AutoScalingGroupName=self.groups[q], MinSize=0, MaxSize=2,
+                LaunchTemplate={"LaunchTemplateId": lt, "Version": "1"},
+                AvailabilityZones=[f"{REGION}a"],
+            )  # fmt: skip
+            (desc,) = autoscaling.describe_auto_scaling_groups(
+                AutoScalingGroupNames=[self.groups[q]]
+            )["AutoScalingGroups"]
+            self.group_arns[q] = desc["AutoScalingGroupARN"]
         ssm = server.client("ssm")
         ssm.put_parameter(Name=SIGNING_KEY, Value="-----BEGIN PGP PRIVATE KEY BLOCK-----", Type="SecureString", Overwrite=True)  # fmt: skip
         ssm.put_parameter(Name=SIGNING_PASSPHRASE, Value="secret", Type="SecureString", Overwrite=True)  # fmt: skip
@@ -107,6 +119,7 @@ class Stack:
             "AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws",
             "AWS::StackName": self.name, "SigningKeyParameter": SIGNING_KEY,
             "SigningPassphraseParameter": SIGNING_PASSPHRASE, "GitCredentialsParameter": "",
+            "SigningKey2Parameter": "", "SigningKey3Parameter": "",
             "PublicGitTokenParameter": PUBLIC_GIT_TOKEN,
             "DownloadsPrefix": "", "Distribution": self.distribution,
             "ScratchBucket": self.scratch, "ScratchBucket.Arn": f"arn:aws:s3:::{self.scratch}",
@@ -118,10 +131,6 @@ class Stack:
             qid = "".join(p.capitalize() for p in name.split("_")) + "Queue"
             values[qid] = url
             values[f"{qid}.Arn"] = self.arn("sqs", url.rsplit("/", 1)[1])
-        for queue, template_id in self.launch_templates.items():  # RunInstances' fence
-            values["".join(p.capitalize() for p in queue.split("_")) + "LaunchTemplate"] = (
-                template_id
-            )
         for role_id in ROLE_IDS.values():
             values[f"{role_id}.Arn"] = f"arn:aws:iam::{ACCOUNT}:role/{self.name}-{role_id}"
         conditions = dict.fromkeys(tmpl["Conditions"], False)
@@ -355,8 +364,8 @@ def _context(stack: Stack, role: str) -> handlers.Context:
             handlers.DISTRIBUTION_ID: stack.distribution,
             handlers.QUEUE_URLS: json.dumps({q: stack.queue_urls[q] for q in S.WORKER_QUEUES}),
         },
-        launcher=Ec2Launcher(
-            ec2=stack.client(role, "ec2"), launch_templates=stack.launch_templates, stack=stack.name
+        launcher=AutoScalingLauncher(
+            autoscaling=stack.client(role, "autoscaling"), groups=stack.groups
         ),
         today=lambda: dt.date(2026, 11, 30),
     )
@@ -449,11 +458,37 @@ def test_only_the_signing_roles_can_read_the_signing_key(stack) -> None:
     assert readers == {"tarball", "publish"}
     signing = {role for role, kind in S.WORKER_KINDS.items() if "signing-key" in kind.permissions}
     assert readers == signing
-    # CloudFront invalidation and PassRole name their resources too
+    # CloudFront invalidation names its resource too
     dist = f"arn:aws:cloudfront::{ACCOUNT}:distribution/{stack.distribution}"
     assert {r for r, d in stack.documents.items() if allowed(d, "cloudfront:CreateInvalidation", dist)} == {"publish", "invalidate_cloudfront"}  # fmt: skip
+
+
+def test_no_role_starts_instances_or_passes_roles_and_pools_have_one_owner(stack) -> None:
+    """Only the Auto Scaling service starts workers (from the stack's templates, with their
+    roles): no runtime role may RunInstances or PassRole. The launch function raises each
+    pool's desired capacity; a worker may leave its own group only (moto's evaluator on the
+    groups' real ARNs, moto checks Auto Scaling calls against "*")."""
     build_role = f"arn:aws:iam::{ACCOUNT}:role/{stack.name}-{template.worker_role_id('build')}"
-    assert {r for r, d in stack.documents.items() if allowed(d, "iam:PassRole", build_role)} == {"launch_workers", "health_check"}  # fmt: skip
+    for role, doc in stack.documents.items():
+        assert not allowed(doc, "iam:PassRole", build_role), role
+        assert not allowed(doc, "ec2:RunInstances", "*"), role
+    for queue, arn in stack.group_arns.items():
+        raisers = {r for r, d in stack.documents.items() if allowed(d, "autoscaling:SetDesiredCapacity", arn)}  # fmt: skip
+        assert raisers == {"launch_workers", "health_check"}
+        leavers = {r for r, d in stack.documents.items() if allowed(d, "autoscaling:TerminateInstanceInAutoScalingGroup", arn)}  # fmt: skip
+        assert leavers == {queue}
+    # the real call, as the build worker's role: it leaves its group, lowering its capacity
+    admin = stack.server.client("autoscaling")
+    admin.set_desired_capacity(AutoScalingGroupName=stack.groups["build"], DesiredCapacity=1)
+    (group,) = admin.describe_auto_scaling_groups(AutoScalingGroupNames=[stack.groups["build"]])[
+        "AutoScalingGroups"]  # fmt: skip
+    (instance,) = group["Instances"]
+    stack.client("build", "autoscaling").terminate_instance_in_auto_scaling_group(
+        InstanceId=instance["InstanceId"], ShouldDecrementDesiredCapacity=True
+    )
+    (group,) = admin.describe_auto_scaling_groups(AutoScalingGroupNames=[stack.groups["build"]])[
+        "AutoScalingGroups"]  # fmt: skip
+    assert group["DesiredCapacity"] == 0
 
 
 def test_only_the_publisher_can_read_the_public_repositorys_token(stack) -> None:

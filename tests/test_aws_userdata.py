@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from releng.aws import template
+from releng.aws.launch import AutoScalingLauncher
 from tests.fixtures.docker import DOWNLOAD_CACHE_VOLUMES, PRIME_APT_ARCHIVES, SAVE_APT_ARCHIVES
 from tests.fixtures.project import git
 
@@ -34,6 +35,8 @@ def _rendered(queue: str, repository: str) -> str:
         "RepositoryUrl": repository,
         "GitCredentialsParameter": "",
         "SigningKeyParameter": "/releng/signing-key",
+        "SigningKey2Parameter": "",
+        "SigningKey3Parameter": "",
         "SigningPassphraseParameter": "/releng/signing-passphrase",
         "Queue": local["Queue"],
         "QueueUrl": f"https://sqs.eu-central-1.amazonaws.com/123456789012/releng-{queue}",
@@ -144,8 +147,9 @@ def test_user_data_installs_releng_in_stock_bookworm(docker_client, base_image, 
 @pytest.mark.aws
 def test_a_failed_setup_fails_the_queued_tasks_once_instead_of_relaunching(moto_server, tmp_path):
     """A worker whose set-up fails (wrong branch, PyPI unreachable) fails every task waiting on
-    its queue with the set-up error and its log, so the queue is empty and the health check
-    starts nobody else; before, the tasks stayed queued and workers were relaunched until the
+    its queue with the set-up error and its log, so the queue is empty, and leaves its Auto
+    Scaling group lowering the desired capacity: neither the group nor the health check starts
+    anybody else; before, the tasks stayed queued and workers were relaunched until the
     deadline."""
     import json
     import sys
@@ -182,6 +186,20 @@ def test_a_failed_setup_fails_the_queued_tasks_once_instead_of_relaunching(moto_
         "https://sqs.us-east-1.amazonaws.com/123456789012/releng-build", url
     )
     script.write_text(rendered.replace("releng-scratchbucket-1x2y3z", scratch))
+    # the worker, started by its queue's group as the launcher asks
+    ec2, autoscaling = moto_server.client("ec2"), moto_server.client("autoscaling")
+    lt = ec2.create_launch_template(
+        LaunchTemplateName=name, LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.small"}
+    )["LaunchTemplate"]["LaunchTemplateId"]  # fmt: skip
+    group = f"{name}-build-workers"
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=group, LaunchTemplate={"LaunchTemplateId": lt, "Version": "1"},
+        MinSize=0, MaxSize=4, AvailabilityZones=["us-east-1a"],
+    )  # fmt: skip
+    launcher = AutoScalingLauncher(autoscaling=autoscaling, groups={"build": group})
+    assert len(launcher.launch("build", 1)) == 1
+    (instance,) = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group])[
+        "AutoScalingGroups"][0]["Instances"]  # fmt: skip
     log = tmp_path / "worker.log"
     log.write_text("fatal: Remote branch release-line not found in upstream origin\n")
     # aws-cli 1 ignores AWS_ENDPOINT_URL: a shim hands moto's endpoint to the real CLI
@@ -195,10 +213,10 @@ def test_a_failed_setup_fails_the_queued_tasks_once_instead_of_relaunching(moto_
         "PATH": f"{shims}:{Path(sys.executable).parent}:/usr/bin:/bin",
         "AWS_ENDPOINT_URL": moto_server.endpoint_url,
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "RELENG_WORKER_LOG": str(log), "RELENG_INSTANCE_ID": "i-0123456789abcdef0",
+        "RELENG_WORKER_LOG": str(log), "RELENG_INSTANCE_ID": instance["InstanceId"],
         "RELENG_SETUP_ERROR": "git clone --branch release-line exited 128",
     }  # fmt: skip
-    proc = subprocess.run(["bash", str(script), "fail_queued_tasks"], env=env,
+    proc = subprocess.run(["bash", str(script), "fail_queued_tasks", "leave_group"], env=env,
                           capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -211,7 +229,53 @@ def test_a_failed_setup_fails_the_queued_tasks_once_instead_of_relaunching(moto_
     events = sfn.get_execution_history(executionArn=execution)["events"]
     failed = [e["taskFailedEventDetails"] for e in events if "taskFailedEventDetails" in e]
     assert len(failed) == 2  # each task once
-    key = "logs/instances/i-0123456789abcdef0.log"
+    key = f"logs/instances/{instance['InstanceId']}.log"
     for detail in failed:  # (moto keeps no cause: the error and the uploaded log show it)
         assert detail["error"] == "Releng.SetupFailed"
     assert b"Remote branch" in s3.get_object(Bucket=scratch, Key=key)["Body"].read()
+    # the worker left its group: no replacement, and the health check has nothing to start
+    assert launcher.live("build") == 0
+    (left,) = ec2.describe_instances(InstanceIds=[instance["InstanceId"]])["Reservations"]
+    assert left["Instances"][0]["State"]["Name"] in ("shutting-down", "terminated")
+
+
+@pytest.mark.aws
+def test_a_signing_worker_imports_every_configured_key_from_ssm(moto_server, gpg_key, other_gpg_key, tmp_path):  # fmt: skip
+    """During a rotation's overlap two keys sign: the user data reads each key's parameter
+    (deploy-aws passes /releng/signing-key/<FPR> per configured key) into the worker's keyring."""
+    import subprocess
+    import sys
+
+    import gnupg
+
+    ssm = moto_server.client("ssm")
+    names = []
+    for key in (gpg_key, other_gpg_key):
+        armoured = gnupg.GPG(gnupghome=str(key.home)).export_keys(
+            key.fingerprint, secret=True, passphrase=key.passphrase
+        )
+        names.append(f"/releng/signing-key/{key.fingerprint}-{uuid.uuid4().hex[:6]}")
+        ssm.put_parameter(Name=names[-1], Value=armoured, Type="SecureString", Tier="Advanced")
+    ssm.put_parameter(Name=f"{names[0]}-passphrase", Value="pw", Type="SecureString")
+    script = _rendered("publish", "https://git.example.com/packaging.git")
+    script = script.replace('"/releng/signing-key  "', f'"{names[0]} {names[1]} "')
+    script = script.replace("/releng/signing-passphrase", f"{names[0]}-passphrase")
+    script = script.replace("eu-central-1", "us-east-1")
+    (tmp_path / "user-data.sh").write_text(script)
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    (shims / "aws").write_text(
+        f'#!/bin/sh\nexec {Path(sys.executable).parent / "aws"} --endpoint-url "$AWS_ENDPOINT_URL" "$@"\n'
+    )
+    (shims / "aws").chmod(0o755)
+    home = tmp_path / "gnupg"
+    env = {
+        "PATH": f"{shims}:{Path(sys.executable).parent}:/usr/bin:/bin",
+        "AWS_ENDPOINT_URL": moto_server.endpoint_url, "GNUPGHOME": str(home),
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    }  # fmt: skip
+    proc = subprocess.run(["bash", str(tmp_path / "user-data.sh"), "import_signing_key"], env=env,
+                          capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    secret = {k["fingerprint"] for k in gnupg.GPG(gnupghome=str(home)).list_keys(secret=True)}
+    assert secret == {gpg_key.fingerprint, other_gpg_key.fingerprint}

@@ -16,13 +16,13 @@ from typing import Any
 from releng import aws_clients
 from releng.aws import handlers
 from releng.aws.catalog import CATALOG_FILE, Catalog
-from releng.aws.launch import Ec2Launcher, launch_templates
+from releng.aws.launch import AutoScalingLauncher, worker_groups
 
 # The edge: the function's environment is read here, once, and handed in.
 _ENV = dict(os.environ)
 _REGION = aws_clients.region(_ENV)
 _CATALOG = Catalog.from_json((Path(__file__).parent / CATALOG_FILE).read_text(encoding="utf-8"))
-_TEMPLATES, _VERSIONS = launch_templates(_ENV.get("RELENG_LAUNCH_TEMPLATES", "{}"))
+_GROUPS = worker_groups(_ENV.get("RELENG_WORKER_GROUPS", "{}"))
 
 
 def _client(service: str) -> Any:
@@ -33,13 +33,7 @@ _CONTEXT = handlers.Context(
     client=_client,
     catalog=_CATALOG,
     settings=_ENV,
-    launcher=Ec2Launcher(
-        ec2=_client("ec2"),
-        launch_templates=_TEMPLATES,
-        versions=_VERSIONS,
-        stack=_ENV.get("RELENG_STACK", "releng"),
-        subnets=[s for s in _ENV.get("RELENG_SUBNETS", "").split(",") if s],
-    ),
+    launcher=AutoScalingLauncher(autoscaling=_client("autoscaling"), groups=_GROUPS),
 )
 
 

@@ -2,8 +2,8 @@
 # EC2 user data of a releng worker: a CloudFormation Fn::Sub template (dollar-brace names are
 # stack values; shell variables are written without braces). The instance installs the engine
 # and releng from this repository at the stack's branch, works its queue for as many tasks as
-# come (one of a bounded pool), uploads its own log when idle, and powers off; instances
-# terminate on shutdown. `bash worker.sh STEP...` runs only the named steps (the tests do).
+# come (one of its queue's Auto Scaling group), uploads its own log when idle, leaves its
+# group and powers off; instances terminate on shutdown. `bash worker.sh STEP...` runs only the named steps (the tests do).
 set -eu -o pipefail
 
 # The stack's values, once.
@@ -15,7 +15,8 @@ GIT_CREDENTIALS_PARAMETER="${GitCredentialsParameter}"
 SIGNS="${Signs}"
 PUSHES="${Pushes}"
 PUBLIC_GIT_TOKEN_PARAMETER="${PublicGitTokenParameter}"
-SIGNING_KEY_PARAMETER="${SigningKeyParameter}"
+# one parameter per signing key ([signing] key; two while a rotation overlaps), empty slots blank
+SIGNING_KEY_PARAMETERS="${SigningKeyParameter} ${SigningKey2Parameter} ${SigningKey3Parameter}"
 SIGNING_PASSPHRASE_PARAMETER="${SigningPassphraseParameter}"
 export AWS_DEFAULT_REGION="${AWS::Region}" DEBIAN_FRONTEND=noninteractive
 
@@ -34,21 +35,39 @@ start_watchdog() {
   (
     while sleep 60; do
       if [ $(($(date +%s) - $(stat -c %Y "$ALIVE"))) -gt "$STALE_SECONDS" ]; then
+        leave_group
         shutdown -h now "releng: the worker stopped reporting"
       fi
     done
   ) &
 }
 
+# The group started this instance and would start a replacement for one that powers off: a
+# worker that is done leaves it, lowering its desired capacity (the launcher only raises it).
+# Its task, if any, went back to the queue; the next health check sizes the group to it.
+leave_group() {
+  local try
+  for try in 1 2 3; do
+    if aws autoscaling terminate-instance-in-auto-scaling-group --instance-id "$INSTANCE" \
+        --should-decrement-desired-capacity >/dev/null; then
+      return 0
+    fi
+    sleep $((try * 10))
+  done
+  echo "releng: could not leave the Auto Scaling group; it will start a replacement" >&2
+}
+
 upload_log_and_power_off() {
   aws s3 cp "$WORKER_LOG" "s3://$SCRATCH_BUCKET/logs/instances/$INSTANCE.log" || true
+  leave_group
   shutdown -h now
 }
 
 # A set-up that fails (a wrong repository URL or branch, PyPI unreachable) would leave the
 # tasks queued and the health check starting workers that fail the same way until the
 # deadline. Instead this instance fails every task waiting on its queue with the set-up error
-# and its log (the execution records each once), so the queue is empty and nothing relaunches.
+# and its log (the execution records each once), so the queue is empty, then leaves its group
+# (the EXIT trap): nothing relaunches.
 fail_queued_tasks() {
   local log_url="s3://$SCRATCH_BUCKET/logs/instances/$INSTANCE.log" msg receipt body token
   aws s3 cp "$WORKER_LOG" "$log_url" || true
@@ -110,14 +129,18 @@ install_releng() {
   /opt/venv/bin/pip install -q --no-deps /opt/releng
 }
 
-# Tarball makers and the publisher sign: the key comes from SSM (SecureString), never from
-# the repository. Builders have no permission to read it and never ask.
+# Tarball makers and the publisher sign: every key comes from SSM (SecureString), never from
+# the repository. Builders have no permission to read them and never ask.
 import_signing_key() {
+  local parameter
   if [ "$SIGNS" = yes ]; then
-    export GNUPGHOME=/root/.gnupg RELENG_SIGNING_PASSPHRASE
+    GNUPGHOME=$(printenv GNUPGHOME || echo /root/.gnupg)
+    export GNUPGHOME RELENG_SIGNING_PASSPHRASE
     install -d -m 700 "$GNUPGHOME"
-    aws ssm get-parameter --with-decryption --name "$SIGNING_KEY_PARAMETER" \
-      --query Parameter.Value --output text | gpg --batch --import
+    for parameter in $SIGNING_KEY_PARAMETERS; do
+      aws ssm get-parameter --with-decryption --name "$parameter" \
+        --query Parameter.Value --output text | gpg --batch --import
+    done
     RELENG_SIGNING_PASSPHRASE=$(aws ssm get-parameter --with-decryption \
       --name "$SIGNING_PASSPHRASE_PARAMETER" --query Parameter.Value --output text)
   fi
@@ -143,9 +166,9 @@ run_worker() {
 
 main() {
   exec >"$WORKER_LOG" 2>&1
-  start_watchdog
   INSTANCE=$(instance_id)
   export RELENG_INSTANCE_ID=$INSTANCE
+  start_watchdog
   trap upload_log_and_power_off EXIT
   set -E
   trap 'setup_failed "$BASH_COMMAND exited $?"' ERR

@@ -31,6 +31,8 @@ from typing import Any
 from releng.aws import handlers, statemachine
 from releng.aws import steps as S
 from releng.aws.catalog import CATALOG_FILE, Catalog
+from releng.aws.launch import subnets_offering
+from releng.aws.template import SIGNING_KEY_PARAMS, max_workers_param, subnet_param
 from releng.compiler_cache import separate_cache_bucket
 from releng.errors import AwsError
 from releng.publish.flows import public_read_policy
@@ -254,7 +256,7 @@ VENDORED_DISTRIBUTIONS = (
     "six",
     "urllib3",
 )
-LAMBDA_SERVICES = ("s3", "sqs", "ec2", "stepfunctions", "cloudfront", "sts")
+LAMBDA_SERVICES = ("s3", "sqs", "autoscaling", "stepfunctions", "cloudfront", "sts")
 
 
 def _vendored_files() -> list[tuple[Path, str]]:
@@ -301,6 +303,8 @@ def lambda_zip(root: Path, catalog: Catalog, *, vendor: bool = True) -> bytes:
 DEBIAN_AMI_PARAMETER = "/aws/service/debian/release/12/latest/amd64"
 DEBIAN_ARM64_AMI_PARAMETER = "/aws/service/debian/release/12/latest/arm64"
 # The stack parameter of each worker kind's AMI, and where it comes from by default.
+# Each instance type's subnets parameter -> the parameter naming the type.
+SUBNET_PARAMS = {subnet_param(k.instance_param): k.instance_param for k in S.WORKER_KINDS.values()}
 AMI_DEFAULTS = {"ImageId": DEBIAN_AMI_PARAMETER, "Arm64ImageId": DEBIAN_ARM64_AMI_PARAMETER}
 _AMI_SETTING = {"ImageId": "ami", "Arm64ImageId": "arm64_ami"}
 
@@ -370,7 +374,8 @@ def upload_artifacts(
     vendor: bool = True,
 ) -> Artifacts:
     """The artifacts bucket (made in the client's region, private), the Lambda zip and the
-    template in it, and the stack's parameters with the AMI resolved and the code's place."""
+    template in it, and the stack's parameters with the AMIs resolved, each instance type's
+    subnets chosen (in zones that offer it) and the code's place."""
     from botocore.exceptions import ClientError
 
     s3, sts, ssm = (client(s) for s in ("s3", "sts", "ssm"))
@@ -401,10 +406,19 @@ def upload_artifacts(
         param: resolve_ami(ssm, parameters.get(param) or default, key=_AMI_SETTING[param])
         for param, default in AMI_DEFAULTS.items()
     }
+    ec2 = client("ec2")
+    subnets = {
+        param: ",".join(
+            subnets_offering(
+                ec2, [s for s in parameters.get(param, "").split(",") if s], parameters[kind]
+            )
+        )
+        for param, kind in SUBNET_PARAMS.items()
+    }
     return Artifacts(
         bucket=artifacts,
         template_url=template_url(s3, artifacts, template_key),
-        parameters={**parameters, **amis, "CodeBucket": artifacts, "CodeKey": key},
+        parameters={**parameters, **amis, **subnets, "CodeBucket": artifacts, "CodeKey": key},
     )
 
 
@@ -440,6 +454,31 @@ def _wait(cfn: Any, waiter: str, name: str) -> None:
         ) from None
 
 
+def _continue_rollback(cfn: Any, name: str) -> None:
+    """A stack whose update failed and whose rollback failed too (a resource changed or
+    deleted by hand) cannot be updated: continue the rollback, then say so in one line."""
+    from botocore.exceptions import WaiterError
+
+    log.info("stack %s is UPDATE_ROLLBACK_FAILED: continuing its rollback", name)
+    cfn.continue_update_rollback(StackName=name)
+    try:
+        cfn.get_waiter("stack_rollback_complete").wait(
+            StackName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 720}
+        )
+    except WaiterError:
+        raise AwsError(
+            f"stack {name} could not finish rolling back its failed update ({_events_hint(name)} "
+            "says which resource); fix that resource, or skip it with `aws cloudformation "
+            f"continue-update-rollback --stack-name {name} --resources-to-skip LOGICAL_ID`, "
+            "then run `invoke deploy-aws` again"
+        ) from None
+    log.warning(
+        "stack %s was UPDATE_ROLLBACK_FAILED: its failed update is rolled back now "
+        "(continue-update-rollback); applying this deploy",
+        name,
+    )
+
+
 def apply(
     cfn: Any,
     name: str,
@@ -473,9 +512,7 @@ def apply(
         _wait(cfn, "stack_delete_complete", name)
         status = ""
     if status == "UPDATE_ROLLBACK_FAILED":
-        log.info("stack %s: continuing the failed rollback", name)
-        cfn.continue_update_rollback(StackName=name)
-        _wait(cfn, "stack_rollback_complete", name)
+        _continue_rollback(cfn, name)
     if status in ("", "REVIEW_IN_PROGRESS"):
         cfn.create_stack(**args)
         _wait(cfn, "stack_create_complete", name)
@@ -615,7 +652,9 @@ def destroy(client: Any, name: str, *, delete_downloads: bool = False) -> Teardo
     stack = load_stack(cfn, name)
     region = s3.meta.region_name or "us-east-1"
     artifacts = artifacts_bucket(name, sts.get_caller_identity()["Account"], region)
-    # Workers are launched by the functions, not by CloudFormation: stop them first.
+    # The workers of the stack's Auto Scaling groups go with their groups (CloudFormation
+    # empties a group before deleting it; terminating them here would only start
+    # replacements). Any other instance tagged with the stack is stopped first.
     ec2 = client("ec2")
     pages = ec2.get_paginator("describe_instances").paginate(
         Filters=[
@@ -626,7 +665,13 @@ def destroy(client: Any, name: str, *, delete_downloads: bool = False) -> Teardo
             },
         ]
     )
-    workers = [i["InstanceId"] for p in pages for r in p["Reservations"] for i in r["Instances"]]
+    workers = [
+        i["InstanceId"]
+        for p in pages
+        for r in p["Reservations"]
+        for i in r["Instances"]
+        if not any(t["Key"] == "aws:autoscaling:groupName" for t in i.get("Tags", []))
+    ]
     if workers:
         ec2.terminate_instances(InstanceIds=workers)
     emptied = []
@@ -653,6 +698,33 @@ def _delete_bucket(s3: Any, bucket: str) -> None:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
             raise
+
+
+SIGNING_KEY_PREFIX = "/releng/signing-key"
+
+
+def signing_key_parameters(keys: tuple[str, ...]) -> dict[str, str]:
+    """The SSM parameter of each signing key, ``/releng/signing-key/<FPR>``, in the template's
+    slots (empty slots: ""); no key configured: the template's default, one parameter
+    ``/releng/signing-key``. More keys than slots, or a key that is not a fingerprint or key
+    id, is one line."""
+    if not keys:
+        return {}
+    if len(keys) > len(SIGNING_KEY_PARAMS):
+        raise AwsError(
+            f"product.toml: [signing] key lists {len(keys)} keys; the stack reads at most "
+            f"{len(SIGNING_KEY_PARAMS)} from SSM: retire one first (invoke rotate-keys --retire)"
+        )
+    for key in keys:
+        if not re.fullmatch(r"(0x)?[0-9A-Fa-f]{8,40}", key):
+            raise AwsError(
+                f"product.toml: [signing] key {key!r} is not a fingerprint; on AWS each key is "
+                f"read from the SSM parameter {SIGNING_KEY_PREFIX}/<FINGERPRINT>: write its "
+                "fingerprint (gpg --list-secret-keys --with-colons, the fpr line)"
+            )
+    names = [f"{SIGNING_KEY_PREFIX}/{key.removeprefix('0x').upper()}" for key in keys]
+    names += [""] * (len(SIGNING_KEY_PARAMS) - len(names))
+    return dict(zip(SIGNING_KEY_PARAMS, names, strict=True))
 
 
 def parameters(project: Any) -> dict[str, str]:
@@ -689,19 +761,22 @@ def parameters_from(config: Any, *, repository_url: str = "") -> dict[str, str]:
                 f"write it with its leading slash, e.g. '/{given.strip('/')}'"
             )
     params = {
+        **signing_key_parameters(config.signing.keys),
         "RepositoryUrl": repository,
         "Branch": cfg.branch,
         "BuilderInstanceType": cfg.builder_instance_type,
         "Arm64BuilderInstanceType": cfg.arm64_instance_type,
         "SmallInstanceType": cfg.small_instance_type,
-        "SubnetIds": ",".join(cfg.subnets),
+        # [aws] subnets as given (empty: the default VPC's); deploy() keeps, for each instance
+        # type, those in zones that offer it
+        **{p: ",".join(cfg.subnets) for p in SUBNET_PARAMS},
         "SecurityGroupIds": ",".join(cfg.security_groups),
         "GitCredentialsParameter": cfg.git_credentials_parameter,
         "PublicGitTokenParameter": cfg.public_git_token_parameter,
-        "MaxWorkers": json.dumps(
-            {q: cfg.max_workers.get(q, k.max_workers) for q, k in S.WORKER_KINDS.items()},
-            sort_keys=True,
-        ),
+        **{
+            max_workers_param(q): str(cfg.max_workers.get(q, k.max_workers))
+            for q, k in S.WORKER_KINDS.items()
+        },
         "DownloadsPrefix": config.publish.prefix.strip("/"),
         "NotifyEmail": cfg.notify_email,
     }

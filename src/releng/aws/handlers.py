@@ -56,7 +56,8 @@ COMPLETE = ".releng-complete.json"
 
 
 class Launcher(Protocol):
-    """Starts workers for a queue: EC2 instances on AWS, local processes under --fake-ec2."""
+    """Starts workers for a queue: on AWS by raising the desired capacity of its Auto Scaling
+    group (:class:`releng.aws.launch.AutoScalingLauncher`), local processes under --fake-ec2."""
 
     def live(self, queue: str) -> int: ...
 
@@ -326,8 +327,8 @@ def _queued(ctx: Context, queue: str) -> int:
 def _top_up(ctx: Context, queue: str, coming: int) -> dict[str, Any]:
     """Start workers until the pool matches the work (queued + ``coming``), never above its
     maximum. Live workers take the next task when they finish theirs, so a full pool means
-    the task waits in the queue; a launch refused for capacity or quota is left for the next
-    health check (every 5 minutes), never a failure."""
+    the task waits in the queue; on AWS a zone without capacity or a quota refusal is the
+    worker group's to retry, never a failure."""
     limit = max_workers(ctx)[queue]
     live = ctx.launcher.live(queue)
     work = _queued(ctx, queue) + coming
@@ -467,8 +468,8 @@ def check_for_failures(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]
 
 
 def health_check(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
-    """Start workers for queued tasks nobody is working on (a worker died, a launch was
-    refused for capacity)."""
+    """Start workers for queued tasks nobody is working on (a worker left its group idle as a
+    task came, or died)."""
     del event
     launched = {}
     for queue in S.WORKER_QUEUES:

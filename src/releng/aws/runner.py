@@ -5,7 +5,7 @@
 on AWS), and runs ``health_check`` every few seconds (what the stack's
 EventBridge schedule does on AWS). :class:`LocalLauncher` starts
 ``python -m releng.aws.worker`` processes (the code the EC2 user data runs)
-instead of ``ec2.run_instances``.
+instead of raising a worker group's desired capacity.
 """
 
 from __future__ import annotations

@@ -16,12 +16,12 @@ publish is FIFO with one message group: one publisher at a time), IAM roles
 (builders write only scratch, the publisher writes downloads, each function
 only what it calls), the state machine, the Lambda functions with their SQS
 event source mappings, worker launch templates whose instances terminate on
-shutdown, a nightly schedule, and a health-check schedule.
+shutdown, one Auto Scaling group per worker queue (the pool; :mod:`releng.aws.launch`),
+a nightly schedule, and a health-check schedule.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from releng.aws.cfn import (
     sub,
     subs,
 )
+from releng.aws.launch import QUEUE_TAG, STACK_TAG
 from releng.aws.template_delivery import buckets, notifications
 from releng.compiler_cache import S3Location, iam_statements
 
@@ -57,7 +58,7 @@ USERDATA_FILE = "aws/userdata/worker.sh"
 _HANDLER_NEEDS: dict[str, tuple[str, ...]] = {
     "parse_input": (),
     "prepare_task": ("read-scratch", "write-status", "read-downloads"),
-    "launch_workers": ("ec2",),
+    "launch_workers": ("pools",),
     "check_if_repos_changed": (),
     "update_indices": ("write-downloads",),
     "invalidate_cloudfront": ("cloudfront",),
@@ -97,6 +98,16 @@ _SSM_NAME = "^(/[A-Za-z0-9_.-]+)+$"
 _SSM_NAME_OR_EMPTY = "^((/[A-Za-z0-9_.-]+)+)?$"
 
 
+# One SSM parameter per signing key ([signing] key, several during a rotation's overlap): the
+# first is required, the others may be empty. An IAM statement cannot map over a list
+# parameter, so the slots are fixed; deploy-aws refuses more keys than slots.
+SIGNING_KEY_PARAMS = ("SigningKeyParameter", "SigningKey2Parameter", "SigningKey3Parameter")
+
+
+def _signing_key_condition(param: str) -> str:
+    return f"Has{param.removesuffix('Parameter')}"
+
+
 def _parameter_arn(param: str) -> Json:
     return sub(
         f"arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:parameter${{{param}}}"
@@ -123,11 +134,22 @@ def _worker_permissions() -> dict[str, list[Json]]:
                 bucket_arns("DownloadsBucket"),
             )
         ],
+        # every signing key's parameter (exactly those configured) and the one passphrase
         "signing-key": [
             statement(
                 ["ssm:GetParameter"],
                 [
-                    _parameter_arn("SigningKeyParameter"),
+                    _parameter_arn(SIGNING_KEY_PARAMS[0]),
+                    *(
+                        {
+                            "Fn::If": [
+                                _signing_key_condition(p),
+                                _parameter_arn(p),
+                                ref("AWS::NoValue"),
+                            ]
+                        }
+                        for p in SIGNING_KEY_PARAMS[1:]
+                    ),
                     _parameter_arn("SigningPassphraseParameter"),
                 ],
             )
@@ -158,6 +180,30 @@ def worker_role_id(queue: str) -> str:
     return f"{camel(queue)}WorkerRole"
 
 
+def subnet_param(instance_param: str) -> str:
+    """The parameter with the subnets of an instance type's queues (``BuilderSubnetIds``):
+    deploy-aws passes those in zones that offer the type."""
+    return instance_param.removesuffix("InstanceType") + "SubnetIds"
+
+
+def max_workers_param(queue: str) -> str:
+    """The parameter with a queue's pool size (its Auto Scaling group's MaxSize)."""
+    return f"{camel(queue)}MaxWorkers"
+
+
+def _group_name(queue: str) -> str:
+    """A worker queue's Auto Scaling group, as a Fn::Sub text (the stack's name in it, so the
+    roles name it without a reference: the group needs the template, which needs the role)."""
+    return f"${{AWS::StackName}}-{queue.replace('_', '-')}-workers"
+
+
+def _group_arn(queue: str) -> Json:
+    return sub(
+        "arn:${AWS::Partition}:autoscaling:${AWS::Region}:${AWS::AccountId}:autoScalingGroup:*:"
+        f"autoScalingGroupName/{_group_name(queue)}"
+    )
+
+
 def _worker_roles(res: Json, script: str) -> None:
     permissions = _worker_permissions()
     for queue, kind in S.WORKER_KINDS.items():
@@ -172,6 +218,9 @@ def _worker_roles(res: Json, script: str) -> None:
                 att(queue_id(queue), "Arn"),
             ),
             SEND_TASK,
+            # A worker that ends (idle, set-up failed, stuck) leaves its group and lowers its
+            # desired capacity; else the group would start a replacement.
+            statement(["autoscaling:TerminateInstanceInAutoScalingGroup"], _group_arn(queue)),
             # the worker's own records: status, task logs, the instance's log
             statement(
                 ["s3:PutObject"],
@@ -244,13 +293,40 @@ def _worker_roles(res: Json, script: str) -> None:
                 }
             },
         }
+        res[f"{camel(queue)}WorkerGroup"] = _group(queue, kind.instance_param)
 
 
-def _launch_template_arn(queue: str) -> Json:
-    return sub(
-        "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:launch-template/"
-        f"${{{camel(queue)}LaunchTemplate}}"
-    )
+def _group(queue: str, instance_param: str) -> Json:
+    """The queue's pool: started by the Auto Scaling service from the launch template at the
+    version the stack last wrote (CloudFormation adds a version on each update but never
+    moves the default one), in the subnets whose zones offer the instance type. Its desired
+    capacity is the launcher's (raised) and the workers' (lowered as each leaves): the
+    template never sets it, so an update does not reset it."""
+    lt = f"{camel(queue)}LaunchTemplate"
+    return {
+        "Type": "AWS::AutoScaling::AutoScalingGroup",
+        "Properties": {
+            "AutoScalingGroupName": sub(_group_name(queue)),
+            "LaunchTemplate": {
+                "LaunchTemplateId": ref(lt),
+                "Version": att(lt, "LatestVersionNumber"),
+            },
+            "MinSize": "0",
+            "MaxSize": ref(max_workers_param(queue)),
+            "VPCZoneIdentifier": ref(subnet_param(instance_param)),
+            # A busy worker is never chosen to go when capacity is rebalanced across zones.
+            "NewInstancesProtectedFromScaleIn": True,
+            "Tags": [
+                {"Key": QUEUE_TAG, "Value": queue, "PropagateAtLaunch": True},
+                {"Key": STACK_TAG, "Value": ref("AWS::StackName"), "PropagateAtLaunch": True},
+                {
+                    "Key": "Name",
+                    "Value": sub(f"${{AWS::StackName}}-{queue}-worker"),
+                    "PropagateAtLaunch": True,
+                },
+            ],
+        },
+    }
 
 
 def _handler_env(name: str) -> Json:
@@ -264,56 +340,22 @@ def _handler_env(name: str) -> Json:
         "RELENG_QUEUE_URLS": sub(
             "{" + ", ".join(f'"{q}": "${{{queue_id(q)}}}"' for q in S.WORKER_QUEUES) + "}"
         ),
-        # The version each update wrote: CloudFormation never moves a template's default
-        # version, so launching without one would keep the first deploy's settings forever.
-        "RELENG_LAUNCH_TEMPLATES": sub(
-            "{"
-            + ", ".join(
-                f'"{q}": {{"id": "${{{camel(q)}LaunchTemplate}}", '
-                f'"version": "${{{camel(q)}LaunchTemplate.LatestVersionNumber}}"}}'
-                for q in S.WORKER_QUEUES
-            )
-            + "}"
+        "RELENG_WORKER_GROUPS": sub(
+            "{" + ", ".join(f'"{q}": "{_group_name(q)}"' for q in S.WORKER_QUEUES) + "}"
         ),
-        "RELENG_MAX_WORKERS": ref("MaxWorkers"),
-        "RELENG_SUBNETS": {"Fn::Join": [",", ref("SubnetIds")]},
+        "RELENG_MAX_WORKERS": sub(
+            "{" + ", ".join(f'"{q}": ${{{max_workers_param(q)}}}' for q in S.WORKER_QUEUES) + "}"
+        ),
     }
 
 
 def _functions(res: Json) -> None:
-    templates = {
-        "ArnLike": {"ec2:LaunchTemplate": [_launch_template_arn(q) for q in S.WORKER_QUEUES]}
-    }
-    ec2 = [
-        # RunInstances only from the stack's launch templates, and only with what they say
-        # (AMI, user data, instance profile, volumes): no other image or user data runs with
-        # the workers' roles. The subnet, its network interface and the security groups are
-        # the launcher's choice (another zone on a capacity refusal).
-        statement(["ec2:RunInstances"], "*")
-        | {"Condition": {**templates, "Bool": {"ec2:IsLaunchTemplateResource": "true"}}},
-        statement(
-            ["ec2:RunInstances"],
-            [
-                sub(f"arn:${{AWS::Partition}}:ec2:${{AWS::Region}}:${{AWS::AccountId}}:{kind}/*")
-                for kind in ("subnet", "network-interface", "security-group")
-            ],
-        )
-        | {"Condition": templates},
-        # instances are tagged as they are created, never afterwards
-        statement(["ec2:CreateTags"], "*")
-        | {"Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
-        # the pool's size, the template's instance type and the zones that offer it
-        statement(
-            [
-                "ec2:DescribeInstances",
-                "ec2:DescribeLaunchTemplateVersions",
-                "ec2:DescribeInstanceTypeOfferings",
-                "ec2:DescribeSubnets",
-            ],
-            "*",  # Describe* take no resource ARNs
-        ),
-        statement(["iam:PassRole"], [att(worker_role_id(q), "Arn") for q in S.WORKER_QUEUES])
-        | {"Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+    # The pools: the launcher only raises a group's desired capacity. The Auto Scaling service
+    # starts the instances from the stack's launch templates and passes their roles; nothing
+    # here may run an instance or pass a role of its own.
+    pools = [
+        statement(["autoscaling:SetDesiredCapacity"], [_group_arn(q) for q in S.WORKER_QUEUES]),
+        statement(["autoscaling:DescribeAutoScalingGroups"], "*"),  # takes no resource ARNs
         # the pools are sized to the queued work
         statement(["sqs:GetQueueAttributes"], [att(queue_id(q), "Arn") for q in S.WORKER_QUEUES]),
     ]
@@ -332,7 +374,7 @@ def _functions(res: Json) -> None:
             )
         ],
         "cloudfront": [statement(["cloudfront:CreateInvalidation"], distribution_arn())],
-        "ec2": ec2,
+        "pools": pools,
     }
     code = {"S3Bucket": ref("CodeBucket"), "S3Key": ref("CodeKey")}
     for name in QUEUE_HANDLERS:
@@ -482,14 +524,25 @@ def template(definition: str, userdata: str) -> Json:
         # default Debian 12's latest for amd64 and arm64) at each deploy and passes the ids.
         "ImageId": {"Type": "AWS::EC2::Image::Id"},
         "Arm64ImageId": {"Type": "AWS::EC2::Image::Id"},
-        # Networking: empty lists use the default VPC (its subnets give public IPs). Subnets
-        # of another VPC need a route out (NAT or public IPs): workers reach git, apt and AWS.
-        "SubnetIds": {"Type": "CommaDelimitedList", "Default": ""},
+        # Networking: deploy-aws passes, for each instance type, the subnets ([aws] subnets, or
+        # the default VPC's, whose subnets give public IPs) in zones that offer it. Subnets of
+        # another VPC need a route out (NAT or public IPs): workers reach git, apt and AWS.
+        **{
+            subnet_param(p): {
+                "Type": "List<AWS::EC2::Subnet::Id>",
+                "Description": f"subnets in zones that offer the {p} (deploy-aws)",
+            }
+            for p in sorted({k.instance_param for k in S.WORKER_KINDS.values()})
+        },
         "SecurityGroupIds": {"Type": "CommaDelimitedList", "Default": ""},
-        "MaxWorkers": {
-            "Type": "String",
-            "Description": "JSON: queue -> the most instances alive at once",
-            "Default": json.dumps({q: k.max_workers for q, k in S.WORKER_KINDS.items()}),
+        **{
+            max_workers_param(q): {
+                "Type": "Number",
+                "MinValue": 1,
+                "Default": k.max_workers,
+                "Description": f"[aws] max_workers: the most {q} workers alive at once",
+            }
+            for q, k in S.WORKER_KINDS.items()
         },
         "GitCredentialsParameter": {
             "Type": "String",
@@ -515,6 +568,18 @@ def template(definition: str, userdata: str) -> Json:
             "Type": "String",
             "Default": "/releng/signing-key",
             "AllowedPattern": _SSM_NAME,
+            "Description": "SSM SecureString with the first signing key ([signing] key), "
+            "/releng/signing-key/<FPR> (deploy-aws)",
+        },
+        **{
+            p: {
+                "Type": "String",
+                "Default": "",
+                "AllowedPattern": _SSM_NAME_OR_EMPTY,
+                "Description": "SSM SecureString with a further signing key (a rotation's "
+                "overlap), /releng/signing-key/<FPR> (deploy-aws)",
+            }
+            for p in SIGNING_KEY_PARAMS[1:]
         },
         "SigningPassphraseParameter": {
             "Type": "String",
@@ -564,6 +629,7 @@ def template(definition: str, userdata: str) -> Json:
             "HasGitCredentials": not_empty(ref("GitCredentialsParameter")),
             "HasPublicGitToken": not_empty(ref("PublicGitTokenParameter")),
             "HasCompilerCacheBucket": not_empty(ref("CompilerCacheBucket")),
+            **{_signing_key_condition(p): not_empty(ref(p)) for p in SIGNING_KEY_PARAMS[1:]},
             "HasNotifyEmail": not_empty(ref("NotifyEmail")),
         },
         "Resources": res,
