@@ -377,3 +377,10 @@ def test_sync_repo_pages_and_one_invalidation_of_dists_only(
     # nothing changed: no writes, no invalidation
     third = sync_repo(dest, repo)
     assert not third.sync.changed and third.indices.invalidation_id is None
+    # a new front page (after a key rotation it pins another key file): it and its directory
+    (repo / ".releng-repo" / "front-page.html").write_text("<!doctype html><title>t</title>\n")
+    fourth = sync_repo(dest, repo)
+    paths = cf.get_invalidation(DistributionId=dist_id, Id=fourth.indices.invalidation_id)[
+        "Invalidation"
+    ]["InvalidationBatch"]["Paths"]["Items"]
+    assert sorted(paths) == ["/apt/", "/apt/index.html"]

@@ -29,6 +29,27 @@ def test_only_changed_dists_paths_never_pool_or_by_hash() -> None:
     ]
 
 
+def test_the_front_page_and_key_files_are_invalidated_with_the_page_as_its_directory() -> None:
+    """The front page pins the key file's SHA-256: after a key rotation a cached page and a
+    fresh key (or the reverse) would fail every new install until the TTL ran out."""
+    changed = [
+        "index.html",
+        "tally-archive-keyring.gpg",
+        "tally-archive-keyring.asc",
+        "dists/bookworm/InRelease",
+        "source/index.html",
+        "attestations/index.json",
+    ]
+    assert invalidation_paths(S3Url("b-x", "apt"), changed, origin_path="/apt") == [
+        "/",
+        "/dists/bookworm/InRelease",
+        "/index.html",
+        "/tally-archive-keyring.asc",
+        "/tally-archive-keyring.gpg",
+    ]
+    assert invalidation_paths(S3Url("b-x", "apt"), ["index.html"]) == ["/apt/", "/apt/index.html"]
+
+
 def test_many_paths_collapse_to_one_wildcard_per_suite() -> None:
     changed = [f"dists/s{i % 2}/main/f{i}" for i in range(MAX_PATHS + 1)]
     assert invalidation_paths(S3Url("b-x", ""), changed) == ["/dists/s0/*", "/dists/s1/*"]

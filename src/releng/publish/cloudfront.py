@@ -1,9 +1,10 @@
-"""CloudFront invalidation of the ``dists/`` paths that changed, in one batch.
+"""CloudFront invalidation of the paths that changed in place, in one batch.
 
 Pool files and ``by-hash`` files never change under their name (long TTL,
 immutable), so they are never invalidated; index pages have a short TTL.
 What changes in place is ``dists/<suite>/InRelease``, ``Release``, the plain
-``Packages`` files: those, and only those that changed, go into one
+``Packages`` files, and the files at the root: the front page (which pins the key
+file's SHA-256) and the key files. Those, and only those that changed, go into one
 invalidation. Past :data:`MAX_PATHS` paths, one wildcard per suite replaces
 them (CloudFront counts a wildcard as one path).
 
@@ -22,6 +23,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from releng.errors import PublishError
+from releng.publish.layout import INDEX_PAGE, cached_by_name
 from releng.publish.sync import S3Url
 
 if TYPE_CHECKING:
@@ -43,18 +45,21 @@ def cloudfront_client() -> CloudFrontClient:
 def invalidation_paths(dest: S3Url, changed: Iterable[str], *, origin_path: str = "") -> list[str]:
     """Pure: the CloudFront paths for changed repository paths (relative to the prefix).
 
-    Keeps ``dists/`` paths except ``by-hash``; never a pool path. Batches into
-    per-suite wildcards when there are more than :data:`MAX_PATHS`.
+    Keeps what clients fetch by a name whose content changes
+    (:func:`releng.publish.layout.cached_by_name`: ``dists/`` paths except ``by-hash``, the
+    files at the root); never a pool path. The front page is also cached as its directory
+    (``/``). Batches the ``dists/`` paths into per-suite wildcards when there are more than
+    :data:`MAX_PATHS`.
     """
-    wanted = sorted(
-        {
-            rel
-            for rel in changed
-            if rel.startswith("dists/") and "/by-hash/" not in rel and not rel.endswith("/")
-        }
-    )
+    wanted = sorted({rel for rel in changed if cached_by_name(rel)})
+    dists = [rel for rel in wanted if rel.startswith("dists/")]
     if len(wanted) > MAX_PATHS:
-        wanted = sorted({"/".join(rel.split("/")[:2]) + "/*" for rel in wanted})
+        wanted = sorted(
+            {"/".join(rel.split("/")[:2]) + "/*" for rel in dists}
+            | {rel for rel in wanted if not rel.startswith("dists/")}
+        )
+    if INDEX_PAGE in wanted:
+        wanted.insert(0, "")  # the directory itself: CloudFront's default root object
     origin = origin_path.strip("/")
     paths: list[str] = []
     for rel in wanted:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 from releng.errors import PublishError
 from releng.publish import cloudfront as cf
 from releng.publish.index_pages import IndexPages
-from releng.publish.layout import LONG_TTL, content_type
+from releng.publish.layout import LONG_TTL, cached_by_name, content_type
 from releng.publish.lock import DEFAULT_TIMEOUT, DEFAULT_TTL, S3Lock
 from releng.publish.manifest import clear_changes, read_changes, record_changes
 from releng.publish.pull import REPO_STATE_DIR, pull_repository, remote_only
@@ -150,7 +150,7 @@ def apply_changes(
     pages = IndexPages(client, dest, title=title, clock=clock, dry_run=dry_run)
     dirs = pages.all_directories() if full else set(changes.get("dirs", []))
     written = pages.update(dirs) if dirs else []
-    changed = list(changes.get("dists", [])) + [p for p in written if p.startswith("dists/")]
+    changed = list(changes.get("invalidate", [])) + [p for p in written if cached_by_name(p)]
     paths = cf.invalidation_paths(dest, changed, origin_path=origin_path)
     inval_id = invalidator.invalidate(paths) if invalidator is not None else None
     if changes and not dry_run:
@@ -423,7 +423,7 @@ def publish_source(
                 CacheControl=ttl,
             )
             published.append(rel)
-        record_changes(client, dest.url, dirs=[SOURCE_DIR, ""], dists=[])
+        record_changes(client, dest.url, dirs=[SOURCE_DIR, ""], invalidate=[])
     log.info(
         "published %d source file(s) of %s to %s/%s/", len(published), version, dest.url, SOURCE_DIR
     )

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from releng.publish.sync import (
     CONTROL_DIR,
     DEFAULT_SHORT_TTL,
-    STATE,
+    FRONT_PAGE,
     S3Url,
     delete_keys,
     is_not_found,
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INDEX = "index.html"
-FRONT_PAGE = f"{STATE}/front-page.html"  # releng.publish.front_page.STATE_COPY, as synced
 # Past this many directories, one listing of everything is cheaper than one listing each.
 FULL_LISTING_ABOVE = 50
 

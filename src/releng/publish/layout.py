@@ -22,6 +22,9 @@ def release_record_key(version: str) -> str:
 
 
 INDEX_PAGE = "index.html"
+# The front page as synced (releng.publish.front_page.STATE_COPY in the state): private; the
+# index pages step puts it at the root's index.html.
+FRONT_PAGE = f"{STATE}/front-page.html"
 # Local-only parts of the repository's state directory: its flock file, its cache of
 # compressed index chunks (a publisher without it recompresses; the indexes are the same),
 # and the marker of a directory pulled from a bucket (releng.apt.state.REMOTE_POOL).
@@ -125,6 +128,16 @@ def cache_control(rel: str, *, short_ttl: int = DEFAULT_SHORT_TTL) -> str:
     if cls is FileClass.STATE:
         return "private, no-store"
     return f"public, max-age={short_ttl}"
+
+
+def cached_by_name(rel: str) -> bool:
+    """Whether a CDN's copy of ``rel`` must be dropped when it changes: what clients fetch
+    by a name whose content changes -- ``dists/`` files other than by-hash (apt reads
+    InRelease and the plain indexes by name) and the files at the repository's root (the
+    front page, which pins the key file's SHA-256, and the key files themselves)."""
+    if rel.startswith("dists/"):
+        return classify(rel) is not FileClass.BYHASH and not rel.endswith("/")
+    return "/" not in rel and public(rel)
 
 
 def public(rel: str) -> bool:

@@ -88,13 +88,14 @@ class Intent:
 
 
 def record_changes(
-    client: S3Client, dest: S3Url, *, dirs: Iterable[str], dists: Iterable[str]
+    client: S3Client, dest: S3Url, *, dirs: Iterable[str], invalidate: Iterable[str]
 ) -> None:
-    """Merge directories whose page is stale and changed dists/ paths into ``changes.json``."""
+    """Merge directories whose page is stale and changed paths a CDN caches by name
+    (:func:`releng.publish.layout.cached_by_name`) into ``changes.json``."""
     current = read_changes(client, dest)
     body = {
         "dirs": sorted(set(current.get("dirs", [])) | set(dirs)),
-        "dists": sorted(set(current.get("dists", [])) | set(dists)),
+        "invalidate": sorted(set(current.get("invalidate", [])) | set(invalidate)),
     }
     client.put_object(
         Bucket=dest.bucket,
@@ -111,7 +112,9 @@ def read_changes(client: S3Client, dest: S3Url) -> dict[str, list[str]]:
         return {}
     try:
         body = json.loads(data)
-        return {"dirs": list(body.get("dirs", [])), "dists": list(body.get("dists", []))}
+        # "dists": the name an earlier releng gave the paths to invalidate (dists/ only)
+        invalidate = list(body.get("invalidate", [])) + list(body.get("dists", []))
+        return {"dirs": list(body.get("dirs", [])), "invalidate": invalidate}
     except (ValueError, AttributeError):
         log.warning("ignoring an unreadable %s", CHANGES)
         return {}

@@ -53,6 +53,7 @@ from releng.publish.layout import (
     CHANGES,
     CONTROL_DIR,
     DEFAULT_SHORT_TTL,
+    FRONT_PAGE,
     INDEX_PAGE,
     INTENT,
     LOCK,
@@ -64,6 +65,7 @@ from releng.publish.layout import (
     STATE_SKIP,
     FileClass,
     cache_control,
+    cached_by_name,
     classify,
     content_type,
     public,
@@ -115,6 +117,7 @@ __all__ = [
     "RELEASES",
     "STATE",
     "STATE_SKIP",
+    "FRONT_PAGE",
     "FileClass",
     "Intent",
     "LocalFile",
@@ -162,7 +165,8 @@ class SyncResult:
     uploaded: tuple[str, ...]
     deleted: tuple[str, ...]
     dirty_dirs: frozenset[str]  # public directories whose index page must be remade
-    changed_dists: tuple[str, ...]  # changed or deleted dists/ paths, by-hash excepted
+    # changed or deleted paths a CDN caches by name (layout.cached_by_name): to invalidate
+    to_invalidate: tuple[str, ...]
 
     @property
     def changed(self) -> bool:
@@ -366,18 +370,16 @@ class RepoSyncer:
             [r for r in files if public(r)],
             changed,
         )
-        changed_dists = tuple(
-            sorted(
-                r for r in changed if r.startswith("dists/") and classify(r) is not FileClass.BYHASH
-            )
-        )
+        if FRONT_PAGE in uploaded:
+            dirty.add("")  # the root's page is the front page: put it even if nothing else changed
+        to_invalidate = tuple(sorted(r for r in changed if cached_by_name(r)))
         return SyncResult(
             dest=self.dest,
             plan=plan,
             uploaded=tuple(uploaded),
             deleted=plan.deletes,
             dirty_dirs=frozenset(d for d in dirty if public(d + "/")),
-            changed_dists=changed_dists,
+            to_invalidate=to_invalidate,
         )
 
     def sync(
@@ -406,7 +408,7 @@ class RepoSyncer:
                     uploaded=(),
                     deleted=(),
                     dirty_dirs=frozenset(),
-                    changed_dists=(),
+                    to_invalidate=(),
                 )
             result = self.apply_plan(plan, local, manifest)
             if result.changed:
@@ -416,8 +418,10 @@ class RepoSyncer:
     # -- changes not yet turned into index pages and invalidations
 
     def record_changes(self, result: SyncResult) -> None:
-        """Merge this run's dirty directories and dists/ paths into ``.releng/changes.json``."""
-        record_changes(self.client, self.dest, dirs=result.dirty_dirs, dists=result.changed_dists)
+        """Merge this run's dirty directories and paths to invalidate into ``.releng/changes.json``."""
+        record_changes(
+            self.client, self.dest, dirs=result.dirty_dirs, invalidate=result.to_invalidate
+        )
 
 
 def sync_tree(
