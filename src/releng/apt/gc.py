@@ -109,6 +109,12 @@ def remove_stale_temps(root: Path) -> None:
     Called under the lock: a few directory listings, no walk of the pool.
     """
     state = root / STATE_DIR
+    from releng.apt.pool import (
+        INCOMING,
+        remove_stale_staging,
+    )  # on use: pool imports gc's neighbours
+
+    remove_stale_staging(state / INCOMING)  # copies a killed include made while reading
     dirs = [state, state / "suites"]
     for parent in (state / "chunks", state / "history"):  # one directory per suite in each
         with contextlib.suppress(OSError):

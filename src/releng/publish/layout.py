@@ -25,7 +25,7 @@ INDEX_PAGE = "index.html"
 # Local-only parts of the repository's state directory: its flock file, its cache of
 # compressed index chunks (a publisher without it recompresses; the indexes are the same),
 # and the marker of a directory pulled from a bucket (releng.apt.state.REMOTE_POOL).
-STATE_SKIP = ("lock", "chunks", "remote-pool")
+STATE_SKIP = ("lock", "chunks", "remote-pool", "incoming")
 # What a sync owns when there is no manifest yet (source/ and index pages are not its own).
 MANAGED_TREES = ("dists/", "pool/", f"{STATE}/")
 
