@@ -43,7 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
-from releng.aws.worker import TOKEN_GRACE_SECONDS as TOKEN_GRACE  # noqa: E402
+from releng.aws.runner import LocalLauncher  # noqa: E402
+
+# The InvalidToken grace local workers take (moto-only; 3 s on AWS, where it never applies).
+TOKEN_GRACE = LocalLauncher.token_grace_seconds
 
 DISTROS = "debian-12-bookworm,debian-13-trixie,ubuntu-24.04-noble"
 MAPS = {
@@ -256,7 +259,8 @@ def main() -> None:
     print(
         "start: the worker launched until it has its message (Python, imports, boto3 clients,\n"
         "the first receive); grace: the worker's InvalidToken retries before it starts (moto\n"
-        f"registers no heartbeat for these tasks; TOKEN_GRACE_SECONDS = {TOKEN_GRACE} s, none on AWS)"
+        "registers no heartbeat for these tasks; local workers take --token-grace-seconds "
+        f"{TOKEN_GRACE:g}; AWS workers 3 s, where the first heartbeat succeeds)"
     )
     shutil.rmtree(work, ignore_errors=True)
 

@@ -9,9 +9,12 @@ processes too), on a warm page cache, best of a few runs where cheap.
 
 Scenarios (the issue's targets in brackets):
 1. 2,000 small .debs into a fresh signed suite
-   [<= 1.0 x apt-ftparchive packages alone; <= 0.5 x reprepro; <= 0.5 x aptly add+publish]
-2. 1 .deb added to a 10,000-package suite, republished signed [<= 0.3 s; <= 1.0 x reprepro]
-3. 1 GB of large .debs [<= 1.3 x SHA256 of the same bytes on all cores]
+   [<= 1.0 x apt-ftparchive packages alone; <= 0.5 x reprepro; <= 0.5 x aptly add+publish];
+   copying them (include-packages's default) [<= 0.7 x reprepro]
+2. 1 .deb added to a 10,000-package suite, republished signed [<= 0.3 s; <= 1.0 x reprepro];
+   the same with Contents indexes on vs off, in the same run [<= 1.2 x, issue 27]
+3. 1 GB of large .debs [<= 1.3 x SHA256 of the same bytes on all cores]; copying them
+   [<= 1.5 x], with the floor `cp --reflink=auto` + the linked include
 4. peak memory including 10,000 packages [< 200 MB]
 5. lifecycle in a 10,000-package suite, re-signed: copy (promote) 1 package and remove 1
    [<= 0.3 s; <= 1.0 x reprepro copy/remove], vs aptly repo copy + snapshot + publish switch;
@@ -235,9 +238,20 @@ def releng_op(repo: Path, home: Path, fpr: str, *args: str, sync: bool = True) -
     return timed([*cmd, "sync" if sync else "nosync", *args], env=env)
 
 
-def releng(repo: Path, home: Path, fpr: str, paths: list[Path], *, link: bool = True) -> Run:
-    """One include as its own process, as `invoke update-repos` runs it (inputs hard-linked)."""
+def releng(
+    repo: Path,
+    home: Path,
+    fpr: str,
+    paths: list[Path],
+    *,
+    link: bool = True,
+    contents: bool | None = None,
+) -> Run:
+    """One include as its own process, as `invoke update-repos` runs it (inputs hard-linked);
+    ``contents``: Contents indexes on or off (default: as --contents says)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    if contents is not None:
+        env["BENCH_CONTENTS"] = "1" if contents else "0"
     # As an installed package runs: with its bytecode compiled once (kept out of the tree).
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(WORK / "pycache")
@@ -333,7 +347,8 @@ def main() -> None:
     fpr = make_key(home)
     env = dict(os.environ, GNUPGHOME=str(home))
     print(
-        f"inputs under {WORK}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}; "
+        f"inputs under {WORK}; {os.cpu_count()} cores; load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; "
         f"signing key {fpr[-16:]} (no passphrase); best of a few runs"
     )
 
@@ -387,7 +402,7 @@ def main() -> None:
     line("   vs apt-ftparchive packages (index only, unsigned)", ours, ftp, "<= 1.0")
     line("   vs reprepro includedeb (copies, exports, signs)", ours, rep, "<= 0.5")
     line("   vs aptly repo add + publish repo (copies, signs)", ours, apl, "<= 0.5")
-    line("   copying like the peers, vs reprepro", ours_copy, rep, "(info)")
+    line("   copying (include-packages's default), vs reprepro", ours_copy, rep, "<= 0.7")
     print(
         f"   floor: the pool layout alone ({n_small} mkdir pool/main/<p>/<name>/ + hard link, "
         f"tight loop) takes {floor.wall:.3f} s = {floor.wall / ftp.wall:.2f} x apt-ftparchive"
@@ -402,6 +417,22 @@ def main() -> None:
     fresh(WORK / "releng-big")
     ours_fill = releng(WORK / "releng-big", home, fpr, [WORK / "big"])
     ours_add = best(3, lambda: releng(WORK / "releng-big", home, fpr, [extras.pop()]))
+    # Issue 27: the same include with Contents on and off, each its own process started the
+    # same way, into two suites filled the same way, interleaved (load moves both alike).
+    fills: dict[bool, Run] = {}
+    adds: dict[bool, list[Run]] = {False: [], True: []}
+    for on in (False, True):
+        fresh(WORK / f"releng-big-contents-{on}")
+        fills[on] = releng(
+            WORK / f"releng-big-contents-{on}", home, fpr, [WORK / "big"], contents=on
+        )
+    for i in range(5):
+        for on in (False, True):
+            deb = make_deb(extra_dir, f"contents{i}{'on' if on else 'off'}", "1.0-1")
+            adds[on].append(
+                releng(WORK / f"releng-big-contents-{on}", home, fpr, [deb], contents=on)
+            )
+    add_off, add_on = min(adds[False], key=_wall), min(adds[True], key=_wall)
     base = WORK / "reprepro-big"
     reprepro_setup(base, fpr)
     rep_fill = timed(["reprepro", "-b", str(base), "includedeb", SUITE, *map(str, big)], env=env)
@@ -427,6 +458,12 @@ def main() -> None:
         f"   (on this machine `python -c pass` alone takes {start.wall:.3f} s, {bare.wall:.3f} s "
         "without site-packages' .pth hooks; reprepro is a C program)"
     )
+    line("   adding 1 .deb, Contents on vs off (issue 27)", add_on, add_off, "<= 1.2")
+    print(
+        f"   (best of 5 each, interleaved; Repository.include {add_on.inner:.3f} s vs "
+        f"{add_off.inner:.3f} s; filling {n_big}: {fills[True].wall:.2f} s vs "
+        f"{fills[False].wall:.2f} s)"
+    )
 
     # 3. large packages vs the physical limit.
     large = make_large(WORK / "large", large_total, 8)
@@ -440,16 +477,32 @@ def main() -> None:
         return releng(WORK / "releng-large", home, fpr, [WORK / "large"], link=link)
 
     ol = best(3, ours_large)
-    ol_copy = ours_large(link=False)
+    ol_copy = best(2, lambda: ours_large(link=False))
     shutil.rmtree(WORK / "releng-large", ignore_errors=True)
+
+    def cp_reflink() -> Run:
+        """The copies, flushed to the disk as releng's syncfs before the Release does."""
+        dest = WORK / "cp-large"
+        fresh(dest)
+        dest.mkdir()
+        script = 'cp --reflink=auto "$@" "$0" && sync --file-system "$0"'
+        return timed(["sh", "-c", script, str(dest), *map(str, large)])
+
+    cp = best(3, cp_reflink)
+    shutil.rmtree(WORK / "cp-large", ignore_errors=True)
     print(f"\n3. {size / 1e9:.2f} GB of large .debs ({len(large)} files)")
     line("   include + publish, vs SHA256 of the bytes on all cores", ol, hashing, "<= 1.3")
     print(
         f"   (Repository.include alone, as the hashing is timed inside a running Python: "
         f"{ol.inner:.3f} s, ratio {ol.inner / hashing.wall:.2f})"
     )
-    line(
-        "   copying into the pool instead (include-packages's default)", ol_copy, hashing, "(info)"
+    line("   copying into the pool (include-packages's default)", ol_copy, hashing, "<= 1.5")
+    print(
+        f"   (floor for copying: `cp --reflink=auto` of the same files and `sync --file-system` "
+        f"{cp.wall:.3f} s + the "
+        f"linked include {ol.wall:.3f} s = {cp.wall + ol.wall:.3f} s; copying is "
+        f"{ol_copy.wall / (cp.wall + ol.wall):.2f} x that; Repository.include copying "
+        f"{ol_copy.inner:.3f} s)"
     )
 
     # 4. memory.
@@ -460,7 +513,7 @@ def main() -> None:
         f"1 GB large {ol.rss / 1024:.1f} MB. reprepro filling: {rep_fill.rss / 1024:.1f} MB"
     )
     lifecycle(home, fpr, env, n_big)
-    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
+    print(f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 def lifecycle(home: Path, fpr: str, env: dict[str, str], n_big: int) -> None:

@@ -9,21 +9,24 @@ test_apt_in_container.py.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from releng.apt import RepoSettings, Repository, check_repository
 from releng.apt.debfile import BadPackageError
+from releng.apt.lock import RepoLock
 from releng.apt.state import STATE_DIR
 from releng.errors import RepoError
 from releng.gpg import Signer
-from tests.apt_debs import make_deb
+from tests.apt_debs import make_deb, make_source
 from tests.fixtures.gpg import TestKey, make_key
 from tests.test_apt_crash import assert_converged, worker, worker_env
 
@@ -153,14 +156,15 @@ def test_a_pool_copy_killed_half_way_leaves_no_temporary_file_after_the_next_run
     root = tmp_path / "repo"
     completes(root, key, "include", "bookworm", str(make_deb(tmp_path, "hello", "1.0")))
     big = make_deb(tmp_path, "big", "1.0", script="#!/bin/sh\n" + os.urandom(1 << 20).hex())
-    # The copy into the pool stops half-way, as a kill in the middle of it would.
+    # The copy, made while the input is read and hashed, stops half-way, as a kill in the
+    # middle of it would.
     code = (
-        "import os, shutil, signal, sys\n"
-        "def half(src, dst, **kw):\n"
-        "    with open(src, 'rb') as f, open(dst, 'wb') as g:\n"
-        "        g.write(f.read(os.path.getsize(src) // 2))\n"
+        "import os, signal, sys\n"
+        "from releng.apt import debfile\n"
+        "def half(self, data):\n"
+        "    os.write(self._fd, bytes(data)[: len(data) // 2])\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"
-        "shutil.copyfile = half\n"
+        "debfile._Tee.update = half\n"
         "from tests.crash_worker import main\n"
         "main(sys.argv[1:])\n"
     )
@@ -171,10 +175,95 @@ def test_a_pool_copy_killed_half_way_leaves_no_temporary_file_after_the_next_run
         *worker(root, key, "include", "", ["bookworm", str(big)])[3:],
     ]
     assert subprocess.run(cmd, env=worker_env(), check=False).returncode == -signal.SIGKILL
-    assert list((root / "pool/main/b/big").glob(".big_1.0_amd64.deb.*.tmp"))
+    incoming = root / STATE_DIR / "incoming"
+    assert [p for d in incoming.iterdir() for p in d.iterdir()]  # the half copy
     completes(root, key, "retention")
+    assert not list(incoming.iterdir())
     assert not (root / "pool/main/b").exists()
     assert_converged(root, "half copy")
+
+
+def _include_changing_meanwhile(
+    repo: Repository, paths: list[Path], change: Callable[[], None]
+) -> BaseException | None:
+    """Include ``paths`` while the test holds the lock; once the include waits for it (its
+    inputs read), ``change`` rewrites one; then the lock is let go. What the include raised."""
+    waiting = threading.Event()
+
+    class Waiting(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for the repository lock" in record.getMessage():
+                waiting.set()
+
+    handler = Waiting()
+    lock_log = logging.getLogger("releng.apt.lock")
+    level = lock_log.level
+    lock_log.addHandler(handler)
+    lock_log.setLevel(logging.INFO)
+    outcome: list[BaseException | None] = []
+
+    def include() -> None:
+        try:
+            repo.include(["bookworm"], paths)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    try:
+        with RepoLock(repo.state.lock_path, timeout=60):
+            thread = threading.Thread(target=include)
+            thread.start()
+            assert waiting.wait(60), "the include never waited for the lock"
+            change()
+        thread.join(60)
+    finally:
+        lock_log.removeHandler(handler)
+        lock_log.setLevel(level)
+    assert outcome, "the include did not finish"
+    return outcome[0]
+
+
+def test_a_deb_rewritten_while_its_include_waits_publishes_the_bytes_it_indexed(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """The pool's copy is made in the read that hashes the .deb for the index: a package
+    rewritten before the copy cannot land in the pool under the old digest."""
+    repo = Repository(tmp_path / "repo", SETTINGS, signer)
+    repo.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0")])
+    deb = make_deb(tmp_path, "tally", "1.0")
+    before = deb.read_bytes()
+    other = make_deb(tmp_path / "other", "tally", "1.0", script="#!/bin/sh\necho other\n")
+    assert other.read_bytes() != before
+
+    assert (
+        _include_changing_meanwhile(repo, [deb], lambda: deb.write_bytes(other.read_bytes()))
+        is None
+    )
+    assert (repo.root / "pool/main/t/tally/tally_1.0_amd64.deb").read_bytes() == before
+    assert check_repository(repo.root).problems == []
+    assert not (repo.root / STATE_DIR / "incoming").exists()  # the include's copies, moved
+    assert_converged(repo.root, "rewritten input")
+
+
+def test_a_source_file_rewritten_while_its_include_waits_is_refused_in_one_line(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """A .dsc's files are checked against it when read and copied later: the copy is checked
+    in the same read, and a mismatch publishes nothing."""
+    repo = Repository(tmp_path / "repo", SETTINGS, signer)
+    repo.include(["bookworm"], [make_deb(tmp_path, "hello", "1.0")])
+    dsc = make_source(tmp_path, "tally", "1.0")
+    tarball = tmp_path / "tally_1.0.tar.gz"
+
+    err = _include_changing_meanwhile(repo, [dsc], lambda: tarball.write_bytes(b"not it"))
+    assert isinstance(err, RepoError), err
+    message = str(err)
+    assert message.startswith(f"{tarball} changed while it was being included"), message
+    assert "\n" not in message
+    assert not [p for p in (repo.root / "pool").rglob("*") if p.is_file() and "tally" in p.name]
+    assert "tally" not in (repo.root / "dists/bookworm/main/source/Sources").read_text()
+    assert_converged(repo.root, "rewritten source")
 
 
 @pytest.mark.parametrize("point", ["byhash-written", "indexes-written", "inrelease-written"])

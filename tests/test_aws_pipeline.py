@@ -269,7 +269,10 @@ def test_killed_worker(moto_server, proj, stack, aws_env, tmp_path, replacement)
     aws = run.connect(proj, aws_env)
     s3 = moto_server.client("s3")
     launcher = _hanging_launcher(proj, stack, aws_env, tmp_path)
-    config = {"timeouts": {"tarball": 120}, "heartbeat_seconds": 30 if replacement else 6}
+    # Without a replacement the step must time out: 20 s is ample for the hung worker to start
+    # and be killed, and all the test waits for (120 s gave the replacement time to finish).
+    timeout = 120 if replacement else 20
+    config = {"timeouts": {"tarball": timeout}, "heartbeat_seconds": 30 if replacement else 6}
     started = run.start(proj, aws, versions=["1.0.0"], steps=["make-source-tarball"], config=config)
     watcher = _kill_when_running(s3, stack.scratch_bucket, started.name, launcher)
     desc = run.run_fake_ec2(

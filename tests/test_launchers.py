@@ -116,3 +116,34 @@ def test_a_ctrl_c_after_the_output_is_complete_ends_in_one_line_and_130(tmp_path
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert (process.returncode, stderr) == (130, "interrupted\n")
+
+
+# --- issue 25, item 2: start-up imports nothing the operation does not use ---
+
+
+def test_invoke_starts_without_loading_yaml_which_still_loads_on_first_use(
+    tmp_path: Path,
+) -> None:
+    """invoke's vendored PyYAML (for invoke.yaml files; releng has none) is a fifth of its
+    import time: the launcher defers it to its first use."""
+    launcher = tmp_path / "invoke"
+    launcher.write_text(launcher_text(Path(sys.executable), "invoke"))
+    started = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", str(launcher), "-r", str(REPO_ROOT), "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = [line.rsplit("|", 1)[-1].strip() for line in started.stderr.splitlines()]
+    assert "invoke.collection" in imported  # the measurement saw invoke start
+    assert not [m for m in imported if m.startswith("invoke.vendor.yaml.") or "_yaml" in m]
+    from releng.launchers import _LAZY_IMPORTS
+
+    used = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + _LAZY_IMPORTS + "from invoke.util import yaml\n"
+         "print(yaml.safe_load('a: [1, 2]'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )  # fmt: skip
+    assert used.stdout == "{'a': [1, 2]}\n"

@@ -40,6 +40,23 @@ sys.unraisablehook = lambda unraisable: (
     else _unraisablehook(unraisable))
 """
 
+# invoke imports its vendored PyYAML (with the C extension: about a fifth of invoke's import
+# time) for invoke.yaml files, which releng has none of: loaded on first use instead.
+_LAZY_IMPORTS = """\
+import importlib.machinery as _machinery, importlib.util as _util
+class _Lazy:
+    names = ("invoke.vendor.yaml",)
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if name not in cls.names:
+            return None
+        spec = _machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _util.LazyLoader(spec.loader)
+        return spec
+sys.meta_path.insert(0, _Lazy)
+"""
+
 # Ctrl-C raises KeyboardInterrupt as Python's own handler does, and is counted: invoke
 # turns one that lands while it loads tasks into a silent exit 1, which then ends as
 # every other interrupt does. Only then is SIGINT unblocked.
@@ -92,6 +109,7 @@ def launcher_text(python: Path, tool: str) -> str:
         f"{_SIGINT}"
         "import site\n"
         "site.main()\n"
+        f"{_LAZY_IMPORTS if tool == 'invoke' else ''}"
         f"from {module} import {call.split('.')[0]}\n"
         f"sys.argv[0] = {tool!r}\n"
         "try:\n"

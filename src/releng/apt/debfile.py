@@ -253,10 +253,31 @@ def control_from_tar(tar: bytes, *, where: str) -> str:
     raise BadPackageError(f"{where}: control.tar has no ./control file; rebuild the package")
 
 
-def read_deb(path: str | Path) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass over the ar archive)
-    """Control paragraph, size and SHA256 of the .deb at ``path``; BadPackageError if it is not one."""
+class _Tee:
+    """A sha256 that also writes what it is given to a file descriptor."""
+
+    def __init__(self, fd: int) -> None:
+        self._sha = hashlib.sha256()
+        self._fd = fd
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._sha.update(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+def read_deb(path: str | Path, *, copy_to: int | None = None) -> DebInfo:  # noqa: PLR0912, PLR0915  (one pass over the ar archive)
+    """Control paragraph, size and SHA256 of the .deb at ``path``; BadPackageError if it is not one.
+
+    ``copy_to``: a file descriptor that gets every byte as it is read and hashed (one read
+    pass both copies the package and hashes exactly the bytes of the copy).
+    """
     where = os.fspath(path)
-    digest = hashlib.sha256()
+    digest = _Tee(copy_to) if copy_to is not None else hashlib.sha256()
     try:
         f = open(path, "rb", buffering=0)  # noqa: PTH123, SIM115  (raw reads, closed below)
     except OSError as exc:

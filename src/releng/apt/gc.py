@@ -109,6 +109,11 @@ def remove_stale_temps(root: Path) -> None:
     Called under the lock: a few directory listings, no walk of the pool.
     """
     state = root / STATE_DIR
+    # Copies a killed include made while reading its inputs (imported here: pool is not
+    # otherwise needed by the operations that only collect).
+    from releng.apt.pool import INCOMING, remove_stale_staging
+
+    remove_stale_staging(state / INCOMING)
     dirs = [state, state / "suites"]
     for parent in (state / "chunks", state / "history"):  # one directory per suite in each
         with contextlib.suppress(OSError):

@@ -6,6 +6,7 @@ Pool files are immutable: ``pool/<component>/<prefix>/<source>/<file>``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -24,10 +25,39 @@ from releng.apt.steps import RepoBase, Run
 from releng.apt.threads import SHORT_SWITCH, switch_interval
 from releng.digest import file_size_sha256
 from releng.errors import RepoError
+from releng.fastcopy import copy_and_hash
 
 log = logging.getLogger(__name__)
 
 PARALLEL_BYTES = 64 << 20  # below this, reading or copying inputs on several threads does not pay
+
+
+INCOMING = "incoming"  # under the state directory: copies made while reading (not synced)
+
+
+class _Staging:
+    """A private directory of copies made while the inputs are read (before the lock), moved
+    into the pool by :meth:`PoolSteps._place`. What is left (a refused include) goes when the
+    last file naming it does, or at exit; a killed run's, by the next run that takes the lock."""
+
+    def __init__(self, state_dir: Path) -> None:
+        import tempfile
+        import weakref
+
+        parent = state_dir / INCOMING
+        made = [os.fspath(d) for d in (parent, *parent.parents) if not d.exists()]
+        parent.mkdir(parents=True, exist_ok=True)
+        self.path = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)
+        self._count = itertools.count()
+        self.remove = weakref.finalize(self, _remove_tree, self.path, made)
+
+    def new(self) -> str:
+        return os.path.join(self.path, str(next(self._count)))  # noqa: PTH118
+
+
+class _Staged(NamedTuple):
+    path: str  # the copy, under _Staging.path
+    staging: _Staging  # kept alive while a file is staged in it
 
 
 class _PoolFile(NamedTuple):
@@ -35,6 +65,7 @@ class _PoolFile(NamedTuple):
     source: str | Path
     size: int
     sha256: str
+    staged: _Staged | None = None  # the input's copy made while reading it
 
 
 _DIR_THREAD_MIN = 16  # packages in one include from which pool directories are made on a thread
@@ -107,34 +138,54 @@ class PoolSteps(RepoBase):
         is refused)."""
         debs, dscs = collect_inputs(paths)
         dirs = _PoolDirs(os.fspath(self.root)) if len(debs) >= _DIR_THREAD_MIN else None
+        staging = None
         try:
             # The directory thread needs the GIL for a moment between two mkdirs: with the
             # default 5 ms switch interval it would wait behind the parsing most of the time.
             with switch_interval(SHORT_SWITCH if dirs is not None else None):
-                infos = self._read_debs(debs, component, dirs)
+                staging = None if self.link_inputs else _Staging(self.state.dir)
+                infos, staged = self._read_debs(debs, component, dirs, staging)
                 if self.settings.contents:
                     _contents.remember(self.state, infos)
                 sources = [_changes.read_dsc(p) for p in dscs]
-                records, files = self._plan_pool(infos, sources, component)
+                records, files = self._plan_pool(infos, sources, component, staged)
         except BaseException:
             if dirs is not None:
                 dirs.undo()
+            if staging is not None:
+                staging.remove()
             raise
         return records, files, dirs
 
     def _read_debs(
-        self, debs: Sequence[str], component: str, dirs: _PoolDirs | None
-    ) -> list[DebInfo]:
-        """Read and check every package; each checked one's pool directory goes to ``dirs``."""
+        self,
+        debs: Sequence[str],
+        component: str,
+        dirs: _PoolDirs | None,
+        staging: _Staging | None,
+    ) -> tuple[list[DebInfo], dict[str, _Staged]]:
+        """Read and check every package; each checked one's pool directory goes to ``dirs``.
+        With ``staging`` (the pool copies its inputs), each is copied in the same read pass
+        that hashes it: the copies, by input path."""
+        staged: dict[str, _Staged] = {}
+
+        def read(path: str) -> DebInfo:
+            if staging is None:
+                return read_deb(path)
+            info, copy = _read_and_copy(path, staging)
+            if copy is not None:
+                staged[path] = copy
+            return info
+
         if self.workers > 1 and len(debs) > 1 and _total_size(debs) > PARALLEL_BYTES:
             from concurrent.futures import ThreadPoolExecutor
 
             # hashlib and file reads release the GIL: big packages hash on every core. Small
             # ones are dominated by per-file Python work, which threads only slow down.
             with ThreadPoolExecutor(self.workers) as pool:
-                infos = pool.map(read_deb, debs)
-                return [self._checked(info, component, dirs) for info in infos]
-        return [self._checked(read_deb(p), component, dirs) for p in debs]
+                infos = pool.map(read, debs)
+                return [self._checked(info, component, dirs) for info in infos], staged
+        return [self._checked(read(p), component, dirs) for p in debs], staged
 
     def _checked(self, info: DebInfo, component: str, dirs: _PoolDirs | None) -> DebInfo:
         where = info.path
@@ -152,7 +203,11 @@ class PoolSteps(RepoBase):
         return info
 
     def _plan_pool(
-        self, infos: Sequence[DebInfo], sources: Sequence[_changes.SourcePackage], component: str
+        self,
+        infos: Sequence[DebInfo],
+        sources: Sequence[_changes.SourcePackage],
+        component: str,
+        staged: Mapping[str, _Staged] | None = None,
     ) -> tuple[list[PoolRecord], list[_PoolFile]]:
         records: list[PoolRecord] = []
         files: dict[str, _PoolFile] = {}
@@ -169,7 +224,8 @@ class PoolSteps(RepoBase):
             directory = _pool_dir(component, info.source)
             version = info.version.split(":", 1)[-1]
             path = f"{directory}/{info.package}_{version}_{info.architecture}.deb"
-            add_file(_PoolFile(path, info.path, info.size, info.sha256))
+            copy = staged.get(info.path) if staged else None
+            add_file(_PoolFile(path, info.path, info.size, info.sha256, copy))
             records.append(
                 PoolRecord(
                     path=path,
@@ -268,6 +324,7 @@ class PoolSteps(RepoBase):
         for f in files:
             have = self.state.known_sha256(f.path)
             if have is not None and have != f.sha256:
+                _discard_staged(files)
                 raise RepoError(
                     f"{f.source}: the pool already holds {f.path} with different contents "
                     f"(sha256 {have}, new {f.sha256}); a published file never changes: "
@@ -305,12 +362,13 @@ class PoolSteps(RepoBase):
             ):
                 from concurrent.futures import ThreadPoolExecutor
 
-                # Copies run in the kernel (sendfile) without the GIL: copy on every core.
+                # Reading, hashing and writing release the GIL: copy on every core.
                 with ThreadPoolExecutor(self.workers) as ex:
                     placed = list(ex.map(self._place, files, known))
             else:
                 placed = [self._place(f, k) for f, k in zip(files, known, strict=True)]
         except BaseException:
+            _discard_staged(files)
             for path in unknown:  # unreferenced: this run's copies (or a killed run's)
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(root, path))  # noqa: PTH108, PTH118
@@ -343,22 +401,90 @@ class PoolSteps(RepoBase):
                 return False
             if known:
                 log.warning("%s does not match its record; replaced by %s", dest, f.source)
+        if f.staged is not None:
+            # Copied (and hashed: these bytes) while the input was read: the name appears
+            # with all its content. Else a pool path two inputs share takes one copy.
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f.staged.path, dest)  # noqa: PTH105
+                return True
         head, name = os.path.split(dest)
         tmp = os.path.join(head, f".{name}.{os.getpid()}.tmp")  # noqa: PTH118
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)  # noqa: PTH108
         try:
-            shutil.copyfile(f.source, tmp)
-            os.chmod(tmp, 0o644)  # noqa: PTH101
-            os.replace(tmp, dest)  # noqa: PTH105
+            # One pass: each block is read once, hashed and written (or the file cloned and
+            # hashed where the filesystem shares extents): the copy is checked for free.
+            have = copy_and_hash(f.source, tmp)
+            if have == (f.size, f.sha256):
+                os.chmod(tmp, 0o644)  # noqa: PTH101
+                os.replace(tmp, dest)  # noqa: PTH105
+                return True
+            os.unlink(tmp)  # noqa: PTH108
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)  # noqa: PTH108
-            # Reading the input fails with its name alone; sendfile names both files.
-            if exc.filename2 is None and str(exc.filename) == os.fspath(f.source):
+            # Opening the input fails with its name; writing the copy without one.
+            if str(exc.filename) == os.fspath(f.source):
                 raise RepoError(f"cannot read {f.source}: {exc.strerror}") from None
             raise OSError(exc.errno, exc.strerror, dest) from None
-        return True
+        raise RepoError(
+            f"{f.source} changed while it was being included (read as {f.size} bytes, sha256 "
+            f"{f.sha256}; copied as {have[0]} bytes, sha256 {have[1]}); nothing was published: "
+            "include it again once it is complete"
+        )
+
+
+def _read_and_copy(path: str, staging: _Staging) -> tuple[DebInfo, _Staged | None]:
+    """Read a package as :func:`read_deb` does, copying it into ``staging`` in the same pass;
+    without the copy where it cannot be written (a full disk: the pool's copy reports it)."""
+    copy = staging.new()
+    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        os.fchmod(fd, 0o644)  # whatever the umask, as pool files are
+        info = read_deb(path, copy_to=fd)
+    except OSError:
+        os.close(fd)
+        os.unlink(copy)  # noqa: PTH108
+        return read_deb(path), None
+    except BaseException:
+        os.close(fd)
+        os.unlink(copy)  # noqa: PTH108
+        raise
+    os.close(fd)
+    return info, _Staged(copy, staging)
+
+
+def _discard_staged(files: Iterable[_PoolFile]) -> None:
+    """Remove the copies made for ``files`` (the include failed: none will be placed)."""
+    for staging in {id(f.staged.staging): f.staged.staging for f in files if f.staged}.values():
+        staging.remove()
+
+
+def _remove_tree(path: str, made: Sequence[str] = ()) -> None:
+    """Remove ``path``, then those of the directories ``made`` for it that are empty."""
+    shutil.rmtree(path, ignore_errors=True)
+    for d in made:  # innermost first
+        with contextlib.suppress(OSError):
+            os.rmdir(d)  # noqa: PTH106
+
+
+def remove_stale_staging(incoming: Path) -> None:
+    """Remove the staging directories of runs that are gone (killed while reading); called
+    under the lock by :func:`releng.apt.gc.remove_stale_temps`."""
+    try:
+        names = os.listdir(incoming)  # noqa: PTH208  (plain strings)
+    except OSError:
+        return
+    for name in names:
+        pid = name.split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            _remove_tree(os.path.join(incoming, name))  # noqa: PTH118
+        except OSError:
+            pass  # alive, another user's
 
 
 def _total_size(items: Sequence[str] | Sequence[_PoolFile]) -> int:

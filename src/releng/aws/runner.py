@@ -37,6 +37,9 @@ class LocalLauncher:
     idle_seconds: float = 30
     visibility_seconds: int = 120
     logs_dir: Path | None = None
+    # moto-only: moto answers InvalidToken to the heartbeat of every task without
+    # HeartbeatSeconds, so the worker's grace for it (3 s on AWS) would only add 3 s per task.
+    token_grace_seconds: float = 0.0
     processes: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +60,7 @@ class LocalLauncher:
                     "--idle-seconds", str(self.idle_seconds),
                     "--wait-seconds", "2",
                     "--visibility-seconds", str(self.visibility_seconds),
+                    "--token-grace-seconds", str(self.token_grace_seconds),
                 ]  # fmt: skip
                 logs = self.logs_dir or self.root / ".releng" / "worker-logs"
                 logs.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 _DEAD_TOKEN = ("TaskTimedOut", "InvalidToken", "TaskDoesNotExist")
 VISIBILITY_SECONDS = 120
+# How long a first heartbeat answered InvalidToken is retried before the task runs anyway. On
+# AWS the first heartbeat succeeds; moto answers InvalidToken for every task without
+# HeartbeatSeconds, so local workers (LocalLauncher, --fake-ec2) pass 0.
 TOKEN_GRACE_SECONDS = 3.0
 
 
@@ -70,6 +73,7 @@ class Worker:
     wait_seconds: int = 20
     visibility_seconds: int = VISIBILITY_SECONDS
     alive_file: Path | None = None
+    token_grace_seconds: float = TOKEN_GRACE_SECONDS
     done: int = 0
 
     def _alive(self) -> None:
@@ -170,7 +174,7 @@ class Worker:
         """
         from botocore.exceptions import ClientError
 
-        deadline = time.monotonic() + TOKEN_GRACE_SECONDS
+        deadline = time.monotonic() + self.token_grace_seconds
         while True:
             try:
                 self.sfn.send_task_heartbeat(taskToken=token)
@@ -180,7 +184,7 @@ class Worker:
                     raise
                 if code != "InvalidToken":
                     return False
-                if time.monotonic() > deadline:
+                if time.monotonic() >= deadline:
                     log.info("worker %s: the task token is not confirmed (%s)", self.instance, code)
                     return True
                 time.sleep(0.5)
@@ -343,6 +347,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wait-seconds", type=int, default=20)
     parser.add_argument("--visibility-seconds", type=int, default=VISIBILITY_SECONDS)
     parser.add_argument("--alive-file", type=Path, default=None)
+    parser.add_argument(
+        "--token-grace-seconds",
+        type=float,
+        default=TOKEN_GRACE_SECONDS,
+        help="retry a first heartbeat answered InvalidToken this long before running the task "
+        "(keep the default on AWS; moto answers InvalidToken for every task without "
+        "HeartbeatSeconds, so local workers under --fake-ec2 pass 0)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
@@ -364,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_seconds=args.wait_seconds,
         visibility_seconds=args.visibility_seconds,
         alive_file=args.alive_file,
+        token_grace_seconds=args.token_grace_seconds,
     )
     worker.run(idle_seconds=args.idle_seconds)
     return 0
