@@ -245,7 +245,8 @@ class Worker:
                     self._upload(upload, logf)
             # "always": run whatever the outcome (the verify step's result goes to scratch on
             # a mismatch too); the first failure is the task's.
-            failed = failed or self._commands(task.get("always", []), logf, deadline)
+            after = self._commands(task.get("always", []), logf, deadline)
+            failed = failed or after
         if failed is not None:
             command, returncode = failed
             return Outcome(
