@@ -65,16 +65,14 @@ def test_prepare_task_runs_the_verify_until_a_reproducing_rebuild_is_in_scratch(
     urls = json.loads(ctx.settings[handlers.QUEUE_URLS])
     assert _prepare(ctx)["reason"] == '[verify] rebuild is "off"'
     ctx.catalog = dataclasses.replace(CATALOG, verify_rebuild="report")
-    with pytest.raises(AwsError, match="no complete build of debian-12-bookworm amd64 1.2.3"):
+    with pytest.raises(AwsError, match=r"no complete build of debian-12-bookworm amd64 1\.2\.3"):
         _prepare(ctx)
     build = f"1.2.3/{BOOKWORM}/amd64/"
     s3.put_object(Bucket=scratch, Key=build + ".releng-complete.json", Body=b"{}")
     task = _prepare(ctx)
     assert task["run"] is True
     assert (task["queue"], task["queue_url"]) == ("verify", urls["verify"])  # not a builder's
-    assert task["fetch"] == [
-        {"bucket": scratch, "prefix": build, "dest": f"out/1.2.3/{BOOKWORM}/"}
-    ]
+    assert task["fetch"] == [{"bucket": scratch, "prefix": build, "dest": f"out/1.2.3/{BOOKWORM}/"}]
     flags = ["--version", "1.2.3", "--release", "--arch", "amd64"]
     assert task["commands"] == [["invoke", "verify-rebuild", BOOKWORM, *flags]]
     assert task["always"] == [["invoke", "upload-build", *flags, "--rebuild", BOOKWORM]]
@@ -85,7 +83,10 @@ def test_prepare_task_runs_the_verify_until_a_reproducing_rebuild_is_in_scratch(
     assert _prepare(ctx)["run"] is True
     s3.put_object(Bucket=scratch, Key=marker, Body=json.dumps({"result": "reproduced"}).encode())
     skipped = _prepare(ctx)
-    assert (skipped["run"], skipped["reason"]) == (False, f"verified: s3://{scratch}/{marker} exists")
+    assert (skipped["run"], skipped["reason"]) == (
+        False,
+        f"verified: s3://{scratch}/{marker} exists",
+    )
     record = json.loads(
         s3.get_object(Bucket=scratch, Key=f"status/ex1/1.2.3/{BOOKWORM}/amd64/verify-rebuild.json")[
             "Body"

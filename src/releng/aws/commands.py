@@ -83,7 +83,5 @@ def after_step(step: str, version: Version, *, distro: str = "", arch: str = "")
     ``always``): verify-rebuild's result goes to scratch on a mismatch too, so the publisher
     holds that build back and diffoscope's reports stay beside it."""
     if step == S.VERIFY_REBUILD:
-        return [
-            _invoke(UPLOAD_BUILD, *version_flags(version), "--arch", arch, "--rebuild", distro)
-        ]
+        return [_invoke(UPLOAD_BUILD, *version_flags(version), "--arch", arch, "--rebuild", distro)]
     return []

@@ -220,7 +220,12 @@ def _commands(
         step, version, distro=distro, arch=arch, dest=dest, distros=tuple(distros)
     )
     always = commands.after_step(step, version, distro=distro, arch=arch)
-    return {"commands": lines, "uploads": [], "fetch": fetch, **({"always": always} if always else {})}
+    return {
+        "commands": lines,
+        "uploads": [],
+        "fetch": fetch,
+        **({"always": always} if always else {}),
+    }
 
 
 def _built(event: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -237,7 +242,7 @@ def _built(event: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # noqa: PLR0911  (one return per skip reason)
+def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # noqa: PLR0911, PLR0912  (one return per skip reason, one branch per step)
     """Decide from S3 whether ``event["step"]`` must run; if so, the worker's task."""
     step = str(event["step"])
     plan = event["version"]
@@ -281,10 +286,8 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
             return skip(f"built: s3://{scratch}/{done} exists")
         if _is_published(ctx, version, distro, arch):
             return skip("already in the downloads repository")
-    elif step == S.VERIFY_REBUILD:
-        reason = _verified(ctx, version, distro, arch)
-        if reason:
-            return skip(reason)
+    elif step == S.VERIFY_REBUILD and (reason := _verified(ctx, version, distro, arch)):
+        return skip(reason)
     elif step == S.PUBLISH_BINARY_PACKAGES:
         if not built:
             return skip("no distro was built")
