@@ -27,6 +27,8 @@ from releng.aws.deploy import create_bucket
 from releng.aws.launch import Ec2Launcher
 from releng.aws.status import record_key
 from releng.aws.worker import Worker
+from releng.digest import file_sha256
+from releng.errors import PublishError
 from releng.gpg import Signer
 from releng.project import Project
 from releng.publish.flows import (
@@ -350,11 +352,18 @@ def test_publish_worker(stack, project_copy, signer, tmp_path, caplog) -> None:
     assert stack.client("publish", "ssm").get_parameter(Name=SIGNING_KEY, WithDecryption=True)
 
 
+def _summary(rebuild: Path, result: str) -> None:
+    """rebuild.json: the result, and the sha256 of each package of the build beside it."""
+    packages = {p.name: {"first": file_sha256(p)} for p in rebuild.parent.glob("*.deb")}
+    summary = {"result": result, "architecture": "amd64", "packages": packages}
+    (rebuild / "rebuild.json").write_text(json.dumps(summary))
+
+
 def _rebuild_result(project, result: str = "reproduced") -> list[str]:
     """out/<V>/<DISTRO>/rebuild/ as verify-rebuild leaves it (its shape, not a real rebuild)."""
     rebuild = project.build_dir(VERSION, DISTRO) / "rebuild"
     (rebuild / "attestations").mkdir(parents=True, exist_ok=True)
-    (rebuild / "rebuild.json").write_text(json.dumps({"result": result, "architecture": "amd64"}))
+    _summary(rebuild, result)
     (rebuild / "attestations" / "tally.deb.intoto.json").write_text("{}")
     (rebuild / "attestations" / "tally.deb.intoto.json.asc").write_text("signature")
     return ["attestations/tally.deb.intoto.json", "attestations/tally.deb.intoto.json.asc",
@@ -426,7 +435,7 @@ def test_the_publisher_takes_a_reproduced_rebuild_and_holds_back_a_differing_one
         upload_build(admin, project, version, distro, scratch=stack.scratch)
         rebuild = out / "rebuild"
         rebuild.mkdir()
-        (rebuild / "rebuild.json").write_text(json.dumps({"result": result, "architecture": "amd64"}))  # fmt: skip
+        _summary(rebuild, result)
         upload_rebuild(stack.client("verify", "s3"), project, version, distro,
                        scratch=stack.scratch, arch="amd64")  # fmt: skip
     dirs, parts = fetch_builds(project, stack.client("publish", "s3"), stack.scratch, version, tmp_path)  # fmt: skip
@@ -434,6 +443,12 @@ def test_the_publisher_takes_a_reproduced_rebuild_and_holds_back_a_differing_one
     summary = json.loads((dirs[DISTRO] / "rebuild" / "rebuild.json").read_text())
     assert summary["result"] == "reproduced"
     assert sorted(scratch_builds(admin, stack.scratch, version)) == [DISTRO, "debian-13-trixie"]
+    # a rebuild/ left from another build (verify-rebuild failed before writing its own) is
+    # never uploaded as this build's
+    deb = next(project.build_dir(version, DISTRO).glob("*.deb"))
+    deb.write_bytes(deb.read_bytes() + b"another build")
+    with pytest.raises(PublishError, match="is not the rebuild of the build beside it"):
+        upload_rebuild(admin, project, version, DISTRO, scratch=stack.scratch, arch="amd64")
 
 
 def _context(stack: Stack, role: str) -> handlers.Context:

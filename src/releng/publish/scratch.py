@@ -199,6 +199,20 @@ def upload_rebuild(
         raise PublishError(
             f"{rebuild_dir} holds the {summary.get('architecture')} rebuild, not {arch}'s; {made}"
         )
+    # an earlier rebuild left behind (verify-rebuild failed before it wrote its own) is not
+    # this build's: every package it compared must be the one in the build directory now
+    packages = summary.get("packages") or {}
+    stale = [
+        name
+        for name, entry in sorted(packages.items())
+        if not (rebuild_dir.parent / name).is_file()
+        or file_sha256(rebuild_dir.parent / name) != (entry or {}).get("first")
+    ]
+    if not packages or stale:
+        raise PublishError(
+            f"{rebuild_dir} is not the rebuild of the build beside it "
+            f"({', '.join(stale) or 'no packages'} differ); {made}"
+        )
     files = {
         p.relative_to(rebuild_dir).as_posix(): p
         for p in sorted(rebuild_dir.rglob("*"))
