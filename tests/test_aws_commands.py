@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER_STEPS = (
     S.MAKE_SOURCE_TARBALL,
     S.MAKE_BINARY_PACKAGE,
+    S.VERIFY_REBUILD,
     S.PUBLISH_BINARY_PACKAGES,
     S.PUBLISH_SOURCE_TARBALL,
 )
@@ -42,13 +43,15 @@ def test_every_worker_command_parses_with_the_real_tasks(step, version) -> None:
         dest="s3://downloads/apt", distros=("debian-12-bookworm", "debian-13-trixie"),
     )  # fmt: skip
     assert lines
+    # and what runs after them whatever their outcome (the verify step's upload)
+    lines += commands.after_step(step, version, distro="debian-12-bookworm", arch="arm64")
     for argv in lines:
         task, args = _parse(argv)
         assert task in commands.TASKS
         assert args["version"] == version.text
         # a release is a release at every hop, a nightly never is
         assert bool(args.get("release")) is version.is_release, argv
-        if step == S.MAKE_BINARY_PACKAGE:
+        if step in (S.MAKE_BINARY_PACKAGE, S.VERIFY_REBUILD):
             assert args["arch"] == "arm64"
             assert args["distro"] == "debian-12-bookworm"
         if step in (S.PUBLISH_BINARY_PACKAGES, S.PUBLISH_SOURCE_TARBALL):

@@ -27,6 +27,8 @@ from releng.aws.deploy import create_bucket
 from releng.aws.launch import AutoScalingLauncher
 from releng.aws.status import record_key
 from releng.aws.worker import Worker
+from releng.digest import file_sha256
+from releng.errors import PublishError
 from releng.gpg import Signer
 from releng.project import Project
 from releng.publish.flows import (
@@ -37,6 +39,7 @@ from releng.publish.flows import (
     update_repos,
     upload_build,
 )
+from releng.publish.scratch import fetch_builds, scratch_rebuilds, upload_rebuild
 from releng.publish.sync import S3Url, SyncOptions
 from releng.version import Version
 from tests.apt_debs import make_deb
@@ -51,6 +54,8 @@ VERSION = Version.parse("1.0.0")
 SIGNING_KEY = "/releng/signing-key"
 SIGNING_PASSPHRASE = "/releng/signing-passphrase"
 PUBLIC_GIT_TOKEN = "/releng/public-git-token"
+REBUILDER_KEY = "/releng/rebuilder-key"
+REBUILDER_PASSPHRASE = "/releng/rebuilder-passphrase"
 CACHE_PREFIX = "releng/cc"
 ROLE_IDS = {
     **{q: template.worker_role_id(q) for q in S.WORKER_QUEUES},
@@ -105,6 +110,8 @@ class Stack:
         ssm.put_parameter(Name=SIGNING_KEY, Value="-----BEGIN PGP PRIVATE KEY BLOCK-----", Type="SecureString", Overwrite=True)  # fmt: skip
         ssm.put_parameter(Name=SIGNING_PASSPHRASE, Value="secret", Type="SecureString", Overwrite=True)  # fmt: skip
         ssm.put_parameter(Name=PUBLIC_GIT_TOKEN, Value="ghp_token", Type="SecureString", Overwrite=True)  # fmt: skip
+        ssm.put_parameter(Name=REBUILDER_KEY, Value="-----BEGIN PGP PRIVATE KEY BLOCK-----", Type="SecureString", Overwrite=True)  # fmt: skip
+        ssm.put_parameter(Name=REBUILDER_PASSPHRASE, Value="rebuilder", Type="SecureString", Overwrite=True)  # fmt: skip
         self.documents = self._documents()
         self.credentials = {
             role: server.user(f"{self.name}-{role}", doc) for role, doc in self.documents.items()
@@ -121,6 +128,7 @@ class Stack:
             "SigningPassphraseParameter": SIGNING_PASSPHRASE, "GitCredentialsParameter": "",
             "SigningKey2Parameter": "", "SigningKey3Parameter": "",
             "PublicGitTokenParameter": PUBLIC_GIT_TOKEN,
+            "RebuilderKeyParameter": REBUILDER_KEY, "RebuilderPassphraseParameter": REBUILDER_PASSPHRASE,
             "DownloadsPrefix": "", "Distribution": self.distribution,
             "ScratchBucket": self.scratch, "ScratchBucket.Arn": f"arn:aws:s3:::{self.scratch}",
             "DownloadsBucket": self.downloads,
@@ -351,6 +359,105 @@ def test_publish_worker(stack, project_copy, signer, tmp_path, caplog) -> None:
     assert publish_source(s3, project_copy, VERSION, scratch=stack.scratch, dest=dest)
     _run_worker(stack, "publish", _task(stack, S.PUBLISH_BINARY_PACKAGES), tmp_path, caplog)
     assert stack.client("publish", "ssm").get_parameter(Name=SIGNING_KEY, WithDecryption=True)
+
+
+def _summary(rebuild: Path, result: str) -> None:
+    """rebuild.json: the result, and the sha256 of each package of the build beside it."""
+    packages = {p.name: {"first": file_sha256(p)} for p in rebuild.parent.glob("*.deb")}
+    summary = {"result": result, "architecture": "amd64", "packages": packages}
+    (rebuild / "rebuild.json").write_text(json.dumps(summary))
+
+
+def _rebuild_result(project, result: str = "reproduced") -> list[str]:
+    """out/<V>/<DISTRO>/rebuild/ as verify-rebuild leaves it (its shape, not a real rebuild)."""
+    rebuild = project.build_dir(VERSION, DISTRO) / "rebuild"
+    (rebuild / "attestations").mkdir(parents=True, exist_ok=True)
+    _summary(rebuild, result)
+    (rebuild / "attestations" / "tally.deb.intoto.json").write_text("{}")
+    (rebuild / "attestations" / "tally.deb.intoto.json.asc").write_text("signature")
+    return ["attestations/tally.deb.intoto.json", "attestations/tally.deb.intoto.json.asc",
+            "rebuild.json"]  # fmt: skip
+
+
+def test_verify_worker_writes_only_its_rebuild_prefix_and_never_the_signing_key(
+    stack, project_copy, tmp_path, caplog
+) -> None:
+    """The rebuilders (issue 26.5): read the build in scratch, put verify-rebuild's result
+    beside it (twice: the second upload deletes the first one's marker), read the rebuilder's
+    key; refused the archive signing key, the build's own files, the public bucket."""
+    _build(project_copy)
+    upload_build(stack.client("build", "s3"), project_copy, VERSION, DISTRO, scratch=stack.scratch)
+    s3 = stack.client("verify", "s3")
+    build = f"{VERSION.text}/{DISTRO}/amd64/"
+    assert s3.get_object(Bucket=stack.scratch, Key=build + ".releng-complete.json")["Body"].read()
+    listed = _rebuild_result(project_copy)
+    for _ in range(2):
+        assert upload_rebuild(s3, project_copy, VERSION, DISTRO, scratch=stack.scratch, arch="amd64") == listed  # fmt: skip
+    assert scratch_rebuilds(s3, stack.scratch, VERSION)[(DISTRO, "amd64")]["result"] == "reproduced"
+    task = _task(stack, S.VERIFY_REBUILD, DISTRO, "amd64")
+    task["fetch"] = [{"bucket": stack.scratch, "prefix": build, "dest": f"out/{VERSION.text}/{DISTRO}/"}]  # fmt: skip
+    _run_worker(stack, "verify", task, tmp_path, caplog)
+    assert (tmp_path / "out" / VERSION.text / DISTRO / "tally_1.0.0-1~bookworm_amd64.deb").is_file()
+    # the build itself, the other builds' parts, the public bucket: refused
+    for bucket, key in (
+        (stack.scratch, build + "tally_1.0.0-1~bookworm_amd64.deb"),
+        (stack.scratch, build + ".releng-complete.json"),
+        (stack.scratch, f"{VERSION.text}/source/tally-1.0.0.tar.gz"),
+        (stack.downloads, f"{VERSION.text}/{DISTRO}/amd64/rebuild/rebuild.json"),
+    ):
+        with pytest.raises(ClientError) as denied:
+            s3.put_object(Bucket=bucket, Key=key, Body=b"forged")
+        assert _denied(denied.value), key
+    with pytest.raises(ClientError) as denied:
+        s3.delete_object(Bucket=stack.scratch, Key=build + ".releng-complete.json")
+    assert _denied(denied.value)
+    # its own key, a real call; the archive's, by moto's evaluator on the real ARNs (moto
+    # checks SSM calls against "*" only)
+    ssm = stack.client("verify", "ssm")
+    for name in (REBUILDER_KEY, REBUILDER_PASSPHRASE):
+        assert ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    doc = stack.documents["verify"]
+    for name in (SIGNING_KEY, SIGNING_PASSPHRASE, PUBLIC_GIT_TOKEN):
+        assert not allowed(doc, "ssm:GetParameter", stack.arn("ssm", f"parameter{name}")), name
+    readers = {
+        role for role, d in stack.documents.items()
+        if allowed(d, "ssm:GetParameter", stack.arn("ssm", f"parameter{REBUILDER_KEY}"))
+    }  # fmt: skip
+    assert readers == {"verify"}
+
+
+def test_the_publisher_takes_a_reproduced_rebuild_and_holds_back_a_differing_one(
+    stack, project_copy, tmp_path
+) -> None:
+    """[verify] rebuild = "require" on S3: the publish role downloads a build's rebuild result
+    with it (the policy and the attestations read it), and leaves a build whose rebuild
+    differs in scratch instead of refusing the whole version."""
+    product = project_copy.root / "product.toml"
+    product.write_text(product.read_text() + '\n[verify]\nrebuild = "require"\n')
+    project = Project.load(project_copy.root)
+    version = Version.parse("1.0.1")
+    admin = stack.server.client("s3")
+    for distro, result in ((DISTRO, "reproduced"), ("debian-13-trixie", "differs")):
+        out = project.build_dir(version, distro)
+        out.mkdir(parents=True, exist_ok=True)
+        make_deb(out, "tally", f"1.0.1-1~{distro}")
+        upload_build(admin, project, version, distro, scratch=stack.scratch)
+        rebuild = out / "rebuild"
+        rebuild.mkdir()
+        _summary(rebuild, result)
+        upload_rebuild(stack.client("verify", "s3"), project, version, distro,
+                       scratch=stack.scratch, arch="amd64")  # fmt: skip
+    dirs, parts = fetch_builds(project, stack.client("publish", "s3"), stack.scratch, version, tmp_path)  # fmt: skip
+    assert parts == [(DISTRO, "amd64")]
+    summary = json.loads((dirs[DISTRO] / "rebuild" / "rebuild.json").read_text())
+    assert summary["result"] == "reproduced"
+    assert sorted(scratch_builds(admin, stack.scratch, version)) == [DISTRO, "debian-13-trixie"]
+    # a rebuild/ left from another build (verify-rebuild failed before writing its own) is
+    # never uploaded as this build's
+    deb = next(project.build_dir(version, DISTRO).glob("*.deb"))
+    deb.write_bytes(deb.read_bytes() + b"another build")
+    with pytest.raises(PublishError, match="is not the rebuild of the build beside it"):
+        upload_rebuild(admin, project, version, DISTRO, scratch=stack.scratch, arch="amd64")
 
 
 def _context(stack: Stack, role: str) -> handlers.Context:

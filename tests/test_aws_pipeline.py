@@ -11,6 +11,7 @@ local processes running the same releng.aws.worker loop (--fake-ec2).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from releng.aws import deploy, run
+from releng.aws import steps as S
 from releng.aws.request import InputError
 from releng.aws.runner import LocalLauncher
 from releng.aws.worker import Worker
@@ -401,3 +403,154 @@ def test_cli_deploy_dev_then_nightly_with_fake_ec2(moto_server, project_copy, aw
         "succeeded",
         "local-tarball-0",
     )
+
+
+# A build that embeds the build host's name on Debian 12 only (tests/test_rebuild.py plants
+# the same everywhere): bookworm's rebuild differs, and diffoscope names
+# usr/share/tally/build-host; noble's (the same shared debian/ tree) reproduces.
+PLANTED = """
+execute_after_dh_auto_install:
+\tif grep -q '^12' /etc/debian_version; then \\
+\t  pkg=$$(dh_listpackages | head -n 1); mkdir -p debian/$$pkg/usr/share/$$pkg; \\
+\t  uname -n > debian/$$pkg/usr/share/$$pkg/build-host; \\
+\tfi
+"""
+
+
+class OneContainerJobAtATime(LocalLauncher):
+    """At most one build or verify worker alive at once (the shared test machine's rule: one
+    container build at a time); the others' tasks wait in their queues for the health check."""
+
+    def launch(self, queue: str, count: int) -> list[str]:
+        jobs = (S.BUILD_QUEUE, S.VERIFY_QUEUE)
+        if queue in jobs and any(self.live(q) for q in jobs):
+            return []
+        return super().launch(queue, min(count, 1) if queue in jobs else count)
+
+
+def _launcher(proj, stack, aws_env) -> OneContainerJobAtATime:
+    env = {**aws_env, "RELENG_ROOT": str(proj.root)}
+    return OneContainerJobAtATime(
+        root=proj.root, queue_urls=stack.worker_queue_urls(), env=env, idle_seconds=5
+    )
+
+
+def _history(sfn, arn: str) -> list[str]:
+    """The states entered, in order (a Map's branches interleave)."""
+    events = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    return [
+        e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
+    ]
+
+
+@pytest.mark.docker  # two builds and their rebuilds in containers
+def test_verify_rebuild_between_build_and_publish_holds_back_a_mismatch_and_resumes(
+    moto_server, project_copy, gpg_key, aws_env, base_image
+):
+    """[verify] rebuild = "require", two distros, bookworm's build planted with its host's name.
+    The first run builds both and verifies each on the verify queue's own worker: noble's
+    rebuild reproduces it, bookworm's differs and fails that branch only, with diffoscope's
+    report in its log. The rerun skips what is done (the finished verify too) and publishes
+    noble; bookworm stays in scratch, unpublished, with its rebuild's reports beside it."""
+    bookworm, noble = "debian-12-bookworm", "ubuntu-24.04-noble"
+    for distro in (bookworm, noble):
+        base_image(distro)
+    root = project_copy.root
+    rules = root / "distros" / bookworm / "debian" / "rules"
+    rules.write_text(rules.read_text() + PLANTED)
+    (root / "product.toml").write_text(
+        (root / "product.toml").read_text() + '\n[verify]\nrebuild = "require"\n'
+    )
+    name = f"releng-{uuid.uuid4().hex[:8]}"
+    aws_env["RELENG_SIGNING_PASSPHRASE"] = gpg_key.passphrase
+    proj = signed_project(root, gpg_key, name)
+    aws = run.connect(proj, aws_env)
+    deploy.deploy_dev(aws.client, REPO, name)
+    stack = deploy.load_stack(aws.client("cloudformation"), name)
+    s3, sfn = moto_server.client("s3"), moto_server.client("stepfunctions")
+    config = {"timeouts": {"tarball": 300, "build": 1500, "verify": 1500, "publish": 600},
+              "heartbeat_seconds": 30}  # fmt: skip
+    scratch = stack.scratch_bucket
+
+    def status(execution: str, step: str, distro: str = "", arch: str = "amd64") -> dict:
+        part = f"{distro}/{arch}" if distro else "all"
+        key = f"status/{execution}/1.0.0/{part}/{step}.json"
+        return json.loads(s3.get_object(Bucket=scratch, Key=key)["Body"].read())
+
+    try:
+        first = run.start(
+            proj, aws, versions=["1.0.0"], distros=[bookworm, noble], config=config,
+            steps=["make-source-tarball", "make-binary-package", "verify-rebuild"],
+        )  # fmt: skip
+        assert first.plan["config"]["verify_rebuild"] == "require"
+        desc = run.run_fake_ec2(proj, aws, first, env=aws_env, timeout=3000,
+                                launcher=_launcher(proj, stack, aws_env))  # fmt: skip
+        # the mismatch fails its own branch only: the execution lists it, and nothing else
+        assert desc["status"] == "FAILED", desc
+        failures = json.loads(
+            s3.get_object(Bucket=scratch, Key=f"logs/{first.name}/failures.json")["Body"].read()
+        )
+        logs = {
+            f["distro"]: s3.get_object(
+                Bucket=scratch, Key=f["log"].removeprefix(f"s3://{scratch}/")
+            )["Body"]
+            .read()
+            .decode()[-4000:]
+            for f in failures
+        }
+        assert [(f["step"], f["distro"]) for f in failures] == [("verify-rebuild", bookworm)], logs
+        assert failures[0]["error"] == "Releng.StepFailed", failures
+        for distro in (bookworm, noble):
+            assert status(first.name, "make-binary-package", distro)["state"] == "succeeded"
+        ran = status(first.name, "verify-rebuild", noble)
+        assert ran["state"] == "succeeded"
+        assert ran["instance"].startswith("local-verify-")  # a worker of its own, not a builder
+        assert status(first.name, "verify-rebuild", bookworm)["state"] == "failed"
+        # each branch: the build, then its verify
+        order = _history(sfn, first.arn)
+        assert order.index("MakeBinaryPackage") < order.index("VerifyRebuild")
+        # diffoscope's report is in the failure log, and beside the build in scratch
+        log_key = failures[0]["log"].removeprefix(f"s3://{scratch}/")
+        text = s3.get_object(Bucket=scratch, Key=log_key)["Body"].read().decode()
+        assert "DIFFERS" in text, text[-3000:]
+        assert "+++ /srv/rebuilt/tally_1.0.0-1~deb12u1_amd64.deb" in text, text[
+            -3000:
+        ]  # diffoscope's
+        assert "./usr/share/tally/build-host" in text, text[-3000:]
+        held = f"1.0.0/{bookworm}/amd64/rebuild/"
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket=scratch, Prefix=held)["Contents"]}
+        assert any(k.endswith(".diffoscope.txt") for k in keys), keys
+        verified = f"1.0.0/{noble}/amd64/rebuild/"
+        keys = {o["Key"] for o in s3.list_objects_v2(Bucket=scratch, Prefix=verified)["Contents"]}
+        assert any(k.endswith(".intoto.json.asc") for k in keys), keys
+
+        # The rerun (noble): its build and its finished verify are skipped, then the publish.
+        deploy.deploy_dev(aws.client, REPO, name)  # moto: see the tarball test above
+        again = run.start(
+            proj, aws, versions=["1.0.0"], distros=[noble], config=config,
+            steps=["make-source-tarball", "make-binary-package", "verify-rebuild",
+                   "publish-binary-packages"],
+        )  # fmt: skip
+        desc = run.run_fake_ec2(proj, aws, again, env=aws_env, timeout=1200,
+                                launcher=_launcher(proj, stack, aws_env))  # fmt: skip
+        assert desc["status"] == "SUCCEEDED", desc
+        skipped = status(again.name, "verify-rebuild", noble)
+        assert skipped["state"] == "skipped"
+        assert (
+            skipped["reason"] == f"verified: s3://{scratch}/{verified}.releng-complete.json exists"
+        )
+        assert status(again.name, "make-binary-package", noble)["state"] == "skipped"
+        assert status(again.name, "publish-binary-packages")["state"] == "succeeded"
+        order = _history(sfn, again.arn)
+        assert order.index("VerifyRebuildSkipped") < order.index("PublishBinaryPackages")
+    finally:
+        forget_executions(sfn, name)
+    downloads = stack.downloads_bucket
+    packages = s3.get_object(Bucket=downloads, Key="dists/noble/main/binary-amd64/Packages.gz")
+    assert b"Package: tally" in gzip.decompress(packages["Body"].read())
+    published = {o["Key"] for o in s3.list_objects_v2(Bucket=downloads)["Contents"]}
+    assert not [k for k in published if k.startswith("dists/bookworm/")], sorted(published)
+    # bookworm stays in scratch, unpublished: its build and its differing rebuild
+    left = {o["Key"] for o in s3.list_objects_v2(Bucket=scratch, Prefix="1.0.0/")["Contents"]}
+    assert f"1.0.0/{bookworm}/amd64/.releng-complete.json" in left
+    assert not [k for k in left if k.startswith(f"1.0.0/{noble}/")]  # published: removed

@@ -22,7 +22,9 @@ def test_committed_definition_is_the_generated_one() -> None:
 def test_every_queue_is_a_placeholder_and_render_fills_them() -> None:
     names = statemachine.placeholders()
     # a build's queue is its architecture's: prepare_task names it in the task
-    builds = {S.queue_key(q) for q in S.BUILD_QUEUE_OF_ARCH.values()}
+    builds = {
+        S.queue_key(q) for q in (*S.BUILD_QUEUE_OF_ARCH.values(), *S.VERIFY_QUEUE_OF_ARCH.values())
+    }
     assert set(names) == {S.queue_key(q) for q in (*S.WORKER_QUEUES, *S.HANDLERS)} - {
         S.queue_key("get_distros_for_version"),
         S.queue_key("health_check"),

@@ -95,7 +95,10 @@ def test_least_privilege_builders_never_sign_nor_write_downloads() -> None:
     assert "DownloadsBucket" in _statements(roles["publish"])
     for queue, role in roles.items():
         signs = "SigningKeyParameter" in _statements(role)
-        assert signs == (queue not in builders), queue
+        assert signs == (queue not in builders | {"verify"}), queue
+        # the rebuilder's key: the rebuilders' only (they never read the archive's)
+        assert ("RebuilderKeyParameter" in _statements(role)) == (queue == "verify"), queue
+    assert "DownloadsBucket" not in _statements(roles["verify"])
     assert "CreateInvalidation" not in json.dumps(res["ParseInputFunctionRole"]["Properties"])
     for queue in S.WORKER_QUEUES:
         camel = "".join(p.capitalize() for p in queue.split("_"))

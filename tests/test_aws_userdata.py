@@ -42,13 +42,16 @@ def _rendered(queue: str, repository: str) -> str:
         "QueueUrl": f"https://sqs.eu-central-1.amazonaws.com/123456789012/releng-{queue}",
         "Signs": local["Signs"],
         "Pushes": local["Pushes"],
+        "Rebuilds": local["Rebuilds"],
+        "RebuilderKeyParameter": "/releng/rebuilder-key",
+        "RebuilderPassphraseParameter": "/releng/rebuilder-passphrase",
         "PublicGitTokenParameter": "/releng/public-git-token",
     }
     return template.render_sub(script, values)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("queue", ["tarball", "build", "publish"])
+@pytest.mark.parametrize("queue", ["tarball", "build", "publish", "verify"])
 def test_user_data_is_shellcheck_clean(queue, tmp_path) -> None:
     exe = shutil.which("shellcheck")
     assert exe, "shellcheck is missing: ./scripts/setup installs it (apt-get install shellcheck)"
@@ -62,7 +65,9 @@ def test_user_data_is_shellcheck_clean(queue, tmp_path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout
     signs = 'SIGNS="yes"' in script.read_text()
-    assert signs == (queue != "build")
+    assert signs == (queue not in ("build", "verify"))
+    # the rebuilders import the rebuilder's key instead, and only they
+    assert ('REBUILDS="yes"' in script.read_text()) == (queue == "verify")
 
 
 def _checkout_copy(dest: Path) -> Path:

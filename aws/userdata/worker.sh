@@ -18,6 +18,9 @@ PUBLIC_GIT_TOKEN_PARAMETER="${PublicGitTokenParameter}"
 # one parameter per signing key ([signing] key; two while a rotation overlaps), empty slots blank
 SIGNING_KEY_PARAMETERS="${SigningKeyParameter} ${SigningKey2Parameter} ${SigningKey3Parameter}"
 SIGNING_PASSPHRASE_PARAMETER="${SigningPassphraseParameter}"
+REBUILDS="${Rebuilds}"
+REBUILDER_KEY_PARAMETER="${RebuilderKeyParameter}"
+REBUILDER_PASSPHRASE_PARAMETER="${RebuilderPassphraseParameter}"
 export AWS_DEFAULT_REGION="${AWS::Region}" DEBIAN_FRONTEND=noninteractive
 
 ALIVE=/run/releng-worker.alive
@@ -146,6 +149,20 @@ import_signing_key() {
   fi
 }
 
+# The rebuilders (verify queue) sign attestations with the rebuilder's key, from SSM parameters
+# of its own ([verify] key names it; the passphrase goes where [verify] passphrase_env says by
+# default). Their role cannot read the archive signing key, and they never ask.
+import_rebuilder_key() {
+  if [ "$REBUILDS" = yes ]; then
+    export GNUPGHOME=/root/.gnupg RELENG_REBUILDER_PASSPHRASE
+    install -d -m 700 "$GNUPGHOME"
+    aws ssm get-parameter --with-decryption --name "$REBUILDER_KEY_PARAMETER" \
+      --query Parameter.Value --output text | gpg --batch --import
+    RELENG_REBUILDER_PASSPHRASE=$(aws ssm get-parameter --with-decryption \
+      --name "$REBUILDER_PASSPHRASE_PARAMETER" --query Parameter.Value --output text)
+  fi
+}
+
 # The publisher pushes a release's tag and branch to the public repository with an HTTPS
 # token from SSM, handed to git through GIT_ASKPASS by releng (never on a command line or in
 # a log). Only the publisher's role may read it; other workers never ask.
@@ -176,6 +193,7 @@ main() {
   git_credentials
   install_releng
   import_signing_key
+  import_rebuilder_key
   public_git_token
   trap - ERR
   export PATH=/opt/venv/bin:$PATH

@@ -33,6 +33,7 @@ class Catalog:
     suites: list[str] = field(default_factory=lambda: ["{codename}"])
     components: list[str] = field(default_factory=lambda: ["main"])
     architectures: list[str] = field(default_factory=lambda: ["amd64"])
+    verify_rebuild: str = "off"  # [verify] rebuild: "off", "report" or "require"
 
     @classmethod
     def from_project(cls, project: Any) -> Catalog:
@@ -50,6 +51,7 @@ class Catalog:
             suites=list(repos.suites),
             components=list(repos.components),
             architectures=list(repos.architectures),
+            verify_rebuild=str(project.config.verify.rebuild),
         )
 
     @classmethod

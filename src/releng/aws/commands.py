@@ -25,12 +25,14 @@ MAKE_PACKAGE: Final = "make-package"
 UPLOAD_BUILD: Final = "upload-build"
 UPDATE_REPOS: Final = "update-repos"
 PUBLISH_RELEASE_SOURCE: Final = "publish-release-source"
+VERIFY_REBUILD: Final = "verify-rebuild"
 TASKS: Final = (
     MAKE_SOURCE_TARBALL,
     MAKE_PACKAGE,
     UPLOAD_BUILD,
     UPDATE_REPOS,
     PUBLISH_RELEASE_SOURCE,
+    VERIFY_REBUILD,
 )
 
 
@@ -60,6 +62,10 @@ def for_step(
             _invoke(MAKE_PACKAGE, distro, *version_flags(version), "--arch", arch),
             _invoke(UPLOAD_BUILD, *version_flags(version), "--arch", arch, distro),
         ]
+    if step == S.VERIFY_REBUILD:
+        # The build was fetched from scratch into out/<V>/<DISTRO>/ (the task's "fetch");
+        # its result goes back by after_step, whatever the outcome.
+        return [_invoke(VERIFY_REBUILD, distro, *version_flags(version), "--arch", arch)]
     if step == S.PUBLISH_BINARY_PACKAGES:
         return [_invoke(UPDATE_REPOS, *version_flags(version), "--repo", dest)]
     if step == S.PUBLISH_SOURCE_TARBALL:
@@ -70,3 +76,12 @@ def for_step(
     raise AwsError(
         f"prepare_task: unknown step {step!r}; valid steps: {', '.join(S.QUEUE_OF_STEP)}"
     )
+
+
+def after_step(step: str, version: Version, *, distro: str = "", arch: str = "") -> list[list[str]]:
+    """What a worker runs after ``step``'s commands whatever their outcome (the worker's
+    ``always``): verify-rebuild's result goes to scratch on a mismatch too, so the publisher
+    holds that build back and diffoscope's reports stay beside it."""
+    if step == S.VERIFY_REBUILD:
+        return [_invoke(UPLOAD_BUILD, *version_flags(version), "--arch", arch, "--rebuild", distro)]
+    return []

@@ -97,6 +97,11 @@ def scratch_build_prefix(version: Version, distro: str, arch: str) -> str:
     return f"{version.text}/{distro}/{arch}/"
 
 
+def scratch_rebuild_prefix(version: Version, distro: str, arch: str) -> str:
+    """verify-rebuild's result for that build (releng.publish.scratch.REBUILD_PART)."""
+    return scratch_build_prefix(version, distro, arch) + "rebuild/"
+
+
 def log_key(execution: str, version: str, distro: str, step: str, arch: str = "") -> str:
     part = f"{distro}/{arch}" if distro and arch else distro or "all"
     return f"logs/{execution}/{version}/{part}/{step}.log"
@@ -196,6 +201,16 @@ def _commands(
         # The tarball comes from scratch (an EC2 builder starts with an empty out/).
         scratch = ctx.setting(SCRATCH_BUCKET)
         fetch = [{"bucket": scratch, "prefix": scratch_source_prefix(version), "dest": "out/"}]
+    if step == S.VERIFY_REBUILD:
+        # The build comes from scratch into out/<V>/<DISTRO>/, where verify-rebuild reads it
+        # (its files only: not an earlier rebuild/ nor the completion marker).
+        fetch = [
+            {
+                "bucket": ctx.setting(SCRATCH_BUCKET),
+                "prefix": scratch_build_prefix(version, distro, arch),
+                "dest": f"out/{version.text}/{distro}/",
+            }
+        ]
     dest = ""
     if step in (S.PUBLISH_BINARY_PACKAGES, S.PUBLISH_SOURCE_TARBALL):
         # releng.publish reads the builds and the tarball from scratch itself (an empty-disk
@@ -205,7 +220,13 @@ def _commands(
     lines = commands.for_step(
         step, version, distro=distro, arch=arch, dest=dest, distros=tuple(distros)
     )
-    return {"commands": lines, "uploads": [], "fetch": fetch}
+    always = commands.after_step(step, version, distro=distro, arch=arch)
+    return {
+        "commands": lines,
+        "uploads": [],
+        "fetch": fetch,
+        **({"always": always} if always else {}),
+    }
 
 
 def _built(event: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -222,13 +243,13 @@ def _built(event: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # noqa: PLR0911  (one return per skip reason)
+def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # noqa: PLR0911, PLR0912  (one return per skip reason, one branch per step)
     """Decide from S3 whether ``event["step"]`` must run; if so, the worker's task."""
     step = str(event["step"])
     plan = event["version"]
     version = request.version_of(plan)  # typed from here on
     distro = str(event.get("distro") or "")
-    builds = step == S.MAKE_BINARY_PACKAGE
+    builds = step in (S.MAKE_BINARY_PACKAGE, S.VERIFY_REBUILD)  # one (distro, arch) each
     # the build's architecture (an input without one: product.toml's primary)
     arch = str(event.get("arch") or ctx.catalog.architectures[0]) if builds else ""
     execution = str(event.get("execution") or "local")
@@ -266,6 +287,8 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
             return skip(f"built: s3://{scratch}/{done} exists")
         if _is_published(ctx, version, distro, arch):
             return skip("already in the downloads repository")
+    elif step == S.VERIFY_REBUILD and (reason := _verified(ctx, version, distro, arch)):
+        return skip(reason)
     elif step == S.PUBLISH_BINARY_PACKAGES:
         if not built:
             return skip("no distro was built")
@@ -280,7 +303,7 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
             return skip(f"released: s3://{ctx.setting(DOWNLOADS_BUCKET)}/{key} exists")
     return {
         **task,
-        **(_build_queue(ctx, arch) if builds else {}),
+        **(_build_queue(ctx, arch, step) if builds else {}),
         **_commands(
             step,
             version,
@@ -294,9 +317,38 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
     }
 
 
-def _build_queue(ctx: Context, arch: str) -> dict[str, str]:
-    """A build's queue is its architecture's (the Task state sends the task there)."""
-    queue = S.build_queue(arch)
+def _verified(ctx: Context, version: Version, distro: str, arch: str) -> str:
+    """Why VerifyRebuild need not run for this build ("": it must): its policy is off, its
+    architecture has no rebuilders, a rebuild reproduced it already (the rerun skips), or
+    it is published. A build that is neither in scratch nor published is an AwsError."""
+    policy = ctx.catalog.verify_rebuild
+    if policy == "off":
+        return '[verify] rebuild is "off"'
+    if S.verify_queue(arch) is None:
+        return f"no rebuilders for {arch} on AWS ({', '.join(S.VERIFY_QUEUE_OF_ARCH)} only)"
+    s3 = ctx.client("s3")
+    scratch = ctx.setting(SCRATCH_BUCKET)
+    marker = scratch_rebuild_prefix(version, distro, arch) + COMPLETE
+    done = json.loads(_read(s3, scratch, marker) or b"{}")
+    if done.get("result") == "reproduced":  # releng.rebuild.attest.RESULT_REPRODUCED
+        return f"verified: s3://{scratch}/{marker} exists"
+    build = scratch_build_prefix(version, distro, arch) + COMPLETE
+    if _exists(s3, scratch, build):
+        return ""
+    if _is_published(ctx, version, distro, arch):
+        return "already in the downloads repository"
+    raise AwsError(
+        f"verify-rebuild: no complete build of {distro} {arch} {version.text} in "
+        f"s3://{scratch}/{scratch_build_prefix(version, distro, arch)}; select the "
+        "make-binary-package step too"
+    )
+
+
+def _build_queue(ctx: Context, arch: str, step: str = S.MAKE_BINARY_PACKAGE) -> dict[str, str]:
+    """A build's (or its rebuild's) queue is its architecture's (the Task state sends the
+    task there)."""
+    queue = S.verify_queue(arch) if step == S.VERIFY_REBUILD else S.build_queue(arch)
+    assert queue is not None  # _verified skipped an architecture with no rebuilders
     urls = json.loads(ctx.setting(QUEUE_URLS))
     if queue not in urls:
         raise AwsError(

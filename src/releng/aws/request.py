@@ -84,6 +84,9 @@ def normalise(
                 "steps": selected,
             }
         )
+    # [verify] rebuild, from the deployed product.toml (the workers' checkout reads the same):
+    # the state machine's distro branch runs VerifyRebuild unless it is "off".
+    config["verify_rebuild"] = catalog.verify_rebuild
     return {
         "versions": plans,
         "steps": selected,

@@ -9,6 +9,7 @@ from releng.errors import AwsError
 
 MAKE_SOURCE_TARBALL: Final = "make-source-tarball"
 MAKE_BINARY_PACKAGE: Final = "make-binary-package"
+VERIFY_REBUILD: Final = "verify-rebuild"  # a second builder repeats it ([verify] rebuild)
 PUBLISH_BINARY_PACKAGES: Final = "publish-binary-packages"
 PUBLISH_SOURCE_TARBALL: Final = "publish-source-tarball"
 UPDATE_INDICES: Final = "update-indices"
@@ -18,6 +19,7 @@ INVALIDATE_CLOUDFRONT: Final = "invalidate-cloudfront"
 STEPS: Final = (
     MAKE_SOURCE_TARBALL,
     MAKE_BINARY_PACKAGE,
+    VERIFY_REBUILD,
     PUBLISH_BINARY_PACKAGES,
     PUBLISH_SOURCE_TARBALL,
     UPDATE_INDICES,
@@ -29,13 +31,19 @@ TARBALL_QUEUE: Final = "tarball"
 BUILD_QUEUE: Final = "build"
 BUILD_ARM64_QUEUE: Final = "build_arm64"  # arm64 builds, natively on Graviton instances
 PUBLISH_QUEUE: Final = "publish"  # FIFO, one message group: one publisher at a time
-WORKER_QUEUES: Final = (TARBALL_QUEUE, BUILD_QUEUE, BUILD_ARM64_QUEUE, PUBLISH_QUEUE)
+# The rebuilders: never a builder's instance, role or key (docs/aws.md, "The verify step").
+VERIFY_QUEUE: Final = "verify"
+WORKER_QUEUES: Final = (TARBALL_QUEUE, BUILD_QUEUE, BUILD_ARM64_QUEUE, PUBLISH_QUEUE, VERIFY_QUEUE)
 # make-binary-package's queue is its architecture's (prepare_task picks it; the others are
 # the step's own). Each builds natively: the same worker code on an instance of that arch.
 BUILD_QUEUE_OF_ARCH: Final = {"amd64": BUILD_QUEUE, "arm64": BUILD_ARM64_QUEUE}
+# verify-rebuild rebuilds natively too, from the primary architecture's source package (the
+# only build with a .dsc): amd64 for now; other architectures' builds are not rebuilt.
+VERIFY_QUEUE_OF_ARCH: Final = {"amd64": VERIFY_QUEUE}
 QUEUE_OF_STEP: Final = {
     MAKE_SOURCE_TARBALL: TARBALL_QUEUE,
     MAKE_BINARY_PACKAGE: BUILD_QUEUE,
+    VERIFY_REBUILD: VERIFY_QUEUE,
     PUBLISH_BINARY_PACKAGES: PUBLISH_QUEUE,
     PUBLISH_SOURCE_TARBALL: PUBLISH_QUEUE,
 }
@@ -117,6 +125,16 @@ WORKER_KINDS: Final = {
         ),
         message_group="publish",
     ),
+    # The rebuilders read the builds in scratch and write only their results beside them
+    # (<version>/<distro>/<arch>/rebuild/); they sign attestations with the rebuilder's key
+    # from its own SSM parameter, never the archive's (releng.aws.template._verify_permissions).
+    VERIFY_QUEUE: WorkerKind(
+        queue=VERIFY_QUEUE,
+        instance_param="BuilderInstanceType",
+        disk_gb=256,
+        max_workers=16,
+        permissions=("scratch-read", "rebuild-write", "rebuilder-key"),
+    ),
 }
 assert tuple(WORKER_KINDS) == WORKER_QUEUES
 
@@ -129,7 +147,12 @@ MESSAGE_GROUPS: Final = {
 
 # Defaults, in seconds (the earlier system's: tarball 30 min, build 4 h, publish 4 h).
 # Keyed by the step's own queue: "build" is every architecture's build deadline.
-DEFAULT_TIMEOUTS: Final = {TARBALL_QUEUE: 30 * 60, BUILD_QUEUE: 4 * 3600, PUBLISH_QUEUE: 4 * 3600}
+DEFAULT_TIMEOUTS: Final = {
+    TARBALL_QUEUE: 30 * 60,
+    BUILD_QUEUE: 4 * 3600,
+    PUBLISH_QUEUE: 4 * 3600,
+    VERIFY_QUEUE: 4 * 3600,  # one more build, and diffoscope when it differs
+}
 # A worker task's timeout runs from the moment its message is queued: it covers waiting for a
 # slot in the pool, the instance's boot and the work. The worker enforces the same deadline.
 DEFAULT_HEARTBEAT: Final = 10 * 60  # how often a worker reports progress (interval: a third)
@@ -166,6 +189,11 @@ def build_queue(arch: str) -> str:
             f"{', '.join(BUILD_QUEUE_OF_ARCH)} (releng.aws.steps.WORKER_KINDS)"
         )
     return BUILD_QUEUE_OF_ARCH[arch]
+
+
+def verify_queue(arch: str) -> str | None:
+    """The worker queue of ``arch``'s rebuilds; None when AWS does not rebuild that arch."""
+    return VERIFY_QUEUE_OF_ARCH.get(arch)
 
 
 def queue_key(name: str) -> str:

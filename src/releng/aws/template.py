@@ -165,12 +165,36 @@ def _worker_permissions() -> dict[str, list[Json]]:
             }
         ],
         "cloudfront-invalidate": [statement(["cloudfront:CreateInvalidation"], distribution_arn())],
+        **_verify_permissions(),
         # [build] compiler_cache = "s3" in a bucket other than scratch: its prefix only
         "compiler-cache": [
             {"Fn::If": ["HasCompilerCacheBucket", subs(st), ref("AWS::NoValue")]}
             for st in iam_statements(
                 S3Location(bucket="${CompilerCacheBucket}", prefix="${CompilerCachePrefix}"),
                 partition="${AWS::Partition}",
+            )
+        ],
+    }
+
+
+def _verify_permissions() -> dict[str, list[Json]]:
+    """The rebuilders' own grants (steps.WORKER_KINDS["verify"]): beside scratch-read, they
+    write only verify-rebuild's results (``<version>/<distro>/<arch>/rebuild/...``: upload-build
+    --rebuild deletes its completion marker first, then puts the files) and read the
+    rebuilder's key from its own SSM parameters, never the archive signing key's."""
+    return {
+        "rebuild-write": [
+            statement(
+                ["s3:PutObject", "s3:DeleteObject"], sub("${ScratchBucket.Arn}/*/*/*/rebuild/*")
+            )
+        ],
+        "rebuilder-key": [
+            statement(
+                ["ssm:GetParameter"],
+                [
+                    _parameter_arn("RebuilderKeyParameter"),
+                    _parameter_arn("RebuilderPassphraseParameter"),
+                ],
             )
         ],
     }
@@ -285,6 +309,9 @@ def _worker_roles(res: Json, script: str) -> None:
                                     "Signs": "yes" if "signing-key" in kind.permissions else "no",
                                     "Pushes": (
                                         "yes" if "public-git-token" in kind.permissions else "no"
+                                    ),
+                                    "Rebuilds": (
+                                        "yes" if "rebuilder-key" in kind.permissions else "no"
                                     ),
                                 },
                             ]
@@ -584,6 +611,18 @@ def template(definition: str, userdata: str) -> Json:
         "SigningPassphraseParameter": {
             "Type": "String",
             "Default": "/releng/signing-passphrase",
+            "AllowedPattern": _SSM_NAME,
+        },
+        # The rebuilders' key (verify-rebuild's attestations; [verify] key names its
+        # fingerprint): only the verify workers' role reads these, and never the two above.
+        "RebuilderKeyParameter": {
+            "Type": "String",
+            "Default": "/releng/rebuilder-key",
+            "AllowedPattern": _SSM_NAME,
+        },
+        "RebuilderPassphraseParameter": {
+            "Type": "String",
+            "Default": "/releng/rebuilder-passphrase",
             "AllowedPattern": _SSM_NAME,
         },
         "CompilerCacheBucket": {

@@ -243,34 +243,47 @@ class Worker:
         with log_path.open("w", encoding="utf-8") as logf:
             for fetch in task.get("fetch", []):
                 self._fetch(fetch, logf)
-            for given in task.get("commands", []):
-                argv = list(given)
-                tasks_root = self.env.get("RELENG_TASKS_ROOT")
-                if argv[:1] == ["invoke"] and tasks_root:  # a checkout without tasks.py (tests)
-                    argv = ["invoke", "--search-root", tasks_root, *argv[1:]]
-                command = shlex.join(argv)
-                log.info("worker %s: %s", self.instance, command)
-                logf.write(f"$ {command}\n")
-                logf.flush()
-                returncode = _run_until(
-                    argv, cwd=self.root, env=self.env, out=logf, deadline=deadline
-                )
-                if returncode is None:
-                    logf.write(f"releng: stopped at the task's deadline ({command})\n")
-                    returncode = -signal.SIGTERM
-                if returncode != 0:
-                    return Outcome(
-                        ok=False,
-                        seconds=time.monotonic() - start,
-                        returncode=returncode,
-                        command=command,
-                        log=str(log_path),
-                    )
-            for upload in task.get("uploads", []):
-                self._upload(upload, logf)
+            failed = self._commands(task.get("commands", []), logf, deadline)
+            if failed is None:
+                for upload in task.get("uploads", []):
+                    self._upload(upload, logf)
+            # "always": run whatever the outcome (the verify step's result goes to scratch on
+            # a mismatch too); the first failure is the task's.
+            after = self._commands(task.get("always", []), logf, deadline)
+            failed = failed or after
+        if failed is not None:
+            command, returncode = failed
+            return Outcome(
+                ok=False,
+                seconds=time.monotonic() - start,
+                returncode=returncode,
+                command=command,
+                log=str(log_path),
+            )
         return Outcome(
             ok=True, seconds=time.monotonic() - start, returncode=0, command="", log=str(log_path)
         )
+
+    def _commands(
+        self, commands: list[list[str]], logf: Any, deadline: float | None
+    ) -> tuple[str, int] | None:
+        """Run ``commands`` in order until one fails: that one's line and exit code."""
+        for given in commands:
+            argv = list(given)
+            tasks_root = self.env.get("RELENG_TASKS_ROOT")
+            if argv[:1] == ["invoke"] and tasks_root:  # a checkout without tasks.py (tests)
+                argv = ["invoke", "--search-root", tasks_root, *argv[1:]]
+            command = shlex.join(argv)
+            log.info("worker %s: %s", self.instance, command)
+            logf.write(f"$ {command}\n")
+            logf.flush()
+            returncode = _run_until(argv, cwd=self.root, env=self.env, out=logf, deadline=deadline)
+            if returncode is None:
+                logf.write(f"releng: stopped at the task's deadline ({command})\n")
+                returncode = -signal.SIGTERM
+            if returncode != 0:
+                return command, returncode
+        return None
 
     def _fetch(self, spec: Mapping[str, str], logf: Any) -> None:
         dest = self.root / spec["dest"]

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 SCRATCH_SOURCE = "source"  # s3://<scratch>/<version>/source/: not a distro id
 COMPLETE = ".releng-complete.json"  # written last by upload-build: the build's file list
+# s3://<scratch>/<version>/<distro>/<arch>/rebuild/: verify-rebuild's result for that build
+# (upload-build --rebuild, the AWS verify step), with its own COMPLETE and the result in it.
+REBUILD_PART = "rebuild"
+REPRODUCED = "reproduced"  # releng.rebuild.attest.RESULT_REPRODUCED
 
 
 def scratch_url(bucket: str, version: Version, part: str, arch: str = "") -> S3Url:
@@ -132,6 +136,18 @@ def upload_build(
     listing = {rel: file_sha256(path) for rel, path in files.items()}
     if dry_run:
         return sorted(listing)
+    _put_complete(client, dest, files, listing, {})
+    return sorted(listing)
+
+
+def _put_complete(
+    client: S3Client,
+    dest: S3Url,
+    files: dict[str, Path],
+    listing: dict[str, str],
+    marker: dict[str, object],
+) -> None:
+    """``files`` under ``dest``, the completion marker (their sha256s and ``marker``) last."""
     with s3_errors("upload the build to scratch", dest):
         client.delete_object(Bucket=dest.bucket, Key=dest.key(COMPLETE))  # incomplete from here on
         for rel, path in files.items():
@@ -145,11 +161,84 @@ def upload_build(
         client.put_object(
             Bucket=dest.bucket,
             Key=dest.key(COMPLETE),
-            Body=json.dumps({"files": listing}, indent=1).encode(),
+            Body=json.dumps({"files": listing, **marker}, indent=1).encode(),
             ContentType="application/json",
         )
     log.info("uploaded %d file(s) to %s", len(files), dest)
+
+
+def rebuild_url(bucket: str, version: Version, distro: str, arch: str) -> S3Url:
+    """``s3://<scratch>/<version>/<distro>/<arch>/rebuild``: that build's rebuild result."""
+    return S3Url(bucket, f"{version.text}/{distro}/{arch}/{REBUILD_PART}")
+
+
+def upload_rebuild(
+    client: S3Client,
+    project: Project,
+    version: Version,
+    distro: str,
+    *,
+    scratch: str,
+    arch: str,
+    dry_run: bool = False,
+) -> list[str]:
+    """``upload-build --rebuild``: verify-rebuild's result for ``arch``'s build of ``distro``
+    (``out/<V>/<DISTRO>/rebuild/``: rebuild.json with signed attestations, or diffoscope's
+    reports) into scratch beside that build, its marker last with the result in it. The AWS
+    verify step runs it whatever verify-rebuild's outcome: a differing build is held back."""
+    if not scratch:
+        raise PublishError("no scratch bucket: set [publish] scratch_bucket in product.toml")
+    project.distro(distro)  # a DistroError names the known distros
+    rebuild_dir = project.build_dir(version, distro) / REBUILD_PART
+    made = f"run `invoke verify-rebuild {distro} --version {version} --arch {arch}` first"
+    try:
+        summary = json.loads((rebuild_dir / "rebuild.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise PublishError(f"no verify-rebuild result in {rebuild_dir}; {made}") from None
+    if summary.get("architecture") != arch:
+        raise PublishError(
+            f"{rebuild_dir} holds the {summary.get('architecture')} rebuild, not {arch}'s; {made}"
+        )
+    # an earlier rebuild left behind (verify-rebuild failed before it wrote its own) is not
+    # this build's: every package it compared must be the one in the build directory now
+    packages = summary.get("packages") or {}
+    stale = [
+        name
+        for name, entry in sorted(packages.items())
+        if not (rebuild_dir.parent / name).is_file()
+        or file_sha256(rebuild_dir.parent / name) != (entry or {}).get("first")
+    ]
+    if not packages or stale:
+        raise PublishError(
+            f"{rebuild_dir} is not the rebuild of the build beside it "
+            f"({', '.join(stale) or 'no packages'} differ); {made}"
+        )
+    files = {
+        p.relative_to(rebuild_dir).as_posix(): p
+        for p in sorted(rebuild_dir.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+    listing = {rel: file_sha256(path) for rel, path in files.items()}
+    if dry_run:
+        return sorted(listing)
+    dest = rebuild_url(scratch, version, distro, arch)
+    _put_complete(client, dest, files, listing, {"result": str(summary.get("result", ""))})
     return sorted(listing)
+
+
+def scratch_rebuilds(
+    client: S3Client, scratch: str, version: Version
+) -> dict[tuple[str, str], dict[str, object]]:
+    """(distro, arch) -> the completion marker of that build's rebuild in scratch."""
+    root = S3Url(scratch, version.text)
+    found: dict[tuple[str, str], dict[str, object]] = {}
+    with s3_errors("look for rebuilds in scratch", root):
+        for obj in list_keys(client, scratch, root.key_prefix):
+            parts = root.rel(obj["Key"]).split("/")
+            if len(parts) == 4 and parts[2:] == [REBUILD_PART, COMPLETE]:
+                data = get_bytes(client, scratch, obj["Key"]) or b"{}"
+                found[(parts[0], parts[1])] = dict(json.loads(data))
+    return found
 
 
 def scratch_builds(
@@ -228,6 +317,9 @@ def fetch_builds(
     architecture's part in one, as ``out/<version>/<distro>/`` locally), and the (distro,
     arch) parts taken, to delete once published."""
     builds, _distros = builds_to_include(project, client, scratch, version)
+    rebuilds = scratch_rebuilds(client, scratch, version)
+    if project.config.verify.rebuild == "require":
+        builds = _hold_back_differing(builds, rebuilds, scratch, version)
     dirs: dict[str, Path] = {}
     for distro_id, arches in builds.items():
         build_dir = into / distro_id
@@ -235,6 +327,40 @@ def fetch_builds(
             src = scratch_url(scratch, version, distro_id, arch)
             with s3_errors("download a build from scratch", src):
                 download_verified(client, src, files, build_dir)
+            rebuild = rebuilds.get((distro_id, arch))
+            if rebuild is not None:  # [verify] rebuild reads it; its attestations go public
+                src = rebuild_url(scratch, version, distro_id, arch)
+                with s3_errors("download a rebuild from scratch", src):
+                    files_of = dict(rebuild.get("files") or {})  # type: ignore[call-overload]
+                    download_verified(client, src, files_of, build_dir / REBUILD_PART)
         log.info("downloaded %s (%s) of %s from scratch", distro_id, ", ".join(arches), version)
         dirs[distro_id] = build_dir
     return dirs, [(d, a) for d, arches in builds.items() for a in arches]
+
+
+def _hold_back_differing(
+    builds: dict[str, dict[str, dict[str, str]]],
+    rebuilds: dict[tuple[str, str], dict[str, object]],
+    scratch: str,
+    version: Version,
+) -> dict[str, dict[str, dict[str, str]]]:
+    """[verify] rebuild = "require": the builds whose rebuild differs stay in scratch,
+    unpublished (the verify step failed their branch), and the others go on; without this the
+    policy would refuse the whole version for one of them."""
+    kept: dict[str, dict[str, dict[str, str]]] = {}
+    for distro_id, arches in builds.items():
+        for arch, files in arches.items():
+            result = (rebuilds.get((distro_id, arch)) or {}).get("result")
+            if result not in (None, REPRODUCED):
+                log.warning(
+                    "%s %s %s: its rebuild %s; held back in %s",
+                    version, distro_id, arch, result, rebuild_url(scratch, version, distro_id, arch),
+                )  # fmt: skip
+                continue
+            kept.setdefault(distro_id, {})[arch] = files
+    if not kept:
+        raise PublishError(
+            f"every build of {version} in s3://{scratch}/{version.text}/ has a differing "
+            'rebuild; [verify] rebuild = "require" publishes none of them'
+        )
+    return kept

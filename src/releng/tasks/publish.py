@@ -176,6 +176,8 @@ def publish_release_source(  # noqa: PLR0917  (invoke passes task arguments posi
         "arch": "the architecture whose build to upload (default: the host's, as make-package)",
         "dry_run": "list the files, upload nothing",
         "release": "VERSION is a release even though it looks like a date (YYYY.MM.DD)",
+        "rebuild": "upload the build's verify-rebuild result (out/<V>/<DISTRO>/rebuild/) "
+        "beside it instead (the AWS verify step)",
     }
 )
 def upload_build(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
@@ -185,6 +187,7 @@ def upload_build(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     arch: str = "",
     dry_run: bool = False,
     release: bool = False,
+    rebuild: bool = False,
 ) -> None:
     """Put one build's outputs into the private scratch bucket (workers run this)."""
     from releng.arch import host_architecture
@@ -195,6 +198,16 @@ def upload_build(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
     ver = Version.parse_or_nightly(version or None, release=release)
     scratch = proj.config.publish.scratch_bucket
     arch = "" if distro == publish.SCRATCH_SOURCE else arch or host_architecture()
+    if rebuild:
+        from releng.publish.scratch import rebuild_url, upload_rebuild
+
+        files = upload_rebuild(
+            s3_client(region=aws_clients.region(os.environ, proj.config.aws.region)),
+            proj, ver, distro, scratch=scratch, arch=arch, dry_run=dry_run,
+        )  # fmt: skip
+        where = rebuild_url(scratch or "SCRATCH", ver, distro, arch)
+        out(f"{'would upload' if dry_run else 'uploaded'} {len(files)} file(s) to {where}/")
+        return
     files = publish.upload_build(
         s3_client(region=aws_clients.region(os.environ, proj.config.aws.region)),
         proj,

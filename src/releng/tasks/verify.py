@@ -44,6 +44,10 @@ def verify_rebuild(
         except RebuildMismatch as exc:
             for cmp in exc.result.comparisons:
                 out(f"  {cmp.name}: {'identical' if cmp.identical else 'DIFFERS'}")
+            # diffoscope's text in the output: on AWS this is the failure log (docs/aws.md)
+            for report in sorted(exc.result.out_dir.glob("*.diffoscope.txt")):
+                out(f"--- {report}")
+                out(report.read_text(encoding="utf-8", errors="replace").rstrip("\n"))
             raise
     out(
         f"{distro} {plan.arch} {v}: reproduced in {result.seconds:.0f}s, signed by {signer.fingerprint}"
