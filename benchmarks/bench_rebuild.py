@@ -41,7 +41,12 @@ from releng.build import make_package, plan_build  # noqa: E402
 from releng.engine import Engine  # noqa: E402
 from releng.gpg import Signer  # noqa: E402
 from releng.project import Project  # noqa: E402
-from releng.rebuild import RebuildMismatch, plan_rebuild, verify_rebuild  # noqa: E402
+from releng.rebuild import (  # noqa: E402
+    RebuildError,
+    RebuildMismatch,
+    plan_rebuild,
+    verify_rebuild,
+)
 from releng.rebuild.attest import Artifact, statement, write_signed  # noqa: E402
 from releng.rebuild.compare import compare_packages  # noqa: E402
 from releng.version import Version  # noqa: E402
@@ -67,8 +72,14 @@ def one(
             verify_rebuild(engine, project, plan, signer=signer)
         except RebuildMismatch as exc:  # a finding, not a failure of the benchmark
             outcome = f"DIFFERS ({exc})"
+        except RebuildError as exc:  # so is a rebuild that fails: its log says why
+            log = (first.out_dir / "rebuild" / "rebuild.log").read_text(errors="replace")
+            print("\n".join(log.splitlines()[-60:]), flush=True)
+            outcome = f"FAILED ({exc})"
+            times.append(time.monotonic() - start)
+            break
         times.append(time.monotonic() - start)
-    cold, warm = times
+    cold, warm = (times * 2)[:2]  # a failed rebuild is not tried twice
     print(
         f"{project.name:6} first build {build:6.1f}s  verify-rebuild cold {cold:6.1f}s "
         f"warm {warm:6.1f}s  verify/first: warm {warm / build:.2f} (target <= 1.1), "
