@@ -401,8 +401,9 @@ def test_an_arm64_cross_build_is_verified_by_a_cross_rebuild(
     assert rebuilt.environment["DEB_BUILD_PROFILES"] == "cross nocheck"
     for name in arm64:
         data = json.loads((out / "attestations" / f"{name}.intoto.json").read_text())
-        external = data["predicate"]["buildDefinition"]["externalParameters"]
-        assert external["architecture"] == "arm64"
+        definition = data["predicate"]["buildDefinition"]
+        assert definition["externalParameters"]["architecture"] == "arm64"
+        assert "crossbuild-essential-arm64" in definition["internalParameters"]["crossToolchain"]
     # The amd64 build beside it was not rebuilt: the policy says so of its packages only.
     lines = check_rebuild_policy("report", [first.out_dir])
     assert lines and all(ln.endswith("_amd64.deb") for ln in lines), lines
@@ -443,3 +444,43 @@ def test_a_rebuild_that_fails_keeps_its_log(
     assert not list(first.out_dir.glob(".tmp-rebuild-*"))
     with pytest.raises(RebuildRequired):
         check_rebuild_policy("require", [first.out_dir])
+
+
+# A compile by absolute path, as CMake writes them, of a file that records __FILE__ (as
+# LevelDB's do): the first build runs with the compiler cache (the default), the rebuild
+# without. ccache's base_dir made such paths relative (__FILE__ "where.c", "../../util/
+# arena.cc" in LevelDB) where an uncached build has -ffile-prefix-map's "./where.c".
+ABSOLUTE_COMPILE = """
+execute_after_dh_auto_install:
+\tpkg=$$(dh_listpackages -a | head -n 1); mkdir -p debian/$$pkg/usr/share/$$pkg; \\
+\t  printf 'const char *where = __FILE__;\\n' > where.c; \\
+\t  cc $$(dpkg-buildflags --get CFLAGS) -c $(CURDIR)/where.c -o debian/$$pkg/usr/share/$$pkg/where.o
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_build_with_the_compiler_cache_is_reproduced_without_it(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    import subprocess
+
+    base_image(BOOKWORM)
+    root = copy_repo(tmp_path / "repo")
+    rules = root / "distros" / BOOKWORM / "debian" / "rules"
+    rules.write_text(rules.read_text() + ABSOLUTE_COMPILE)
+    git(root, "commit", "-q", "-am", "compile a file by its absolute path; it records __FILE__")
+    project = Project.load(root)
+    first = make_package(
+        engine, project, BOOKWORM, Version.parse("2026.11.20"), env={"PATH": "/usr/bin:/bin"}
+    )
+    log = (first.out_dir / "build.log").read_text()
+    assert "compiler cache: off" not in log and "compiler cache:" in log  # the cache was on
+    deb = next(p for p in first.out_dir.glob("*_amd64.deb") if "-dbgsym_" not in p.name)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / "x")], check=True)
+    (obj,) = (tmp_path / "x").glob("usr/share/*/where.o")
+    assert b"./where.c\0" in obj.read_bytes()  # -ffile-prefix-map's, as without the cache
+    _, signer = rebuilder_key(tmp_path)
+    plan = plan_rebuild(first.out_dir, distro_id=BOOKWORM, codename="bookworm", arch="amd64")
+    result = verify_rebuild(engine, project, plan, signer=signer)
+    assert result.reproduced

@@ -447,7 +447,18 @@ def _external(plan: RebuildPlan) -> dict[str, object]:
 def _internal(plan: RebuildPlan, variations: dict[str, object]) -> dict[str, object]:
     builder = plan.first_build.get("builder_image")
     image = str(builder.get("id", "")) if isinstance(builder, dict) else ""
+    cross = (
+        {
+            "crossToolchain": f"crossbuild-essential-{plan.arch} and the Build-Depends for "
+            f"{plan.arch} (cross, nocheck profiles), at the archive's versions: "
+            "dpkg-genbuildinfo does not record them; the rebuild's .buildinfo is a byproduct",
+            "buildArchitecture": plan.buildinfo.build_architecture,
+        }
+        if plan.cross
+        else {}
+    )
     return {
+        **cross,
         "result": RESULT_REPRODUCED,
         "comparison": "byte for byte, every package the first build made",
         "firstBuilder": {
