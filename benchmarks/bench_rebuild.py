@@ -8,9 +8,9 @@ on debian-12-bookworm, builder images cached:
   from the archive) and the rebuild; warm: that image reused (as every later verification
   of a build with the same build dependencies);
 - the ratio of verify-rebuild (warm) over the first build (target <= 1.1), cold printed too,
-  and whether the rebuild reproduced the packages (GNU hello 2.10 does not: its build runs
-  autoreconf, and configure.ac's ``m4_esyscmd([date +%Y])`` puts the build year into the
-  binary, which the rebuild's later clock changes).
+  and whether the rebuild reproduced the packages (all three do: GNU hello's packaging
+  takes its copyright year from SOURCE_DATE_EPOCH, see bench_build.hello_project; the
+  machine and its load are printed before and after, docs/rebuild.md "Corpus" quotes a run).
 
 Then the comparison and signing alone for a 1 GB set of .debs (8 files of 128 MiB, first
 and rebuilt copies on disk): sha256 of both sides and one signed statement each
