@@ -123,6 +123,38 @@ def hello_project(base: Path) -> tuple[Project, dict[str, str]]:
     root = base / "hello"
     lay_out(root, fetch(POOL, HELLO_DEBIAN, HELLO_SHA256), distro=DISTRO, pkgver="1~deb12u1")
     assert orig.name == "hello_2.10.orig.tar.gz"  # [source] url below names it
+    # Debian's hello 2.10-3 runs autoreconf (debhelper 13), and configure.ac's
+    # m4_esyscmd([date +%Y]) then puts the year of the build into the binary: a rebuild a
+    # year later differs (verify-rebuild's diffoscope report: usr/bin/hello, mov $0x7ea
+    # against $0x7ec). Fixed as Debian's packaging fixes such builds: a quilt patch that
+    # takes the year from SOURCE_DATE_EPOCH, which dpkg-buildpackage exports (the
+    # changelog's date).
+    import difflib
+    import tarfile
+
+    with tarfile.open(orig) as tf:
+        member = tf.extractfile("hello-2.10/configure.ac")
+        assert member is not None
+        before = member.read().decode().splitlines(keepends=True)
+    year = "m4_esyscmd([date +%Y])"
+    assert sum(year in line for line in before) == 1, "hello's configure.ac changed"
+    after = [
+        line.replace(year, 'm4_esyscmd([date -u -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}" +%Y])')
+        for line in before
+    ]
+    patches = root / "packaging" / "debian" / "patches"
+    patches.mkdir(exist_ok=True)
+    header = (
+        "Description: the copyright year from SOURCE_DATE_EPOCH when it is set\n"
+        " dh_autoreconf regenerates configure, and m4_esyscmd([date +%Y]) made the year\n"
+        " of the build part of the binary.\n"
+        "Author: releng benchmarks <bench@example.org>\n"
+        "Forwarded: not-needed\n"
+        "---\n"
+    )
+    diff = difflib.unified_diff(before, after, "a/configure.ac", "b/configure.ac")
+    (patches / "reproducible-copyright-year.patch").write_text(header + "".join(diff))
+    (patches / "series").write_text("reproducible-copyright-year.patch\n")
     key = make_key(base / "gnupg", name="bench signing key")
     (root / "product.toml").write_text(
         f"""

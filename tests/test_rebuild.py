@@ -109,8 +109,15 @@ def test_verify_section_takes_three_modes_only() -> None:
 def test_a_missing_or_foreign_build_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(RebuildError, match=r"no finished build in .* run invoke make-package"):
         plan_rebuild(tmp_path, distro_id=BOOKWORM, codename="bookworm", arch="amd64")
-    (tmp_path / "build.json").write_text("{}")
-    with pytest.raises(RebuildError, match=r"verify-rebuild of arm64 packages .* not supported"):
+    (tmp_path / "build.json").write_text('{"architecture": "amd64"}')
+    with pytest.raises(
+        RebuildError, match=r"no finished arm64 build .* make-package .* --arch arm64"
+    ):
+        plan_rebuild(tmp_path, distro_id=BOOKWORM, codename="bookworm", arch="arm64")
+    (tmp_path / "build-arm64.json").write_text(
+        '{"architecture": "arm64", "build_mode": "emulated"}'
+    )
+    with pytest.raises(RebuildError, match=r"arm64 packages built emulated .* not supported yet"):
         plan_rebuild(tmp_path, distro_id=BOOKWORM, codename="bookworm", arch="arm64")
 
 
@@ -339,3 +346,153 @@ def test_reprotest_agrees_with_verify_rebuild(
     )
     ours = {f"./{c.name}": c.first_sha256 for c in rebuilt_demo.result.comparisons}
     assert sums == ours  # reprotest's builds made the first build's packages, as verify-rebuild did
+
+
+# -- the acceptance corpus: an arm64 cross build, files older than SOURCE_DATE_EPOCH ----------
+
+# A documentation file dated before SOURCE_DATE_EPOCH, large enough for dh_compress: gzip
+# copies its date onto the .gz, and dpkg-deb keeps a date older than SOURCE_DATE_EPOCH.
+OLD_DOC = """
+execute_after_dh_auto_install:
+\tpkg=$$(dh_listpackages -a | head -n 1); mkdir -p debian/$$pkg/usr/share/doc/$$pkg; \\
+\t  seq 1 2000 > debian/$$pkg/usr/share/doc/$$pkg/NUMBERS; \\
+\t  touch -d 2001-02-03T04:05:06Z debian/$$pkg/usr/share/doc/$$pkg/NUMBERS
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_an_arm64_cross_build_is_verified_by_a_cross_rebuild(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The demo cross-built for arm64 on this amd64 host (no emulation: no smoke test) is
+    rebuilt as a cross build and reproduced byte for byte. Its package carries a file dated
+    2001: the rebuild's later clock must not move file dates (libfaketime adds its offset
+    to what stat() reports unless told not to, and gzip copies that date)."""
+    import subprocess
+
+    base_image(BOOKWORM)
+    root = copy_repo(tmp_path / "repo")
+    product = root / "product.toml"
+    product.write_text(
+        product.read_text().replace(
+            'architectures = ["amd64"]', 'architectures = ["amd64", "arm64"]', 1
+        )
+    )
+    rules = root / "distros" / BOOKWORM / "debian" / "rules"
+    rules.write_text(rules.read_text() + OLD_DOC)
+    git(root, "commit", "-q", "-am", "amd64 and arm64; a documentation file from 2001")
+    project = Project.load(root)
+    version, env = Version.parse("2026.11.20"), {"PATH": "/usr/bin:/bin"}  # a nightly
+    make_package(engine, project, BOOKWORM, version, env=env)  # the source package
+    first = make_package(
+        engine, project, BOOKWORM, version, env=env, arch="arm64", mode="cross", smoke_test=False
+    )
+    _, signer = rebuilder_key(tmp_path)
+    plan = plan_rebuild(first.out_dir, distro_id=BOOKWORM, codename="bookworm", arch="arm64")
+    assert plan.cross and plan.dpkg_buildpackage_args == "-B --host-arch=arm64"
+    result = verify_rebuild(engine, project, plan, signer=signer)
+
+    arm64 = sorted(p.name for p in first.out_dir.glob("*_arm64.deb"))
+    assert arm64 and sorted(c.name for c in result.comparisons) == arm64
+    assert result.reproduced, [c.name for c in result.comparisons if not c.identical]
+    deb = next(n for n in arm64 if "-dbgsym_" not in n)
+    listing = subprocess.run(
+        ["dpkg-deb", "-c", str(first.out_dir / deb)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "TZ": "UTC"},
+    ).stdout
+    package = deb.split("_")[0]
+    assert f"2001-02-03 04:05 ./usr/share/doc/{package}/NUMBERS.gz" in listing, listing
+    out = first.out_dir / "rebuild"
+    assert "dpkg-buildpackage -B --host-arch=arm64" in (out / "rebuild.log").read_text()
+    rebuilt = read_buildinfo(next(out.glob("rebuilt-*_arm64.buildinfo")))
+    assert (rebuilt.build_architecture, rebuilt.architectures) == ("amd64", ("arm64",))
+    assert rebuilt.environment["DEB_BUILD_PROFILES"] == "cross nocheck"
+    for name in arm64:
+        data = json.loads((out / "attestations" / f"{name}.intoto.json").read_text())
+        definition = data["predicate"]["buildDefinition"]
+        assert definition["externalParameters"]["architecture"] == "arm64"
+        assert "crossbuild-essential-arm64" in definition["internalParameters"]["crossToolchain"]
+    # The amd64 build beside it was not rebuilt: the policy says so of its packages only.
+    lines = check_rebuild_policy("report", [first.out_dir])
+    assert lines and all(ln.endswith("_amd64.deb") for ln in lines), lines
+
+
+# A build that refuses the rebuilder's host name (rebuilder-<random>).
+FAILS_UNDER_VARIATIONS = """
+execute_before_dh_auto_build:
+\tcase "$$(uname -n)" in rebuilder-*) echo "planted: refusing host $$(uname -n)"; exit 1;; esac
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_rebuild_that_fails_keeps_its_log(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    base_image(BOOKWORM)
+    root = copy_repo(tmp_path / "repo")
+    rules = root / "distros" / BOOKWORM / "debian" / "rules"
+    rules.write_text(rules.read_text() + FAILS_UNDER_VARIATIONS)
+    git(root, "commit", "-q", "-am", "plant a build that fails on the rebuilder's host")
+    project = Project.load(root)
+    first = make_package(
+        engine, project, BOOKWORM, Version.parse("2026.11.20"), env={"PATH": "/usr/bin:/bin"}
+    )
+    _, signer = rebuilder_key(tmp_path)
+    plan = plan_rebuild(first.out_dir, distro_id=BOOKWORM, codename="bookworm", arch="amd64")
+    with pytest.raises(RebuildError) as caught:
+        verify_rebuild(engine, project, plan, signer=signer)
+    out = first.out_dir / "rebuild"
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "does not survive the variations" in message
+    assert message.endswith(f"its log is {out / 'rebuild.log'}")
+    assert "planted: refusing host rebuilder-" in (out / "rebuild.log").read_text()
+    assert json.loads((out / "rebuild.json").read_text())["result"] == "failed"
+    assert not list(first.out_dir.glob(".tmp-rebuild-*"))
+    with pytest.raises(RebuildRequired):
+        check_rebuild_policy("require", [first.out_dir])
+
+
+# A compile by absolute path, as CMake writes them, of a file that records __FILE__ (as
+# LevelDB's do): the first build runs with the compiler cache (the default), the rebuild
+# without. ccache's base_dir made such paths relative (__FILE__ "where.c", "../../util/
+# arena.cc" in LevelDB) where an uncached build has -ffile-prefix-map's "./where.c".
+ABSOLUTE_COMPILE = """
+execute_after_dh_auto_install:
+\tpkg=$$(dh_listpackages -a | head -n 1); mkdir -p debian/$$pkg/usr/share/$$pkg; \\
+\t  printf 'const char *where = __FILE__;\\n' > where.c; \\
+\t  cc $$(dpkg-buildflags --get CFLAGS) -c $(CURDIR)/where.c -o debian/$$pkg/usr/share/$$pkg/where.o
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_build_with_the_compiler_cache_is_reproduced_without_it(
+    engine: Engine, base_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    import subprocess
+
+    base_image(BOOKWORM)
+    root = copy_repo(tmp_path / "repo")
+    rules = root / "distros" / BOOKWORM / "debian" / "rules"
+    rules.write_text(rules.read_text() + ABSOLUTE_COMPILE)
+    git(root, "commit", "-q", "-am", "compile a file by its absolute path; it records __FILE__")
+    project = Project.load(root)
+    first = make_package(
+        engine, project, BOOKWORM, Version.parse("2026.11.20"), env={"PATH": "/usr/bin:/bin"}
+    )
+    log = (first.out_dir / "build.log").read_text()
+    assert "compiler cache: off" not in log and "compiler cache:" in log  # the cache was on
+    deb = next(p for p in first.out_dir.glob("*_amd64.deb") if "-dbgsym_" not in p.name)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp_path / "x")], check=True)
+    (obj,) = (tmp_path / "x").glob("usr/share/*/where.o")
+    assert b"./where.c\0" in obj.read_bytes()  # -ffile-prefix-map's, as without the cache
+    _, signer = rebuilder_key(tmp_path)
+    plan = plan_rebuild(first.out_dir, distro_id=BOOKWORM, codename="bookworm", arch="amd64")
+    result = verify_rebuild(engine, project, plan, signer=signer)
+    assert result.reproduced

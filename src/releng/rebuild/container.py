@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import shlex
+import tempfile
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ LABEL_REBUILD = "org.releng.rebuild"  # every container the rebuilder makes
 TOOLS = ("faketime", "locales")  # the variations' tools, from the archive
 # diffoscope, and what it needs to look inside .debs (xz, zstd: Ubuntu's) rather than at bytes.
 DIFFOSCOPE = ("diffoscope-minimal", "xz-utils", "zstd")
+CROSS_SETUP = "/opt/releng-cross/cross-setup"  # packaging/cross-setup, mounted read-only
+CROSS_PARAMS = "/opt/releng-cross/params"  # its parameters
 REBUILD_USER = "rebuilder"
 REBUILD_UID = 2345  # not the first build's (the invoking user's, or 1000)
 LOCALE = "fr_CH.UTF-8"  # not the first build's C.UTF-8
@@ -56,7 +59,7 @@ class Variations:
     umask: str = UMASK
     timezone: str = TIMEZONE
     locale: str = LOCALE
-    clock: str = f"faketime {CLOCK_OFFSET} (SOURCE_DATE_EPOCH kept)"
+    clock: str = f"faketime {CLOCK_OFFSET} (SOURCE_DATE_EPOCH and file times kept)"
     deb_build_options: str = ""
     not_varied: tuple[str, ...] = field(
         default=("file order (disorderfs needs FUSE in the container)", "kernel")
@@ -88,6 +91,32 @@ class Variations:
         }
 
 
+@dataclass(frozen=True, kw_only=True)
+class CrossSetup:
+    """What a cross build's rebuilder image adds to the recorded build dependencies.
+
+    dpkg-genbuildinfo records the build machine's packages only: a cross build's
+    ``.buildinfo`` names neither the cross toolchain nor the other architecture's
+    libraries. The rebuilder installs them the way the first build's cross builder did
+    (``packaging/cross-setup``: crossbuild-essential-ARCH and the source package's
+    Build-Depends for ARCH, with the cross and nocheck profiles), at the archive's
+    versions, and then the recorded versions over them.
+    """
+
+    arch: str  # the architecture the packages are for (the build machine's is the host's)
+    build_depends: str  # the .dsc's Build-Depends and Build-Depends-Arch, comma-joined
+    script: Path  # packaging/cross-setup
+    ports_mirror: str = ""  # Ubuntu: a mirror of ubuntu-ports, or empty (none reachable)
+
+    def fingerprint(self) -> dict[str, str]:
+        return {
+            "arch": self.arch,
+            "build_depends": self.build_depends,
+            "script": hashlib.sha256(self.script.read_bytes()).hexdigest(),
+            "ports_mirror": self.ports_mirror,
+        }
+
+
 def missing_dependencies(policy_output: str, wanted: Sequence[Dependency]) -> list[Dependency]:
     """Which of ``wanted`` ``apt-cache policy``'s output offers at no version table entry."""
     offered: dict[str, set[str]] = {}
@@ -110,8 +139,10 @@ def missing_dependencies(policy_output: str, wanted: Sequence[Dependency]) -> li
     return missing
 
 
-def rebuilder_reference(name: str, distro_id: str, base_id: str, info: BuildInfo) -> str:
-    inputs = {
+def rebuilder_reference(
+    name: str, distro_id: str, base_id: str, info: BuildInfo, cross: CrossSetup | None = None
+) -> str:
+    inputs: dict[str, object] = {
         "format": REBUILDER_FORMAT,
         "base": base_id,
         "dependencies": [d.apt_spec for d in info.dependencies],
@@ -119,15 +150,19 @@ def rebuilder_reference(name: str, distro_id: str, base_id: str, info: BuildInfo
         "uid": REBUILD_UID,
         "locale": LOCALE,
     }
+    if cross is not None:  # only then: native rebuilder images keep their tags
+        inputs["cross"] = cross.fingerprint()
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{REBUILDER_REPOSITORY.format(name=name)}:{distro_id}-{digest}"
+    flavour = f"-cross-{cross.arch}" if cross is not None else ""
+    return f"{REBUILDER_REPOSITORY.format(name=name)}:{distro_id}{flavour}-{digest}"
 
 
-def _setup_spec(base_id: str, distro_id: str) -> ContainerSpec:
+def _setup_spec(base_id: str, distro_id: str, mounts: Sequence[Mount] = ()) -> ContainerSpec:
     """An idle container of the base image, with network: apt fetches from the archive."""
     return ContainerSpec(
         image=base_id,
         command=["sleep", "infinity"],
+        mounts=list(mounts),
         environment={"DEBIAN_FRONTEND": "noninteractive", "LANG": "C.UTF-8", "PATH": PATH},
         labels={LABEL_REBUILD: distro_id},
     )
@@ -168,29 +203,71 @@ def ensure_rebuilder_image(
     base_id: str,
     info: BuildInfo,
     record: Callable[[str], None],
+    cross: CrossSetup | None = None,
 ) -> str:
     """The rebuilder image's id (made when missing); RebuildError naming, one line per
-    package, what the archive no longer has at the recorded version."""
-    reference = rebuilder_reference(name, distro_id, base_id, info)
+    package, what the archive no longer has at the recorded version. ``cross``: the
+    rebuilder of a cross build (its toolchain first, see :class:`CrossSetup`)."""
+    reference = rebuilder_reference(name, distro_id, base_id, info, cross)
     found = engine.image_id(reference)
     if found is not None:
         record(f"releng: rebuilder image {reference} (reused)")
         return found
     record(f"releng: making the rebuilder image {reference} from the archive")
-    with engine.container(_setup_spec(base_id, distro_id)) as box:
-        box.start()
+    with tempfile.TemporaryDirectory(prefix="releng-rebuilder-") as tmp:
+        mounts = _cross_mounts(cross, Path(tmp)) if cross is not None else []
+        with engine.container(_setup_spec(base_id, distro_id, mounts)) as box:
+            box.start()
+            return _make_rebuilder(
+                box,
+                reference,
+                distro_id=distro_id,
+                codename=codename,
+                info=info,
+                cross=cross,
+                record=record,
+            )
+
+
+def _cross_mounts(cross: CrossSetup, params: Path) -> list[Mount]:
+    """cross-setup and its parameters (as the builder's set-up reads them)."""
+    params.chmod(0o755)
+    (params / "cross-arch").write_text(cross.arch + "\n")
+    (params / "build-depends").write_text(cross.build_depends + "\n")
+    (params / "ports-mirror").write_text(cross.ports_mirror)
+    return [Mount(cross.script, CROSS_SETUP), Mount(params, CROSS_PARAMS)]
+
+
+def _make_rebuilder(
+    box: Container,
+    reference: str,
+    *,
+    distro_id: str,
+    codename: str,
+    info: BuildInfo,
+    cross: CrossSetup | None,
+    record: Callable[[str], None],
+) -> str:
+    if cross is None:
         _exec(box, _UPDATE, what="apt-get update in the base image")
-        names = sorted({d.name for d in info.dependencies})
-        policy = box.exec(["apt-cache", "policy", *names]).output
-        missing = missing_dependencies(policy, info.dependencies)
-        if missing:
-            lines = [f"cannot rebuild: {d} is no longer in {codename}" for d in missing]
-            raise RebuildError("\n".join(lines))
-        specs = [d.apt_spec for d in info.dependencies]
-        _exec(box, _INSTALL, *specs, *TOOLS, what="installing the recorded build dependencies")
-        _exec(box, _USER_AND_LOCALE, what="making the rebuild user and locale")
-        repository, tag = reference.rsplit(":", 1)
-        return box.commit(repository, tag, changes=[f"LABEL {LABEL_REBUILD}={distro_id}"])
+    else:
+        record(f"releng: the cross toolchain for {cross.arch} (packaging/cross-setup)")
+        _exec(
+            box,
+            f"sh {CROSS_SETUP} {CROSS_PARAMS} >/tmp/cross.log 2>&1 || {{ cat /tmp/cross.log; exit 1; }}",
+            what=f"installing the cross toolchain for {cross.arch}",
+        )
+    names = sorted({d.name for d in info.dependencies})
+    policy = box.exec(["apt-cache", "policy", *names]).output
+    missing = missing_dependencies(policy, info.dependencies)
+    if missing:
+        lines = [f"cannot rebuild: {d} is no longer in {codename}" for d in missing]
+        raise RebuildError("\n".join(lines))
+    specs = [d.apt_spec for d in info.dependencies]
+    _exec(box, _INSTALL, *specs, *TOOLS, what="installing the recorded build dependencies")
+    _exec(box, _USER_AND_LOCALE, what="making the rebuild user and locale")
+    repository, tag = reference.rsplit(":", 1)
+    return box.commit(repository, tag, changes=[f"LABEL {LABEL_REBUILD}={distro_id}"])
 
 
 def ensure_diffoscope_image(engine: Engine, *, name: str, distro_id: str, base_id: str) -> str:
@@ -217,8 +294,11 @@ echo ">>> rebuild of $DSC in $REBUILD_PATH as $(id -un) on $(hostname), umask $(
 dpkg-source -x "$SOURCE/$DSC" "$REBUILD_PATH"
 cd "$REBUILD_PATH"
 echo ">>> dpkg-buildpackage $DPKG_BUILDPACKAGE_ARGS under faketime $CLOCK_OFFSET"
+# Only the clock runs later: NO_FAKE_STAT keeps libfaketime from adding the offset to the
+# times stat() reports, which a later machine would not do (gzip, cp -p and tar would copy
+# the shifted times into the package: NEWS.gz 398 days newer than the file it compresses).
 # shellcheck disable=SC2086  (word splitting is the point)
-FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$CLOCK_OFFSET" \
+NO_FAKE_STAT=1 FAKETIME_DONT_FAKE_MONOTONIC=1 faketime -f "$CLOCK_OFFSET" \
   dpkg-buildpackage -us -uc $DPKG_BUILDPACKAGE_ARGS
 cd ..
 for f in ./*.deb ./*.udeb ./*.ddeb ./*.buildinfo; do [ -e "$f" ] && cp "$f" "$OUT/"; done

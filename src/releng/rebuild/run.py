@@ -44,6 +44,7 @@ from releng.rebuild.attest import (
 from releng.rebuild.buildinfo import BuildInfo, RebuildError, read_buildinfo
 from releng.rebuild.compare import Comparison, compare_packages, first_difference
 from releng.rebuild.container import (
+    CrossSetup,
     Variations,
     ensure_diffoscope_image,
     ensure_rebuilder_image,
@@ -62,6 +63,7 @@ REBUILD_DIR = "rebuild"
 REBUILD_JSON = "rebuild.json"
 REBUILD_LOG = "rebuild.log"
 RESULT_DIFFERS = "differs"
+RESULT_FAILED = "failed"  # the rebuild itself failed: nothing to compare
 
 
 def _now() -> str:
@@ -78,12 +80,18 @@ class RebuildPlan:
     sources: tuple[Path, ...]  # what the .dsc lists (orig tarball, debian.tar, ...)
     buildinfo: BuildInfo
     binaries: dict[str, Path]  # the first build's packages
-    first_build: dict[str, object]  # its build.json
+    first_build: dict[str, object]  # its build.json (build-<arch>.json)
+    # A cross build (make-package --arch A --mode cross): rebuilt as one, on this host.
+    cross: bool = False
+    build_depends: str = ""  # the .dsc's Build-Depends and Build-Depends-Arch
 
     @property
     def dpkg_buildpackage_args(self) -> str:
         # Binary only: the source package is the input. "all" goes with the build that made it.
-        return "-b" if "all" in self.buildinfo.architectures else "-B"
+        args = ["-b" if "all" in self.buildinfo.architectures else "-B"]
+        if self.cross:  # the profiles (cross, nocheck) come with DEB_BUILD_PROFILES
+            args.append(f"--host-arch={self.arch}")
+        return " ".join(args)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,17 +117,30 @@ class RebuildMismatch(RebuildError):
 
 
 def plan_rebuild(build_dir: Path, *, distro_id: str, codename: str, arch: str) -> RebuildPlan:
-    """Read the first build in ``build_dir``; RebuildError when it is not there or not whole."""
-    stamp = build_dir / "build.json"
+    """Read the first build in ``build_dir``; RebuildError when it is not there or not whole.
+
+    ``arch``'s build is the one ``build.json`` records, or another architecture's beside it
+    (``build-<arch>.json``). A foreign architecture's build is rebuilt as it was built when
+    that was a cross build; an emulated one is refused (not supported yet)."""
+    stamp = build_dir / f"build-{arch}.json"
     if not stamp.is_file():
+        stamp = build_dir / "build.json"
+    first_build = _read_stamp(stamp)
+    if first_build is None or first_build.get("architecture", arch) != arch:
+        native = arch == host_architecture()
         raise RebuildError(
-            f"no finished build in {build_dir} (no build.json); run invoke make-package "
-            f"{distro_id} with the same --version first"
+            f"no finished {'' if native else arch + ' '}build in {build_dir} (no {stamp.name} "
+            f"for {arch}); run invoke make-package {distro_id}{'' if native else ' --arch ' + arch}"
+            " with the same --version first"
         )
-    if arch != host_architecture():
+    mode = str(first_build.get("build_mode", "native"))
+    cross = arch != host_architecture()
+    if cross and mode != "cross":
         raise RebuildError(
-            f"verify-rebuild of {arch} packages on a {host_architecture()} host is not "
-            "supported yet (cross and emulated rebuilds); run it on a native host"
+            f"verify-rebuild of {arch} packages built {mode} on a {host_architecture()} host "
+            f"is not supported yet (only cross builds are rebuilt here); run it on an {arch} "
+            f"host, or make the build with invoke make-package {distro_id} --arch {arch} "
+            "--mode cross"
         )
     dscs = sorted(build_dir.glob("*.dsc"))
     infos = sorted(build_dir.glob(f"*_{arch}.buildinfo"))
@@ -146,8 +167,29 @@ def plan_rebuild(build_dir: Path, *, distro_id: str, codename: str, arch: str) -
         sources=tuple(build_dir / ref.name for ref in source.files),
         buildinfo=info,
         binaries=binaries,
-        first_build=json.loads(stamp.read_text(encoding="utf-8")),
+        first_build=first_build,
+        cross=cross,
+        build_depends=_build_depends(source.fields),
     )
+
+
+def _read_stamp(path: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _build_depends(fields: dict[str, str]) -> str:
+    """Build-Depends and Build-Depends-Arch of a .dsc (a binary-only build needs no -Indep)."""
+    relations = [
+        r.strip()
+        for name in ("Build-Depends", "Build-Depends-Arch")
+        for r in " ".join(fields.get(name, "").split()).split(",")
+        if r.strip()
+    ]
+    return ", ".join(relations)
 
 
 def verify_rebuild(
@@ -187,9 +229,35 @@ def verify_rebuild(
                 base_id=base_id,
                 info=plan.buildinfo,
                 record=record,
+                cross=_cross_setup(project, plan) if plan.cross else None,
             )
             variations = Variations.fresh(plan.buildinfo, cpus=cpus or os.cpu_count() or 1)
-            comparisons = _rebuild(engine, plan, image_id, variations, rebuilt, record=record)
+            try:
+                comparisons = _rebuild(engine, plan, image_id, variations, rebuilt, record=record)
+            except RebuildError as exc:
+                failure: RebuildError | None = exc
+            else:
+                failure = None
+        if failure is not None:  # the log is what explains it: kept, as any result is
+            (stage / REBUILD_JSON).write_text(
+                json.dumps(
+                    {
+                        "result": RESULT_FAILED,
+                        "distro": plan.distro_id,
+                        "architecture": plan.arch,
+                        "error": str(failure),
+                        "variations": variations.as_dict(),
+                        "finished": _now(),
+                    },
+                    indent=2,
+                    sort_keys=True,
+                )
+                + "\n"
+            )
+            _put_in_place(stage, plan.build_dir / REBUILD_DIR, Path(tmp), like=plan.build_dir)
+            raise RebuildError(
+                f"{failure}; its log is {plan.build_dir / REBUILD_DIR / REBUILD_LOG}"
+            ) from None
         differences: dict[str, str] = {}
         attestations: list[Path] = []
         if all(c.identical for c in comparisons):
@@ -213,11 +281,9 @@ def verify_rebuild(
             attestations=attestations,
         )
         summary = _summary(result, signer, variations.as_dict())
+        _keep_other_architectures(result.out_dir, stage, summary, plan)
         (stage / REBUILD_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-        _chown_like(stage, plan.build_dir)
-        if result.out_dir.exists():
-            result.out_dir.replace(Path(tmp) / "previous")
-        stage.replace(result.out_dir)
+        _put_in_place(stage, result.out_dir, Path(tmp), like=plan.build_dir)
     if differences:
         first = min(differences)
         more = f" ({len(differences) - 1} more package(s))" if len(differences) > 1 else ""
@@ -227,6 +293,25 @@ def verify_rebuild(
             result,
         )
     return result
+
+
+def _cross_setup(project: Project, plan: RebuildPlan) -> CrossSetup:
+    from releng.images.builder import CROSS_SETUP
+
+    script = project.root / CROSS_SETUP
+    if not script.is_file():
+        raise RebuildError(
+            f"{script} is missing; it installs the cross toolchain (restore it from git)"
+        )
+    distro = project.distro(plan.distro_id)
+    ports = ""
+    if distro.family == "ubuntu":
+        from releng.images.ubuntu import reachable_ports_mirror
+
+        ports = reachable_ports_mirror(project, distro)
+    return CrossSetup(
+        arch=plan.arch, build_depends=plan.build_depends, script=script, ports_mirror=ports
+    )
 
 
 def _rebuild(
@@ -255,7 +340,7 @@ def _rebuild(
         raise RebuildError(
             f"the rebuild of {plan.dsc.name} failed (exit {run.exit_code}): "
             f"{(run.output.strip().splitlines() or ['no output'])[-1]}; the first build "
-            "succeeded, so the build does not survive the variations: see the log above"
+            "succeeded, so the build does not survive the variations"
         )
     comparisons = compare_packages(plan.binaries, rebuilt)
     for c in comparisons:
@@ -362,7 +447,18 @@ def _external(plan: RebuildPlan) -> dict[str, object]:
 def _internal(plan: RebuildPlan, variations: dict[str, object]) -> dict[str, object]:
     builder = plan.first_build.get("builder_image")
     image = str(builder.get("id", "")) if isinstance(builder, dict) else ""
+    cross = (
+        {
+            "crossToolchain": f"crossbuild-essential-{plan.arch} and the Build-Depends for "
+            f"{plan.arch} (cross, nocheck profiles), at the archive's versions: "
+            "dpkg-genbuildinfo does not record them; the rebuild's .buildinfo is a byproduct",
+            "buildArchitecture": plan.buildinfo.build_architecture,
+        }
+        if plan.cross
+        else {}
+    )
     return {
+        **cross,
         "result": RESULT_REPRODUCED,
         "comparison": "byte for byte, every package the first build made",
         "firstBuilder": {
@@ -384,6 +480,7 @@ def _summary(
         "result": RESULT_REPRODUCED if result.reproduced else RESULT_DIFFERS,
         "distro": result.plan.distro_id,
         "architecture": result.plan.arch,
+        "architectures": [result.plan.arch],
         "packages": {
             c.name: {"first": c.first_sha256, "rebuilt": c.rebuilt_sha256}
             for c in result.comparisons
@@ -394,6 +491,46 @@ def _summary(
         "seconds": round(result.seconds, 1),
         "finished": _now(),
     }
+
+
+def _keep_other_architectures(
+    previous: Path, stage: Path, summary: dict[str, object], plan: RebuildPlan
+) -> None:
+    """Carry into ``stage`` the packages of other architectures that an earlier rebuild in
+    ``previous`` reproduced (an amd64 and an arm64 build share one build directory, so one
+    ``rebuild/``): their attestations and their entries in ``rebuild.json``."""
+    try:
+        earlier = json.loads((previous / REBUILD_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if not isinstance(earlier, dict) or earlier.get("result") != RESULT_REPRODUCED:
+        return
+    packages = summary["packages"]
+    assert isinstance(packages, dict)
+    carried = False
+    for name, digests in (earlier.get("packages") or {}).items():
+        if name in packages or name in plan.binaries:
+            continue
+        statement = previous / ATTESTATIONS_DIR / f"{name}{SUFFIX}"
+        signature = statement.with_name(statement.name + ".asc")
+        if not (statement.is_file() and signature.is_file()):
+            continue
+        (stage / ATTESTATIONS_DIR).mkdir(exist_ok=True)
+        for path in (statement, signature):
+            shutil.copy2(path, stage / ATTESTATIONS_DIR / path.name)
+        packages[name] = digests
+        carried = True
+    if carried:
+        others = earlier.get("architectures") or [earlier.get("architecture")]
+        summary["architectures"] = sorted({plan.arch, *(str(a) for a in others if a)})
+
+
+def _put_in_place(stage: Path, out_dir: Path, tmp: Path, *, like: Path) -> None:
+    """``stage`` becomes ``out_dir`` whole (an earlier result moved aside into ``tmp``)."""
+    _chown_like(stage, like)
+    if out_dir.exists():
+        out_dir.replace(tmp / "previous")
+    stage.replace(out_dir)
 
 
 def _chown_like(path: Path, like: Path) -> None:
