@@ -553,7 +553,9 @@ def test_verify_rebuild_between_build_and_publish_holds_back_a_mismatch_and_resu
     # noble's attestations beside the repository, mirrored from the pool, listed in the index
     attested = [k for k in published if k.startswith("attestations/pool/") and "tally_" in k]
     assert any(k.endswith(".intoto.json.asc") for k in attested), sorted(published)
-    index = json.loads(s3.get_object(Bucket=downloads, Key="attestations/index.json")["Body"].read())
+    index = json.loads(
+        s3.get_object(Bucket=downloads, Key="attestations/index.json")["Body"].read()
+    )
     assert index, index
     # bookworm stays in scratch, unpublished: its build and its differing rebuild
     left = {o["Key"] for o in s3.list_objects_v2(Bucket=scratch, Prefix="1.0.0/")["Contents"]}

@@ -355,3 +355,43 @@ def test_make_all_packages_over_the_six_targets_ends_with_a_summary(
     # Up to date, unless the engine's base image changed since (a shared engine): then built.
     statuses = {re.split(r"\s{2,}", ln)[1] for ln in table if ln.strip()}
     assert statuses <= {"up to date", "built"}, proc.stdout
+
+
+def test_a_second_architectures_build_keeps_the_first_ones_rebuild_results(tmp_path: Path) -> None:
+    """verify-rebuild's results for amd64 stay when arm64 is built beside it afterwards (same
+    source tarball): the results name each package by digest, so nothing stale is trusted."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from releng.build import output
+    from releng.build.plan import BuildPlan
+    from releng.rebuild import run
+
+    assert output.REBUILD_DIR == run.REBUILD_DIR
+    out_dir = tmp_path / "out" / "1.0.0" / "debian-12-bookworm"
+    (out_dir / "rebuild" / "attestations").mkdir(parents=True)
+    (out_dir / "build.json").write_text(
+        json.dumps({"inputs": {"tarball_sha256": "t1"}, "files": ["tally_1_amd64.deb"]})
+    )
+    (out_dir / "tally_1_amd64.deb").write_bytes(b"deb")
+    (out_dir / "rebuild" / "rebuild.json").write_text("{}")
+    (out_dir / "rebuild" / "attestations" / "tally_1_amd64.deb.intoto.json").write_text("{}")
+    staged = tmp_path / "staged"
+    staged.mkdir()
+
+    def plan(tarball: str) -> BuildPlan:
+        return cast(
+            BuildPlan,
+            SimpleNamespace(
+                out_dir=out_dir, stamp="build-arm64.json", inputs={"tarball_sha256": tarball}
+            ),
+        )
+
+    output._keep_other_architectures(plan("t1"), staged)
+    assert (staged / "tally_1_amd64.deb").is_file()
+    assert (staged / "rebuild" / "attestations" / "tally_1_amd64.deb.intoto.json").is_file()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    output._keep_other_architectures(plan("t2"), other)  # another source: nothing kept
+    assert list(other.iterdir()) == []

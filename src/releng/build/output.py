@@ -107,12 +107,19 @@ def _out_dir_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# What verify-rebuild leaves beside the builds (releng.rebuild.run.REBUILD_DIR): one directory
+# for every architecture's rebuild, its entries per package.
+REBUILD_DIR = "rebuild"
+
+
 def _keep_other_architectures(plan: BuildPlan, out_tmp: Path) -> None:
     """Hard-link into ``out_tmp`` what other architectures' builds of the same source tarball
-    left in the output directory (their stamp, log and files); builds of another source are
-    dropped with the old directory."""
+    left in the output directory (their stamp, log and files, and the rebuild results, which
+    name each package by its digest, so this build's own stay verified only if its bytes are
+    the same); builds of another source are dropped with the old directory."""
     if not plan.out_dir.is_dir():
         return
+    kept = False
     for stamp in sorted(plan.out_dir.glob("build*.json")):
         if stamp.name == plan.stamp:
             continue
@@ -128,6 +135,10 @@ def _keep_other_architectures(plan: BuildPlan, out_tmp: Path) -> None:
             source = plan.out_dir / name
             if source.is_file() and not (out_tmp / name).exists():
                 os.link(source, out_tmp / name)
+        kept = True
+    rebuild = plan.out_dir / REBUILD_DIR
+    if kept and rebuild.is_dir() and not (out_tmp / REBUILD_DIR).exists():
+        shutil.copytree(rebuild, out_tmp / REBUILD_DIR, copy_function=os.link)
 
 
 def _replace_dir(new: Path, dest: Path, scratch: Path) -> None:
