@@ -277,3 +277,5 @@ def test_the_docs_show_the_install_and_recovery_text_as_it_is() -> None:
     for text in texts:
         indented = "".join(f"    {line}\n" for line in text.splitlines())
         assert indented in doc, text
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert "".join(f"    {line}\n" for line in texts[0].splitlines()) in readme
