@@ -33,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -79,25 +78,6 @@ if args[:1] == ["make-package"]:
     sys.exit(0)
 os.execv({invoke!r}, [{invoke!r}, *sys.argv[1:]])
 """
-
-
-def _moto() -> tuple[Any, str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    os.environ["MOTO_PORT"] = str(port)  # moto's executor calls SQS at localhost:$MOTO_PORT
-    urllib.request.urlopen(
-        urllib.request.Request(
-            f"{url}/moto-api/config",
-            data=json.dumps({"stepfunctions": {"execute_state_machine": True}}).encode(),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-    ).read()
-    return server, url
 
 
 def _project(work: Path, name: str) -> tuple[Any, str]:
@@ -201,7 +181,9 @@ def main() -> None:
     launches = _LaunchLog()
     logging.getLogger("releng.aws.runner").addHandler(launches)
     logging.getLogger("releng.aws.runner").setLevel(logging.INFO)
-    server, url = _moto()
+    from tests.fixtures.moto import start_moto_server
+
+    server, url = start_moto_server()
     work = Path(tempfile.mkdtemp(prefix="releng-bench-pipeline-"))
     name = f"bench-{uuid.uuid4().hex[:8]}"
     try:
