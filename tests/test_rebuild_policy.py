@@ -8,10 +8,7 @@ other half the session's one real rebuilt demo (tests/fixtures/rebuild.py)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -29,8 +26,9 @@ from releng.rebuild.policy import RebuildRequired
 from releng.version import Version
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import TestKey, make_key
-from tests.fixtures.project import REPO_ROOT, copy_repo, git
+from tests.fixtures.project import copy_repo, git
 from tests.rebuild_helpers import BOOKWORM, Rebuilt
+from tests.test_cli import invoke
 
 VERSION = Version.parse("1.0.0")
 
@@ -63,17 +61,6 @@ def archive(archive_key: TestKey) -> Signer:
     return Signer(gnupghome=archive_key.home, key=archive_key.fingerprint, passphrase=None)
 
 
-def _task(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "RELENG_ROOT": str(root)},
-        check=False,
-        timeout=300,
-    )
-
-
 def _made_debs(project: Project) -> Path:
     """Real .debs in out/1.0.0/<bookworm>/, as make-package leaves them, never rebuilt."""
     out = project.build_dir(VERSION, BOOKWORM)
@@ -84,7 +71,7 @@ def _made_debs(project: Project) -> Path:
 
 
 def _listed(root: Path, repo: Path) -> dict[str, str]:
-    result = _task(root, "list-packages", "--repo", str(repo), "--dist", "bookworm", "--json")
+    result = invoke("list-packages", "--repo", str(repo), "--dist", "bookworm", "--json", root=root)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert all(r.get("rebuild", "") == "" for r in rows if r["arch"] == "source")
@@ -113,7 +100,7 @@ def test_the_cli_refuses_in_one_error_line(tmp_path: Path, archive_key: TestKey)
     project = _project(copy_repo(tmp_path / "repo"), "require", archive=archive_key)
     _made_debs(project)
     repo = tmp_path / "www"
-    result = _task(project.root, "update-repos", "--version", "1.0.0", "--repo", str(repo))
+    result = invoke("update-repos", "--version", "1.0.0", "--repo", str(repo), root=project.root)
     assert result.returncode != 0
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1, result.stderr
@@ -193,7 +180,7 @@ def test_check_repo_attestations_good_tampered_and_missing(
     project = _verified_repo(rebuilt_demo, tmp_path, archive_key, "report")
     repo = tmp_path / "www"
     check = ("check-repo", "--repo", str(repo), "--attestations")
-    good = _task(project.root, *check)
+    good = invoke(*check, root=project.root)
     assert good.returncode == 0, good.stdout + good.stderr
     n = len(list(rebuilt_demo.build_dir.glob("*.deb")))
     suites = 2  # bookworm and the release line bookworm-1.0
@@ -203,7 +190,7 @@ def test_check_repo_attestations_good_tampered_and_missing(
     tally = next(e for e in index if e["package"] == "tally")
     statement = repo / "attestations" / f"{tally['path']}.intoto.json"
     statement.write_text(statement.read_text().replace("reproduced", "reproduced "))
-    tampered = _task(project.root, *check)
+    tampered = invoke(*check, root=project.root)
     assert tampered.returncode != 0
     problems = [ln for ln in tampered.stdout.splitlines() if ln.startswith("problem:")]
     assert problems == [
@@ -215,12 +202,12 @@ def test_check_repo_attestations_good_tampered_and_missing(
 
     statement.unlink()
     Path(f"{statement}.asc").unlink()
-    missing = _task(project.root, *check)  # "report": listed, not a failure
+    missing = invoke(*check, root=project.root)  # "report": listed, not a failure
     assert missing.returncode == 0, missing.stdout + missing.stderr
     assert f"unverified: bookworm tally {tally['version']} amd64: no attestation" in missing.stdout
     text = (project.root / "product.toml").read_text().replace('"report"', '"require"')
     (project.root / "product.toml").write_text(text)
-    required = _task(project.root, *check)  # "require": every unverified package fails
+    required = invoke(*check, root=project.root)  # "require": every unverified package fails
     assert required.returncode != 0
     assert f"problem: unverified: bookworm tally {tally['version']} amd64" in required.stdout
 
@@ -269,6 +256,8 @@ def test_on_s3_the_attestations_are_published_and_a_user_verifies_over_http(
     verdict = verify_package(f"tally={version}", repo=http, keyring=keyring, arch="amd64")
     assert verdict.signer.endswith(f"({rebuilt_demo.signer.fingerprint})")
 
-    check = _task(project.root, "check-repo", "--repo", f"s3://{bucket}/apt", "--attestations")
+    check = invoke(
+        "check-repo", "--repo", f"s3://{bucket}/apt", "--attestations", root=project.root
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     assert "0 unverified" in check.stdout
