@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from releng.aws import deploy
+from releng.aws import deploy, teardown
 from releng.aws.catalog import Catalog
 from releng.errors import AwsError
 from releng.project import Project
@@ -183,7 +183,7 @@ def test_destroy_stops_workers_empties_and_deletes_and_keeps_the_downloads(
         TagSpecifications=[{"ResourceType": "instance",
                             "Tags": [{"Key": "releng:stack", "Value": name}]}],
     )["Instances"][0]["InstanceId"]  # fmt: skip
-    result = deploy.destroy(moto_server.client, name, delete_downloads=delete_downloads)
+    result = teardown.destroy(moto_server.client, name, delete_downloads=delete_downloads)
     assert result.terminated == [worker]
     state = ec2.describe_instances(InstanceIds=[worker])["Reservations"][0]["Instances"][0]
     assert state["State"]["Name"] in ("shutting-down", "terminated")

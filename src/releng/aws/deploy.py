@@ -13,6 +13,8 @@
   the rule CloudFormation's DefinitionSubstitutions applies. Its description is
   recorded as the outputs of a small CloudFormation stack of the same name, so
   :func:`load_stack` finds both kinds the same way.
+
+Tearing the stack down (``invoke destroy-aws``) is :mod:`releng.aws.teardown`.
 """
 
 from __future__ import annotations
@@ -443,7 +445,7 @@ def _events_hint(name: str) -> str:
     return f"aws cloudformation describe-stack-events --stack-name {name}"
 
 
-def _wait(cfn: Any, waiter: str, name: str) -> None:
+def wait_for_stack(cfn: Any, waiter: str, name: str) -> None:
     from botocore.exceptions import WaiterError
 
     try:
@@ -509,13 +511,13 @@ def apply(
             )
         log.info("stack %s: deleting the failed create", name)
         cfn.delete_stack(StackName=name)
-        _wait(cfn, "stack_delete_complete", name)
+        wait_for_stack(cfn, "stack_delete_complete", name)
         status = ""
     if status == "UPDATE_ROLLBACK_FAILED":
         _continue_rollback(cfn, name)
     if status in ("", "REVIEW_IN_PROGRESS"):
         cfn.create_stack(**args)
-        _wait(cfn, "stack_create_complete", name)
+        wait_for_stack(cfn, "stack_create_complete", name)
         return "created"
     try:
         cfn.update_stack(**args)
@@ -523,7 +525,7 @@ def apply(
         if "No updates are to be performed" in str(exc):
             return "unchanged"
         raise AwsError(f"updating stack {name} failed: {exc}") from None
-    _wait(cfn, "stack_update_complete", name)
+    wait_for_stack(cfn, "stack_update_complete", name)
     return "updated"
 
 
@@ -612,92 +614,6 @@ def enable_nightly(events: Any, stack: Stack) -> bool:
         return False
     events.enable_rule(Name=stack.nightly_rule)
     return True
-
-
-def _empty_bucket(s3: Any, bucket: str) -> int:
-    """Delete every object (and version) in ``bucket``; how many. A missing bucket: 0."""
-    from botocore.exceptions import ClientError
-
-    removed = 0
-    try:
-        pages = s3.get_paginator("list_object_versions").paginate(Bucket=bucket)
-        for page in pages:
-            keys = [
-                {"Key": o["Key"], "VersionId": o["VersionId"]}
-                for o in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]
-            ]
-            for start in range(0, len(keys), 1000):
-                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys[start : start + 1000]})
-            removed += len(keys)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
-            return 0
-        raise
-    return removed
-
-
-@dataclass(frozen=True, kw_only=True)
-class Teardown:
-    stack: str
-    terminated: list[str]
-    emptied: list[str]
-    kept: list[str]  # buckets retained with their published packages
-
-
-def destroy(client: Any, name: str, *, delete_downloads: bool = False) -> Teardown:
-    """Empty what the stack owns and delete it. The downloads bucket (published packages,
-    ``DeletionPolicy: Retain``) is kept unless ``delete_downloads``; then it is emptied and
-    deleted after the stack."""
-    cfn, s3, sts = (client(s) for s in ("cloudformation", "s3", "sts"))
-    stack = load_stack(cfn, name)
-    region = s3.meta.region_name or "us-east-1"
-    artifacts = artifacts_bucket(name, sts.get_caller_identity()["Account"], region)
-    # The workers of the stack's Auto Scaling groups go with their groups (CloudFormation
-    # empties a group before deleting it; terminating them here would only start
-    # replacements). Any other instance tagged with the stack is stopped first.
-    ec2 = client("ec2")
-    pages = ec2.get_paginator("describe_instances").paginate(
-        Filters=[
-            {"Name": "tag:releng:stack", "Values": [name]},
-            {
-                "Name": "instance-state-name",
-                "Values": ["pending", "running", "stopping", "stopped"],
-            },
-        ]
-    )
-    workers = [
-        i["InstanceId"]
-        for p in pages
-        for r in p["Reservations"]
-        for i in r["Instances"]
-        if not any(t["Key"] == "aws:autoscaling:groupName" for t in i.get("Tags", []))
-    ]
-    if workers:
-        ec2.terminate_instances(InstanceIds=workers)
-    emptied = []
-    for bucket in (stack.scratch_bucket, artifacts):
-        _empty_bucket(s3, bucket)
-        emptied.append(bucket)
-    cfn.delete_stack(StackName=name)
-    _wait(cfn, "stack_delete_complete", name)
-    _delete_bucket(s3, artifacts)
-    kept = [stack.downloads_bucket]
-    if delete_downloads:
-        _empty_bucket(s3, stack.downloads_bucket)
-        _delete_bucket(s3, stack.downloads_bucket)
-        emptied.append(stack.downloads_bucket)
-        kept = []
-    return Teardown(stack=name, terminated=workers, emptied=emptied, kept=kept)
-
-
-def _delete_bucket(s3: Any, bucket: str) -> None:
-    from botocore.exceptions import ClientError
-
-    try:
-        s3.delete_bucket(Bucket=bucket)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "NoSuchBucket":
-            raise
 
 
 SIGNING_KEY_PREFIX = "/releng/signing-key"

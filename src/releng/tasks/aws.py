@@ -259,7 +259,7 @@ def destroy_aws(
     """Stop the stack's workers, empty its buckets and delete it (the downloads are kept)."""
     import sys
 
-    from releng.aws import deploy, run
+    from releng.aws import deploy, run, teardown
     from releng.errors import AwsError
 
     proj = project(c)
@@ -275,7 +275,7 @@ def destroy_aws(
         answer = input(f"delete stack {name} and its scratch data ({kept})? type its name: ")
         if answer.strip() != name:
             raise AwsError(f"not deleted: {answer.strip()!r} is not {name!r}")
-    result = deploy.destroy(aws.client, name, delete_downloads=delete_downloads)
+    result = teardown.destroy(aws.client, name, delete_downloads=delete_downloads)
     if result.terminated:
         out(f"terminated {', '.join(result.terminated)}")
     out(f"deleted stack {name}; emptied {', '.join(result.emptied)}")
