@@ -179,6 +179,43 @@ def test_every_task_answers_help_after_its_name(tmp_path: Path) -> None:
         assert tasks[name] in " ".join(result.stdout.split()), result.stdout
 
 
+def _releng_program(*args: str, root: Path, stdout: int) -> subprocess.CompletedProcess[str]:
+    """The launcher's program (``releng.cli.program``), not invoke's stock one."""
+    return subprocess.run(
+        [sys.executable, "-c", "from releng.cli import program; program.run()", *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RELENG_ROOT": str(root)},
+        cwd=REPO_ROOT,
+        check=False,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("args", [["--list"], ["make-package", "--help"], ["--help"]])
+def test_a_reader_that_has_gone_ends_the_listing_quietly(args: list[str], tmp_path: Path) -> None:
+    """`invoke --list | head -1`: the reader is gone before invoke writes (exit 141, no traceback)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = _releng_program(*args, root=tmp_path, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_the_launchers_program_answers_help_after_a_task_and_old_names(tmp_path: Path) -> None:
+    helped = _releng_program("make-package", "--help", root=tmp_path, stdout=subprocess.PIPE)
+    assert helped.returncode == 0, helped.stderr
+    assert helped.stdout.startswith("Usage: inv[oke] [--core-opts] make-package "), helped.stdout
+    renamed = _releng_program("base-image", "x", root=tmp_path, stdout=subprocess.PIPE)
+    assert (renamed.returncode, renamed.stderr.strip()) == (
+        2,
+        "error: 'invoke base-image' is now 'invoke make-base-image'",
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [

@@ -48,6 +48,7 @@ __all__ = [
 ]
 HELP_FLAGS = ("-h", "--help")
 _logging_ready = False
+_routed_by_program = False  # set when RelengProgram parses: route_task_help has nothing to do
 
 
 def setup_logging(*, verbose: bool = False) -> None:
@@ -167,7 +168,32 @@ def explain_parse_error(  # noqa: PLR0911  (one return per complaint reads best)
 
 
 class RelengProgram(Program):
-    """invoke's program, with its command-line complaints as one ``error:`` line each."""
+    """invoke's program, with its command-line complaints as one ``error:`` line each.
+
+    It also answers ``TASK --help`` and a renamed task itself (:func:`route_task_help` does
+    that for invoke's stock program), and ends quietly with 141 when its reader goes
+    (``invoke --list | head``).
+    """
+
+    def run(self, argv: list[str] | None = None, exit: bool = True) -> None:
+        try:
+            super().run(argv, exit)
+        except BrokenPipeError:
+            _close_stdout()
+            raise SystemExit(141) from None
+
+    def parse_collection(self) -> None:
+        global _routed_by_program  # noqa: PLW0603  (tasks.py's route_task_help then stands aside)
+        _routed_by_program = True
+        super().parse_collection()
+        if self.collection is None:
+            return
+        from releng.tasks import RENAMED
+
+        if (message := renamed_in(self.argv, self.collection.task_names, RENAMED)) is not None:
+            raise Exit(message, code=2)
+        if (args := help_argv(self.argv, self.collection.task_names)) is not None:
+            self.parse_core([self.argv[0], *args])  # as if `invoke --help TASK` was typed
 
     def parse_tasks(self) -> None:
         try:
@@ -304,6 +330,8 @@ def route_task_help(ns: Collection, renamed: Mapping[str, str] | None = None) ->
     A renamed task's old name (``releng.tasks.RENAMED``, or ``renamed``) ends here: one
     ``error:`` line naming the new name, exit 2.
     """
+    if _routed_by_program:
+        return  # RelengProgram does it (the launcher's program)
     main = Path(sys.argv[0])
     if not (main.name in ("invoke", "inv") or main.parts[-2:] == ("invoke", "__main__.py")):
         return  # imported by something else (tests, nox): not our command line
@@ -315,4 +343,5 @@ def route_task_help(ns: Collection, renamed: Mapping[str, str] | None = None) ->
         raise SystemExit(2)
     if (args := help_argv(sys.argv, ns.task_names)) is not None:
         sys.stdout.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "invoke", *args])  # noqa: S606
+        run_ours = "from releng.cli import program; program.run()"
+        os.execv(sys.executable, [sys.executable, "-c", run_ours, *args])  # noqa: S606
