@@ -235,8 +235,8 @@ def _primary_source(
                 f"cannot verify {of}: {where}{dscs[0]} lists {', '.join(missing)}, which the "
                 f"{primary} build does not hold; build {primary} again"
             )
-        return {"bucket": scratch, "prefix": prefix, "dest": task["fetch"][0]["dest"],
-                "names": names}  # fmt: skip
+        dest = f"out/{version.text}/{distro}/"  # beside the build, as _commands fetches it
+        return {"bucket": scratch, "prefix": prefix, "dest": dest, "names": names}
     execution = str(task["execution"])
     plan = event["version"]
     matrix = {(str(b["distro"]), str(b["arch"])) for b in plan.get("matrix", [])}
@@ -360,6 +360,7 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
 
     if step not in plan.get("steps", S.STEPS):
         return skip("step not selected")
+    sources: list[dict[str, Any]] = []  # more to fetch (verify-rebuild of a non-primary arch)
     s3 = ctx.client("s3")
     scratch = ctx.setting(SCRATCH_BUCKET)
     if step == S.MAKE_SOURCE_TARBALL:
@@ -375,17 +376,8 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
     elif step == S.VERIFY_REBUILD:
         if reason := _verified(ctx, version, distro, arch):
             return skip(reason)
-        if arch != ctx.catalog.architectures[0]:
-            prepared = _commands(step, version, distro, ctx, arch=arch, distros=[])
-            source = _primary_source(ctx, event, {**task, **prepared}, version)
-            return {
-                **task,
-                **_build_queue(ctx, arch, step),
-                **prepared,
-                "fetch": [*prepared["fetch"], source],
-                "run": True,
-                "reason": "output missing",
-            }
+        if arch != ctx.catalog.architectures[0]:  # a binary-only build: the primary's .dsc
+            sources.append(_primary_source(ctx, event, task, version))
     elif step == S.PUBLISH_BINARY_PACKAGES:
         if not built:
             return skip("no distro was built")
@@ -398,17 +390,13 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
         key = _join(ctx.settings.get(DOWNLOADS_PREFIX, ""), release_record_key(version.text))
         if _exists(s3, ctx.setting(DOWNLOADS_BUCKET), key):
             return skip(f"released: s3://{ctx.setting(DOWNLOADS_BUCKET)}/{key} exists")
+    distros = [str(d) for d in plan.get("distros", [])]
+    prepared = _commands(step, version, distro, ctx, arch=arch, distros=distros)
     return {
         **task,
         **(_build_queue(ctx, arch, step) if builds else {}),
-        **_commands(
-            step,
-            version,
-            distro,
-            ctx,
-            arch=arch,
-            distros=[str(d) for d in plan.get("distros", [])],
-        ),
+        **prepared,
+        "fetch": [*prepared["fetch"], *sources],
         "run": True,
         "reason": "output missing",
     }
