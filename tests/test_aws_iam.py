@@ -8,11 +8,13 @@ where the tests complete it with moto's own evaluator) is in tests/fixtures/iam.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
 import json
 import logging
 import os
+import shutil
 import uuid
 from pathlib import Path
 
@@ -41,6 +43,7 @@ from releng.publish.flows import (
 )
 from releng.publish.scratch import fetch_builds, scratch_rebuilds, upload_rebuild
 from releng.publish.sync import S3Url, SyncOptions
+from releng.rebuild.policy import check_rebuild_policy, unverified
 from releng.version import Version
 from tests.apt_debs import make_deb
 from tests.fixtures.iam import ACCOUNT, REGION, IamMoto, allowed, resolve
@@ -423,7 +426,7 @@ def test_verify_worker_writes_only_its_rebuild_prefix_and_never_the_signing_key(
         role for role, d in stack.documents.items()
         if allowed(d, "ssm:GetParameter", stack.arn("ssm", f"parameter{REBUILDER_KEY}"))
     }  # fmt: skip
-    assert readers == {"verify"}
+    assert readers == {"verify", "verify_arm64"}  # the rebuilders, amd64 and Graviton
 
 
 def test_the_publisher_takes_a_reproduced_rebuild_and_holds_back_a_differing_one(
@@ -458,6 +461,111 @@ def test_the_publisher_takes_a_reproduced_rebuild_and_holds_back_a_differing_one
     deb.write_bytes(deb.read_bytes() + b"another build")
     with pytest.raises(PublishError, match="is not the rebuild of the build beside it"):
         upload_rebuild(admin, project, version, DISTRO, scratch=stack.scratch, arch="amd64")
+
+
+def _source_package(project) -> list[str]:
+    """A .dsc and the files it lists beside the amd64 build, listed in its stamp (make-package
+    makes them with the primary architecture's build only)."""
+    out = project.build_dir(VERSION, DISTRO)
+    orig, debian = out / "tally_1.0.0.orig.tar.gz", out / "tally_1.0.0-1~bookworm.debian.tar.xz"
+    orig.write_bytes(b"orig")
+    debian.write_bytes(b"debian")
+    sums = "".join(f" {file_sha256(p)} {p.stat().st_size} {p.name}\n" for p in (orig, debian))
+    dsc = out / "tally_1.0.0-1~bookworm.dsc"
+    dsc.write_text(f"Source: tally\nVersion: 1.0.0-1~bookworm\nChecksums-Sha256:\n{sums}")
+    stamp = json.loads((out / "build.json").read_text())
+    names = [dsc.name, orig.name, debian.name]
+    (out / "build.json").write_text(json.dumps({**stamp, "files": [*stamp["files"], *names]}))
+    return names
+
+
+def _attested(project, arch: str) -> None:
+    """out/<V>/<DISTRO>/rebuild/ as verify-rebuild leaves it for ``arch``'s build: a reproduced
+    result and an attestation per package (its shape, not a real rebuild)."""
+    out = project.build_dir(VERSION, DISTRO)
+    rebuild = out / "rebuild"
+    if rebuild.exists():
+        shutil.rmtree(rebuild)  # each AWS rebuilder has its own architecture's only
+    (rebuild / "attestations").mkdir(parents=True)
+    debs = sorted(out.glob(f"*_{arch}.deb"))
+    for deb in debs:
+        (rebuild / "attestations" / f"{deb.name}.intoto.json").write_text("{}")
+        (rebuild / "attestations" / f"{deb.name}.intoto.json.asc").write_text("signature")
+    summary = {"result": "reproduced", "architecture": arch, "architectures": [arch],
+               "packages": {d.name: {"first": file_sha256(d)} for d in debs}}  # fmt: skip
+    (rebuild / "rebuild.json").write_text(json.dumps(summary))
+
+
+def test_arm64_verify_worker_rebuilds_from_the_amd64_source_package_with_its_own_role(
+    stack, project_copy, tmp_path, caplog
+) -> None:
+    """The Graviton rebuilders (verify_arm64): prepare_task (its role) waits for the amd64
+    build's source package, then sends the task to their queue; their worker loop (their role)
+    fetches the arm64 build and the amd64 part's .dsc and sources only; they put the arm64
+    rebuild's result beside the arm64 build and nothing else, never read the archive key.
+    The publisher then takes both architectures' rebuilds into one rebuild.json, so
+    [verify] rebuild = "require" finds every package verified."""
+    admin = stack.server.client("s3")  # the stack is the module's: other tests' builds go
+    for obj in admin.list_objects_v2(Bucket=stack.scratch, Prefix=f"{VERSION.text}/{DISTRO}/").get("Contents", []):  # fmt: skip
+        admin.delete_object(Bucket=stack.scratch, Key=obj["Key"])
+    project = _two_arch_build(project_copy)
+    source = _source_package(project)
+    ctx = _context(stack, "prepare_task")
+    ctx.catalog = dataclasses.replace(
+        _catalog(), architectures=["amd64", "arm64"], verify_rebuild="require"
+    )
+    upload_build(stack.client("build_arm64", "s3"), project, VERSION, DISTRO,
+                 scratch=stack.scratch, arch="arm64")  # fmt: skip
+    plan = handlers.parse_input({"versions": [VERSION.text], "distros": [DISTRO]}, ctx)
+    event = {"step": S.VERIFY_REBUILD, "version": plan["versions"][0], "config": plan["config"],
+             "execution": "iam", "distro": DISTRO, "arch": "arm64"}  # fmt: skip
+    with pytest.raises(handlers.SourcePending):  # the amd64 build is still to come
+        handlers.prepare_task(event, ctx)
+    upload_build(stack.client("build", "s3"), project, VERSION, DISTRO, scratch=stack.scratch)
+    task = handlers.prepare_task(event, ctx)
+    assert task["queue_url"] == stack.queue_urls["verify_arm64"]
+    task = {**task, "commands": [["sleep", "2"]], "always": []}
+    root = tmp_path / "graviton"
+    _run_worker(stack, "verify_arm64", task, root, caplog)
+    fetched = sorted(p.name for p in (root / "out" / VERSION.text / DISTRO).iterdir())
+    assert fetched == sorted([*source, "build-arm64.json", "tally_1.0.0-1~bookworm_arm64.deb"])
+    s3 = stack.client("verify_arm64", "s3")
+    _attested(project, "arm64")
+    upload_rebuild(s3, project, VERSION, DISTRO, scratch=stack.scratch, arch="arm64")
+    arm64 = f"{VERSION.text}/{DISTRO}/arm64/"
+    for bucket, key in (
+        (stack.scratch, arm64 + "tally_1.0.0-1~bookworm_arm64.deb"),
+        (stack.scratch, arm64 + ".releng-complete.json"),
+        (stack.scratch, f"{VERSION.text}/{DISTRO}/amd64/{source[0]}"),
+        (stack.scratch, f"{VERSION.text}/source/tally-1.0.0.tar.gz"),
+        (stack.downloads, arm64 + "rebuild/rebuild.json"),
+    ):
+        with pytest.raises(ClientError) as denied:
+            s3.put_object(Bucket=bucket, Key=key, Body=b"forged")
+        assert _denied(denied.value), key
+    ssm = stack.client("verify_arm64", "ssm")
+    assert ssm.get_parameter(Name=REBUILDER_KEY, WithDecryption=True)["Parameter"]["Value"]
+    doc = stack.documents["verify_arm64"]
+    for name in (SIGNING_KEY, SIGNING_PASSPHRASE, PUBLIC_GIT_TOKEN):
+        assert not allowed(doc, "ssm:GetParameter", stack.arn("ssm", f"parameter{name}")), name
+    # the publisher: both rebuilds of the distro in one rebuild/, nothing unverified
+    _attested(project, "amd64")
+    upload_rebuild(stack.client("verify", "s3"), project, VERSION, DISTRO,
+                   scratch=stack.scratch, arch="amd64")  # fmt: skip
+    product = project.root / "product.toml"
+    product.write_text(product.read_text() + '\n[verify]\nrebuild = "require"\n')
+    project = Project.load(project.root)
+    dirs, parts = fetch_builds(project, stack.client("publish", "s3"), stack.scratch, VERSION,
+                               tmp_path / "publish")  # fmt: skip
+    assert sorted(parts) == [(DISTRO, "amd64"), (DISTRO, "arm64")]
+    summary = json.loads((dirs[DISTRO] / "rebuild" / "rebuild.json").read_text())
+    assert summary["architectures"] == ["amd64", "arm64"]
+    assert sorted(summary["packages"]) == [
+        "tally_1.0.0-1~bookworm_amd64.deb",
+        "tally_1.0.0-1~bookworm_arm64.deb",
+    ]
+    assert unverified(dirs[DISTRO]) == []
+    check_rebuild_policy("require", [dirs[DISTRO]], version=VERSION.text)  # raises if not
 
 
 def _context(stack: Stack, role: str) -> handlers.Context:

@@ -93,12 +93,15 @@ def test_least_privilege_builders_never_sign_nor_write_downloads() -> None:
         assert "DownloadsBucket" not in _statements(roles[builder])
     assert "DownloadsBucket" not in _statements(roles["tarball"])
     assert "DownloadsBucket" in _statements(roles["publish"])
+    rebuilders = set(S.VERIFY_QUEUE_OF_ARCH.values())
+    assert rebuilders == {"verify", "verify_arm64"}
     for queue, role in roles.items():
         signs = "SigningKeyParameter" in _statements(role)
-        assert signs == (queue not in builders | {"verify"}), queue
+        assert signs == (queue not in builders | rebuilders), queue
         # the rebuilder's key: the rebuilders' only (they never read the archive's)
-        assert ("RebuilderKeyParameter" in _statements(role)) == (queue == "verify"), queue
-    assert "DownloadsBucket" not in _statements(roles["verify"])
+        assert ("RebuilderKeyParameter" in _statements(role)) == (queue in rebuilders), queue
+    for rebuilder in rebuilders:
+        assert "DownloadsBucket" not in _statements(roles[rebuilder])
     assert "CreateInvalidation" not in json.dumps(res["ParseInputFunctionRole"]["Properties"])
     for queue in S.WORKER_QUEUES:
         camel = "".join(p.capitalize() for p in queue.split("_"))
@@ -108,6 +111,17 @@ def test_least_privilege_builders_never_sign_nor_write_downloads() -> None:
     arm64 = res["BuildArm64LaunchTemplate"]["Properties"]["LaunchTemplateData"]
     assert arm64["ImageId"] == {"Ref": "Arm64ImageId"}
     assert arm64["InstanceType"] == {"Ref": "Arm64BuilderInstanceType"}
+    # and so do arm64 rebuilds, with the rebuilders' role (never a builder's)
+    rebuild = res["VerifyArm64LaunchTemplate"]["Properties"]["LaunchTemplateData"]
+    assert (rebuild["ImageId"], rebuild["InstanceType"]) == (
+        arm64["ImageId"],
+        arm64["InstanceType"],
+    )
+    profile = res[rebuild["IamInstanceProfile"]["Arn"]["Fn::GetAtt"][0]]["Properties"]["Roles"]
+    assert profile == [{"Ref": "VerifyArm64WorkerRole"}]
+    assert _statements(roles["verify_arm64"]) == _statements(roles["verify"]).replace(
+        "VerifyQueue", "VerifyArm64Queue"
+    ).replace("-verify-workers", "-verify-arm64-workers")
     params = _load()["Parameters"]
     assert params["Arm64BuilderInstanceType"]["Default"].startswith("c7g.")
     assert res["PublishQueue"]["Properties"]["FifoQueue"] is True

@@ -190,6 +190,91 @@ def get_distros_for_version(event: Mapping[str, Any], ctx: Context) -> list[str]
     return request.distros_for_version(version, requested, ctx.catalog)
 
 
+class SourcePending(AwsError):
+    """Another architecture's verify waits for the primary architecture's build to put its
+    source package in scratch; the state machine retries it with backoff (steps.SOURCE_PENDING)."""
+
+
+assert f"Releng.{SourcePending.__name__}" == S.SOURCE_PENDING
+
+
+def _dsc_files(text: str) -> list[str]:
+    """The files a .dsc lists (its Checksums-Sha256 field)."""
+    found = re.search(r"^Checksums-Sha256:[ \t]*\n((?:[ \t].*\n?)+)", text, re.MULTILINE)
+    body = found.group(1) if found else ""
+    return re.findall(r"^\s+[0-9a-f]{64}\s+\d+\s+(\S+)\s*$", body, re.MULTILINE)
+
+
+def _primary_source(
+    ctx: Context, event: Mapping[str, Any], task: Mapping[str, Any], version: Version
+) -> dict[str, Any]:
+    """The fetch of the source package a non-primary architecture's rebuild starts from: the
+    primary architecture's build's ``.dsc`` and the files it lists (an arm64 build is
+    binary-only). SourcePending while that build is still to come; an AwsError in one line
+    when it failed, is not in this execution, or the wait passed the verify step's timeout."""
+    distro, arch = str(task["distro"]), str(task["arch"])
+    primary = ctx.catalog.architectures[0]
+    s3, scratch = ctx.client("s3"), ctx.setting(SCRATCH_BUCKET)
+    prefix = scratch_build_prefix(version, distro, primary)
+    where = f"s3://{scratch}/{prefix}"
+    of = f"the {arch} build of {distro} {version.text}"
+    marker = _read(s3, scratch, prefix + COMPLETE)
+    if marker is not None:
+        files = dict(json.loads(marker).get("files") or {})
+        dscs = [name for name in files if name.endswith(".dsc")]
+        if len(dscs) != 1:
+            raise AwsError(
+                f"cannot verify {of}: the {primary} build in {where} has {len(dscs)} .dsc "
+                f"files, not one; build {primary} again (make-binary-package --arch {primary})"
+            )
+        text = (_read(s3, scratch, prefix + dscs[0]) or b"").decode("utf-8", "replace")
+        names = [dscs[0], *_dsc_files(text)]
+        missing = [n for n in names[1:] if n not in files] or ([] if names[1:] else ["its files"])
+        if missing:
+            raise AwsError(
+                f"cannot verify {of}: {where}{dscs[0]} lists {', '.join(missing)}, which the "
+                f"{primary} build does not hold; build {primary} again"
+            )
+        dest = f"out/{version.text}/{distro}/"  # beside the build, as _commands fetches it
+        return {"bucket": scratch, "prefix": prefix, "dest": dest, "names": names}
+    execution = str(task["execution"])
+    plan = event["version"]
+    matrix = {(str(b["distro"]), str(b["arch"])) for b in plan.get("matrix", [])}
+    build = status.record_key(execution, version.text, distro, S.MAKE_BINARY_PACKAGE, primary)
+    built = json.loads(_read(s3, scratch, build) or b"{}")
+    if built.get("state") == "failed":
+        raise AwsError(
+            f"cannot verify {of}: the {primary} build, whose source package it rebuilds "
+            f"from, failed (log: {built.get('log') or 'its make-binary-package log'})"
+        )
+    if (
+        (distro, primary) not in matrix
+        or S.MAKE_BINARY_PACKAGE not in plan.get("steps", S.STEPS)
+        or built.get("state") == "skipped"
+    ):
+        raise AwsError(
+            f"cannot verify {of}: it rebuilds from the {primary} build's source package, and "
+            f"{where} has no complete build; build {distro} for {primary} in the same "
+            f"execution (--arches {primary},{arch})"
+        )
+    # Still to come: wait (the state retries), at most the verify step's timeout from the
+    # first wait of this execution, which the step's status record keeps.
+    key = status.record_key(execution, version.text, distro, S.VERIFY_REBUILD, arch)
+    mine = json.loads(_read(s3, scratch, key) or b"{}")
+    now = dt.datetime.now(dt.UTC).timestamp()
+    since = float(mine["since"]) if mine.get("state") == "waiting" else now
+    timeout = int((event.get("config") or {}).get("timeouts", {}).get(S.VERIFY_QUEUE)
+                  or S.DEFAULT_TIMEOUTS[S.VERIFY_QUEUE])  # fmt: skip
+    if now - since >= timeout:
+        raise AwsError(
+            f"cannot verify {of}: the {primary} build's source package is not in {where} "
+            f"after {int(now - since)} s (the verify step's timeout); see that build's status"
+        )
+    reason = f"waiting for the {primary} build's source package in {where}"
+    status.put_record(s3, scratch, task, "waiting", reason=reason, since=since)
+    raise SourcePending(f"{of} is {reason}")
+
+
 def _commands(
     step: str, version: Version, distro: str, ctx: Context, *, arch: str, distros: list[str]
 ) -> dict[str, Any]:
@@ -275,6 +360,7 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
 
     if step not in plan.get("steps", S.STEPS):
         return skip("step not selected")
+    sources: list[dict[str, Any]] = []  # more to fetch (verify-rebuild of a non-primary arch)
     s3 = ctx.client("s3")
     scratch = ctx.setting(SCRATCH_BUCKET)
     if step == S.MAKE_SOURCE_TARBALL:
@@ -287,8 +373,11 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
             return skip(f"built: s3://{scratch}/{done} exists")
         if _is_published(ctx, version, distro, arch):
             return skip("already in the downloads repository")
-    elif step == S.VERIFY_REBUILD and (reason := _verified(ctx, version, distro, arch)):
-        return skip(reason)
+    elif step == S.VERIFY_REBUILD:
+        if reason := _verified(ctx, version, distro, arch):
+            return skip(reason)
+        if arch != ctx.catalog.architectures[0]:  # a binary-only build: the primary's .dsc
+            sources.append(_primary_source(ctx, event, task, version))
     elif step == S.PUBLISH_BINARY_PACKAGES:
         if not built:
             return skip("no distro was built")
@@ -301,17 +390,13 @@ def prepare_task(event: Mapping[str, Any], ctx: Context) -> dict[str, Any]:  # n
         key = _join(ctx.settings.get(DOWNLOADS_PREFIX, ""), release_record_key(version.text))
         if _exists(s3, ctx.setting(DOWNLOADS_BUCKET), key):
             return skip(f"released: s3://{ctx.setting(DOWNLOADS_BUCKET)}/{key} exists")
+    distros = [str(d) for d in plan.get("distros", [])]
+    prepared = _commands(step, version, distro, ctx, arch=arch, distros=distros)
     return {
         **task,
         **(_build_queue(ctx, arch, step) if builds else {}),
-        **_commands(
-            step,
-            version,
-            distro,
-            ctx,
-            arch=arch,
-            distros=[str(d) for d in plan.get("distros", [])],
-        ),
+        **prepared,
+        "fetch": [*prepared["fetch"], *sources],
         "run": True,
         "reason": "output missing",
     }

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,19 +91,34 @@ class LocalLauncher:
 
 @dataclass(kw_only=True)
 class HandlerRunner:
-    """Consumes the handler queues in threads until :meth:`stop`."""
+    """Consumes the handler queues in threads until :meth:`stop`.
+
+    As Lambda's event source mappings do, a queue's messages are handled concurrently, up to
+    ``concurrency`` at once (steps.MAX_CONCURRENCY, the mappings' MaximumConcurrency), except
+    on a FIFO queue with one message group (launch_workers), whose messages run one at a time
+    in order."""
 
     ctx: handlers.Context
     queue_urls: Mapping[str, str]  # handler name -> queue URL
     health_every: float = 5.0
+    concurrency: int = S.MAX_CONCURRENCY
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
+    _pools: list[ThreadPoolExecutor] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def __enter__(self) -> HandlerRunner:
         for name in S.HANDLERS:
-            if name in self.queue_urls:
-                self._spawn(functools.partial(self._poll, self.queue_urls[name]), name)
+            if name not in self.queue_urls:
+                continue
+            url = self.queue_urls[name]
+            if name in S.MESSAGE_GROUPS or self.concurrency <= 1:
+                self._spawn(functools.partial(self._poll, url), name)
+                continue
+            pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"handler-{name}")
+            self._pools.append(pool)
+            slots = threading.BoundedSemaphore(self.concurrency)
+            self._spawn(functools.partial(self._poll_concurrently, url, pool, slots), name)
         if self.health_every > 0:
             self._spawn(self._health, "health_check")
         return self
@@ -114,6 +130,8 @@ class HandlerRunner:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
+        for pool in self._pools:
+            pool.shutdown(wait=True)
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         thread = threading.Thread(target=self._guard(target), name=f"handler-{name}", daemon=True)
@@ -133,11 +151,48 @@ class HandlerRunner:
         return run
 
     def _poll(self, url: str) -> None:
+        """One at a time, in order (a FIFO queue's one message group)."""
         sqs: Any = self.ctx.client("sqs")
         reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in reply.get("Messages", []):
-            handlers.dispatch(json.loads(message["Body"]), self.ctx)
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            self._dispatch(sqs, url, message)
+
+    def _dispatch(self, sqs: Any, url: str, message: Mapping[str, Any]) -> None:
+        handlers.dispatch(json.loads(message["Body"]), self.ctx)
+        sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    def _poll_concurrently(
+        self, url: str, pool: ThreadPoolExecutor, slots: threading.BoundedSemaphore
+    ) -> None:
+        """Take as many messages as there are free slots (at most 10, SQS's batch) and hand each
+        to the pool: a slow handler holds its slot only, not the queue."""
+        if not slots.acquire(timeout=1):
+            return
+        free = 1
+        while free < 10 and slots.acquire(blocking=False):
+            free += 1
+        sqs: Any = self.ctx.client("sqs")
+        try:
+            reply = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=free, WaitTimeSeconds=1)
+        except BaseException:
+            for _ in range(free):
+                slots.release()
+            raise
+        messages = reply.get("Messages", [])
+        for _ in range(free - len(messages)):
+            slots.release()
+
+        def one(message: Mapping[str, Any]) -> None:
+            try:
+                self._dispatch(sqs, url, message)
+            except Exception as exc:  # dispatch answers the token itself; this is SQS failing
+                log.exception("handler runner")
+                self.errors.append(repr(exc))
+            finally:
+                slots.release()
+
+        for message in messages:
+            pool.submit(one, message)
 
     def _health(self) -> None:
         """What the stack's schedule does: a health message on launch_workers' FIFO queue, so

@@ -162,6 +162,8 @@ def _worker_step(
         "prepare_task", parameters=prepare_input, result_path=slot, next_state=f"{name}Needed"
     )
     prepare["Catch"] = _catch(failed)
+    if step == S.VERIFY_REBUILD:  # another architecture's waits for the primary's .dsc
+        prepare["Retry"] = [S.SOURCE_PENDING_RETRY, *_HANDLER_RETRY]
     launch = _handler(
         "launch_workers",
         parameters={

@@ -33,13 +33,22 @@ BUILD_ARM64_QUEUE: Final = "build_arm64"  # arm64 builds, natively on Graviton i
 PUBLISH_QUEUE: Final = "publish"  # FIFO, one message group: one publisher at a time
 # The rebuilders: never a builder's instance, role or key (docs/aws.md, "The verify step").
 VERIFY_QUEUE: Final = "verify"
-WORKER_QUEUES: Final = (TARBALL_QUEUE, BUILD_QUEUE, BUILD_ARM64_QUEUE, PUBLISH_QUEUE, VERIFY_QUEUE)
+VERIFY_ARM64_QUEUE: Final = "verify_arm64"  # arm64 rebuilds, natively on Graviton instances
+WORKER_QUEUES: Final = (
+    TARBALL_QUEUE,
+    BUILD_QUEUE,
+    BUILD_ARM64_QUEUE,
+    PUBLISH_QUEUE,
+    VERIFY_QUEUE,
+    VERIFY_ARM64_QUEUE,
+)
 # make-binary-package's queue is its architecture's (prepare_task picks it; the others are
 # the step's own). Each builds natively: the same worker code on an instance of that arch.
 BUILD_QUEUE_OF_ARCH: Final = {"amd64": BUILD_QUEUE, "arm64": BUILD_ARM64_QUEUE}
-# verify-rebuild rebuilds natively too, from the primary architecture's source package (the
-# only build with a .dsc): amd64 for now; other architectures' builds are not rebuilt.
-VERIFY_QUEUE_OF_ARCH: Final = {"amd64": VERIFY_QUEUE}
+# verify-rebuild rebuilds natively too, each architecture on its own rebuilders, always from
+# the primary architecture's source package (the only build with a .dsc: prepare_task waits
+# for it, see SOURCE_PENDING).
+VERIFY_QUEUE_OF_ARCH: Final = {"amd64": VERIFY_QUEUE, "arm64": VERIFY_ARM64_QUEUE}
 QUEUE_OF_STEP: Final = {
     MAKE_SOURCE_TARBALL: TARBALL_QUEUE,
     MAKE_BINARY_PACKAGE: BUILD_QUEUE,
@@ -135,6 +144,15 @@ WORKER_KINDS: Final = {
         max_workers=16,
         permissions=("scratch-read", "rebuild-write", "rebuilder-key"),
     ),
+    # The same rebuilder on Graviton, for arm64 builds: a native rebuild, as the build was.
+    VERIFY_ARM64_QUEUE: WorkerKind(
+        queue=VERIFY_ARM64_QUEUE,
+        instance_param="Arm64BuilderInstanceType",
+        image_param="Arm64ImageId",
+        disk_gb=256,
+        max_workers=16,
+        permissions=("scratch-read", "rebuild-write", "rebuilder-key"),
+    ),
 }
 assert tuple(WORKER_KINDS) == WORKER_QUEUES
 
@@ -143,6 +161,19 @@ assert tuple(WORKER_KINDS) == WORKER_QUEUES
 MESSAGE_GROUPS: Final = {
     **{k.queue: k.message_group for k in WORKER_KINDS.values() if k.message_group},
     "launch_workers": "launch",
+}
+
+# prepare_task's error while an arch's verify waits for the primary architecture's build to put
+# its source package in scratch (the branches run in parallel). The state retries it with
+# backoff, at no cost (no worker waits); prepare_task itself ends the wait with a failure when
+# that build failed or at the verify step's timeout, so the retries' own bound is a backstop.
+SOURCE_PENDING: Final = "Releng.SourcePending"
+SOURCE_PENDING_RETRY: Final = {
+    "ErrorEquals": [SOURCE_PENDING],
+    "IntervalSeconds": 10,
+    "BackoffRate": 2,
+    "MaxDelaySeconds": 300,
+    "MaxAttempts": 200,  # at most 300 s apart: over 16 h, beyond any verify timeout
 }
 
 # Defaults, in seconds (the earlier system's: tarball 30 min, build 4 h, publish 4 h).

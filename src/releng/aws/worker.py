@@ -285,8 +285,10 @@ class Worker:
                 return command, returncode
         return None
 
-    def _fetch(self, spec: Mapping[str, str], logf: Any) -> None:
+    def _fetch(self, spec: Mapping[str, Any], logf: Any) -> None:
+        """The files directly under ``prefix`` (``names``: only those) into ``dest``."""
         dest = self.root / spec["dest"]
+        names = spec.get("names")
         dest.mkdir(parents=True, exist_ok=True)
         pages = self.s3.get_paginator("list_objects_v2").paginate(
             Bucket=spec["bucket"], Prefix=spec["prefix"]
@@ -295,6 +297,8 @@ class Worker:
             for obj in page.get("Contents", []):
                 name = obj["Key"][len(spec["prefix"]) :]
                 if not name or "/" in name or name.startswith("."):
+                    continue
+                if names is not None and name not in names:
                     continue
                 logf.write(f"fetch s3://{spec['bucket']}/{obj['Key']} -> {dest / name}\n")
                 self.s3.download_file(spec["bucket"], obj["Key"], str(dest / name))

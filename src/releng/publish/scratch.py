@@ -330,12 +330,44 @@ def fetch_builds(
             rebuild = rebuilds.get((distro_id, arch))
             if rebuild is not None:  # [verify] rebuild reads it; its attestations go public
                 src = rebuild_url(scratch, version, distro_id, arch)
+                earlier = _summary(build_dir / REBUILD_PART)
                 with s3_errors("download a rebuild from scratch", src):
                     files_of = dict(rebuild.get("files") or {})  # type: ignore[call-overload]
                     download_verified(client, src, files_of, build_dir / REBUILD_PART)
+                if earlier is not None:  # another architecture's, in the same rebuild/
+                    _merge_summaries(build_dir / REBUILD_PART, earlier)
         log.info("downloaded %s (%s) of %s from scratch", distro_id, ", ".join(arches), version)
         dirs[distro_id] = build_dir
     return dirs, [(d, a) for d, arches in builds.items() for a in arches]
+
+
+REBUILD_JSON = "rebuild.json"  # releng.rebuild.run.REBUILD_JSON
+
+
+def _summary(rebuild_dir: Path) -> dict[str, object] | None:
+    try:
+        data = json.loads((rebuild_dir / REBUILD_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _merge_summaries(rebuild_dir: Path, earlier: dict[str, object]) -> None:
+    """One ``rebuild.json`` for a distro's architectures, as verify-rebuild keeps it locally
+    (each AWS rebuilder uploads its own architecture's): the reproduced ones' packages
+    together; one that did not reproduce adds none, so its packages count as unverified."""
+    later = _summary(rebuild_dir) or {}
+    parts = [s for s in (earlier, later) if s.get("result") == REPRODUCED]
+    if not parts:
+        return
+    packages: dict[str, object] = {}
+    arches: set[str] = set()
+    for part in parts:
+        listed, named = part.get("packages"), part.get("architectures")
+        packages.update(listed if isinstance(listed, dict) else {})
+        arches.update(map(str, named if isinstance(named, list) else [part.get("architecture")]))
+    merged = {**parts[-1], "packages": packages, "architectures": sorted(arches)}
+    (rebuild_dir / REBUILD_JSON).write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 
 def _hold_back_differing(
