@@ -43,6 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,12 +96,15 @@ def one(
     plan = plan_rebuild(
         first.out_dir, distro_id=distro, codename=project.distro(distro).codename, arch="amd64"
     )
-    outcome = "reproduced"
+    outcome = ""
     times = []
     for _ in ("cold", "warm"):
         start = time.monotonic()
         try:
-            verify_rebuild(engine, project, plan, signer=signer)
+            result = verify_rebuild(engine, project, plan, signer=signer)
+            kinds = Counter(Path(c.name).suffix for c in result.comparisons)
+            each = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+            outcome = outcome or f"reproduced (identical: {each})"  # a difference stays said
         except RebuildMismatch as exc:  # a finding, not a failure of the benchmark
             outcome = f"DIFFERS ({exc})"
         except RebuildError as exc:  # so is a rebuild that fails: its log says why
@@ -117,12 +121,12 @@ def one(
         f"(target <= 1.1), cold {cold / build:.2f}; {outcome}",
         flush=True,
     )
-    if outcome != "reproduced":  # the reports outlive the temporary dir
+    if not outcome.startswith("reproduced"):  # the reports outlive the temporary dir
         dest = keep / project.name / distro
         shutil.copytree(first.out_dir / "rebuild", dest / "rebuild", dirs_exist_ok=True)
         print(f"  its rebuild/ (diffoscope's reports, the log) kept in {dest}", flush=True)
     print(f"machine after: {machine()}", flush=True)
-    return outcome == "reproduced"
+    return outcome.startswith("reproduced")
 
 
 def compare_and_sign(base: Path, signer: Signer) -> None:
