@@ -38,20 +38,23 @@ def fetch(pool: str, name: str, sha256: Mapping[str, str]) -> Path:
     return path
 
 
-def lay_out(root: Path, debian_tar: Path, *, distro: str, pkgver: str) -> None:
+def lay_out(root: Path, debian_tar: Path, *, pkgvers: Mapping[str, str]) -> None:
     """``root/packaging``: releng's scripts and the package's debian/ from ``debian_tar``;
-    ``root/distros/<distro>`` (bookworm) naming it, the only target."""
+    ``root/distros/<distro>`` for each distro of ``pkgvers`` (distro id -> Debian revision),
+    its ``DOCKER_BASE`` and ``DISTRIBUTION`` those of releng's own ``distros/<distro>``, its
+    ``debian`` a link to the shared tree; all of them the project's targets."""
     (root / "packaging").mkdir(parents=True)
     for name in PACKAGING_SCRIPTS:
         shutil.copy2(ROOT / "packaging" / name, root / "packaging" / name)
     extract(debian_tar, root / "packaging")
-    directory = root / "distros" / distro
-    directory.mkdir(parents=True)
-    (directory / "DOCKER_BASE").write_text("debian:bookworm\n")
-    (directory / "DISTRIBUTION").write_text("bookworm\n")
-    (directory / "PKGVER").write_text(f"{pkgver}\n")
-    (directory / "debian").symlink_to("../../packaging/debian")
-    (root / "distros" / "TARGETS").write_text(f"{distro}\n")
+    for distro, pkgver in pkgvers.items():
+        directory = root / "distros" / distro
+        directory.mkdir(parents=True)
+        for name in ("DOCKER_BASE", "DISTRIBUTION"):
+            shutil.copy2(ROOT / "distros" / distro / name, directory / name)
+        (directory / "PKGVER").write_text(f"{pkgver}\n")
+        (directory / "debian").symlink_to("../../packaging/debian")
+    (root / "distros" / "TARGETS").write_text("".join(f"{d}\n" for d in pkgvers))
 
 
 def extract(tarball: Path, dest: Path) -> None:

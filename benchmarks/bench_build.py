@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,12 +117,15 @@ def demo_project(base: Path) -> Project:
     return Project.load(copy_repo(base / "demo"))
 
 
-def hello_project(base: Path) -> tuple[Project, dict[str, str]]:
+def hello_project(base: Path, distros: Sequence[str] = (DISTRO,)) -> tuple[Project, dict[str, str]]:
     """A releng project that packages GNU hello 2.10 (upstream's tarball as it is, the orig
-    tarball Debian's archive has) with Debian's debian/ (its changelog kept under ours)."""
+    tarball Debian's archive has) with Debian's debian/ (its changelog kept under ours), for
+    ``distros`` (releng's distro ids: bookworm, noble, ...), each with releng's own revision
+    (``1~deb12u1``, ``1~ubuntu24.04.1``). Debian's 2.10-3 packaging builds on each as it is."""
     orig = fetch(POOL, HELLO_ORIG, HELLO_SHA256)
     root = base / "hello"
-    lay_out(root, fetch(POOL, HELLO_DEBIAN, HELLO_SHA256), distro=DISTRO, pkgver="1~deb12u1")
+    pkgvers = {d: (ROOT / "distros" / d / "PKGVER").read_text().strip() for d in distros}
+    lay_out(root, fetch(POOL, HELLO_DEBIAN, HELLO_SHA256), pkgvers=pkgvers)
     assert orig.name == "hello_2.10.orig.tar.gz"  # [source] url below names it
     # Debian's hello 2.10-3 runs autoreconf (debhelper 13), and configure.ac's
     # m4_esyscmd([date +%Y]) then puts the year of the build into the binary: a rebuild a
