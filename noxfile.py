@@ -41,10 +41,11 @@ def _install(session: nox.Session) -> None:
 # The quick loop: every pure-logic module; no engine (Docker, moto), nothing slow. Its tests
 # wait on subprocesses (gpg, git, invoke) more than they compute: two xdist workers.
 QUICK = ("-m", "not slow and not docker and not aws", "-n", "2")
-# The whole suite stays in one process: Docker tests must not run beside each other (one
-# engine, shared images and builds), and xdist 3.8's --dist loadgroup cannot keep them on
-# one worker under pytest 9.2 (its @group suffix on item._nodeid no longer reaches the
-# node id), so two workers would interleave them.
+# The whole suite on two xdist workers: every Docker test (one engine, shared images and
+# builds, one test compares the engine's container list) carries xdist_group("docker")
+# (tests/conftest.py), so --dist loadgroup runs them all on one worker while the other takes
+# the rest. `nox -s tests -- -n 0 ...` runs in one process (for pdb, -s).
+TESTS = ("-n", "2", "--dist", "loadgroup")
 
 
 def _pytest(session: nox.Session, *args: str) -> None:
@@ -55,7 +56,7 @@ def _pytest(session: nox.Session, *args: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the whole test suite, real engines included (Docker, gpg, apt, moto)."""
-    _pytest(session)
+    _pytest(session, *TESTS)
 
 
 @nox.session(default=False)

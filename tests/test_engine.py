@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,12 +51,24 @@ def _throwaway(engine: Engine, label: str) -> list[object]:
 
 @pytest.mark.docker
 def test_run_returns_code_and_output_and_removes_the_container(
-    engine: Engine, base_image: object, tmp_path: Path
+    engine: Engine, base_image: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from docker.models.containers import ContainerCollection
+
     image = base_image("debian-12-bookworm")  # type: ignore[operator]
     tmp_path.chmod(0o755)  # readable by the container's user 1234
     (tmp_path / "in.txt").write_text("from the host\n")
-    before = {c.id for c in engine.client.containers.list(all=True)}
+    # The ids of the containers the run makes (the real create, recorded): the engine's
+    # whole list would also show the other xdist worker's and other checkouts' containers.
+    created: list[str] = []
+    create = ContainerCollection.create
+
+    def recorded(self: ContainerCollection, *args: Any, **kwargs: Any) -> Any:
+        container = create(self, *args, **kwargs)
+        created.append(container.id)
+        return container
+
+    monkeypatch.setattr(ContainerCollection, "create", recorded)
     result = engine.run(
         image,
         [
@@ -71,7 +84,8 @@ def test_run_returns_code_and_output_and_removes_the_container(
     )
     assert result.exit_code == 7
     assert result.output.splitlines() == ["from the host", "hello", "ro", "1234"]
-    assert {c.id for c in engine.client.containers.list(all=True)} == before
+    assert len(created) == 1
+    assert created[0] not in {c.id for c in engine.client.containers.list(all=True)}
     assert not (tmp_path / "nope").exists()
 
 

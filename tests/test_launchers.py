@@ -44,6 +44,35 @@ def test_a_ctrl_c_at_any_moment_of_the_start_ends_in_one_line(tmp_path: Path) ->
     assert interrupted >= 30, "most signals land before the task has failed"
 
 
+def test_a_ctrl_c_that_python_wraps_while_a_module_loads_ends_in_one_line(tmp_path: Path) -> None:
+    """Python 3.11 wraps a KeyboardInterrupt raised in ``__set_name__`` (a dataclass field of
+    a module being imported) in a RuntimeError: seen once in the loop above, at load 7."""
+    fake = tmp_path / "fake" / "releng"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "cli.py").write_text(
+        "import os, signal\n"
+        "class Field:\n"
+        "    def __set_name__(self, owner, name):\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "class Section:\n"
+        "    fail_on = Field()\n"
+    )
+    launcher = tmp_path / "invoke"
+    launcher.write_text(launcher_text(Path(sys.executable), "invoke"))
+    launcher.chmod(0o755)
+    process = subprocess.run(
+        [str(launcher), "--list"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(fake.parent)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert (process.returncode, process.stderr) == (130, "interrupted\n")
+
+
 def test_every_tool_has_the_entry_point_its_package_provides() -> None:
     for tool, (module, call) in ENTRY_POINTS.items():
         compile(launcher_text(Path(sys.executable), tool), tool, "exec")

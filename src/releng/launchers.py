@@ -28,13 +28,22 @@ ENTRY_POINTS = {"invoke": ("releng.cli", "program.run"), "nox": ("nox.__main__",
 # Nothing is imported before the hooks are set (sys is built in; os only on the way out).
 # A KeyboardInterrupt raised where Python cannot propagate it (a weakref callback during
 # an import) goes to sys.unraisablehook, which would print it and carry on: both end.
+# One that Python wraps (Python 3.11 turns it into "RuntimeError: Error calling
+# __set_name__" when it lands while a class of a loading module is made) ends as well.
 _HOOKS = """\
 import sys
 def _interrupted():
     sys.stderr.write("interrupted\\n"); sys.stderr.flush(); __import__("os")._exit(130)
+def _by_interrupt(exc, seen=()):
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen += (id(exc),)
+        exc = exc.__cause__ or exc.__context__
+    return False
 _excepthook, _unraisablehook = sys.excepthook, sys.unraisablehook
 sys.excepthook = lambda kind, value, tb: (
-    _interrupted() if issubclass(kind, KeyboardInterrupt) else _excepthook(kind, value, tb))
+    _interrupted() if _by_interrupt(value) else _excepthook(kind, value, tb))
 sys.unraisablehook = lambda unraisable: (
     _interrupted() if issubclass(unraisable.exc_type, KeyboardInterrupt)
     else _unraisablehook(unraisable))

@@ -26,6 +26,7 @@ import contextlib
 import datetime as dt
 import logging
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,9 @@ class Destination:
     lock: LockOptions = field(default_factory=LockOptions)
     title: str = ""
     clock: Callable[[], dt.datetime] | None = None
+    # The wait between back-to-back switches (sync.RepoSyncer); tests whose readers send no
+    # If-Modified-Since pass a no-op.
+    sleep: Callable[[float], None] = time.sleep
 
     def invalidator(self) -> cf.Invalidator | None:
         if not self.distribution_id:
@@ -238,6 +242,7 @@ def _publish_locked(
         clock=dest.clock,
         checkpoint=lock.check,
         remote=remote,
+        sleep=dest.sleep,
     )
     lock.check()
     return PublishResult(sync=sync, indices=_after_sync(dest, indices=indices))

@@ -434,8 +434,11 @@ def sync_tree(
     clock: Callable[[], dt.datetime] | None = None,
     checkpoint: Callable[[], None] | None = None,
     remote: Mapping[str, str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SyncResult:
     """Scan ``root`` and bring ``dest`` to it (call with the destination's lock held)."""
     local = scan_tree(root, state_dir=state_dir)
-    syncer = RepoSyncer(client, dest, options=options, clock=clock, checkpoint=checkpoint)
+    syncer = RepoSyncer(
+        client, dest, options=options, clock=clock, checkpoint=checkpoint, sleep=sleep
+    )
     return syncer.sync(local, remote=remote)
