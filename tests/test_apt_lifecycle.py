@@ -228,6 +228,22 @@ def test_history_numbers_publishes_and_a_rollback_is_a_fresh_publish(
     assert_checks(r.root)
 
 
+def test_an_include_that_prunes_history_collects_what_the_pruned_entry_held(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    """Adding another package drops nothing, but its publish pushes the entry that removed
+    tally 1.0 out of the kept history: tally 1.0's pool file is then referenced by nothing and
+    goes in the same run (the crash test's convergence check found it left behind)."""
+    r = repo(keep_versions=1, keep_history=2)
+    r.include(["bookworm"], [make_deb(tmp_path, "tally", "1.0")])
+    r.include(["bookworm"], [make_deb(tmp_path, "tally", "2.0")])  # entry 2 removes 1.0
+    assert "tally_1.0_amd64.deb" in pool_files(r.root)  # rolling back to 1 needs it
+    r.include(["bookworm"], [make_deb(tmp_path, "other", "1.0")])  # drops nothing
+    assert [e.n for e in lifecycle.history(r.root, "bookworm")] == [2, 3]
+    assert pool_files(r.root) == {"tally_2.0_amd64.deb", "other_1.0_amd64.deb"}
+    assert_checks(r.root)
+
+
 def test_retention_keeps_exactly_what_kept_history_needs(
     tmp_path: Path, repo: Callable[..., Repository]
 ) -> None:

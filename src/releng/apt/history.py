@@ -197,6 +197,7 @@ class History:
         if pruned and (keep < 2 or self.entry(kept[-keep]).removed):
             # The new oldest entry's removals are needed no longer (see needed_paths).
             self.state.mark_gc_needed()
+            self.state.history_freed = True
         for old in pruned:
             (self.dir / f"{old}.json").unlink(missing_ok=True)
         return entry

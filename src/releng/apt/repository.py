@@ -215,7 +215,7 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
             for suite in todo:
                 self._publish_suite(suite, signer, run, fresh, commit)
                 commit = nothing
-            if collect:
+            if collect or self.state.history_freed:
                 self._gc(run)
             else:
                 # Every record this run added is in every suite it named: none is unreferenced.

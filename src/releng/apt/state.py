@@ -174,6 +174,9 @@ class RepoState:
         self._pool: dict[str, PoolRecord] | None = None
         self._shas: dict[str, str] | None = None  # every pool file's sha256 (without the pool)
         self._suites: dict[str, SuiteState] = {}
+        # Set when pruning a suite's history freed what its oldest kept entry held (history.py):
+        # a collection must follow, even in a run that added only referenced records.
+        self.history_freed = False
 
     @property
     def lock_path(self) -> Path:
@@ -196,6 +199,7 @@ class RepoState:
         self._pool = None
         self._shas = None
         self._suites = {}
+        self.history_freed = False
 
     @property
     def snapshot_path(self) -> Path:
