@@ -6,6 +6,7 @@ Pool files are immutable: ``pool/<component>/<prefix>/<source>/<file>``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -30,7 +31,7 @@ from releng.fastcopy import copy_and_hash
 log = logging.getLogger(__name__)
 
 PARALLEL_BYTES = 64 << 20  # below this, reading or copying inputs on several threads does not pay
-# From this many packages (and below PARALLEL_BYTES), a forked child reads half of them: a fork
+# From this many packages (and below PARALLEL_BYTES), a forked child reads most of them: a fork
 # and handing ~1000 packages back cost a few ms, parsing 1000 control files ~30 ms.
 FORK_MIN = 256
 
@@ -87,7 +88,7 @@ class _Dirs:
 
     def __init__(self, root: str) -> None:
         self._root = root
-        self._made: list[str] = []  # absolute
+        self._made: list[str] = []  # absolute, parents first
         self._ok: set[str] = set()  # relative to the root: exists now
 
     def add(self, directory: str) -> None:
@@ -103,16 +104,8 @@ class _Dirs:
             return
         except FileNotFoundError:
             self._mkdir(os.path.dirname(path))  # noqa: PTH120
-            try:
-                os.mkdir(path)  # noqa: PTH102
-            except FileExistsError:
-                return  # made meanwhile (by the other process of a forked read)
+            os.mkdir(path)  # noqa: PTH102
         self._made.append(path)
-
-    def merge(self, made: Iterable[str], ok: Iterable[str]) -> None:
-        """Take over what another process made (a forked read's child)."""
-        self._made += made
-        self._ok.update(ok)
 
     def finish(self) -> set[str]:
         """The directories (relative to the root) that exist."""
@@ -120,7 +113,7 @@ class _Dirs:
 
     def undo(self) -> None:
         self.finish()
-        for path in sorted(self._made, key=lambda p: p.count("/"), reverse=True):  # deepest first
+        for path in reversed(self._made):  # parents were made first
             with contextlib.suppress(OSError):
                 os.rmdir(path)  # noqa: PTH106
 
@@ -163,8 +156,8 @@ class PoolSteps(RepoBase):
         self, paths: Sequence[Path], component: str
     ) -> tuple[list[PoolRecord], list[_PoolFile], _Dirs | None]:
         """Read and validate every input before the lock and before writing anything but the
-        new packages' pool directories, made on a thread meanwhile, or by the two processes
-        of a forked read (removed again if an input is refused)."""
+        new packages' pool directories, made meanwhile (on a thread, or between the reads of
+        a forked read), and removed again if an input is refused."""
         debs, dscs = collect_inputs(paths)
         dirs: _Dirs | None = None
         if self._fork_reading(debs):
@@ -191,7 +184,7 @@ class PoolSteps(RepoBase):
         return records, files, dirs
 
     def _fork_reading(self, debs: Sequence[str]) -> bool:
-        """Whether a forked child reads half of ``debs``: many small packages, two cores or
+        """Whether a forked child reads most of ``debs``: many small packages, two cores or
         more, and no other thread (a fork copies none, nor whatever lock one holds)."""
         return (
             len(debs) >= FORK_MIN
@@ -246,27 +239,36 @@ class PoolSteps(RepoBase):
         read: Callable[[str], DebInfo],
         staged: dict[str, _Staged],
     ) -> list[DebInfo]:
-        """Read and check the first half of ``debs`` here and the second in a forked child, on
+        """Read and check the first part of ``debs`` here and the rest in a forked child, on
         two cores: parsing the control files is Python work, which threads do not spread.
 
-        The child reads, checks and makes pool directories as :meth:`_read_debs` does, then
-        hands its packages, copies and directories back through a pipe. Where it stopped (an
-        input refused, or anything else), the rest of its half is read here again, so that
-        the error, and its order among the inputs, are what one process would give.
+        The child reads and checks its part as :meth:`_read_debs` does (copying each into
+        ``staging`` when the pool copies) and hands the packages back through a pipe. The
+        pool directories are all made here: two processes making directories in the same
+        parent (``pool/main/l/``) wait for each other on its lock, spinning in the kernel.
+        Where the child stopped (an input refused, or anything else), the rest of its part
+        is read here again, so that the error, and its order among the inputs, are what one
+        process would give.
         """
         import pickle
 
-        half = len(debs) // 2
+        # The child reads 3 in 5: this process also makes every pool directory meanwhile.
+        half = len(debs) * 2 // 5
         theirs = debs[half:]
         rfd, wfd = os.pipe()
+        # Every page both processes write to is copied (copy-on-write): a garbage collection
+        # would write to every object's header. None runs in the child, and the parent's
+        # collections leave the objects made before the fork alone until it is over.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:  # the child: it never returns
             code = 1
             try:
+                gc.disable()
                 os.close(rfd)
                 if staging is not None:
                     staging.tag = "c"
-                got = _read_part(self, theirs, component, dirs, staging)
+                got = _read_part(self, theirs, component, staging)
                 data = memoryview(pickle.dumps(got, protocol=pickle.HIGHEST_PROTOCOL))
                 while data:
                     data = data[os.write(wfd, data) :]
@@ -277,14 +279,15 @@ class PoolSteps(RepoBase):
         try:
             infos = [self._checked(read(p), component, dirs) for p in debs[:half]]
         finally:
-            done = _collect(rfd, pid)  # always: its directories are undone with ours
-            if done is not None:
-                dirs.merge(done.made, done.ok)
+            done = _collect(rfd, pid)  # always: it has exited when this returns
+            gc.unfreeze()
         got_infos, copies = (done.infos, done.copies) if done is not None else ([], [])
         if staging is not None:
             for path, copy in zip(theirs, copies, strict=False):
                 if copy is not None:
                     staged[path] = _Staged(copy, staging)
+        for info in got_infos:  # checked by the child: their directories
+            dirs.add(_pool_dir(component, info.source))
         infos += got_infos
         infos += [self._checked(read(p), component, dirs) for p in theirs[len(got_infos) :]]
         return infos
@@ -538,21 +541,14 @@ class PoolSteps(RepoBase):
 
 class _Part(NamedTuple):
     """What a forked read's child hands back: the packages it read and checked, in order (it
-    stopped before the first it could not), each one's copy (or None), and the pool
-    directories it made (absolute) and found (relative)."""
+    stopped before the first it could not), and each one's copy (or None)."""
 
     infos: list[DebInfo]
     copies: list[str | None]
-    made: list[str]
-    ok: list[str]
 
 
 def _read_part(
-    steps: PoolSteps,
-    paths: Sequence[str],
-    component: str,
-    dirs: _Dirs,
-    staging: _Staging | None,
+    steps: PoolSteps, paths: Sequence[str], component: str, staging: _Staging | None
 ) -> _Part:
     """A forked read's child's work (see :meth:`PoolSteps._read_forked`)."""
     infos: list[DebInfo] = []
@@ -563,11 +559,11 @@ def _read_part(
                 info, copy = read_deb(path), None
             else:
                 info, copy = _read_and_copy(path, staging)
-            infos.append(steps._checked(info, component, dirs))
+            infos.append(steps._checked(info, component, None))
             copies.append(copy.path if copy is not None else None)
     except Exception:  # noqa: S110  (the parent reads the rest again and says why)
         pass
-    return _Part(infos, copies, list(dirs._made), sorted(dirs._ok))
+    return _Part(infos, copies)
 
 
 def _collect(rfd: int, pid: int) -> _Part | None:
@@ -585,7 +581,7 @@ def _collect(rfd: int, pid: int) -> _Part | None:
     try:
         # From the child forked above, through a pipe of its own: as trusted as this process.
         part = pickle.loads(b"".join(chunks))  # noqa: S301
-    except Exception:  # a child that died mid-write: its half is read again
+    except Exception:  # a child that died mid-write: its part is read again
         return None
     return part if isinstance(part, _Part) else None
 
