@@ -1,9 +1,10 @@
 """The include's fast paths give what the plain ones give (issue 25).
 
-- Many small packages are read on two cores, most of them by a forked child
-  (``releng.apt.pool.PoolSteps._read_forked``): the pool, the indexes and the Release are
-  byte for byte what one process makes; a refused input in either part is the same one-line
-  error, and leaves no new pool directory; copies made by the child land in the pool.
+- Many small packages are read on two cores, by a forked child while this process makes
+  their pool directories (``releng.apt.pool.PoolSteps._read_forked``): the pool, the indexes
+  and the Release are byte for byte what one process makes; a refused input first or last
+  is the same one-line error, and leaves no new pool directory; copies made by the child
+  land in the pool.
 - The syncfs before the Release switch runs while gpg signs: every file the new Release
   names is written before it, the Release files after it.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,18 +54,19 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """FORK_MIN lowered for small inputs; each forked read's answer (packages the child read)
-    is recorded, the real _collect doing the work."""
+    """FORK_MIN lowered for small inputs; for each forked read, how many packages its child
+    handed back (the real _parts doing the work)."""
     monkeypatch.setattr(pool_mod, "FORK_MIN", 6)
     seen: list[int] = []
-    real = pool_mod._collect
+    real = pool_mod._parts
 
-    def collect(rfd: int, pid: int) -> pool_mod._Part | None:
-        part = real(rfd, pid)
-        seen.append(-1 if part is None else len(part.infos))
-        return part
+    def parts(rfd: int) -> Iterator[pool_mod._Part]:
+        seen.append(0)
+        for part in real(rfd):
+            seen[-1] += len(part.infos)
+            yield part
 
-    monkeypatch.setattr(pool_mod, "_collect", collect)
+    monkeypatch.setattr(pool_mod, "_parts", parts)
     return seen
 
 
@@ -96,7 +99,7 @@ def test_a_forked_read_publishes_byte_for_byte_what_one_process_does(
     include(tmp_path / "one", signer, [debs], workers=1, link=link)
     assert forks == []  # one worker: no fork
     include(tmp_path / "two", signer, [debs], workers=2, link=link)
-    assert forks == [COUNT - COUNT * 2 // 5]  # the child read the last 3 in 5
+    assert forks == [COUNT]  # the child read them all
     assert tree(tmp_path / "two") == tree(tmp_path / "one")
     report = check_repository(tmp_path / "two")
     assert report.problems == []
@@ -125,7 +128,8 @@ def test_a_refused_input_in_either_part_is_one_line_and_leaves_no_pool_directory
         r.include(["bookworm"], [inputs])
     assert str(err.value).startswith(f"{inputs / name}: the control file has no Version")
     assert "\n" not in str(err.value)
-    assert len(forks) == 1  # read forked (the child stopped at the refused one, or read all)
+    # Read forked: the child stopped at the refused one (the first), or read the 12 before it.
+    assert forks == [0 if where == "first part" else COUNT]
     assert tree(r.root) == before  # no pool directory of the new packages is left
     r.include(["bookworm"], [inputs / p.name for p in debs.glob("*.deb")])
     assert check_repository(r.root).problems == []

@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,8 +31,9 @@ from releng.fastcopy import copy_and_hash
 log = logging.getLogger(__name__)
 
 PARALLEL_BYTES = 64 << 20  # below this, reading or copying inputs on several threads does not pay
-# From this many packages (and below PARALLEL_BYTES), a forked child reads most of them: a fork
-# and handing ~1000 packages back cost a few ms, parsing 1000 control files ~30 ms.
+# From this many packages (and below PARALLEL_BYTES), a forked child reads them while this
+# process makes their pool directories: a fork and handing 1000 packages back cost a few ms,
+# parsing 1000 control files ~30 ms.
 FORK_MIN = 256
 
 
@@ -184,7 +185,7 @@ class PoolSteps(RepoBase):
         return records, files, dirs
 
     def _fork_reading(self, debs: Sequence[str]) -> bool:
-        """Whether a forked child reads most of ``debs``: many small packages, two cores or
+        """Whether a forked child reads ``debs``: many small packages, two cores or
         more, and no other thread (a fork copies none, nor whatever lock one holds)."""
         return (
             len(debs) >= FORK_MIN
@@ -239,22 +240,17 @@ class PoolSteps(RepoBase):
         read: Callable[[str], DebInfo],
         staged: dict[str, _Staged],
     ) -> list[DebInfo]:
-        """Read and check the first part of ``debs`` here and the rest in a forked child, on
-        two cores: parsing the control files is Python work, which threads do not spread.
+        """Read and check ``debs`` in a forked child while this process makes their pool
+        directories, on two cores: parsing control files is Python work, which threads do
+        not spread, and a mkdir is kernel work (30-150 us on ext4), which another thread
+        could only do while holding the GIL now and then.
 
-        The child reads and checks its part as :meth:`_read_debs` does (copying each into
-        ``staging`` when the pool copies) and hands the packages back through a pipe. The
-        pool directories are all made here: two processes making directories in the same
-        parent (``pool/main/l/``) wait for each other on its lock, spinning in the kernel.
-        Where the child stopped (an input refused, or anything else), the rest of its part
-        is read here again, so that the error, and its order among the inputs, are what one
-        process would give.
+        The child reads and checks the packages in order as :meth:`_read_debs` does (copying
+        each into ``staging`` when the pool copies) and sends them back in batches through a
+        pipe; each batch's directories are made as it arrives. Where the child stopped (an
+        input refused, or anything else), the rest is read here again, so that the error,
+        and its order among the inputs, are what one process would give.
         """
-        import pickle
-
-        # The child reads 3 in 5: this process also makes every pool directory meanwhile.
-        half = len(debs) * 2 // 5
-        theirs = debs[half:]
         rfd, wfd = os.pipe()
         # Every page both processes write to is copied (copy-on-write): a garbage collection
         # would write to every object's header. None runs in the child, and the parent's
@@ -268,28 +264,23 @@ class PoolSteps(RepoBase):
                 os.close(rfd)
                 if staging is not None:
                     staging.tag = "c"
-                got = _read_part(self, theirs, component, staging)
-                data = memoryview(pickle.dumps(got, protocol=pickle.HIGHEST_PROTOCOL))
-                while data:
-                    data = data[os.write(wfd, data) :]
+                _read_part(self, debs, component, staging, wfd)
                 code = 0
             finally:
                 os._exit(code)
         os.close(wfd)
+        infos: list[DebInfo] = []
         try:
-            infos = [self._checked(read(p), component, dirs) for p in debs[:half]]
+            for part in _parts(rfd):
+                for info, copy in zip(part.infos, part.copies, strict=True):
+                    if copy is not None and staging is not None:
+                        staged[info.path] = _Staged(copy, staging)
+                    infos.append(info)
+                    dirs.add(_pool_dir(component, info.source))  # names checked by the child
         finally:
-            done = _collect(rfd, pid)  # always: it has exited when this returns
+            _reap(rfd, pid)
             gc.unfreeze()
-        got_infos, copies = (done.infos, done.copies) if done is not None else ([], [])
-        if staging is not None:
-            for path, copy in zip(theirs, copies, strict=False):
-                if copy is not None:
-                    staged[path] = _Staged(copy, staging)
-        for info in got_infos:  # checked by the child: their directories
-            dirs.add(_pool_dir(component, info.source))
-        infos += got_infos
-        infos += [self._checked(read(p), component, dirs) for p in theirs[len(got_infos) :]]
+        infos += [self._checked(read(p), component, dirs) for p in debs[len(infos) :]]
         return infos
 
     def _checked(self, info: DebInfo, component: str, dirs: _Dirs | None) -> DebInfo:
@@ -539,20 +530,35 @@ class PoolSteps(RepoBase):
         )
 
 
+_BATCH = 64  # packages per message of a forked read's child
+
+
 class _Part(NamedTuple):
-    """What a forked read's child hands back: the packages it read and checked, in order (it
-    stopped before the first it could not), and each one's copy (or None)."""
+    """A batch a forked read's child sends: packages it read and checked, in order, and each
+    one's copy (or None). It stops at the first it cannot read or check."""
 
     infos: list[DebInfo]
     copies: list[str | None]
 
 
 def _read_part(
-    steps: PoolSteps, paths: Sequence[str], component: str, staging: _Staging | None
-) -> _Part:
-    """A forked read's child's work (see :meth:`PoolSteps._read_forked`)."""
+    steps: PoolSteps, paths: Sequence[str], component: str, staging: _Staging | None, wfd: int
+) -> None:
+    """A forked read's child's work (see :meth:`PoolSteps._read_forked`): each message is a
+    4-byte length and a pickled :class:`_Part`."""
+    import pickle
+
     infos: list[DebInfo] = []
     copies: list[str | None] = []
+
+    def send() -> None:
+        data = pickle.dumps(_Part(infos, copies), protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(len(data).to_bytes(4, "little") + data)
+        while view:
+            view = view[os.write(wfd, view) :]
+        infos.clear()
+        copies.clear()
+
     try:
         for path in paths:
             if staging is None:
@@ -561,29 +567,41 @@ def _read_part(
                 info, copy = _read_and_copy(path, staging)
             infos.append(steps._checked(info, component, None))
             copies.append(copy.path if copy is not None else None)
+            if len(infos) == _BATCH:
+                send()
     except Exception:  # noqa: S110  (the parent reads the rest again and says why)
         pass
-    return _Part(infos, copies)
+    if infos:
+        send()
 
 
-def _collect(rfd: int, pid: int) -> _Part | None:
-    """A forked read's child's answer (None: it ended without one), once it has exited."""
+def _parts(rfd: int) -> Iterator[_Part]:
+    """The batches of a forked read's child, as they arrive; a torn last one (the child
+    died) is left out."""
     import pickle
 
-    chunks: list[bytes] = []
+    buf = bytearray()
+    while chunk := os.read(rfd, 1 << 20):
+        buf += chunk
+        while len(buf) >= 4 and len(buf) >= 4 + (n := int.from_bytes(buf[:4], "little")):
+            # From the child forked above, through a pipe of its own: as trusted as this process.
+            part = pickle.loads(bytes(buf[4 : 4 + n]))  # noqa: S301
+            del buf[: 4 + n]
+            if not isinstance(part, _Part):
+                return
+            yield part
+
+
+def _reap(rfd: int, pid: int) -> None:
+    """Read a forked read's child's pipe to its end (it cannot block writing), close it and
+    wait for the child to exit."""
     try:
-        while chunk := os.read(rfd, 1 << 20):
-            chunks.append(chunk)
+        while os.read(rfd, 1 << 20):
+            pass
     finally:
         os.close(rfd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
-    try:
-        # From the child forked above, through a pipe of its own: as trusted as this process.
-        part = pickle.loads(b"".join(chunks))  # noqa: S301
-    except Exception:  # a child that died mid-write: its part is read again
-        return None
-    return part if isinstance(part, _Part) else None
 
 
 def _read_and_copy(path: str, staging: _Staging) -> tuple[DebInfo, _Staged | None]:
