@@ -164,3 +164,42 @@ def test_the_syncfs_comes_after_every_file_the_release_names_and_before_the_rele
             assert f"{staging}/{name.rsplit('/', 1)[0]}/by-hash/SHA256/{sha}" in files
         assert any(f.startswith("pool/") and f.endswith(f"/{deb.name}") for f in files)
     assert check_repository(root).problems == []
+
+
+def test_members_load_from_their_marshalled_copy_only_while_it_is_a_copy_of_the_file(
+    tmp_path: Path, signer: Signer, debs: Path
+) -> None:
+    """One include into a large suite parses its members (8 ms for 10,000) or loads the copy
+    the last save made (2.7 ms); a members file another publisher wrote (an S3 pull), or a
+    damaged copy, is parsed."""
+    from releng.apt.state import RepoState, dump_members, parse_members
+
+    r = Repository(tmp_path / "repo", settings(), signer, clock=lambda: NOW)
+    r.include(["bookworm"], sorted(debs.glob("*.deb"))[:3])
+    state = RepoState(r.root)
+    data = state.suite_path("bookworm").read_bytes()
+    cache = state.members_cache_path("bookworm")
+    assert cache.is_file()
+    assert state._cached_members("bookworm", data) == parse_members(data)
+    assert RepoState(r.root).load_suite("bookworm").members == parse_members(data)[1]
+    # Another publisher's members (a new tag): the file is read, not the copy.
+    _tag, members = parse_members(data)
+    path, member = next(iter(members.items()))
+    theirs = dump_members(b"\x01" * 8, {path: member})
+    state.suite_path("bookworm").write_bytes(theirs)
+    assert state._cached_members("bookworm", theirs) is None
+    loaded = RepoState(r.root).load_suite("bookworm")
+    assert (loaded.tag, loaded.members) == (b"\x01" * 8, {path: member})
+    # The same tag, other content (a damaged file keeps its first line): not the copy either.
+    state.suite_path("bookworm").write_bytes(data[:-1])
+    assert state._cached_members("bookworm", data[:-1]) is None
+    state.suite_path("bookworm").write_bytes(data)
+    cache.write_bytes(b"garbage")  # a damaged copy: parsed instead
+    assert RepoState(r.root).load_suite("bookworm").members == members
+    r.include(["bookworm"], sorted(debs.glob("*.deb"))[3:4])  # the next save writes it anew
+    assert (
+        RepoState(r.root).load_suite("bookworm").members
+        == parse_members(state.suite_path("bookworm").read_bytes())[1]
+    )
+    assert state._cached_members("bookworm", state.suite_path("bookworm").read_bytes())
+    assert check_repository(r.root).problems == []
