@@ -36,7 +36,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from releng import keyring_package
 from releng.apt.repository import CRASH_POINTS, PublishResult, RepoSettings, Repository
 from releng.apt.state import STATE_DIR, write_atomic
 from releng.errors import RepoError
@@ -206,6 +205,9 @@ def include_builds(
         log.info("including %s into %s", build, ", ".join(suites))
         results[distro_id] = repository.include(suites, [build])
     # Every suite carries the keyring package, so that clients follow a key rotation.
+    # (Imported here: tarfile, gzip and dataclasses are not on an include's start-up path.)
+    from releng import keyring_package
+
     keyring_package.add_for_project(project, repository, url=url)
     last = list(results.values())
     _remember(

@@ -37,7 +37,6 @@ import marshal
 import os
 import shutil
 import subprocess
-import tarfile
 import weakref
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -174,6 +173,8 @@ def _ustar_name(header: bytes) -> str:
 
 
 def _tarfile_names(tar: bytes, *, where: str) -> list[str]:
+    import tarfile  # here: the usual data.tar is read without it (and off the start-up path)
+
     try:
         with tarfile.open(fileobj=io.BytesIO(tar), mode="r:") as t:
             return [
@@ -201,6 +202,8 @@ def file_list(deb: str | Path) -> list[str]:
                 continue
             if size <= _SMALL and name in ("data.tar.gz", "data.tar.xz"):
                 return _small_tar_names(f.read(size), name, where=where)
+            import tarfile  # here: see _tarfile_names
+
             try:
                 # An uncompressed data.tar (big payloads are often left so) is walked by
                 # seeking from header to header, never read; a compressed one is streamed.

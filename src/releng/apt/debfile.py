@@ -100,25 +100,30 @@ _SPACE = " \t\n\v\f\r"  # C's isspace() in the C locale, as dpkg's parser uses i
 _MSDOS_EOF = "\x1a"
 
 
+# A field name runs to the first space, colon or MSDOS EOF; the blanks around its colon are
+# _SPACE without the newline. Matched by regular expressions (in C): a character loop here
+# was the largest part of reading a small package.
+_NAME_RUN = re.compile(r"[^ \t\n\v\f\r:\x1a]*")
+_BLANKS = re.compile(r"[ \t\v\f\r]*")
+
+
 def _field_name(text: str, pos: int, line: int) -> tuple[str, int]:
     """A field's name and the offset after its colon and the spaces that follow it."""
     n = len(text)
-    start = pos
-    while pos < n and text[pos] not in _SPACE + ":" + _MSDOS_EOF:
-        pos += 1
-    name = text[start:pos]
+    m = _NAME_RUN.match(text, pos)  # both patterns match the empty string: never None
+    end = m.end() if m else pos
+    name = text[pos:end]
     if not name:
         raise ValueError(f"line {line}: empty field name")
     if name.startswith("-"):
         raise ValueError(f"line {line}: field name {name!r} cannot start with hyphen")
-    while pos < n and text[pos] != "\n" and text[pos] in _SPACE:
-        pos += 1
+    m = _BLANKS.match(text, end)
+    pos = m.end() if m else end
     if pos >= n or text[pos] != ":":
         what = "end of file after" if pos >= n else "no colon after"
         raise ValueError(f"line {line}: {what} field name {name!r}")
-    pos += 1
-    while pos < n and text[pos] != "\n" and text[pos] in _SPACE:
-        pos += 1
+    m = _BLANKS.match(text, pos + 1)
+    pos = m.end() if m else pos + 1
     if pos >= n - 1:  # dpkg reads one character past the colon's spaces, and needs more
         raise ValueError(
             f"line {line}: end of file before the value of {name!r} (no final newline)"

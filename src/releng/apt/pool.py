@@ -6,12 +6,13 @@ Pool files are immutable: ``pool/<component>/<prefix>/<source>/<file>``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,6 +31,10 @@ from releng.fastcopy import copy_and_hash
 log = logging.getLogger(__name__)
 
 PARALLEL_BYTES = 64 << 20  # below this, reading or copying inputs on several threads does not pay
+# From this many packages (and below PARALLEL_BYTES), a forked child reads them while this
+# process makes their pool directories: a fork and handing 1000 packages back cost a few ms,
+# parsing 1000 control files ~30 ms.
+FORK_MIN = 256
 
 
 INCOMING = "incoming"  # under the state directory: copies made while reading (not synced)
@@ -51,8 +56,10 @@ class _Staging:
         self._count = itertools.count()
         self.remove = weakref.finalize(self, _remove_tree, self.path, made)
 
+    tag = ""  # before each copy's number: a forked read's child names its copies apart
+
     def new(self) -> str:
-        return os.path.join(self.path, str(next(self._count)))  # noqa: PTH118
+        return os.path.join(self.path, f"{self.tag}{next(self._count)}")  # noqa: PTH118
 
 
 class _Staged(NamedTuple):
@@ -75,34 +82,21 @@ def _pool_dir(component: str, source: str) -> str:
     return f"pool/{component}/{_index.pool_prefix(source)}/{source}"
 
 
-class _PoolDirs:
-    """Makes pool directories on a thread while the caller reads packages.
-
-    One directory per source package is the pool's layout, and on ext4 a mkdir costs
-    30-150 us of kernel time: for thousands of new packages as much as reading them. The
-    syscall releases the GIL, so the two overlap. ``undo`` removes what was made (when an
-    input is refused); directories another publisher filled meanwhile are not empty and stay.
-    """
+class _Dirs:
+    """Makes the new packages' pool directories as their names are checked, in the calling
+    thread; ``undo`` removes what was made (when an input is refused): directories another
+    publisher filled meanwhile are not empty and stay."""
 
     def __init__(self, root: str) -> None:
-        import queue
-
         self._root = root
-        self._todo: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._made: list[str] = []  # absolute, parents first
         self._ok: set[str] = set()  # relative to the root: exists now
-        self._thread = threading.Thread(target=self._run, name="pool-dirs", daemon=True)
-        self._thread.start()
 
     def add(self, directory: str) -> None:
-        self._todo.put(directory)
-
-    def _run(self) -> None:
-        while (d := self._todo.get()) is not None:
-            if d not in self._ok:
-                with contextlib.suppress(OSError):  # _write_pool makes it again, or reports why
-                    self._mkdir(os.path.join(self._root, d))  # noqa: PTH118
-                    self._ok.add(d)
+        if directory not in self._ok:
+            with contextlib.suppress(OSError):  # _write_pool makes it again, or reports why
+                self._mkdir(os.path.join(self._root, directory))  # noqa: PTH118
+                self._ok.add(directory)
 
     def _mkdir(self, path: str) -> None:
         try:
@@ -115,16 +109,45 @@ class _PoolDirs:
         self._made.append(path)
 
     def finish(self) -> set[str]:
-        """Wait for the thread; the directories (relative to the root) that exist."""
-        self._todo.put(None)
-        self._thread.join()
+        """The directories (relative to the root) that exist."""
         return self._ok
 
     def undo(self) -> None:
         self.finish()
-        for path in reversed(self._made):
+        for path in reversed(self._made):  # parents were made first
             with contextlib.suppress(OSError):
                 os.rmdir(path)  # noqa: PTH106
+
+
+class _PoolDirs(_Dirs):
+    """Makes pool directories on a thread while the caller reads packages.
+
+    One directory per source package is the pool's layout, and on ext4 a mkdir costs
+    30-150 us of kernel time: for thousands of new packages as much as reading them. The
+    syscall releases the GIL, so the two overlap.
+    """
+
+    def __init__(self, root: str) -> None:
+        import queue
+
+        super().__init__(root)
+        self._todo: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="pool-dirs", daemon=True)
+        self._thread.start()
+
+    def add(self, directory: str) -> None:
+        self._todo.put(directory)
+
+    def _run(self) -> None:
+        while (d := self._todo.get()) is not None:
+            super().add(d)
+
+    def finish(self) -> set[str]:
+        """Wait for the thread; the directories (relative to the root) that exist."""
+        if self._thread.is_alive():
+            self._todo.put(None)
+            self._thread.join()
+        return self._ok
 
 
 class PoolSteps(RepoBase):
@@ -132,17 +155,21 @@ class PoolSteps(RepoBase):
 
     def _prepare(
         self, paths: Sequence[Path], component: str
-    ) -> tuple[list[PoolRecord], list[_PoolFile], _PoolDirs | None]:
+    ) -> tuple[list[PoolRecord], list[_PoolFile], _Dirs | None]:
         """Read and validate every input before the lock and before writing anything but the
-        new packages' pool directories, made on a thread meanwhile (removed again if an input
-        is refused)."""
+        new packages' pool directories, made meanwhile (on a thread, or between the reads of
+        a forked read), and removed again if an input is refused."""
         debs, dscs = collect_inputs(paths)
-        dirs = _PoolDirs(os.fspath(self.root)) if len(debs) >= _DIR_THREAD_MIN else None
+        dirs: _Dirs | None = None
+        if self._fork_reading(debs):
+            dirs = _Dirs(os.fspath(self.root))
+        elif len(debs) >= _DIR_THREAD_MIN:
+            dirs = _PoolDirs(os.fspath(self.root))
         staging = None
         try:
             # The directory thread needs the GIL for a moment between two mkdirs: with the
             # default 5 ms switch interval it would wait behind the parsing most of the time.
-            with switch_interval(SHORT_SWITCH if dirs is not None else None):
+            with switch_interval(SHORT_SWITCH if isinstance(dirs, _PoolDirs) else None):
                 staging = None if self.link_inputs else _Staging(self.state.dir)
                 infos, staged = self._read_debs(debs, component, dirs, staging)
                 if self.settings.contents:
@@ -157,11 +184,22 @@ class PoolSteps(RepoBase):
             raise
         return records, files, dirs
 
+    def _fork_reading(self, debs: Sequence[str]) -> bool:
+        """Whether a forked child reads ``debs``: many small packages, two cores or
+        more, and no other thread (a fork copies none, nor whatever lock one holds)."""
+        return (
+            len(debs) >= FORK_MIN
+            and self.workers > 1
+            and hasattr(os, "fork")
+            and threading.active_count() == 1
+            and _total_size(debs) <= PARALLEL_BYTES
+        )
+
     def _read_debs(
         self,
         debs: Sequence[str],
         component: str,
-        dirs: _PoolDirs | None,
+        dirs: _Dirs | None,
         staging: _Staging | None,
     ) -> tuple[list[DebInfo], dict[str, _Staged]]:
         """Read and check every package; each checked one's pool directory goes to ``dirs``.
@@ -177,6 +215,11 @@ class PoolSteps(RepoBase):
                 staged[path] = copy
             return info
 
+        if dirs is not None and not isinstance(dirs, _PoolDirs) and self._fork_reading(debs):
+            forked = self._read_forked(
+                debs, component, dirs, staging=staging, read=read, staged=staged
+            )
+            return forked, staged
         if self.workers > 1 and len(debs) > 1 and _total_size(debs) > PARALLEL_BYTES:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -187,7 +230,60 @@ class PoolSteps(RepoBase):
                 return [self._checked(info, component, dirs) for info in infos], staged
         return [self._checked(read(p), component, dirs) for p in debs], staged
 
-    def _checked(self, info: DebInfo, component: str, dirs: _PoolDirs | None) -> DebInfo:
+    def _read_forked(
+        self,
+        debs: Sequence[str],
+        component: str,
+        dirs: _Dirs,
+        *,
+        staging: _Staging | None,
+        read: Callable[[str], DebInfo],
+        staged: dict[str, _Staged],
+    ) -> list[DebInfo]:
+        """Read and check ``debs`` in a forked child while this process makes their pool
+        directories, on two cores: parsing control files is Python work, which threads do
+        not spread, and a mkdir is kernel work (30-150 us on ext4), which another thread
+        could only do while holding the GIL now and then.
+
+        The child reads and checks the packages in order as :meth:`_read_debs` does (copying
+        each into ``staging`` when the pool copies) and sends them back in batches through a
+        pipe; each batch's directories are made as it arrives. Where the child stopped (an
+        input refused, or anything else), the rest is read here again, so that the error,
+        and its order among the inputs, are what one process would give.
+        """
+        rfd, wfd = os.pipe()
+        # Every page both processes write to is copied (copy-on-write): a garbage collection
+        # would write to every object's header. None runs in the child, and the parent's
+        # collections leave the objects made before the fork alone until it is over.
+        gc.freeze()
+        pid = os.fork()
+        if pid == 0:  # the child: it never returns
+            code = 1
+            try:
+                gc.disable()
+                os.close(rfd)
+                if staging is not None:
+                    staging.tag = "c"
+                _read_part(self, debs, component, staging, wfd)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        infos: list[DebInfo] = []
+        try:
+            for part in _parts(rfd):
+                for info, copy in zip(part.infos, part.copies, strict=True):
+                    if copy is not None and staging is not None:
+                        staged[info.path] = _Staged(copy, staging)
+                    infos.append(info)
+                    dirs.add(_pool_dir(component, info.source))  # names checked by the child
+        finally:
+            _reap(rfd, pid)
+            gc.unfreeze()
+        infos += [self._checked(read(p), component, dirs) for p in debs[len(infos) :]]
+        return infos
+
+    def _checked(self, info: DebInfo, component: str, dirs: _Dirs | None) -> DebInfo:
         where = info.path
         _changes.checked_name(info.package, what="package name", where=where)
         _changes.checked_name(info.source, what="source name", where=where)
@@ -432,6 +528,80 @@ class PoolSteps(RepoBase):
             f"{f.sha256}; copied as {have[0]} bytes, sha256 {have[1]}); nothing was published: "
             "include it again once it is complete"
         )
+
+
+_BATCH = 64  # packages per message of a forked read's child
+
+
+class _Part(NamedTuple):
+    """A batch a forked read's child sends: packages it read and checked, in order, and each
+    one's copy (or None). It stops at the first it cannot read or check."""
+
+    infos: list[DebInfo]
+    copies: list[str | None]
+
+
+def _read_part(
+    steps: PoolSteps, paths: Sequence[str], component: str, staging: _Staging | None, wfd: int
+) -> None:
+    """A forked read's child's work (see :meth:`PoolSteps._read_forked`): each message is a
+    4-byte length and a pickled :class:`_Part`."""
+    import pickle
+
+    infos: list[DebInfo] = []
+    copies: list[str | None] = []
+
+    def send() -> None:
+        data = pickle.dumps(_Part(infos, copies), protocol=pickle.HIGHEST_PROTOCOL)
+        view = memoryview(len(data).to_bytes(4, "little") + data)
+        while view:
+            view = view[os.write(wfd, view) :]
+        infos.clear()
+        copies.clear()
+
+    try:
+        for path in paths:
+            if staging is None:
+                info, copy = read_deb(path), None
+            else:
+                info, copy = _read_and_copy(path, staging)
+            infos.append(steps._checked(info, component, None))
+            copies.append(copy.path if copy is not None else None)
+            if len(infos) == _BATCH:
+                send()
+    except Exception:  # noqa: S110  (the parent reads the rest again and says why)
+        pass
+    if infos:
+        send()
+
+
+def _parts(rfd: int) -> Iterator[_Part]:
+    """The batches of a forked read's child, as they arrive; a torn last one (the child
+    died) is left out."""
+    import pickle
+
+    buf = bytearray()
+    while chunk := os.read(rfd, 1 << 20):
+        buf += chunk
+        while len(buf) >= 4 and len(buf) >= 4 + (n := int.from_bytes(buf[:4], "little")):
+            # From the child forked above, through a pipe of its own: as trusted as this process.
+            part = pickle.loads(bytes(buf[4 : 4 + n]))  # noqa: S301
+            del buf[: 4 + n]
+            if not isinstance(part, _Part):
+                return
+            yield part
+
+
+def _reap(rfd: int, pid: int) -> None:
+    """Read a forked read's child's pipe to its end (it cannot block writing), close it and
+    wait for the child to exit."""
+    try:
+        while os.read(rfd, 1 << 20):
+            pass
+    finally:
+        os.close(rfd)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
 
 
 def _read_and_copy(path: str, staging: _Staging) -> tuple[DebInfo, _Staged | None]:

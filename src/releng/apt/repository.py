@@ -169,10 +169,9 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         _check_root(self.root)
         for suite in suites:
             self.settings.check_suite(suite, existing=self.state.suites())
-        # A new repository (or key) needs the public key exported: two gpg runs, started now
-        # so that they overlap the reading.
-        exported = None if self._keys_current(signer) else in_thread(lambda: _export(signer))
+        current = self._keys_current(signer)
         records, files, dirs = self._prepare(paths, component)
+        exported = _start_export(signer, current=current)  # after the reading, which may fork
         made = dirs.finish() if dirs is not None else set()
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock(), _no_cyclic_gc(self.state):
@@ -235,6 +234,7 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
             raise RepoError(
                 f"{self.root} holds no suites yet; include packages first (invoke include-packages)"
             )
+        in_thread(signer.public_keys)  # for verifying the signatures: overlaps the reading
         with self._lock(), _no_cyclic_gc(self.state):
             self.state.forget()
             remove_stale_temps(self.root)
@@ -285,6 +285,8 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
                 f"{self.root} holds no repository (no {self.state.dir.name}/); name one with "
                 "--repo, or add packages first: invoke include-packages"
             )
+        if not dry_run:
+            in_thread(signer.public_keys)  # for verifying the signatures: overlaps the reading
         with self._lock(), _no_cyclic_gc(self.state):
             self.state.forget()
             if not dry_run:
@@ -409,6 +411,18 @@ def _check_root(root: Path) -> None:
             return
 
 
+def _start_export(signer: Signer, *, current: bool) -> Callable[[], tuple[bytes, bytes]] | None:
+    """A new repository (or key) needs the public key exported: two gpg runs, started on a
+    thread so that they overlap taking the lock and rendering the indexes (the call returned
+    waits for them). Else only the export that verifies the signatures starts now (the same
+    binary key, kept by the signer), not after gpg has signed, on the way to the switch."""
+    if not current:
+        return in_thread(lambda: _export(signer))
+    in_thread(signer.public_keys)
+    return None
+
+
 def _export(signer: Signer) -> tuple[bytes, bytes]:
-    """The public key: binary (for Signed-By) and ASCII-armored."""
-    return signer.export_public(armor=False), signer.export_public(armor=True)
+    """The public key: binary (for Signed-By; kept by the signer, which verifies its
+    signatures with it) and ASCII-armored."""
+    return signer.public_keys(), signer.export_public(armor=True)

@@ -214,6 +214,7 @@ class SuitePublishing(RepoBase):
         # The Release text needs only the indexes' digests: gpg signs it while the indexes are
         # written (the order of the writes is unchanged: Release files come last).
         signing = _sign_both(signer, release)
+        keep_by_dir: dict[Path, set[str]] = defaultdict(set)
         try:
             before_indexes()
             self._write_indexes(placed, run, suite, dists)
@@ -224,19 +225,21 @@ class SuitePublishing(RepoBase):
                 table_path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(table_path, table.dumps(sums, tag))
             contents.save()
+            # The by-hash history, with this publish's files, is saved before the switch: a run
+            # killed right after it must not later delete what the Release it left still names.
+            keep_n = self.settings.byhash_keep
+            for byhash, _plain, path, _data in placed:
+                older = [h for h in st.byhash.get(path, []) if h != byhash.name]
+                st.byhash[path] = [byhash.name, *older][:keep_n]
+                keep_by_dir[byhash.parent].update(st.byhash[path])
+            self.state.save_byhash(st)
+            if self.settings.sync_before_switch:
+                # Every file the new Release names is on disk before it is written. The flush
+                # waits for the disk, not the CPU: it runs while gpg signs (it needs no
+                # signature, only the files written above).
+                sync_filesystem(self.root)
         finally:
             inrelease, detached = signing()  # always joined; re-raises a signing error
-        # The by-hash history, with this publish's files, is saved before the switch: a run
-        # killed right after it must not later delete what the Release it left still names.
-        keep_n = self.settings.byhash_keep
-        keep_by_dir: dict[Path, set[str]] = defaultdict(set)
-        for byhash, _plain, path, _data in placed:
-            older = [h for h in st.byhash.get(path, []) if h != byhash.name]
-            st.byhash[path] = [byhash.name, *older][:keep_n]
-            keep_by_dir[byhash.parent].update(st.byhash[path])
-        self.state.save_byhash(st)
-        if self.settings.sync_before_switch:
-            sync_filesystem(self.root)  # every file the new Release names is on disk first
         # InRelease first: it is what apt reads, and it is one file. Release and Release.gpg
         # (for older clients) follow back to back; between those two renames the pair disagrees.
         previous = _mtime_second(dists / "InRelease")

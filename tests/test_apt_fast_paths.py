@@ -1,0 +1,205 @@
+"""The include's fast paths give what the plain ones give (issue 25).
+
+- Many small packages are read on two cores, by a forked child while this process makes
+  their pool directories (``releng.apt.pool.PoolSteps._read_forked``): the pool, the indexes
+  and the Release are byte for byte what one process makes; a refused input first or last
+  is the same one-line error, and leaves no new pool directory; copies made by the child
+  land in the pool.
+- The syncfs before the Release switch runs while gpg signs: every file the new Release
+  names is written before it, the Release files after it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from releng.apt import RepoSettings, Repository, check_repository
+from releng.apt import pool as pool_mod
+from releng.apt import switch as switch_mod
+from releng.apt.state import STATE_DIR
+from releng.errors import RelengError
+from releng.gpg import Signer
+from tests.apt_debs import make_deb, raw_deb
+from tests.fixtures.gpg import TestKey, make_key
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+COUNT = 12  # packages per include; FORK_MIN is lowered to 6 so that they are read forked
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory: pytest.TempPathFactory) -> TestKey:
+    return make_key(
+        tmp_path_factory.mktemp("fast-gnupg"), name="releng fast paths", passphrase=None
+    )
+
+
+@pytest.fixture(scope="module")
+def signer(key: TestKey) -> Signer:
+    return Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None)
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("debs")
+    for i in range(COUNT):
+        make_deb(d, f"fast{i:02d}", "1.0", source="fastsrc" if i % 4 == 0 else "")
+    return d
+
+
+@pytest.fixture
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """FORK_MIN lowered for small inputs; for each forked read, how many packages its child
+    handed back (the real _parts doing the work)."""
+    monkeypatch.setattr(pool_mod, "FORK_MIN", 6)
+    seen: list[int] = []
+    real = pool_mod._parts
+
+    def parts(rfd: int) -> Iterator[pool_mod._Part]:
+        seen.append(0)
+        for part in real(rfd):
+            seen[-1] += len(part.infos)
+            yield part
+
+    monkeypatch.setattr(pool_mod, "_parts", parts)
+    return seen
+
+
+def settings(**kw: object) -> RepoSettings:
+    base: dict[str, object] = {"name": "tally", "origin": "o", "label": "l", "contents": False}
+    base.update(kw)
+    return RepoSettings(**base)  # type: ignore[arg-type]
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every public file (and directory) with its sha256: the signatures excepted."""
+    out: dict[str, str] = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if rel.startswith(STATE_DIR) or p.name in ("InRelease", "Release.gpg"):
+            continue
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+    return out
+
+
+def include(root: Path, signer: Signer, inputs: list[Path], *, workers: int, link: bool) -> None:
+    r = Repository(root, settings(), signer, clock=lambda: NOW, workers=workers, link_inputs=link)
+    r.include(["bookworm"], inputs)
+
+
+@pytest.mark.parametrize("link", [True, False], ids=["link", "copy"])
+def test_a_forked_read_publishes_byte_for_byte_what_one_process_does(
+    tmp_path: Path, signer: Signer, debs: Path, forks: list[int], link: bool
+) -> None:
+    include(tmp_path / "one", signer, [debs], workers=1, link=link)
+    assert forks == []  # one worker: no fork
+    include(tmp_path / "two", signer, [debs], workers=2, link=link)
+    assert forks == [COUNT]  # the child read them all
+    assert tree(tmp_path / "two") == tree(tmp_path / "one")
+    report = check_repository(tmp_path / "two")
+    assert report.problems == []
+    pool = sorted((tmp_path / "two" / "pool").rglob("*.deb"))
+    assert len(pool) == COUNT
+    for p in pool:  # a copy is a file of its own; a link is the input itself
+        assert (p.stat().st_ino == (debs / p.name).stat().st_ino) == link
+    incoming = tmp_path / "two" / STATE_DIR / "incoming"
+    assert not incoming.exists() or not any(incoming.rglob("*"))  # no copy left behind
+
+
+@pytest.mark.parametrize("where", ["first part", "second part"])
+def test_a_refused_input_in_either_part_is_one_line_and_leaves_no_pool_directory(
+    tmp_path: Path, signer: Signer, debs: Path, forks: list[int], where: str
+) -> None:
+    r = Repository(tmp_path / "repo", settings(), signer, clock=lambda: NOW, workers=2)
+    r.include(["bookworm"], [make_deb(tmp_path, "existing", "1.0")])
+    before = tree(r.root)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for p in debs.glob("*.deb"):
+        os.link(p, inputs / p.name)
+    name = "aa-nover.deb" if where == "first part" else "zz-nover.deb"  # sorted: first or last
+    raw_deb(inputs, name, "Package: nover\nArchitecture: all\n")
+    with pytest.raises(RelengError) as err:
+        r.include(["bookworm"], [inputs])
+    assert str(err.value).startswith(f"{inputs / name}: the control file has no Version")
+    assert "\n" not in str(err.value)
+    # Read forked: the child stopped at the refused one (the first), or read the 12 before it.
+    assert forks == [0 if where == "first part" else COUNT]
+    assert tree(r.root) == before  # no pool directory of the new packages is left
+    r.include(["bookworm"], [inputs / p.name for p in debs.glob("*.deb")])
+    assert check_repository(r.root).problems == []
+
+
+def test_the_syncfs_comes_after_every_file_the_release_names_and_before_the_release(
+    tmp_path: Path, signer: Signer, debs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flush now runs while gpg signs; what it must cover is unchanged."""
+    root = tmp_path / "repo"
+    seen: list[tuple[set[str], bool]] = []
+    real = switch_mod.sync_filesystem
+
+    def sync(path: Path) -> None:
+        files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+        seen.append((files, any(f.endswith("/InRelease") for f in files)))
+        real(path)
+
+    monkeypatch.setattr(switch_mod, "sync_filesystem", sync)
+    r = Repository(root, settings(sync_before_switch=True), signer, clock=lambda: NOW)
+    for i, deb in enumerate(sorted(debs.glob("*.deb"))[:2]):
+        r.include(["bookworm"], [deb])
+        assert len(seen) == i + 1
+        files, had_inrelease = seen[-1]
+        assert had_inrelease == (i > 0)  # the first publish's InRelease came after the flush
+        release = (root / "dists" / "bookworm" / "Release").read_text()
+        named = [ln.split()[2] for ln in release.split("SHA256:\n", 1)[1].splitlines()]
+        staging = "dists/.staging-bookworm" if i == 0 else "dists/bookworm"
+        for name in named:  # each index, by its hash and by its name, was there to flush
+            sha = next(ln.split()[0] for ln in release.splitlines() if ln.endswith(f" {name}"))
+            assert f"{staging}/{name}" in files
+            assert f"{staging}/{name.rsplit('/', 1)[0]}/by-hash/SHA256/{sha}" in files
+        assert any(f.startswith("pool/") and f.endswith(f"/{deb.name}") for f in files)
+    assert check_repository(root).problems == []
+
+
+def test_members_load_from_their_marshalled_copy_only_while_it_is_a_copy_of_the_file(
+    tmp_path: Path, signer: Signer, debs: Path
+) -> None:
+    """One include into a large suite parses its members (8 ms for 10,000) or loads the copy
+    the last save made (2.7 ms); a members file another publisher wrote (an S3 pull), or a
+    damaged copy, is parsed."""
+    from releng.apt.state import RepoState, dump_members, parse_members
+
+    r = Repository(tmp_path / "repo", settings(), signer, clock=lambda: NOW)
+    r.include(["bookworm"], sorted(debs.glob("*.deb"))[:3])
+    state = RepoState(r.root)
+    data = state.suite_path("bookworm").read_bytes()
+    cache = state.members_cache_path("bookworm")
+    assert cache.is_file()
+    assert state._cached_members("bookworm", data) == parse_members(data)
+    assert RepoState(r.root).load_suite("bookworm").members == parse_members(data)[1]
+    # Another publisher's members (a new tag): the file is read, not the copy.
+    _tag, members = parse_members(data)
+    path, member = next(iter(members.items()))
+    theirs = dump_members(b"\x01" * 8, {path: member})
+    state.suite_path("bookworm").write_bytes(theirs)
+    assert state._cached_members("bookworm", theirs) is None
+    loaded = RepoState(r.root).load_suite("bookworm")
+    assert (loaded.tag, loaded.members) == (b"\x01" * 8, {path: member})
+    # The same tag, other content (a damaged file keeps its first line): not the copy either.
+    state.suite_path("bookworm").write_bytes(data[:-1])
+    assert state._cached_members("bookworm", data[:-1]) is None
+    state.suite_path("bookworm").write_bytes(data)
+    cache.write_bytes(b"garbage")  # a damaged copy: parsed instead
+    assert RepoState(r.root).load_suite("bookworm").members == members
+    r.include(["bookworm"], sorted(debs.glob("*.deb"))[3:4])  # the next save writes it anew
+    assert (
+        RepoState(r.root).load_suite("bookworm").members
+        == parse_members(state.suite_path("bookworm").read_bytes())[1]
+    )
+    assert state._cached_members("bookworm", state.suite_path("bookworm").read_bytes())
+    assert check_repository(r.root).problems == []
