@@ -42,9 +42,9 @@ def _install(session: nox.Session) -> None:
 # wait on subprocesses (gpg, git, invoke) more than they compute: two xdist workers.
 QUICK = ("-m", "not slow and not docker and not aws", "-n", "2")
 # The whole suite on two xdist workers: every Docker test (one engine, shared images and
-# builds, one test compares the engine's container list) carries xdist_group("docker")
-# (tests/conftest.py), so --dist loadgroup runs them all on one worker while the other takes
-# the rest. `nox -s tests -- -n 0 ...` runs in one process (for pdb, -s).
+# builds) carries xdist_group("docker") or, for three modules apart, "docker-apart"
+# (tests/conftest.py), so --dist loadgroup runs each group on one worker, the engine-free and
+# moto tests filling the rest. `nox -s tests -- -n 0 ...` runs in one process (for pdb, -s).
 TESTS = ("-n", "2", "--dist", "loadgroup")
 
 
