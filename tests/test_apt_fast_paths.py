@@ -14,6 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from releng.gpg import Signer
 from tests.apt_debs import make_deb, raw_deb
 from tests.fixtures.gpg import TestKey, make_key
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 COUNT = 12  # packages per include; FORK_MIN is lowered to 6 so that they are read forked
 
@@ -52,11 +55,10 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-@pytest.fixture
-def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def count_forks() -> list[int]:
     """FORK_MIN lowered for small inputs; for each forked read, how many packages its child
-    handed back (the real _parts doing the work)."""
-    monkeypatch.setattr(pool_mod, "FORK_MIN", 6)
+    handed back (the real _parts doing the work). Only in a process of its own (in_fresh_process)."""
+    pool_mod.FORK_MIN = 6
     seen: list[int] = []
     real = pool_mod._parts
 
@@ -66,8 +68,28 @@ def forks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
             seen[-1] += len(part.infos)
             yield part
 
-    monkeypatch.setattr(pool_mod, "_parts", parts)
+    pool_mod._parts = parts
     return seen
+
+
+def in_fresh_process(scenario: str, *args: object) -> None:
+    """Run this module's ``scenario(*args)`` in a new interpreter. A forked read needs a
+    process with no other thread (a fork copies none, nor a lock one holds), and a pytest
+    worker may have some: the session's moto server, xdist's own."""
+    code = (
+        "import sys; from pathlib import Path; import tests.test_apt_fast_paths as t; "
+        f"t.{scenario}(*sys.argv[1:])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
 
 
 def settings(**kw: object) -> RepoSettings:
@@ -94,11 +116,18 @@ def include(root: Path, signer: Signer, inputs: list[Path], *, workers: int, lin
 
 @pytest.mark.parametrize("link", [True, False], ids=["link", "copy"])
 def test_a_forked_read_publishes_byte_for_byte_what_one_process_does(
-    tmp_path: Path, signer: Signer, debs: Path, forks: list[int], link: bool
+    tmp_path: Path, key: TestKey, debs: Path, link: bool
 ) -> None:
-    include(tmp_path / "one", signer, [debs], workers=1, link=link)
+    in_fresh_process("forked_read_scenario", tmp_path, key.home, key.fingerprint, debs, link)
+
+
+def forked_read_scenario(tmp: str, home: str, fingerprint: str, inputs: str, link: str) -> None:
+    tmp_path, debs, linked = Path(tmp), Path(inputs), link == "True"
+    signer = Signer(gnupghome=Path(home), key=fingerprint, passphrase=None)
+    forks = count_forks()
+    include(tmp_path / "one", signer, [debs], workers=1, link=linked)
     assert forks == []  # one worker: no fork
-    include(tmp_path / "two", signer, [debs], workers=2, link=link)
+    include(tmp_path / "two", signer, [debs], workers=2, link=linked)
     assert forks == [COUNT]  # the child read them all
     assert tree(tmp_path / "two") == tree(tmp_path / "one")
     report = check_repository(tmp_path / "two")
@@ -106,15 +135,22 @@ def test_a_forked_read_publishes_byte_for_byte_what_one_process_does(
     pool = sorted((tmp_path / "two" / "pool").rglob("*.deb"))
     assert len(pool) == COUNT
     for p in pool:  # a copy is a file of its own; a link is the input itself
-        assert (p.stat().st_ino == (debs / p.name).stat().st_ino) == link
+        assert (p.stat().st_ino == (debs / p.name).stat().st_ino) == linked
     incoming = tmp_path / "two" / STATE_DIR / "incoming"
     assert not incoming.exists() or not any(incoming.rglob("*"))  # no copy left behind
 
 
 @pytest.mark.parametrize("where", ["first part", "second part"])
 def test_a_refused_input_in_either_part_is_one_line_and_leaves_no_pool_directory(
-    tmp_path: Path, signer: Signer, debs: Path, forks: list[int], where: str
+    tmp_path: Path, key: TestKey, debs: Path, where: str
 ) -> None:
+    in_fresh_process("refused_input_scenario", tmp_path, key.home, key.fingerprint, debs, where)
+
+
+def refused_input_scenario(tmp: str, home: str, fingerprint: str, inputs: str, where: str) -> None:
+    tmp_path, debs = Path(tmp), Path(inputs)
+    signer = Signer(gnupghome=Path(home), key=fingerprint, passphrase=None)
+    forks = count_forks()
     r = Repository(tmp_path / "repo", settings(), signer, clock=lambda: NOW, workers=2)
     r.include(["bookworm"], [make_deb(tmp_path, "existing", "1.0")])
     before = tree(r.root)
