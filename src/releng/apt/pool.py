@@ -161,7 +161,8 @@ class PoolSteps(RepoBase):
         a forked read), and removed again if an input is refused."""
         debs, dscs = collect_inputs(paths)
         dirs: _Dirs | None = None
-        if self._fork_reading(debs):
+        fork = self._fork_reading(debs)  # it stats every input: decided once
+        if fork:
             dirs = _Dirs(os.fspath(self.root))
         elif len(debs) >= _DIR_THREAD_MIN:
             dirs = _PoolDirs(os.fspath(self.root))
@@ -171,7 +172,7 @@ class PoolSteps(RepoBase):
             # default 5 ms switch interval it would wait behind the parsing most of the time.
             with switch_interval(SHORT_SWITCH if isinstance(dirs, _PoolDirs) else None):
                 staging = None if self.link_inputs else _Staging(self.state.dir)
-                infos, staged = self._read_debs(debs, component, dirs, staging)
+                infos, staged = self._read_debs(debs, component, dirs, staging, fork=fork)
                 if self.settings.contents:
                     _contents.remember(self.state, infos)
                 sources = [_changes.read_dsc(p) for p in dscs]
@@ -201,10 +202,13 @@ class PoolSteps(RepoBase):
         component: str,
         dirs: _Dirs | None,
         staging: _Staging | None,
+        *,
+        fork: bool = False,
     ) -> tuple[list[DebInfo], dict[str, _Staged]]:
         """Read and check every package; each checked one's pool directory goes to ``dirs``.
         With ``staging`` (the pool copies its inputs), each is copied in the same read pass
-        that hashes it: the copies, by input path."""
+        that hashes it: the copies, by input path. ``fork``: in a forked child
+        (:meth:`_fork_reading` said so; ``dirs`` made here)."""
         staged: dict[str, _Staged] = {}
 
         def read(path: str) -> DebInfo:
@@ -215,7 +219,7 @@ class PoolSteps(RepoBase):
                 staged[path] = copy
             return info
 
-        if dirs is not None and not isinstance(dirs, _PoolDirs) and self._fork_reading(debs):
+        if fork and dirs is not None:
             forked = self._read_forked(
                 debs, component, dirs, staging=staging, read=read, staged=staged
             )
