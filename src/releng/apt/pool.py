@@ -212,9 +212,7 @@ class PoolSteps(RepoBase):
         staged: dict[str, _Staged] = {}
 
         def read(path: str) -> DebInfo:
-            if staging is None:
-                return read_deb(path)
-            info, copy = _read_and_copy(path, staging)
+            info, copy = _read_one(path, staging)
             if copy is not None:
                 staged[path] = copy
             return info
@@ -565,10 +563,7 @@ def _read_part(
 
     try:
         for path in paths:
-            if staging is None:
-                info, copy = read_deb(path), None
-            else:
-                info, copy = _read_and_copy(path, staging)
+            info, copy = _read_one(path, staging)
             infos.append(steps._checked(info, component, None))
             copies.append(copy.path if copy is not None else None)
             if len(infos) == _BATCH:
@@ -606,6 +601,11 @@ def _reap(rfd: int, pid: int) -> None:
         os.close(rfd)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+
+
+def _read_one(path: str, staging: _Staging | None) -> tuple[DebInfo, _Staged | None]:
+    """One input read; copied into ``staging`` in the same pass when the pool copies."""
+    return (read_deb(path), None) if staging is None else _read_and_copy(path, staging)
 
 
 def _read_and_copy(path: str, staging: _Staging) -> tuple[DebInfo, _Staged | None]:
