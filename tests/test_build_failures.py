@@ -74,8 +74,8 @@ def terminate_mid_build(
             pytest.fail(f"ended before {builds} build(s) ran the hook (exit {proc.wait()})")
         assert len(containers_of(engine, project)) == builds
         proc.send_signal(signal.SIGTERM)
-        proc.stderr.read()
-        assert proc.wait(timeout=timeout) == 130
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=timeout) == 130, rest[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -85,8 +85,39 @@ def test_run_returns_code_and_output_and_removes_the_container(
     assert result.exit_code == 7
     assert result.output.splitlines() == ["from the host", "hello", "ro", "1234"]
     assert len(created) == 1
-    assert created[0] not in {c.id for c in engine.client.containers.list(all=True)}
+    assert created[0] not in {c["Id"] for c in engine.client.api.containers(all=True)}
     assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.docker
+def test_containers_lists_one_removed_meanwhile(
+    engine: Engine, base_image: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a Ctrl-C, the build threads remove their own containers while the main thread
+    lists them to remove them: a container gone between the listing and a look at it is no
+    error (the docker SDK's containers.list looks at each and raised NotFound; a make-all-packages
+    killed under load then waited out its builds and exited 1)."""
+    from docker.api.client import APIClient
+
+    image = base_image("debian-12-bookworm")  # type: ignore[operator]
+    label = uuid.uuid4().hex
+    ids = [
+        engine.client.api.create_container(image, ["true"], labels={"org.releng.test": label})["Id"]
+        for _ in range(2)
+    ]
+    inspect = APIClient.inspect_container
+
+    def removed_meanwhile(self: APIClient, container: str) -> Any:
+        engine.remove_container(container)  # the build's own clean-up, in between
+        return inspect(self, container)
+
+    monkeypatch.setattr(APIClient, "inspect_container", removed_meanwhile)
+    try:
+        listed = engine.containers("org.releng.test", label)
+    finally:
+        for one in ids:
+            engine.remove_container(one)
+    assert sorted(c.id for c in listed) == sorted(ids)
 
 
 @pytest.mark.docker

@@ -454,9 +454,13 @@ class Engine:
             self.client.images.load(fh)
 
     def containers(self, label: str, value: str) -> list[ContainerInfo]:
-        """Every container (running or not) whose ``label`` is ``value``."""
-        found = self.client.containers.list(all=True, filters={"label": f"{label}={value}"})
-        return [ContainerInfo(id=str(c.id), labels=dict(c.labels or {})) for c in found]
+        """Every container (running or not) whose ``label`` is ``value``.
+
+        One request: the SDK's ``containers.list`` inspects each listed container in turn and
+        raises NotFound for one removed in between (a build's own clean-up racing a Ctrl-C's).
+        """
+        found = self.client.api.containers(all=True, filters={"label": f"{label}={value}"})
+        return [ContainerInfo(id=str(c["Id"]), labels=dict(c.get("Labels") or {})) for c in found]
 
     def remove_container(self, container_id: str) -> bool:
         """Force-remove a container and its anonymous volumes; False when it was not there
