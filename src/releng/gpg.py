@@ -11,7 +11,6 @@ With no key configured, a clearly labelled development key is made once under
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import hashlib
 import logging
 import os
@@ -62,22 +61,37 @@ _GPG_BY_HOME: dict[str, Any] = {}  # python-gnupg runs `gpg --version` for every
 _GPG_LOCK = threading.Lock()
 
 
+def _home(gnupghome: Path | None) -> str:
+    """``gnupghome`` made (0700) and as gpg is given it: resolved, and short enough for the
+    agent's socket; "" for gpg's default home."""
+    if gnupghome is None:
+        return ""
+    gnupghome.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return str(_short_home(gnupghome.resolve()))
+
+
 def _gpg(gnupghome: Path | None) -> Any:
-    """The python-gnupg handle for ``gnupghome`` (made once per process and home)."""
+    """The python-gnupg handle for ``gnupghome`` (made once per process and home: making one
+    runs ``gpg --version``)."""
     import gnupg
 
-    if gnupghome is not None:
-        gnupghome.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = str(gnupghome.resolve()) if gnupghome is not None else ""
+    home = _home(gnupghome)
     with _GPG_LOCK:
-        gpg = _GPG_BY_HOME.get(key)
+        gpg = _GPG_BY_HOME.get(home)
         if gpg is None:
-            if gnupghome is None:
-                gpg = gnupg.GPG(options=list(_BATCH))
-            else:
-                gpg = gnupg.GPG(gnupghome=str(_short_home(Path(key))), options=list(_BATCH))
-            _GPG_BY_HOME[key] = gpg
+            gpg = gnupg.GPG(gnupghome=home or None, options=list(_BATCH))
+            _GPG_BY_HOME[home] = gpg
     return gpg
+
+
+def _secret_keys(gnupghome: Path | None, name: str = "") -> list[KeyInfo]:
+    """The keys ``name`` selects (every key for "") whose secret part ``gnupghome`` holds, as
+    listed by one gpg run (a signer is made at the start of every command that signs)."""
+    home = _home(gnupghome)
+    cmd = ["gpg", *(["--homedir", home] if home else []), "--batch", "--with-colons"]
+    cmd += ["--with-secret", "--list-keys", *(["--", name] if name else [])]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    return [key for key in parse_colons(proc.stdout.decode("utf-8", "replace")) if key.secret]
 
 
 def _failure(result: Any) -> str:
@@ -261,6 +275,7 @@ class KeyInfo:
     created: dt.datetime
     expires: dt.datetime | None  # None: never
     revoked: bool = False
+    secret: bool = False  # the listing home holds its secret part (a --with-secret listing)
 
     def expired(self, now: dt.datetime) -> bool:
         return self.revoked or (self.expires is not None and self.expires <= now)
@@ -302,6 +317,7 @@ def parse_colons(text: str) -> list[KeyInfo]:
                     "created": _when(f[5]) or dt.datetime.fromtimestamp(0, tz=dt.UTC),
                     "expires": _when(f[6]),
                     "revoked": f[1] == "r",
+                    "secret": len(f) > 14 and f[14].startswith("+"),
                 }
         elif f[0] in ("sub", "ssb"):
             primary = False
@@ -371,19 +387,18 @@ class Signer:
         # "" is no passphrase: python-gnupg would still open --passphrase-fd 0, and gpg would
         # take the first line of the data to sign as the passphrase.
         self._passphrase = passphrase or None
-        self._gpg = _gpg(gnupghome)
         wanted = [key] if isinstance(key, str) else list(key)
         infos: list[KeyInfo] = []
         for one in wanted:
-            keys = self._gpg.list_keys(secret=True, keys=[one]) if one else []
-            if not keys:
+            info = next(iter(_secret_keys(gnupghome, one)), None) if one else None
+            if info is None:
                 home = gnupghome or "gpg's default home (GNUPGHOME or ~/.gnupg)"
                 raise SigningError(
                     f"signing key {one!r} is not in the keyring at {home}; import it with "
                     f"`gpg --homedir {gnupghome or '~/.gnupg'} --import KEYFILE` or set "
                     "[signing] key/gnupghome in product.toml"
                 )
-            infos.append(self._info(keys[0]))
+            infos.append(info)
         if len({k.fingerprint for k in infos}) != len(infos):
             raise SigningError(
                 f"[signing] key names one key twice ({', '.join(wanted)}); list each key once"
@@ -395,16 +410,10 @@ class Signer:
         self._public_lock = threading.Lock()
         self._warned = False  # the expiry warnings are logged once per signer
 
-    def _info(self, listed: dict[str, Any]) -> KeyInfo:
-        public = (self._gpg.list_keys(keys=[listed["fingerprint"]]) or [listed])[0]
-        return KeyInfo(
-            fingerprint=str(listed["fingerprint"]),
-            uid=str((listed.get("uids") or [""])[0]),
-            algorithm=str(listed.get("algo", "")),
-            created=_when(str(public.get("date", ""))) or dt.datetime.fromtimestamp(0, tz=dt.UTC),
-            expires=_when(str(public.get("expires", ""))),
-            revoked=public.get("trust") == "r",
-        )
+    @property
+    def _gpg(self) -> Any:
+        """python-gnupg's handle, made when first signing or exporting."""
+        return _gpg(self.gnupghome)
 
     def __repr__(self) -> str:  # never shows the passphrase
         return f"Signer(fingerprints={self.fingerprints!r}, development={self.development})"
@@ -526,6 +535,8 @@ def _valid_until(release: bytes) -> dt.datetime | None:
     """A Release text's Valid-Until (None when it has none, or for other data)."""
     for line in release.split(b"\n", 64)[:64]:
         if line.startswith(b"Valid-Until:"):
+            import email.utils  # here: a signer is made by every command that signs
+
             try:
                 when = email.utils.parsedate_to_datetime(line.split(b":", 1)[1].strip().decode())
             except (TypeError, ValueError, UnicodeDecodeError):
@@ -537,17 +548,16 @@ def _valid_until(release: bytes) -> dt.datetime | None:
 def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
     """Make the development key once under ``state_dir``; its GNUPGHOME and fingerprint."""
     home = state_dir / DEV_KEY_DIR
-    gpg = _gpg(home)
-    keys = gpg.list_keys(secret=True)
-    if keys:
-        if keys[0].get("algo") not in RSA_ALGORITHMS:
+    if keys := _secret_keys(home):
+        if keys[0].algorithm not in RSA_ALGORITHMS:
             log.warning(
                 "the development key under %s is not RSA: xenial's apt cannot verify what it "
                 "signs; remove that directory to make an RSA %d key",
                 home,
                 DEV_KEY_BITS,
             )
-        return home, str(keys[0]["fingerprint"])
+        return home, keys[0].fingerprint
+    gpg = _gpg(home)
     (home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\n")
     log.warning("making a development signing key under %s (refused for releases)", home)
     params = gpg.gen_key_input(
