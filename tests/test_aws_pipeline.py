@@ -119,61 +119,6 @@ def test_tarball_step_runs_once_then_is_skipped(moto_server, proj, stack, aws_en
     assert "exists" in record["reason"]
 
 
-@pytest.mark.docker  # its worker builds in a container: xdist keeps it beside the other builds
-def test_an_arm64_build_goes_to_its_own_queue_and_scratch_part(
-    moto_server, project_copy, gpg_key, aws_env
-):
-    """architectures amd64 and arm64, arm64 asked for: the Distros Map's item carries the
-    architecture, prepare_task sends the build to the arm64 builders' queue (on AWS: the
-    Graviton launch template), whose worker runs the same commands with --arch arm64 (here
-    a cross build: this host is amd64) and uploads the arm64 part of the distro's build."""
-    product = project_copy.root / "product.toml"
-    text = product.read_text()
-    product.write_text(
-        text.replace('architectures = ["amd64"]', 'architectures = ["amd64", "arm64"]', 1)
-    )
-    name = f"releng-{uuid.uuid4().hex[:8]}"
-    aws_env["RELENG_SIGNING_PASSPHRASE"] = gpg_key.passphrase
-    proj = signed_project(project_copy.root, gpg_key, name)
-    aws = run.connect(proj, aws_env)
-    deploy.deploy_dev(aws.client, REPO, name)
-    stack = deploy.load_stack(aws.client("cloudformation"), name)
-    try:
-        started = run.start(
-            proj, aws, versions=["1.0.0"], distros=["debian-12-bookworm"],
-            architectures=["arm64"], steps=["make-source-tarball", "make-binary-package"],
-            config={"timeouts": {"tarball": 300, "build": 1500}, "heartbeat_seconds": 60},
-        )  # fmt: skip
-        assert started.plan["versions"][0]["matrix"] == [
-            {"distro": "debian-12-bookworm", "arch": "arm64"}
-        ]
-        desc = run.run_fake_ec2(proj, aws, started, env=aws_env, timeout=1800, idle_seconds=5)
-    finally:
-        forget_executions(moto_server.client("stepfunctions"), name)
-    s3 = moto_server.client("s3")
-    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=stack.scratch_bucket)["Contents"]}
-    assert desc["status"] == "SUCCEEDED", (desc, sorted(keys))
-    part = "1.0.0/debian-12-bookworm/arm64/"
-    built = sorted(k[len(part) :] for k in keys if k.startswith(part))
-    assert ".releng-complete.json" in built
-    assert "build-arm64.json" in built
-    assert any(k.endswith("_arm64.deb") for k in built), built
-    # not the primary architecture: no source package and no Architecture: all packages
-    assert not [k for k in built if k.endswith((".dsc", "_all.deb"))], built
-    assert not [k for k in keys if k.startswith("1.0.0/debian-12-bookworm/amd64/")]
-    record = json.loads(
-        s3.get_object(
-            Bucket=stack.scratch_bucket,
-            Key=f"status/{started.name}/1.0.0/debian-12-bookworm/arm64/make-binary-package.json",
-        )["Body"].read()
-    )
-    assert record["state"] == "succeeded"
-    assert record["instance"].startswith("local-build_arm64-"), record  # the arm64 pool's
-    log = f"logs/{started.name}/1.0.0/debian-12-bookworm/arm64/make-binary-package.log"
-    text = s3.get_object(Bucket=stack.scratch_bucket, Key=log)["Body"].read().decode()
-    assert "--arch arm64" in text
-
-
 def test_bad_input_starts_nothing(moto_server, proj, stack, aws_env):
     aws = run.connect(proj, aws_env)
     sfn = moto_server.client("stepfunctions")

@@ -5,9 +5,9 @@ arm64 rebuild from the amd64 build's source package, then a publish under
 
 On AWS the arm64 build and its rebuild are native (Graviton workers, the verify_arm64 queue);
 this host is amd64, so the same worker commands make a cross build and verify-rebuild
-cross-rebuilds it (docs/rebuild.md, "Cross builds"), as the arm64 build test in
-tests/test_aws_pipeline.py does for the build. IAM for the verify_arm64 role is enforced in
-tests/test_aws_iam.py; the prepare_task pieces are in tests/test_aws_verify.py.
+cross-rebuilds it (docs/rebuild.md, "Cross builds"). The test also proves the arm64 build's
+own path: the build_arm64 queue and its part of scratch. IAM for the verify_arm64 role is
+enforced in tests/test_aws_iam.py; the prepare_task pieces are in tests/test_aws_verify.py.
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ class Arm64VerifyFirst(LocalLauncher):
         super().__init__(**kw)
         self.s3, self.scratch = s3, scratch
         self.prepared = self.saw_waiting = False
+        self.arm64_part: list[str] | None = None  # scratch's arm64 part when publishing began
+
+    def _part(self, arch: str) -> list[str]:
+        prefix = f"{BOOKWORM}/{arch}/"
+        listed = self.s3.list_objects_v2(Bucket=self.scratch, Prefix=f"1.0.0/{prefix}")
+        return [o["Key"].split(prefix, 1)[1] for o in listed.get("Contents", [])]
 
     def _arm64_verify_prepared(self) -> bool:
         """Whether prepare_task has seen the arm64 verify (it waits, or it was skipped)."""
@@ -57,6 +63,8 @@ class Arm64VerifyFirst(LocalLauncher):
         return self.prepared
 
     def launch(self, queue: str, count: int) -> list[str]:
+        if queue == S.PUBLISH_QUEUE and self.arm64_part is None:
+            self.arm64_part = self._part("arm64")  # the publish takes scratch's parts away
         if queue == S.BUILD_QUEUE and not self._arm64_verify_prepared():
             return []  # the health check asks again every few seconds
         if queue in JOBS and any(self.live(q) for q in JOBS):
@@ -127,6 +135,19 @@ def test_require_publishes_amd64_and_arm64_once_each_is_verified_on_its_own_rebu
     assert ran["arm64"]["state"] == ran["amd64"]["state"] == "succeeded"
     assert ran["arm64"]["instance"].startswith("local-verify_arm64-")  # its own rebuilders
     assert ran["amd64"]["instance"].startswith("local-verify-")
+    # the arm64 build: the arm64 builders' queue, the same commands with --arch arm64, and its
+    # own part of scratch; not the primary architecture, so no source package and no
+    # Architecture: all packages in it
+    built = status("arm64", "make-binary-package")
+    assert built["instance"].startswith("local-build_arm64-"), built
+    build_log = s3.get_object(
+        Bucket=scratch, Key=f"logs/{started.name}/1.0.0/{BOOKWORM}/arm64/make-binary-package.log"
+    )["Body"].read()
+    assert b"--arch arm64" in build_log
+    part = [k for k in launcher.arm64_part or [] if "/" not in k]  # not rebuild/
+    assert {".releng-complete.json", "build-arm64.json"} <= set(part), part
+    assert any(k.endswith("_arm64.deb") for k in part), part
+    assert not [k for k in part if k.endswith((".dsc", "_all.deb"))], part
     # the arm64 rebuild started from the amd64 build's source package, fetched from its part
     dsc = f"s3://{scratch}/1.0.0/{BOOKWORM}/amd64/tally_1.0.0-1~deb12u1.dsc"
     assert f"fetch {dsc} -> " in logs["arm64"], logs["arm64"][:3000]
