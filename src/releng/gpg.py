@@ -57,10 +57,6 @@ def _short_home(home: Path) -> Path:
     return link
 
 
-_GPG_BY_HOME: dict[str, Any] = {}  # python-gnupg runs `gpg --version` for every new GPG()
-_GPG_LOCK = threading.Lock()
-
-
 def _home(gnupghome: Path | None) -> str:
     """``gnupghome`` made (0700) and as gpg is given it: resolved, and short enough for the
     agent's socket; "" for gpg's default home."""
@@ -70,38 +66,36 @@ def _home(gnupghome: Path | None) -> str:
     return str(_short_home(gnupghome.resolve()))
 
 
-def _gpg(gnupghome: Path | None) -> Any:
-    """The python-gnupg handle for ``gnupghome`` (made once per process and home: making one
-    runs ``gpg --version``)."""
-    import gnupg
+def _run_gpg(
+    gnupghome: Path | None, args: Sequence[str], data: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    """One gpg run in ``gnupghome`` in batch mode, status lines on stderr.
 
+    The signing path runs gpg itself: python-gnupg's import and its ``gpg --version`` per
+    handle (12 ms) were a tenth of adding one package to a large suite. python-gnupg makes
+    the development key.
+    """
     home = _home(gnupghome)
-    with _GPG_LOCK:
-        gpg = _GPG_BY_HOME.get(home)
-        if gpg is None:
-            gpg = gnupg.GPG(gnupghome=home or None, options=list(_BATCH))
-            _GPG_BY_HOME[home] = gpg
-    return gpg
+    cmd = ["gpg", *(["--homedir", home] if home else []), "--batch", *_BATCH, "--status-fd", "2"]
+    return subprocess.run([*cmd, *args], input=data, capture_output=True, check=False)
 
 
 def _secret_keys(gnupghome: Path | None, name: str = "") -> list[KeyInfo]:
     """The keys ``name`` selects (every key for "") whose secret part ``gnupghome`` holds, as
     listed by one gpg run (a signer is made at the start of every command that signs)."""
-    home = _home(gnupghome)
-    cmd = ["gpg", *(["--homedir", home] if home else []), "--batch", "--with-colons"]
-    cmd += ["--with-secret", "--list-keys", *(["--", name] if name else [])]
-    proc = subprocess.run(cmd, capture_output=True, check=False)
+    args = ["--with-colons", "--with-secret", "--list-keys", *(["--", name] if name else [])]
+    proc = _run_gpg(gnupghome, args)
     return [key for key in parse_colons(proc.stdout.decode("utf-8", "replace")) if key.secret]
 
 
-def _failure(result: Any) -> str:
-    stderr = str(getattr(result, "stderr", "") or "")
+def _failure(stderr: str) -> str:
+    """Why gpg failed, in a few words, from its stderr (with status lines)."""
     if "BAD_PASSPHRASE" in stderr or "bad passphrase" in stderr.lower():
         return "wrong passphrase"
     if "MISSING_PASSPHRASE" in stderr or "NEED_PASSPHRASE" in stderr:
         return "no passphrase given, and the key needs one"
     lines = [ln for ln in stderr.splitlines() if ln and not ln.startswith("[GNUPG:]")]
-    return lines[-1] if lines else (getattr(result, "status", None) or "gpg failed")
+    return lines[-1] if lines else "gpg failed"
 
 
 # -- verification: the one gpgv run and the one parse of its status lines ----------------------
@@ -410,11 +404,6 @@ class Signer:
         self._public_lock = threading.Lock()
         self._warned = False  # the expiry warnings are logged once per signer
 
-    @property
-    def _gpg(self) -> Any:
-        """python-gnupg's handle, made when first signing or exporting."""
-        return _gpg(self.gnupghome)
-
     def __repr__(self) -> str:  # never shows the passphrase
         return f"Signer(fingerprints={self.fingerprints!r}, development={self.development})"
 
@@ -452,27 +441,22 @@ class Signer:
             for line in expiry_warnings(self.keys, warn_days=self.warn_days, now=now):
                 log.warning("%s", line)
 
-    def _sign(self, data: bytes, *, clearsign: bool, detach: bool, every: bool) -> bytes:
+    def _sign(self, data: bytes, *, clearsign: bool, every: bool) -> bytes:
         users = self.fingerprints if every else (self.fingerprint,)
-        result = self._gpg.sign(
-            data,
-            keyid=None,
-            passphrase=self._passphrase,
-            clearsign=clearsign,
-            detach=detach,
-            binary=False,
-            extra_args=[
-                *(arg for fpr in users for arg in ("--local-user", fpr)),
-                "--digest-algo",
-                "SHA512",
-            ],
-        )
-        if not result.data:
+        args = [arg for fpr in users for arg in ("--local-user", fpr)]
+        args += ["--digest-algo", "SHA512"]
+        args += ["--clearsign"] if clearsign else ["--detach-sign", "--armor"]
+        if self._passphrase is not None:  # its line first on stdin, then the data
+            args += ["--passphrase-fd", "0"]
+            data = self._passphrase.encode() + b"\n" + data
+        proc = _run_gpg(self.gnupghome, args, data)
+        if proc.returncode != 0 or not proc.stdout:
+            why = _failure(proc.stderr.decode("utf-8", "replace"))
             raise SigningError(
-                f"gpg could not sign with key {', '.join(users)}: {_failure(result)}; "
+                f"gpg could not sign with key {', '.join(users)}: {why}; "
                 "check the passphrase source in [signing] of product.toml"
             )
-        return bytes(result.data)
+        return proc.stdout
 
     def _check(self, check: Verification, users: Sequence[str], what: str) -> Verification:
         if not check.valid or sorted(check.signers) != sorted(users):
@@ -491,21 +475,21 @@ class Signer:
         """An ASCII-armored detached signature of ``data`` by every key (Release.gpg),
         verified before it is returned."""
         self.check_expiry(valid_until=_valid_until(data))
-        sig = self._sign(data, clearsign=False, detach=True, every=True)
+        sig = self._sign(data, clearsign=False, every=True)
         self._check(verify(self.public_keys(), data, sig), self.fingerprints, "a signature")
         return sig
 
     def clearsign(self, data: bytes) -> bytes:
         """``data`` clearsigned by every key (InRelease), verified before it is returned."""
         self.check_expiry(valid_until=_valid_until(data))
-        signed = self._sign(data, clearsign=True, detach=False, every=True)
+        signed = self._sign(data, clearsign=True, every=True)
         self._check(verify(self.public_keys(), signed), self.fingerprints, "a clearsigned text")
         return signed
 
     def sign_file(self, path: Path) -> Path:
         """Write ``<path>.asc``, a detached armored signature by the first key, and verify it."""
         data = path.read_bytes()
-        sig = self._sign(data, clearsign=False, detach=True, every=False)
+        sig = self._sign(data, clearsign=False, every=False)
         self.verify_detached(data, sig)
         out = path.with_name(path.name + ".asc")
         tmp = out.with_name(out.name + ".tmp")
@@ -524,8 +508,10 @@ class Signer:
     def export_public(self, *, armor: bool) -> bytes:
         """Every signing key's public key, binary or ASCII-armored (the keyring beside a
         repository and in the keyring package)."""
-        exported = self._gpg.export_keys(list(self.fingerprints), armor=armor)
-        data = exported.encode() if isinstance(exported, str) else bytes(exported)
+        proc = _run_gpg(
+            self.gnupghome, [*(["--armor"] if armor else []), "--export", *self.fingerprints]
+        )
+        data = proc.stdout if proc.returncode == 0 else b""
         if not data:
             raise SigningError(f"gpg could not export public keys {', '.join(self.fingerprints)}")
         return data
@@ -557,7 +543,9 @@ def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
                 DEV_KEY_BITS,
             )
         return home, keys[0].fingerprint
-    gpg = _gpg(home)
+    import gnupg
+
+    gpg = gnupg.GPG(gnupghome=_home(home), options=list(_BATCH))
     (home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\n")
     log.warning("making a development signing key under %s (refused for releases)", home)
     params = gpg.gen_key_input(
@@ -572,7 +560,8 @@ def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
     )
     result = gpg.gen_key(params)
     if not result.fingerprint:
-        raise SigningError(f"could not make the development key under {home}: {_failure(result)}")
+        why = _failure(str(result.stderr or "") or str(result.status or ""))
+        raise SigningError(f"could not make the development key under {home}: {why}")
     return home, str(result.fingerprint)
 
 
