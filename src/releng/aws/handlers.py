@@ -415,7 +415,7 @@ def _verified(ctx: Context, version: Version, distro: str, arch: str) -> str:
     scratch = ctx.setting(SCRATCH_BUCKET)
     marker = scratch_rebuild_prefix(version, distro, arch) + COMPLETE
     done = json.loads(_read(s3, scratch, marker) or b"{}")
-    if done.get("result") == "reproduced":  # releng.rebuild.attest.RESULT_REPRODUCED
+    if done.get("result") == "reproduced":  # releng.rebuild.summary.RESULT_REPRODUCED
         return f"verified: s3://{scratch}/{marker} exists"
     build = scratch_build_prefix(version, distro, arch) + COMPLETE
     if _exists(s3, scratch, build):

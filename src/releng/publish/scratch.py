@@ -37,7 +37,6 @@ COMPLETE = ".releng-complete.json"  # written last by upload-build: the build's 
 # s3://<scratch>/<version>/<distro>/<arch>/rebuild/: verify-rebuild's result for that build
 # (upload-build --rebuild, the AWS verify step), with its own COMPLETE and the result in it.
 REBUILD_PART = "rebuild"
-REPRODUCED = "reproduced"  # releng.rebuild.attest.RESULT_REPRODUCED
 
 
 def scratch_url(bucket: str, version: Version, part: str, arch: str = "") -> S3Url:
@@ -191,10 +190,11 @@ def upload_rebuild(
     project.distro(distro)  # a DistroError names the known distros
     rebuild_dir = project.build_dir(version, distro) / REBUILD_PART
     made = f"run `invoke verify-rebuild {distro} --version {version} --arch {arch}` first"
-    try:
-        summary = json.loads((rebuild_dir / "rebuild.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise PublishError(f"no verify-rebuild result in {rebuild_dir}; {made}") from None
+    from releng.rebuild.summary import read_summary
+
+    summary = read_summary(rebuild_dir)
+    if summary is None:
+        raise PublishError(f"no verify-rebuild result in {rebuild_dir}; {made}")
     if summary.get("architecture") != arch:
         raise PublishError(
             f"{rebuild_dir} holds the {summary.get('architecture')} rebuild, not {arch}'s; {made}"
@@ -316,6 +316,8 @@ def fetch_builds(
     file checked against its build's sha256: distro id -> its directory (every
     architecture's part in one, as ``out/<version>/<distro>/`` locally), and the (distro,
     arch) parts taken, to delete once published."""
+    from releng.rebuild.summary import merge_reproduced, read_summary, write_summary
+
     builds, _distros = builds_to_include(project, client, scratch, version)
     rebuilds = scratch_rebuilds(client, scratch, version)
     if project.config.verify.rebuild == "require":
@@ -330,44 +332,19 @@ def fetch_builds(
             rebuild = rebuilds.get((distro_id, arch))
             if rebuild is not None:  # [verify] rebuild reads it; its attestations go public
                 src = rebuild_url(scratch, version, distro_id, arch)
-                earlier = _summary(build_dir / REBUILD_PART)
+                earlier = read_summary(build_dir / REBUILD_PART)
                 with s3_errors("download a rebuild from scratch", src):
                     files_of = dict(rebuild.get("files") or {})  # type: ignore[call-overload]
                     download_verified(client, src, files_of, build_dir / REBUILD_PART)
-                if earlier is not None:  # another architecture's, in the same rebuild/
-                    _merge_summaries(build_dir / REBUILD_PART, earlier)
+                if earlier is not None:  # another architecture's, in the same rebuild/:
+                    # one for both, as verify-rebuild keeps them locally
+                    later = read_summary(build_dir / REBUILD_PART) or {}
+                    merged = merge_reproduced(earlier, later)
+                    if merged is not None:
+                        write_summary(build_dir / REBUILD_PART, merged)
         log.info("downloaded %s (%s) of %s from scratch", distro_id, ", ".join(arches), version)
         dirs[distro_id] = build_dir
     return dirs, [(d, a) for d, arches in builds.items() for a in arches]
-
-
-REBUILD_JSON = "rebuild.json"  # releng.rebuild.run.REBUILD_JSON
-
-
-def _summary(rebuild_dir: Path) -> dict[str, object] | None:
-    try:
-        data = json.loads((rebuild_dir / REBUILD_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _merge_summaries(rebuild_dir: Path, earlier: dict[str, object]) -> None:
-    """One ``rebuild.json`` for a distro's architectures, as verify-rebuild keeps it locally
-    (each AWS rebuilder uploads its own architecture's): the reproduced ones' packages
-    together; one that did not reproduce adds none, so its packages count as unverified."""
-    later = _summary(rebuild_dir) or {}
-    parts = [s for s in (earlier, later) if s.get("result") == REPRODUCED]
-    if not parts:
-        return
-    packages: dict[str, object] = {}
-    arches: set[str] = set()
-    for part in parts:
-        listed, named = part.get("packages"), part.get("architectures")
-        packages.update(listed if isinstance(listed, dict) else {})
-        arches.update(map(str, named if isinstance(named, list) else [part.get("architecture")]))
-    merged = {**parts[-1], "packages": packages, "architectures": sorted(arches)}
-    (rebuild_dir / REBUILD_JSON).write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 
 def _hold_back_differing(
@@ -379,11 +356,13 @@ def _hold_back_differing(
     """[verify] rebuild = "require": the builds whose rebuild differs stay in scratch,
     unpublished (the verify step failed their branch), and the others go on; without this the
     policy would refuse the whole version for one of them."""
+    from releng.rebuild.summary import RESULT_REPRODUCED
+
     kept: dict[str, dict[str, dict[str, str]]] = {}
     for distro_id, arches in builds.items():
         for arch, files in arches.items():
             result = (rebuilds.get((distro_id, arch)) or {}).get("result")
-            if result not in (None, REPRODUCED):
+            if result not in (None, RESULT_REPRODUCED):
                 log.warning(
                     "%s %s %s: its rebuild %s; held back in %s",
                     version, distro_id, arch, result, rebuild_url(scratch, version, distro_id, arch),

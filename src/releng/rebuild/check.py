@@ -25,12 +25,12 @@ from releng.rebuild.attest import (
     ATTESTATIONS_DIR,
     INDEX,
     PROVENANCE_TYPE,
-    RESULT_REPRODUCED,
     SIGNATURE_SUFFIX,
     STATEMENT_TYPE,
     SUFFIX,
 )
 from releng.rebuild.buildinfo import RebuildError
+from releng.rebuild.summary import RESULT_REPRODUCED
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,6 @@ build with one line naming it.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,13 +17,13 @@ from releng.digest import file_sha256
 from releng.rebuild.attest import (
     ATTESTATIONS_DIR,
     INDEX,
-    RESULT_REPRODUCED,
     SUFFIX,
     has_attestations,
     read_index,
     write_attestations,
 )
 from releng.rebuild.buildinfo import RebuildError
+from releng.rebuild.summary import RESULT_REPRODUCED, read_summary
 
 if TYPE_CHECKING:
     from releng.apt import PublishResult, Repository
@@ -44,10 +43,7 @@ def unverified(build_dir: Path) -> list[str]:
     """The packages in ``build_dir`` that no reproducing rebuild attested, as they are now
     (a package changed after its rebuild counts as unverified)."""
     debs = sorted(p for p in build_dir.glob("*") if p.name.endswith(BINARY_SUFFIXES))
-    try:
-        summary = json.loads((build_dir / "rebuild" / "rebuild.json").read_text())
-    except (OSError, ValueError):
-        summary = {}
+    summary = read_summary(build_dir / "rebuild") or {}
     reproduced = summary.get("result") == RESULT_REPRODUCED
     packages = summary.get("packages") or {}
     missing = []

@@ -34,7 +34,6 @@ from releng.apt.changes import read_dsc
 from releng.arch import host_architecture
 from releng.rebuild.attest import (
     ATTESTATIONS_DIR,
-    RESULT_REPRODUCED,
     SUFFIX,
     Artifact,
     image_artifact,
@@ -51,6 +50,15 @@ from releng.rebuild.container import (
     rebuild_spec,
     run_diffoscope,
 )
+from releng.rebuild.summary import (
+    RESULT_DIFFERS,
+    RESULT_FAILED,
+    RESULT_REPRODUCED,
+    architectures,
+    read_summary,
+    reproduced,
+    write_summary,
+)
 
 if TYPE_CHECKING:
     from releng.engine import Engine
@@ -60,10 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REBUILD_DIR = "rebuild"
-REBUILD_JSON = "rebuild.json"
 REBUILD_LOG = "rebuild.log"
-RESULT_DIFFERS = "differs"
-RESULT_FAILED = "failed"  # the rebuild itself failed: nothing to compare
 
 
 def _now() -> str:
@@ -239,20 +244,16 @@ def verify_rebuild(
             else:
                 failure = None
         if failure is not None:  # the log is what explains it: kept, as any result is
-            (stage / REBUILD_JSON).write_text(
-                json.dumps(
-                    {
-                        "result": RESULT_FAILED,
-                        "distro": plan.distro_id,
-                        "architecture": plan.arch,
-                        "error": str(failure),
-                        "variations": variations.as_dict(),
-                        "finished": _now(),
-                    },
-                    indent=2,
-                    sort_keys=True,
-                )
-                + "\n"
+            write_summary(
+                stage,
+                {
+                    "result": RESULT_FAILED,
+                    "distro": plan.distro_id,
+                    "architecture": plan.arch,
+                    "error": str(failure),
+                    "variations": variations.as_dict(),
+                    "finished": _now(),
+                },
             )
             _put_in_place(stage, plan.build_dir / REBUILD_DIR, Path(tmp), like=plan.build_dir)
             raise RebuildError(
@@ -282,7 +283,7 @@ def verify_rebuild(
         )
         summary = _summary(result, signer, variations.as_dict())
         _keep_other_architectures(result.out_dir, stage, summary, plan)
-        (stage / REBUILD_JSON).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        write_summary(stage, summary)
         _put_in_place(stage, result.out_dir, Path(tmp), like=plan.build_dir)
     if differences:
         first = min(differences)
@@ -499,11 +500,8 @@ def _keep_other_architectures(
     """Carry into ``stage`` the packages of other architectures that an earlier rebuild in
     ``previous`` reproduced (an amd64 and an arm64 build share one build directory, so one
     ``rebuild/``): their attestations and their entries in ``rebuild.json``."""
-    try:
-        earlier = json.loads((previous / REBUILD_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return
-    if not isinstance(earlier, dict) or earlier.get("result") != RESULT_REPRODUCED:
+    earlier = read_summary(previous)
+    if earlier is None or not reproduced(earlier):
         return
     packages = summary["packages"]
     assert isinstance(packages, dict)
@@ -521,8 +519,7 @@ def _keep_other_architectures(
         packages[name] = digests
         carried = True
     if carried:
-        others = earlier.get("architectures") or [earlier.get("architecture")]
-        summary["architectures"] = sorted({plan.arch, *(str(a) for a in others if a)})
+        summary["architectures"] = sorted({plan.arch, *architectures(earlier)})
 
 
 def _put_in_place(stage: Path, out_dir: Path, tmp: Path, *, like: Path) -> None:
