@@ -341,7 +341,8 @@ def _rebuild(
         raise RebuildError(
             f"the rebuild of {plan.dsc.name} failed (exit {run.exit_code}): "
             f"{(run.output.strip().splitlines() or ['no output'])[-1]}; the first build "
-            "succeeded, so the build does not survive the variations"
+            "succeeded, so either the build does not survive the variations or a step of it "
+            "is flaky (a test that races, say): rerun verify-rebuild to tell them apart"
         )
     comparisons = compare_packages(plan.binaries, rebuilt)
     for c in comparisons:
