@@ -1,4 +1,8 @@
-"""The gpg seam: signing and verification through python-gnupg, always in batch mode.
+"""The gpg seam: signing, verification and the keys, always in batch mode.
+
+Every gpg run goes through this module: signing, key listings and exports run gpg itself
+(:func:`_run_gpg`, one process each), verification runs gpgv as apt does (:func:`verify`),
+and python-gnupg makes the development key.
 
 gpg never prompts: it runs with ``--batch --pinentry-mode loopback`` and gets
 the passphrase from the configured environment variable or file. Every
@@ -378,8 +382,8 @@ class Signer:
         self.gnupghome = gnupghome
         self.development = development
         self.warn_days = warn_days
-        # "" is no passphrase: python-gnupg would still open --passphrase-fd 0, and gpg would
-        # take the first line of the data to sign as the passphrase.
+        # "" is no passphrase: with --passphrase-fd 0, gpg would take the first line of the
+        # data to sign as the passphrase.
         self._passphrase = passphrase or None
         wanted = [key] if isinstance(key, str) else list(key)
         infos: list[KeyInfo] = []
