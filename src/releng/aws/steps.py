@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from releng.errors import AwsError
@@ -93,6 +93,33 @@ class WorkerKind:
     message_group: str = ""  # a FIFO queue with this one group: one task at a time
 
 
+def _on_graviton(kind: WorkerKind, queue: str) -> WorkerKind:
+    """``kind``'s worker for arm64, on its own ``queue``: a Graviton instance type and an arm64
+    image, the same disk, pool and permissions."""
+    return replace(
+        kind, queue=queue, instance_param="Arm64BuilderInstanceType", image_param="Arm64ImageId"
+    )
+
+
+# Builders never sign: no signing-key permission, whatever their user data does.
+_BUILDER: Final = WorkerKind(
+    queue=BUILD_QUEUE,
+    instance_param="BuilderInstanceType",
+    disk_gb=256,
+    max_workers=16,
+    permissions=("scratch-read", "scratch-write", "compiler-cache"),
+)
+# The rebuilders read the builds in scratch and write only their results beside them
+# (<version>/<distro>/<arch>/rebuild/); they sign attestations with the rebuilder's key
+# from its own SSM parameter, never the archive's (releng.aws.template._verify_permissions).
+_REBUILDER: Final = WorkerKind(
+    queue=VERIFY_QUEUE,
+    instance_param="BuilderInstanceType",
+    disk_gb=256,
+    max_workers=16,
+    permissions=("scratch-read", "rebuild-write", "rebuilder-key"),
+)
+
 WORKER_KINDS: Final = {
     TARBALL_QUEUE: WorkerKind(
         queue=TARBALL_QUEUE,
@@ -101,24 +128,10 @@ WORKER_KINDS: Final = {
         max_workers=4,
         permissions=("scratch-read", "scratch-write", "signing-key"),
     ),
-    # Builders never sign: no signing-key permission, whatever their user data does.
-    BUILD_QUEUE: WorkerKind(
-        queue=BUILD_QUEUE,
-        instance_param="BuilderInstanceType",
-        disk_gb=256,
-        max_workers=16,
-        permissions=("scratch-read", "scratch-write", "compiler-cache"),
-    ),
+    BUILD_QUEUE: _BUILDER,
     # The same builder on Graviton: `make-package DISTRO --arch arm64` is the host's
     # architecture there (no cross toolchain, no qemu).
-    BUILD_ARM64_QUEUE: WorkerKind(
-        queue=BUILD_ARM64_QUEUE,
-        instance_param="Arm64BuilderInstanceType",
-        image_param="Arm64ImageId",
-        disk_gb=256,
-        max_workers=16,
-        permissions=("scratch-read", "scratch-write", "compiler-cache"),
-    ),
+    BUILD_ARM64_QUEUE: _on_graviton(_BUILDER, BUILD_ARM64_QUEUE),
     PUBLISH_QUEUE: WorkerKind(
         queue=PUBLISH_QUEUE,
         instance_param="SmallInstanceType",
@@ -134,25 +147,9 @@ WORKER_KINDS: Final = {
         ),
         message_group="publish",
     ),
-    # The rebuilders read the builds in scratch and write only their results beside them
-    # (<version>/<distro>/<arch>/rebuild/); they sign attestations with the rebuilder's key
-    # from its own SSM parameter, never the archive's (releng.aws.template._verify_permissions).
-    VERIFY_QUEUE: WorkerKind(
-        queue=VERIFY_QUEUE,
-        instance_param="BuilderInstanceType",
-        disk_gb=256,
-        max_workers=16,
-        permissions=("scratch-read", "rebuild-write", "rebuilder-key"),
-    ),
+    VERIFY_QUEUE: _REBUILDER,
     # The same rebuilder on Graviton, for arm64 builds: a native rebuild, as the build was.
-    VERIFY_ARM64_QUEUE: WorkerKind(
-        queue=VERIFY_ARM64_QUEUE,
-        instance_param="Arm64BuilderInstanceType",
-        image_param="Arm64ImageId",
-        disk_gb=256,
-        max_workers=16,
-        permissions=("scratch-read", "rebuild-write", "rebuilder-key"),
-    ),
+    VERIFY_ARM64_QUEUE: _on_graviton(_REBUILDER, VERIFY_ARM64_QUEUE),
 }
 assert tuple(WORKER_KINDS) == WORKER_QUEUES
 
