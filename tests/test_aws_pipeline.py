@@ -61,16 +61,23 @@ def signed_project(root: Path, key, stack_name: str) -> Project:
     return Project.load(root)
 
 
+def deployed(root: Path, key, aws_env: dict[str, str]) -> tuple[Project, run.Aws, deploy.Stack]:
+    """The project at ``root`` signing with the test ``key``, with a dev stack of its own (a
+    fresh name) deployed on moto; the workers' environment gets the key's passphrase."""
+    name = f"releng-{uuid.uuid4().hex[:8]}"
+    aws_env["RELENG_SIGNING_PASSPHRASE"] = key.passphrase
+    project = signed_project(root, key, name)
+    aws = run.connect(project, aws_env)
+    deploy.deploy_dev(aws.client, REPO, name)
+    return project, aws, deploy.load_stack(aws.client("cloudformation"), name)
+
+
 @pytest.fixture
 def proj(moto_server, project_copy, gpg_key, aws_env):
     """The project copy, signing with the test key, with its own dev stack deployed on moto."""
-    name = f"releng-{uuid.uuid4().hex[:8]}"
-    aws_env["RELENG_SIGNING_PASSPHRASE"] = gpg_key.passphrase  # the workers' environment
-    project = signed_project(project_copy.root, gpg_key, name)
-    client = run.connect(project, aws_env).client
-    deploy.deploy_dev(client, REPO, name)
+    project, aws, _stack = deployed(project_copy.root, gpg_key, aws_env)
     yield project
-    forget_executions(client("stepfunctions"), name)
+    forget_executions(aws.client("stepfunctions"), project.config.aws.stack_name)
 
 
 def forget_executions(sfn, name: str) -> None:
@@ -406,12 +413,8 @@ def test_verify_rebuild_between_build_and_publish_holds_back_a_mismatch_and_resu
     (root / "product.toml").write_text(
         (root / "product.toml").read_text() + '\n[verify]\nrebuild = "require"\n'
     )
-    name = f"releng-{uuid.uuid4().hex[:8]}"
-    aws_env["RELENG_SIGNING_PASSPHRASE"] = gpg_key.passphrase
-    proj = signed_project(root, gpg_key, name)
-    aws = run.connect(proj, aws_env)
-    deploy.deploy_dev(aws.client, REPO, name)
-    stack = deploy.load_stack(aws.client("cloudformation"), name)
+    proj, aws, stack = deployed(root, gpg_key, aws_env)
+    name = proj.config.aws.stack_name
     s3, sfn = moto_server.client("s3"), moto_server.client("stepfunctions")
     config = {"timeouts": {"tarball": 300, "build": 1500, "verify": 1500, "publish": 600},
               "heartbeat_seconds": 30}  # fmt: skip

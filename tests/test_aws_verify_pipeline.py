@@ -14,19 +14,17 @@ from __future__ import annotations
 
 import gzip
 import json
-import uuid
 from typing import Any
 
 import pytest
 
-from releng.aws import deploy, run
+from releng.aws import run
 from releng.aws import steps as S
 from releng.aws.runner import LocalLauncher
 from tests.test_aws_pipeline import (
-    REPO,
     aws_env,  # noqa: F401  (the fixture, reused)
+    deployed,
     forget_executions,
-    signed_project,
 )
 
 pytestmark = [pytest.mark.aws, pytest.mark.slow]
@@ -93,12 +91,7 @@ def test_require_publishes_amd64_and_arm64_once_each_is_verified_on_its_own_rebu
     two = text.replace('architectures = ["amd64"]', 'architectures = ["amd64", "arm64"]', 1)
     assert two != text
     product.write_text(two + '\n[verify]\nrebuild = "require"\n')
-    name = f"releng-{uuid.uuid4().hex[:8]}"
-    aws_env["RELENG_SIGNING_PASSPHRASE"] = gpg_key.passphrase
-    proj = signed_project(root, gpg_key, name)
-    aws = run.connect(proj, aws_env)
-    deploy.deploy_dev(aws.client, REPO, name)
-    stack = deploy.load_stack(aws.client("cloudformation"), name)
+    proj, aws, stack = deployed(root, gpg_key, aws_env)
     s3 = moto_server.client("s3")
     scratch, downloads = stack.scratch_bucket, stack.downloads_bucket
     launcher = Arm64VerifyFirst(
@@ -115,7 +108,7 @@ def test_require_publishes_amd64_and_arm64_once_each_is_verified_on_its_own_rebu
         )  # fmt: skip
         desc = run.run_fake_ec2(proj, aws, started, env=aws_env, timeout=3600, launcher=launcher)
     finally:
-        forget_executions(moto_server.client("stepfunctions"), name)
+        forget_executions(moto_server.client("stepfunctions"), proj.config.aws.stack_name)
 
     def status(arch: str, step: str) -> dict:
         key = f"status/{started.name}/1.0.0/{BOOKWORM}/{arch}/{step}.json"
