@@ -23,17 +23,19 @@ _LOADER: Any = None
 _LOADER_LOCK = threading.Lock()
 
 
+class _OncePaths(list[str]):
+    """The shared loader's search paths: boto3 appends its data directory for every new
+    session, and each path is kept once."""
+
+    def append(self, path: str) -> None:
+        if path not in self:
+            super().append(path)
+
+
 def _shared_loader() -> Any:
     """The process's one botocore loader (its parsed files are cached on it)."""
     global _LOADER  # noqa: PLW0603  (made once, on first use)
     from botocore.loaders import Loader
-
-    class _OncePaths(list[str]):
-        """boto3 appends its data directory to the loader's paths for every new session."""
-
-        def append(self, path: str) -> None:
-            if path not in self:
-                super().append(path)
 
     with _LOADER_LOCK:
         if _LOADER is None:

@@ -71,24 +71,23 @@ def _home(gnupghome: Path | None) -> str:
 
 
 def _run_gpg(
-    gnupghome: Path | None, args: Sequence[str], data: bytes = b""
+    home: str, args: Sequence[str], data: bytes = b""
 ) -> subprocess.CompletedProcess[bytes]:
-    """One gpg run in ``gnupghome`` in batch mode, status lines on stderr.
+    """One gpg run in ``home`` (as :func:`_home` gives it) in batch mode, status lines on stderr.
 
     The signing path runs gpg itself: python-gnupg's import and its ``gpg --version`` per
     handle (12 ms) were a tenth of adding one package to a large suite. python-gnupg makes
     the development key.
     """
-    home = _home(gnupghome)
     cmd = ["gpg", *(["--homedir", home] if home else []), "--batch", *_BATCH, "--status-fd", "2"]
     return subprocess.run([*cmd, *args], input=data, capture_output=True, check=False)
 
 
-def _secret_keys(gnupghome: Path | None, name: str = "") -> list[KeyInfo]:
-    """The keys ``name`` selects (every key for "") whose secret part ``gnupghome`` holds, as
+def _secret_keys(home: str, name: str = "") -> list[KeyInfo]:
+    """The keys ``name`` selects (every key for "") whose secret part ``home`` holds, as
     listed by one gpg run (a signer is made at the start of every command that signs)."""
     args = ["--with-colons", "--with-secret", "--list-keys", *(["--", name] if name else [])]
-    proc = _run_gpg(gnupghome, args)
+    proc = _run_gpg(home, args)
     return [key for key in parse_colons(proc.stdout.decode("utf-8", "replace")) if key.secret]
 
 
@@ -380,6 +379,7 @@ class Signer:
         warn_days: int = 60,
     ) -> None:
         self.gnupghome = gnupghome
+        self._home = _home(gnupghome)  # made and resolved once, for every gpg run
         self.development = development
         self.warn_days = warn_days
         # "" is no passphrase: with --passphrase-fd 0, gpg would take the first line of the
@@ -388,7 +388,7 @@ class Signer:
         wanted = [key] if isinstance(key, str) else list(key)
         infos: list[KeyInfo] = []
         for one in wanted:
-            info = next(iter(_secret_keys(gnupghome, one)), None) if one else None
+            info = next(iter(_secret_keys(self._home, one)), None) if one else None
             if info is None:
                 home = gnupghome or "gpg's default home (GNUPGHOME or ~/.gnupg)"
                 raise SigningError(
@@ -453,7 +453,7 @@ class Signer:
         if self._passphrase is not None:  # its line first on stdin, then the data
             args += ["--passphrase-fd", "0"]
             data = self._passphrase.encode() + b"\n" + data
-        proc = _run_gpg(self.gnupghome, args, data)
+        proc = _run_gpg(self._home, args, data)
         if proc.returncode != 0 or not proc.stdout:
             why = _failure(proc.stderr.decode("utf-8", "replace"))
             raise SigningError(
@@ -513,7 +513,7 @@ class Signer:
         """Every signing key's public key, binary or ASCII-armored (the keyring beside a
         repository and in the keyring package)."""
         proc = _run_gpg(
-            self.gnupghome, [*(["--armor"] if armor else []), "--export", *self.fingerprints]
+            self._home, [*(["--armor"] if armor else []), "--export", *self.fingerprints]
         )
         data = proc.stdout if proc.returncode == 0 else b""
         if not data:
@@ -538,7 +538,8 @@ def _valid_until(release: bytes) -> dt.datetime | None:
 def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
     """Make the development key once under ``state_dir``; its GNUPGHOME and fingerprint."""
     home = state_dir / DEV_KEY_DIR
-    if keys := _secret_keys(home):
+    gpg_home = _home(home)
+    if keys := _secret_keys(gpg_home):
         if keys[0].algorithm not in RSA_ALGORITHMS:
             log.warning(
                 "the development key under %s is not RSA: xenial's apt cannot verify what it "
@@ -549,7 +550,7 @@ def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
         return home, keys[0].fingerprint
     import gnupg
 
-    gpg = gnupg.GPG(gnupghome=_home(home), options=list(_BATCH))
+    gpg = gnupg.GPG(gnupghome=gpg_home, options=list(_BATCH))
     (home / "gpg-agent.conf").write_text("default-cache-ttl 0\nmax-cache-ttl 0\n")
     log.warning("making a development signing key under %s (refused for releases)", home)
     params = gpg.gen_key_input(
