@@ -23,7 +23,7 @@ from releng.rebuild.attest import (
     write_attestations,
 )
 from releng.rebuild.buildinfo import RebuildError
-from releng.rebuild.summary import RESULT_REPRODUCED, read_summary
+from releng.rebuild.summary import read_summary, reproduced
 
 if TYPE_CHECKING:
     from releng.apt import PublishResult, Repository
@@ -44,11 +44,11 @@ def unverified(build_dir: Path) -> list[str]:
     (a package changed after its rebuild counts as unverified)."""
     debs = sorted(p for p in build_dir.glob("*") if p.name.endswith(BINARY_SUFFIXES))
     summary = read_summary(build_dir / "rebuild") or {}
-    reproduced = summary.get("result") == RESULT_REPRODUCED
+    verified = reproduced(summary)
     packages = summary.get("packages") or {}
     missing = []
     for deb in debs:
-        attested = packages.get(deb.name, {}).get("first") if reproduced else None
+        attested = packages.get(deb.name, {}).get("first") if verified else None
         statement = build_dir / "rebuild" / ATTESTATIONS_DIR / f"{deb.name}{SUFFIX}"
         if attested != file_sha256(deb) or not statement.is_file():
             missing.append(deb.name)
