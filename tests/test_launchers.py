@@ -21,7 +21,11 @@ from tests.fixtures.project import REPO_ROOT
 
 
 @pytest.mark.slow
-def test_a_ctrl_c_at_any_moment_of_the_start_ends_in_one_line(tmp_path: Path) -> None:
+def test_a_ctrl_c_at_any_moment_of_the_start_ends_in_interrupted_and_130(tmp_path: Path) -> None:
+    """Before the task has failed, ``interrupted`` is the only line; after it has printed
+    its error (a signal that lands while the process ends), ``interrupted`` follows it, as
+    docs/builds.md promises for a Ctrl-C at any moment. Never a traceback or a third line.
+    """
     launcher = tmp_path / "invoke"
     launcher.write_text(launcher_text(Path(sys.executable), "invoke"))
     launcher.chmod(0o755)
@@ -36,11 +40,12 @@ def test_a_ctrl_c_at_any_moment_of_the_start_ends_in_one_line(tmp_path: Path) ->
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
         where = f"SIGINT after {step * 5} ms: exit {process.returncode}, stderr {stderr!r}"
-        assert "Traceback" not in stderr and len(stderr.splitlines()) <= 1, where
-        assert process.returncode != 0, where
-        if stderr.strip() == "interrupted":
-            assert process.returncode == 130, where
-            interrupted += 1
+        lines = stderr.splitlines()
+        said = lines[:-1] if lines[-1:] == ["interrupted"] else lines
+        assert "Traceback" not in stderr and "interrupted" not in said, where
+        assert len(said) <= 1, where
+        assert (process.returncode == 130) if said != lines else (process.returncode != 0), where
+        interrupted += lines == ["interrupted"]
     assert interrupted >= 30, "most signals land before the task has failed"
 
 
@@ -142,6 +147,32 @@ def test_a_ctrl_c_after_the_output_is_complete_ends_in_one_line_and_130(tmp_path
     )
     assert process.stdout is not None
     assert process.stdout.readline() == "done\n"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert (process.returncode, stderr) == (130, "interrupted\n")
+
+
+def test_a_ctrl_c_after_the_error_line_adds_interrupted_and_130(tmp_path: Path) -> None:
+    """The race the loop above meets at random (CI, ninth session): the task has failed and
+    said why, and the process has not ended yet."""
+    (tmp_path / "tasks.py").write_text(
+        "import atexit, time\n"
+        "from invoke import Exit, task\n"
+        "@task\n"
+        "def fails(c):\n"
+        "    atexit.register(time.sleep, 2)  # the process is still there after its error\n"
+        "    raise Exit('error: the repository is missing; publish it first', code=1)\n"
+    )
+    wrapper = _wrapper(tmp_path)
+    process = subprocess.Popen(
+        [str(wrapper), "--search-root", str(tmp_path), "fails"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    assert process.stderr.readline() == "error: the repository is missing; publish it first\n"
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert (process.returncode, stderr) == (130, "interrupted\n")
