@@ -429,6 +429,19 @@ def rfc1123(when: dt.datetime) -> str:
     return f"{_DAYS[u.weekday()]}, {u.day:02d} {_MONTHS[u.month - 1]} {u.year} {u:%H:%M:%S} UTC"
 
 
+def parse_rfc1123(text: str) -> dt.datetime | None:
+    """The date :func:`rfc1123` spells as ``text`` (None for any other spelling)."""
+    parts = text.split()
+    if len(parts) != 6 or parts[2] not in _MONTHS or parts[5] != "UTC":
+        return None
+    try:
+        hour, minute, second = map(int, parts[4].split(":"))
+        month = _MONTHS.index(parts[2]) + 1
+        return dt.datetime(int(parts[3]), month, int(parts[1]), hour, minute, second, tzinfo=dt.UTC)
+    except ValueError:
+        return None
+
+
 class IndexEntry(NamedTuple):
     path: str  # relative to dists/<suite>/
     size: int
