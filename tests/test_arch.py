@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from releng.arch import (
+    ARCHITECTURES,
     ArchError,
     check_architecture,
     check_emulation,
     dpkg_architectures,
+    dpkg_knows,
     host_architecture,
     image_for,
 )
@@ -28,8 +30,23 @@ HANDLER = "enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\nflags
 
 
 def test_dpkg_knows_the_architectures_releng_names() -> None:
-    assert {"amd64", "arm64", "armhf"} <= dpkg_architectures()
+    assert set(ARCHITECTURES) <= dpkg_architectures()  # dpkg_knows takes them without asking
     assert host_architecture() == "amd64"  # this project's machines; tests below assume it
+
+
+def test_loading_a_product_with_releng_s_architectures_does_not_run_dpkg_architecture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``dpkg-architecture -L`` is a Perl script: 34 ms of every command, for nothing."""
+    from releng.config import load_product
+
+    (tmp_path / "product.toml").write_text(TWO_ARCHS)
+    asked: list[str] = []
+    monkeypatch.setattr("releng.arch.dpkg_architectures", lambda: asked.append("-L") or {"x"})
+    assert load_product(tmp_path).repositories.architectures == ["amd64", "arm64"]
+    assert asked == []
+    assert dpkg_knows("hurd-amd64") is False  # any other name asks dpkg (here: the stand-in)
+    assert asked == ["-L"]
 
 
 def test_foreign_images_are_named_as_the_registries_name_them() -> None:

@@ -207,11 +207,18 @@ def test_a_big_suite_lists_its_newest_packages_and_links_the_index(
     root = tmp_path / "repo"
     debs = tmp_path / "debs"
     debs.mkdir()
-    repo = Repository(root, settings_for(project)._replace(contents=False), signer)
+    settings = settings_for(project)._replace(contents=False)
+    day = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+    repo = Repository(root, settings, signer, clock=lambda: day)
     repo.include(["bookworm"], [make_deb(debs, f"pkg{i:03d}", "1") for i in range(MAX_ROWS + 5)])
+    later = Repository(root, settings, signer, clock=lambda: day + dt.timedelta(hours=1))
+    later.include(["bookworm"], [make_deb(debs, "pkg204", "2")])  # now the newest
     page = write_front_page(root, project).read_text()
     assert f"the {MAX_ROWS} most recently added of {MAX_ROWS + 5}" in page
     assert 'href="dists/bookworm/main/binary-amd64/Packages"' in page
+    # pkg204 (newest) first, then the others added at the same time by name: 000 to 198.
+    listed = re.findall(r"<tr><td>(pkg\d{3})</td>", page)
+    assert listed[0] == "pkg204" and sorted(listed[1:]) == [f"pkg{i:03d}" for i in range(199)]
 
 
 def test_repository_tasks_write_the_front_page(project_copy: Project, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from releng.arch import ARCHITECTURES, dpkg_architectures
+from releng.arch import dpkg_knows
 from releng.errors import ConfigError
 from releng.gitrefs import ref_name_problem
 from releng.textcheck import control_character
@@ -548,9 +548,8 @@ def _check_suite_lists(repos: RepositoriesSection, where: str) -> None:
 
 def _check_architectures(repos: RepositoriesSection, where: str) -> None:
     """The rule of ``--arch``: a name dpkg knows."""
-    known = dpkg_architectures() or frozenset(ARCHITECTURES)
     for arch in repos.architectures:
-        if arch not in known:
+        if not dpkg_knows(arch):
             raise ConfigError(
                 f"{where}: [repositories] architectures entry {arch!r} is not an architecture "
                 "dpkg knows (see `dpkg-architecture -L`); use a Debian architecture name such "

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from releng.errors import RepoError
 
 if TYPE_CHECKING:
-    from releng.apt.state import RepoState
+    from releng.apt.state import Member, RepoState
     from releng.project import Project
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,37 @@ def _rebuild_cell(
     return "; ".join(f"{arch}: {status}" for arch, status in sorted(found.items()))
 
 
+def _newest_added(members: Mapping[str, Member]) -> tuple[dict[str, int], list[str]]:
+    """When each package's newest file was added, and the suite's .dsc paths."""
+    added: dict[str, int] = {}
+    dscs: list[str] = []
+    for path, (when, kind, package, _version, _arch) in members.items():
+        if kind == "dsc":
+            dscs.append(path)
+        elif added.get(package, -1) < when:
+            added[package] = when
+    return added, dscs
+
+
+def _versions_of(
+    members: Mapping[str, Member], shown: set[str], verify: set[str]
+) -> tuple[dict[str, dict[str, list[str]]], dict[str, dict[str, tuple[str, str]]]]:
+    """The versions of the packages ``shown``, by architecture; and, of those in ``verify``,
+    each architecture's newest version and its pool path. One pass over the members, the
+    packages looked at limited to the page's rows (a suite may have 10,000)."""
+    by_name: dict[str, dict[str, list[str]]] = {}
+    newest: dict[str, dict[str, tuple[str, str]]] = {}
+    for path, (_when, kind, package, version, arch) in members.items():
+        if kind == "dsc" or package not in shown:
+            continue
+        by_name.setdefault(package, {}).setdefault(arch, []).append(version)
+        if package in verify:
+            seen = newest.setdefault(package, {}).get(arch)
+            if seen is None or _newer(version, seen[0]) < 0:
+                newest[package][arch] = (version, path)
+    return by_name, newest
+
+
 def _suite_info(
     state: RepoState,
     name: str,
@@ -223,26 +254,12 @@ def _suite_info(
     from releng.apt.state import find_records
 
     members = state.load_suite(name).members
-    by_name: dict[str, dict[str, list[str]]] = {}
-    added: dict[str, int] = {}
-    dscs: list[str] = []
-    for path, (when, kind, package, version, arch) in members.items():
-        if kind == "dsc":
-            dscs.append(path)
-            continue
-        by_name.setdefault(package, {}).setdefault(arch, []).append(version)
-        added[package] = max(added.get(package, 0), when)
-    names = sorted(by_name)
-    if len(names) > MAX_ROWS:
-        names = sorted(names, key=lambda n: (-added[n], n))[:MAX_ROWS]
-    newest: dict[str, dict[str, tuple[str, str]]] = {}  # package -> arch -> (version, path)
-    if attested is not None:  # only the packages shown: at most MAX_ROWS
-        shown = set(names) - not_rebuilt
-        for path, (_when, kind, package, version, arch) in members.items():
-            if kind != "dsc" and package in shown:
-                seen = newest.setdefault(package, {}).get(arch)
-                if seen is None or _newer(version, seen[0]) < 0:
-                    newest[package][arch] = (version, path)
+    added, dscs = _newest_added(members)
+    names = sorted(added)
+    if len(names) > MAX_ROWS:  # the newest first, then by name (a stable sort keeps that order)
+        names = sorted(names, key=added.__getitem__, reverse=True)[:MAX_ROWS]
+    verify = set(names) - not_rebuilt if attested is not None else set()
+    by_name, newest = _versions_of(members, set(names), verify)
     rows = tuple(
         PackageRow(
             name=n,
@@ -277,11 +294,11 @@ def _suite_info(
         name=name,
         channel=_channel(name, codename),
         packages=rows,
-        total=len(by_name),
+        total=len(added),
         sources=tuple(sources),
         publishes=tuple(publishes),
         architectures=tuple(architectures),
-        has_keyring=keyring in by_name,
+        has_keyring=keyring in added,
     )
 
 

@@ -7,10 +7,14 @@ repository operation takes ``--repo DIR|s3://BUCKET/PREFIX`` (releng.publish.loc
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from releng import aws_clients
 from releng.cli import Context, out, project, task
 from releng.version import Version
+
+if TYPE_CHECKING:
+    from releng.project import Project
 
 _S3 = (
     "s3://BUCKET/PREFIX (default: [repositories] location when it is on S3, else [publish] "
@@ -19,14 +23,13 @@ _S3 = (
 _DEST_GONE = "gone: use --repo s3://BUCKET/PREFIX"
 
 
-def _s3_repo(c: Context, repo: str, dest: str, *, what: str) -> str:
+def _s3_repo(proj: Project, repo: str, dest: str, *, what: str) -> str:
     """The S3 repository ``--repo`` names (or the default), as text for destination_for."""
     from releng.errors import PublishError
     from releng.publish.location import RepoLocation
 
     if dest:
         raise PublishError(f"--dest is gone: pass --repo {dest!r}")
-    proj = project(c)
     if not repo:
         default = RepoLocation.of(proj)
         return str(default.url) if default.url is not None else ""
@@ -70,7 +73,7 @@ def sync_repo(  # noqa: PLR0917  (invoke passes task arguments positionally)
             f"sync-repo copies a local repository to S3: pass --source {repo} "
             "--repo s3://BUCKET/PREFIX"
         )
-    url = _s3_repo(c, repo, dest, what="sync-repo")
+    url = _s3_repo(proj, repo, dest, what="sync-repo")
     local = RepoLocation.of(proj, source) if source else RepoLocation.of(proj)
     root = local.path if local.path is not None else proj.root / "out" / "repo"
     destination = publish.destination_for(
@@ -101,7 +104,7 @@ def publish_source(
     from releng.publish.sync import s3_client
 
     proj = project(c)
-    destination = publish.destination_for(proj, _s3_repo(c, repo, dest, what="publish-source"))
+    destination = publish.destination_for(proj, _s3_repo(proj, repo, dest, what="publish-source"))
     published = publish.publish_source(
         s3_client(region=aws_clients.region(os.environ, proj.config.aws.region)),
         proj,
@@ -236,7 +239,7 @@ def update_indices(
     from releng.publish import flows as publish
 
     proj = project(c)
-    url = _s3_repo(c, repo, dest, what="update-indices")
+    url = _s3_repo(proj, repo, dest, what="update-indices")
     destination = publish.destination_for(proj, url, dry_run=dry_run)
     result = publish.update_indices(destination, full=all)
     out(f"{destination.url}: {len(result.pages)} index page(s) updated")

@@ -20,7 +20,7 @@ _REPO = "DIR or s3://BUCKET/PREFIX: the repository (default: [repositories] loca
 _DEST_GONE = "gone: use --repo s3://BUCKET/PREFIX"
 
 
-def _location(c: Context, repo: str, dest: str = "") -> Any:
+def _location(proj: Project, repo: str, dest: str = "") -> Any:
     """The repository ``--repo`` names (a RepoLocation); ``--dest`` is refused with the new way."""
     from releng.errors import RepoError
     from releng.publish.location import RepoLocation
@@ -30,7 +30,7 @@ def _location(c: Context, repo: str, dest: str = "") -> Any:
             f"--dest is gone: the repository is --repo, a directory or s3://BUCKET/PREFIX "
             f"(here: --repo {dest!r})"
         )
-    return RepoLocation.of(project(c), repo)
+    return RepoLocation.of(proj, repo)
 
 
 def _check_url(url: str) -> None:
@@ -75,7 +75,7 @@ def include_packages(  # noqa: PLR0917  (invoke passes task arguments positional
 
     _check_url(url)
     proj = project(c)
-    location = _location(c, repo)
+    location = _location(proj, repo)
     signer = gpg.signer_for(proj, os.environ, release=False)
     paths = [Path(p) for p in [path, *(also or [])]]
     with open_repository(proj, location, signer=signer, link_inputs=link, url=url) as opened:
@@ -116,7 +116,7 @@ def update_repos(  # noqa: PLR0917  (invoke maps each parameter to a --flag)
 
     _check_url(url)
     proj = project(c)
-    location = _location(c, repo, dest)
+    location = _location(proj, repo, dest)
     ver = Version.parse_or_nightly(version or None, release=release)
     signer = gpg.signer_for(proj, os.environ, release=ver.is_release)
     done = locations.update_repos(proj, signer, version=ver, location=location, url=url)
@@ -147,7 +147,7 @@ def republish_repo(c: Context, repo: str = "", dist: list[str] | None = None) ->
 
     proj = project(c)
     signer = gpg.signer_for(proj, os.environ, release=False)
-    with open_repository(proj, _location(c, repo), signer=signer) as opened:
+    with open_repository(proj, _location(proj, repo), signer=signer) as opened:
         result = opened.repository().publish(dist or None)
     out(
         f"republished {', '.join(result.suites) or 'nothing'}; {len(result.removed)} file(s) removed"
@@ -174,7 +174,7 @@ def check_repo(
     from releng.publish.location import open_repository
 
     proj = project(c)
-    location = _location(c, repo)
+    location = _location(proj, repo)
     attested = None
     with open_repository(proj, location, read_only=True, with_pool=True) as opened:
         report = apt.check_repository(
@@ -271,7 +271,7 @@ def _lifecycle(
     from releng.publish.location import open_repository
 
     proj = project(c)
-    location = _location(c, repo, dest)
+    location = _location(proj, repo, dest)
     signer = gpg.signer_for(proj, os.environ, release=False)
     with open_repository(proj, location, signer=signer, dry_run=dry_run) as opened:
         result = operate(opened.repository())
@@ -307,11 +307,11 @@ def _report(result: Any, *, dry_run: bool) -> None:
     )
 
 
-def _read_root(c: Context, repo: str, dest: str) -> Path:
+def _read_root(proj: Project, repo: str, dest: str) -> Path:
     """The repository's directory for reading: itself, or its state pulled from S3."""
     from releng.publish.location import open_repository
 
-    with open_repository(project(c), _location(c, repo, dest), read_only=True) as opened:
+    with open_repository(proj, _location(proj, repo, dest), read_only=True) as opened:
         return opened.root
 
 
@@ -343,7 +343,7 @@ def list_packages(  # noqa: PLR0917  (invoke passes task arguments positionally)
     )
 
     proj = project(c)
-    root = _read_root(c, repo, dest)
+    root = _read_root(proj, repo, dest)
     rows = lifecycle.list_packages(root, suite=dist or None, package=package)
     statuses = rebuild_statuses(root) if show_rebuild_status(proj, root) else None
     exempt = not_rebuilt(proj)
@@ -453,7 +453,7 @@ def show_history(
 
     if not dist:
         raise RepoError("name the suite: --dist SUITE")
-    entries = lifecycle.history(_read_root(c, repo, dest), dist)
+    entries = lifecycle.history(_read_root(project(c), repo, dest), dist)
     if json:
         rows = [
             {
