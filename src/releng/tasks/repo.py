@@ -78,10 +78,11 @@ def include_packages(  # noqa: PLR0917  (invoke passes task arguments positional
     location = _location(proj, repo)
     signer = gpg.signer_for(proj, os.environ, release=False)
     paths = [Path(p) for p in [path, *(also or [])]]
+    settings = apt.settings_for(proj)  # it reads every distro directory: once
     with open_repository(proj, location, signer=signer, link_inputs=link, url=url) as opened:
         result = apt.include(
             opened.root,
-            apt.settings_for(proj),
+            settings,
             signer,
             suites=[dist],
             paths=paths,
@@ -90,7 +91,7 @@ def include_packages(  # noqa: PLR0917  (invoke passes task arguments positional
         )
     out(f"{dist}: {len(result.added)} new package file(s); {len(result.written)} file(s) written")
     _published(opened)
-    _snippets(proj, location, url, {dist: [dist]}, list(apt.settings_for(proj).components))
+    _snippets(proj, location, url, {dist: [dist]}, list(settings.components))
 
 
 @task(
