@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from releng.build import BuildFailed, interrupts_deferred, make_package, remove_run_containers
+from releng.build.reaper import LABEL_RUN, RUN_ID
 from releng.engine import Engine
 from releng.errors import RelengError
 from releng.project import Project
@@ -153,9 +154,22 @@ def _run_all(
         with interrupts_deferred():
             for f in futures:
                 f.cancel()
-            removed = remove_run_containers(engine)
-            log.warning("interrupted: removed %d running build container(s)", removed)
-            pool.shutdown(wait=True, cancel_futures=True)
+            try:
+                removed = remove_run_containers(engine)
+            except Exception as exc:  # the interrupt is what this run reports, not this
+                # The engine went away (or refused): the builds may still run, and waiting
+                # for them would hold the interrupt until they end. Say so, and do not wait.
+                log.warning(
+                    "interrupted: could not remove the running build containers (%s); "
+                    "look for them with: docker ps --filter label=%s=%s",
+                    exc,
+                    LABEL_RUN,
+                    RUN_ID,
+                )
+                pool.shutdown(wait=False, cancel_futures=True)
+            else:
+                log.warning("interrupted: removed %d running build container(s)", removed)
+                pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
     return outcomes
