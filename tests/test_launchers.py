@@ -105,6 +105,22 @@ def _wrapper(tmp_path: Path) -> Path:
     return wrapper
 
 
+def test_the_wrapper_of_a_deleted_checkout_says_so_in_one_line(tmp_path: Path) -> None:
+    from releng.launchers import wrapper_text
+
+    gone = tmp_path / "deleted-checkout"
+    wrapper = tmp_path / "invoke"
+    wrapper.write_text(wrapper_text("invoke", gone, block=True))
+    wrapper.chmod(0o755)
+    ran = subprocess.run(
+        [str(wrapper), "--list"], cwd="/", capture_output=True, text=True, check=False, timeout=60
+    )
+    assert ran.returncode == 1
+    assert ran.stderr.startswith("error: no releng checkout with a .venv in / or above it")
+    assert f"{gone}, where ./scripts/setup last ran, has none any more" in ran.stderr
+    assert len(ran.stderr.splitlines()) == 1
+
+
 def test_a_ctrl_c_in_the_wrapper_ends_in_one_line_and_130(tmp_path: Path) -> None:
     wrapper = _wrapper(tmp_path)
     deep = tmp_path / "a" / "b" / "c" / "d" / "e"  # the wrapper searches every parent for a .venv

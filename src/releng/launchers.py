@@ -158,6 +158,11 @@ while :; do
   d=${{d%/*}}
   d=${{d:-/}}
 done
+if ! [ -x "{root}/.venv/bin/{tool}" ]; then
+  echo "error: no releng checkout with a .venv in $PWD or above it, and {root}, where" \
+    "./scripts/setup last ran, has none any more; run ./scripts/setup in a checkout" >&2
+  exit 1
+fi
 run "{root}/.venv/bin/{tool}" "$@"
 """
 
