@@ -144,51 +144,41 @@ def test_a_ctrl_c_in_the_wrapper_ends_in_one_line_and_130(tmp_path: Path) -> Non
     assert len(killed) <= 4, f"killed by the signal at {killed} ms"
 
 
-def test_a_ctrl_c_after_the_output_is_complete_ends_in_one_line_and_130(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("last_word", "stream", "line"),
+    [
+        ("    print('done', flush=True)\n", "stdout", "done\n"),
+        (
+            "    raise Exit('error: the repository is missing; publish it first', code=1)\n",
+            "stderr",
+            "error: the repository is missing; publish it first\n",
+        ),
+    ],
+    ids=["after-the-output", "after-the-error-line"],
+)
+def test_a_ctrl_c_once_the_task_has_ended_adds_interrupted_and_130(
+    tmp_path: Path, last_word: str, stream: str, line: str
+) -> None:
+    """The process is still there after the task's last word. After an error line: the race
+    the start-up loop above met at random (the eighth session's CI)."""
     (tmp_path / "tasks.py").write_text(
         "import atexit, time\n"
-        "from invoke import task\n"
+        "from invoke import Exit, task\n"
         "@task\n"
-        "def done(c):\n"
-        "    print('done', flush=True)\n"
-        "    atexit.register(time.sleep, 2)  # the process is still there after its output\n"
+        "def ends(c):\n"
+        "    atexit.register(time.sleep, 2)  # the process is still there after its last word\n"
+        + last_word
     )
     wrapper = _wrapper(tmp_path)
     process = subprocess.Popen(
-        [str(wrapper), "--search-root", str(tmp_path), "done"],
+        [str(wrapper), "--search-root", str(tmp_path), "ends"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert process.stdout is not None
-    assert process.stdout.readline() == "done\n"
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert (process.returncode, stderr) == (130, "interrupted\n")
-
-
-def test_a_ctrl_c_after_the_error_line_adds_interrupted_and_130(tmp_path: Path) -> None:
-    """The race the loop above meets at random (CI, ninth session): the task has failed and
-    said why, and the process has not ended yet."""
-    (tmp_path / "tasks.py").write_text(
-        "import atexit, time\n"
-        "from invoke import Exit, task\n"
-        "@task\n"
-        "def fails(c):\n"
-        "    atexit.register(time.sleep, 2)  # the process is still there after its error\n"
-        "    raise Exit('error: the repository is missing; publish it first', code=1)\n"
-    )
-    wrapper = _wrapper(tmp_path)
-    process = subprocess.Popen(
-        [str(wrapper), "--search-root", str(tmp_path), "fails"],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    assert process.stderr.readline() == "error: the repository is missing; publish it first\n"
+    said = getattr(process, stream)
+    assert said.readline() == line
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert (process.returncode, stderr) == (130, "interrupted\n")
