@@ -78,6 +78,38 @@ def test_a_ctrl_c_that_python_wraps_while_a_module_loads_ends_in_one_line(tmp_pa
     assert (process.returncode, process.stderr) == (130, "interrupted\n")
 
 
+def test_a_ctrl_c_that_c_code_replaced_with_another_error_ends_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """A Ctrl-C while ssl imported _ssl (CI, ninth session) came out as "TypeError: expected a
+    message argument", with no KeyboardInterrupt in its chain: once a Ctrl-C has come, any
+    error that reaches the top is the interrupt's."""
+    fake = tmp_path / "fake" / "releng"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "cli.py").write_text(
+        "import os, signal\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "except KeyboardInterrupt:\n"
+        "    pass  # what the C code did with it\n"
+        "raise TypeError('expected a message argument')\n"
+    )
+    launcher = tmp_path / "invoke"
+    launcher.write_text(launcher_text(Path(sys.executable), "invoke"))
+    launcher.chmod(0o755)
+    process = subprocess.run(
+        [str(launcher), "--list"],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(fake.parent)},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert (process.returncode, process.stderr) == (130, "interrupted\n")
+
+
 def test_every_tool_has_the_entry_point_its_package_provides() -> None:
     for tool, (module, call) in ENTRY_POINTS.items():
         compile(launcher_text(Path(sys.executable), tool), tool, "exec")

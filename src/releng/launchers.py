@@ -29,12 +29,17 @@ ENTRY_POINTS = {"invoke": ("releng.cli", "program.run"), "nox": ("nox.__main__",
 # A KeyboardInterrupt raised where Python cannot propagate it (a weakref callback during
 # an import) goes to sys.unraisablehook, which would print it and carry on: both end.
 # One that Python wraps (Python 3.11 turns it into "RuntimeError: Error calling
-# __set_name__" when it lands while a class of a loading module is made) ends as well.
+# __set_name__" when it lands while a class of a loading module is made) ends as well, and
+# so does any exception that reaches the top once a Ctrl-C has come: C code may replace the
+# KeyboardInterrupt without a trace (a Ctrl-C while ssl loads _ssl gave "TypeError: expected
+# a message argument", the ninth session's CI).
 _HOOKS = """\
 import sys
 def _interrupted():
     sys.stderr.write("interrupted\\n"); sys.stderr.flush(); __import__("os")._exit(130)
 def _by_interrupt(exc, seen=()):
+    if globals().get("_sigints"):
+        return True
     while exc is not None and id(exc) not in seen:
         if isinstance(exc, KeyboardInterrupt):
             return True
