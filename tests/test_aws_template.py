@@ -285,14 +285,25 @@ def test_product_toml_must_name_the_stacks_buckets(make_project):
     stack = deploy.Stack(
         name="releng", state_machine_arn="arn:sm", scratch_bucket="releng-scratchbucket-1a",
         downloads_bucket="releng-downloadsbucket-2b", distribution_id="E123",
+        distribution_domain="d111.cloudfront.net", downloads_prefix="apt",
     )  # fmt: skip
     project = make_project('[publish]\nbucket = "old"\nscratch_bucket = "older"\n')
     with pytest.raises(AwsError, match="releng-scratchbucket-1a"):
         deploy.check_product_toml(project, stack)
+    # The buckets right but no public_url: the keyring package would name a worker's disk.
+    buckets = '[publish]\nbucket = "releng-downloadsbucket-2b"\n'
+    buckets += 'scratch_bucket = "releng-scratchbucket-1a"\nprefix = "apt"\n'
+    with pytest.raises(AwsError, match=r"public_url is not set.*'https://d111.cloudfront.net/apt'"):
+        deploy.check_product_toml(make_project(buckets, name="no-url"), stack)
     lines = "\n".join(deploy.product_toml_lines(stack))
     fixed = make_project(lines + "\n", name="fixed")
     deploy.check_product_toml(fixed, stack)
     assert fixed.config.publish.cloudfront_distribution == "E123"
+    assert fixed.config.publish.public_url == "https://d111.cloudfront.net/apt"
+    # The domain is read back from the stack's outputs (the template's DistributionDomain).
+    queues = {S.queue_key(q): "url" for q in (*S.WORKER_QUEUES, *S.QUEUE_HANDLERS)}
+    back = deploy.Stack.from_outputs("releng", {**stack.outputs(), **queues})
+    assert back.public_url == stack.public_url
 
 
 def test_stack_parameters_carry_the_arm64_builders_settings() -> None:

@@ -85,6 +85,7 @@ class Stack:
     downloads_bucket: str
     downloads_prefix: str = ""
     distribution_id: str = ""
+    distribution_domain: str = ""  # CloudFront's (none: a dev stack)
     nightly_rule: str = ""  # the EventBridge rule that starts the nightly (none: a dev stack)
     queue_urls: dict[str, str] = field(default_factory=dict)  # substitution key -> URL
 
@@ -93,6 +94,14 @@ class Stack:
 
     def handler_queue_urls(self) -> dict[str, str]:
         return {h: self.queue_urls[S.queue_key(h)] for h in S.QUEUE_HANDLERS}
+
+    @property
+    def public_url(self) -> str:
+        """Where clients reach the repository through CloudFront ("" without a distribution)."""
+        if not self.distribution_domain:
+            return ""
+        prefix = self.downloads_prefix.strip("/")
+        return f"https://{self.distribution_domain}" + (f"/{prefix}" if prefix else "")
 
     def handler_settings(self) -> dict[str, str]:
         return {
@@ -128,6 +137,7 @@ class Stack:
             downloads_bucket=outputs["DownloadsBucket"],
             downloads_prefix=outputs.get("DownloadsPrefix", ""),
             distribution_id=outputs.get("DistributionId", ""),
+            distribution_domain=outputs.get("DistributionDomain", ""),
             nightly_rule=outputs.get("NightlyRule", ""),
             queue_urls={k: outputs[k] for k in keys},
         )
@@ -722,12 +732,15 @@ def product_toml_lines(stack: Stack) -> list[str]:
         lines.append(f'prefix = "{stack.downloads_prefix}"')
     if stack.distribution_id:
         lines.append(f'cloudfront_distribution = "{stack.distribution_id}"')
+    if stack.public_url:
+        lines.append(f'public_url = "{stack.public_url}"  # or your own domain in front of it')
     return lines
 
 
 def check_product_toml(project: Any, stack: Stack) -> None:
-    """An AwsError when product.toml's [publish] names other buckets than the stack's: the
-    workers' commands read them from the checkout they clone."""
+    """An AwsError when product.toml's [publish] names other buckets than the stack's (the
+    workers' commands read them from the checkout they clone), or no public_url while the
+    stack has a CloudFront distribution."""
     cfg = project.config.publish
     if (cfg.bucket, cfg.scratch_bucket) != (stack.downloads_bucket, stack.scratch_bucket):
         raise AwsError(
@@ -735,4 +748,11 @@ def check_product_toml(project: Any, stack: Stack) -> None:
             f"{cfg.scratch_bucket!r}, but stack {stack.name} has {stack.downloads_bucket!r} "
             f"and {stack.scratch_bucket!r}; set them (`invoke deploy-aws` prints the lines), "
             "commit and push to the branch the workers clone"
+        )
+    if stack.public_url and not cfg.public_url:
+        raise AwsError(
+            "product.toml's [publish] public_url is not set: the keyring package's apt source "
+            "and the front page would name a worker's disk, which no client reaches; set it "
+            f"to {stack.public_url!r} (or your own domain in front of it; `invoke deploy-aws` "
+            "prints the line), commit and push to the branch the workers clone"
         )
