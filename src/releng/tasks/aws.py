@@ -235,7 +235,10 @@ def deploy_aws(
     try:
         deploy.check_product_toml(proj, result)
     except AwsError:
-        out("product.toml must name the stack's buckets (workers read them); set, commit, push:")
+        out(
+            "product.toml must name the stack's buckets and its public URL (workers read "
+            "them); set, commit, push:"
+        )
         for line in deploy.product_toml_lines(result):
             out(f"  {line}")
         if result.nightly_rule:
