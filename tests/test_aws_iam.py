@@ -463,6 +463,51 @@ def test_the_publisher_takes_a_reproduced_rebuild_and_holds_back_a_differing_one
         upload_rebuild(admin, project, version, DISTRO, scratch=stack.scratch, arch="amd64")
 
 
+def test_a_held_back_architecture_keeps_the_primary_build_in_scratch_for_its_verify_rerun(
+    stack, project_copy, tmp_path
+) -> None:
+    """require, two architectures: the arm64 rebuild differs, the amd64 build is published.
+    The amd64 build stays in scratch all the same (not in the parts to delete): a rerun of
+    the arm64 verify rebuilds from its source package. Once arm64 reproduces, both go."""
+    product = project_copy.root / "product.toml"
+    text = product.read_text()
+    two = text.replace('architectures = ["amd64"]', 'architectures = ["amd64", "arm64"]', 1)
+    product.write_text(two + '\n[verify]\nrebuild = "require"\n')
+    project = Project.load(project_copy.root)
+    version = Version.parse("1.0.2")  # the module's stack: a version no other test uploads
+    out = project.build_dir(version, DISTRO)
+    out.mkdir(parents=True)
+    admin = stack.server.client("s3")
+    debs = {}
+    for arch, stamp in (("amd64", "build.json"), ("arm64", "build-arm64.json")):
+        debs[arch] = make_deb(out, "tally", "1.0.2-1~bookworm", arch=arch)
+        (out / stamp).write_text(json.dumps({"architecture": arch, "files": [debs[arch].name]}))
+        upload_build(admin, project, version, DISTRO, scratch=stack.scratch, arch=arch)
+
+    def rebuilt(arch: str, result: str) -> None:
+        rebuild = out / "rebuild"
+        shutil.rmtree(rebuild, ignore_errors=True)
+        rebuild.mkdir()
+        packages = {debs[arch].name: {"first": file_sha256(debs[arch])}}
+        summary = {"result": result, "architecture": arch, "packages": packages}
+        (rebuild / "rebuild.json").write_text(json.dumps(summary))
+        upload_rebuild(stack.client("verify", "s3"), project, version, DISTRO,
+                       scratch=stack.scratch, arch=arch)  # fmt: skip
+
+    rebuilt("amd64", "reproduced")
+    rebuilt("arm64", "differs")
+    publisher = stack.client("publish", "s3")
+    dirs, parts = fetch_builds(project, publisher, stack.scratch, version, tmp_path / "first")
+    assert sorted(p.name for p in dirs[DISTRO].glob("*.deb")) == [debs["amd64"].name]
+    assert parts == []  # published, and left for the arm64 verify's rerun
+    rebuilt("arm64", "reproduced")  # the rerun
+    dirs, parts = fetch_builds(project, publisher, stack.scratch, version, tmp_path / "rerun")
+    assert sorted(p.name for p in dirs[DISTRO].glob("*.deb")) == sorted(
+        d.name for d in debs.values()
+    )
+    assert parts == [(DISTRO, "amd64"), (DISTRO, "arm64")]
+
+
 def _source_package(project) -> list[str]:
     """A .dsc and the files it lists beside the amd64 build, listed in its stamp (make-package
     makes them with the primary architecture's build only)."""

@@ -315,13 +315,26 @@ def fetch_builds(
     """Download the complete Debian builds of ``version`` from scratch into ``into``, each
     file checked against its build's sha256: distro id -> its directory (every
     architecture's part in one, as ``out/<version>/<distro>/`` locally), and the (distro,
-    arch) parts taken, to delete once published."""
+    arch) parts to delete once published: those taken, except a primary architecture's
+    build while another architecture of its distro is held back, whose verify rerun
+    rebuilds from that build's source package."""
     from releng.rebuild.summary import merge_reproduced, read_summary, write_summary
 
     builds, _distros = builds_to_include(project, client, scratch, version)
     rebuilds = scratch_rebuilds(client, scratch, version)
+    keep: set[tuple[str, str]] = set()  # taken, but left in scratch
     if project.config.verify.rebuild == "require":
-        builds = _hold_back_differing(builds, rebuilds, scratch, version)
+        taken = _hold_back_differing(builds, rebuilds, scratch, version)
+        primary = project.config.repositories.architectures[0]
+        for distro_id, arches in taken.items():
+            if primary in arches and set(builds[distro_id]) - set(arches):
+                log.info(
+                    "%s %s %s: left in scratch once published, for the verify rerun of the "
+                    "architectures held back (they rebuild from its source package)",
+                    version, distro_id, primary,
+                )  # fmt: skip
+                keep.add((distro_id, primary))
+        builds = taken
     dirs: dict[str, Path] = {}
     for distro_id, arches in builds.items():
         build_dir = into / distro_id
@@ -344,7 +357,7 @@ def fetch_builds(
                         write_summary(build_dir / REBUILD_PART, merged)
         log.info("downloaded %s (%s) of %s from scratch", distro_id, ", ".join(arches), version)
         dirs[distro_id] = build_dir
-    return dirs, [(d, a) for d, arches in builds.items() for a in arches]
+    return dirs, [(d, a) for d, arches in builds.items() for a in arches if (d, a) not in keep]
 
 
 def _hold_back_differing(
