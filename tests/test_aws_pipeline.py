@@ -244,7 +244,10 @@ def test_killed_worker(moto_server, proj, stack, aws_env, tmp_path, replacement)
     if replacement:
         assert desc["status"] == "SUCCEEDED", desc
         assert record["state"] == "succeeded"
-        assert record["instance"] == "local-tarball-1"
+        # A replacement finished it: the health check's first one, or (on a loaded machine,
+        # where that one may idle out before the dead worker's message comes back) a later one.
+        replacements = {f"local-tarball-{n}" for n in range(1, len(launcher.processes))}
+        assert record["instance"] in replacements, (record["instance"], replacements)
     else:
         assert desc["status"] == "FAILED"
         assert desc["cause"] == "make-source-tarball 1.0.0: States.Timeout"
