@@ -49,52 +49,34 @@ def test_a_ctrl_c_at_any_moment_of_the_start_ends_in_interrupted_and_130(tmp_pat
     assert interrupted >= 30, "most signals land before the task has failed"
 
 
-def test_a_ctrl_c_that_python_wraps_while_a_module_loads_ends_in_one_line(tmp_path: Path) -> None:
-    """Python 3.11 wraps a KeyboardInterrupt raised in ``__set_name__`` (a dataclass field of
-    a module being imported) in a RuntimeError: seen once in the loop above, at load 7."""
-    fake = tmp_path / "fake" / "releng"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("")
-    (fake / "cli.py").write_text(
+@pytest.mark.parametrize(
+    "module",
+    [
+        # Python 3.11 wraps a KeyboardInterrupt raised in ``__set_name__`` (a dataclass field
+        # of a module being imported) in a RuntimeError: seen once in the loop above, at load 7.
         "import os, signal\n"
         "class Field:\n"
         "    def __set_name__(self, owner, name):\n"
         "        os.kill(os.getpid(), signal.SIGINT)\n"
         "class Section:\n"
-        "    fail_on = Field()\n"
-    )
-    launcher = tmp_path / "invoke"
-    launcher.write_text(launcher_text(Path(sys.executable), "invoke"))
-    launcher.chmod(0o755)
-    process = subprocess.run(
-        [str(launcher), "--list"],
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(fake.parent)},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert (process.returncode, process.stderr) == (130, "interrupted\n")
-
-
-def test_a_ctrl_c_that_c_code_replaced_with_another_error_ends_in_one_line(
-    tmp_path: Path,
-) -> None:
-    """A Ctrl-C while ssl imported _ssl (CI, ninth session) came out as "TypeError: expected a
-    message argument", with no KeyboardInterrupt in its chain: once a Ctrl-C has come, any
-    error that reaches the top is the interrupt's."""
-    fake = tmp_path / "fake" / "releng"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("")
-    (fake / "cli.py").write_text(
+        "    fail_on = Field()\n",
+        # A Ctrl-C while ssl imported _ssl (CI, ninth session) came out as "TypeError: expected
+        # a message argument", with no KeyboardInterrupt in its chain.
         "import os, signal\n"
         "try:\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "except KeyboardInterrupt:\n"
         "    pass  # what the C code did with it\n"
-        "raise TypeError('expected a message argument')\n"
-    )
+        "raise TypeError('expected a message argument')\n",
+    ],
+    ids=["wrapped-by-python", "replaced-by-c-code"],
+)
+def test_a_ctrl_c_that_becomes_another_error_ends_in_one_line(tmp_path: Path, module: str) -> None:
+    """Once a Ctrl-C has come, any error that reaches the top is the interrupt's."""
+    fake = tmp_path / "fake" / "releng"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "cli.py").write_text(module)
     launcher = tmp_path / "invoke"
     launcher.write_text(launcher_text(Path(sys.executable), "invoke"))
     launcher.chmod(0o755)
