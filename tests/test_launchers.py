@@ -31,22 +31,28 @@ def test_a_ctrl_c_at_any_moment_of_the_start_ends_in_interrupted_and_130(tmp_pat
     launcher.chmod(0o755)
     command = ["env", "--block-signal=INT", str(launcher), "-r", str(REPO_ROOT)]
     command += ["check-repo", "--repo", str(tmp_path / "no-such-repo")]
+    # The moments are spread over the command's own run, measured here (it gets faster as
+    # releng does: a fixed 0 to 295 ms left fewer than half inside it once it took 0.15 s).
+    start = time.monotonic()
+    subprocess.run(command, cwd=tmp_path, capture_output=True, check=False, timeout=60)
+    step_seconds = (time.monotonic() - start) / 45  # 60 steps: 0 to 1.3 times the run
     interrupted = 0
-    for step in range(60):  # from the exec to well into the task: 0 to 295 ms
+    for step in range(60):
         process = subprocess.Popen(
             command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
-        time.sleep(step * 0.005)
+        time.sleep(step * step_seconds)
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=60)
-        where = f"SIGINT after {step * 5} ms: exit {process.returncode}, stderr {stderr!r}"
+        at = f"{step * step_seconds * 1000:.0f} ms"
+        where = f"SIGINT after {at}: exit {process.returncode}, stderr {stderr!r}"
         lines = stderr.splitlines()
         said = lines[:-1] if lines[-1:] == ["interrupted"] else lines
         assert "Traceback" not in stderr and "interrupted" not in said, where
         assert len(said) <= 1, where
         assert (process.returncode == 130) if said != lines else (process.returncode != 0), where
         interrupted += lines == ["interrupted"]
-    assert interrupted >= 30, "most signals land before the task has failed"
+    assert interrupted >= 20, f"{interrupted} of 60 signals landed before the task failed"
 
 
 @pytest.mark.parametrize(
