@@ -195,18 +195,19 @@ def _build(project) -> None:
     make_deb(out, "tally", "1.0.0-1~bookworm")
 
 
-def _two_arch_build(project) -> Project:
-    """``project`` with product.toml's architectures amd64 and arm64, and both builds in
-    out/<V>/<DISTRO>/ as make-package leaves them: each its packages and its stamp."""
+def _two_arch_build(project, version: Version = VERSION) -> Project:
+    """``project`` with product.toml's architectures amd64 and arm64, and both builds of
+    ``version`` in out/<V>/<DISTRO>/ as make-package leaves them: each its packages and its
+    stamp."""
     text = (project.root / "product.toml").read_text()
     two = text.replace('architectures = ["amd64"]', 'architectures = ["amd64", "arm64"]', 1)
     assert two != text
     (project.root / "product.toml").write_text(two)
     project = Project.load(project.root)
-    out = project.build_dir(VERSION, DISTRO)
+    out = project.build_dir(version, DISTRO)
     out.mkdir(parents=True, exist_ok=True)
     for arch, stamp in (("amd64", "build.json"), ("arm64", "build-arm64.json")):
-        deb = make_deb(out, "tally", "1.0.0-1~bookworm", arch=arch)
+        deb = make_deb(out, "tally", f"{version.text}-1~bookworm", arch=arch)
         (out / stamp).write_text(json.dumps({"architecture": arch, "files": [deb.name]}))
     return project
 
@@ -470,18 +471,13 @@ def test_a_held_back_architecture_keeps_the_primary_build_in_scratch_for_its_ver
     The amd64 build stays in scratch all the same (not in the parts to delete): a rerun of
     the arm64 verify rebuilds from its source package. Once arm64 reproduces, both go."""
     product = project_copy.root / "product.toml"
-    text = product.read_text()
-    two = text.replace('architectures = ["amd64"]', 'architectures = ["amd64", "arm64"]', 1)
-    product.write_text(two + '\n[verify]\nrebuild = "require"\n')
-    project = Project.load(project_copy.root)
+    product.write_text(product.read_text() + '\n[verify]\nrebuild = "require"\n')
     version = Version.parse("1.0.2")  # the module's stack: a version no other test uploads
+    project = _two_arch_build(project_copy, version)
     out = project.build_dir(version, DISTRO)
-    out.mkdir(parents=True)
     admin = stack.server.client("s3")
-    debs = {}
-    for arch, stamp in (("amd64", "build.json"), ("arm64", "build-arm64.json")):
-        debs[arch] = make_deb(out, "tally", "1.0.2-1~bookworm", arch=arch)
-        (out / stamp).write_text(json.dumps({"architecture": arch, "files": [debs[arch].name]}))
+    debs = {arch: next(out.glob(f"*_{arch}.deb")) for arch in ("amd64", "arm64")}
+    for arch in debs:
         upload_build(admin, project, version, DISTRO, scratch=stack.scratch, arch=arch)
 
     def rebuilt(arch: str, result: str) -> None:
