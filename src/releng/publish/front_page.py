@@ -258,8 +258,9 @@ def _suite_info(
     names = sorted(added)
     if len(names) > MAX_ROWS:  # the newest first, then by name (a stable sort keeps that order)
         names = sorted(names, key=added.__getitem__, reverse=True)[:MAX_ROWS]
-    verify = set(names) - not_rebuilt if attested is not None else set()
-    by_name, newest = _versions_of(members, set(names), verify)
+    shown = set(names)
+    verify = shown - not_rebuilt if attested is not None else set()
+    by_name, newest = _versions_of(members, shown, verify)
     rows = tuple(
         PackageRow(
             name=n,
