@@ -1,10 +1,11 @@
 """The include's fast paths give what the plain ones give (issue 25).
 
-- Many small packages are read on two cores, by a forked child while this process makes
-  their pool directories (``releng.apt.pool.PoolSteps._read_forked``): the pool, the indexes
-  and the Release are byte for byte what one process makes; a refused input first or last
-  is the same one-line error, and leaves no new pool directory; copies made by the child
-  land in the pool.
+- Many small packages are read on two cores, by a forked child from the first while this
+  process makes their pool directories and reads from the last
+  (``releng.apt.pool.PoolSteps._read_forked``): the pool, the indexes and the Release are
+  byte for byte what one process makes, whichever process read which package; a refused
+  input first or last is the same one-line error, and leaves no new pool directory; copies
+  made by either process land in the pool, and a package both read leaves no copy behind.
 - The syncfs before the Release switch runs while gpg signs: every file the new Release
   names is written before it, the Release files after it.
 """
@@ -16,14 +17,17 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from releng.apt import RepoSettings, Repository, check_repository
 from releng.apt import pool as pool_mod
 from releng.apt import switch as switch_mod
+from releng.apt.debfile import DebInfo
 from releng.apt.state import STATE_DIR
 from releng.errors import RelengError
 from releng.gpg import Signer
@@ -55,33 +59,77 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def count_forks() -> list[int]:
-    """FORK_MIN lowered for small inputs; for each forked read, how many packages its child
-    handed back (the real _parts doing the work). Only in a process of its own (in_fresh_process)."""
+class Forks:
+    """For each forked read, how many packages its child handed back; how many packages this
+    process read itself while a child read."""
+
+    def __init__(self) -> None:
+        self.child: list[int] = []
+        self.parent = 0
+
+
+def count_forks(*, slow_child: bool = False, child_ignores_claims: bool = False) -> Forks:
+    """FORK_MIN lowered for small inputs; what each forked read's processes read (the real
+    _Batches doing the work). Only in a process of its own (in_fresh_process).
+
+    ``slow_child``: the child takes 50 ms a package, so that this process claims and reads
+    most of them from the end (batches of 2, claimed 2 past what the child sent).
+    ``child_ignores_claims``: the child reads every package, as a child that checked the
+    shared number just before this process lowered it would read one.
+    """
     pool_mod.FORK_MIN = 6
-    seen: list[int] = []
-    real = pool_mod._parts
+    seen = Forks()
+    real_read_forked, real_feed = pool_mod.PoolSteps._read_forked, pool_mod._Batches.feed
+    parent, real_read_one = os.getpid(), pool_mod._read_one
+    forked = False
 
-    def parts(rfd: int) -> Iterator[pool_mod._Part]:
-        seen.append(0)
-        for part in real(rfd):
-            seen[-1] += len(part.infos)
-            yield part
+    def read_forked(self: pool_mod.PoolSteps, *args: Any, **kw: Any) -> list[DebInfo]:
+        nonlocal forked
+        seen.child.append(0)
+        forked = True
+        try:
+            return real_read_forked(self, *args, **kw)
+        finally:
+            forked = False
 
-    pool_mod._parts = parts
+    def feed(self: pool_mod._Batches, chunk: bytes) -> list[pool_mod._Part]:
+        parts = real_feed(self, chunk)
+        seen.child[-1] += sum(len(part.infos) for part in parts)
+        return parts
+
+    def read_one(path: str, staging: Any) -> Any:
+        if os.getpid() != parent:
+            if slow_child:
+                time.sleep(0.05)
+        elif forked:
+            seen.parent += 1
+        return real_read_one(path, staging)
+
+    pool_mod.PoolSteps._read_forked = read_forked  # type: ignore[method-assign]
+    pool_mod._Batches.feed = feed  # type: ignore[method-assign]
+    pool_mod._read_one = read_one
+    if slow_child:
+        pool_mod._BATCH = pool_mod._STEAL_MARGIN = 2
+    if child_ignores_claims:
+        real_part = pool_mod._read_part
+
+        def read_part(*args: Any, **kw: Any) -> None:
+            real_part(*args, **{**kw, "claims": SimpleNamespace(limit=1 << 30)})
+
+        pool_mod._read_part = read_part
     return seen
 
 
-def in_fresh_process(scenario: str, *args: object) -> None:
-    """Run this module's ``scenario(*args)`` in a new interpreter. A forked read needs a
-    process with no other thread (a fork copies none, nor a lock one holds), and a pytest
-    worker may have some: the session's moto server, xdist's own."""
+def in_fresh_process(scenario: str, **kwargs: object) -> None:
+    """Run this module's ``scenario(**kwargs)`` (each as a string) in a new interpreter. A
+    forked read needs a process with no other thread (a fork copies none, nor a lock one
+    holds), and a pytest worker may have some: the session's moto server, xdist's own."""
     code = (
-        "import sys; from pathlib import Path; import tests.test_apt_fast_paths as t; "
-        f"t.{scenario}(*sys.argv[1:])"
+        "import sys; import tests.test_apt_fast_paths as t; "
+        f"t.{scenario}(**dict(a.split('=', 1) for a in sys.argv[1:]))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
+        [sys.executable, "-c", code, *(f"{k}={v}" for k, v in kwargs.items())],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
@@ -114,21 +162,42 @@ def include(root: Path, signer: Signer, inputs: list[Path], *, workers: int, lin
     r.include(["bookworm"], inputs)
 
 
+@pytest.mark.parametrize("child", ["fast", "slow", "slow, reading every one"])
 @pytest.mark.parametrize("link", [True, False], ids=["link", "copy"])
 def test_a_forked_read_publishes_byte_for_byte_what_one_process_does(
-    tmp_path: Path, key: TestKey, debs: Path, link: bool
+    tmp_path: Path, key: TestKey, debs: Path, link: bool, child: str
 ) -> None:
-    in_fresh_process("forked_read_scenario", tmp_path, key.home, key.fingerprint, debs, link)
+    in_fresh_process(
+        "forked_read_scenario",
+        tmp=tmp_path,
+        home=key.home,
+        fingerprint=key.fingerprint,
+        inputs=debs,
+        link=link,
+        child=child,
+    )
 
 
-def forked_read_scenario(tmp: str, home: str, fingerprint: str, inputs: str, link: str) -> None:
+def forked_read_scenario(
+    *, tmp: str, home: str, fingerprint: str, inputs: str, link: str, child: str
+) -> None:
     tmp_path, debs, linked = Path(tmp), Path(inputs), link == "True"
     signer = Signer(gnupghome=Path(home), key=fingerprint, passphrase=None)
-    forks = count_forks()
+    forks = count_forks(
+        slow_child=child != "fast", child_ignores_claims=child == "slow, reading every one"
+    )
     include(tmp_path / "one", signer, [debs], workers=1, link=linked)
-    assert forks == []  # one worker: no fork
+    assert forks.child == []  # one worker: no fork
     include(tmp_path / "two", signer, [debs], workers=2, link=linked)
-    assert forks == [COUNT]  # the child read them all
+    if child == "fast":
+        assert forks.child == [COUNT]  # the child read them all (fewer than two batches)
+        assert forks.parent == 0
+    elif child == "slow":
+        assert forks.child[0] < COUNT - 2  # this process read the rest, from the last one
+        assert forks.child[0] + forks.parent == COUNT
+    else:
+        assert forks.child == [COUNT]  # this process read some of them too: the child's count
+        assert forks.parent > 0
     assert tree(tmp_path / "two") == tree(tmp_path / "one")
     report = check_repository(tmp_path / "two")
     assert report.problems == []
@@ -140,17 +209,31 @@ def forked_read_scenario(tmp: str, home: str, fingerprint: str, inputs: str, lin
     assert not incoming.exists() or not any(incoming.rglob("*"))  # no copy left behind
 
 
+@pytest.mark.parametrize("child", ["fast", "slow"])
 @pytest.mark.parametrize("where", ["first part", "second part"])
 def test_a_refused_input_in_either_part_is_one_line_and_leaves_no_pool_directory(
-    tmp_path: Path, key: TestKey, debs: Path, where: str
+    tmp_path: Path, key: TestKey, debs: Path, where: str, child: str
 ) -> None:
-    in_fresh_process("refused_input_scenario", tmp_path, key.home, key.fingerprint, debs, where)
+    in_fresh_process(
+        "refused_input_scenario",
+        tmp=tmp_path,
+        home=key.home,
+        fingerprint=key.fingerprint,
+        inputs=debs,
+        where=where,
+        child=child,
+    )
 
 
-def refused_input_scenario(tmp: str, home: str, fingerprint: str, inputs: str, where: str) -> None:
+def refused_input_scenario(
+    *, tmp: str, home: str, fingerprint: str, inputs: str, where: str, child: str
+) -> None:
+    """With a slow child, this process reads from the last one: it meets the refused last
+    one first, or has made the directories of several packages when the child meets the
+    refused first one."""
     tmp_path, debs = Path(tmp), Path(inputs)
     signer = Signer(gnupghome=Path(home), key=fingerprint, passphrase=None)
-    forks = count_forks()
+    forks = count_forks(slow_child=child == "slow")
     r = Repository(tmp_path / "repo", settings(), signer, clock=lambda: NOW, workers=2)
     r.include(["bookworm"], [make_deb(tmp_path, "existing", "1.0")])
     before = tree(r.root)
@@ -165,7 +248,9 @@ def refused_input_scenario(tmp: str, home: str, fingerprint: str, inputs: str, w
     assert str(err.value).startswith(f"{inputs / name}: the control file has no Version")
     assert "\n" not in str(err.value)
     # Read forked: the child stopped at the refused one (the first), or read the 12 before it.
-    assert forks == [0 if where == "first part" else COUNT]
+    assert forks.child == [0 if where == "first part" else COUNT]
+    if child == "slow" and where == "first part":
+        assert forks.parent > 2  # and made their directories, which the failed include removed
     assert tree(r.root) == before  # no pool directory of the new packages is left
     r.include(["bookworm"], [inputs / p.name for p in debs.glob("*.deb")])
     assert check_repository(r.root).problems == []

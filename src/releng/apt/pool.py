@@ -10,9 +10,10 @@ import gc
 import itertools
 import logging
 import os
+import select
 import shutil
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -94,7 +95,7 @@ class _Dirs:
 
     def add(self, directory: str) -> None:
         if directory not in self._ok:
-            with contextlib.suppress(OSError):  # _write_pool makes it again, or reports why
+            with contextlib.suppress(OSError):  # _place_pool makes it again, or reports why
                 self._mkdir(os.path.join(self._root, directory))  # noqa: PTH118
                 self._ok.add(directory)
 
@@ -242,18 +243,20 @@ class PoolSteps(RepoBase):
         read: Callable[[str], DebInfo],
         staged: dict[str, _Staged],
     ) -> list[DebInfo]:
-        """Read and check ``debs`` in a forked child while this process makes their pool
-        directories, on two cores: parsing control files is Python work, which threads do
-        not spread, and a mkdir is kernel work (30-150 us on ext4), which another thread
-        could only do while holding the GIL now and then.
+        """Read and check ``debs`` on two cores: a forked child reads them from the first on,
+        while this process makes their pool directories and, whenever it has none to make,
+        reads packages itself from the last one back. Parsing control files is Python work,
+        which threads do not spread; a mkdir is kernel work (30-150 us on ext4).
 
         The child reads and checks the packages in order as :meth:`_read_debs` does (copying
-        each into ``staging`` when the pool copies) and sends them back in batches through a
-        pipe; each batch's directories are made as it arrives. Where the child stopped (an
-        input refused, or anything else), the rest is read here again, so that the error,
-        and its order among the inputs, are what one process would give.
+        each into ``staging`` when the pool copies) up to the first one this process has
+        claimed (a number both share), and sends them back in batches through a pipe; each
+        batch's directories are made as it arrives. Every package neither read, in order from
+        where the child stopped (an input refused, or anything else), is read here again,
+        so that the error, and its order among the inputs, are what one process would give.
         """
         rfd, wfd = os.pipe()
+        claims = _Claims(len(debs))
         # Every page both processes write to is copied (copy-on-write): a garbage collection
         # would write to every object's header. None runs in the child, and the parent's
         # collections leave the objects made before the fork alone until it is over.
@@ -266,24 +269,74 @@ class PoolSteps(RepoBase):
                 os.close(rfd)
                 if staging is not None:
                     staging.tag = "c"
-                _read_part(self, debs, component, staging, wfd)
+                _read_part(self, debs, component, staging=staging, wfd=wfd, claims=claims)
                 code = 0
             finally:
                 os._exit(code)
         os.close(wfd)
-        infos: list[DebInfo] = []
         try:
-            for part in _parts(rfd):
-                for info, copy in zip(part.infos, part.copies, strict=True):
-                    if copy is not None and staging is not None:
-                        staged[info.path] = _Staged(copy, staging)
-                    infos.append(info)
-                    dirs.add(_pool_dir(component, info.source))  # names checked by the child
+            infos, tail = self._beside_child(
+                rfd, claims, debs, component, dirs=dirs, staging=staging, staged=staged
+            )
         finally:
             _reap(rfd, pid)
             gc.unfreeze()
-        infos += [self._checked(read(p), component, dirs) for p in debs[len(infos) :]]
+            claims.close()
+        # A package both read is the child's: the other copy goes with the staging directory.
+        for n in range(len(infos), len(debs)):
+            if n in tail:
+                info, copy = tail[n]
+                if copy is not None:
+                    staged[info.path] = copy
+                infos.append(info)
+            else:
+                infos.append(self._checked(read(debs[n]), component, dirs))
         return infos
+
+    def _beside_child(
+        self,
+        rfd: int,
+        claims: _Claims,
+        debs: Sequence[str],
+        component: str,
+        *,
+        dirs: _Dirs,
+        staging: _Staging | None,
+        staged: dict[str, _Staged],
+    ) -> tuple[list[DebInfo], dict[int, tuple[DebInfo, _Staged | None]]]:
+        """A forked read's parent's work until its child ends: the packages the child sent
+        (their directories made, their copies in ``staged``), and those read here, by number
+        (read and checked, directories made; their copies not yet in ``staged``)."""
+        infos: list[DebInfo] = []
+        tail: dict[int, tuple[DebInfo, _Staged | None]] = {}
+        batches = _Batches()
+        claiming = True
+        os.set_blocking(rfd, False)
+        try:
+            while (chunk := _read_ready(rfd)) != b"":  # b"": the child is done
+                if chunk is not None:
+                    for part in batches.feed(chunk):
+                        for info, path in zip(part.infos, part.copies, strict=True):
+                            if path is not None and staging is not None:
+                                staged[info.path] = _Staged(path, staging)
+                            infos.append(info)
+                            dirs.add(_pool_dir(component, info.source))  # checked by the child
+                    continue
+                # Nothing to make: claim the last unclaimed package, unless the child (which
+                # may be up to two batches past what it sent) could be reading it.
+                last = claims.limit - 1
+                if claiming and last >= len(infos) + _STEAL_MARGIN:
+                    claims.limit = last
+                    try:
+                        info, copy = _read_one(debs[last], staging)
+                        tail[last] = (self._checked(info, component, dirs), copy)
+                    except Exception:  # read again in its order, by the caller
+                        claiming = False
+                else:
+                    select.select([rfd], [], [])
+        finally:
+            os.set_blocking(rfd, True)
+        return infos, tail
 
     def _checked(self, info: DebInfo, component: str, dirs: _Dirs | None) -> DebInfo:
         where = info.path
@@ -429,14 +482,24 @@ class PoolSteps(RepoBase):
                     "give the package a new version (or Debian revision)"
                 )
 
-    def _write_pool(
-        self,
-        files: Sequence[_PoolFile],
-        records: Sequence[PoolRecord],
-        run: Run,
-        made: set[str],
+    def _place_new(
+        self, files: Sequence[_PoolFile], dirs: _Dirs | None, run: Run, made: set[str]
     ) -> None:
-        """Place ``files`` and append their ``records``; ``made``: pool directories that exist."""
+        """Check ``files`` against the pool, then place them (see :meth:`_place_pool`): only
+        what is in memory has changed before, and a conflict still writes nothing (the new
+        packages' directories, made while reading, are removed again)."""
+        try:
+            self._check_conflicts(files)
+        except RepoError:
+            if dirs is not None:
+                dirs.undo()
+            raise
+        self._place_pool(files, run, made)
+
+    def _place_pool(self, files: Sequence[_PoolFile], run: Run, made: set[str]) -> None:
+        """Place ``files`` (checked by :meth:`_check_conflicts`); ``made``: pool directories
+        that exist. Of the state it changes only the collection's marks (it may run on a
+        thread while the indexes are rendered); :meth:`_record_pool` follows."""
         known = [self.state.known_sha256(f.path) is not None for f in files]
         root = os.fspath(self.root)
         for f in files:
@@ -473,6 +536,9 @@ class PoolSteps(RepoBase):
             raise
         run.written += [f.path for f, new in zip(files, placed, strict=True) if new]
         self._crash("pool-written")
+
+    def _record_pool(self, records: Sequence[PoolRecord]) -> None:
+        """Append the placed files' ``records`` (after :meth:`_place_pool`)."""
         # A record with this path has its sha256 (else _check_conflicts refused): the same one.
         todo = [r for r in records if self.state.known_sha256(r.path) is None]
         if todo:
@@ -533,6 +599,9 @@ class PoolSteps(RepoBase):
 
 
 _BATCH = 64  # packages per message of a forked read's child
+# A forked read's parent claims a package only this far past what the child has sent: the
+# child may be one batch further on, and part-way through the next.
+_STEAL_MARGIN = 2 * _BATCH
 
 
 class _Part(NamedTuple):
@@ -544,10 +613,17 @@ class _Part(NamedTuple):
 
 
 def _read_part(
-    steps: PoolSteps, paths: Sequence[str], component: str, staging: _Staging | None, wfd: int
+    steps: PoolSteps,
+    paths: Sequence[str],
+    component: str,
+    *,
+    staging: _Staging | None,
+    wfd: int,
+    claims: _Claims,
 ) -> None:
-    """A forked read's child's work (see :meth:`PoolSteps._read_forked`): each message is a
-    4-byte length and a pickled :class:`_Part`."""
+    """A forked read's child's work (see :meth:`PoolSteps._read_forked`): the packages before
+    the first one the parent claimed, in order; each message is a 4-byte length and a pickled
+    :class:`_Part`."""
     import pickle
 
     infos: list[DebInfo] = []
@@ -562,7 +638,9 @@ def _read_part(
         copies.clear()
 
     try:
-        for path in paths:
+        for n, path in enumerate(paths):
+            if n >= claims.limit:
+                break
             info, copy = _read_one(path, staging)
             infos.append(steps._checked(info, component, None))
             copies.append(copy.path if copy is not None else None)
@@ -574,21 +652,58 @@ def _read_part(
         send()
 
 
-def _parts(rfd: int) -> Iterator[_Part]:
-    """The batches of a forked read's child, as they arrive; a torn last one (the child
-    died) is left out."""
-    import pickle
+class _Claims:
+    """The number of the first package a forked read's parent has claimed (it claims them
+    from the last one back), in memory both processes share: the child reads up to it."""
 
-    buf = bytearray()
-    while chunk := os.read(rfd, 1 << 20):
+    def __init__(self, count: int) -> None:
+        import mmap
+
+        self._shared = mmap.mmap(-1, mmap.PAGESIZE)  # anonymous and shared across the fork
+        self._value = memoryview(self._shared).cast("q")  # one aligned 8-byte word
+        self._value[0] = count
+
+    @property
+    def limit(self) -> int:
+        return self._value[0]
+
+    @limit.setter
+    def limit(self, value: int) -> None:
+        self._value[0] = value
+
+    def close(self) -> None:
+        self._value.release()
+        self._shared.close()
+
+
+def _read_ready(fd: int) -> bytes | None:
+    """What a non-blocking pipe holds now: None when nothing, b"" at its end."""
+    try:
+        return os.read(fd, 1 << 20)
+    except BlockingIOError:
+        return None
+
+
+class _Batches:
+    """The batches of a forked read's child, decoded as the pipe's bytes arrive; a torn last
+    one (the child died) is never returned."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[_Part]:
+        import pickle
+
+        buf = self._buf
         buf += chunk
+        parts: list[_Part] = []
         while len(buf) >= 4 and len(buf) >= 4 + (n := int.from_bytes(buf[:4], "little")):
             # From the child forked above, through a pipe of its own: as trusted as this process.
             part = pickle.loads(bytes(buf[4 : 4 + n]))  # noqa: S301
             del buf[: 4 + n]
-            if not isinstance(part, _Part):
-                return
-            yield part
+            if isinstance(part, _Part):
+                parts.append(part)
+        return parts
 
 
 def _reap(rfd: int, pid: int) -> None:

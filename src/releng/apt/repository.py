@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import gc
 import logging
 import os
@@ -191,16 +192,9 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
             collect |= dropped
 
             def commit() -> None:
-                """Pool files, their records, then every suite's members: all of them before
-                any index is written. It runs while gpg signs the first suite's Release: only
-                what is in memory has changed so far, and a conflict still writes nothing."""
-                try:
-                    self._check_conflicts(files)
-                except RepoError:
-                    if dirs is not None:
-                        dirs.undo()  # the new packages' directories, made while reading
-                    raise
-                self._write_pool(files, records, run, made)
+                """The new files' records, then every suite's members: all of them before any
+                index is written. It runs while gpg signs the first suite's Release."""
+                self._record_pool(records)
                 if dropped:
                     self.state.mark_gc_needed()
                 for st in changed:
@@ -209,11 +203,17 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
                     self._crash("suite-written")
                 self._ensure_keys(signer, run, exported)
 
+            # The new pool files, placed on a thread while the first suite's indexes are
+            # rendered (links and copies are kernel work, the rendering Python's and the
+            # compressors'); their records and the members follow while gpg signs.
+            place: Callable[[], None] = functools.partial(self._place_new, files, dirs, run, made)
             todo = list(dict.fromkeys([*self.state.pending(), *suites]))
             fresh = {r.path: r for r in records}
             for suite in todo:
-                self._publish_suite(suite, signer, run, fresh, commit)
-                commit = nothing
+                self._publish_suite(
+                    suite, signer, run, fresh, beside_rendering=place, before_indexes=commit
+                )
+                place = commit = nothing
             if collect or self.state.history_freed:
                 self._gc(run)
             else:
@@ -255,7 +255,7 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
                     self.state.save_members(st)
             self._ensure_keys(signer, run)
             for suite in dict.fromkeys([*self.state.pending(), *names]):
-                self._publish_suite(suite, signer, run, {}, nothing)
+                self._publish_suite(suite, signer, run, {})
             # An explicit republish (rare) also looks at every pool file, so that it converges
             # whatever left files there: one directory walk.
             self._gc(run, whole_pool=True)
@@ -296,7 +296,7 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
             if finished:
                 self._ensure_keys(signer, run)
                 for suite in finished:
-                    self._publish_suite(suite, signer, run, {}, nothing)
+                    self._publish_suite(suite, signer, run, {})
             changed = [st for st in edit(self.state) if st.changed]
             if retain:
                 for st in changed:
@@ -322,7 +322,7 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
             self._ensure_keys(signer, run)
             fresh = find_records(self.state, [p for st in changed for p in st.added])
             for st in changed:
-                self._publish_suite(st.name, signer, run, fresh, nothing)
+                self._publish_suite(st.name, signer, run, fresh)
             if self.state.gc_needed():
                 self._gc(run)
         return PublishResult(

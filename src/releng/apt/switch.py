@@ -25,7 +25,7 @@ from releng.apt.durable import sync_filesystem
 from releng.apt.history import History
 from releng.apt.state import Member, PoolRecord, SuiteState, write_atomic
 from releng.apt.steps import RepoBase, Run
-from releng.apt.threads import SHORT_SWITCH, switch_interval
+from releng.apt.threads import SHORT_SWITCH, in_thread, nothing, switch_interval
 from releng.gpg import Signer
 
 log = logging.getLogger(__name__)
@@ -193,14 +193,23 @@ class SuitePublishing(RepoBase):
         signer: Signer,
         run: Run,
         fresh: Mapping[str, PoolRecord],
-        before_indexes: Callable[[], None],
+        *,
+        beside_rendering: Callable[[], None] = nothing,
+        before_indexes: Callable[[], None] = nothing,
     ) -> None:
-        """Render, sign and switch one suite; ``before_indexes`` runs before any index file is
+        """Render, sign and switch one suite; ``beside_rendering`` runs on a thread while the
+        indexes are rendered (before signing), ``before_indexes`` before any index file is
         written (while gpg signs)."""
         st = self.state.load_suite(suite)
         final = self.root / "dists" / suite
         dists = _writing_dir(final)
-        entries, placed, saved = self._index_files(st, fresh, dists)
+        rendered = nothing if beside_rendering is nothing else in_thread(beside_rendering)
+        try:
+            entries, placed, saved = self._index_files(st, fresh, dists)
+        finally:
+            rendered()  # always joined; re-raises its error
+        # After the join: a package whose file list was not kept at include is read from its
+        # pool file, which is there now.
         contents = _contents.add_indexes(
             self.state, self.settings, st, fresh, dists, entries, placed
         )
