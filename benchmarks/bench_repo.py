@@ -32,6 +32,7 @@ import argparse
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import os
 import resource
@@ -48,6 +49,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / ".work"
+# Every timed run writes into a directory no earlier run used (see fresh()); this run's.
+RUNS = WORK / "runs" / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+_RUN_NUMBERS = itertools.count()
 sys.path.insert(0, str(ROOT / "src"))
 
 SUITE = "bench"
@@ -289,8 +293,7 @@ def cli_line(big: list[Path], extra_dir: Path, rep_add: Run) -> None:
     if not invoke.exists():
         print("   (no CLI line: run ./scripts/setup first, which makes .venv/bin/invoke)")
         return
-    repo = WORK / "releng-cli"
-    fresh(repo)
+    repo = fresh("releng-cli")
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as the launcher runs: .venv has its bytecode
     cmd = [str(invoke), "-r", str(ROOT), "include-packages", "--repo", str(repo)]
@@ -306,20 +309,39 @@ def cli_line(big: list[Path], extra_dir: Path, rep_add: Run) -> None:
     )
 
 
-def fresh(path: Path) -> None:
-    """Remove ``path`` and flush the filesystem, so that no tool pays for the last one's rm."""
-    shutil.rmtree(path, ignore_errors=True)
+def fresh(name: str) -> Path:
+    """A path no earlier run used, for one tool's run, with the filesystem flushed first (no
+    tool pays for the last one's writes).
+
+    On ext4, a tree of directories made and removed at the same path hundreds of times (as
+    every run of this benchmark did until the tenth session) grows slow to make there again:
+    2,000 pool directories took 0.2 to 0.3 s at the old path and 0.05 s at a new one, in the
+    same minute. No user's repository is made that way. Earlier runs' directories are removed
+    when a run starts (start_runs)."""
+    os.sync()
+    return RUNS / f"{name}-{next(_RUN_NUMBERS)}"
+
+
+def start_runs() -> None:
+    """Remove the directories of earlier runs (and the fixed paths used before fresh() made
+    new ones), flushed before anything is timed."""
+    tools = ("releng", "reprepro", "aptly", "floor", "cp")
+    old = [p for p in WORK.glob("*-*") if p.name.split("-")[0] in tools]
+    for path in (WORK / "runs", *old):
+        shutil.rmtree(path, ignore_errors=True)
+    RUNS.mkdir(parents=True)
     os.sync()
 
 
-def reprepro_setup(base: Path, fpr: str) -> None:
-    fresh(base)
+def reprepro_setup(name: str, fpr: str) -> Path:
+    base = fresh(name)
     (base / "conf").mkdir(parents=True)
     (base / "conf" / "distributions").write_text(
         f"Codename: {SUITE}\nSuite: {SUITE}\nArchitectures: amd64 source\nComponents: main\n"
         f"SignWith: {fpr}\n"
     )
     (base / "conf" / "options").write_text("export changed\n")
+    return base
 
 
 def sha256_all_cores(paths: list[Path]) -> Run:
@@ -341,10 +363,10 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def layout_floor(debs: list[Path], dest: Path) -> Run:
+def layout_floor(debs: list[Path]) -> Run:
     """What the pool layout costs by itself: mkdir of each package's pool/main/<p>/<name>/ and
     a hard link into it, in a tight loop (no reading, no index, no Python start)."""
-    fresh(dest)
+    dest = fresh("floor-small")
     (dest / "pool" / "main").mkdir(parents=True)
     top = str(dest / "pool" / "main")
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -389,6 +411,7 @@ def main() -> None:
     os.environ["BENCH_CONTENTS"] = "1" if args.contents else "0"
     n_small, n_big, large_total = (200, 1000, 100 << 20) if args.quick else (2000, 10000, 1 << 30)
     WORK.mkdir(parents=True, exist_ok=True)
+    start_runs()
     home = WORK / "gnupg"
     fpr = make_key(home)
     env = dict(os.environ, GNUPGHOME=str(home))
@@ -415,17 +438,14 @@ def main() -> None:
         return timed(["sh", "-c", "apt-ftparchive packages pool > Packages"], cwd=ftp_dir)
 
     def ours_small(*, link: bool = True) -> Run:
-        fresh(WORK / "releng-small")
-        return releng(WORK / "releng-small", home, fpr, [WORK / "small"], link=link)
+        return releng(fresh("releng-small"), home, fpr, [WORK / "small"], link=link)
 
     def reprepro_small() -> Run:
-        base = WORK / "reprepro-small"
-        reprepro_setup(base, fpr)
+        base = reprepro_setup("reprepro-small", fpr)
         return timed(["reprepro", "-b", str(base), "includedeb", SUITE, *map(str, small)], env=env)
 
     def aptly_small() -> Run:
-        base = WORK / "aptly-small"
-        fresh(base)
+        base = fresh("aptly-small")
         base.mkdir()
         conf = base / "aptly.conf"
         conf.write_text(json.dumps({"rootDir": str(base / "root"), "gpgProvider": "gpg"}))
@@ -442,8 +462,7 @@ def main() -> None:
     ours_copy = best(3, lambda: ours_small(link=False))
     rep = best(2, reprepro_small)
     apl = best(2, aptly_small)
-    floor = best(3, lambda: layout_floor(small, WORK / "floor-small"))
-    shutil.rmtree(WORK / "floor-small", ignore_errors=True)
+    floor = best(3, lambda: layout_floor(small))
     print(f"\n1. {n_small} small .debs into a fresh signed suite (pool files hard-linked)")
     line("   vs apt-ftparchive packages (index only, unsigned)", ours, ftp, "<= 2.0")
     line("   vs reprepro includedeb (copies, exports, signs)", ours, rep, "<= 0.5")
@@ -464,27 +483,22 @@ def main() -> None:
     shutil.rmtree(extra_dir, ignore_errors=True)
     extra_dir.mkdir()
     extras = [make_deb(extra_dir, f"extra{i}", "1.0-1") for i in range(3)]
-    fresh(WORK / "releng-big")
-    ours_fill = releng(WORK / "releng-big", home, fpr, [WORK / "big"])
-    ours_add = best(3, lambda: releng(WORK / "releng-big", home, fpr, [extras.pop()]))
+    big_repo = fresh("releng-big")
+    ours_fill = releng(big_repo, home, fpr, [WORK / "big"])
+    ours_add = best(3, lambda: releng(big_repo, home, fpr, [extras.pop()]))
     # Issue 27: the same include with Contents on and off, each its own process started the
     # same way, into two suites filled the same way, interleaved (load moves both alike).
     fills: dict[bool, Run] = {}
     adds: dict[bool, list[Run]] = {False: [], True: []}
-    for on in (False, True):
-        fresh(WORK / f"releng-big-contents-{on}")
-        fills[on] = releng(
-            WORK / f"releng-big-contents-{on}", home, fpr, [WORK / "big"], contents=on
-        )
+    contents_repos = {on: fresh(f"releng-big-contents-{on}") for on in (False, True)}
+    for on, repo in contents_repos.items():
+        fills[on] = releng(repo, home, fpr, [WORK / "big"], contents=on)
     for i in range(5):
-        for on in (False, True):
+        for on, repo in contents_repos.items():
             deb = make_deb(extra_dir, f"contents{i}{'on' if on else 'off'}", "1.0-1")
-            adds[on].append(
-                releng(WORK / f"releng-big-contents-{on}", home, fpr, [deb], contents=on)
-            )
+            adds[on].append(releng(repo, home, fpr, [deb], contents=on))
     add_off, add_on = min(adds[False], key=_wall), min(adds[True], key=_wall)
-    base = WORK / "reprepro-big"
-    reprepro_setup(base, fpr)
+    base = reprepro_setup("reprepro-big", fpr)
     rep_fill = timed(["reprepro", "-b", str(base), "includedeb", SUITE, *map(str, big)], env=env)
     rep_extra = [make_deb(extra_dir, f"rextra{i}", "1.0-1") for i in range(3)]
     rep_add = best(
@@ -530,23 +544,26 @@ def main() -> None:
     hashing = best(3, lambda: sha256_all_cores(large))
 
     def ours_large(*, link: bool = True) -> Run:
-        fresh(WORK / "releng-large")
-        return releng(WORK / "releng-large", home, fpr, [WORK / "large"], link=link)
+        repo = fresh("releng-large")
+        try:
+            return releng(repo, home, fpr, [WORK / "large"], link=link)
+        finally:
+            shutil.rmtree(repo, ignore_errors=True)  # 1 GB of copies
 
     ol = best(3, ours_large)
     ol_copy = best(2, lambda: ours_large(link=False))
-    shutil.rmtree(WORK / "releng-large", ignore_errors=True)
 
     def cp_reflink() -> Run:
         """The copies, flushed to the disk as releng's syncfs before the Release does."""
-        dest = WORK / "cp-large"
-        fresh(dest)
+        dest = fresh("cp-large")
         dest.mkdir()
         script = 'cp --reflink=auto "$@" "$0" && sync --file-system "$0"'
-        return timed(["sh", "-c", script, str(dest), *map(str, large)])
+        try:
+            return timed(["sh", "-c", script, str(dest), *map(str, large)])
+        finally:
+            shutil.rmtree(dest, ignore_errors=True)
 
     cp = best(3, cp_reflink)
-    shutil.rmtree(WORK / "cp-large", ignore_errors=True)
     print(f"\n3. {size / 1e9:.2f} GB of large .debs ({len(large)} files)")
     line("   include + publish, vs SHA256 of the bytes on all cores", ol, hashing, "<= 1.3")
     print(
@@ -583,8 +600,7 @@ def lifecycle(home: Path, fpr: str, env: dict[str, str], n_big: int) -> None:
     extras = [make_deb(extra_dir, f"promo{i}", "1.0-1") for i in range(rounds)]
 
     # releng: bench (10,000) promoted whole into stable, then 1 package at a time.
-    ours = WORK / "releng-life"
-    fresh(ours)
+    ours = fresh("releng-life")
     releng_op(ours, home, fpr, "include", SUITE, str(WORK / "big"))
     bulk = releng_op(ours, home, fpr, "copy", SUITE, "stable", "*")
     copies, removes, rollbacks, nosync = [], [], [], []
@@ -599,8 +615,7 @@ def lifecycle(home: Path, fpr: str, env: dict[str, str], n_big: int) -> None:
     ours_rollback, ours_nosync = min(rollbacks, key=_wall), min(nosync, key=_wall)
 
     # reprepro: the same two suites, copy and remove.
-    base = WORK / "reprepro-life"
-    fresh(base)
+    base = fresh("reprepro-life")
     (base / "conf").mkdir(parents=True)
     (base / "conf" / "distributions").write_text(
         "".join(
@@ -621,8 +636,7 @@ def lifecycle(home: Path, fpr: str, env: dict[str, str], n_big: int) -> None:
     )
 
     # aptly: repos, a snapshot of stable published; promote = repo copy + snapshot + switch.
-    abase = WORK / "aptly-life"
-    fresh(abase)
+    abase = fresh("aptly-life")
     abase.mkdir()
     conf = abase / "aptly.conf"
     conf.write_text(json.dumps({"rootDir": str(abase / "root"), "gpgProvider": "gpg"}))
