@@ -120,10 +120,15 @@ def count_forks(*, slow_child: bool = False, child_ignores_claims: bool = False)
     return seen
 
 
-def in_fresh_process(scenario: str, **kwargs: object) -> None:
-    """Run this module's ``scenario(**kwargs)`` (each as a string) in a new interpreter. A
-    forked read needs a process with no other thread (a fork copies none, nor a lock one
-    holds), and a pytest worker may have some: the session's moto server, xdist's own."""
+def in_fresh_process(
+    scenario: str, tmp_path: Path, key: TestKey, debs: Path, **kwargs: object
+) -> None:
+    """Run this module's ``scenario`` in a new interpreter, given ``tmp``, ``home``,
+    ``fingerprint``, ``inputs`` and ``kwargs`` (each as a string). A forked read needs a
+    process with no other thread (a fork copies none, nor a lock one holds), and a pytest
+    worker may have some: the session's moto server, xdist's own."""
+    kwargs = {"tmp": tmp_path, "home": key.home, "fingerprint": key.fingerprint, **kwargs}
+    kwargs["inputs"] = debs
     code = (
         "import sys; import tests.test_apt_fast_paths as t; "
         f"t.{scenario}(**dict(a.split('=', 1) for a in sys.argv[1:]))"
@@ -167,15 +172,7 @@ def include(root: Path, signer: Signer, inputs: list[Path], *, workers: int, lin
 def test_a_forked_read_publishes_byte_for_byte_what_one_process_does(
     tmp_path: Path, key: TestKey, debs: Path, link: bool, child: str
 ) -> None:
-    in_fresh_process(
-        "forked_read_scenario",
-        tmp=tmp_path,
-        home=key.home,
-        fingerprint=key.fingerprint,
-        inputs=debs,
-        link=link,
-        child=child,
-    )
+    in_fresh_process("forked_read_scenario", tmp_path, key, debs, link=link, child=child)
 
 
 def forked_read_scenario(
@@ -214,15 +211,7 @@ def forked_read_scenario(
 def test_a_refused_input_in_either_part_is_one_line_and_leaves_no_pool_directory(
     tmp_path: Path, key: TestKey, debs: Path, where: str, child: str
 ) -> None:
-    in_fresh_process(
-        "refused_input_scenario",
-        tmp=tmp_path,
-        home=key.home,
-        fingerprint=key.fingerprint,
-        inputs=debs,
-        where=where,
-        child=child,
-    )
+    in_fresh_process("refused_input_scenario", tmp_path, key, debs, where=where, child=child)
 
 
 def refused_input_scenario(
