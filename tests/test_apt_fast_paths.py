@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -185,6 +186,10 @@ def forked_read_scenario(
     )
     include(tmp_path / "one", signer, [debs], workers=1, link=linked)
     assert forks.child == []  # one worker: no fork
+    if child == "slow":  # and the pipe's descriptor numbered past select()'s 1024
+        resource.setrlimit(resource.RLIMIT_NOFILE, (2048, 2048))
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+        assert max(held) > 1024
     include(tmp_path / "two", signer, [debs], workers=2, link=linked)
     if child == "fast":
         assert forks.child == [COUNT]  # the child read them all (fewer than two batches)

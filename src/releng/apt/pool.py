@@ -311,6 +311,8 @@ class PoolSteps(RepoBase):
         tail: dict[int, tuple[DebInfo, _Staged | None]] = {}
         batches = _Batches()
         claiming = True
+        waiting = select.poll()  # not select(): no limit on the descriptor's number
+        waiting.register(rfd, select.POLLIN)
         os.set_blocking(rfd, False)
         try:
             while (chunk := _read_ready(rfd)) != b"":  # b"": the child is done
@@ -333,7 +335,7 @@ class PoolSteps(RepoBase):
                     except Exception:  # read again in its order, by the caller
                         claiming = False
                 else:
-                    select.select([rfd], [], [])
+                    waiting.poll()  # for the child's next batch, or its end
         finally:
             os.set_blocking(rfd, True)
         return infos, tail
