@@ -111,7 +111,7 @@ def remove_stale_temps(root: Path) -> None:
     state = root / STATE_DIR
     # Copies a killed include made while reading its inputs (imported here: pool is not
     # otherwise needed by the operations that only collect).
-    from releng.apt.pool import INCOMING, remove_stale_staging
+    from releng.apt.incoming import INCOMING, remove_stale_staging
 
     remove_stale_staging(state / INCOMING)
     dirs = [state, state / "suites"]

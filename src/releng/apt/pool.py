@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import logging
 import os
 import select
-import shutil
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -19,9 +17,11 @@ from typing import NamedTuple
 
 from releng.apt import changes as _changes
 from releng.apt import contents as _contents
+from releng.apt import incoming as _incoming
 from releng.apt import index as _index
-from releng.apt.debfile import BadPackageError, DebInfo, not_a_file, read_deb
+from releng.apt.debfile import BadPackageError, DebInfo, read_deb
 from releng.apt.history import needed_paths
+from releng.apt.incoming import Staged, Staging, collect_inputs
 from releng.apt.state import CorruptRecordsError, PoolRecord
 from releng.apt.steps import RepoBase, Run
 from releng.apt.threads import SHORT_SWITCH, switch_interval
@@ -38,42 +38,12 @@ PARALLEL_BYTES = 64 << 20  # below this, reading or copying inputs on several th
 FORK_MIN = 256
 
 
-INCOMING = "incoming"  # under the state directory: copies made while reading (not synced)
-
-
-class _Staging:
-    """A private directory of copies made while the inputs are read (before the lock), moved
-    into the pool by :meth:`PoolSteps._place`. What is left (a refused include) goes when the
-    last file naming it does, or at exit; a killed run's, by the next run that takes the lock."""
-
-    def __init__(self, state_dir: Path) -> None:
-        import tempfile
-        import weakref
-
-        parent = state_dir / INCOMING
-        made = [os.fspath(d) for d in (parent, *parent.parents) if not d.exists()]
-        parent.mkdir(parents=True, exist_ok=True)
-        self.path = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=parent)
-        self._count = itertools.count()
-        self.remove = weakref.finalize(self, _remove_tree, self.path, made)
-
-    tag = ""  # before each copy's number: a forked read's child names its copies apart
-
-    def new(self) -> str:
-        return os.path.join(self.path, f"{self.tag}{next(self._count)}")  # noqa: PTH118
-
-
-class _Staged(NamedTuple):
-    path: str  # the copy, under _Staging.path
-    staging: _Staging  # kept alive while a file is staged in it
-
-
 class _PoolFile(NamedTuple):
     path: str  # under the repo root
     source: str | Path
     size: int
     sha256: str
-    staged: _Staged | None = None  # the input's copy made while reading it
+    staged: Staged | None = None  # the input's copy made while reading it
 
 
 _DIR_THREAD_MIN = 16  # packages in one include from which pool directories are made on a thread
@@ -172,7 +142,7 @@ class PoolSteps(RepoBase):
             # The directory thread needs the GIL for a moment between two mkdirs: with the
             # default 5 ms switch interval it would wait behind the parsing most of the time.
             with switch_interval(SHORT_SWITCH if isinstance(dirs, _PoolDirs) else None):
-                staging = None if self.link_inputs else _Staging(self.state.dir)
+                staging = None if self.link_inputs else Staging(self.state.dir)
                 infos, staged = self._read_debs(debs, component, dirs, staging, fork=fork)
                 if self.settings.contents:
                     _contents.remember(self.state, infos)
@@ -202,18 +172,18 @@ class PoolSteps(RepoBase):
         debs: Sequence[str],
         component: str,
         dirs: _Dirs | None,
-        staging: _Staging | None,
+        staging: Staging | None,
         *,
         fork: bool = False,
-    ) -> tuple[list[DebInfo], dict[str, _Staged]]:
+    ) -> tuple[list[DebInfo], dict[str, Staged]]:
         """Read and check every package; each checked one's pool directory goes to ``dirs``.
         With ``staging`` (the pool copies its inputs), each is copied in the same read pass
         that hashes it: the copies, by input path. ``fork``: in a forked child
         (:meth:`_fork_reading` said so; ``dirs`` made here)."""
-        staged: dict[str, _Staged] = {}
+        staged: dict[str, Staged] = {}
 
         def read(path: str) -> DebInfo:
-            info, copy = _read_one(path, staging)
+            info, copy = _incoming.read_one(path, staging)
             if copy is not None:
                 staged[path] = copy
             return info
@@ -239,9 +209,9 @@ class PoolSteps(RepoBase):
         component: str,
         dirs: _Dirs,
         *,
-        staging: _Staging | None,
+        staging: Staging | None,
         read: Callable[[str], DebInfo],
-        staged: dict[str, _Staged],
+        staged: dict[str, Staged],
     ) -> list[DebInfo]:
         """Read and check ``debs`` on two cores: a forked child reads them from the first on,
         while this process makes their pool directories and, whenever it has none to make,
@@ -301,14 +271,14 @@ class PoolSteps(RepoBase):
         component: str,
         *,
         dirs: _Dirs,
-        staging: _Staging | None,
-        staged: dict[str, _Staged],
-    ) -> tuple[list[DebInfo], dict[int, tuple[DebInfo, _Staged | None]]]:
+        staging: Staging | None,
+        staged: dict[str, Staged],
+    ) -> tuple[list[DebInfo], dict[int, tuple[DebInfo, Staged | None]]]:
         """A forked read's parent's work until its child ends: the packages the child sent
         (their directories made, their copies in ``staged``), and those read here, by number
         (read and checked, directories made; their copies not yet in ``staged``)."""
         infos: list[DebInfo] = []
-        tail: dict[int, tuple[DebInfo, _Staged | None]] = {}
+        tail: dict[int, tuple[DebInfo, Staged | None]] = {}
         batches = _Batches()
         claiming = True
         waiting = select.poll()  # not select(): no limit on the descriptor's number
@@ -320,7 +290,7 @@ class PoolSteps(RepoBase):
                     for part in batches.feed(chunk):
                         for info, path in zip(part.infos, part.copies, strict=True):
                             if path is not None and staging is not None:
-                                staged[info.path] = _Staged(path, staging)
+                                staged[info.path] = Staged(path, staging)
                             infos.append(info)
                             dirs.add(_pool_dir(component, info.source))  # checked by the child
                     continue
@@ -330,7 +300,7 @@ class PoolSteps(RepoBase):
                 if claiming and last >= len(infos) + _STEAL_MARGIN:
                     claims.limit = last
                     try:
-                        info, copy = _read_one(debs[last], staging)
+                        info, copy = _incoming.read_one(debs[last], staging)
                         tail[last] = (self._checked(info, component, dirs), copy)
                     except Exception:  # read again in its order, by the caller
                         claiming = False
@@ -360,7 +330,7 @@ class PoolSteps(RepoBase):
         infos: Sequence[DebInfo],
         sources: Sequence[_changes.SourcePackage],
         component: str,
-        staged: Mapping[str, _Staged] | None = None,
+        staged: Mapping[str, Staged] | None = None,
     ) -> tuple[list[PoolRecord], list[_PoolFile]]:
         records: list[PoolRecord] = []
         files: dict[str, _PoolFile] = {}
@@ -619,7 +589,7 @@ def _read_part(
     paths: Sequence[str],
     component: str,
     *,
-    staging: _Staging | None,
+    staging: Staging | None,
     wfd: int,
     claims: _Claims,
 ) -> None:
@@ -643,7 +613,7 @@ def _read_part(
         for n, path in enumerate(paths):
             if n >= claims.limit:
                 break
-            info, copy = _read_one(path, staging)
+            info, copy = _incoming.read_one(path, staging)
             infos.append(steps._checked(info, component, None))
             copies.append(copy.path if copy is not None else None)
             if len(infos) == _BATCH:
@@ -720,62 +690,10 @@ def _reap(rfd: int, pid: int) -> None:
             os.waitpid(pid, 0)
 
 
-def _read_one(path: str, staging: _Staging | None) -> tuple[DebInfo, _Staged | None]:
-    """One input read; copied into ``staging`` in the same pass when the pool copies."""
-    return (read_deb(path), None) if staging is None else _read_and_copy(path, staging)
-
-
-def _read_and_copy(path: str, staging: _Staging) -> tuple[DebInfo, _Staged | None]:
-    """Read a package as :func:`read_deb` does, copying it into ``staging`` in the same pass;
-    without the copy where it cannot be written (a full disk: the pool's copy reports it)."""
-    copy = staging.new()
-    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        os.fchmod(fd, 0o644)  # whatever the umask, as pool files are
-        info = read_deb(path, copy_to=fd)
-    except OSError:
-        os.close(fd)
-        os.unlink(copy)  # noqa: PTH108
-        return read_deb(path), None
-    except BaseException:
-        os.close(fd)
-        os.unlink(copy)  # noqa: PTH108
-        raise
-    os.close(fd)
-    return info, _Staged(copy, staging)
-
-
 def _discard_staged(files: Iterable[_PoolFile]) -> None:
     """Remove the copies made for ``files`` (the include failed: none will be placed)."""
     for staging in {id(f.staged.staging): f.staged.staging for f in files if f.staged}.values():
         staging.remove()
-
-
-def _remove_tree(path: str, made: Sequence[str] = ()) -> None:
-    """Remove ``path``, then those of the directories ``made`` for it that are empty."""
-    shutil.rmtree(path, ignore_errors=True)
-    for d in made:  # innermost first
-        with contextlib.suppress(OSError):
-            os.rmdir(d)  # noqa: PTH106
-
-
-def remove_stale_staging(incoming: Path) -> None:
-    """Remove the staging directories of runs that are gone (killed while reading); called
-    under the lock by :func:`releng.apt.gc.remove_stale_temps`."""
-    try:
-        names = os.listdir(incoming)  # noqa: PTH208  (plain strings)
-    except OSError:
-        return
-    for name in names:
-        pid = name.split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            _remove_tree(os.path.join(incoming, name))  # noqa: PTH118
-        except OSError:
-            pass  # alive, another user's
 
 
 def _total_size(items: Sequence[str] | Sequence[_PoolFile]) -> int:
@@ -783,68 +701,3 @@ def _total_size(items: Sequence[str] | Sequence[_PoolFile]) -> int:
     for item in items:
         total += item.size if isinstance(item, _PoolFile) else os.stat(item).st_size  # noqa: PTH116
     return total
-
-
-def collect_inputs(paths: Sequence[Path]) -> tuple[list[str], list[Path]]:  # noqa: PLR0912
-    """The .deb and .dsc files that ``paths`` name: files, .changes (verified) or directories.
-
-    The .debs come as plain strings: a directory may hold thousands, and a Path costs ~7 us.
-    """
-    debs: dict[str, None] = {}
-    dscs: dict[Path, None] = {}
-
-    def add(p: Path) -> None:
-        if p.suffix in (".deb", ".udeb"):
-            debs[os.fspath(p)] = None
-        elif p.suffix == ".dsc":
-            dscs[p] = None
-
-    for path in paths:
-        if path.is_dir():
-            base = os.fspath(path)
-            with os.scandir(path) as it:  # d_type: no stat per file
-                names = sorted(e.name for e in it if e.is_file())
-            listed: set[str] = set()
-            for n in names:
-                if n.endswith(".changes"):
-                    for f in _changes.read_changes(path / n):
-                        listed.add(os.fspath(f))
-                        add(f)
-            for n in names:
-                full = os.path.join(base, n)  # noqa: PTH118
-                if full in listed:
-                    continue
-                if n.endswith((".deb", ".udeb")):
-                    debs[full] = None
-                elif n.endswith(".dsc"):
-                    dscs[path / n] = None
-        elif path.suffix == ".changes":
-            for f in _changes.read_changes(path):
-                add(f)
-        elif path.suffix in (".deb", ".udeb", ".dsc"):
-            if not path.is_file():
-                raise RepoError(f"{path} {not_a_file(path)}")
-            add(path)
-        elif not path.exists():
-            raise RepoError(f"{path} does not exist")
-        else:
-            raise RepoError(f"{path} is not a .deb, .dsc, .changes or directory")
-    if not debs and not dscs:
-        raise RepoError(
-            f"no .deb, .dsc or .changes found in {', '.join(str(p) for p in paths)}; "
-            "build the packages first (invoke make-package)"
-        )
-    _refuse_udebs(debs)
-    return list(debs), list(dscs)
-
-
-def _refuse_udebs(debs: Iterable[str]) -> None:
-    """Installer packages are refused: this archive has no main/debian-installer/ indexes,
-    and listed in main/binary-<arch>/Packages they would be offered to ordinary apt clients."""
-    udebs = sorted(os.path.basename(d) for d in debs if d.endswith(".udeb"))  # noqa: PTH119  (plain strings, see above)
-    if udebs:
-        raise RepoError(
-            f"{', '.join(udebs)}: .udeb (debian-installer) packages are not supported, since "
-            "releng's suites have no main/debian-installer/ index; drop the udeb package from "
-            "debian/control (or remove it from the build's output) and include the rest"
-        )

@@ -28,7 +28,7 @@ FRONT_PAGE = f"{STATE}/front-page.html"
 # Local-only parts of the repository's state directory: its flock file, its cache of
 # compressed index chunks (a publisher without it recompresses; the indexes are the same),
 # the marker of a directory pulled from a bucket (releng.apt.state.REMOTE_POOL), and the
-# copies an include makes while reading its inputs (releng.apt.pool.INCOMING).
+# copies an include makes while reading its inputs (releng.apt.incoming.INCOMING).
 STATE_SKIP = ("lock", "chunks", "remote-pool", "incoming")
 # What a sync owns when there is no manifest yet (source/ and index pages are not its own).
 MANAGED_TREES = ("dists/", "pool/", f"{STATE}/")
