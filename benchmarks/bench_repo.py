@@ -323,12 +323,8 @@ def fresh(name: str) -> Path:
 
 
 def start_runs() -> None:
-    """Remove the directories of earlier runs (and the fixed paths used before fresh() made
-    new ones), flushed before anything is timed."""
-    tools = ("releng", "reprepro", "aptly", "floor", "cp")
-    old = [p for p in WORK.glob("*-*") if p.name.split("-")[0] in tools]
-    for path in (WORK / "runs", *old):
-        shutil.rmtree(path, ignore_errors=True)
+    """Remove the directories of earlier runs, flushed before anything is timed."""
+    shutil.rmtree(WORK / "runs", ignore_errors=True)
     RUNS.mkdir(parents=True)
     os.sync()
 

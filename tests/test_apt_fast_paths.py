@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 
 from releng.apt import RepoSettings, Repository, check_repository
-from releng.apt import incoming as incoming_mod
 from releng.apt import pool as pool_mod
 from releng.apt import switch as switch_mod
 from releng.apt.debfile import DebInfo
@@ -82,7 +81,7 @@ def count_forks(*, slow_child: bool = False, child_ignores_claims: bool = False)
     pool_mod.FORK_MIN = 6
     seen = Forks()
     real_read_forked, real_feed = pool_mod.PoolSteps._read_forked, pool_mod._Batches.feed
-    parent, real_read_one = os.getpid(), incoming_mod.read_one
+    parent, real_read_one = os.getpid(), pool_mod.read_one
     forked = False
 
     def read_forked(self: pool_mod.PoolSteps, *args: Any, **kw: Any) -> list[DebInfo]:
@@ -109,7 +108,7 @@ def count_forks(*, slow_child: bool = False, child_ignores_claims: bool = False)
 
     pool_mod.PoolSteps._read_forked = read_forked  # type: ignore[method-assign]
     pool_mod._Batches.feed = feed  # type: ignore[method-assign]
-    incoming_mod.read_one = read_one
+    pool_mod.read_one = read_one
     if slow_child:
         pool_mod._BATCH = pool_mod._STEAL_MARGIN = 2
     if child_ignores_claims:

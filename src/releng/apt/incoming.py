@@ -21,8 +21,9 @@ INCOMING = "incoming"  # under the state directory: copies made while reading (n
 
 class Staging:
     """A private directory of copies made while the inputs are read (before the lock), moved
-    into the pool by :meth:`releng.apt.pool.PoolSteps._place`. What is left (a refused include) goes when the
-    last file naming it does, or at exit; a killed run's, by the next run that takes the lock."""
+    into the pool by :meth:`releng.apt.pool.PoolSteps._place`. What is left (a refused
+    include) goes when the last file naming it does, or at exit; a killed run's, by the next
+    run that takes the lock."""
 
     def __init__(self, state_dir: Path) -> None:
         import tempfile

@@ -17,11 +17,10 @@ from typing import NamedTuple
 
 from releng.apt import changes as _changes
 from releng.apt import contents as _contents
-from releng.apt import incoming as _incoming
 from releng.apt import index as _index
 from releng.apt.debfile import BadPackageError, DebInfo, read_deb
 from releng.apt.history import needed_paths
-from releng.apt.incoming import Staged, Staging, collect_inputs
+from releng.apt.incoming import Staged, Staging, collect_inputs, read_one
 from releng.apt.state import CorruptRecordsError, PoolRecord
 from releng.apt.steps import RepoBase, Run
 from releng.apt.threads import SHORT_SWITCH, switch_interval
@@ -183,7 +182,7 @@ class PoolSteps(RepoBase):
         staged: dict[str, Staged] = {}
 
         def read(path: str) -> DebInfo:
-            info, copy = _incoming.read_one(path, staging)
+            info, copy = read_one(path, staging)
             if copy is not None:
                 staged[path] = copy
             return info
@@ -300,7 +299,7 @@ class PoolSteps(RepoBase):
                 if claiming and last >= len(infos) + _STEAL_MARGIN:
                     claims.limit = last
                     try:
-                        info, copy = _incoming.read_one(debs[last], staging)
+                        info, copy = read_one(debs[last], staging)
                         tail[last] = (self._checked(info, component, dirs), copy)
                     except Exception:  # read again in its order, by the caller
                         claiming = False
@@ -613,7 +612,7 @@ def _read_part(
         for n, path in enumerate(paths):
             if n >= claims.limit:
                 break
-            info, copy = _incoming.read_one(path, staging)
+            info, copy = read_one(path, staging)
             infos.append(steps._checked(info, component, None))
             copies.append(copy.path if copy is not None else None)
             if len(infos) == _BATCH:
