@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from releng.apt import CRASH_POINTS, check_repository
-from releng.apt.debfile import parse_paragraph
 from releng.apt.history import needed_paths
 from releng.apt.state import STATE_DIR, RepoState
+from releng.deb822 import parse_paragraph
 from tests.apt_debs import make_deb
 from tests.crash_worker import OPERATIONS
 from tests.fixtures.gpg import TestKey, make_key

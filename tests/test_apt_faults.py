@@ -21,10 +21,9 @@ from pathlib import Path
 import pytest
 
 from releng.apt import RepoSettings, Repository, check_repository
-from releng.apt.debfile import BadPackageError
 from releng.apt.lock import RepoLock
 from releng.apt.state import STATE_DIR
-from releng.errors import RepoError
+from releng.errors import BadPackageError, RepoError
 from releng.gpg import Signer
 from tests.apt_debs import make_deb, make_source
 from tests.fixtures.gpg import TestKey, make_key

@@ -13,8 +13,8 @@ import pytest
 
 from releng.apt import RepoSettings, Repository, check_repository
 from releng.apt.contents import PACK, PACK_INDEX, file_list, parse_contents
-from releng.apt.index import parse_release_sha256
 from releng.apt.state import STATE_DIR
+from releng.deb822 import parse_release_sha256
 from releng.gpg import Signer
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import TestKey, make_key

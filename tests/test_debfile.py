@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from releng import deb822
 from releng.apt import RepoSettings, Repository, check_repository, debfile
-from releng.apt.debfile import BadPackageError, read_deb
+from releng.apt.debfile import read_deb
+from releng.errors import BadPackageError
 from releng.gpg import Signer
 from tests.fixtures.gpg import TestKey, make_key
 
@@ -106,7 +108,7 @@ def test_include_refuses_and_repo_check_flags_what_dpkg_refuses(
     with pytest.raises(BadPackageError, match="Package is there twice"):
         repo.include(["bookworm"], [bad])
     # A repository an older releng made, which let it in (published under the second name):
-    monkeypatch.setattr(debfile, "parse_control", debfile.parse_paragraph)
+    monkeypatch.setattr(debfile, "parse_control", deb822.parse_paragraph)
     repo.include(["bookworm"], [bad])
     monkeypatch.undo()
     report = check_repository(tmp_path / "repo")

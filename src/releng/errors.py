@@ -48,6 +48,10 @@ class RepoError(RelengError):
     """An apt repository operation failed or was refused."""
 
 
+class BadPackageError(RepoError):
+    """An input file is not a usable Debian package or source."""
+
+
 class PublishError(RelengError):
     """Publishing to S3 or CloudFront failed or was refused."""
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from releng.deb822 import parse_date, release_field
 from releng.errors import SigningError
 
 if TYPE_CHECKING:
@@ -523,16 +524,8 @@ class Signer:
 
 def _valid_until(release: bytes) -> dt.datetime | None:
     """A Release text's Valid-Until (None when it has none, or for other data)."""
-    for line in release.split(b"\n", 64)[:64]:
-        if line.startswith(b"Valid-Until:"):
-            import email.utils  # here: a signer is made by every command that signs
-
-            try:
-                when = email.utils.parsedate_to_datetime(line.split(b":", 1)[1].strip().decode())
-            except (TypeError, ValueError, UnicodeDecodeError):
-                return None
-            return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-    return None
+    value = release_field(release, "Valid-Until")
+    return None if value is None else parse_date(value)
 
 
 def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:

@@ -29,11 +29,12 @@ import logging
 import re
 import tarfile
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from releng.deb822 import parse_paragraphs
 from releng.errors import RepoError
 
 if TYPE_CHECKING:
@@ -316,22 +317,22 @@ def _record_url(root: Path, suite: str, url: str) -> None:
 
 def suite_carries(root: Path, suite: str, name: str) -> bool:
     """Whether ``dists/<suite>`` lists ``<name>-archive-keyring`` (any version)."""
-    wanted = f"Package: {name}-archive-keyring\n"
-    return any(
-        wanted in index.read_text(encoding="utf-8", errors="replace")
-        for index in (root / "dists" / suite).glob("*/binary-*/Packages")
-    )
+    wanted = f"{name}-archive-keyring"
+    return any(st.get("Package") == wanted for st in _stanzas(root, suite))
 
 
 def suite_holds(root: Path, suite: str, package: str, version: str) -> bool:
     """Whether ``dists/<suite>`` lists ``package`` at ``version`` in any binary index."""
-    wanted = (f"Package: {package}", f"Version: {version}")
-    for index in (root / "dists" / suite).glob("*/binary-*/Packages"):
-        for stanza in index.read_text(encoding="utf-8", errors="replace").split("\n\n"):
-            lines = stanza.splitlines()
-            if all(w in lines for w in wanted):
-                return True
-    return False
+    return any(
+        st.get("Package") == package and st.get("Version") == version
+        for st in _stanzas(root, suite)
+    )
+
+
+def _stanzas(root: Path, suite: str) -> Iterator[dict[str, str]]:
+    """Every stanza of ``dists/<suite>``'s binary indexes."""
+    for index in sorted((root / "dists" / suite).glob("*/binary-*/Packages")):
+        yield from parse_paragraphs(index.read_text(encoding="utf-8"), where=str(index))
 
 
 def add_to_suites(

@@ -12,11 +12,12 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
-from releng.apt.debfile import BadPackageError, hash_file, parse_paragraph
+from releng.apt.debfile import hash_file
+from releng.deb822 import listed_files, parse_paragraph, strip_signature
+from releng.errors import BadPackageError
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9+.-]+$")  # Debian policy 5.6.1 / 5.6.7
 VERSION_RE = re.compile(r"^(?:[0-9]+:)?[0-9A-Za-z][0-9A-Za-z.+~-]*$")
-_FILENAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+~_-]*$")
 
 
 class FileRef(NamedTuple):
@@ -41,15 +42,6 @@ class SourcePackage(NamedTuple):
     @property
     def version(self) -> str:
         return self.fields["Version"]
-
-
-def strip_signature(text: str) -> str:
-    """The signed body of a clearsigned text (or the text itself when it is not signed)."""
-    if not text.startswith("-----BEGIN PGP SIGNED MESSAGE-----"):
-        return text
-    body = text.split("\n\n", 1)[1] if "\n\n" in text else ""
-    body = body.split("\n-----BEGIN PGP SIGNATURE-----", 1)[0]
-    return "\n".join(ln[2:] if ln.startswith("- ") else ln for ln in body.split("\n"))
 
 
 def read_control_file(path: Path) -> dict[str, str]:
@@ -80,23 +72,8 @@ def _file_lists(fields: dict[str, str], *, where: str) -> dict[str, dict[str, tu
     """name -> {"sha256"|"md5": (size, digest)} from Checksums-Sha256 and Files."""
     out: dict[str, dict[str, tuple[int, str]]] = {}
     for key, algo in (("Checksums-Sha256", "sha256"), ("Files", "md5")):
-        for line in fields.get(key, "").splitlines():
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) < 3:
-                raise BadPackageError(f"{where}: malformed {key} line {line.strip()!r}")
-            digest, size, name = parts[0], parts[1], parts[-1]
-            if not _FILENAME_RE.fullmatch(name) or ".." in name:
-                raise BadPackageError(
-                    f"{where}: {key} names {name!r}, which is not a plain file name"
-                )
-            try:
-                out.setdefault(name, {})[algo] = (int(size), digest.lower())
-            except ValueError:
-                raise BadPackageError(
-                    f"{where}: malformed size in {key} line {line.strip()!r}"
-                ) from None
+        for f in listed_files(fields, key, where=where):
+            out.setdefault(f.name, {})[algo] = (f.size, f.digest)
     if not out:
         raise BadPackageError(f"{where}: lists no files (no Checksums-Sha256 or Files field)")
     return out

@@ -23,7 +23,6 @@ each architecture it lists.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import hashlib
 import logging
 import os
@@ -32,10 +31,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from releng.apt.debfile import BadPackageError, not_a_file, parse_paragraph, read_deb
-from releng.apt.index import IndexEntry, parse_release_sha256
+from releng.apt.debfile import not_a_file, read_deb
+from releng.deb822 import (
+    IndexEntry,
+    listed_files,
+    parse_date,
+    parse_paragraphs,
+    parse_release_sha256,
+)
 from releng.digest import file_size_sha256
-from releng.errors import RepoError
+from releng.errors import BadPackageError, RepoError
 from releng.gpg import Verification, expiry_warnings, keyring_keys, verify
 
 log = logging.getLogger(__name__)
@@ -175,31 +180,13 @@ def _check_dates(fields: dict[str, str], where: str, problem: Callable[[str], No
             if name == "Date":
                 problem(f"{where} has no Date field")
             continue
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        when = parse_date(value)
+        if when is None:
             problem(f"{where}: {name} {value!r} is not an RFC 2822 date")
             continue
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
         if bad(when):
             state = "in the future" if name == "Date" else "past: the Release has expired"
             problem(f"{where}: {name} {value} is {state}; republish (invoke republish-repo)")
-
-
-def _release_architectures(release: str) -> set[str]:
-    for line in release.splitlines():
-        if line.startswith("Architectures:"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-def _stanzas(text: str, where: str) -> list[dict[str, str]]:
-    out = []
-    for block in text.split("\n\n"):
-        if block.strip():
-            out.append(parse_paragraph(block, where=where))
-    return out
 
 
 def _verify_index(
@@ -275,7 +262,7 @@ def _check_contents(report: CheckReport, suite_dir: Path, entries: list[IndexEnt
             continue
         known: set[str] = set()
         for packages in (suite_dir / directory).glob("binary-*/Packages"):
-            for st in _stanzas(packages.read_text("utf-8", "replace"), str(packages)):
+            for st in parse_paragraphs(packages.read_text("utf-8", "replace"), where=str(packages)):
                 if arch in (st.get("Architecture"), packages.parent.name.removeprefix("binary-")):
                     known.add(st.get("Package", ""))
         strangers = sorted({p for names in listed.values() for p in names} - known)
@@ -396,7 +383,7 @@ class _Checker:
         entries = parse_release_sha256(release_text)
         _check_release(fields, entries, suite, self.problem)
         by_hash = fields.get("Acquire-By-Hash") == "yes"
-        archs = _release_architectures(release_text)
+        archs = set(fields.get("Architectures", "").split())
         for entry in entries:
             path = suite_dir / entry.path
             byhash = path.parent / "by-hash" / "SHA256" / entry.sha256
@@ -424,7 +411,7 @@ class _Checker:
                 f"{where} is listed, but {index_arch} is not in the Release's Architectures"
             )
         try:
-            stanzas = _stanzas(good.decode("utf-8"), where)
+            stanzas = parse_paragraphs(good.decode("utf-8"), where=where)
         except (BadPackageError, UnicodeDecodeError) as exc:
             self.problem(f"{where} cannot be parsed: {exc}")
             return
@@ -445,9 +432,10 @@ class _Checker:
                     )
             elif path.name == "Sources":
                 directory = st.get("Directory", "")
-                for line in st.get("Checksums-Sha256", "").splitlines():
-                    parts = line.split()
-                    if len(parts) == 3:
-                        self.pool_file(
-                            root / directory / parts[2], int(parts[1]), parts[0], where=where
-                        )
+                try:
+                    listed = listed_files(st, "Checksums-Sha256", where=where)
+                except BadPackageError as exc:
+                    self.problem(str(exc))
+                    continue
+                for f in listed:
+                    self.pool_file(root / directory / f.name, f.size, f.digest, where=where)

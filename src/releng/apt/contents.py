@@ -43,12 +43,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NamedTuple
 
-from releng.apt.debfile import BadPackageError
 from releng.apt.state import write_atomic
+from releng.deb822 import IndexEntry
+from releng.errors import BadPackageError
 
 if TYPE_CHECKING:
     from releng.apt.debfile import DebInfo
-    from releng.apt.index import IndexEntry
     from releng.apt.repository import RepoSettings
     from releng.apt.state import Member, PoolRecord, RepoState, SuiteState
 
@@ -565,8 +565,6 @@ def add_indexes(  # noqa: PLR0917  (the publish's own lists, extended in place)
     """The repository's hook: append the suite's Contents files to the Release ``entries``
     and to the files to write (``placed``: by-hash path, plain path, name, pieces). Call
     ``save()`` on the result once they are written. Nothing when ``settings.contents`` is off."""
-    from releng.apt.index import IndexEntry
-
     contents = Contents(
         state,
         state.root,

@@ -19,17 +19,12 @@ import zlib
 from pathlib import Path
 from typing import NamedTuple
 
-from releng.errors import RepoError
+from releng.errors import BadPackageError
 
 CHUNK = 1 << 20  # 1 MiB reads: few syscalls, and hashlib drops the GIL on each
 HEAD = 64 << 10
 _AR_MAGIC = b"!<arch>\n"
 _AR_HEADER = 60
-_FIELD_RE = re.compile(r"^([!-9;-~][!-9;-~]*):[ \t]*(.*)$")  # deb822 field names: no ':' or space
-
-
-class BadPackageError(RepoError):
-    """An input file is not a usable Debian package or source."""
 
 
 class DebInfo(NamedTuple):
@@ -70,30 +65,6 @@ def not_a_file(path: Path) -> str:
     )
     kind = next((name for test, name in kinds if test(mode)), "not a regular file")
     return f"is {kind}, not a file"
-
-
-def parse_paragraph(text: str, *, where: str) -> dict[str, str]:
-    """One deb822 paragraph as an ordered dict; continuation lines are kept verbatim."""
-    fields: dict[str, str] = {}
-    last: str | None = None
-    for line in text.splitlines():
-        if not line.strip():
-            if fields:
-                break
-            continue
-        if line[0] in " \t":
-            if last is None:
-                raise BadPackageError(f"{where}: a continuation line comes before any field")
-            fields[last] += "\n" + line.rstrip()
-            continue
-        if line.startswith("#"):
-            continue
-        m = _FIELD_RE.match(line)
-        if not m:
-            raise BadPackageError(f"{where}: malformed control line {line[:60]!r}")
-        last = m.group(1)
-        fields[last] = m.group(2).rstrip()
-    return fields
 
 
 _SPACE = " \t\n\v\f\r"  # C's isspace() in the C locale, as dpkg's parser uses it

@@ -35,7 +35,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from releng.apt.index import parse_rfc1123
 from releng.apt.state import (
     MEMBERS_MAGIC,
     Member,
@@ -45,6 +44,7 @@ from releng.apt.state import (
     parse_members,
     write_atomic,
 )
+from releng.deb822 import parse_date, release_field
 from releng.errors import RepoError
 
 HEAD = "head.members"
@@ -306,13 +306,6 @@ def needed_paths(state: RepoState) -> set[str]:
 
 def _release_date(release: bytes) -> str:
     """The Release's ``Date`` field, as ISO 8601 in UTC."""
-    for line in release.split(b"\n"):
-        if line.startswith(b"Date: "):
-            text = line[6:].decode()
-            when = parse_rfc1123(text)  # as releng writes it; email.utils takes 5 ms to load
-            if when is None:
-                from email.utils import parsedate_to_datetime
-
-                when = parsedate_to_datetime(text)
-            return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return ""
+    value = release_field(release, "Date")
+    when = None if value is None else parse_date(value)
+    return "" if when is None else when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

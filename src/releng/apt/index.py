@@ -20,7 +20,6 @@ import datetime as dt
 import gzip
 import lzma
 import marshal
-import re
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +27,7 @@ from typing import NamedTuple
 
 from releng.apt.changes import SourcePackage
 from releng.apt.debfile import DebInfo
+from releng.deb822 import IndexEntry, rfc1123
 
 GZIP_LEVEL = 6  # level 9 is ~2x slower for < 2% smaller indexes
 XZ_PRESET = 6
@@ -419,34 +419,6 @@ def _first(item: tuple[Entry, bytes]) -> Entry:
 
 # -- Release ---------------------------------------------------------------------------------------
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
-def rfc1123(when: dt.datetime) -> str:
-    """``Sun, 22 Nov 2026 01:02:03 UTC``: locale-independent, as apt expects."""
-    u = when.astimezone(dt.UTC)
-    return f"{_DAYS[u.weekday()]}, {u.day:02d} {_MONTHS[u.month - 1]} {u.year} {u:%H:%M:%S} UTC"
-
-
-def parse_rfc1123(text: str) -> dt.datetime | None:
-    """The date :func:`rfc1123` spells as ``text`` (None for any other spelling)."""
-    parts = text.split()
-    if len(parts) != 6 or parts[2] not in _MONTHS or parts[5] != "UTC":
-        return None
-    try:
-        hour, minute, second = map(int, parts[4].split(":"))
-        month = _MONTHS.index(parts[2]) + 1
-        return dt.datetime(int(parts[3]), month, int(parts[1]), hour, minute, second, tzinfo=dt.UTC)
-    except ValueError:
-        return None
-
-
-class IndexEntry(NamedTuple):
-    path: str  # relative to dists/<suite>/
-    size: int
-    sha256: str
-
 
 def render_release(
     *,
@@ -479,21 +451,3 @@ def render_release(
     width = max((len(str(e.size)) for e in entries), default=1)
     lines += [f" {e.sha256} {e.size:>{width}} {e.path}" for e in entries]
     return ("\n".join(lines) + "\n").encode()
-
-
-_RELEASE_FILE_RE = re.compile(r"^ ([0-9a-f]{64}) +(\d+) (\S+)$")
-
-
-def parse_release_sha256(text: str) -> list[IndexEntry]:
-    """The SHA256 section of a Release file."""
-    out: list[IndexEntry] = []
-    in_section = False
-    for line in text.splitlines():
-        if not line.startswith(" "):
-            in_section = line.rstrip() == "SHA256:"
-            continue
-        if in_section:
-            m = _RELEASE_FILE_RE.match(line)
-            if m:
-                out.append(IndexEntry(path=m.group(3), size=int(m.group(2)), sha256=m.group(1)))
-    return out

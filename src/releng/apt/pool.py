@@ -18,14 +18,14 @@ from typing import NamedTuple
 from releng.apt import changes as _changes
 from releng.apt import contents as _contents
 from releng.apt import index as _index
-from releng.apt.debfile import BadPackageError, DebInfo, read_deb
+from releng.apt.debfile import DebInfo, read_deb
 from releng.apt.history import needed_paths
 from releng.apt.incoming import Staged, Staging, collect_inputs, read_one
 from releng.apt.state import CorruptRecordsError, PoolRecord
 from releng.apt.steps import RepoBase, Run
 from releng.apt.threads import SHORT_SWITCH, switch_interval
 from releng.digest import file_size_sha256
-from releng.errors import RepoError
+from releng.errors import BadPackageError, RepoError
 from releng.fastcopy import copy_and_hash
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from releng.apt.history import History
 from releng.apt.state import Member, PoolRecord, SuiteState, write_atomic
 from releng.apt.steps import RepoBase, Run
 from releng.apt.threads import SHORT_SWITCH, in_thread, nothing, switch_interval
+from releng.deb822 import IndexEntry
 from releng.gpg import Signer
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class SuitePublishing(RepoBase):
     def _render_release(
         self,
         suite: str,
-        entries: Sequence[_index.IndexEntry],
+        entries: Sequence[IndexEntry],
         architectures: Sequence[str] | None = None,
     ) -> bytes:
         now = self._clock()
@@ -160,12 +161,12 @@ class SuitePublishing(RepoBase):
 
     def _index_files(
         self, st: SuiteState, fresh: Mapping[str, PoolRecord], dists: Path
-    ) -> tuple[list[_index.IndexEntry], list[_Placed], list[_Saved]]:
+    ) -> tuple[list[IndexEntry], list[_Placed], list[_Saved]]:
         """Every index of the suite rendered and hashed: the Release's entries, the files to
         place (by-hash and plain name) under ``dists`` and the index tables to save."""
         suite = st.name
         tables = self._render_indexes(st, fresh)
-        entries: list[_index.IndexEntry] = []
+        entries: list[IndexEntry] = []
         placed: list[_Placed] = []
         saved: list[_Saved] = []
         for name, table in tables.items():
@@ -180,7 +181,7 @@ class SuitePublishing(RepoBase):
                 digest = sha.hexdigest()
                 digests.append(digest)
                 path = f"{name}{suffix}"
-                entries.append(_index.IndexEntry(path=path, size=size, sha256=digest))
+                entries.append(IndexEntry(path=path, size=size, sha256=digest))
                 byhash = dists / path.rsplit("/", 1)[0] / "by-hash" / "SHA256" / digest
                 placed.append((byhash, dists / path, path, data))
             raw, gz, xz = digests

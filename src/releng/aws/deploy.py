@@ -47,6 +47,7 @@ LAMBDA_ENTRY = "aws/lambda/handlers.py"
 LAMBDA_MODULES = (
     "releng/__init__.py",
     "releng/errors.py",
+    "releng/deb822.py",
     "releng/version.py",
     "releng/aws_clients.py",
     "releng/aws/__init__.py",

@@ -19,7 +19,6 @@ import gzip
 import hashlib
 import json
 import logging
-import re
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 from releng.aws import commands, request, status
 from releng.aws import steps as S
 from releng.aws.catalog import Catalog
+from releng.deb822 import listed_files, parse_paragraph, parse_paragraphs, strip_signature
 from releng.errors import AwsError, RelengError
 from releng.publish.sync import release_record_key
 from releng.version import Version
@@ -152,8 +152,7 @@ def published_versions(
                 if data
                 else (_read(s3, bucket, base) or b"").decode()
             )
-            for stanza in text.split("\n\n"):
-                fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", stanza, re.MULTILINE))
+            for fields in parse_paragraphs(text, where=f"s3://{bucket}/{base}"):
                 if "Package" in fields and "Version" in fields:
                     found.add((fields["Package"], fields["Version"]))
     return found
@@ -198,13 +197,6 @@ class SourcePending(AwsError):
 assert f"Releng.{SourcePending.__name__}" == S.SOURCE_PENDING
 
 
-def _dsc_files(text: str) -> list[str]:
-    """The files a .dsc lists (its Checksums-Sha256 field)."""
-    found = re.search(r"^Checksums-Sha256:[ \t]*\n((?:[ \t].*\n?)+)", text, re.MULTILINE)
-    body = found.group(1) if found else ""
-    return re.findall(r"^\s+[0-9a-f]{64}\s+\d+\s+(\S+)\s*$", body, re.MULTILINE)
-
-
 def _primary_source(
     ctx: Context, event: Mapping[str, Any], task: Mapping[str, Any], version: Version
 ) -> dict[str, Any]:
@@ -228,7 +220,12 @@ def _primary_source(
                 f"files, not one; build {primary} again (make-binary-package --arch {primary})"
             )
         text = (_read(s3, scratch, prefix + dscs[0]) or b"").decode("utf-8", "replace")
-        names = [dscs[0], *_dsc_files(text)]
+        try:
+            fields = parse_paragraph(strip_signature(text), where=f"{where}{dscs[0]}")
+            listed = listed_files(fields, "Checksums-Sha256", where=f"{where}{dscs[0]}")
+        except RelengError as exc:
+            raise AwsError(f"cannot verify {of}: {exc}; build {primary} again") from None
+        names = [dscs[0], *(f.name for f in listed)]
         missing = [n for n in names[1:] if n not in files] or ([] if names[1:] else ["its files"])
         if missing:
             raise AwsError(

@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from debian.deb822 import Deb822
-
 from releng import gitrefs
+from releng.deb822 import parse_paragraphs, parse_release_sha256
 from releng.errors import ReleaseSourceError
 from releng.publish.flows import SOURCE_DIR, publish_source, source_files
 from releng.publish.sync import get_bytes, release_record_key
@@ -113,17 +112,6 @@ def bucket_reader(dest: Destination) -> Reader:
     return read
 
 
-def _release_indexes(release: bytes) -> dict[str, str]:
-    """``{path: sha256}`` of the files a Release's SHA256 field lists."""
-    stanza = Deb822(release.decode("utf-8", "replace"))
-    listed: dict[str, str] = {}
-    for line in stanza.get("SHA256", "").splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            listed[parts[2]] = parts[0]
-    return listed
-
-
 def _index_text(read: Reader, suite: str, name: str, listed: Mapping[str, str]) -> str | None:
     """An index's text, from its plain, .gz or .xz file, checked against Release's sha256."""
     for suffix, unpack in (("", bytes), (".gz", gzip.decompress), (".xz", lzma.decompress)):
@@ -141,14 +129,14 @@ def published_sources(read: Reader, suite: str) -> set[tuple[str, str]]:
     release = read(f"dists/{suite}/Release")
     if release is None:
         return set()
-    listed = _release_indexes(release)
+    listed = {e.path: e.sha256 for e in parse_release_sha256(release.decode("utf-8", "replace"))}
     bases = {re.sub(r"\.(gz|xz)$", "", name) for name in listed}
     served: set[tuple[str, str]] = set()
     for name in sorted(b for b in bases if _INDEX.match(b)):
         text = _index_text(read, suite, name, listed)
         if text is None:
             continue
-        for para in Deb822.iter_paragraphs(text):
+        for para in parse_paragraphs(text, where=f"dists/{suite}/{name}"):
             if "Package" not in para or "Version" not in para:
                 continue
             if name.endswith("/Sources"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from releng.apt.changes import read_control_file
+from releng.deb822 import listed_files
 from releng.errors import RelengError
 
 # " autoconf (= 2.71-3)," and, in a cross build's, " libc6:arm64 (= 2.36-9)".
@@ -103,9 +104,9 @@ def read_buildinfo(path: Path) -> BuildInfo:
         version=fields.get("Version", ""),
         architectures=tuple(fields.get("Architecture", "").split()),
         binaries=tuple(
-            parts[-1]
-            for parts in (ln.split() for ln in fields.get("Checksums-Sha256", "").splitlines())
-            if len(parts) == 3 and parts[-1].endswith((".deb", ".udeb", ".ddeb"))
+            f.name
+            for f in listed_files(fields, "Checksums-Sha256", where=where)
+            if f.name.endswith((".deb", ".udeb", ".ddeb"))
         ),
         build_architecture=fields.get("Build-Architecture", ""),
         build_path=fields.get("Build-Path", ""),
