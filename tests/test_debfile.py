@@ -133,3 +133,74 @@ def test_what_stands_instead_of_a_file_is_named(tmp_path: Path) -> None:
     assert not_a_file(tmp_path / "dir.deb") == "is a directory, not a file"
     assert not_a_file(tmp_path / "none.deb") == "does not exist"
     assert not_a_file(tmp_path / "dangling.deb") == "does not exist (a dangling symlink)"
+
+
+def _both_readings(text: str) -> tuple[dict[str, str] | None, dict[str, str] | str]:
+    """The common-shape reading (None when the text is not of that shape), and the faithful
+    one (its error's text when it refuses)."""
+    try:
+        faithful: dict[str, str] | str = debfile._dpkg_control(text, where="w")
+    except BadPackageError as exc:
+        faithful = str(exc)
+    return debfile._common_control(text), faithful
+
+
+def test_the_fast_reading_of_common_control_files_is_dpkgs() -> None:
+    """Every control file an installed package came with (dpkg's status file holds them),
+    read by the fast path: what the faithful parser gives."""
+    status = Path("/var/lib/dpkg/status").read_text(encoding="utf-8")
+    stanzas = [s + "\n" for s in status.split("\n\n") if s.strip()]
+    assert len(stanzas) > 50
+    common = 0
+    for text in stanzas:
+        fast, faithful = _both_readings(text)
+        assert isinstance(faithful, dict), faithful
+        if fast is not None:
+            common += 1
+            assert fast == faithful
+    assert common >= 0.9 * len(stanzas)
+
+
+def test_the_fast_reading_takes_no_text_dpkg_would_read_otherwise() -> None:
+    """Texts built from the pieces that make parsers disagree (blanks of every kind, empty
+    values, continuations, stray newlines, MSDOS EOF, comments, colons, hyphens, a field
+    twice): the fast path either passes a text over or reads it exactly as dpkg's parser."""
+    import random
+
+    usual = ["Package: p", "Version: 1", "X-A: a", "X-A:a", " more", "\tmore", " .", "X-G: ü"]
+    odd = [
+        "package: q",
+        "X-B:",
+        "X-C:\t",
+        "-X: y",
+        "A B: c",
+        ": v",
+        "Bogus",
+        "# c",
+        "X-D:: z",
+        "X-E: a \r",
+        "X-F:\vv",
+        " ",
+        " \r",
+        "\v x",
+        "",
+        "\x1a",
+        "X-H:  \t  h  ",
+    ]
+    rng = random.Random(20261207)
+    seen = {"fast": 0, "passed over": 0}
+    for _ in range(4000):
+        lines = [
+            rng.choice(odd if rng.random() < 0.12 else usual) for _ in range(rng.randint(1, 7))
+        ]
+        text = "\n".join(lines) + rng.choice(["\n", "\n\n", "", "\n\x1a"])
+        fast, faithful = _both_readings(text)
+        if fast is None:
+            seen["passed over"] += 1
+        else:
+            seen["fast"] += 1
+            assert fast == faithful, repr(text)
+    assert min(seen.values()) > 200, seen
+    for case, text in CASES.items():
+        fast, faithful = _both_readings(text)
+        assert fast is None or fast == faithful, case
