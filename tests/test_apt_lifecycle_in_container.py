@@ -24,7 +24,7 @@ from releng.apt import PublishResult, RepoSettings, Repository, check_repository
 from releng.apt.lifecycle import Spec
 from releng.engine import Mount
 from releng.gpg import Signer
-from releng.publish.flows import Destination, LockOptions, change_repository, public_read_policy
+from releng.publish.flows import Destination, LockOptions, open_destination, public_read_policy
 from releng.publish.sync import S3Url, SyncOptions, s3_client
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import make_key
@@ -88,7 +88,8 @@ def backend(request: pytest.FixtureRequest, served: Served, tmp_path: Path) -> I
 
     def change(op: Op) -> None:  # every change from an empty disk
         work = tmp_path / f"empty-{next(runs)}"
-        change_repository(dest, work, lambda root: op(Repository(root, SETTINGS, signer)))
+        with open_destination(dest, work):
+            op(Repository(work, SETTINGS, signer))
 
     def keyring() -> Path:
         path = tmp_path / "tally-archive-keyring.gpg"

@@ -18,7 +18,6 @@ from releng.gpg import Signer
 from releng.publish.flows import (
     Destination,
     LockOptions,
-    change_repository,
     open_destination,
     public_read_policy,
     sync_repo,
@@ -67,10 +66,8 @@ def dest_for(url: S3Url, client=None) -> Destination:
 def on_s3(
     url: S3Url, work: Path, signer: Signer, op: Callable[[Repository], PublishResult], client=None
 ) -> PublishResult:
-    done = change_repository(
-        dest_for(url, client), work, lambda root: op(Repository(root, SETTINGS, signer))
-    )
-    return done.change
+    with open_destination(dest_for(url, client), work):
+        return op(Repository(work, SETTINGS, signer))
 
 
 def seed(url: S3Url, tmp_path: Path, signer: Signer, *debs: Path) -> None:

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEV_KEY_DIR = "dev-gnupg"
-DEV_KEY_UID = "releng DEVELOPMENT key - NOT FOR RELEASES <releng-dev@invalid>"
 DEV_KEY_BITS = 4096  # RSA: every target's apt verifies it (see the README's signing keys)
 RSA_ALGORITHMS = frozenset({"1", "2", "3"})  # OpenPGP public-key algorithm ids of RSA
 _BATCH = ["--pinentry-mode", "loopback", "--no-auto-key-locate", "--no-auto-key-retrieve"]

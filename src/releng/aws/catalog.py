@@ -9,7 +9,6 @@ catalog is read from the Project.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -70,6 +69,3 @@ class Catalog:
 
     def distro(self, distro_id: str) -> DistroInfo:
         return self.distros[distro_id]
-
-    def as_mapping(self) -> Mapping[str, Any]:
-        return asdict(self)

@@ -475,23 +475,3 @@ def work_dir_for(project: Project, url: S3Url) -> Path:
 
 
 # --------------------------------------------------------------------------- lifecycle on S3
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChangeResult:
-    """A repository change (copy, remove, rollback) made on the bucket's state and synced."""
-
-    change: RepoChange
-    publish: PublishResult | None  # None: a dry run
-
-
-def change_repository(
-    dest: Destination,
-    work: Path,
-    operate: Callable[[Path], RepoChange],
-) -> ChangeResult:
-    """``operate`` on the repository at ``dest`` (:func:`open_destination`), e.g. a lifecycle
-    change with the apt library, then sync it."""
-    with open_destination(dest, work) as opened:
-        change = operate(work)
-    return ChangeResult(change=change, publish=opened.published)

@@ -125,12 +125,6 @@ class FrontPage:
 # -- reading the repository -----------------------------------------------------------------------
 
 
-def key_info(keyring: Path) -> KeyInfo | None:
-    """The first key of a keyring file (binary or armored), by ``gpg --show-keys``."""
-    keys = key_infos(keyring)
-    return keys[0] if keys else None
-
-
 def key_infos(keyring: Path) -> tuple[KeyInfo, ...]:
     """Every primary key of a keyring file, in order (during a key change: the old and the
     new key)."""

@@ -34,6 +34,7 @@ from releng.apt.changes import read_dsc
 from releng.arch import host_architecture
 from releng.rebuild.attest import (
     ATTESTATIONS_DIR,
+    FIRST_BUILDER_ID,
     SUFFIX,
     Artifact,
     image_artifact,
@@ -464,7 +465,7 @@ def _internal(plan: RebuildPlan, variations: dict[str, object]) -> dict[str, obj
         "result": RESULT_REPRODUCED,
         "comparison": "byte for byte, every package the first build made",
         "firstBuilder": {
-            "id": f"https://releng.invalid/builder/{image.removeprefix('sha256:')}",
+            "id": FIRST_BUILDER_ID.format(image=image.removeprefix("sha256:")),
             "builderImage": builder,
             "buildPath": plan.buildinfo.build_path,
             "finished": plan.first_build.get("finished", ""),
