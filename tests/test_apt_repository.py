@@ -26,7 +26,7 @@ from releng.apt import CRASH_POINTS, RepoSettings, Repository, check_repository
 from releng.apt.lock import RepoLock
 from releng.apt.state import STATE_DIR, RepoState
 from releng.errors import LockError, RelengError, RepoError, SigningError
-from releng.gpg import Signer
+from releng.gpg import Signer, dearmored
 from tests.apt_debs import make_changes, make_deb, make_source, raw_deb
 from tests.fixtures.gpg import TestKey, make_key
 
@@ -397,7 +397,7 @@ def test_repo_check_finds_a_package_in_another_architectures_index(
     (suite / "Release").write_text(release)
     (suite / "Release.gpg").write_bytes(signer.detached_signature(release.encode()))
     (suite / "InRelease").write_bytes(signer.clearsign(release.encode()))
-    (root / "tally-archive-keyring.gpg").write_bytes(signer.export_public(armor=False))
+    (root / "tally-archive-keyring.gpg").write_bytes(signer.public_keys())
     problems = check_repository(root).problems
     assert problems == [
         "dists/bookworm/main/binary-amd64/Packages: 'hello' is built for arm64, not amd64 (or all)",
@@ -606,15 +606,24 @@ def test_each_publish_moves_the_release_files_mtime_past_the_last_ones(
         assert int((r.root / "dists/bookworm" / name).stat().st_mtime) > ahead, name
 
 
-def test_garbage_in_the_signing_key_marker_is_mended_not_a_traceback(
+def test_a_damaged_or_stale_keyring_beside_the_repository_is_exported_again(
     tmp_path: Path, repo: Callable[..., Repository]
 ) -> None:
-    """Bytes that are no text in ``.releng-repo/signing-key`` (a bad disk, a hand edit): the
-    next operation exports the keys again and rewrites the marker (it was a UnicodeDecodeError)."""
+    """The key files beside the repository are what gpg exports now: garbage in them (a bad
+    disk, a hand edit), or a marker an older releng left, is mended by the next operation."""
     r = repo()
     r.include(["bookworm"], [make_deb(tmp_path / "in", "hello", "1.0-1")])
-    marker = r.root / STATE_DIR / "signing-key"
-    marker.write_bytes(b"\xff\xfe\x00garbage\x80\n")
-    r.include(["bookworm"], [make_deb(tmp_path / "in", "hello", "1.1-1")])
-    assert marker.read_text().strip() == r.signer.key_set
+    binary, armor = r.keyring_paths
+    assert binary.read_bytes() == r.signer.public_keys()
+    binary.write_bytes(b"\xff\xfe\x00garbage\x80\n")
+    armor.unlink()
+    marker = " ".join(r.signer.fingerprints) + "\n"
+    (r.root / STATE_DIR / "signing-key").write_text(marker)  # as releng wrote it before 12-07
+    done = r.include(["bookworm"], [make_deb(tmp_path / "in", "hello", "1.1-1")])
+    assert {binary.name, armor.name} <= set(done.written)
+    assert binary.read_bytes() == r.signer.public_keys()
+    assert dearmored(armor.read_bytes()) == r.signer.public_keys()
+    assert not (r.root / STATE_DIR / "signing-key").exists()
     assert_checks(r.root)
+    again = r.include(["bookworm"], [make_deb(tmp_path / "in", "hello", "1.2-1")])
+    assert binary.name not in again.written  # current: not written again

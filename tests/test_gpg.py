@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import logging
+import subprocess
 from pathlib import Path
 
 import gnupg
@@ -12,7 +13,7 @@ import pytest
 
 from releng.apt import RepoSettings, Repository, check_repository
 from releng.errors import SigningError
-from releng.gpg import Signer, keyring_keys, verify
+from releng.gpg import Signer, armored, dearmored, keyring_keys, verify
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import TestKey, make_key
 
@@ -53,7 +54,7 @@ def test_only_the_first_key_signs_files(two_keys: tuple[TestKey, TestKey], tmp_p
     sig = signer.sign_file(tarball)
     check = verify(signer.public_keys(), tarball.read_bytes(), sig.read_bytes())
     assert check.signers == (a.fingerprint,)
-    assert signer.export_public(armor=True).count(b"BEGIN PGP PUBLIC KEY BLOCK") == 1
+    assert armored(signer.public_keys()).count(b"BEGIN PGP PUBLIC KEY BLOCK") == 1
     assert {k.fingerprint for k in keyring_keys(signer.public_keys())} == {
         a.fingerprint,
         b.fingerprint,
@@ -163,3 +164,56 @@ def test_a_signature_by_a_key_that_has_since_expired_does_not_verify(tmp_path: P
     assert not check.valid
     assert check.expired == (key.fingerprint[-16:],)
     assert check.reason == f"signed by key {key.fingerprint[-16:]}, which has expired"
+
+
+def test_the_armored_keys_are_what_gpg_armors(tmp_path: Path, gpg_key: TestKey) -> None:
+    """The ``.asc`` beside a repository is made from the binary export without a second gpg
+    run: byte for byte what ``gpg --armor --export`` writes, and gpg reads it back."""
+    other = make_key(tmp_path / "other", name="a second key", passphrase=None)
+    for fingerprints, home in (
+        ([gpg_key.fingerprint], gpg_key.home),
+        ([other.fingerprint], other.home),
+    ):
+        signer = Signer(gnupghome=home, key=fingerprints, passphrase=gpg_key.passphrase or None)
+        theirs = subprocess.run(
+            ["gpg", "--homedir", str(home), "--armor", "--export", *fingerprints],
+            check=True,
+            capture_output=True,
+        ).stdout
+        assert armored(signer.public_keys()) == theirs
+        assert dearmored(theirs) == signer.public_keys()
+        assert dearmored(signer.public_keys()) == signer.public_keys()  # binary: as it is
+    with pytest.raises(ValueError):
+        dearmored(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nnot base64!\n-----END")
+
+
+def test_a_key_lists_when_it_last_signed_itself(tmp_path: Path) -> None:
+    """An expiry extended is a new self-signature: KeyInfo.signed is its time, as gpg dated it
+    (here with gpg's own faked clock, a year on)."""
+    key = make_key(tmp_path / "k", name="extended later", passphrase=None, expire="30d")
+    before = Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None).keys[0]
+    assert before.signed is not None
+    assert abs(before.signed - before.created) < dt.timedelta(minutes=5)
+    later = ["--faked-system-time", "20270601T000000!"]
+    subprocess.run(
+        [
+            "gpg",
+            "--homedir",
+            str(key.home),
+            "--batch",
+            *later,
+            "--quick-set-expire",
+            key.fingerprint,
+            "2y",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    after = Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None).keys[0]
+    assert after.created == before.created
+    assert after.signed == dt.datetime(2027, 6, 1, tzinfo=dt.UTC)
+    assert after.expires == after.signed + dt.timedelta(days=730)  # gpg's 2y
+    shown = keyring_keys(
+        Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None).public_keys()
+    )
+    assert shown[0].signed == after.signed  # --show-keys lists the same

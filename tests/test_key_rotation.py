@@ -6,15 +6,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
+import time
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from releng import keyring_package
+from releng.apt import Repository, settings_for
 from releng.digest import file_sha256
 from releng.errors import SigningError
-from releng.gpg import keyring_keys, verify
+from releng.gpg import Signer, dearmored, keyring_keys, verify
 from releng.key_rotation import plan, write_signing
 from releng.keyring_package import KeyringPackage, install_instructions, recovery_instructions
 from releng.project import Project
@@ -237,6 +240,49 @@ def test_rotate_keys_adds_then_retires_through_invoke(
     assert invoke("check-repo", root=root).returncode == 0
     only = invoke("rotate-keys", "--retire", b.fingerprint, root=root)
     assert_one_error_line(only, "is the only signing key")
+
+
+def test_an_extended_expiry_reaches_the_published_keyring_and_the_keyring_package(
+    make_project: Callable[[str], Project], tmp_path: Path
+) -> None:
+    """docs/key-rotation.md: extend a key (gpg --quick-set-expire), publish, and the keyring
+    beside the repository and a newer keyring package carry the new expiry, so that a
+    client's apt upgrade has it before the old expiry passes (gpg and dpkg are the oracles)."""
+    key = make_key(tmp_path / "k", name="tally archive key", passphrase=None, expire="30d")
+    project = make_project(
+        f'[signing]\nkey = "{key.fingerprint}"\ngnupghome = "{key.home}"\nwarn_days = 7\n'
+        '[publish]\npublic_url = "http://127.0.0.1:9/repo"\n'
+    )
+    repo = project.root / "out" / "repo"
+
+    def publish(version: str) -> None:
+        """As update-repos publishes: the include, then its hook, the keyring package."""
+        deb = make_deb(tmp_path, "tally", f"{version}-1~bookworm")
+        done = invoke("include-packages", "--dist", "bookworm", str(deb), root=project.root)
+        assert done.returncode == 0, done.stderr
+        signer = Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None)
+        keyring_package.add_for_project(project, Repository(repo, settings_for(project), signer))
+
+    publish("1.0.0")
+    before = keyring_keys(repo / "tally-archive-keyring.gpg")[0].expires
+    assert before is not None
+    time.sleep(1.1)  # the new self-signature a second later at least: the stamp has seconds
+    extend = ["--quick-set-expire", key.fingerprint, "1y"]
+    subprocess.run(["gpg", "--homedir", str(key.home), "--batch", *extend], check=True)
+    publish("1.0.1")
+
+    after = keyring_keys(repo / "tally-archive-keyring.gpg")[0].expires
+    assert after is not None and after - before > dt.timedelta(days=300)
+    armor = (repo / "tally-archive-keyring.asc").read_bytes()
+    assert keyring_keys(dearmored(armor))[0].expires == after
+    first, second = _keyring_packages(repo, "bookworm")
+    rises = subprocess.run(["dpkg", "--compare-versions", second, "gt", first], check=False)
+    assert rises.returncode == 0, (first, second)
+    (deb,) = repo.glob(f"pool/main/t/tally-archive-keyring/*_{second}_all.deb")
+    tree = tmp_path / "unpacked"
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True)
+    shipped = keyring_keys(tree / "usr/share/keyrings/tally-archive-keyring.gpg")
+    assert shipped[0].expires == after
 
 
 def test_a_publish_warns_of_a_key_expiring_soon_and_refuses_an_expired_one(

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from releng.gpg import Signer
+from releng.gpg import Signer, armored
 from releng.project import Project
 from releng.publish.flows import public_read_policy
 from releng.publish.location import RepoLocation, update_repos
@@ -244,7 +244,7 @@ def test_on_s3_the_attestations_are_published_and_a_user_verifies_over_http(
     keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]}
     assert "apt/attestations/index.json" in keys
     keyring = tmp_path / "rebuilder.asc"
-    keyring.write_bytes(rebuilt_demo.signer.export_public(armor=True))
+    keyring.write_bytes(armored(rebuilt_demo.signer.public_keys()))
     http = f"{moto_server.endpoint_url}/{bucket}/apt"
     version = next(
         e["version"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from releng.apt import include, settings_for
-from releng.gpg import Signer
+from releng.gpg import Signer, armored
 from releng.rebuild import write_attestations
 from releng.rebuild.check import NotVerified, verify_package
 from tests.fixtures.gpg import TestKey, make_key
@@ -66,7 +66,7 @@ def keyring(published: Published, tmp_path: Path) -> Path:
     assert isinstance(key, Signer)
     path = tmp_path / "empty-disk" / "rebuilder.asc"
     path.parent.mkdir()
-    path.write_bytes(key.export_public(armor=True))
+    path.write_bytes(armored(key.public_keys()))
     return path
 
 

@@ -15,6 +15,7 @@ With no key configured, a clearly labelled development key is made once under
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
@@ -86,7 +87,8 @@ def _run_gpg(
 def _secret_keys(home: str, name: str = "") -> list[KeyInfo]:
     """The keys ``name`` selects (every key for "") whose secret part ``home`` holds, as
     listed by one gpg run (a signer is made at the start of every command that signs)."""
-    args = ["--with-colons", "--with-secret", "--list-keys", *(["--", name] if name else [])]
+    args = ["--with-colons", "--with-secret", "--with-sig-list", "--list-keys"]
+    args += ["--", name] if name else []
     proc = _run_gpg(home, args)
     return [key for key in parse_colons(proc.stdout.decode("utf-8", "replace")) if key.secret]
 
@@ -273,6 +275,9 @@ class KeyInfo:
     expires: dt.datetime | None  # None: never
     revoked: bool = False
     secret: bool = False  # the listing home holds its secret part (a --with-secret listing)
+    # The newest signature the key made on itself (a user id's, a subkey's binding, a
+    # revocation): when it last changed, e.g. its expiry extended. Listed with --with-sig-list.
+    signed: dt.datetime | None = None
 
     def expired(self, now: dt.datetime) -> bool:
         return self.revoked or (self.expires is not None and self.expires <= now)
@@ -300,12 +305,14 @@ def parse_colons(text: str) -> list[KeyInfo]:
     keys: list[KeyInfo] = []
     current: dict[str, Any] = {}
     primary = False  # within a primary key's lines (not a subkey's)
+    keyid = ""  # the primary key's: its signatures on itself count as its changes
     for line in [*text.splitlines(), "pub:end"]:
         f = line.split(":")
         if f[0] in ("pub", "sec"):
             if current.get("fingerprint"):
                 keys.append(KeyInfo(**current))
             current, primary = {}, len(f) > 6
+            keyid = f[4] if primary else ""
             if primary:
                 current = {
                     "fingerprint": "",
@@ -322,6 +329,10 @@ def parse_colons(text: str) -> list[KeyInfo]:
             current["fingerprint"] = f[9]
         elif current and f[0] == "uid" and not current["uid"]:
             current["uid"] = f[9]
+        elif current and f[0] in ("sig", "rev") and len(f) > 5 and f[4] == keyid:
+            when = _when(f[5])
+            if when is not None and (current.get("signed") is None or when > current["signed"]):
+                current["signed"] = when
     return keys
 
 
@@ -329,7 +340,8 @@ def keyring_keys(keyring: Path | bytes) -> list[KeyInfo]:
     """The keys in a keyring file (or exported keys), with their expiry, without importing them."""
     data = keyring if isinstance(keyring, bytes) else keyring.read_bytes()
     with tempfile.TemporaryDirectory(prefix="releng-keys-") as tmp:
-        cmd = ["gpg", "--homedir", tmp, "--batch", "--with-colons", "--show-keys", "-"]
+        cmd = ["gpg", "--homedir", tmp, "--batch", "--with-colons", "--with-sig-list"]
+        cmd += ["--show-keys", "-"]
         proc = subprocess.run(cmd, input=data, capture_output=True, check=False)
     if proc.returncode != 0:
         raise SigningError(
@@ -416,12 +428,6 @@ class Signer:
         """Every signing key's fingerprint, the first one first."""
         return tuple(k.fingerprint for k in self.keys)
 
-    @property
-    def key_set(self) -> str:
-        """The set of keys as one line (the first fingerprint alone for one key): it changes
-        whenever the keys change, so the exported keyring beside a repository is renewed."""
-        return " ".join(self.fingerprints)
-
     def check_expiry(self, *, valid_until: dt.datetime | None = None) -> None:
         """Warn of keys expiring within ``warn_days``; refuse an expired key, and a key expiring
         before ``valid_until`` (the Release's Valid-Until)."""
@@ -469,10 +475,11 @@ class Signer:
         return check
 
     def public_keys(self) -> bytes:
-        """Every signing key's public key (binary), exported once."""
+        """Every signing key's public key (binary), exported once: the keyring beside a
+        repository and in the keyring package (:func:`armored` for the ``.asc``)."""
         with self._public_lock:
             if self._public is None:
-                self._public = self.export_public(armor=False)
+                self._public = self._export_public()
             return self._public
 
     def detached_signature(self, data: bytes) -> bytes:
@@ -509,16 +516,67 @@ class Signer:
             raise SigningError(f"signature does not verify against {self.fingerprint}: {why}")
         return check
 
-    def export_public(self, *, armor: bool) -> bytes:
-        """Every signing key's public key, binary or ASCII-armored (the keyring beside a
-        repository and in the keyring package)."""
-        proc = _run_gpg(
-            self._home, [*(["--armor"] if armor else []), "--export", *self.fingerprints]
-        )
+    def _export_public(self) -> bytes:
+        proc = _run_gpg(self._home, ["--export", *self.fingerprints])
         data = proc.stdout if proc.returncode == 0 else b""
         if not data:
             raise SigningError(f"gpg could not export public keys {', '.join(self.fingerprints)}")
         return data
+
+
+def armored(keys: bytes) -> bytes:
+    """Public ``keys`` (binary) ASCII-armored, byte for byte as ``gpg --armor --export``
+    writes them (RFC 4880, 6.2: base64 in lines of 64, then the CRC-24): no second gpg run."""
+    import base64
+
+    text = base64.b64encode(keys).decode()
+    lines = [text[i : i + 64] for i in range(0, len(text), 64)]
+    crc = base64.b64encode(_crc24(keys).to_bytes(3, "big")).decode()
+    body = "\n".join([*lines, f"={crc}"])
+    return f"{_ARMOR_BEGIN}\n\n{body}\n{_ARMOR_END}\n".encode()
+
+
+def dearmored(data: bytes) -> bytes:
+    """Binary keys from an ASCII-armored export (gpgv reads binary keyrings); binary ones as
+    they are. ValueError when the base64 is broken."""
+    if not data.lstrip().startswith(b"-----BEGIN PGP"):
+        return data
+    import base64
+
+    body, started = [], False
+    for line in data.decode("ascii", "replace").splitlines()[1:]:
+        if not started:
+            started = not line.strip()  # the armor headers end with an empty line
+            continue
+        if line.startswith(("=", "-----END")):
+            break
+        body.append(line.strip())
+    return base64.b64decode("".join(body), validate=True)
+
+
+_ARMOR_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+_ARMOR_END = "-----END PGP PUBLIC KEY BLOCK-----"
+
+
+@functools.cache
+def _crc24_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        crc = byte << 16
+        for _ in range(8):
+            crc <<= 1
+            if crc & 0x1000000:
+                crc ^= 0x1864CFB  # the generator of RFC 4880, 6.1
+        table.append(crc & 0xFFFFFF)
+    return table
+
+
+def _crc24(data: bytes) -> int:
+    crc = 0xB704CE
+    table = _crc24_table()
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFFFF) ^ table[((crc >> 16) ^ byte) & 0xFF]
+    return crc
 
 
 def _valid_until(release: bytes) -> dt.datetime | None:

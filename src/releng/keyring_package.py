@@ -7,9 +7,9 @@ and the apt source that names them with ``Signed-By``: the deb822
 ``/etc/apt/sources.list.d/<name>.sources``, or a one-line ``<name>.list`` for the releases in
 :data:`ONE_LINE_CODENAMES` (:func:`source_file`). A source names one suite, so each suite
 carries its own package, versioned
-``<stamp>+<suite>``: the stamp is the time the set of keys last changed (``[signing]
-keys_changed``, written by ``rotate-keys``; else the newest key's creation time), so the version
-increases whenever the keys change. releng writes the ``.deb`` itself (ar, tar, gzip with fixed
+``<stamp>+<suite>``: the stamp is the time the keys last changed (the set: ``[signing]
+keys_changed``, written by ``rotate-keys``; a key: its newest signature on itself, made when its
+expiry is extended), so the version increases whenever the keys change. releng writes the ``.deb`` itself (ar, tar, gzip with fixed
 times and owners): the same keys, suite and URL give the same bytes.
 
 :func:`install_instructions` is the one text that tells a client how to start (the front page,
@@ -58,7 +58,7 @@ class KeyringPackage:
 
     name: str  # the product: the package is <name>-archive-keyring
     keys: bytes  # the public keys, binary (what Signed-By reads on every target)
-    changed: dt.datetime  # when the set of keys last changed: the version and every file time
+    changed: dt.datetime  # when the keys last changed (keys_changed_at): the version, file times
     url: str  # the repository's URL, for the .sources file
     suite: str
     components: tuple[str, ...] = ("main",)
@@ -280,6 +280,14 @@ def changed_at(signer: Signer, configured: str) -> dt.datetime:
     return max(k.created for k in signer.keys)
 
 
+def keys_changed_at(signer: Signer, configured: str) -> dt.datetime:
+    """When the keys last changed, as a set (:func:`changed_at`) or one of them (its newest
+    signature on itself: a new expiry, user id or subkey): the keyring package's stamp, so
+    that a client's apt upgrade brings it a key whose expiry was extended before the old
+    expiry passes."""
+    return max(changed_at(signer, configured), *(k.signed or k.created for k in signer.keys))
+
+
 def parse_time(text: str, *, where: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(text)
@@ -357,7 +365,7 @@ def add_to_suites(
     signer = repository.signer
     if signer is None:
         raise RepoError("no signing key: the keyring package needs the keys; configure [signing]")
-    keys = signer.export_public(armor=False)
+    keys = signer.public_keys()
     settings = repository.settings
     results: dict[str, PublishResult] = {}
     for suite in suites if suites is not None else repository.state.suites():
@@ -388,5 +396,5 @@ def add_for_project(
     else the repository's directory as a file: URL)."""
     if repository.signer is None:
         raise RepoError("no signing key: the keyring package needs the keys; configure [signing]")
-    changed = changed_at(repository.signer, project.config.signing.keys_changed)
+    changed = keys_changed_at(repository.signer, project.config.signing.keys_changed)
     return add_to_suites(repository, url=client_url(project, repository.root, url), changed=changed)

@@ -38,7 +38,7 @@ from releng.apt.steps import Run
 from releng.apt.switch import SuitePublishing
 from releng.apt.threads import in_thread, nothing
 from releng.errors import RepoError
-from releng.gpg import Signer
+from releng.gpg import Signer, armored
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,10 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         _check_root(self.root)
         for suite in suites:
             self.settings.check_suite(suite, existing=self.state.suites())
-        current = self._keys_current(signer)
         records, files, dirs = self._prepare(paths, component)
-        exported = _start_export(signer, current=current)  # after the reading, which may fork
+        # For the keyring beside the repository and for verifying the signatures: started
+        # after the reading (which may fork), it overlaps taking the lock and the rendering.
+        in_thread(signer.public_keys)
         made = dirs.finish() if dirs is not None else set()
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock(), _no_cyclic_gc(self.state):
@@ -201,7 +202,7 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
                     self.state.mark_pending(st.name)
                     self.state.save_members(st)
                     self._crash("suite-written")
-                self._ensure_keys(signer, run, exported)
+                self._ensure_keys(signer, run)
 
             # The new pool files, placed on a thread while the first suite's indexes are
             # rendered (links and copies are kernel work, the rendering Python's and the
@@ -338,36 +339,33 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         base = self.root / f"{self.settings.name}-archive-keyring"
         return base.with_name(base.name + ".gpg"), base.with_name(base.name + ".asc")
 
-    def export_keys(self, exported: tuple[bytes, bytes] | None = None) -> tuple[Path, Path]:
-        """Write the public key files (every publish does this when the key changed);
-        ``exported``: the binary and armored key, when the caller has them already."""
+    def export_keys(self) -> tuple[Path, Path]:
+        """Write the public key files: the signing keys as gpg exports them now (every
+        publish does this when they differ: another key, or the same key with a new expiry,
+        user id or subkey)."""
         signer = self._require_signer()
         self.root.mkdir(parents=True, exist_ok=True)
-        binary, armored = self.keyring_paths
-        if exported is None:
-            exported = _export(signer)
-        write_atomic(binary, exported[0])
-        write_atomic(armored, exported[1])
-        self.state.dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.state.dir / "signing-key", signer.key_set.encode() + b"\n")
-        return binary, armored
+        binary, armor = self.keyring_paths
+        keys = signer.public_keys()
+        write_atomic(binary, keys)
+        write_atomic(armor, armored(keys))
+        # The marker of releng before 2026-12-07, which compared fingerprints alone.
+        (self.state.dir / "signing-key").unlink(missing_ok=True)
+        return binary, armor
 
     def _keys_current(self, signer: Signer) -> bool:
-        marker = self.state.dir / "signing-key"
-        current = marker.read_bytes().decode("ascii", "replace").strip() if marker.is_file() else ""
-        return current == signer.key_set and all(p.is_file() for p in self.keyring_paths)
+        """Whether the key files beside the repository hold the signing keys as they are."""
+        binary, armor = self.keyring_paths
+        try:
+            return binary.read_bytes() == signer.public_keys() and armor.is_file()
+        except FileNotFoundError:
+            return False
 
-    def _ensure_keys(
-        self,
-        signer: Signer,
-        run: Run,
-        exported: Callable[[], tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        """Export the public key beside the repository when it is not there or another key's;
-        ``exported``: waits for an export started earlier."""
+    def _ensure_keys(self, signer: Signer, run: Run) -> None:
+        """Export the public keys beside the repository unless they are there as they are."""
         if self._keys_current(signer):
             return
-        for path in self.export_keys(exported() if exported is not None else None):
+        for path in self.export_keys():
             run.written.append(path.name)
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -409,20 +407,3 @@ def _check_root(root: Path) -> None:
                     "name a directory with --repo"
                 )
             return
-
-
-def _start_export(signer: Signer, *, current: bool) -> Callable[[], tuple[bytes, bytes]] | None:
-    """A new repository (or key) needs the public key exported: two gpg runs, started on a
-    thread so that they overlap taking the lock and rendering the indexes (the call returned
-    waits for them). Else only the export that verifies the signatures starts now (the same
-    binary key, kept by the signer), not after gpg has signed, on the way to the switch."""
-    if not current:
-        return in_thread(lambda: _export(signer))
-    in_thread(signer.public_keys)
-    return None
-
-
-def _export(signer: Signer) -> tuple[bytes, bytes]:
-    """The public key: binary (for Signed-By; kept by the signer, which verifies its
-    signatures with it) and ASCII-armored."""
-    return signer.public_keys(), signer.export_public(armor=True)

@@ -8,7 +8,6 @@ The answer is one line: verified by whom and when, or why not.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import hashlib
 import json
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from releng.errors import SigningError
-from releng.gpg import verify
+from releng.gpg import dearmored, verify
 from releng.rebuild.attest import (
     ATTESTATIONS_DIR,
     INDEX,
@@ -83,28 +82,12 @@ class _Source:
             raise NotVerified(f"not verified: cannot fetch {url}: {exc}") from None
 
 
-def _dearmor(data: bytes) -> bytes:
-    """A binary keyring from an ASCII-armored export (gpgv reads binary keyrings)."""
-    if not data.lstrip().startswith(b"-----BEGIN PGP"):
-        return data
-    lines = data.decode("ascii", "replace").splitlines()
-    body, started = [], False
-    for line in lines[1:]:
-        if not started:
-            started = not line.strip()  # the armor headers end with an empty line
-            continue
-        if line.startswith(("=", "-----END")):
-            break
-        body.append(line.strip())
-    return base64.b64decode("".join(body))
-
-
 def verify_signature(data: bytes, signature: bytes, keyring: Path) -> tuple[str, str, str]:
     """(fingerprint, user id, signature date) of a good detached signature by a key of
     ``keyring`` (a public keyring a user was given, armored or binary), checked with gpgv as apt
     does (:func:`releng.gpg.verify`); NotVerified otherwise."""
     try:
-        key_data = _dearmor(keyring.read_bytes())
+        key_data = dearmored(keyring.read_bytes())
     except (OSError, ValueError) as exc:
         raise NotVerified(f"not verified: cannot read the keyring {keyring}: {exc}") from None
     try:

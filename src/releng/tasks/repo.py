@@ -233,7 +233,7 @@ def _check_attestations(proj: Project, root: Path) -> AttestationReport:
     signer = rebuilder_signer(proj, os.environ)
     with tempfile.TemporaryDirectory(prefix="releng-rebuilder-") as tmp:
         keyring = Path(tmp) / "rebuilder.gpg"
-        keyring.write_bytes(signer.export_public(armor=False))
+        keyring.write_bytes(signer.public_keys())
         return check_attestations(root, keyring=keyring, exempt=not_rebuilt(proj))
 
 
