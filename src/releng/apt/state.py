@@ -51,6 +51,9 @@ STATE_DIR = ".releng-repo"
 SNAPSHOT_TAIL = 256 << 10  # bytes appended to pool.records after the snapshot before a new one
 _SNAPSHOT_VERSION = 2
 
+# json.dumps(obj, separators=(",", ":")), without making an encoder per call (a record each).
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
 # A suite member: (time added in epoch seconds, kind, package, version, arch); enough for
 # membership and retention without reading the pool records.
 Member = tuple[int, str, str, str, str]
@@ -81,7 +84,7 @@ class PoolRecord(NamedTuple):
         return row
 
     def to_block(self) -> bytes:
-        header = json.dumps(self.header(), separators=(",", ":")).encode()
+        header = _compact_json(self.header()).encode()
         return header + b"\n" + self.stanza + b"\n\n"
 
 
