@@ -193,3 +193,16 @@ def test_control_data_is_read_in_one_place() -> None:
                 found.add(path.relative_to(src).as_posix())
     assert users["parsedate"] == {"deb822.py"}
     assert users["Deb822"] == {"debian_tree.py", "images/builder.py"}
+
+
+def test_paragraphs_containing_a_text_are_found_before_parsing() -> None:
+    text = "Package: a\nVersion: 1\n\nPackage: b\nVersion: 2\n \nPackage: ab\nVersion: 3\n"
+    every = deb822.parse_paragraphs(text, where="x")
+    assert [p["Package"] for p in every] == ["a", "b", "ab"]  # a blank line may hold blanks
+    assert [p["Version"] for p in deb822.parse_paragraphs(text, where="x", containing="b")] == [
+        "2",
+        "3",
+    ]
+    assert deb822.parse_paragraphs(text, where="x", containing="zz") == []
+    with pytest.raises(BadPackageError):  # what is parsed is parsed strictly
+        deb822.parse_paragraphs(text + "\nPackage b\n", where="x", containing="b")

@@ -326,21 +326,22 @@ def _record_url(root: Path, suite: str, url: str) -> None:
 def suite_carries(root: Path, suite: str, name: str) -> bool:
     """Whether ``dists/<suite>`` lists ``<name>-archive-keyring`` (any version)."""
     wanted = f"{name}-archive-keyring"
-    return any(st.get("Package") == wanted for st in _stanzas(root, suite))
+    return any(st.get("Package") == wanted for st in _stanzas(root, suite, wanted))
 
 
 def suite_holds(root: Path, suite: str, package: str, version: str) -> bool:
     """Whether ``dists/<suite>`` lists ``package`` at ``version`` in any binary index."""
     return any(
         st.get("Package") == package and st.get("Version") == version
-        for st in _stanzas(root, suite)
+        for st in _stanzas(root, suite, package)
     )
 
 
-def _stanzas(root: Path, suite: str) -> Iterator[dict[str, str]]:
-    """Every stanza of ``dists/<suite>``'s binary indexes."""
+def _stanzas(root: Path, suite: str, package: str) -> Iterator[dict[str, str]]:
+    """The stanzas of ``dists/<suite>``'s binary indexes that name ``package``."""
     for index in sorted((root / "dists" / suite).glob("*/binary-*/Packages")):
-        yield from parse_paragraphs(index.read_text(encoding="utf-8"), where=str(index))
+        text = index.read_text(encoding="utf-8")
+        yield from parse_paragraphs(text, where=str(index), containing=package)
 
 
 def add_to_suites(
