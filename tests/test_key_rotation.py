@@ -285,6 +285,49 @@ def test_an_extended_expiry_reaches_the_published_keyring_and_the_keyring_packag
     assert shipped[0].expires == after
 
 
+def test_a_key_change_no_client_could_verify_is_refused_before_the_switch(
+    make_project: Callable[[str], Project], tmp_path: Path
+) -> None:
+    """A new signing subkey (gpg signs with it at once) or another key named in [signing]
+    key without a rotation: the keyring clients took from beside the repository would not
+    verify the next Release (NO_PUBKEY on every client). The publish refuses in one line and
+    switches nothing; deleting the keyring (no client yet) is the way out it names."""
+    home = tmp_path / "gnupg"
+    a = make_key(home, name="tally archive key A", passphrase=None)
+    b = make_key(home, name="tally archive key B", passphrase=None)
+    project = make_project(f'[signing]\nkey = "{a.fingerprint}"\ngnupghome = "{home}"\n')
+    repo = project.root / "out" / "repo"
+    keyring = repo / "tally-archive-keyring.gpg"
+
+    def include(version: str) -> subprocess.CompletedProcess[str]:
+        deb = make_deb(tmp_path, "tally", f"{version}-1~bookworm")
+        return invoke("include-packages", "--dist", "bookworm", str(deb), root=project.root)
+
+    assert include("1.0.0").returncode == 0
+    published = (repo / "dists/bookworm/InRelease").read_bytes(), keyring.read_bytes()
+
+    add_subkey = ["--quick-add-key", a.fingerprint, "ed25519", "sign", "1y"]
+    unprotected = ["--pinentry-mode", "loopback", "--passphrase", ""]
+    subprocess.run(
+        ["gpg", "--homedir", str(a.home), "--batch", *unprotected, *add_subkey], check=True
+    )
+    refused = include("1.0.1")
+    assert_one_error_line(refused, "the keyring clients hold, does not verify the new Release")
+    assert "rotate-keys --add" in refused.stderr
+    assert ((repo / "dists/bookworm/InRelease").read_bytes(), keyring.read_bytes()) == published
+
+    (project.root / "product.toml").write_text(
+        f'[signing]\nkey = "{b.fingerprint}"\ngnupghome = "{home}"\n'
+    )
+    assert_one_error_line(include("1.0.2"), "does not verify the new Release")
+    assert ((repo / "dists/bookworm/InRelease").read_bytes(), keyring.read_bytes()) == published
+
+    keyring.unlink()  # the way out the message names, when no client uses the repository yet
+    assert include("1.0.3").returncode == 0
+    assert {k.fingerprint for k in keyring_keys(keyring)} == {b.fingerprint}
+    assert _signers(repo, "bookworm", [a, b], tmp_path) == {b.fingerprint}
+
+
 def test_a_publish_warns_of_a_key_expiring_soon_and_refuses_an_expired_one(
     make_project: Callable[[str], Project], tmp_path: Path
 ) -> None:

@@ -37,8 +37,8 @@ from releng.apt.state import RepoState, SuiteState, find_records, write_atomic
 from releng.apt.steps import Run
 from releng.apt.switch import SuitePublishing
 from releng.apt.threads import in_thread, nothing
-from releng.errors import RepoError
-from releng.gpg import Signer, armored
+from releng.errors import RepoError, SigningError
+from releng.gpg import Signer, armored, keyring_keys, verify
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,6 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
                     self.state.mark_pending(st.name)
                     self.state.save_members(st)
                     self._crash("suite-written")
-                self._ensure_keys(signer, run)
 
             # The new pool files, placed on a thread while the first suite's indexes are
             # rendered (links and copies are kernel work, the rendering Python's and the
@@ -254,7 +253,6 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
                     self.state.mark_gc_needed()
                     self.state.mark_pending(suite)
                     self.state.save_members(st)
-            self._ensure_keys(signer, run)
             for suite in dict.fromkeys([*self.state.pending(), *names]):
                 self._publish_suite(suite, signer, run, {})
             # An explicit republish (rare) also looks at every pool file, so that it converges
@@ -295,7 +293,6 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
             run = Run()
             finished = [] if dry_run else self.state.pending()
             if finished:
-                self._ensure_keys(signer, run)
                 for suite in finished:
                     self._publish_suite(suite, signer, run, {})
             changed = [st for st in edit(self.state) if st.changed]
@@ -320,7 +317,6 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
                 History(self.state, st.name).set_note(note)
                 self._crash("suite-written")
                 run.added += st.added
-            self._ensure_keys(signer, run)
             fresh = find_records(self.state, [p for st in changed for p in st.added])
             for st in changed:
                 self._publish_suite(st.name, signer, run, fresh)
@@ -353,18 +349,32 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         (self.state.dir / "signing-key").unlink(missing_ok=True)
         return binary, armor
 
-    def _keys_current(self, signer: Signer) -> bool:
-        """Whether the key files beside the repository hold the signing keys as they are."""
+    def _keys_before_release(self, signer: Signer, run: Run, inrelease: bytes) -> None:
+        """Before a signed Release is switched in: the key files beside the repository hold
+        the signing keys as they are, and the keyring clients took from there (what this run
+        found) verifies the new InRelease, as their apt will. It does not when the keys
+        changed without a rotation (another key named in [signing] key, or a new signing
+        subkey, which gpg signs with at once): every client would refuse the suite
+        (NO_PUBKEY), so nothing is switched and the keys are not written."""
         binary, armor = self.keyring_paths
         try:
-            return binary.read_bytes() == signer.public_keys() and armor.is_file()
+            held: bytes | None = binary.read_bytes()
         except FileNotFoundError:
-            return False
-
-    def _ensure_keys(self, signer: Signer, run: Run) -> None:
-        """Export the public keys beside the repository unless they are there as they are."""
-        if self._keys_current(signer):
+            held = None
+        keys = signer.public_keys()
+        if held == keys and armor.is_file():
             return
+        if held is not None and held != keys and _readable_keys(binary, held):
+            check = verify(held, inrelease)
+            if not check.valid:
+                raise RepoError(
+                    f"{binary}, the keyring clients hold, does not verify the new Release "
+                    f"({check.reason}): their apt would refuse it. The signing keys changed "
+                    "without a rotation: add a new key with invoke rotate-keys --add NEWFPR "
+                    "(docs/key-rotation.md), or remove a new signing subkey (gpg signs with "
+                    f"the newest); if no client uses this repository yet, delete {binary.name} "
+                    "and publish again"
+                )
         for path in self.export_keys():
             run.written.append(path.name)
 
@@ -407,3 +417,13 @@ def _check_root(root: Path) -> None:
                     "name a directory with --repo"
                 )
             return
+
+
+def _readable_keys(path: Path, data: bytes) -> bool:
+    """Whether ``data`` (the keyring at ``path``) holds keys gpg can read; damaged (a bad
+    disk, a hand edit), it is exported again with a warning: what clients took was whole."""
+    try:
+        return bool(keyring_keys(data))
+    except SigningError:
+        log.warning("%s is damaged (gpg cannot read its keys); exporting it again", path)
+        return False

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from releng.apt.repository import RepoSettings
     from releng.apt.state import RepoState
+    from releng.gpg import Signer
 
 
 class Run:
@@ -37,3 +38,5 @@ class RepoBase:
     _real_clock: bool
     _crash: Callable[[str], None]
     _allowed_archs: set[str]
+    # Before a suite's signed Release is written (Repository: the keys beside it, checked).
+    _keys_before_release: Callable[[Signer, Run, bytes], None]

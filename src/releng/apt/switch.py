@@ -250,6 +250,7 @@ class SuitePublishing(RepoBase):
                 sync_filesystem(self.root)
         finally:
             inrelease, detached = signing()  # always joined; re-raises a signing error
+        self._keys_before_release(signer, run, inrelease)
         # InRelease first: it is what apt reads, and it is one file. Release and Release.gpg
         # (for older clients) follow back to back; between those two renames the pair disagrees.
         previous = _mtime_second(dists / "InRelease")
