@@ -34,6 +34,7 @@ import itertools
 import logging
 import lzma
 import marshal
+import operator
 import os
 import shutil
 import subprocess
@@ -398,6 +399,9 @@ class _Published(NamedTuple):
     raw: Buffer  # the published plain file: the rows' lines, concatenated
 
 
+_ENTRY, _GZ_LEN, _RAW_LEN = (operator.itemgetter(k) for k in range(3))  # of a _Row
+
+
 def _load_table(table_path: Path, byhash_dir: Path) -> _Published | None:
     """The last publish's table and files; None if unusable."""
     try:
@@ -410,7 +414,8 @@ def _load_table(table_path: Path, byhash_dir: Path) -> _Published | None:
         raw = memoryview((byhash_dir / raw_digest).read_bytes())
     except (OSError, ValueError, TypeError, EOFError):
         return None
-    if sum(r[1] for r in rows) != len(gz) or sum(r[2] for r in rows) != len(raw):
+    # Sums in C (map, itemgetter): 10,000 rows on every publish.
+    if sum(map(_GZ_LEN, rows)) != len(gz) or sum(map(_RAW_LEN, rows)) != len(raw):
         return None
     return _Published(rows, gz, raw)
 
@@ -421,9 +426,9 @@ def _merge(
     """The .gz and plain files' pieces and the rows: the kept old rows as runs sliced out of
     the published files, the new ones put in their place by entry."""
     rows = old.rows
-    gz_ends = [0, *itertools.accumulate(r[1] for r in rows)]
-    raw_ends = [0, *itertools.accumulate(r[2] for r in rows)]
-    entries = [r[0] for r in rows]
+    gz_ends = [0, *itertools.accumulate(map(_GZ_LEN, rows))]
+    raw_ends = [0, *itertools.accumulate(map(_RAW_LEN, rows))]
+    entries = list(map(_ENTRY, rows))
     gz: list[Buffer] = []
     raw: list[Buffer] = []
     out: list[_Row] = []
@@ -513,8 +518,9 @@ class Contents:
     ) -> list[ContentsFile]:
         table_path = self.state.table_path(suite, name)
         old = _load_table(table_path, comp_dir / "by-hash" / "SHA256") or _Published([], b"", b"")
-        had = {r[0][3] for r in old.rows}
-        keep = [r[0][3] in wanted for r in old.rows]
+        paths = [r[0][3] for r in old.rows]
+        had = set(paths)
+        keep = list(map(wanted.__contains__, paths))
         missing = [p for p in wanted if p not in had]
         new: list[tuple[Entry, bytes, bytes]] = []
         if missing:
