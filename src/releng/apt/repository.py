@@ -349,32 +349,43 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         (self.state.dir / "signing-key").unlink(missing_ok=True)
         return binary, armor
 
-    def _keys_before_release(self, signer: Signer, run: Run, inrelease: bytes) -> None:
-        """Before a signed Release is switched in: the key files beside the repository hold
-        the signing keys as they are, and the keyring clients took from there (what this run
-        found) verifies the new InRelease, as their apt will. It does not when the keys
-        changed without a rotation (another key named in [signing] key, or a new signing
-        subkey, which gpg signs with at once): every client would refuse the suite
-        (NO_PUBKEY), so nothing is switched and the keys are not written."""
-        binary, armor = self.keyring_paths
+    def _held_keys(self) -> bytes | None:
         try:
-            held: bytes | None = binary.read_bytes()
+            return self.keyring_paths[0].read_bytes()
         except FileNotFoundError:
-            held = None
-        keys = signer.public_keys()
-        if held == keys and armor.is_file():
+            return None
+
+    def _check_clients_verify(
+        self, signer: Signer, signing: Callable[[], tuple[bytes, bytes]]
+    ) -> None:
+        """When the signing keys changed, the keyring clients took from beside the repository
+        (as this run found it) must verify the new InRelease, as their apt will. It does not
+        when they changed without a rotation (another key named in [signing] key, or a new
+        signing subkey, which gpg signs with at once): every client would refuse the suite
+        (NO_PUBKEY). ``signing`` waits for the signatures; called before anything of the
+        suite is written, so that a refusal writes nothing."""
+        held = self._held_keys()
+        binary = self.keyring_paths[0]
+        if held is None or held == signer.public_keys() or not _readable_keys(binary, held):
             return
-        if held is not None and held != keys and _readable_keys(binary, held):
-            check = verify(held, inrelease)
-            if not check.valid:
-                raise RepoError(
-                    f"{binary}, the keyring clients hold, does not verify the new Release "
-                    f"({check.reason}): their apt would refuse it. The signing keys changed "
-                    "without a rotation: add a new key with invoke rotate-keys --add NEWFPR "
-                    "(docs/key-rotation.md), or remove a new signing subkey (gpg signs with "
-                    f"the newest); if no client uses this repository yet, delete {binary.name} "
-                    "and publish again"
-                )
+        inrelease, _detached = signing()
+        check = verify(held, inrelease)
+        if not check.valid:
+            raise RepoError(
+                f"{binary}, the keyring clients hold, does not verify the new Release "
+                f"({check.reason}): their apt would refuse it. The signing keys changed "
+                "without a rotation: add a new key with invoke rotate-keys --add NEWFPR "
+                "(docs/key-rotation.md), or remove a new signing subkey (gpg signs with "
+                f"the newest); if no client uses this repository yet, delete {binary.name} "
+                "and publish again"
+            )
+
+    def _export_changed_keys(self, signer: Signer, run: Run) -> None:
+        """The key files beside the repository hold the signing keys as gpg exports them now
+        (written before the Release that needs them, once :meth:`_check_clients_verify`
+        passed)."""
+        if self._held_keys() == signer.public_keys() and self.keyring_paths[1].is_file():
+            return
         for path in self.export_keys():
             run.written.append(path.name)
 

@@ -38,5 +38,6 @@ class RepoBase:
     _real_clock: bool
     _crash: Callable[[str], None]
     _allowed_archs: set[str]
-    # Before a suite's signed Release is written (Repository: the keys beside it, checked).
-    _keys_before_release: Callable[[Signer, Run, bytes], None]
+    # A suite's publish checks and writes the keys beside the repository (Repository's).
+    _check_clients_verify: Callable[[Signer, Callable[[], tuple[bytes, bytes]]], None]
+    _export_changed_keys: Callable[[Signer, Run], None]

@@ -224,6 +224,9 @@ class SuitePublishing(RepoBase):
         # The Release text needs only the indexes' digests: gpg signs it while the indexes are
         # written (the order of the writes is unchanged: Release files come last).
         signing = _sign_both(signer, release)
+        # Before anything of the suite is written: a key change no client could verify stops
+        # here (it waits for the signatures only when the keys changed).
+        self._check_clients_verify(signer, signing)
         keep_by_dir: dict[Path, set[str]] = defaultdict(set)
         try:
             before_indexes()
@@ -250,7 +253,7 @@ class SuitePublishing(RepoBase):
                 sync_filesystem(self.root)
         finally:
             inrelease, detached = signing()  # always joined; re-raises a signing error
-        self._keys_before_release(signer, run, inrelease)
+        self._export_changed_keys(signer, run)  # before the Release that needs them
         # InRelease first: it is what apt reads, and it is one file. Release and Release.gpg
         # (for older clients) follow back to back; between those two renames the pair disagrees.
         previous = _mtime_second(dists / "InRelease")
@@ -341,11 +344,13 @@ def _sign_both(signer: Signer, release: bytes) -> Callable[[], tuple[bytes, byte
         t.start()
 
     def wait() -> tuple[bytes, bytes]:
-        try:
-            for t in threads:
-                t.join()
-        finally:
-            switching.__exit__(None, None, None)
+        if threads:
+            try:
+                for t in threads:
+                    t.join()
+            finally:
+                threads.clear()  # a second call only returns (or re-raises) the results
+                switching.__exit__(None, None, None)
         if errors:
             raise errors[0]
         return results["InRelease"], results["Release.gpg"]
