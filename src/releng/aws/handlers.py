@@ -135,10 +135,11 @@ def _read(s3: Any, bucket: str, key: str) -> bytes | None:
 
 
 def published_versions(
-    ctx: Context, suite: str, arches: list[str] | None = None
+    ctx: Context, suite: str, arches: list[str] | None = None, *, package: str = ""
 ) -> set[tuple[str, str]]:
     """(package, version) pairs in the downloads repository's Packages for ``suite``
-    (``arches``: those architectures' indexes only; default: every one)."""
+    (``arches``: those architectures' indexes only; default: every one; ``package``: only
+    the stanzas that name it, found before any stanza is parsed)."""
     s3 = ctx.client("s3")
     bucket = ctx.setting(DOWNLOADS_BUCKET)
     prefix = ctx.settings.get(DOWNLOADS_PREFIX, "")
@@ -152,7 +153,7 @@ def published_versions(
                 if data
                 else (_read(s3, bucket, base) or b"").decode()
             )
-            for fields in parse_paragraphs(text, where=f"s3://{bucket}/{base}"):
+            for fields in parse_paragraphs(text, where=f"s3://{bucket}/{base}", containing=package):
                 if "Package" in fields and "Version" in fields:
                     found.add((fields["Package"], fields["Version"]))
     return found
@@ -169,7 +170,7 @@ def _is_published(ctx: Context, version: Version, distro: str, arch: str) -> boo
         minor=version.minor if version.is_release else "",
     )
     wanted = (version.package_name(ctx.catalog.product), f"{version.text}-{info.pkgver}")
-    return wanted in published_versions(ctx, suite, [arch])
+    return wanted in published_versions(ctx, suite, [arch], package=wanted[0])
 
 
 # ------------------------------------------------------------------ handlers
