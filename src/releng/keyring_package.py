@@ -8,9 +8,10 @@ and the apt source that names them with ``Signed-By``: the deb822
 :data:`ONE_LINE_CODENAMES` (:func:`source_file`). A source names one suite, so each suite
 carries its own package, versioned
 ``<stamp>+<suite>``: the stamp is the time the keys last changed (the set: ``[signing]
-keys_changed``, written by ``rotate-keys``; a key: its newest signature on itself, made when its
-expiry is extended), so the version increases whenever the keys change. releng writes the ``.deb`` itself (ar, tar, gzip with fixed
-times and owners): the same keys, suite and URL give the same bytes.
+keys_changed``, written by ``rotate-keys``; a key: its newest signature on itself, made when
+its expiry is extended), so the version increases whenever the keys change. releng writes the
+``.deb`` itself (ar, tar, gzip with fixed times and owners): the same keys, suite and URL give
+the same bytes.
 
 :func:`install_instructions` is the one text that tells a client how to start (the front page,
 ``update-repos``, docs/key-rotation.md): it writes the package's source file byte for byte, so
@@ -340,7 +341,7 @@ def suite_holds(root: Path, suite: str, package: str, version: str) -> bool:
 def _stanzas(root: Path, suite: str, package: str) -> Iterator[dict[str, str]]:
     """The stanzas of ``dists/<suite>``'s binary indexes that name ``package``."""
     for index in sorted((root / "dists" / suite).glob("*/binary-*/Packages")):
-        text = index.read_text(encoding="utf-8")
+        text = index.read_text(encoding="utf-8", errors="replace")
         yield from parse_paragraphs(text, where=str(index), containing=package)
 
 

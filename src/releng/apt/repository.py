@@ -33,7 +33,7 @@ from releng.apt.history import History
 from releng.apt.lock import RepoLock
 from releng.apt.pool import PoolSteps
 from releng.apt.retention import Retention
-from releng.apt.state import RepoState, SuiteState, find_records, write_atomic
+from releng.apt.state import RepoState, SuiteState, find_records, read_or_none, write_atomic
 from releng.apt.steps import Run
 from releng.apt.switch import SuitePublishing
 from releng.apt.threads import in_thread, nothing
@@ -349,12 +349,6 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         (self.state.dir / "signing-key").unlink(missing_ok=True)
         return binary, armor
 
-    def _held_keys(self) -> bytes | None:
-        try:
-            return self.keyring_paths[0].read_bytes()
-        except FileNotFoundError:
-            return None
-
     def _check_clients_verify(
         self, signer: Signer, signing: Callable[[], tuple[bytes, bytes]]
     ) -> None:
@@ -364,8 +358,8 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         signing subkey, which gpg signs with at once): every client would refuse the suite
         (NO_PUBKEY). ``signing`` waits for the signatures; called before anything of the
         suite is written, so that a refusal writes nothing."""
-        held = self._held_keys()
         binary = self.keyring_paths[0]
+        held = read_or_none(binary)
         if held is None or held == signer.public_keys() or not _readable_keys(binary, held):
             return
         inrelease, _detached = signing()
@@ -384,7 +378,8 @@ class Repository(PoolSteps, Retention, SuitePublishing, Collector):
         """The key files beside the repository hold the signing keys as gpg exports them now
         (written before the Release that needs them, once :meth:`_check_clients_verify`
         passed)."""
-        if self._held_keys() == signer.public_keys() and self.keyring_paths[1].is_file():
+        binary, armor = self.keyring_paths
+        if read_or_none(binary) == signer.public_keys() and armor.is_file():
             return
         for path in self.export_keys():
             run.written.append(path.name)

@@ -137,6 +137,14 @@ _PREALLOCATE = 64 << 10
 _IOV_MAX = 1024
 
 
+def read_or_none(path: Path) -> bytes | None:
+    """The file's bytes, or None when it does not exist."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
 def write_atomic(path: Path, data: bytes | Sequence[bytes | memoryview]) -> None:
     """Write ``data`` (or its pieces, in order) to ``path`` through a temporary file and a
     rename.

@@ -23,7 +23,7 @@ from releng.apt import contents as _contents
 from releng.apt import index as _index
 from releng.apt.durable import sync_filesystem
 from releng.apt.history import History
-from releng.apt.state import Member, PoolRecord, SuiteState, write_atomic
+from releng.apt.state import Member, PoolRecord, SuiteState, read_or_none, write_atomic
 from releng.apt.steps import RepoBase, Run
 from releng.apt.threads import SHORT_SWITCH, in_thread, nothing, switch_interval
 from releng.deb822 import IndexEntry
@@ -215,7 +215,7 @@ class SuitePublishing(RepoBase):
             self.state, self.settings, st, fresh, dists, entries, placed
         )
         release = self._render_release(suite, entries, self._architectures(st))
-        if self._real_clock and release == _read_or_none(dists / "Release"):
+        if self._real_clock and release == read_or_none(dists / "Release"):
             # Nothing changed within the second of the published Date: the signatures would be
             # the same bytes too (ed25519 is deterministic, gpg's timestamps are in seconds).
             # A republish is for signing anew, so it waits for the next second.
@@ -224,11 +224,11 @@ class SuitePublishing(RepoBase):
         # The Release text needs only the indexes' digests: gpg signs it while the indexes are
         # written (the order of the writes is unchanged: Release files come last).
         signing = _sign_both(signer, release)
-        # Before anything of the suite is written: a key change no client could verify stops
-        # here (it waits for the signatures only when the keys changed).
-        self._check_clients_verify(signer, signing)
         keep_by_dir: dict[Path, set[str]] = defaultdict(set)
         try:
+            # Before anything of the suite is written: a key change no client could verify
+            # stops here (it waits for the signatures only when the keys changed).
+            self._check_clients_verify(signer, signing)
             before_indexes()
             self._write_indexes(placed, run, suite, dists)
             # The tables name this publish's by-hash files, which pruning below keeps.
@@ -307,13 +307,6 @@ def _chooser(component: str, arch: str | None, single: bool) -> Callable[[str, M
         return m[1] == "dsc" if arch is None else m[1] == "deb" and m[4] in (arch, "all")
 
     return chosen
-
-
-def _read_or_none(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
 
 
 def _sign_both(signer: Signer, release: bytes) -> Callable[[], tuple[bytes, bytes]]:

@@ -472,6 +472,3 @@ def work_dir_for(project: Project, url: S3Url) -> Path:
     """Where update-repos keeps its copy of a destination's state and ``dists/`` between runs
     (empty on a fresh worker: everything needed comes from the bucket)."""
     return project.state_dir / "publish" / url.bucket / (url.prefix or "_root")
-
-
-# --------------------------------------------------------------------------- lifecycle on S3
