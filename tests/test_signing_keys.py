@@ -7,17 +7,20 @@ from pathlib import Path
 import gnupg
 
 from releng.apt import RepoSettings, Repository, check_repository
-from releng.gpg import DEV_KEY_BITS, Signer, ensure_dev_key
+from releng.gpg import DEV_KEY_BITS, Signer, dev_signer
 from tests.apt_debs import make_deb
 from tests.fixtures.gpg import make_key
 
 
 def test_the_development_key_is_rsa_4096(tmp_path: Path) -> None:
-    home, fingerprint = ensure_dev_key(tmp_path)
-    (key,) = gnupg.GPG(gnupghome=str(home)).list_keys(secret=True)
-    assert key["fingerprint"] == fingerprint
+    signer = dev_signer(tmp_path)
+    assert signer.development and signer.gnupghome is not None
+    (key,) = gnupg.GPG(gnupghome=str(signer.gnupghome)).list_keys(secret=True)
+    assert key["fingerprint"] == signer.fingerprint
     assert (key["algo"], int(key["length"])) == ("1", DEV_KEY_BITS)
-    assert ensure_dev_key(tmp_path) == (home, fingerprint)  # made once
+    again = dev_signer(tmp_path)  # made once: the second signer finds the same key
+    assert (again.gnupghome, again.fingerprint) == (signer.gnupghome, signer.fingerprint)
+    assert again.keys == signer.keys
 
 
 def _repo(tmp_path: Path, *, rsa: bool) -> Path:

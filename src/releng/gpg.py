@@ -389,6 +389,7 @@ class Signer:
         passphrase: str | None,
         development: bool = False,
         warn_days: int = 60,
+        listed: Sequence[KeyInfo] = (),
     ) -> None:
         self.gnupghome = gnupghome
         self._home = _home(gnupghome)  # made and resolved once, for every gpg run
@@ -400,7 +401,11 @@ class Signer:
         wanted = [key] if isinstance(key, str) else list(key)
         infos: list[KeyInfo] = []
         for one in wanted:
-            info = next(iter(_secret_keys(self._home, one)), None) if one else None
+            # ``listed``: this home's secret keys as a listing just gave them (dev_signer's);
+            # a key named by its fingerprint is taken from there, not listed again.
+            info = next((k for k in listed if one and k.fingerprint == one), None)
+            if info is None and one:
+                info = next(iter(_secret_keys(self._home, one)), None)
             if info is None:
                 home = gnupghome or "gpg's default home (GNUPGHOME or ~/.gnupg)"
                 raise SigningError(
@@ -585,11 +590,13 @@ def _valid_until(release: bytes) -> dt.datetime | None:
     return None if value is None else parse_date(value)
 
 
-def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
-    """Make the development key once under ``state_dir``; its GNUPGHOME and fingerprint."""
+def dev_signer(state_dir: Path) -> Signer:
+    """The development key's signer: the key made once under ``state_dir`` (refused for
+    releases by :func:`signer_for`); gpg lists the home's keys once."""
     home = state_dir / DEV_KEY_DIR
     gpg_home = _home(home)
-    if keys := _secret_keys(gpg_home):
+    keys = _secret_keys(gpg_home)
+    if keys:
         if keys[0].algorithm not in RSA_ALGORITHMS:
             log.warning(
                 "the development key under %s is not RSA: xenial's apt cannot verify what it "
@@ -597,7 +604,13 @@ def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
                 home,
                 DEV_KEY_BITS,
             )
-        return home, keys[0].fingerprint
+        fingerprint = keys[0].fingerprint
+    else:
+        fingerprint = _make_dev_key(home, gpg_home)
+    return Signer(gnupghome=home, key=fingerprint, passphrase=None, development=True, listed=keys)
+
+
+def _make_dev_key(home: Path, gpg_home: str) -> str:
     import gnupg
 
     gpg = gnupg.GPG(gnupghome=gpg_home, options=list(_BATCH))
@@ -617,7 +630,7 @@ def ensure_dev_key(state_dir: Path) -> tuple[Path, str]:
     if not result.fingerprint:
         why = _failure(str(result.stderr or "") or str(result.status or ""))
         raise SigningError(f"could not make the development key under {home}: {why}")
-    return home, str(result.fingerprint)
+    return str(result.fingerprint)
 
 
 def passphrase_from(
@@ -650,8 +663,7 @@ def signer_for(project: Project, env: Mapping[str, str], *, release: bool) -> Si
                 "a release cannot be signed with the development key; set [signing] key "
                 "(and gnupghome, passphrase_env or passphrase_file) in product.toml"
             )
-        home, fpr = ensure_dev_key(project.state_dir)
-        return Signer(gnupghome=home, key=fpr, passphrase=None, development=True)
+        return dev_signer(project.state_dir)
     passphrase = passphrase_from(cfg.passphrase_env, cfg.passphrase_file, env, project.root)
     signer = Signer(
         gnupghome=gnupghome_for(project, env),

@@ -131,7 +131,7 @@ def write_signed(data: Mapping[str, object], path: Path, signer: Signer) -> Path
 def rebuilder_signer(project: Project, env: Mapping[str, str]) -> Signer:
     """The rebuilder's signer: ``[verify] key`` (its own gnupghome and passphrase), else a
     development rebuilder key under ``.releng/rebuilder/``. Never the archive's key."""
-    from releng.gpg import Signer, ensure_dev_key, passphrase_from
+    from releng.gpg import Signer, dev_signer, passphrase_from
 
     cfg = project.config.verify
     if cfg.key:
@@ -141,8 +141,7 @@ def rebuilder_signer(project: Project, env: Mapping[str, str]) -> Signer:
         passphrase = passphrase_from(cfg.passphrase_env, cfg.passphrase_file, env, project.root)
         signer = Signer(gnupghome=home, key=cfg.key, passphrase=passphrase)
     else:
-        home, fingerprint = ensure_dev_key(project.state_dir / REBUILDER_HOME)
-        signer = Signer(gnupghome=home, key=fingerprint, passphrase=None, development=True)
+        signer = dev_signer(project.state_dir / REBUILDER_HOME)
     archive = [k.replace(" ", "").upper() for k in project.config.signing.keys]
     if any(signer.fingerprint.upper().endswith(k[-16:]) for k in archive):
         raise SigningError(
