@@ -55,6 +55,9 @@ _RUN_NUMBERS = itertools.count()
 sys.path.insert(0, str(ROOT / "src"))
 
 SUITE = "bench"
+# The standard modules adding a package cannot do without: SHA256, the compressed indexes,
+# gpg's process and a second core (for the add-1 floor).
+STDLIB_OF_INCLUDE = "hashlib, lzma, zlib, subprocess, threading"
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -170,12 +173,23 @@ class Run:
         return Run(self.wall + other.wall, self.cpu + other.cpu, max(self.rss, other.rss))
 
 
-def timed(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
-    """Wall time, CPU time and peak RSS of one process (and what it waited for)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+def timed(
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    stdin: Path | None = None,
+) -> Run:
+    """Wall time, CPU time and peak RSS of one process (and what it waited for); ``stdin``:
+    a file for its standard input."""
+    with (
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+        open(stdin or os.devnull, "rb") as given,
+    ):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=given, stdout=out, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -201,6 +215,7 @@ signer = Signer(gnupghome=Path(home), key=fpr, passphrase=None)
 settings = RepoSettings(
     name="bench", origin="bench", label="bench", nightly_max_age_days=0,
     contents=os.environ.get("BENCH_CONTENTS") == "1",
+    index_xz=os.environ.get("BENCH_INDEX_XZ", "chunks"),
 )
 repository = Repository(Path(repo), settings, signer, link_inputs=link == "link")
 start = time.perf_counter()
@@ -264,10 +279,12 @@ def releng(
     *,
     link: bool = True,
     contents: bool | None = None,
+    index_xz: str = "chunks",
 ) -> Run:
     """One include as its own process, as `invoke update-repos` runs it (inputs hard-linked);
-    ``contents``: Contents indexes on or off (default: as --contents says)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    ``contents``: Contents indexes on or off (default: as --contents says); ``index_xz``:
+    ``[repositories] index_xz``."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), BENCH_INDEX_XZ=index_xz)
     if contents is not None:
         env["BENCH_CONTENTS"] = "1" if contents else "0"
     # As an installed package runs: with its bytecode compiled once (kept out of the tree).
@@ -306,6 +323,27 @@ def cli_line(big: list[Path], extra_dir: Path, rep_add: Run) -> None:
     print(
         f"   (this checkout's product.toml: Contents on, the front page rewritten; "
         f"`invoke --version` alone takes {floor.wall:.3f} s)"
+    )
+
+
+def index_xz_line(home: Path, fpr: str, big_repo: Path, extra_dir: Path, add: Run) -> None:
+    """What clients download against what a publish costs: ``[repositories] index_xz``."""
+    xz = big_repo / "dists" / SUITE / "main" / "binary-amd64" / "Packages.xz"
+    text = xz.with_name("Packages").read_bytes()
+    xz_cmd = ["xz", "-6", "--threads=1", "--check=crc32", "--stdout"]
+    stream = subprocess.run(xz_cmd, input=text, capture_output=True, check=True).stdout
+    repo = fresh("releng-big-one-stream")
+    fill = releng(repo, home, fpr, [WORK / "big"], index_xz="one-stream")
+    debs = [make_deb(extra_dir, f"onestream{i}", "1.0-1") for i in range(3)]
+    one_add = best(3, lambda: releng(repo, home, fpr, [debs.pop()], index_xz="one-stream"))
+    size = xz.stat().st_size
+    published = (repo / "dists" / SUITE / "main" / "binary-amd64" / "Packages.xz").stat().st_size
+    print(
+        f"   Packages.xz ({len(text) / 1e6:.1f} MB of Packages): chunked {size:,} bytes, one "
+        f"stream (`xz -6` of the same text) {len(stream):,}: clients download "
+        f'{size / len(stream):.2f} x; with index_xz = "one-stream" ({published:,} bytes) '
+        f"adding 1 .deb takes {one_add.wall:.3f} s against {add.wall:.3f} s, filling "
+        f"{fill.wall:.2f} s (info)"
     )
 
 
@@ -479,6 +517,18 @@ def main() -> None:
         f"   (of releng's {ours.wall:.3f} s, {ours.inner:.3f} s are Repository.include; its "
         f"process used {ours.cpu:.3f} s of CPU on the {os.cpu_count()} cores)"
     )
+    startup = best(5, lambda: releng_startup(home, fpr))
+    before, left = startup.wall + floor.wall, 2 * ftp.wall - startup.wall - floor.wall
+    print(
+        f"   (before any .deb is read: releng's start-up {startup.wall:.3f} s (Python, imports, "
+        f"the key) + the layout {floor.wall:.3f} s = {before / ftp.wall:.2f} x apt-ftparchive; "
+        + (
+            f"2.0 leaves {left:.3f} s to read, index, compress and sign {n_small} .debs, "
+            f"where apt-ftparchive's reading and indexing alone took {ftp.wall:.3f} s)"
+            if left > 0
+            else "the 2.0 target is below that)"
+        )
+    )
     print(
         "   (the three rounds, in order: releng "
         + ", ".join(f"{r.wall:.3f}" for r in rounds["ours"])
@@ -538,6 +588,17 @@ def main() -> None:
         f"the signing key, takes {startup.wall:.3f} s; the include adds "
         f"{ours_add.wall - startup.wall:.3f} s)"
     )
+    stdlib = best(5, lambda: timed([sys.executable, "-c", f"import {STDLIB_OF_INCLUDE}"]))
+    release = big_repo / "dists" / SUITE / "Release"
+    gpg_cmd = ["gpg", "--homedir", str(home), "--batch", "--local-user", fpr, "--clearsign"]
+    sign = best(5, lambda: timed(gpg_cmd, stdin=release))
+    print(
+        "   (any Python tool signing with gpg pays here: Python and the standard modules an "
+        f"include cannot do without ({STDLIB_OF_INCLUDE}) {stdlib.wall:.3f} s + one "
+        f"`gpg --clearsign` of the Release {sign.wall:.3f} s = "
+        f"{(stdlib.wall + sign.wall) / rep_add.wall:.2f} x reprepro; 0.6 x reprepro is "
+        f"{0.6 * rep_add.wall:.3f} s)"
+    )
     cli_line(big, extra_dir, rep_add)
     line("   adding 1 .deb, Contents on vs off (issue 27)", add_on, add_off, "<= 1.2")
     print(
@@ -545,6 +606,7 @@ def main() -> None:
         f"{add_off.inner:.3f} s; filling {n_big}: {fills[True].wall:.2f} s vs "
         f"{fills[False].wall:.2f} s)"
     )
+    index_xz_line(home, fpr, big_repo, extra_dir, ours_add)
 
     # 3. large packages vs the physical limit.
     large = make_large(WORK / "large", large_total, 8)

@@ -125,14 +125,16 @@ def test_adding_one_package_recompresses_one_chunk() -> None:
     assert table.files() == again.files()
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_an_updated_table_is_what_building_it_again_makes(seed: int) -> None:
+@pytest.mark.parametrize(
+    ("seed", "one_stream"), [*((s, False) for s in range(12)), *((s, True) for s in range(4))]
+)
+def test_an_updated_table_is_what_building_it_again_makes(seed: int, one_stream: bool) -> None:
     """Adds and removes anywhere (boundary packages, size cuts, the ends): the same bytes."""
     rng = random.Random(seed)
     names = sorted({f"p{rng.randrange(10**6):06d}" for _ in range(rng.randrange(0, 600))})
     big = rng.random() < 0.3  # stanzas near MAX_CHUNK make size cuts
     items = _items(names, extra="x" * (4000 if big else 0))
-    table = index.IndexTable.build(items, 2)
+    table = index.IndexTable.build(items, 2, one_stream=one_stream)
     for _round in range(3):
         paths = [e[3] for e, _s in items]
         remove = set(rng.sample(paths, min(len(paths), rng.randrange(0, 40))))
@@ -141,18 +143,64 @@ def test_an_updated_table_is_what_building_it_again_makes(seed: int) -> None:
         add = list({e[3]: (e, s) for e, s in add if e[3] not in paths}.values())
         table.update(add, remove, {e[3]: e for e, _s in items}.__getitem__, 2)
         items = [it for it in items if it[0][3] not in remove] + add
-        expected = index.IndexTable.build(items)
+        expected = index.IndexTable.build(items, one_stream=one_stream)
         assert [c.raw for c in table.chunks] == [c.raw for c in expected.chunks]
         assert [c.paths for c in table.chunks] == [c.paths for c in expected.chunks]
         assert [c.last for c in table.chunks] == [c.last for c in expected.chunks]
         assert table.files() == expected.files()
         # What is saved comes back from the published files alone.
         saved = table.dumps(tuple(hashlib.sha256(d).hexdigest() for d in table.files()))  # type: ignore[arg-type]
-        loaded = index.IndexTable.loads(saved, _files_by_sha(table.files()).get)
+        loaded = index.IndexTable.loads(
+            saved, _files_by_sha(table.files()).get, one_stream=one_stream
+        )
         assert loaded is not None
+        assert (
+            index.IndexTable.loads(
+                saved, _files_by_sha(table.files()).get, one_stream=not one_stream
+            )
+            is None
+        )
         assert loaded.files() == table.files()
         table = loaded
     assert lzma.decompress(table.files().xz) == table.files().raw
+
+
+def test_one_stream_xz_is_one_block_every_reader_takes_and_smaller_than_chunks(
+    tmp_path: Path,
+) -> None:
+    items = _items([f"pkg{i:04d}" for i in range(1500)])
+    chunked = index.IndexTable.build(items).files()
+    one = index.IndexTable.build(items, one_stream=True)
+    files = one.files()
+    assert (files.raw, files.gz) == (chunked.raw, chunked.gz)  # only the .xz differs
+    assert files.xz == lzma.compress(
+        files.raw, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=index.XZ_PRESET
+    )
+    assert len(files.xz) < len(chunked.xz)
+    path = tmp_path / "Packages.xz"
+    path.write_bytes(files.xz)
+    listed = subprocess.run(
+        ["xz", "--robot", "--list", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    assert [ln.split("\t")[2] for ln in listed.splitlines() if ln.startswith("totals")] == ["1"]
+    assert subprocess.run(["xz", "-dc", str(path)], capture_output=True, check=True).stdout == (
+        files.raw
+    )
+    if APT_HELPER.exists():
+        out = subprocess.run(
+            [str(APT_HELPER), "cat-file", str(path)], capture_output=True, check=True
+        )
+        assert out.stdout == files.raw
+    # The saved table needs no .xz to come back: the stream is made anew from the chunks.
+    saved = one.dumps(tuple(hashlib.sha256(d).hexdigest() for d in files))  # type: ignore[arg-type]
+    xz_sha = hashlib.sha256(files.xz).hexdigest()
+    without_xz = {k: v for k, v in _files_by_sha(files).items() if k != xz_sha}
+    loaded = index.IndexTable.loads(saved, without_xz.get, one_stream=True)
+    assert loaded is not None
+    assert loaded.files() == files
+    assert index.IndexTable.build([], one_stream=True).files().xz == lzma.compress(
+        b"", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32
+    )
 
 
 def test_a_table_whose_files_are_gone_or_other_is_not_loaded() -> None:

@@ -284,11 +284,22 @@ def test_a_refused_input_among_many_leaves_no_new_pool_directories(
 
 
 @pytest.mark.slow
+def xz_blocks(path: Path) -> int:
+    """How many xz blocks the xz tool finds in the file (after checking it decompresses)."""
+    listed = subprocess.run(
+        ["xz", "--robot", "--list", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    (totals,) = [line.split("\t") for line in listed.splitlines() if line.startswith("totals")]
+    return int(totals[2])
+
+
+@pytest.mark.parametrize("index_xz", ["chunks", "one-stream"])
 def test_indexes_updated_run_by_run_are_what_building_them_anew_makes(
-    tmp_path: Path, repo: Callable[..., Repository]
+    tmp_path: Path, repo: Callable[..., Repository], index_xz: str
 ) -> None:
-    """Each include re-cuts only changed chunks; dropping the saved tables rebuilds them."""
-    r = repo(keep_versions=2)
+    """Each include re-cuts only changed chunks; dropping the saved tables rebuilds them. The
+    .xz is one block per chunk, or one stream of the whole index ([repositories] index_xz)."""
+    r = repo(keep_versions=2, index_xz=index_xz)
     names = [f"p{i:03d}" for i in range(120)]
     r.include(["bookworm"], [make_deb(tmp_path, n, "1.0") for n in names[::2]])
     for version in ("1.1", "1.2"):  # retention drops 1.0 of the first few
@@ -304,6 +315,34 @@ def test_indexes_updated_run_by_run_are_what_building_them_anew_makes(
     r.publish()
     assert packages(r.root) == incremental
     assert_checks(r.root)
+    xz = r.root / "dists" / "bookworm" / "main" / "binary-amd64" / "Packages.xz"
+    unpacked = subprocess.run(["xz", "-dc", str(xz)], capture_output=True, check=True).stdout
+    assert unpacked.decode() == incremental
+    assert (xz_blocks(xz) == 1) == (index_xz == "one-stream")
+
+
+def test_changing_index_xz_rewrites_the_next_publishes_xz_in_the_new_layout(
+    tmp_path: Path, repo: Callable[..., Repository]
+) -> None:
+    debs = [make_deb(tmp_path, f"p{i:03d}", "1.0") for i in range(150)]
+    chunked = repo()
+    chunked.include(["bookworm"], debs[:100])
+    xz = chunked.root / "dists" / "bookworm" / "main" / "binary-amd64" / "Packages.xz"
+    assert xz_blocks(xz) > 1
+    chunk_size = xz.stat().st_size
+    one = repo(index_xz="one-stream")
+    one.publish()
+    assert xz_blocks(xz) == 1
+    assert xz.stat().st_size < chunk_size  # one dictionary over the whole index
+    one.include(["bookworm"], debs[100:])
+    assert xz_blocks(xz) == 1
+    back = repo()
+    back.include(["bookworm"], [make_deb(tmp_path, "p050a", "1.0")])
+    assert xz_blocks(xz) > 1
+    unpacked = subprocess.run(["xz", "-dc", str(xz)], capture_output=True, check=True).stdout
+    assert unpacked.decode() == packages(back.root)
+    assert packages(back.root).count("Package: ") == 151
+    assert_checks(back.root)
 
 
 def test_a_missing_signing_key_is_refused_before_anything_is_written(tmp_path: Path) -> None:

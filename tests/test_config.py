@@ -84,6 +84,11 @@ def test_custom_suites_and_values_are_read() -> None:
             '[source]\nkind = "svn"',
             "[source] kind = 'svn' is not allowed; expected one of 'git', 'url'",
         ),
+        (
+            '[repositories]\nindex_xz = "whole"',
+            "[repositories] index_xz = 'whole' is not allowed; expected one of 'chunks', "
+            "'one-stream'",
+        ),
         ("[repositories]\nkeep_versions = 0", "keep_versions = 0 is out of range; allowed: 1"),
         ("[images]\nkeep_builders = 0", "keep_builders = 0 is out of range; allowed: 1"),
         ("[repositories]\nbyhash_keep = 0", "byhash_keep = 0 is out of range; allowed: 1 to"),

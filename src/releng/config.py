@@ -172,6 +172,9 @@ class RepositoriesSection:
     # Where the repository lives: a directory (relative to the project) or s3://BUCKET/PREFIX.
     location: str = "out/repo"
     contents: bool = True  # Contents-<arch>.gz indexes for apt-file (releng.apt.contents)
+    # Packages.xz/Sources.xz: "chunks" (fast publishes; 17-33% bigger) or "one-stream"
+    # (the smallest download; every publish compresses the whole index): releng.apt.index.
+    index_xz: Literal["chunks", "one-stream"] = "chunks"
 
 
 @dataclass(frozen=True, kw_only=True)

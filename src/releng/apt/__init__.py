@@ -118,6 +118,7 @@ def settings_for(project: Project) -> RepoSettings:
         byhash_keep=repos.byhash_keep,
         keep_history=repos.keep_history,
         contents=repos.contents,
+        index_xz=repos.index_xz,
         suite_patterns=tuple(_template_regex(t, values) for t in templates),
     )
 

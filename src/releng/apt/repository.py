@@ -83,6 +83,9 @@ class RepoSettings(NamedTuple):
     # One syncfs before each Release switch (durable.py); off only for throwaway repositories.
     sync_before_switch: bool = True
     contents: bool = True  # Contents-<arch>.gz per component, for apt-file (contents.py)
+    # Packages.xz and Sources.xz: "chunks" (a publish recompresses what changed) or
+    # "one-stream" (the whole index each publish: the smallest download; index.XZ_LAYOUTS).
+    index_xz: str = "chunks"
 
     def check_suite(self, suite: str, *, existing: Iterable[str] = ()) -> None:
         if not _SUITE_RE.fullmatch(suite):

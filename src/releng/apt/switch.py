@@ -49,6 +49,7 @@ class SuitePublishing(RepoBase):
         added and removed since (only their chunks are re-cut), or built from every record."""
         out: dict[str, _index.IndexTable] = {}
         single = len(self.settings.components) == 1
+        one_stream = self.settings.index_xz == "one-stream"
         members = st.members
         dists = os.path.join(self.root, "dists", st.name)  # noqa: PTH118
 
@@ -62,10 +63,11 @@ class SuitePublishing(RepoBase):
                 jobs.append((f"{comp}/binary-{arch}/Packages", _chooser(comp, arch, single)))
             jobs.append((f"{comp}/source/Sources", _chooser(comp, None, single)))
         for name, wanted in jobs:
-            table = self._load_table(st.name, name, dists)
+            table = self._load_table(st.name, name, dists, one_stream=one_stream)
             if table is None:
                 paths = [p for p, m in members.items() if wanted(p, m)]
-                table = _index.IndexTable.build(self._items(paths, fresh, st.name), self.workers)
+                items = self._items(paths, fresh, st.name)
+                table = _index.IndexTable.build(items, self.workers, one_stream=one_stream)
             elif table.tag is not None and table.tag == st.tag:
                 # The table shows the members as this run read them: apply this run's changes.
                 add = [p for p in st.added if wanted(p, members[p])]
@@ -78,7 +80,9 @@ class SuitePublishing(RepoBase):
             out[name] = table
         return out
 
-    def _load_table(self, suite: str, name: str, dists: str) -> _index.IndexTable | None:
+    def _load_table(
+        self, suite: str, name: str, dists: str, *, one_stream: bool
+    ) -> _index.IndexTable | None:
         try:
             with open(self.state.table_path(suite, name), "rb") as f:  # noqa: PTH123
                 data = f.read()
@@ -97,7 +101,7 @@ class SuitePublishing(RepoBase):
             except (OSError, ValueError):
                 return None
 
-        return _index.IndexTable.loads(data, read)
+        return _index.IndexTable.loads(data, read, one_stream=one_stream)
 
     def _items(
         self, paths: Iterable[str], fresh: Mapping[str, PoolRecord], suite: str
