@@ -16,8 +16,8 @@ The price is size: each xz block starts with an empty dictionary, so on Debian's
 Packages the chunked ``.xz`` is 17% (200 packages) to 33% (10,000) bigger than one xz
 stream of the same text (``.gz``: 9%). ``[repositories] index_xz = "one-stream"``
 (:data:`XZ_LAYOUTS`) compresses the whole index into one stream at every publish instead,
-as Debian's archive is: the smallest download, for a publish that pays about 0.15 s of CPU
-per MB of index.
+as Debian's archive is: the smallest download, for a publish that pays 0.2 to 0.5 s of CPU
+per MB of index (one core: liblzma's threads are not in Python's lzma).
 """
 
 from __future__ import annotations
