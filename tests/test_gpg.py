@@ -217,3 +217,18 @@ def test_a_key_lists_when_it_last_signed_itself(tmp_path: Path) -> None:
         Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None).public_keys()
     )
     assert shown[0].signed == after.signed  # --show-keys lists the same
+
+
+def test_a_key_lists_every_user_id_and_the_primary_as_its_uid(tmp_path: Path) -> None:
+    """The front page shows every user id of the keyring's keys: one parser of gpg's listing."""
+    key = make_key(tmp_path / "k", name="first name", passphrase=None)
+    add = ["--quick-add-uid", key.fingerprint, "second name <second@releng.invalid>"]
+    subprocess.run(
+        ["gpg", "--homedir", str(key.home), "--batch", *add], check=True, capture_output=True
+    )
+    signer = Signer(gnupghome=key.home, key=key.fingerprint, passphrase=None)
+    (shown,) = keyring_keys(signer.public_keys())
+    assert shown.uids == signer.keys[0].uids
+    assert len(shown.uids) == 2
+    assert shown.uid == shown.uids[0] == signer.uid  # gpg lists the primary user id first
+    assert {u.split(" <")[0] for u in shown.uids} == {"first name", "second name"}

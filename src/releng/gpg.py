@@ -269,7 +269,7 @@ class KeyInfo:
     """One public key as gpg lists it."""
 
     fingerprint: str
-    uid: str
+    uid: str  # the first user id gpg lists: the primary one
     algorithm: str  # OpenPGP public-key algorithm id
     created: dt.datetime
     expires: dt.datetime | None  # None: never
@@ -278,6 +278,7 @@ class KeyInfo:
     # The newest signature the key made on itself (a user id's, a subkey's binding, a
     # revocation): when it last changed, e.g. its expiry extended. Listed with --with-sig-list.
     signed: dt.datetime | None = None
+    uids: tuple[str, ...] = ()  # every user id, as gpg lists them (the primary first)
 
     def expired(self, now: dt.datetime) -> bool:
         return self.revoked or (self.expires is not None and self.expires <= now)
@@ -310,13 +311,14 @@ def parse_colons(text: str) -> list[KeyInfo]:
         f = line.split(":")
         if f[0] in ("pub", "sec"):
             if current.get("fingerprint"):
-                keys.append(KeyInfo(**current))
+                uids = tuple(current.pop("uids"))
+                keys.append(KeyInfo(**current, uid=uids[0] if uids else "", uids=uids))
             current, primary = {}, len(f) > 6
             keyid = f[4] if primary else ""
             if primary:
                 current = {
                     "fingerprint": "",
-                    "uid": "",
+                    "uids": [],
                     "algorithm": f[3],
                     "created": _when(f[5]) or dt.datetime.fromtimestamp(0, tz=dt.UTC),
                     "expires": _when(f[6]),
@@ -327,8 +329,8 @@ def parse_colons(text: str) -> list[KeyInfo]:
             primary = False
         elif primary and f[0] == "fpr" and not current["fingerprint"]:
             current["fingerprint"] = f[9]
-        elif current and f[0] == "uid" and not current["uid"]:
-            current["uid"] = f[9]
+        elif current and f[0] == "uid":
+            current["uids"].append(f[9])
         elif current and f[0] in ("sig", "rev") and len(f) > 5 and f[4] == keyid:
             when = _when(f[5])
             if when is not None and (current.get("signed") is None or when > current["signed"]):

@@ -26,18 +26,16 @@ import functools
 import html
 import logging
 import os
-import shlex
-import subprocess
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from releng.errors import RepoError
+from releng.errors import RepoError, SigningError
 
 if TYPE_CHECKING:
     from releng.apt.state import Member, RepoState
+    from releng.gpg import KeyInfo
     from releng.project import Project
 
 log = logging.getLogger(__name__)
@@ -47,14 +45,6 @@ STATE_COPY = "front-page.html"  # in the repository's state directory
 URL_PLACEHOLDER = "https://REPOSITORY-URL"
 MAX_ROWS = 200  # packages listed per suite; more: the newest, and a link to the full index
 HISTORY_SHOWN = 5
-
-
-@dataclass(frozen=True, kw_only=True)
-class KeyInfo:
-    fingerprint: str  # 40 hex digits, upper case
-    expires: dt.datetime | None  # None: never
-    created: dt.datetime | None = None
-    uids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,43 +117,16 @@ class FrontPage:
 
 def key_infos(keyring: Path) -> tuple[KeyInfo, ...]:
     """Every primary key of a keyring file, in order (during a key change: the old and the
-    new key)."""
+    new key); none, with a warning, when gpg cannot read it."""
+    from releng.gpg import keyring_keys
+
     if not keyring.is_file():
         return ()
-    with tempfile.TemporaryDirectory(prefix="releng-key-") as home:
-        cmd = ["gpg", "--homedir", home, "--batch", "--with-colons", "--show-keys", str(keyring)]
-        log.debug("%s", shlex.join(cmd))
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        log.warning("cannot read %s: %s", keyring, proc.stderr.strip().splitlines()[-1:])
+    try:
+        return tuple(keyring_keys(keyring))
+    except SigningError as exc:
+        log.warning("%s", exc)
         return ()
-    found: list[KeyInfo] = []
-    fpr = ""
-    expires = created = None
-    uids: list[str] = []
-
-    def done() -> None:
-        if fpr:
-            found.append(
-                KeyInfo(fingerprint=fpr.upper(), expires=expires, created=created, uids=tuple(uids))
-            )
-
-    for line in proc.stdout.splitlines():
-        f = line.split(":")
-        if f[0] == "pub":
-            done()
-            fpr, uids = "", []
-            created, expires = _epoch(f[5]), _epoch(f[6])
-        elif f[0] == "fpr" and not fpr:
-            fpr = f[9]
-        elif f[0] == "uid":
-            uids.append(f[9])
-    done()
-    return tuple(found)
-
-
-def _epoch(value: str) -> dt.datetime | None:
-    return dt.datetime.fromtimestamp(int(value), dt.UTC) if value.isdigit() else None
 
 
 def _channel(suite: str, codename: str) -> str:
