@@ -382,7 +382,8 @@ def push_refs(
 
 
 def verify_tag(gitdir: Path, tag: str, keyring: Path, *, env: Mapping[str, str]) -> str:
-    """``git verify-tag`` against ``keyring`` only (a throwaway GNUPGHOME); the signer's key id."""
+    """``git verify-tag`` against ``keyring`` only (a throwaway GNUPGHOME); the signer's primary
+    key fingerprint (gpg's status lines, read by :func:`releng.gpg.parse_status`)."""
     if not keyring.is_file():
         raise ReleaseSourceError(
             f"[source] tag_keyring {keyring} does not exist; point it at the release "
@@ -404,10 +405,12 @@ def verify_tag(gitdir: Path, tag: str, keyring: Path, *, env: Mapping[str, str])
             extra={"GNUPGHOME": home},
             check=False,
         )
-    good = re.search(r"^\[GNUPG:\] VALIDSIG (\S+)", result.stderr, re.MULTILINE)
+    from releng.gpg import parse_status
+
+    good = [s for s in parse_status(result.stderr) if s.status == "good" and s.fingerprint]
     if result.returncode != 0 or not good:
         raise ReleaseSourceError(
             f"the release tag {tag!r} is not signed by a key in {keyring}; sign it "
             "(git tag -s) with a release key, or fix [source] tag_keyring"
         )
-    return good.group(1)
+    return good[0].fingerprint
