@@ -328,6 +328,7 @@ def _oracle_repositories(root: Path, signer: Signer, tmp_path: Path) -> dict[str
     now = dt.datetime.now(dt.UTC)
     cases: dict[str, tuple[dict[str, Any], dt.datetime, bool]] = {
         "good": ({}, now, False),
+        "one-stream-xz": ({"index_xz": "one-stream"}, now, False),  # apt fetches the .xz
         "name-newline": ({"name": "tally\n", "origin": "tally\n", "label": "tally\n"}, now, True),
         "label-injects-a-field": ({"label": "x\nSuite: evil"}, now, True),
         "origin-newline": ({"origin": "a\nb"}, now, True),

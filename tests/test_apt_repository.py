@@ -445,6 +445,52 @@ def test_repo_check_finds_a_package_in_another_architectures_index(
     ]
 
 
+def test_repo_check_finds_a_compressed_index_that_is_not_its_plain_one(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """Hashes that match the Release say nothing of what a .gz or .xz holds: apt reads the
+    .xz. A hand-made suite whose .gz holds another text and whose .xz is cut short."""
+    root = tmp_path / "repo"
+    pool = root / "pool/main/h/hello"
+    pool.mkdir(parents=True)
+    deb = make_deb(pool, "hello", "1.0-1")
+    digest = hashlib.sha256(deb.read_bytes()).hexdigest()
+    stanza = (
+        f"Package: hello\nVersion: 1.0-1\nArchitecture: amd64\n"
+        f"Filename: {deb.relative_to(root)}\nSize: {deb.stat().st_size}\nSHA256: {digest}\n"
+    ).encode()
+    suite = root / "dists/bookworm"
+    files = {
+        "Packages": stanza,
+        "Packages.gz": gzip.compress(stanza.replace(b"1.0-1", b"9.9-9")),
+        "Packages.xz": lzma.compress(stanza)[:-20],
+    }
+    (suite / "main/binary-amd64").mkdir(parents=True)
+    lines = []
+    for name, data in files.items():
+        (suite / "main/binary-amd64" / name).write_bytes(data)
+        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} main/binary-amd64/{name}")
+    date = email.utils.format_datetime(dt.datetime.now(dt.UTC), usegmt=True)
+    release = (
+        f"Suite: bookworm\nDate: {date}\nArchitectures: amd64\nComponents: main\nSHA256:\n"
+        + "\n".join(lines)
+        + "\n"
+    )
+    (suite / "Release").write_text(release)
+    (suite / "Release.gpg").write_bytes(signer.detached_signature(release.encode()))
+    (suite / "InRelease").write_bytes(signer.clearsign(release.encode()))
+    (root / "tally-archive-keyring.gpg").write_bytes(signer.public_keys())
+    problems = check_repository(root).problems
+    assert len(problems) == 2, problems
+    assert problems[0] == (
+        "dists/bookworm/main/binary-amd64/Packages.gz does not decompress to the "
+        "main/binary-amd64/Packages the Release lists; republish it (invoke republish-repo)"
+    )
+    assert problems[1].startswith(
+        "dists/bookworm/main/binary-amd64/Packages.xz cannot be decompressed ("
+    )
+
+
 def test_nightlies_older_than_the_limit_are_dropped(
     tmp_path: Path, repo: Callable[..., Repository]
 ) -> None:

@@ -236,6 +236,37 @@ def _pool_digest(path: Path) -> tuple[int, str, str]:
     return info.size, info.sha256, ""
 
 
+def _check_compressed(
+    report: CheckReport,
+    suite: str,
+    entries: list[IndexEntry],
+    compressed: list[tuple[IndexEntry, bytes]],
+) -> None:
+    """Each ``.gz`` and ``.xz`` index (its bytes verified against the Release) decompresses, to
+    the uncompressed index the Release lists beside it: apt fetches the ``.xz``, and a
+    matching hash says nothing of what is inside."""
+    import gzip
+    import lzma
+    import zlib
+
+    listed = {e.path: e for e in entries}
+    for entry, data in compressed:
+        where = f"dists/{suite}/{entry.path}"
+        try:
+            text = gzip.decompress(data) if entry.path.endswith(".gz") else lzma.decompress(data)
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
+            report.problems.append(f"{where} cannot be decompressed ({exc}); republish it")
+            continue
+        plain = listed.get(entry.path.rsplit(".", 1)[0])
+        if plain is not None and (
+            len(text) != plain.size or hashlib.sha256(text).hexdigest() != plain.sha256
+        ):
+            report.problems.append(
+                f"{where} does not decompress to the {plain.path} the Release lists; republish "
+                "it (invoke republish-repo)"
+            )
+
+
 def _check_contents(report: CheckReport, suite_dir: Path, entries: list[IndexEntry]) -> None:
     """Each ``Contents-<arch>.gz`` the Release lists (releng.apt.contents): a gzip file of
     ``PATH  SECTION/PACKAGE`` lines, naming only packages its component's Packages hold
@@ -384,6 +415,7 @@ class _Checker:
         _check_release(fields, entries, suite, self.problem)
         by_hash = fields.get("Acquire-By-Hash") == "yes"
         archs = set(fields.get("Architectures", "").split())
+        compressed: list[tuple[IndexEntry, bytes]] = []
         for entry in entries:
             path = suite_dir / entry.path
             byhash = path.parent / "by-hash" / "SHA256" / entry.sha256
@@ -396,9 +428,16 @@ class _Checker:
                 path=path,
                 by_hash=by_hash,
             )
+            if (
+                good is not None
+                and path.suffix in (".gz", ".xz")
+                and "/Contents-" not in f"/{entry.path}"
+            ):
+                compressed.append((entry, good))
             if good is None or "." in path.name or path.name.startswith("Contents-"):
                 continue  # pool references are read from the uncompressed index
             self.index(path, good, archs)
+        _check_compressed(self.report, suite, entries, compressed)
         _check_contents(self.report, suite_dir, entries)
 
     def index(self, path: Path, good: bytes, archs: set[str]) -> None:
