@@ -77,16 +77,10 @@ def demo_repository(root: Path, work: Path, project_root: Path) -> None:
         check=True,
         capture_output=True,
     )  # fmt: skip
-    listing = subprocess.run(
-        ["gpg", "--homedir", str(home), "--with-colons", "--list-secret-keys"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    fpr = next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
+    signer = Signer(gnupghome=home, key="demo@example.org", passphrase=None)
     project = Project.load(project_root)
     settings = settings_for(project)._replace(architectures=("amd64", "arm64"))
-    repo = Repository(root, settings, Signer(gnupghome=home, key=fpr, passphrase=None))
+    repo = Repository(root, settings, signer)
     name = project.config.name
     debs = [
         _deb(work, name, "1.2.0-1", "amd64", "utils"),
