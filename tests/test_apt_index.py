@@ -198,6 +198,28 @@ def test_one_stream_xz_is_one_block_every_reader_takes_and_smaller_than_chunks(
     loaded = index.IndexTable.loads(saved, without_xz.get, one_stream=True)
     assert loaded is not None
     assert loaded.files() == files
+
+
+def test_a_one_stream_table_compresses_its_index_again_only_when_it_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    items = _items([f"pkg{i:04d}" for i in range(800)])
+    table = index.IndexTable.build(items, one_stream=True)
+    files = table.files()
+    saved = table.dumps(tuple(hashlib.sha256(d).hexdigest() for d in files))  # type: ignore[arg-type]
+    loaded = index.IndexTable.loads(saved, _files_by_sha(files).get, one_stream=True)
+    assert loaded is not None
+    made: list[int] = []
+    real = index._xz_stream
+    monkeypatch.setattr(index, "_xz_stream", lambda raw: made.append(1) or real(raw))
+    key = {e[3]: e for e, _s in items}.__getitem__
+    loaded.update([], set(), key)  # nothing added or removed: the published stream is kept
+    assert loaded.files() == files
+    assert made == []
+    loaded.update(_items(["pkg0400a"]), set(), key)
+    expected = index.IndexTable.build([*items, *_items(["pkg0400a"])], one_stream=True)
+    assert loaded.files() == expected.files()
+    assert made == [1, 1]  # loaded's new stream, and expected's
     assert index.IndexTable.build([], one_stream=True).files().xz == lzma.compress(
         b"", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32
     )

@@ -173,7 +173,7 @@ class RepositoriesSection:
     location: str = "out/repo"
     contents: bool = True  # Contents-<arch>.gz indexes for apt-file (releng.apt.contents)
     # Packages.xz/Sources.xz: "chunks" (fast publishes; 17-33% bigger) or "one-stream"
-    # (the smallest download; every publish compresses the whole index): releng.apt.index.
+    # (the smallest download; a publish compresses a changed index whole): releng.apt.index.
     index_xz: Literal["chunks", "one-stream"] = "chunks"
 
 

@@ -15,9 +15,10 @@ the next publish re-cuts and recompresses only the chunks that changed:
 The price is size: each xz block starts with an empty dictionary, so on Debian's own
 Packages the chunked ``.xz`` is 17% (200 packages) to 33% (10,000) bigger than one xz
 stream of the same text (``.gz``: 9%). ``[repositories] index_xz = "one-stream"``
-(:data:`XZ_LAYOUTS`) compresses the whole index into one stream at every publish instead,
-as Debian's archive is: the smallest download, for a publish that pays 0.2 to 0.5 s of CPU
-per MB of index (one core: liblzma's threads are not in Python's lzma).
+(``IndexTable(one_stream=True)``) compresses the whole index into one stream instead, as
+Debian's archive is, whenever it changed: the smallest download, for a publish that pays
+0.2 to 0.5 s of CPU per MB of changed index (one core: liblzma's threads are not in
+Python's lzma).
 """
 
 from __future__ import annotations
@@ -42,10 +43,6 @@ XZ_PRESET = 6
 # chunks ~20% smaller than 16-name ones, and each costs less set-up per byte.
 BOUNDARY_MOD = 32
 MAX_CHUNK = 256 * 1024
-
-# How Packages.xz and Sources.xz are made (``[repositories] index_xz``): one xz block per
-# chunk (a publish recompresses what changed), or one stream of the whole index.
-XZ_LAYOUTS = ("chunks", "one-stream")
 
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _XZ_CHECK_CRC32 = 1
@@ -315,18 +312,25 @@ class IndexTable:
     pool paths and lengths (:meth:`dumps`); their bytes come back from the published files
     (:meth:`loads`), so nothing is stored twice.
 
-    ``one_stream``: the ``.xz`` is one stream of the whole index, made anew by every
-    :meth:`pieces`, and the chunks carry no xz block.
+    ``one_stream``: the ``.xz`` is one stream of the whole index, and the chunks carry no xz
+    block; the stream is made again only when a chunk changed (a loaded table keeps the one
+    it was published with).
     """
 
-    __slots__ = ("chunks", "one_stream", "tag")
+    __slots__ = ("_stream", "chunks", "one_stream", "tag")
 
     def __init__(
-        self, chunks: list[Chunk], tag: bytes | None = None, *, one_stream: bool = False
+        self,
+        chunks: list[Chunk],
+        tag: bytes | None = None,
+        *,
+        one_stream: bool = False,
+        stream: Buffer | None = None,
     ) -> None:
         self.chunks = chunks
         self.tag = tag  # what the caller saved with it (see dumps)
         self.one_stream = one_stream
+        self._stream = stream  # one_stream: the xz of these chunks, when known
 
     @classmethod
     def build(
@@ -354,6 +358,7 @@ class IndexTable:
         xz = not self.one_stream
         if not chunks:
             self.chunks = _compress_all(_cut(sorted(add, key=_first)), {}, workers, xz=xz)
+            self._stream = None
             return
         n = len(chunks)
         lasts = [c.last for c in chunks]
@@ -396,14 +401,19 @@ class IndexTable:
             items.sort(key=_first)
             out += _compress_all(_cut(items), reuse, workers, xz=xz)
             i = j
+        if len(out) != n or any(a is not b for a, b in zip(out, chunks, strict=True)):
+            self._stream = None  # the index changed: its one stream is made again
         self.chunks = out
 
     def pieces(self) -> IndexPieces:
         chunks = self.chunks
         gz: list[Buffer] = [c.gz for c in chunks] if chunks else [gzip.compress(b"", mtime=0)]
         raw = [c.raw for c in chunks]
-        xz: list[Buffer] = [_xz_stream(raw)] if self.one_stream else _xz_pieces(chunks)
-        return IndexPieces(raw=raw, gz=gz, xz=xz)
+        if not self.one_stream:
+            return IndexPieces(raw=raw, gz=gz, xz=_xz_pieces(chunks))
+        if self._stream is None:
+            self._stream = _xz_stream(raw)
+        return IndexPieces(raw=raw, gz=gz, xz=[self._stream])
 
     def files(self) -> IndexFiles:
         raw, gz, xz = (b"".join(p) for p in self.pieces())
@@ -429,9 +439,9 @@ class IndexTable:
             version, rule, tag, digests, rows = marshal.loads(data)  # noqa: S302
             if version != _TABLE_VERSION or tuple(rule) != _rule(one_stream=one_stream):
                 return None  # chunks cut by another rule: build the index anew
-            raw, gz = read(digests[0]), read(digests[1])
-            # One stream: the chunks carry no xz block (the stream is made anew each time).
-            xz = b"" if one_stream else read(digests[2])
+            raw, gz, xz = (read(d) for d in digests)
+            # One stream: the chunks carry no xz block, and a stream gone is made again.
+            stream, xz = (xz, b"") if one_stream else (None, xz)
             if raw is None or gz is None or xz is None:
                 return None
             chunks: list[Chunk] = []
@@ -455,7 +465,9 @@ class IndexTable:
                 return None
         except (ValueError, TypeError, EOFError):
             return None
-        return cls(chunks, tag if isinstance(tag, bytes) else None, one_stream=one_stream)
+        return cls(
+            chunks, tag if isinstance(tag, bytes) else None, one_stream=one_stream, stream=stream
+        )
 
 
 def _rule(*, one_stream: bool) -> tuple[int | str, ...]:

@@ -84,7 +84,7 @@ class RepoSettings(NamedTuple):
     sync_before_switch: bool = True
     contents: bool = True  # Contents-<arch>.gz per component, for apt-file (contents.py)
     # Packages.xz and Sources.xz: "chunks" (a publish recompresses what changed) or
-    # "one-stream" (the whole index each publish: the smallest download; index.XZ_LAYOUTS).
+    # "one-stream" (the whole index when it changed: the smallest download; index.IndexTable).
     index_xz: str = "chunks"
 
     def check_suite(self, suite: str, *, existing: Iterable[str] = ()) -> None:
