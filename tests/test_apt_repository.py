@@ -404,29 +404,26 @@ def test_two_architectures_each_index_their_own_and_share_architecture_all(
     assert_checks(r.root)
 
 
-def test_repo_check_finds_a_package_in_another_architectures_index(
-    tmp_path: Path, signer: Signer
-) -> None:
-    """A hand-made suite (releng's own indexes cannot be wrong this way): an arm64 package in
-    binary-amd64/Packages and a binary-arm64 index the Release's Architectures omits."""
-    root = tmp_path / "repo"
+def _hand_made_stanza(root: Path, arch: str) -> bytes:
+    """A hello .deb in the pool of ``root`` and its Packages stanza."""
     pool = root / "pool/main/h/hello"
     pool.mkdir(parents=True)
-    deb = make_deb(pool, "hello", "1.0-1", arch="arm64")
+    deb = make_deb(pool, "hello", "1.0-1", arch=arch)
     digest = hashlib.sha256(deb.read_bytes()).hexdigest()
-    stanza = (
-        f"Package: hello\nVersion: 1.0-1\nArchitecture: arm64\n"
+    return (
+        f"Package: hello\nVersion: 1.0-1\nArchitecture: {arch}\n"
         f"Filename: {deb.relative_to(root)}\nSize: {deb.stat().st_size}\nSHA256: {digest}\n"
     ).encode()
+
+
+def _hand_made_suite(root: Path, signer: Signer, files: dict[str, bytes]) -> None:
+    """dists/bookworm with ``files`` (path under it -> bytes) and a signed Release listing
+    them (Architectures: amd64), and the keyring beside the repository."""
     suite = root / "dists/bookworm"
-    lines = []
-    for arch in ("amd64", "arm64"):
-        index = suite / f"main/binary-{arch}/Packages"
-        index.parent.mkdir(parents=True)
-        index.write_bytes(stanza)
-        lines.append(
-            f" {hashlib.sha256(stanza).hexdigest()} {len(stanza)} main/binary-{arch}/Packages"
-        )
+    for path, data in files.items():
+        (suite / path).parent.mkdir(parents=True, exist_ok=True)
+        (suite / path).write_bytes(data)
+    lines = [f" {hashlib.sha256(d).hexdigest()} {len(d)} {path}" for path, d in files.items()]
     date = email.utils.format_datetime(dt.datetime.now(dt.UTC), usegmt=True)
     release = (
         f"Suite: bookworm\nDate: {date}\nArchitectures: amd64\nComponents: main\nSHA256:\n"
@@ -437,6 +434,20 @@ def test_repo_check_finds_a_package_in_another_architectures_index(
     (suite / "Release.gpg").write_bytes(signer.detached_signature(release.encode()))
     (suite / "InRelease").write_bytes(signer.clearsign(release.encode()))
     (root / "tally-archive-keyring.gpg").write_bytes(signer.public_keys())
+
+
+def test_repo_check_finds_a_package_in_another_architectures_index(
+    tmp_path: Path, signer: Signer
+) -> None:
+    """A hand-made suite (releng's own indexes cannot be wrong this way): an arm64 package in
+    binary-amd64/Packages and a binary-arm64 index the Release's Architectures omits."""
+    root = tmp_path / "repo"
+    stanza = _hand_made_stanza(root, "arm64")
+    _hand_made_suite(
+        root,
+        signer,
+        {f"main/binary-{arch}/Packages": stanza for arch in ("amd64", "arm64")},
+    )
     problems = check_repository(root).problems
     assert problems == [
         "dists/bookworm/main/binary-amd64/Packages: 'hello' is built for arm64, not amd64 (or all)",
@@ -451,35 +462,16 @@ def test_repo_check_finds_a_compressed_index_that_is_not_its_plain_one(
     """Hashes that match the Release say nothing of what a .gz or .xz holds: apt reads the
     .xz. A hand-made suite whose .gz holds another text and whose .xz is cut short."""
     root = tmp_path / "repo"
-    pool = root / "pool/main/h/hello"
-    pool.mkdir(parents=True)
-    deb = make_deb(pool, "hello", "1.0-1")
-    digest = hashlib.sha256(deb.read_bytes()).hexdigest()
-    stanza = (
-        f"Package: hello\nVersion: 1.0-1\nArchitecture: amd64\n"
-        f"Filename: {deb.relative_to(root)}\nSize: {deb.stat().st_size}\nSHA256: {digest}\n"
-    ).encode()
-    suite = root / "dists/bookworm"
-    files = {
-        "Packages": stanza,
-        "Packages.gz": gzip.compress(stanza.replace(b"1.0-1", b"9.9-9")),
-        "Packages.xz": lzma.compress(stanza)[:-20],
-    }
-    (suite / "main/binary-amd64").mkdir(parents=True)
-    lines = []
-    for name, data in files.items():
-        (suite / "main/binary-amd64" / name).write_bytes(data)
-        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} main/binary-amd64/{name}")
-    date = email.utils.format_datetime(dt.datetime.now(dt.UTC), usegmt=True)
-    release = (
-        f"Suite: bookworm\nDate: {date}\nArchitectures: amd64\nComponents: main\nSHA256:\n"
-        + "\n".join(lines)
-        + "\n"
+    stanza = _hand_made_stanza(root, "amd64")
+    _hand_made_suite(
+        root,
+        signer,
+        {
+            "main/binary-amd64/Packages": stanza,
+            "main/binary-amd64/Packages.gz": gzip.compress(stanza.replace(b"1.0-1", b"9.9-9")),
+            "main/binary-amd64/Packages.xz": lzma.compress(stanza)[:-20],
+        },
     )
-    (suite / "Release").write_text(release)
-    (suite / "Release.gpg").write_bytes(signer.detached_signature(release.encode()))
-    (suite / "InRelease").write_bytes(signer.clearsign(release.encode()))
-    (root / "tally-archive-keyring.gpg").write_bytes(signer.public_keys())
     problems = check_repository(root).problems
     assert len(problems) == 2, problems
     assert problems[0] == (
