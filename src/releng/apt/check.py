@@ -428,13 +428,10 @@ class _Checker:
                 path=path,
                 by_hash=by_hash,
             )
-            if (
-                good is not None
-                and path.suffix in (".gz", ".xz")
-                and "/Contents-" not in f"/{entry.path}"
-            ):
+            contents = path.name.startswith("Contents-")  # read by _check_contents
+            if good is not None and path.suffix in (".gz", ".xz") and not contents:
                 compressed.append((entry, good))
-            if good is None or "." in path.name or path.name.startswith("Contents-"):
+            if good is None or "." in path.name or contents:
                 continue  # pool references are read from the uncompressed index
             self.index(path, good, archs)
         _check_compressed(self.report, suite, entries, compressed)
